@@ -1,0 +1,351 @@
+"""The client and server sides of an Ember connection as sans-I/O state machines.
+
+In the manner of h11: ``receive_data(bytes)`` returns the events those bytes
+complete, and each ``send``-style method returns the bytes to write. Neither
+class touches a socket, a clock or a database; the driver (``gateway/`` or
+``client/``) supplies times and secrets and does the I/O.
+
+Handshake (see docs/PROTOCOL.md for the bytes)::
+
+    server                                   client
+    HELLO {nonce, time}            ───────►
+                                   ◄───────  CONNECT {user, client, platform, keepalive, nonce, proof}
+    (look up the session secret, open the proof, check the credential)
+    CONNACK, encrypted, code 1     ───────►  (or a clear CONNACK with the failure code, then close)
+    REQUEST/RESPONSE/NOTIFY/PING/PONG/DISCONNECT, all encrypted
+
+Only someone who holds the session secret can seal a proof that opens under
+this connection's fresh server nonce, so a recorded CONNECT is useless later;
+and only the server that holds the secret can seal the success CONNACK, so the
+client knows it reached the real server.
+
+A peer's protocol error never raises out of ``receive_data``: it becomes a
+final ``ProtocolViolation`` event after any events decoded before it, and the
+connection is CLOSED.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from . import codec, events
+from .codes import ConnectionStatus
+from .crypto import (
+    NONCE_SIZE,
+    SECRET_SIZE,
+    TAG_SIZE,
+    DirectionCipher,
+    derive_frame_keys,
+    derive_proof_key,
+    open_proof,
+    seal_proof,
+)
+from .errors import FieldError, ProtocolError
+from .frames import (
+    DEFAULT_MAX_FRAME_BYTES,
+    MAX_REQUEST_ID,
+    Flags,
+    Frame,
+    FrameDecoder,
+    FrameType,
+    encode_frame,
+    encode_header,
+)
+
+MAX_ID_LEN = 64
+MAX_METHOD_LEN = 64
+MAX_PROOF_BYTES = 1024
+MAX_KEEPALIVE_SECONDS = 3600
+
+
+class State(enum.Enum):
+    AWAIT_HELLO = "await_hello"  # client: TCP is up, the server's HELLO has not arrived
+    AWAIT_CONNECT = "await_connect"  # server: HELLO sent, waiting for CONNECT
+    AUTHENTICATING = "authenticating"  # CONNECT sent / received, CONNACK not yet
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+def encode_notify_body(topic: str, data: Any) -> bytes:
+    """The plaintext of a NOTIFY: encode it once, then seal it per connection."""
+    return codec.pack({"t": topic, "d": data})
+
+
+class _Sealed:
+    """Shared plumbing: decoder, per-direction ciphers, sealed frame encoding."""
+
+    def __init__(self, max_frame_bytes: int) -> None:
+        self._decoder = FrameDecoder(max_frame_bytes)
+        self._sender: DirectionCipher | None = None
+        self._receiver: DirectionCipher | None = None
+        self.state = State.CLOSED
+
+    def _seal(self, frame_type: FrameType, plaintext: bytes, request_id: int = 0) -> bytes:
+        assert self._sender is not None, "no keys yet"
+        header = encode_header(frame_type, Flags.ENCRYPTED, request_id, len(plaintext) + TAG_SIZE)
+        return header + self._sender.seal(header, plaintext)
+
+    def _open(self, frame: Frame) -> bytes:
+        if not frame.encrypted or self._receiver is None:
+            raise ProtocolError(f"{frame.type.name} must be encrypted")
+        return self._receiver.open(frame.header, frame.body)
+
+    def _drain(self, data: bytes, readable: tuple[State, ...], handle: Any) -> list[Any]:
+        """Feed bytes, then turn complete frames into events while the state allows reading."""
+        if self.state is State.CLOSED:
+            return []
+        self._decoder.feed(data)
+        out: list[Any] = []
+        try:
+            while self.state in readable:
+                frame = self._decoder.next_frame()
+                if frame is None:
+                    break
+                event = handle(frame)
+                if event is not None:
+                    out.append(event)
+        except ProtocolError as exc:
+            self.state = State.CLOSED
+            out.append(events.ProtocolViolation(exc.reason))
+        except FieldError as exc:
+            self.state = State.CLOSED
+            out.append(events.ProtocolViolation(f"invalid field {exc}"))
+        return out
+
+
+class ServerConnection(_Sealed):
+    """The gateway's side of one connection."""
+
+    def __init__(
+        self, *, server_nonce: bytes, server_time_ms: int, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    ) -> None:
+        super().__init__(max_frame_bytes)
+        if len(server_nonce) != NONCE_SIZE:
+            raise ValueError("server nonce must be 32 bytes")
+        self._server_nonce = server_nonce
+        self._server_time_ms = server_time_ms
+        self._connect: events.ConnectRequested | None = None
+        self.state = State.AWAIT_CONNECT
+
+    def hello(self) -> bytes:
+        """The HELLO frame, to send as soon as TCP is up."""
+        return encode_frame(
+            FrameType.HELLO, codec.pack({"nonce": self._server_nonce, "time": self._server_time_ms})
+        )
+
+    def receive_data(self, data: bytes) -> list[events.ServerEvent]:
+        """Events completed by ``data``.
+
+        While AUTHENTICATING the bytes are only buffered (the keys do not exist
+        yet); call ``receive_data(b"")`` after ``accept`` to read them.
+        """
+        return self._drain(data, (State.AWAIT_CONNECT, State.OPEN), self._handle)
+
+    def _handle(self, frame: Frame) -> events.ServerEvent | None:
+        if self.state is State.AWAIT_CONNECT:
+            if frame.type is not FrameType.CONNECT or frame.encrypted:
+                raise ProtocolError("expected CONNECT")
+            fields = codec.unpack_map(frame.body)
+            self._connect = events.ConnectRequested(
+                user_id=fields.text("user", min_len=1, max_len=MAX_ID_LEN, printable=True),
+                client_id=fields.text("client", min_len=1, max_len=MAX_ID_LEN, printable=True),
+                platform=fields.integer("platform", lo=0, hi=255),
+                keepalive_seconds=fields.integer("keepalive", lo=0, hi=MAX_KEEPALIVE_SECONDS, default=0),
+                client_nonce=fields.binary("nonce", min_len=NONCE_SIZE, max_len=NONCE_SIZE),
+                proof=fields.binary("proof", min_len=TAG_SIZE, max_len=MAX_PROOF_BYTES),
+            )
+            self.state = State.AUTHENTICATING
+            return self._connect
+        if frame.type is FrameType.REQUEST:
+            fields = codec.unpack_map(self._open(frame))
+            try:
+                method = fields.text("m", min_len=1, max_len=MAX_METHOD_LEN, printable=True)
+                params = fields.mapping("p", default={})
+            except FieldError as exc:
+                return events.BadRequest(frame.request_id, str(exc))
+            return events.Request(frame.request_id, method, params)
+        if frame.type is FrameType.PING:
+            if self._open(frame):
+                raise ProtocolError("PING carries no body")
+            return events.Ping()
+        if frame.type is FrameType.DISCONNECT:
+            plaintext = self._open(frame)
+            clear = codec.unpack_map(plaintext).boolean("clear", default=False) if plaintext else False
+            self.state = State.CLOSED
+            return events.Disconnect(clear_session=clear)
+        raise ProtocolError(f"unexpected {frame.type.name} from a client")
+
+    def authenticate(self, secret: bytes) -> events.ConnectProof | None:
+        """Open the CONNECT proof with the session secret.
+
+        Returns:
+            None when the proof was not sealed with ``secret`` for this
+            connection (answer SecretKeyMismatch). Otherwise the proof; when
+            the plaintext is not the documented shape its credential is empty,
+            which no credential check accepts (answer TokenIncorrect).
+        """
+        if self.state is not State.AUTHENTICATING or self._connect is None:
+            raise RuntimeError("authenticate() needs a CONNECT first")
+        if len(secret) != SECRET_SIZE:
+            return None
+        c = self._connect
+        plaintext = open_proof(derive_proof_key(secret, self._server_nonce, c.client_nonce), c.proof)
+        if plaintext is None:
+            return None
+        # The proof opened: this peer holds the secret, so the frame keys are this session's.
+        to_server, to_client = derive_frame_keys(secret, self._server_nonce, c.client_nonce)
+        self._receiver, self._sender = DirectionCipher(to_server), DirectionCipher(to_client)
+        try:
+            fields = codec.unpack_map(plaintext)
+            return events.ConnectProof(fields.binary("cred", max_len=MAX_PROOF_BYTES), fields.integer("time"))
+        except (ProtocolError, FieldError):
+            return events.ConnectProof(b"", 0)
+
+    def accept(self, *, server_time_ms: int, keepalive_seconds: int, heads: dict[str, int]) -> bytes:
+        """The encrypted success CONNACK; the connection is OPEN afterwards."""
+        if self.state is not State.AUTHENTICATING or self._sender is None:
+            raise RuntimeError("accept() needs a CONNECT whose proof opened")
+        self.state = State.OPEN
+        body = {
+            "code": int(ConnectionStatus.CONNECTED),
+            "time": server_time_ms,
+            "keepalive": keepalive_seconds,
+            "heads": heads,
+        }
+        return self._seal(FrameType.CONNACK, codec.pack(body))
+
+    def reject(self, code: ConnectionStatus) -> bytes:
+        """A clear CONNACK with a failure code; the connection is CLOSED afterwards."""
+        if code == ConnectionStatus.CONNECTED:
+            raise ValueError("reject() takes a failure code")
+        self.state = State.CLOSED
+        return encode_frame(FrameType.CONNACK, codec.pack({"code": int(code)}))
+
+    def response(self, request_id: int, code: int, result: Any = None) -> bytes:
+        return self._seal(FrameType.RESPONSE, codec.pack({"c": int(code), "r": result}), request_id)
+
+    def notify(self, topic: str, data: Any = None) -> bytes:
+        return self._seal(FrameType.NOTIFY, encode_notify_body(topic, data))
+
+    def notify_body(self, body: bytes) -> bytes:
+        """Seal a NOTIFY plaintext made once by ``encode_notify_body`` for many connections."""
+        return self._seal(FrameType.NOTIFY, body)
+
+    def pong(self) -> bytes:
+        return self._seal(FrameType.PONG, b"")
+
+    def error(self, code: int, reason: str) -> bytes:
+        """An ERROR frame (encrypted once keys exist); the connection is CLOSED afterwards."""
+        body = codec.pack({"code": int(code), "reason": reason[:200]})
+        sealed = self._sender is not None and self.state is State.OPEN
+        self.state = State.CLOSED
+        return self._seal(FrameType.ERROR, body) if sealed else encode_frame(FrameType.ERROR, body)
+
+
+class ClientConnection(_Sealed):
+    """The SDK's side of one connection."""
+
+    def __init__(
+        self,
+        *,
+        user_id: str,
+        client_id: str,
+        platform: int,
+        secret: bytes,
+        credential: bytes,
+        client_nonce: bytes,
+        keepalive_seconds: int = 0,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+    ) -> None:
+        super().__init__(max_frame_bytes)
+        if len(client_nonce) != NONCE_SIZE:
+            raise ValueError("client nonce must be 32 bytes")
+        self.user_id, self.client_id, self.platform = user_id, client_id, platform
+        self._secret = secret
+        self._credential = credential
+        self._client_nonce = client_nonce
+        self._keepalive = keepalive_seconds
+        self._server_nonce: bytes | None = None
+        self._next_request_id = 1
+        self.state = State.AWAIT_HELLO
+
+    def receive_data(self, data: bytes) -> list[events.ClientEvent]:
+        return self._drain(data, (State.AWAIT_HELLO, State.AUTHENTICATING, State.OPEN), self._handle)
+
+    def _handle(self, frame: Frame) -> events.ClientEvent | None:
+        if frame.type is FrameType.ERROR:
+            fields = codec.unpack_map(self._open(frame) if frame.encrypted else frame.body)
+            self.state = State.CLOSED
+            return events.ServerError(fields.integer("code"), fields.text("reason", max_len=1000, default=""))
+        if self.state is State.AWAIT_HELLO:
+            if frame.type is not FrameType.HELLO or frame.encrypted or self._server_nonce is not None:
+                raise ProtocolError("expected HELLO")
+            fields = codec.unpack_map(frame.body)
+            self._server_nonce = fields.binary("nonce", min_len=NONCE_SIZE, max_len=NONCE_SIZE)
+            return events.Hello(self._server_nonce, fields.integer("time"))
+        if self.state is State.AUTHENTICATING:
+            if frame.type is not FrameType.CONNACK:
+                raise ProtocolError("expected CONNACK")
+            if not frame.encrypted:
+                # A clear CONNACK can only carry a failure: success must prove the server holds the secret.
+                code = codec.unpack_map(frame.body).integer("code", lo=-128, hi=127)
+                if code == ConnectionStatus.CONNECTED:
+                    raise ProtocolError("unauthenticated success CONNACK")
+                self.state = State.CLOSED
+                return events.ConnAck(code)
+            fields = codec.unpack_map(self._open(frame))
+            if fields.integer("code") != ConnectionStatus.CONNECTED:
+                raise ProtocolError("encrypted CONNACK must carry success")
+            heads = fields.mapping("heads", default={})
+            self.state = State.OPEN
+            return events.ConnAck(
+                ConnectionStatus.CONNECTED,
+                fields.integer("time"),
+                fields.integer("keepalive", lo=0, hi=MAX_KEEPALIVE_SECONDS),
+                {key: heads.integer(key) for key in heads.raw},
+            )
+        if frame.type is FrameType.RESPONSE:
+            fields = codec.unpack_map(self._open(frame))
+            return events.Response(frame.request_id, fields.integer("c"), fields.raw.get("r"))
+        if frame.type is FrameType.NOTIFY:
+            fields = codec.unpack_map(self._open(frame))
+            return events.Notify(fields.text("t", min_len=1, max_len=MAX_METHOD_LEN), fields.raw.get("d"))
+        if frame.type is FrameType.PONG:
+            self._open(frame)
+            return events.Pong()
+        raise ProtocolError(f"unexpected {frame.type.name} from the server")
+
+    def connect(self, client_time_ms: int) -> bytes:
+        """The CONNECT frame, once HELLO has arrived."""
+        if self.state is not State.AWAIT_HELLO or self._server_nonce is None:
+            raise RuntimeError("connect() needs the server's HELLO first")
+        proof_key = derive_proof_key(self._secret, self._server_nonce, self._client_nonce)
+        proof = seal_proof(proof_key, codec.pack({"cred": self._credential, "time": client_time_ms}))
+        to_server, to_client = derive_frame_keys(self._secret, self._server_nonce, self._client_nonce)
+        self._sender, self._receiver = DirectionCipher(to_server), DirectionCipher(to_client)
+        self.state = State.AUTHENTICATING
+        body = {
+            "user": self.user_id,
+            "client": self.client_id,
+            "platform": self.platform,
+            "keepalive": self._keepalive,
+            "nonce": self._client_nonce,
+            "proof": proof,
+        }
+        return encode_frame(FrameType.CONNECT, codec.pack(body))
+
+    def request(self, method: str, params: dict[str, Any] | None = None) -> tuple[int, bytes]:
+        """(request id, REQUEST frame). Ids count up from 1 and wrap after 2**32 - 1."""
+        request_id = self._next_request_id
+        self._next_request_id = request_id % MAX_REQUEST_ID + 1
+        return request_id, self._seal(
+            FrameType.REQUEST, codec.pack({"m": method, "p": params or {}}), request_id
+        )
+
+    def ping(self) -> bytes:
+        return self._seal(FrameType.PING, b"")
+
+    def disconnect(self, clear_session: bool = False) -> bytes:
+        self.state = State.CLOSED
+        return self._seal(FrameType.DISCONNECT, codec.pack({"clear": clear_session}))

@@ -1,0 +1,119 @@
+"""Events the connection state machines hand to their drivers.
+
+``ServerConnection.receive_data`` yields the client-side events below the
+first rule; ``ClientConnection.receive_data`` yields the server-side ones.
+They are plain frozen dataclasses: the driver decides what to do with them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .codec import Fields
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolViolation:
+    """The peer broke the protocol; always the last event, and the connection is CLOSED.
+
+    The server's driver answers with ``ServerConnection.error`` and closes the
+    socket; the client's driver closes. ``reason`` is safe to log.
+    """
+
+    reason: str
+
+
+# --- sent by the client, seen by the server ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectRequested:
+    """A well-formed CONNECT. The driver looks up the session and calls ``authenticate``."""
+
+    user_id: str
+    client_id: str
+    platform: int
+    keepalive_seconds: int  # 0: let the server choose
+    client_nonce: bytes = field(repr=False)
+    proof: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectProof:
+    """The opened CONNECT proof: the sealed credential and the client's clock."""
+
+    credential: bytes = field(repr=False)
+    client_time_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    request_id: int
+    method: str
+    params: Fields = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class BadRequest:
+    """A REQUEST whose body is a map but names no valid method or params: answer 251."""
+
+    request_id: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnect:
+    clear_session: bool
+
+
+# --- sent by the server, seen by the client ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    server_nonce: bytes = field(repr=False)
+    server_time_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConnAck:
+    code: int  # protocol.codes.ConnectionStatus
+    server_time_ms: int = 0
+    keepalive_seconds: int = 0
+    heads: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    request_id: int
+    code: int  # protocol.codes.ErrorCode
+    result: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Notify:
+    topic: str
+    data: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ServerError:
+    """The server is closing the connection and says why."""
+
+    code: int
+    reason: str
+
+
+ServerEvent = ConnectRequested | Request | BadRequest | Ping | Disconnect | ProtocolViolation
+ClientEvent = Hello | ConnAck | Response | Notify | Pong | ServerError | ProtocolViolation
