@@ -1,0 +1,386 @@
+"""Ember's configuration: one typed, frozen object built from a TOML file and the environment.
+
+Each TOML section is a frozen dataclass whose attribute names are exactly the
+TOML keys (``config.server.multi_endpoint``). Field metadata carries the
+meaning of each key, so the generated config file and the README's table are
+rendered from this module and cannot drift from it.
+
+Precedence, lowest first: the defaults below, the TOML file, then environment
+variables ``EMBER_<SECTION>__<KEY>`` (double underscore, e.g.
+``EMBER_SERVER__PORT=9000``). Variables that start with ``EMBER_`` but have no
+double underscore (``EMBER_ADMIN_URL``) belong to other tools and are ignored.
+
+Adding a section: write its dataclass (with ``SECTION``) and add one field to
+``Config``; loading, validation, the generated file and the table follow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import secrets
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+CONFIG_FILENAME = "ember.toml"
+ENV_PREFIX = "EMBER_"
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+class ConfigError(ValueError):
+    """The configuration is unusable; the message names the key (never a secret's value)."""
+
+
+def _key(
+    default: Any,
+    doc: str,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    secret: bool = False,
+) -> Any:
+    """Declare one config key: its default, meaning and bounds.
+
+    Secret keys have the empty string as default, meaning "required", and are
+    left out of ``repr`` so that logging a config object cannot leak them.
+    """
+    meta = {"doc": doc, "lo": lo, "hi": hi, "choices": choices, "secret": secret}
+    return field(default=default, repr=not secret, metadata=meta)
+
+
+class _Section:
+    """Type and range checks shared by every section, run when it is built."""
+
+    SECTION: ClassVar[str]
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            name = f"{self.SECTION}.{f.name}"
+            value = _check_type(name, hints[f.name], getattr(self, f.name), f.metadata["secret"])
+            object.__setattr__(self, f.name, value)  # ints given for floats become floats
+            _check_bounds(name, value, f.metadata)
+        self._check()
+
+    def _check(self) -> None:
+        """Cross-key rules of one section; override where needed."""
+
+
+def _check_type(name: str, typ: type, value: Any, secret: bool) -> Any:
+    shown = "<secret>" if secret else repr(value)
+    ok = isinstance(value, typ) and (typ is bool or not isinstance(value, bool))
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok:
+        raise ConfigError(f"{name}: expected {typ.__name__}, got {shown}")
+    if typ is float and not math.isfinite(value):
+        raise ConfigError(f"{name}: must be a finite number")
+    return value
+
+
+def _check_bounds(name: str, value: Any, meta: Mapping[str, Any]) -> None:
+    if meta["secret"] and value == "":
+        env = f"{ENV_PREFIX}{name.replace('.', '__').upper()}"
+        raise ConfigError(f"{name} is required (set it in {CONFIG_FILENAME} or {env})")
+    if meta["lo"] is not None and value < meta["lo"]:
+        raise ConfigError(f"{name}: must be at least {meta['lo']}, got {value!r}")
+    if meta["hi"] is not None and value > meta["hi"]:
+        raise ConfigError(f"{name}: must be at most {meta['hi']}, got {value!r}")
+    if meta["choices"] is not None and value not in meta["choices"]:
+        raise ConfigError(f"{name}: must be one of {', '.join(meta['choices'])}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ServerConfig(_Section):
+    SECTION: ClassVar[str] = "server"
+    host: str = _key("127.0.0.1", "Address the client TCP listener binds.")
+    port: int = _key(7600, "Port of the client TCP listener.", lo=0, hi=65535)
+    multi_endpoint: bool = _key(
+        False, "Let a user stay logged in on several devices of the same platform class.")
+    client_support_kickoff_event: bool = _key(
+        False, "Answer a kicked device Kickedoff (-7) instead of SecretKeyMismatch (-6).")
+    max_clock_skew_seconds: int = _key(
+        86400, "Largest client clock error accepted at CONNECT (else -9).", lo=0)
+    handshake_timeout_seconds: float = _key(
+        10.0, "Drop a connection whose handshake has not completed after this long.", lo=0.1)
+    max_frame_bytes: int = _key(
+        262144, "Largest frame accepted; a longer one closes the connection.", lo=1024, hi=2**31 - 1)
+    keepalive_seconds: int = _key(60, "Keepalive used when the client announces 0.", lo=1)
+    min_keepalive_seconds: int = _key(10, "Smallest keepalive a client may announce.", lo=1)
+    max_keepalive_seconds: int = _key(900, "Largest keepalive a client may announce.", lo=1)
+    node_id: int = _key(0, "This gateway's node id within a cluster (goes into message ids).", lo=0, hi=1023)
+
+    def _check(self) -> None:
+        if not self.min_keepalive_seconds <= self.keepalive_seconds <= self.max_keepalive_seconds:
+            raise ConfigError(
+                "server.keepalive_seconds must lie between server.min_keepalive_seconds "
+                "and server.max_keepalive_seconds"
+            )
+
+
+@dataclass(frozen=True)
+class AdminConfig(_Section):
+    SECTION: ClassVar[str] = "admin"
+    host: str = _key("127.0.0.1", "Address the admin HTTP API binds.")
+    port: int = _key(7601, "Port of the admin HTTP API.", lo=0, hi=65535)
+    secret: str = _key(
+        "",
+        "Admin request signing key: its UTF-8 bytes, as written (not hex-decoded), are the HMAC key. "
+        "Required; generated on first start.",
+        secret=True,
+    )
+    max_clock_skew_seconds: int = _key(
+        300, "Window for X-Timestamp of signed admin requests, either side of now.", lo=1, hi=86400)
+
+    def key_bytes(self) -> bytes:
+        """The HMAC-SHA256 key for request signatures."""
+        return self.secret.encode("utf-8")
+
+
+@dataclass(frozen=True)
+class TokenConfig(_Section):
+    SECTION: ClassVar[str] = "token"
+    key: str = _key(
+        "",
+        "Server key sealing tokens: 64 hex characters (32 bytes). Changing it invalidates every token. "
+        "Required; generated on first start.",
+        secret=True,
+    )
+    expire_seconds: int = _key(0, "Token lifetime; 0 means tokens never expire.", lo=0)
+
+    def _check(self) -> None:
+        try:
+            ok = len(bytes.fromhex(self.key)) == 32
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ConfigError("token.key: must be 64 hex characters (32 bytes)")
+
+    def key_bytes(self) -> bytes:
+        """The 32-byte AES key that seals token credentials."""
+        return bytes.fromhex(self.key)
+
+
+@dataclass(frozen=True)
+class ClientConfig(_Section):
+    SECTION: ClassVar[str] = "client"
+    request_rate_limit: int = _key(
+        100, "Requests per 5 s per connection (pulls exempt); beyond it: 250.", lo=1)
+
+
+@dataclass(frozen=True)
+class StorageConfig(_Section):
+    SECTION: ClassVar[str] = "storage"
+    path: str = _key("ember.db", "SQLite database file; a relative path is relative to the data folder.")
+    synchronous: str = _key(
+        "NORMAL", "SQLite synchronous mode: NORMAL (fast, WAL-safe) or FULL.", choices=("NORMAL", "FULL"))
+
+    def _check(self) -> None:
+        if not self.path.strip():
+            raise ConfigError("storage.path: must not be empty")
+
+
+@dataclass(frozen=True)
+class UserConfig(_Section):
+    SECTION: ClassVar[str] = "user"
+    hosting: bool = _key(
+        True, "Host user info: users must be created by the admin API before getting a token.")
+
+
+@dataclass(frozen=True)
+class LogConfig(_Section):
+    SECTION: ClassVar[str] = "log"
+    level: str = _key("INFO", "Log level: DEBUG, INFO, WARNING, ERROR or CRITICAL.", choices=_LOG_LEVELS)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration. Build it with ``Config.load`` or ``Config.default``."""
+
+    server: ServerConfig
+    admin: AdminConfig
+    token: TokenConfig
+    client: ClientConfig
+    storage: StorageConfig
+    user: UserConfig
+    log: LogConfig
+    data_dir: Path = Path(".")
+
+    @classmethod
+    def load(
+        cls, data_dir: Path, config_path: Path | None = None, env: Mapping[str, str] = os.environ
+    ) -> Config:
+        """Read ``config_path`` (default ``<data_dir>/ember.toml`` if it exists), then the environment.
+
+        Raises:
+            ConfigError: unreadable file, unknown section or key, wrong type or range,
+                missing secret.
+        """
+        data_dir = Path(data_dir)
+        path = Path(config_path) if config_path is not None else data_dir / CONFIG_FILENAME
+        values: dict[str, dict[str, Any]] = {name: {} for name in _sections()}
+        if config_path is not None or path.exists():
+            _read_file(path, values)
+        _read_env(env, values)
+        return cls._build(values, data_dir)
+
+    @classmethod
+    def default(cls, data_dir: Path = Path("."), **sections: Mapping[str, Any]) -> Config:
+        """Build a config from defaults and per-section overrides, with no files; for tests.
+
+        Missing secrets are filled with fresh random ones.
+        ``Config.default(server={"multi_endpoint": True})``.
+        """
+        unknown = set(sections) - set(_sections())
+        if unknown:
+            raise ConfigError(f"unknown section(s): {', '.join(sorted(unknown))}")
+        values = {name: dict(sections.get(name, {})) for name in _sections()}
+        values["admin"].setdefault("secret", secrets.token_hex(32))
+        values["token"].setdefault("key", secrets.token_hex(32))
+        return cls._build(values, Path(data_dir))
+
+    @classmethod
+    def _build(cls, values: Mapping[str, Mapping[str, Any]], data_dir: Path) -> Config:
+        built: dict[str, Any] = {}
+        for name, section_cls in _sections().items():
+            known = {f.name for f in dataclasses.fields(section_cls)}
+            for key in values[name]:
+                if key not in known:
+                    raise ConfigError(f"unknown key {name}.{key}")
+            built[name] = section_cls(**values[name])
+        storage = built["storage"]
+        if storage.path != ":memory:" and not Path(storage.path).is_absolute():
+            built["storage"] = dataclasses.replace(storage, path=str(data_dir / storage.path))
+        return cls(data_dir=data_dir, **built)
+
+
+def _sections() -> dict[str, type[_Section]]:
+    """Section name → dataclass, in ``Config``'s declaration order."""
+    hints = typing.get_type_hints(Config)
+    return {
+        f.name: hints[f.name]
+        for f in dataclasses.fields(Config)
+        if isinstance(hints[f.name], type) and issubclass(hints[f.name], _Section)
+    }
+
+
+def _read_file(path: Path, values: dict[str, dict[str, Any]]) -> None:
+    try:
+        with open(path, "rb") as f:
+            document = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    for name, table in document.items():
+        if name not in values:
+            raise ConfigError(f"{path}: unknown section [{name}]")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: {name} must be a [{name}] table")
+        known = {f.name for f in dataclasses.fields(_sections()[name])}
+        for key, value in table.items():
+            if key not in known:
+                raise ConfigError(f"{path}: unknown key {name}.{key}")
+            values[name][key] = value
+
+
+def _read_env(env: Mapping[str, str], values: dict[str, dict[str, Any]]) -> None:
+    sections = _sections()
+    for var, text in env.items():
+        if not var.startswith(ENV_PREFIX) or "__" not in var:
+            continue
+        name, _, key = var[len(ENV_PREFIX):].lower().partition("__")
+        section_cls = sections.get(name)
+        fields = {f.name: f for f in dataclasses.fields(section_cls)} if section_cls else {}
+        if key not in fields:
+            raise ConfigError(f"environment variable {var}: unknown key {name}.{key}")
+        typ = typing.get_type_hints(section_cls)[key]
+        values[name][key] = _parse_env(var, text, typ, fields[key].metadata["secret"])
+
+
+def _parse_env(var: str, text: str, typ: type, secret: bool) -> Any:
+    """Parse an environment variable's text to the field's type."""
+    text = text if typ is str else text.strip()
+    try:
+        if typ is bool:
+            if text.lower() in _TRUE | _FALSE:
+                return text.lower() in _TRUE
+            raise ValueError
+        if typ is int:
+            return int(text, 10)
+        if typ is float:
+            return float(text)
+        return text
+    except ValueError:
+        shown = "<secret>" if secret else repr(text)
+        raise ConfigError(f"environment variable {var}: expected {typ.__name__}, got {shown}") from None
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string of printable text is a valid TOML basic string
+    return repr(value)
+
+
+def render_config_file(admin_secret: str, token_key: str) -> str:
+    """The self-documenting config file written on first start.
+
+    Secrets are set; every other key is commented out with its default.
+    """
+    lines = [
+        "# Ember configuration, generated on first start.",
+        "# Every key is listed with its default: uncomment a line to change it.",
+        f"# Environment variables override this file: {ENV_PREFIX}<SECTION>__<KEY>, "
+        f"e.g. {ENV_PREFIX}SERVER__PORT=9000.",
+        "# This file holds secrets: keep it private (mode 0600), never commit it.",
+    ]
+    given = {("admin", "secret"): admin_secret, ("token", "key"): token_key}
+    for name, section_cls in _sections().items():
+        lines += ["", f"[{name}]"]
+        for f in dataclasses.fields(section_cls):
+            lines.append(f"# {f.metadata['doc']}")
+            if (name, f.name) in given:
+                lines.append(f"{f.name} = {_toml_value(given[(name, f.name)])}")
+            else:
+                lines.append(f"# {f.name} = {_toml_value(f.default)}")
+    return "\n".join(lines) + "\n"
+
+
+def ensure_config(data_dir: Path) -> tuple[Path, bool]:
+    """Create ``<data_dir>/ember.toml`` with fresh secrets unless it exists.
+
+    Returns:
+        The config file's path, and whether this call created it.
+    """
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = data_dir / CONFIG_FILENAME
+    try:
+        # O_EXCL: never overwrite an existing file's secrets, even if two starts race.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path, False
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(render_config_file(secrets.token_hex(32), secrets.token_hex(32)))
+    return path, True
+
+
+def config_table_markdown() -> str:
+    """The README's table of config keys (key, default, meaning), rendered from the dataclasses."""
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    for name, section_cls in _sections().items():
+        for f in dataclasses.fields(section_cls):
+            default = "*generated*" if f.metadata["secret"] else f"`{_toml_value(f.default)}`"
+            rows.append(f"| `{name}.{f.name}` | {default} | {f.metadata['doc']} |")
+    return "\n".join(rows) + "\n"
