@@ -1,0 +1,155 @@
+"""The database schema, as an ordered list of migrations.
+
+``PRAGMA user_version`` holds how many migrations a database has had. Opening a
+database applies the missing ones, all in one transaction, and bumps the
+version in that same transaction: a crash mid-way leaves the old schema intact.
+
+To change the schema, write a function that takes a ``sqlite_utils.Database``
+and append it to ``MIGRATIONS``::
+
+    def _v2_messages(db: Database) -> None:
+        db.table("messages").create({...}, pk="message_id")
+
+Never edit, reorder or remove a migration that has been released: databases in
+the field have already run it. sqlite-utils ``Table.create`` / ``transform``
+nest inside our transaction (they use savepoints when one is open).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import Final
+
+from sqlite_utils import Database
+
+from storage.writer import StorageError
+
+Migration = Callable[[Database], None]
+
+_USER_TEXT_COLUMNS = (
+    "name",
+    "display_name",
+    "portrait",
+    "mobile",
+    "email",
+    "address",
+    "company",
+    "social",
+    "extra",
+)
+
+
+def _v1_users_and_sessions(db: Database) -> None:
+    """Users (hosted user info and status) and sessions (one per user and device)."""
+    users: dict[str, type] = {
+        "user_id": str,
+        "name": str,
+        "display_name": str,
+        "portrait": str,
+        "gender": int,
+        "mobile": str,
+        "email": str,
+        "address": str,
+        "company": str,
+        "social": str,
+        "extra": str,  # JSON text or ''
+        "status": int,  # protocol.codes.UserStatus
+        "created_at": int,  # ms since the epoch
+        "updated_at": int,
+    }
+    db.table("users").create(
+        users,
+        pk="user_id",
+        not_null=set(users),
+        defaults={
+            **{column: "" for column in _USER_TEXT_COLUMNS},
+            "gender": 0,
+            "status": 0,  # protocol.codes.UserStatus.NORMAL
+            "created_at": 0,
+            "updated_at": 0,
+        },
+    )
+
+    sessions = db.table("sessions")
+    sessions.create(
+        {
+            "user_id": str,
+            "client_id": str,
+            "platform": int,
+            "secret": bytes,  # 32 bytes; kept after deletion to tell -7 from -6
+            "state": str,  # 'active' | 'deleted'
+            "deleted_reason": str,  # NULL while active; see records.END_REASONS
+            "created_at": int,
+            "issued_at": int,
+            "last_seen": int,
+            # Not in SessionRecord: when the session was deleted, for operators
+            # and for a future clean-up of old deleted rows.
+            "deleted_at": int,
+        },
+        pk=("user_id", "client_id"),
+        not_null={
+            "user_id",
+            "client_id",
+            "platform",
+            "secret",
+            "state",
+            "created_at",
+            "issued_at",
+            "last_seen",
+        },
+        defaults={"state": "active"},
+    )
+    # A new token deletes other users' sessions on the same client_id.
+    sessions.create_index(["client_id"])
+
+
+#: Every migration ever released, oldest first. Append only.
+MIGRATIONS: Final[tuple[Migration, ...]] = (_v1_users_and_sessions,)
+
+#: The ``user_version`` of a fully migrated database.
+SCHEMA_VERSION: Final = len(MIGRATIONS)
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The database's ``PRAGMA user_version``."""
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the database up to ``SCHEMA_VERSION``; a no-op when it is already there.
+
+    Runs on the writer thread, before any operation. ``conn`` must have
+    ``isolation_level=None`` (we issue BEGIN/COMMIT ourselves).
+
+    Args:
+        conn: The writer's connection, outside any transaction.
+
+    Returns:
+        The version the database had before (0 for a new file).
+
+    Raises:
+        StorageError: The database was written by a newer Ember (its version is
+            above ours); running old code on it could corrupt it.
+    """
+    # IMMEDIATE takes the write lock before reading the version, so two
+    # processes opening the same new file cannot both run the migrations.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        before = schema_version(conn)
+        if before > SCHEMA_VERSION:
+            raise StorageError(f"database schema version {before} is newer than this code's {SCHEMA_VERSION}")
+        if before < SCHEMA_VERSION:
+            # No plugins and no recursive_triggers pragma: a schema helper must
+            # not change how the connection behaves at run time.
+            db = Database(conn, recursive_triggers=False, execute_plugins=False)
+            for migration in MIGRATIONS[before:]:
+                migration(db)
+            # user_version cannot be a bound parameter; SCHEMA_VERSION is our own int.
+            conn.execute(f"PRAGMA user_version = {int(SCHEMA_VERSION)}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return before

@@ -1,0 +1,114 @@
+"""Session operations: plain ``fn(conn, ...)`` functions that run on the writer thread.
+
+A session is the row behind a token: one per (user_id, client_id). Ending a
+session marks it ``deleted`` with a reason and keeps its secret, so the gateway
+can still check a client's proof and tell "you were kicked" (-7) from "no such
+session" (-6).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from collections.abc import Collection, Sequence
+from typing import Final
+
+from storage.records import SESSION_ACTIVE, SESSION_DELETED, IssueResult, SessionRecord
+
+# Column order == SessionRecord field order, so a row unpacks straight into a record.
+_COLUMNS: Final = ", ".join(field.name for field in dataclasses.fields(SessionRecord))
+_SELECT: Final = f"SELECT {_COLUMNS} FROM sessions"
+
+# Insert a new active session, or re-activate the existing row with a fresh
+# secret. created_at survives a re-issue; everything else is the new token's.
+_UPSERT: Final = f"""
+INSERT INTO sessions (user_id, client_id, platform, secret, state, deleted_reason,
+                      created_at, issued_at, last_seen, deleted_at)
+VALUES (?, ?, ?, ?, '{SESSION_ACTIVE}', NULL, ?, ?, ?, NULL)
+ON CONFLICT (user_id, client_id) DO UPDATE SET
+    platform = excluded.platform, secret = excluded.secret, state = excluded.state,
+    deleted_reason = NULL, issued_at = excluded.issued_at, last_seen = excluded.last_seen,
+    deleted_at = NULL
+RETURNING {_COLUMNS}
+"""
+
+_DELETE_SET: Final = f"UPDATE sessions SET state = '{SESSION_DELETED}', deleted_reason = ?, deleted_at = ?"
+_ACTIVE: Final = f"state = '{SESSION_ACTIVE}'"
+
+
+def _keys(rows: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    # RETURNING yields rows in no promised order; sort so callers and tests see a stable one.
+    return sorted((user_id, client_id) for user_id, client_id in rows)
+
+
+def issue_session(
+    conn: sqlite3.Connection,
+    user_id: str,
+    client_id: str,
+    platform: int,
+    secret: bytes,
+    now_ms: int,
+    kick_platforms: Collection[int] | None,
+) -> IssueResult:
+    """Make (user_id, client_id) an active session with ``secret``; end the ones it displaces.
+
+    Displaced: every other user's active session on the same client_id (reason
+    ``replaced``: one device, one user) and, if ``kick_platforms`` is given, this
+    user's other active sessions whose platform is in it (reason ``kicked``).
+    """
+    ended = conn.execute(
+        f"{_DELETE_SET} WHERE client_id = ? AND user_id <> ? AND {_ACTIVE} RETURNING user_id, client_id",
+        ("replaced", now_ms, client_id, user_id),
+    ).fetchall()
+    if kick_platforms:
+        platforms = list(kick_platforms)
+        marks = ", ".join("?" * len(platforms))
+        ended += conn.execute(
+            f"{_DELETE_SET} WHERE user_id = ? AND client_id <> ? AND {_ACTIVE} AND platform IN ({marks})"
+            " RETURNING user_id, client_id",
+            ("kicked", now_ms, user_id, client_id, *platforms),
+        ).fetchall()
+    row = conn.execute(_UPSERT, (user_id, client_id, platform, secret, now_ms, now_ms, now_ms)).fetchone()
+    return IssueResult(session=SessionRecord(*row), ended=_keys(ended))
+
+
+def get_session(conn: sqlite3.Connection, user_id: str, client_id: str) -> SessionRecord | None:
+    """The session in any state, or None."""
+    row = conn.execute(f"{_SELECT} WHERE user_id = ? AND client_id = ?", (user_id, client_id)).fetchone()
+    return None if row is None else SessionRecord(*row)
+
+
+def list_sessions(conn: sqlite3.Connection, user_id: str) -> list[SessionRecord]:
+    """All of the user's sessions, any state, newest issued first."""
+    rows = conn.execute(f"{_SELECT} WHERE user_id = ? ORDER BY issued_at DESC, client_id", (user_id,))
+    return [SessionRecord(*row) for row in rows]
+
+
+def end_session(conn: sqlite3.Connection, user_id: str, client_id: str, reason: str, now_ms: int) -> bool:
+    """Mark the active session deleted with ``reason``; False if there was no active one."""
+    cursor = conn.execute(
+        f"{_DELETE_SET} WHERE user_id = ? AND client_id = ? AND {_ACTIVE}",
+        (reason, now_ms, user_id, client_id),
+    )
+    return cursor.rowcount == 1
+
+
+def end_active_sessions(
+    conn: sqlite3.Connection, user_id: str, reason: str, now_ms: int
+) -> list[tuple[str, str]]:
+    """Mark every active session of the user deleted with ``reason``; return their keys."""
+    rows = conn.execute(
+        f"{_DELETE_SET} WHERE user_id = ? AND {_ACTIVE} RETURNING user_id, client_id",
+        (reason, now_ms, user_id),
+    ).fetchall()
+    return _keys(rows)
+
+
+def touch_sessions(conn: sqlite3.Connection, items: Sequence[tuple[str, str]], now_ms: int) -> None:
+    """Move ``last_seen`` forward to ``now_ms`` for each (user_id, client_id), any state."""
+    # "last_seen < ?" keeps the value monotonic and skips rows already this fresh,
+    # which spares writing a page for nothing.
+    conn.executemany(
+        "UPDATE sessions SET last_seen = ? WHERE user_id = ? AND client_id = ? AND last_seen < ?",
+        [(now_ms, user_id, client_id, now_ms) for user_id, client_id in items],
+    )

@@ -1,0 +1,196 @@
+"""``Store``: the async face of the storage layer, and ``open_store`` to get one.
+
+Every method is one operation on the writer (see ``storage.writer``): it runs in
+the writer thread's next group-commit transaction and returns once that
+transaction has committed. Arguments are checked here, on the trio side, so a
+bad call fails at once instead of costing a trip through the queue.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from protocol.codes import UserStatus
+from storage import sessions, users
+from storage.records import (
+    END_REASONS,
+    SECRET_BYTES,
+    USER_INFO_FIELDS,
+    IssueResult,
+    SessionRecord,
+    UserRecord,
+)
+from storage.schema import migrate
+from storage.writer import Writer
+
+T = TypeVar("T")
+
+
+class Store:
+    """Users and sessions over one SQLite database. Build it with ``open_store``.
+
+    Ids (user_id, client_id) are stored as given; checking them against SPEC §1
+    is the protocol layer's job. Times are milliseconds since the epoch, passed
+    in by the caller so that tests can drive an injected clock.
+
+    Attributes:
+        path: The database file.
+        writer: The group-commit writer (``writer.commits`` and ``writer.queued``
+            are there for tests and metrics).
+    """
+
+    def __init__(self, writer: Writer) -> None:
+        self.writer = writer
+        self.path: Path = writer.path
+
+    async def aclose(self) -> None:
+        """Commit what is queued and close the database (``open_store`` does this for you)."""
+        await self.writer.aclose()
+
+    async def run(self, fn: Callable[..., T], *args: Any, read: bool = False) -> T:
+        """Run ``fn(conn, *args)`` in the writer's batch transaction: for services' own queries.
+
+        See ``Writer.submit`` for the rules (no transaction control, return
+        values not cursors, ``read=True`` only for pure reads) and for what
+        cancellation does.
+        """
+        return await self.writer.submit(fn, *args, read=read)
+
+    # --------------------------------------------------------------------- users
+
+    async def create_user(self, user: UserRecord) -> bool:
+        """Insert ``user`` as given (timestamps included); False if the id exists (nothing changed)."""
+        _check_user(user)
+        return await self.writer.submit(users.create_user, user)
+
+    async def update_user(self, user_id: str, now_ms: int, **fields: Any) -> bool:
+        """Set some info fields (not status) and ``updated_at``; False if there is no such user.
+
+        Raises:
+            ValueError: A field name that is not a user info field.
+            TypeError: A value of the wrong type (gender is an int, the rest str).
+        """
+        for name, value in fields.items():
+            _check_info_field(name, value)
+        return await self.writer.submit(users.update_user, user_id, now_ms, fields)
+
+    async def get_user(self, user_id: str) -> UserRecord | None:
+        """The user, or None."""
+        return await self.writer.submit(users.get_user, user_id, read=True)
+
+    async def get_users(self, user_ids: Sequence[str]) -> list[UserRecord]:
+        """The users found among ``user_ids``, in the order asked."""
+        return await self.writer.submit(users.get_users, list(user_ids), read=True)
+
+    async def set_user_status(self, user_id: str, status: int, now_ms: int) -> list[tuple[str, str]] | None:
+        """Set a user's status; forbidding (2) also ends their active sessions, atomically.
+
+        Returns:
+            None if there is no such user. Otherwise the (user_id, client_id) of
+            the sessions ended with reason ``forbidden`` (always empty unless
+            ``status`` is FORBIDDEN).
+
+        Raises:
+            ValueError: ``status`` is not a ``UserStatus``.
+        """
+        if status not in UserStatus._value2member_map_:
+            raise ValueError(f"unknown user status {status!r}")
+        return await self.writer.submit(users.set_user_status, user_id, int(status), now_ms)
+
+    # ------------------------------------------------------------------ sessions
+
+    async def issue_session(
+        self,
+        user_id: str,
+        client_id: str,
+        platform: int,
+        secret: bytes,
+        now_ms: int,
+        *,
+        kick_platforms: Collection[int] | None,
+    ) -> IssueResult:
+        """Make (user_id, client_id) active with a new secret and end what it displaces, in one transaction.
+
+        Ends every other user's active session on the same client_id (reason
+        ``replaced``) and, unless ``kick_platforms`` is None, this user's other
+        active sessions whose platform is in it (reason ``kicked``; pass
+        ``protocol.codes.platform_class(platform)`` for the one-device rule).
+
+        Raises:
+            ValueError: ``secret`` is not 32 bytes.
+        """
+        if not isinstance(secret, bytes) or len(secret) != SECRET_BYTES:
+            raise ValueError(f"a session secret is {SECRET_BYTES} bytes")
+        kick = None if kick_platforms is None else frozenset(int(p) for p in kick_platforms)
+        return await self.writer.submit(
+            sessions.issue_session, user_id, client_id, int(platform), secret, now_ms, kick
+        )
+
+    async def get_session(self, user_id: str, client_id: str) -> SessionRecord | None:
+        """The session in any state, or None."""
+        return await self.writer.submit(sessions.get_session, user_id, client_id, read=True)
+
+    async def list_sessions(self, user_id: str) -> list[SessionRecord]:
+        """All of the user's sessions, any state, newest issued first."""
+        return await self.writer.submit(sessions.list_sessions, user_id, read=True)
+
+    async def end_session(self, user_id: str, client_id: str, reason: str, now_ms: int) -> bool:
+        """Active → deleted with ``reason``; False if there is no active session.
+
+        Raises:
+            ValueError: ``reason`` is not one of ``records.END_REASONS``.
+        """
+        if reason not in END_REASONS:
+            raise ValueError(f"unknown session end reason {reason!r}")
+        return await self.writer.submit(sessions.end_session, user_id, client_id, reason, now_ms)
+
+    async def touch_sessions(self, items: Sequence[tuple[str, str]], now_ms: int) -> None:
+        """Move ``last_seen`` to ``now_ms`` for many (user_id, client_id) at once (never backwards)."""
+        if items:
+            await self.writer.submit(sessions.touch_sessions, list(items), now_ms)
+
+
+@asynccontextmanager
+async def open_store(path: str | os.PathLike[str], *, synchronous: str = "NORMAL") -> AsyncIterator[Store]:
+    """Open (creating and migrating if needed) the database at ``path``; close it on exit.
+
+    Must be called inside trio. Leaving the block commits whatever is still
+    queued before the connection closes.
+
+    Args:
+        path: The SQLite file.
+        synchronous: ``"NORMAL"`` (default; a power loss may drop the last
+            commits) or ``"FULL"`` (every commit survives a power loss).
+
+    Raises:
+        StorageError: The database cannot be opened or migrated.
+        ValueError: ``synchronous`` is neither value.
+    """
+    writer = Writer(path, synchronous=synchronous, setup=migrate)
+    await writer.start()
+    try:
+        yield Store(writer)
+    finally:
+        await writer.aclose()
+
+
+def _check_user(user: UserRecord) -> None:
+    if not isinstance(user, UserRecord):
+        raise TypeError(f"expected a UserRecord, got {type(user).__name__}")
+    for name in USER_INFO_FIELDS:
+        _check_info_field(name, getattr(user, name))
+    if user.status not in UserStatus._value2member_map_:
+        raise ValueError(f"unknown user status {user.status!r}")
+
+
+def _check_info_field(name: str, value: object) -> None:
+    expected = USER_INFO_FIELDS.get(name)
+    if expected is None:
+        raise ValueError(f"{name!r} is not a user info field (one of {sorted(USER_INFO_FIELDS)})")
+    # bool is an int subclass, but True as a gender is a bug, not a value.
+    if not isinstance(value, expected) or isinstance(value, bool):
+        raise TypeError(f"user field {name!r} must be {expected.__name__}, not {type(value).__name__}")
