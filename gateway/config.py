@@ -258,7 +258,7 @@ class Config:
                     raise ConfigError(f"unknown key {name}.{key}")
             built[name] = section_cls(**values[name])
         storage = built["storage"]
-        if storage.path != ":memory:" and not Path(storage.path).is_absolute():
+        if not Path(storage.path).is_absolute():
             built["storage"] = dataclasses.replace(storage, path=str(data_dir / storage.path))
         return cls(data_dir=data_dir, **built)
 
