@@ -1,0 +1,212 @@
+"""The admin HTTP API (SPEC §10): a FastAPI app behind a signature check, served by Hypercorn on trio.
+
+Every endpoint is ``POST /admin/<subject>/<action>`` with a JSON body and
+answers HTTP 200 ``{"code", "msg", "result"}``. Only authentication failures
+change the HTTP status (401, see ``auth``). The API reference for app-server
+developers is docs/ADMIN_API.md; the generated schema is at /openapi.json.
+
+Nothing here logs request bodies or answers: they carry tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import trio
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+from starlette.exceptions import HTTPException
+
+from protocol.codes import ErrorCode
+from storage.records import UserRecord
+
+from . import models as m
+from .auth import NonceCache, SignatureMiddleware
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from gateway.clock import Clock
+    from gateway.config import Config
+    from gateway.router import Router
+    from gateway.sessions import SessionService
+    from storage import Store
+
+log = logging.getLogger("gateway.admin")
+
+HEALTH_PATH = "/admin/health"
+UNSIGNED_PATHS = frozenset({HEALTH_PATH, "/openapi.json", "/docs", "/docs/oauth2-redirect"})
+
+
+def answer(code: int = ErrorCode.SUCCESS, result: Any = None, msg: str | None = None) -> dict[str, Any]:
+    """The body of every answer; ``msg`` defaults to the code's name ("not exist")."""
+    if msg is None:
+        msg = ErrorCode(code).name.lower().replace("_", " ")
+    return {"code": int(code), "msg": msg, "result": result if code == ErrorCode.SUCCESS else None}
+
+
+def create_admin_app(
+    *, config: Config, store: Store, sessions: SessionService, router: Router, clock: Clock
+) -> FastAPI:
+    """Build the admin app, wrapped in its signature check.
+
+    Args:
+        config: Gives the signing key and the timestamp window.
+        store: Users and sessions.
+        sessions: The session rules (tokens, kicks, blocking).
+        router: Tells which sessions have a live connection.
+        clock: Wall time for signatures and timestamps.
+    """
+    app = FastAPI(
+        title="Ember admin API",
+        version="1",
+        description="Signed JSON API for app servers. See docs/ADMIN_API.md for signing.",
+        redoc_url=None,
+        # Every request is signed, so the CSRF guard this gives browsers is moot, and
+        # app servers (curl) often omit Content-Type: read any body as JSON.
+        strict_content_type=False,
+    )
+    app.include_router(_routes(store, sessions, router, clock))
+    _install_error_answers(app)
+    app.add_middleware(
+        SignatureMiddleware,
+        key=config.admin.key_bytes(),
+        clock=clock,
+        window_ms=config.admin.max_clock_skew_seconds * 1000,
+        unsigned_paths=UNSIGNED_PATHS,
+        nonces=NonceCache(),
+    )
+    return app
+
+
+def _routes(store: Store, sessions: SessionService, router: Router, clock: Clock) -> APIRouter:
+    api = APIRouter(prefix="/admin")
+
+    @api.get("/health", response_model=m.Answer[m.Health])
+    async def health() -> dict[str, Any]:
+        """Liveness probe; unsigned."""
+        return answer(result={"status": "ok"})
+
+    @api.post("/user/create", response_model=m.Answer[m.UserCreated])
+    async def user_create(req: m.UserInfo) -> dict[str, Any]:
+        """Create a user, or update the given fields of an existing one."""
+        now = clock.now_ms()
+        record = UserRecord(created_at=now, updated_at=now, **req.model_dump())
+        if await store.create_user(record):
+            return answer(result={"user_id": req.user_id, "created": True})
+        if not await store.update_user(req.user_id, now, **req.given_fields()):
+            return answer(ErrorCode.NOT_EXIST)  # removed between the two calls
+        return answer(result={"user_id": req.user_id, "created": False})
+
+    @api.post("/user/update", response_model=m.Answer[m.UserId])
+    async def user_update(req: m.UserInfo) -> dict[str, Any]:
+        """Change the given fields of an existing user; others keep their values."""
+        fields = req.given_fields()
+        if not fields:
+            return answer(ErrorCode.INVALID_PARAMETER, msg="no field to update")
+        if not await store.update_user(req.user_id, clock.now_ms(), **fields):
+            return answer(ErrorCode.NOT_EXIST)
+        return answer(result={"user_id": req.user_id})
+
+    @api.post("/user/get", response_model=m.Answer[m.UserOut])
+    async def user_get(req: m.UserId) -> dict[str, Any]:
+        """A user's info and status."""
+        user = await store.get_user(req.user_id)
+        if user is None:
+            return answer(ErrorCode.NOT_EXIST)
+        return answer(result={name: getattr(user, name) for name in m.UserOut.model_fields})
+
+    @api.post("/user/update_block_status", response_model=m.Answer[None])
+    async def user_block(req: m.BlockStatus) -> dict[str, Any]:
+        """Set normal (0), muted (1) or forbidden (2); forbidding ends sessions and closes connections."""
+        return answer(await sessions.set_block_status(req.user_id, req.status))
+
+    @api.post("/user/get_token", response_model=m.Answer[m.TokenOut])
+    async def user_get_token(req: m.TokenRequest) -> dict[str, Any]:
+        """Issue a token for (user, client, platform), kicking per the one-device rule."""
+        code, token = await sessions.get_token(req.user_id, req.client_id, req.platform)
+        return answer(code, {"user_id": req.user_id, "token": token})
+
+    @api.post("/session/list", response_model=m.Answer[m.SessionList])
+    async def session_list(req: m.UserId) -> dict[str, Any]:
+        """A user's sessions, active and deleted, with whether each is online. Never the secrets."""
+        if await store.get_user(req.user_id) is None:
+            return answer(ErrorCode.NOT_EXIST)
+        online = {client_id for client_id, _ in router.online_clients(req.user_id)}
+        rows = [
+            {
+                "client_id": s.client_id,
+                "platform": s.platform,
+                "state": s.state,
+                "deleted_reason": s.deleted_reason,
+                "created_at": s.created_at,
+                "issued_at": s.issued_at,
+                "last_seen": s.last_seen,
+                "online": s.client_id in online,
+            }
+            for s in await store.list_sessions(req.user_id)
+        ]
+        return answer(result={"user_id": req.user_id, "sessions": rows})
+
+    @api.post("/session/kick", response_model=m.Answer[None])
+    async def session_kick(req: m.SessionId) -> dict[str, Any]:
+        """End an active session as kicked and close its connection."""
+        return answer(await sessions.kick(req.user_id, req.client_id))
+
+    @api.post("/session/destroy", response_model=m.Answer[None])
+    async def session_destroy(req: m.SessionId) -> dict[str, Any]:
+        """End an active session for good (the device must get a new token) and close its connection."""
+        return answer(await sessions.destroy(req.user_id, req.client_id))
+
+    return api
+
+
+def _install_error_answers(app: FastAPI) -> None:
+    """Turn framework errors into the API's answer format."""
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Name the field and the rule; never echo the input (it may be a secret).
+        problems = []
+        for error in exc.errors()[:5]:
+            where = ".".join(str(part) for part in error["loc"] if part != "body") or "body"
+            what = error["msg"]
+            if error["type"] == "json_invalid":  # its loc is a character offset, not a field
+                where, what = "body", "not valid JSON"
+            elif where == "body" and error["type"] != "missing":
+                what = "must be a JSON object"
+            problems.append(f"{where}: {what}")
+        return JSONResponse(answer(ErrorCode.INVALID_PARAMETER, msg="; ".join(problems)))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        msg = "no such endpoint" if exc.status_code == 404 else str(exc.detail).lower()
+        return JSONResponse(answer(ErrorCode.NOT_IMPLEMENTED, msg=msg), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def bug(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette re-raises after this answer, so the traceback reaches the error log.
+        return JSONResponse(answer(ErrorCode.SERVER_ERROR), status_code=500)
+
+
+async def serve_admin(
+    app: Callable[..., Awaitable[None]],
+    host: str,
+    port: int,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[Any]],
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` with Hypercorn's trio worker until ``shutdown_trigger`` returns.
+
+    Started with ``nursery.start``, it reports the bound URLs (port 0 picks a free one).
+    """
+    hc = HypercornConfig()
+    hc.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    hc.accesslog = None  # paths only would be harmless, but the app's own logs are the record
+    hc.errorlog = log
+    await hypercorn_serve(app, hc, shutdown_trigger=shutdown_trigger, task_status=task_status)  # type: ignore[arg-type]

@@ -1,0 +1,178 @@
+"""Signature checking for the admin API, as a pure ASGI middleware.
+
+It runs before routing and body parsing, on the raw body bytes, so the bytes
+that were signed are exactly the bytes that were checked; the body is then
+replayed to the application unchanged.
+
+Replay protection keeps the nonces of accepted requests in memory until their
+timestamp leaves the window (``admin.max_clock_skew_seconds`` either side of
+now). That store belongs to one process: several gateway nodes behind one
+admin address would need a shared one (e.g. Redis ``SET NX PX``).
+"""
+
+from __future__ import annotations
+
+import heapq
+import hmac
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any, Literal
+
+from starlette.responses import JSONResponse
+
+from protocol.codes import ErrorCode
+
+from .signing import sign, valid_nonce
+
+if TYPE_CHECKING:
+    from gateway.clock import Clock
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: Bound on remembered nonces. With the default 300 s window a nonce is kept
+#: about 5 minutes, so this allows ~650 signed requests/s sustained; beyond it
+#: requests are refused (250) rather than forgetting a nonce early, which would
+#: open a replay hole.
+DEFAULT_MAX_NONCES = 200_000
+
+#: Largest admin request body accepted.
+MAX_BODY_BYTES = 1 << 20
+
+_MAX_TIMESTAMP_DIGITS = 16
+
+
+class NonceCache:
+    """Nonces of accepted requests, each kept until its timestamp leaves the window."""
+
+    def __init__(self, max_entries: int = DEFAULT_MAX_NONCES) -> None:
+        self._max = max_entries
+        self._expiry: dict[str, int] = {}
+        self._heap: list[tuple[int, str]] = []  # (expires_at_ms, nonce), soonest first
+
+    def __len__(self) -> int:
+        return len(self._expiry)
+
+    def add(self, nonce: str, expires_at_ms: int, now_ms: int) -> Literal["ok", "reused", "full"]:
+        """Remember ``nonce`` until ``expires_at_ms`` unless it is already remembered."""
+        while self._heap and self._heap[0][0] < now_ms:
+            _, old = heapq.heappop(self._heap)
+            del self._expiry[old]
+        if nonce in self._expiry:
+            return "reused"
+        if len(self._expiry) >= self._max:
+            return "full"
+        self._expiry[nonce] = expires_at_ms
+        heapq.heappush(self._heap, (expires_at_ms, nonce))
+        return "ok"
+
+
+class SignatureMiddleware:
+    """Refuse any HTTP request outside ``unsigned_paths`` that is not freshly and correctly signed.
+
+    Args:
+        app: The application behind it.
+        key: The HMAC key (``admin.secret`` as UTF-8).
+        clock: Wall time for the timestamp window.
+        window_ms: How far ``X-Timestamp`` may be from now, either way.
+        unsigned_paths: Paths served without a signature (health, API docs).
+        nonces: The replay store.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        key: bytes,
+        clock: Clock,
+        window_ms: int,
+        unsigned_paths: frozenset[str],
+        nonces: NonceCache | None = None,
+    ) -> None:
+        self._app = app
+        self._key = key
+        self._clock = clock
+        self._window_ms = window_ms
+        self._unsigned = unsigned_paths
+        self._nonces = nonces if nonces is not None else NonceCache()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self._unsigned:
+            await self._app(scope, receive, send)
+            return
+        headers = {name.lower(): value for name, value in scope["headers"]}
+        nonce_raw = headers.get(b"x-nonce")
+        timestamp_raw = headers.get(b"x-timestamp")
+        sign_raw = headers.get(b"x-sign")
+        if nonce_raw is None or timestamp_raw is None or sign_raw is None:
+            await _refuse(scope, receive, send, 401, "missing X-Nonce, X-Timestamp or X-Sign header")
+            return
+        nonce = nonce_raw.decode("latin-1")
+        timestamp = timestamp_raw.decode("latin-1")
+        if not valid_nonce(nonce):
+            await _refuse(scope, receive, send, 401, "X-Nonce must be 1-64 printable ASCII characters, no '|'")
+            return
+        if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= _MAX_TIMESTAMP_DIGITS):
+            await _refuse(scope, receive, send, 401, "X-Timestamp must be decimal milliseconds since the epoch")
+            return
+        now = self._clock.now_ms()
+        if abs(now - int(timestamp)) > self._window_ms:
+            await _refuse(scope, receive, send, 401, "stale X-Timestamp: check the clock")
+            return
+        body = await _read_body(receive)
+        if body is None:
+            await _refuse(scope, receive, send, 413, "request body too large", ErrorCode.INVALID_PARAMETER)
+            return
+        expected = sign(self._key, nonce, timestamp, body).encode("ascii")
+        if not hmac.compare_digest(expected, sign_raw):
+            await _refuse(scope, receive, send, 401, "bad X-Sign")
+            return
+        # Only a correctly signed request may spend a nonce, so strangers cannot fill the store.
+        verdict = self._nonces.add(nonce, int(timestamp) + self._window_ms, now)
+        if verdict == "reused":
+            await _refuse(scope, receive, send, 401, "X-Nonce already used")
+            return
+        if verdict == "full":
+            await _refuse(scope, receive, send, 429, "too many signed requests", ErrorCode.OVER_FREQUENCY)
+            return
+        await self._app(scope, _replay(body, receive), send)
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole request body, or None if it exceeds ``MAX_BODY_BYTES``."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks)  # client went away; the app will see the disconnect
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that yields the already-read body once, then defers to the real one."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _refuse(
+    scope: Scope, receive: Receive, send: Send, status: int, msg: str, code: int = ErrorCode.NOT_RIGHT
+) -> None:
+    response = JSONResponse({"code": int(code), "msg": msg, "result": None}, status_code=status)
+    await response(scope, receive, send)
