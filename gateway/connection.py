@@ -1,0 +1,289 @@
+"""One client socket: handshake, then requests, pushes and keepalive.
+
+A thin driver over ``protocol.ServerConnection``: it reads bytes, hands them
+to the state machine, and acts on the events; the rules of the handshake
+(which status code when) live here because they need storage and config.
+
+Lifecycle of a connection task::
+
+    HELLO ─► wait for CONNECT (handshake_timeout) ─► checks ─► CONNACK
+          ─► register with the router ─► read loop (idle timeout 1.5 × keepalive)
+          ─► unregister, flush what is queued (briefly), close the socket
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+
+import trio
+
+from gateway import dispatch
+from gateway.outbox import Outbox
+from gateway.services import Services
+from protocol import events
+from protocol.codes import ConnectionStatus, ErrorCode, UserStatus
+from protocol.connection import ServerConnection, encode_notify_body
+from protocol.token import TokenError, open_credential
+
+log = logging.getLogger("ember.connection")
+
+RECEIVE_SIZE = 65536
+RATE_WINDOW_SECONDS = 5.0
+MAX_IN_FLIGHT_REQUESTS = (
+    256  # bounds the tasks one connection can have open, rate-limit-exempt calls included
+)
+CLOSE_FLUSH_SECONDS = 1.0  # how long a closing connection may take to flush its last frames
+
+
+class GatewayConnection:
+    """Serves one accepted socket until either side ends it."""
+
+    def __init__(self, services: Services, stream: trio.SocketStream) -> None:
+        self.services = services
+        self.stream = stream
+        self.user_id = ""
+        self.client_id = ""
+        self.platform = 0
+        self.keepalive_seconds = 0
+        server = services.config.server
+        self._proto = ServerConnection(
+            server_nonce=os.urandom(32),
+            server_time_ms=services.clock.now_ms(),
+            max_frame_bytes=server.max_frame_bytes,
+        )
+        self._outbox = Outbox(stream)
+        self._main = trio.CancelScope()  # cancelled by kick()/replace() to end the connection
+        self._registered = False
+        self._rate_window_start = 0.0
+        self._rate_count = 0
+        self._in_flight = 0
+        self._violation_reason: str | None = None
+        # True from CONNACK until an ERROR goes out. Not the state machine's state: that closes
+        # for reading at a violation, while answers to the requests before it must still go out.
+        self._sending = False
+
+    # --- called by the router (never block) -----------------------------------------------------
+
+    def push_frame_body(self, body: bytes) -> None:
+        """Seal and send a NOTIFY body made once by ``encode_notify_body``."""
+        if self._sending and not self._outbox.send(self._proto.notify_body(body)):
+            self._main.cancel()  # the peer stopped reading: cut it off, it will pull on reconnect
+
+    def kick(self, status: ConnectionStatus) -> None:
+        """Tell the device why (a ``kicked`` push with the status code), then close."""
+        self.push_frame_body(encode_notify_body("kicked", {"code": int(status)}))
+        self._main.cancel()
+
+    def replace(self) -> None:
+        """A newer connection of the same session took over: close without a word."""
+        self._main.cancel()
+
+    # --- the connection task --------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._outbox.run_writer)
+                with self._main:
+                    self._outbox.send(self._proto.hello())
+                    if await self._handshake():
+                        async with trio.open_nursery() as requests:
+                            await self._read_loop(requests)
+                            # Requests read before the end still get their answers, within a bound.
+                            requests.cancel_scope.deadline = trio.current_time() + CLOSE_FLUSH_SECONDS
+                        if self._violation_reason is not None:
+                            self._violation(self._violation_reason)
+                # Give the last frames (answers, CONNACK failure, ERROR, kicked) a moment to leave.
+                with trio.move_on_after(CLOSE_FLUSH_SECONDS):
+                    await self._outbox.drain()
+                nursery.cancel_scope.cancel()
+        finally:
+            if self._registered:
+                self.services.router.unregister(self)
+                await self._on_offline()
+            self._outbox.detach()
+            await self.stream.aclose()
+
+    async def _receive(self) -> bytes:
+        try:
+            return await self.stream.receive_some(RECEIVE_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return b""
+
+    async def _handshake(self) -> bool:
+        connect: events.ConnectRequested | None = None
+        with trio.move_on_after(self.services.config.server.handshake_timeout_seconds):
+            while connect is None:
+                data = await self._receive()
+                if not data:
+                    return False
+                for event in self._proto.receive_data(data):
+                    if isinstance(event, events.ConnectRequested):
+                        connect = event
+                    elif isinstance(event, events.ProtocolViolation):
+                        self._violation(event.reason)
+                        return False
+        if connect is None:
+            log.info("handshake timed out peer=%s", self._peer())
+            return False
+        status = await self._check(connect)
+        if status != ConnectionStatus.CONNECTED:
+            log.info(
+                "connect refused user=%s client=%s status=%d", connect.user_id, connect.client_id, status
+            )
+            self._outbox.send(self._proto.reject(status))
+            return False
+        await self._open(connect)
+        return True
+
+    async def _check(self, connect: events.ConnectRequested) -> ConnectionStatus:
+        """The server's checks, in the documented order (docs/PROTOCOL.md, "Status codes")."""
+        services = self.services
+        session = await services.store.get_session(connect.user_id, connect.client_id)
+        if session is None:
+            return ConnectionStatus.SECRET_KEY_MISMATCH
+        proof = self._proto.authenticate(session.secret)
+        if proof is None:
+            return ConnectionStatus.SECRET_KEY_MISMATCH
+        now = services.clock.now_ms()
+        try:
+            credential = open_credential(services.token_key, proof.credential)
+        except TokenError:
+            return ConnectionStatus.TOKEN_INCORRECT
+        if (
+            (credential.user_id, credential.client_id, credential.platform)
+            != (connect.user_id, connect.client_id, connect.platform)
+            or connect.platform != session.platform
+            or credential.expired(now)
+        ):
+            return ConnectionStatus.TOKEN_INCORRECT
+        user = await services.store.get_user(connect.user_id)
+        if user is not None and user.status == UserStatus.FORBIDDEN:
+            return ConnectionStatus.REJECTED
+        if abs(proof.client_time_ms - now) > services.config.server.max_clock_skew_seconds * 1000:
+            return ConnectionStatus.TIME_INCONSISTENT
+        if session.state != "active":
+            if session.deleted_reason == "kicked" and services.config.server.client_support_kickoff_event:
+                return ConnectionStatus.KICKED_OFF
+            return ConnectionStatus.SECRET_KEY_MISMATCH
+        return ConnectionStatus.CONNECTED
+
+    async def _open(self, connect: events.ConnectRequested) -> None:
+        server = self.services.config.server
+        self.user_id, self.client_id, self.platform = connect.user_id, connect.client_id, connect.platform
+        announced = connect.keepalive_seconds or server.keepalive_seconds
+        self.keepalive_seconds = min(
+            max(announced, server.min_keepalive_seconds), server.max_keepalive_seconds
+        )
+        self._outbox.send(
+            self._proto.accept(
+                server_time_ms=self.services.clock.now_ms(),
+                keepalive_seconds=self.keepalive_seconds,
+                heads=await self._heads(),
+            )
+        )
+        self._sending = True
+        self.services.router.register(self)
+        self._registered = True
+        log.info("connected user=%s client=%s platform=%d", self.user_id, self.client_id, self.platform)
+        await self.services.store.touch_sessions(
+            [(self.user_id, self.client_id)], self.services.clock.now_ms()
+        )
+
+    async def _heads(self) -> dict[str, int]:
+        """The user's sync heads for CONNACK; each subject fills its own as it lands."""
+        return {"msg": 0, "friend": 0, "friend_request": 0, "setting": 0}
+
+    async def _on_offline(self) -> None:
+        log.info("disconnected user=%s client=%s", self.user_id, self.client_id)
+        with trio.CancelScope(shield=True):
+            await self.services.store.touch_sessions(
+                [(self.user_id, self.client_id)], self.services.clock.now_ms()
+            )
+
+    async def _read_loop(self, nursery: trio.Nursery) -> None:
+        # Anything the client pipelined behind its CONNECT was buffered until the keys existed.
+        if self._handle(self._proto.receive_data(b""), nursery):
+            return
+        idle = 1.5 * self.keepalive_seconds
+        with trio.move_on_after(idle) as idle_scope:
+            while True:
+                data = await self._receive()
+                if not data:
+                    return
+                idle_scope.deadline = trio.current_time() + idle
+                if self._handle(self._proto.receive_data(data), nursery):
+                    return
+        log.info("idle timeout user=%s client=%s", self.user_id, self.client_id)
+
+    def _handle(self, received: Iterable[events.ServerEvent], nursery: trio.Nursery) -> bool:
+        """Act on events; True when the connection must end."""
+        for event in received:
+            if isinstance(event, events.Request):
+                self._start_request(event, nursery)
+            elif isinstance(event, events.BadRequest):
+                self._outbox.send(self._proto.response(event.request_id, ErrorCode.INVALID_PARAMETER))
+            elif isinstance(event, events.Ping):
+                self._outbox.send(self._proto.pong())
+            elif isinstance(event, events.Disconnect):
+                if event.clear_session:
+                    nursery.start_soon(self._clear_session)
+                return True
+            elif isinstance(event, events.ProtocolViolation):
+                self._violation_reason = event.reason  # answered after the requests before it
+                return True
+        return False
+
+    def _violation(self, reason: str) -> None:
+        log.info("protocol violation user=%s peer=%s reason=%s", self.user_id or "-", self._peer(), reason)
+        self._send_error(ErrorCode.INVALID_DATA, reason)
+
+    def _send_error(self, code: ErrorCode, reason: str) -> None:
+        self._sending = False
+        self._outbox.send(self._proto.error(code, reason))
+
+    async def _clear_session(self) -> None:
+        with trio.CancelScope(shield=True):  # the client asked; finish even though the connection is ending
+            await self.services.store.end_session(
+                self.user_id, self.client_id, "cleared", self.services.clock.now_ms()
+            )
+
+    def _over_rate(self, method: str) -> bool:
+        if method in dispatch.RATE_LIMIT_EXEMPT:
+            return False
+        now = trio.current_time()
+        if now - self._rate_window_start >= RATE_WINDOW_SECONDS:
+            self._rate_window_start, self._rate_count = now, 0
+        self._rate_count += 1
+        return self._rate_count > self.services.config.client.request_rate_limit
+
+    def _start_request(self, request: events.Request, nursery: trio.Nursery) -> None:
+        if self._over_rate(request.method) or self._in_flight >= MAX_IN_FLIGHT_REQUESTS:
+            self._outbox.send(self._proto.response(request.request_id, ErrorCode.OVER_FREQUENCY))
+            return
+        self._in_flight += 1
+        nursery.start_soon(self._run_request, request)
+
+    async def _run_request(self, request: events.Request) -> None:
+        caller = dispatch.Caller(self.user_id, self.client_id, self.platform)
+        try:
+            code, result = await dispatch.dispatch(self.services, caller, request.method, request.params)
+        except Exception:  # noqa: BLE001 - a bug: it ends this one connection, never the server
+            log.exception("handler failed method=%s user=%s", request.method, self.user_id)
+            if self._sending:
+                self._send_error(ErrorCode.SERVER_ERROR, "internal error")
+            self._main.cancel()
+            return
+        finally:
+            self._in_flight -= 1
+        if self._sending:
+            self._outbox.send(self._proto.response(request.request_id, code, result))
+
+    def _peer(self) -> str:
+        try:
+            host, port = self.stream.socket.getpeername()[:2]
+            return f"{host}:{port}"
+        except OSError:
+            return "?"

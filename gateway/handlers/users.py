@@ -1,0 +1,32 @@
+"""User info on demand (SPEC §6, FAQ 4 and 9): not pushed on change; the SDK fetches and caches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.dispatch import Caller, method
+from gateway.services import Services
+from protocol.codec import Fields
+from protocol.codes import ErrorCode
+
+MAX_USERS_PER_REQUEST = 100
+PUBLIC_FIELDS = (
+    "user_id", "name", "display_name", "portrait", "gender", "mobile", "email", "address", "company", "social",
+    "extra", "updated_at",
+)  # fmt: skip
+
+
+@method("get_user_info")
+async def get_user_info(services: Services, caller: Caller, params: Fields) -> tuple[int, Any]:
+    """{user_ids: [str], refresh: bool} → {users: [...]}: the users found, in the order asked.
+
+    ``refresh`` is accepted for SDK compatibility: the server always answers
+    from storage; it tells the SDK to bypass its cache. With user hosting
+    off the server keeps no info, so only ids come back.
+    """
+    user_ids = params.text_list("user_ids", max_items=MAX_USERS_PER_REQUEST)
+    params.boolean("refresh", default=False)
+    if not services.config.user.hosting:
+        return ErrorCode.SUCCESS, {"users": [{"user_id": u} for u in dict.fromkeys(user_ids)]}
+    records = await services.store.get_users(list(dict.fromkeys(user_ids)))
+    return ErrorCode.SUCCESS, {"users": [{f: getattr(r, f) for f in PUBLIC_FIELDS} for r in records]}

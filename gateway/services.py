@@ -1,0 +1,21 @@
+"""Everything a request handler or the admin API may use, in one object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import storage
+from gateway.clock import Clock
+from gateway.config import Config
+from gateway.router import Router
+from gateway.sessions import SessionService
+
+
+@dataclass
+class Services:
+    config: Config
+    store: storage.Store
+    clock: Clock
+    router: Router
+    sessions: SessionService
+    token_key: bytes

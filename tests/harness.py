@@ -1,0 +1,124 @@
+"""A real gateway in the test's trio run: real sockets on 127.0.0.1, a real SQLite file.
+
+``await start_gateway(nursery, tmp_path, server={...})`` serves until the test's
+nursery is cancelled. Raw helpers below speak the protocol with
+``protocol.ClientConnection`` for tests that need to misbehave on purpose.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from gateway.clock import ManualClock
+from gateway.config import Config
+from gateway.server import Running, serve
+from protocol import events
+from protocol.connection import ClientConnection
+from protocol.token import parse_token
+from storage import UserRecord
+
+
+@dataclass
+class Gateway:
+    running: Running
+    clock: ManualClock
+    config: Config
+
+    @property
+    def host(self) -> str:
+        return self.running.host
+
+    @property
+    def port(self) -> int:
+        return self.running.port
+
+    @property
+    def services(self) -> Any:
+        return self.running.services
+
+    async def user(self, user_id: str, **info: Any) -> str:
+        await self.services.store.create_user(UserRecord(user_id, **info))
+        return user_id
+
+    async def token(self, user_id: str, client_id: str = "c1", platform: int = 2) -> str:
+        code, token = await self.services.sessions.get_token(user_id, client_id, platform)
+        assert code == 0, code
+        assert token is not None
+        return token
+
+
+async def start_gateway(
+    nursery: trio.Nursery, data_dir: Path, clock: ManualClock | None = None, **sections: dict[str, Any]
+) -> Gateway:
+    sections.setdefault("server", {})
+    sections["server"] = {"port": 0, **sections["server"]}
+    sections["admin"] = {"port": 0, **sections.get("admin", {})}
+    await trio.Path(data_dir).mkdir(parents=True, exist_ok=True)
+    config = Config.default(data_dir, **sections)
+    clock = clock or ManualClock()
+    running = await nursery.start(functools.partial(serve, config, clock=clock))
+    return Gateway(running, clock, config)
+
+
+class RawClient:
+    """A socket plus the client state machine, with no SDK behaviour in between."""
+
+    def __init__(self, stream: trio.SocketStream, proto: ClientConnection) -> None:
+        self.stream = stream
+        self.proto = proto
+        self.received: list[Any] = []
+        self.sent: list[bytes] = []
+
+    @classmethod
+    async def open(cls, gw: Gateway, token: str, **override: Any) -> RawClient:
+        parts = parse_token(token)
+        fields = {
+            "user_id": parts.user_id,
+            "client_id": parts.client_id,
+            "platform": parts.platform,
+            "secret": parts.secret,
+            "credential": parts.credential,
+            "client_nonce": os.urandom(32),
+            **override,
+        }
+        stream = await trio.open_tcp_stream(gw.host, gw.port)
+        return cls(stream, ClientConnection(**fields))
+
+    async def send(self, data: bytes) -> None:
+        self.sent.append(data)
+        await self.stream.send_all(data)
+
+    async def next_event(self) -> Any:
+        """The next event from the server; ``None`` when the server closed the socket."""
+        while not self.received:
+            data = await self.stream.receive_some(65536)
+            if not data:
+                return None
+            self.received.extend(self.proto.receive_data(data))
+        return self.received.pop(0)
+
+    async def handshake(self, client_time_ms: int) -> Any:
+        hello = await self.next_event()
+        assert isinstance(hello, events.Hello), hello
+        await self.send(self.proto.connect(client_time_ms))
+        return await self.next_event()
+
+    async def closed_by_server(self) -> bool:
+        """Read until EOF; True when the server closed (events before it are kept)."""
+        while True:
+            try:
+                data = await self.stream.receive_some(65536)
+            except trio.BrokenResourceError:
+                return True
+            if not data:
+                return True
+            self.received.extend(self.proto.receive_data(data))
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
