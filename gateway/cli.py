@@ -1,0 +1,165 @@
+"""The ``ember`` command: run a gateway, or call its admin API.
+
+    ember serve [--data DIR] [--config FILE]
+    ember admin [--url URL] [--secret S] [--data DIR] COMMAND ...
+
+``serve`` creates ``<DIR>/ember.toml`` with fresh secrets on first start.
+``admin`` finds the API's URL and secret in, by priority: ``--url``/``--secret``,
+``EMBER_ADMIN_URL``/``EMBER_ADMIN_SECRET``, then the data folder's config.
+Answers are printed as JSON (failures on stderr); the exit status is 0 on
+code 0, 1 on any other code, 2 on usage, config or connection errors.
+Secrets are never printed; ``get-token`` prints the token because asking for
+it is the point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib
+import json
+import logging
+import os
+import secrets
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+from gateway.admin.signing import signed_headers
+from gateway.clock import Clock
+from gateway.config import Config, ConfigError, ensure_config
+
+DEFAULT_DATA = "ember-data"
+USER_FIELDS = ("name", "display_name", "portrait", "mobile", "email", "address", "company", "social", "extra")
+
+
+class CliError(Exception):
+    """A problem to report in one line and exit with status 2."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ember`` console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (CliError, ConfigError) as exc:
+        print(f"ember: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ember", description="Ember instant-messaging gateway.")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument("--data", help="data folder (default: $EMBER_DATA or ./ember-data)")
+    serve.add_argument("--config", type=Path, help="config file (default: DATA/ember.toml, created if missing)")
+    serve.set_defaults(run=_serve)
+
+    admin = commands.add_parser("admin", help="call the admin API")
+    admin.add_argument("--url", help="admin API base URL (default: $EMBER_ADMIN_URL, else from DATA's config)")
+    admin.add_argument("--secret", help="admin secret; visible to other local users, prefer $EMBER_ADMIN_SECRET")
+    admin.add_argument("--data", help="data folder whose config gives URL and secret (default: as serve)")
+    calls = admin.add_subparsers(required=True, metavar="COMMAND")
+
+    for name, path, help_text in (("create-user", "/admin/user/create", "create a user, or update given fields"),
+                                  ("update-user", "/admin/user/update", "update the given fields of a user")):
+        cmd = calls.add_parser(name, help=help_text)
+        cmd.add_argument("user_id")
+        for field in USER_FIELDS:
+            cmd.add_argument(f"--{field.replace('_', '-')}", dest=field)
+        cmd.add_argument("--gender", type=int)
+        cmd.set_defaults(run=_call, path=path, payload=_user_payload)
+
+    def simple(name: str, path: str, help_text: str, *positional: str) -> argparse.ArgumentParser:
+        cmd = calls.add_parser(name, help=help_text)
+        for arg in positional:
+            cmd.add_argument(arg)
+        cmd.set_defaults(run=_call, path=path, payload=lambda a: {p: getattr(a, p) for p in positional})
+        return cmd
+
+    simple("get-user", "/admin/user/get", "show a user", "user_id")
+    block = simple("block", "/admin/user/update_block_status", "set 0 normal, 1 muted, 2 forbidden", "user_id")
+    block.add_argument("--status", type=int, choices=(0, 1, 2), required=True)
+    block.set_defaults(payload=lambda a: {"user_id": a.user_id, "status": a.status})
+    token = simple("get-token", "/admin/user/get_token", "issue a token (printed alone)", "user_id", "client_id")
+    token.add_argument("--platform", type=int, default=0, help="SPEC §1 platform number (default 0)")
+    token.set_defaults(
+        payload=lambda a: {"user_id": a.user_id, "client_id": a.client_id, "platform": a.platform},
+        show=lambda result: result["token"],
+    )
+    simple("sessions", "/admin/session/list", "list a user's sessions", "user_id")
+    simple("kick", "/admin/session/kick", "kick a session", "user_id", "client_id")
+    simple("destroy", "/admin/session/destroy", "destroy a session", "user_id", "client_id")
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    data = _data_dir(args)
+    if args.config is None:
+        path, created = ensure_config(data)
+        print(f"ember: {'created' if created else 'using'} config {path}"
+              + (" with fresh secrets (keep it private)" if created else ""), file=sys.stderr)
+    config = Config.load(data, args.config)
+    logging.basicConfig(level=config.log.level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    server = importlib.import_module("gateway.server")  # lazily: heavy, and only this command needs it
+    trio.run(functools.partial(server.serve, config, handle_signals=True))
+    return 0
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    return Path(args.data or os.environ.get("EMBER_DATA") or DEFAULT_DATA)
+
+
+def _user_payload(args: argparse.Namespace) -> dict[str, Any]:
+    payload: dict[str, Any] = {"user_id": args.user_id}
+    payload.update({f: getattr(args, f) for f in (*USER_FIELDS, "gender") if getattr(args, f) is not None})
+    return payload
+
+
+def admin_target(
+    url: str | None, secret: str | None, data: Path, env: Mapping[str, str]
+) -> tuple[str, str]:
+    """The admin API's base URL and secret, from flags, then environment, then the data folder's config."""
+    url = url or env.get("EMBER_ADMIN_URL")
+    secret = secret or env.get("EMBER_ADMIN_SECRET")
+    if url is None or secret is None:
+        try:
+            config = Config.load(data, env=env)
+        except ConfigError as exc:
+            raise CliError(
+                f"no admin URL/secret: use --url/--secret, EMBER_ADMIN_URL/EMBER_ADMIN_SECRET, "
+                f"or --data with a config ({exc})"
+            ) from None
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(config.admin.host, config.admin.host)
+        url = url or f"http://{f'[{host}]' if ':' in host else host}:{config.admin.port}"
+        secret = secret or config.admin.secret
+    return url.rstrip("/"), secret
+
+
+def _call(args: argparse.Namespace) -> int:
+    url, secret = admin_target(args.url, args.secret, _data_dir(args), os.environ)
+    body = json.dumps(args.payload(args), separators=(",", ":")).encode()
+    headers = signed_headers(secret.encode("utf-8"), secrets.token_hex(16), Clock().now_ms(), body)
+    try:
+        response = httpx.post(url + args.path, content=body,
+                              headers={**headers, "content-type": "application/json"}, timeout=10)
+        answer = response.json()
+    except httpx.HTTPError as exc:
+        raise CliError(f"cannot reach {url}: {exc}") from None
+    except ValueError:
+        raise CliError(f"{url} answered HTTP {response.status_code} without JSON") from None
+    if answer.get("code") != 0:
+        print(json.dumps(answer, ensure_ascii=False, indent=2), file=sys.stderr)
+        return 1
+    show = getattr(args, "show", None)
+    print(show(answer["result"]) if show else json.dumps(answer, ensure_ascii=False, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
