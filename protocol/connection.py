@@ -79,6 +79,7 @@ class _Sealed:
         self._decoder = FrameDecoder(max_frame_bytes)
         self._sender: DirectionCipher | None = None
         self._receiver: DirectionCipher | None = None
+        self._established = False  # the success CONNACK was sent / received: every frame is sealed now
         self.state = State.CLOSED
 
     def _seal(self, frame_type: FrameType, plaintext: bytes, request_id: int = 0) -> bytes:
@@ -207,6 +208,7 @@ class ServerConnection(_Sealed):
         if self.state is not State.AUTHENTICATING or self._sender is None:
             raise RuntimeError("accept() needs a CONNECT whose proof opened")
         self.state = State.OPEN
+        self._established = True
         body = {
             "code": int(ConnectionStatus.CONNECTED),
             "time": server_time_ms,
@@ -236,9 +238,11 @@ class ServerConnection(_Sealed):
         return self._seal(FrameType.PONG, b"")
 
     def error(self, code: int, reason: str) -> bytes:
-        """An ERROR frame (encrypted once keys exist); the connection is CLOSED afterwards."""
+        """An ERROR frame, sealed once the handshake completed; the connection is CLOSED afterwards."""
         body = codec.pack({"code": int(code), "reason": reason[:200]})
-        sealed = self._sender is not None and self.state is State.OPEN
+        # Not ``state is OPEN``: after a ProtocolViolation the state is already CLOSED,
+        # yet the peer still expects (and must only trust) a sealed frame.
+        sealed = self._established
         self.state = State.CLOSED
         return self._seal(FrameType.ERROR, body) if sealed else encode_frame(FrameType.ERROR, body)
 
@@ -275,7 +279,9 @@ class ClientConnection(_Sealed):
 
     def _handle(self, frame: Frame) -> events.ClientEvent | None:
         if frame.type is FrameType.ERROR:
-            fields = codec.unpack_map(self._open(frame) if frame.encrypted else frame.body)
+            # Clear only before the handshake completes: afterwards anyone on the path could forge it.
+            sealed = frame.encrypted or self._established
+            fields = codec.unpack_map(self._open(frame) if sealed else frame.body)
             self.state = State.CLOSED
             return events.ServerError(fields.integer("code"), fields.text("reason", max_len=1000, default=""))
         if self.state is State.AWAIT_HELLO:
@@ -298,7 +304,10 @@ class ClientConnection(_Sealed):
             if fields.integer("code") != ConnectionStatus.CONNECTED:
                 raise ProtocolError("encrypted CONNACK must carry success")
             heads = fields.mapping("heads", default={})
+            if not all(isinstance(key, str) for key in heads.raw):
+                raise ProtocolError("heads keys must be strings")
             self.state = State.OPEN
+            self._established = True
             return events.ConnAck(
                 ConnectionStatus.CONNECTED,
                 fields.integer("time"),
