@@ -57,17 +57,25 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the gateway")
     serve.add_argument("--data", help="data folder (default: $EMBER_DATA or ./ember-data)")
-    serve.add_argument("--config", type=Path, help="config file (default: DATA/ember.toml, created if missing)")
+    serve.add_argument(
+        "--config", type=Path, help="config file (default: DATA/ember.toml, created if missing)"
+    )
     serve.set_defaults(run=_serve)
 
     admin = commands.add_parser("admin", help="call the admin API")
-    admin.add_argument("--url", help="admin API base URL (default: $EMBER_ADMIN_URL, else from DATA's config)")
-    admin.add_argument("--secret", help="admin secret; visible to other local users, prefer $EMBER_ADMIN_SECRET")
+    admin.add_argument(
+        "--url", help="admin API base URL (default: $EMBER_ADMIN_URL, else from DATA's config)"
+    )
+    admin.add_argument(
+        "--secret", help="admin secret; visible to other local users, prefer $EMBER_ADMIN_SECRET"
+    )
     admin.add_argument("--data", help="data folder whose config gives URL and secret (default: as serve)")
     calls = admin.add_subparsers(required=True, metavar="COMMAND")
 
-    for name, path, help_text in (("create-user", "/admin/user/create", "create a user, or update given fields"),
-                                  ("update-user", "/admin/user/update", "update the given fields of a user")):
+    for name, path, help_text in (
+        ("create-user", "/admin/user/create", "create a user, or update given fields"),
+        ("update-user", "/admin/user/update", "update the given fields of a user"),
+    ):
         cmd = calls.add_parser(name, help=help_text)
         cmd.add_argument("user_id")
         for field in USER_FIELDS:
@@ -83,10 +91,14 @@ def _parser() -> argparse.ArgumentParser:
         return cmd
 
     simple("get-user", "/admin/user/get", "show a user", "user_id")
-    block = simple("block", "/admin/user/update_block_status", "set 0 normal, 1 muted, 2 forbidden", "user_id")
+    block = simple(
+        "block", "/admin/user/update_block_status", "set 0 normal, 1 muted, 2 forbidden", "user_id"
+    )
     block.add_argument("--status", type=int, choices=(0, 1, 2), required=True)
     block.set_defaults(payload=lambda a: {"user_id": a.user_id, "status": a.status})
-    token = simple("get-token", "/admin/user/get_token", "issue a token (printed alone)", "user_id", "client_id")
+    token = simple(
+        "get-token", "/admin/user/get_token", "issue a token (printed alone)", "user_id", "client_id"
+    )
     token.add_argument("--platform", type=int, default=0, help="SPEC §1 platform number (default 0)")
     token.set_defaults(
         payload=lambda a: {"user_id": a.user_id, "client_id": a.client_id, "platform": a.platform},
@@ -102,8 +114,11 @@ def _serve(args: argparse.Namespace) -> int:
     data = _data_dir(args)
     if args.config is None:
         path, created = ensure_config(data)
-        print(f"ember: {'created' if created else 'using'} config {path}"
-              + (" with fresh secrets (keep it private)" if created else ""), file=sys.stderr)
+        print(
+            f"ember: {'created' if created else 'using'} config {path}"
+            + (" with fresh secrets (keep it private)" if created else ""),
+            file=sys.stderr,
+        )
     config = Config.load(data, args.config)
     logging.basicConfig(level=config.log.level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     server = importlib.import_module("gateway.server")  # lazily: heavy, and only this command needs it
@@ -121,9 +136,7 @@ def _user_payload(args: argparse.Namespace) -> dict[str, Any]:
     return payload
 
 
-def admin_target(
-    url: str | None, secret: str | None, data: Path, env: Mapping[str, str]
-) -> tuple[str, str]:
+def admin_target(url: str | None, secret: str | None, data: Path, env: Mapping[str, str]) -> tuple[str, str]:
     """The admin API's base URL and secret, from flags, then environment, then the data folder's config."""
     url = url or env.get("EMBER_ADMIN_URL")
     secret = secret or env.get("EMBER_ADMIN_SECRET")
@@ -135,7 +148,9 @@ def admin_target(
                 f"no admin URL/secret: use --url/--secret, EMBER_ADMIN_URL/EMBER_ADMIN_SECRET, "
                 f"or --data with a config ({exc})"
             ) from None
-        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(config.admin.host, config.admin.host)
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(
+            config.admin.host, config.admin.host
+        )
         url = url or f"http://{f'[{host}]' if ':' in host else host}:{config.admin.port}"
         secret = secret or config.admin.secret
     return url.rstrip("/"), secret
@@ -146,8 +161,9 @@ def _call(args: argparse.Namespace) -> int:
     body = json.dumps(args.payload(args), separators=(",", ":")).encode()
     headers = signed_headers(secret.encode("utf-8"), secrets.token_hex(16), Clock().now_ms(), body)
     try:
-        response = httpx.post(url + args.path, content=body,
-                              headers={**headers, "content-type": "application/json"}, timeout=10)
+        response = httpx.post(
+            url + args.path, content=body, headers={**headers, "content-type": "application/json"}, timeout=10
+        )
         answer = response.json()
     except httpx.HTTPError as exc:
         raise CliError(f"cannot reach {url}: {exc}") from None

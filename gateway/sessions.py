@@ -98,7 +98,9 @@ class SessionService:
             await self._store.create_user(UserRecord(user_id, created_at=now, updated_at=now))
         secret = self._rng(SECRET_BYTES)
         kick = None if self._config.server.multi_endpoint else platform_class(platform)
-        result = await self._store.issue_session(user_id, client_id, platform, secret, now, kick_platforms=kick)
+        result = await self._store.issue_session(
+            user_id, client_id, platform, secret, now, kick_platforms=kick
+        )
         status = self._ended_status()
         for ended_user, ended_client in result.ended:
             self._router.close_session(ended_user, ended_client, status)

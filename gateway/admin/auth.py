@@ -112,10 +112,14 @@ class SignatureMiddleware:
         nonce = nonce_raw.decode("latin-1")
         timestamp = timestamp_raw.decode("latin-1")
         if not valid_nonce(nonce):
-            await _refuse(scope, receive, send, 401, "X-Nonce must be 1-64 printable ASCII characters, no '|'")
+            await _refuse(
+                scope, receive, send, 401, "X-Nonce must be 1-64 printable ASCII characters, no '|'"
+            )
             return
         if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= _MAX_TIMESTAMP_DIGITS):
-            await _refuse(scope, receive, send, 401, "X-Timestamp must be decimal milliseconds since the epoch")
+            await _refuse(
+                scope, receive, send, 401, "X-Timestamp must be decimal milliseconds since the epoch"
+            )
             return
         now = self._clock.now_ms()
         if abs(now - int(timestamp)) > self._window_ms:

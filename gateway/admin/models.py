@@ -81,7 +81,9 @@ class UserId(Request):
 class BlockStatus(Request):
     user_id: Id
     # An int range, not Literal[0, 1, 2]: pydantic matches ``true`` against the literal 1.
-    status: int = Field(ge=0, le=2, description="0 normal, 1 muted (cannot send), 2 forbidden (cannot connect)")
+    status: int = Field(
+        ge=0, le=2, description="0 normal, 1 muted (cannot send), 2 forbidden (cannot connect)"
+    )
 
 
 class TokenRequest(Request):

@@ -37,11 +37,7 @@ def valid_nonce(nonce: str) -> bool:
     ``|`` is the field separator of the signed bytes: keeping it out of the
     nonce means one signed message has exactly one reading.
     """
-    return (
-        1 <= len(nonce) <= MAX_NONCE_LEN
-        and all("!" <= ch <= "~" for ch in nonce)
-        and "|" not in nonce
-    )
+    return 1 <= len(nonce) <= MAX_NONCE_LEN and all("!" <= ch <= "~" for ch in nonce) and "|" not in nonce
 
 
 def signed_headers(secret: bytes, nonce: str, timestamp_ms: int, body: bytes) -> dict[str, str]:
