@@ -105,15 +105,20 @@ class ServerConfig(_Section):
     host: str = _key("127.0.0.1", "Address the client TCP listener binds.")
     port: int = _key(7600, "Port of the client TCP listener.", lo=0, hi=65535)
     multi_endpoint: bool = _key(
-        False, "Let a user stay logged in on several devices of the same platform class.")
+        False, "Let a user stay logged in on several devices of the same platform class."
+    )
     client_support_kickoff_event: bool = _key(
-        False, "Answer a kicked device Kickedoff (-7) instead of SecretKeyMismatch (-6).")
+        False, "Answer a kicked device Kickedoff (-7) instead of SecretKeyMismatch (-6)."
+    )
     max_clock_skew_seconds: int = _key(
-        86400, "Largest client clock error accepted at CONNECT (else -9).", lo=0)
+        86400, "Largest client clock error accepted at CONNECT (else -9).", lo=0
+    )
     handshake_timeout_seconds: float = _key(
-        10.0, "Drop a connection whose handshake has not completed after this long.", lo=0.1)
+        10.0, "Drop a connection whose handshake has not completed after this long.", lo=0.1
+    )
     max_frame_bytes: int = _key(
-        262144, "Largest frame accepted; a longer one closes the connection.", lo=1024, hi=2**31 - 1)
+        262144, "Largest frame accepted; a longer one closes the connection.", lo=1024, hi=2**31 - 1
+    )
     keepalive_seconds: int = _key(60, "Keepalive used when the client announces 0.", lo=1)
     min_keepalive_seconds: int = _key(10, "Smallest keepalive a client may announce.", lo=1)
     max_keepalive_seconds: int = _key(900, "Largest keepalive a client may announce.", lo=1)
@@ -139,7 +144,8 @@ class AdminConfig(_Section):
         secret=True,
     )
     max_clock_skew_seconds: int = _key(
-        300, "Window for X-Timestamp of signed admin requests, either side of now.", lo=1, hi=86400)
+        300, "Window for X-Timestamp of signed admin requests, either side of now.", lo=1, hi=86400
+    )
 
     def key_bytes(self) -> bytes:
         """The HMAC-SHA256 key for request signatures."""
@@ -174,7 +180,8 @@ class TokenConfig(_Section):
 class ClientConfig(_Section):
     SECTION: ClassVar[str] = "client"
     request_rate_limit: int = _key(
-        100, "Requests per 5 s per connection (pulls exempt); beyond it: 250.", lo=1)
+        100, "Requests per 5 s per connection (pulls exempt); beyond it: 250.", lo=1
+    )
 
 
 @dataclass(frozen=True)
@@ -182,7 +189,8 @@ class StorageConfig(_Section):
     SECTION: ClassVar[str] = "storage"
     path: str = _key("ember.db", "SQLite database file; a relative path is relative to the data folder.")
     synchronous: str = _key(
-        "NORMAL", "SQLite synchronous mode: NORMAL (fast, WAL-safe) or FULL.", choices=("NORMAL", "FULL"))
+        "NORMAL", "SQLite synchronous mode: NORMAL (fast, WAL-safe) or FULL.", choices=("NORMAL", "FULL")
+    )
 
     def _check(self) -> None:
         if not self.path.strip():
@@ -193,7 +201,34 @@ class StorageConfig(_Section):
 class UserConfig(_Section):
     SECTION: ClassVar[str] = "user"
     hosting: bool = _key(
-        True, "Host user info: users must be created by the admin API before getting a token.")
+        True, "Host user info: users must be created by the admin API before getting a token."
+    )
+
+
+@dataclass(frozen=True)
+class MessageConfig(_Section):
+    SECTION: ClassVar[str] = "message"
+    roaming: bool = _key(
+        False, "A new device pulling from sequence 0 gets the whole inbox (else only recent messages)."
+    )
+    compensate_seconds: int = _key(
+        300, "With roaming off, how far back a new device's first pull reaches.", lo=0
+    )
+    remote_history: bool = _key(False, "Allow load_remote_history (else it answers 220).")
+    recall_seconds: int = _key(120, "How long after sending a message may be recalled (else 24).", lo=0)
+    disable_stranger_chat: bool = _key(
+        False, "Only friends may send private messages to each other (else 248)."
+    )
+    blacklist_strategy: int = _key(
+        0,
+        "When the recipient blacklisted the sender: 0 answers 246, 1 reports success and drops it.",
+        lo=0,
+        hi=1,
+    )
+    max_text_bytes: int = _key(
+        16384, "Largest searchable_content, push_content, content or extra of a message (else 251).", lo=64
+    )
+    max_data_bytes: int = _key(65536, "Largest binary data of a message (else 251).", lo=0)
 
 
 @dataclass(frozen=True)
@@ -212,6 +247,7 @@ class Config:
     client: ClientConfig
     storage: StorageConfig
     user: UserConfig
+    message: MessageConfig
     log: LogConfig
     data_dir: Path = Path(".")
 
@@ -298,7 +334,7 @@ def _read_env(env: Mapping[str, str], values: dict[str, dict[str, Any]]) -> None
     for var, text in env.items():
         if not var.startswith(ENV_PREFIX) or "__" not in var:
             continue
-        name, _, key = var[len(ENV_PREFIX):].lower().partition("__")
+        name, _, key = var[len(ENV_PREFIX) :].lower().partition("__")
         section_cls = sections.get(name)
         fields = {f.name: f for f in dataclasses.fields(section_cls)} if section_cls else {}
         if key not in fields:

@@ -194,7 +194,8 @@ class GatewayConnection:
 
     async def _heads(self) -> dict[str, int]:
         """The user's sync heads for CONNACK; each subject fills its own as it lands."""
-        return {"msg": 0, "friend": 0, "friend_request": 0, "setting": 0}
+        msg = await self.services.store.inbox_head(self.user_id)
+        return {"msg": msg, "friend": 0, "friend_request": 0, "setting": 0}
 
     async def _on_offline(self) -> None:
         log.info("disconnected user=%s client=%s", self.user_id, self.client_id)
@@ -224,7 +225,7 @@ class GatewayConnection:
             if isinstance(event, events.Request):
                 self._start_request(event, nursery)
             elif isinstance(event, events.BadRequest):
-                self._outbox.send(self._proto.response(event.request_id, ErrorCode.INVALID_PARAMETER))
+                self._reply(event.request_id, ErrorCode.INVALID_PARAMETER, None)
             elif isinstance(event, events.Ping):
                 self._outbox.send(self._proto.pong())
             elif isinstance(event, events.Disconnect):
@@ -261,25 +262,41 @@ class GatewayConnection:
 
     def _start_request(self, request: events.Request, nursery: trio.Nursery) -> None:
         if self._over_rate(request.method) or self._in_flight >= MAX_IN_FLIGHT_REQUESTS:
-            self._outbox.send(self._proto.response(request.request_id, ErrorCode.OVER_FREQUENCY))
+            self._reply(request.request_id, ErrorCode.OVER_FREQUENCY, None)
             return
-        self._in_flight += 1
-        nursery.start_soon(self._run_request, request)
-
-    async def _run_request(self, request: events.Request) -> None:
         caller = dispatch.Caller(self.user_id, self.client_id, self.platform)
+        request_id = request.request_id
+        try:
+            handled = dispatch.dispatch_immediate(
+                self.services, caller, request.method, request.params,
+                lambda code, result: self._reply(request_id, code, result),
+            )  # fmt: skip
+        except Exception:  # noqa: BLE001 - a bug: it ends this one connection, never the server
+            self._bug(request.method)
+            return
+        if not handled:
+            self._in_flight += 1
+            nursery.start_soon(self._run_request, caller, request)
+
+    async def _run_request(self, caller: dispatch.Caller, request: events.Request) -> None:
         try:
             code, result = await dispatch.dispatch(self.services, caller, request.method, request.params)
         except Exception:  # noqa: BLE001 - a bug: it ends this one connection, never the server
-            log.exception("handler failed method=%s user=%s", request.method, self.user_id)
-            if self._sending:
-                self._send_error(ErrorCode.SERVER_ERROR, "internal error")
-            self._main.cancel()
+            self._bug(request.method)
             return
         finally:
             self._in_flight -= 1
+        self._reply(request.request_id, code, result)
+
+    def _reply(self, request_id: int, code: int, result: object) -> None:
         if self._sending:
-            self._outbox.send(self._proto.response(request.request_id, code, result))
+            self._outbox.send(self._proto.response(request_id, code, result))
+
+    def _bug(self, method: str) -> None:
+        log.exception("handler failed method=%s user=%s", method, self.user_id)
+        if self._sending:
+            self._send_error(ErrorCode.SERVER_ERROR, "internal error")
+        self._main.cancel()
 
     def _peer(self) -> str:
         try:

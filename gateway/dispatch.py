@@ -1,10 +1,18 @@
 """Method name → handler, and the rules every request goes through.
 
-A handler takes the services, the calling connection's identity and the
-validated-on-read params, and returns ``(code, result)``. A ``FieldError``
-raised while reading params becomes 251; an unknown method is 254. Anything
-else a handler raises is a bug: the connection driver logs it and closes that
-one connection.
+Two kinds of handler:
+
+- ``@method(name)``: ``async (services, caller, params) -> (code, result)``,
+  run as a task of the connection.
+- ``@method(name, immediate=True)``: ``(services, caller, params, reply) -> None``,
+  called right in the connection's read loop. It must not block; it answers
+  by calling ``reply(code, result)``, now or later (the send path answers
+  from the storage commit callback). Requests handled this way keep the order
+  they arrived in, and cost no task.
+
+A ``FieldError`` raised while reading params becomes 251; a ``RequestRejected``
+its code; an unknown method is 254. Anything else a handler raises is a bug:
+the connection driver logs it and closes that one connection.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.messaging import RequestRejected
 from gateway.services import Services
 from protocol.codec import Fields
 from protocol.codes import ErrorCode
@@ -29,23 +38,45 @@ class Caller:
 
 
 Handler = Callable[[Services, Caller, Fields], Awaitable[tuple[int, Any]]]
+Reply = Callable[[int, Any], None]
+ImmediateHandler = Callable[[Services, Caller, Fields, Reply], None]
 
 #: Methods exempt from the per-connection rate limit: catching up must never be refused.
 RATE_LIMIT_EXEMPT = frozenset({"pull"})
 
 _handlers: dict[str, Handler] = {}
+_immediate: dict[str, ImmediateHandler] = {}
 
 
-def method(name: str) -> Callable[[Handler], Handler]:
+def method(name: str, *, immediate: bool = False) -> Callable[[Any], Any]:
     """Register a handler under a wire method name."""
 
-    def register(fn: Handler) -> Handler:
-        if name in _handlers:
+    def register(fn: Any) -> Any:
+        if name in _handlers or name in _immediate:
             raise ValueError(f"method {name} registered twice")
-        _handlers[name] = fn
+        (_immediate if immediate else _handlers)[name] = fn
         return fn
 
     return register
+
+
+def invalid(exc: FieldError) -> tuple[int, Any]:
+    """The 251 answer, naming the field and what is wrong with it (never echoing its value)."""
+    return ErrorCode.INVALID_PARAMETER, {"field": exc.field, "problem": exc.problem}
+
+
+def dispatch_immediate(services: Services, caller: Caller, name: str, params: Fields, reply: Reply) -> bool:
+    """Run an immediate handler if ``name`` has one; False otherwise."""
+    handler = _immediate.get(name)
+    if handler is None:
+        return False
+    try:
+        handler(services, caller, params, reply)
+    except FieldError as exc:
+        reply(*invalid(exc))
+    except RequestRejected as exc:
+        reply(exc.code, None)
+    return True
 
 
 async def dispatch(services: Services, caller: Caller, name: str, params: Fields) -> tuple[int, Any]:
@@ -55,11 +86,13 @@ async def dispatch(services: Services, caller: Caller, name: str, params: Fields
     try:
         return await handler(services, caller, params)
     except FieldError as exc:
-        return ErrorCode.INVALID_PARAMETER, {"field": exc.field, "problem": exc.problem}
+        return invalid(exc)
+    except RequestRejected as exc:
+        return exc.code, None
 
 
 def methods() -> list[str]:
-    return sorted(_handlers)
+    return sorted([*_handlers, *_immediate])
 
 
 # Handlers register themselves on import.

@@ -20,6 +20,7 @@ import storage
 from gateway.clock import Clock
 from gateway.config import Config
 from gateway.connection import GatewayConnection
+from gateway.messaging import MessageService
 from gateway.router import Router
 from gateway.services import Services
 from gateway.sessions import SessionService
@@ -51,7 +52,8 @@ async def serve(
     async with storage.open_store(config.storage.path, synchronous=config.storage.synchronous) as store:
         router = Router()
         sessions = SessionService(config, store, router, clock)
-        services = Services(config, store, clock, router, sessions, config.token.key_bytes())
+        messages = MessageService(config, store, router, clock)
+        services = Services(config, store, clock, router, sessions, messages, config.token.key_bytes())
         async with trio.open_nursery() as nursery:
             if handle_signals:
                 nursery.start_soon(_stop_on_signal, nursery.cancel_scope)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import storage
 from gateway.clock import Clock
 from gateway.config import Config
+from gateway.messaging import MessageService
 from gateway.router import Router
 from gateway.sessions import SessionService
 
@@ -18,4 +19,5 @@ class Services:
     clock: Clock
     router: Router
     sessions: SessionService
+    messages: MessageService
     token_key: bytes

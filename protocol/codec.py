@@ -174,6 +174,8 @@ class Fields:
     ) -> list[str]:
         """An array of printable strings (user ids and the like)."""
         items = self.array(key, max_len=max_items, default=default)
+        if key not in self._data or self._data[key] is None:
+            return items  # the default, as given
         for item in items:
             if not isinstance(item, str) or not 1 <= len(item) <= max_len or not item.isprintable():
                 raise FieldError(self._prefix + key, f"items must be printable strings of 1..{max_len}")

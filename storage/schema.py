@@ -104,8 +104,66 @@ def _v1_users_and_sessions(db: Database) -> None:
     sessions.create_index(["client_id"])
 
 
+def _v2_messages(db: Database) -> None:
+    """Messages, per-user inboxes (the sync log), idempotency ids, blacklists and friends.
+
+    ``inbox`` is the heart of sync: one row per (user, seq) pointing at a
+    message, with the conversation as that user sees it (for a private chat,
+    the other party), so pulls, remote history and delete-for-me all read one
+    user's own rows, and deleting a row makes the message gone for that user
+    only, for good.
+    """
+    db.table("messages").create(
+        {
+            "message_id": int,  # 64-bit, time-ordered (gateway.ids)
+            "conv_type": int,
+            "conv_target": str,  # as the sender addressed it
+            "conv_line": int,
+            "from_user": str,
+            "content": bytes,  # the validated content map, MessagePack
+            "server_time": int,
+            "to_users": str,  # JSON array, or NULL for everyone in the conversation
+            "persist_flag": int,
+        },
+        pk="message_id",
+        not_null={
+            "conv_type",
+            "conv_target",
+            "conv_line",
+            "from_user",
+            "content",
+            "server_time",
+            "persist_flag",
+        },
+    )
+    db.execute(
+        "CREATE TABLE inbox (user_id TEXT NOT NULL, seq INTEGER NOT NULL, message_id INTEGER NOT NULL,"
+        " conv_type INTEGER NOT NULL, conv_target TEXT NOT NULL, conv_line INTEGER NOT NULL,"
+        " PRIMARY KEY (user_id, seq)) WITHOUT ROWID"
+    )
+    # Remote history and delete-for-me find a user's rows by conversation and message.
+    db.execute(
+        "CREATE INDEX inbox_conversation ON inbox (user_id, conv_type, conv_target, conv_line, message_id)"
+    )
+    db.execute(
+        "CREATE TABLE client_message_ids (from_user TEXT NOT NULL, client_msg_id TEXT NOT NULL,"
+        " message_id INTEGER NOT NULL, server_time INTEGER NOT NULL, seq INTEGER NOT NULL,"
+        " PRIMARY KEY (from_user, client_msg_id)) WITHOUT ROWID"
+    )
+    db.execute(
+        "CREATE TABLE blacklist (user_id TEXT NOT NULL, target TEXT NOT NULL, created_at INTEGER NOT NULL,"
+        " PRIMARY KEY (user_id, target)) WITHOUT ROWID"
+    )
+    # Friendship lands fully with the relations work; sending only asks "is B a friend of A?".
+    db.execute(
+        "CREATE TABLE friends (user_id TEXT NOT NULL, friend_id TEXT NOT NULL, alias TEXT NOT NULL DEFAULT '',"
+        " extra TEXT NOT NULL DEFAULT '', created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,"
+        " PRIMARY KEY (user_id, friend_id)) WITHOUT ROWID"
+    )
+
+
 #: Every migration ever released, oldest first. Append only.
-MIGRATIONS: Final[tuple[Migration, ...]] = (_v1_users_and_sessions,)
+MIGRATIONS: Final[tuple[Migration, ...]] = (_v1_users_and_sessions, _v2_messages)
 
 #: The ``user_version`` of a fully migrated database.
 SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -15,7 +15,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from protocol.codes import UserStatus
-from storage import sessions, users
+from storage import messages, sessions, users
+from storage.messages import (
+    Conversation,
+    InboxHeads,
+    Outgoing,
+    PullResult,
+    SendPolicy,
+    SendResult,
+    StoredMessage,
+)
 from storage.records import (
     END_REASONS,
     SECRET_BYTES,
@@ -25,7 +34,7 @@ from storage.records import (
     UserRecord,
 )
 from storage.schema import migrate
-from storage.writer import Writer
+from storage.writer import Callback, Writer
 
 T = TypeVar("T")
 
@@ -46,6 +55,7 @@ class Store:
     def __init__(self, writer: Writer) -> None:
         self.writer = writer
         self.path: Path = writer.path
+        self._heads = InboxHeads()  # used only inside operations, i.e. on the writer thread
 
     async def aclose(self) -> None:
         """Commit what is queued and close the database (``open_store`` does this for you)."""
@@ -152,6 +162,51 @@ class Store:
         """Move ``last_seen`` to ``now_ms`` for many (user_id, client_id) at once (never backwards)."""
         if items:
             await self.writer.submit(sessions.touch_sessions, list(items), now_ms)
+
+    # ------------------------------------------------------------------ messages
+
+    def send_private_nowait(self, msg: Outgoing, policy: SendPolicy, callback: Callback) -> None:
+        """Queue a private send; ``callback(SendResult, error)`` runs on the trio thread after commit.
+
+        Sends queued by one task are stored, and reported, in the order queued.
+        """
+        self.writer.submit_nowait(messages.send_private, self._heads, msg, policy, callback=callback)
+
+    async def send_private(self, msg: Outgoing, policy: SendPolicy) -> SendResult:
+        return await self.writer.submit(messages.send_private, self._heads, msg, policy)
+
+    async def pull(self, user_id: str, after_seq: int, limit: int, min_time: int = 0) -> PullResult:
+        """The inbox after ``after_seq`` (oldest first, at most ``limit``), and the head."""
+        return await self.writer.submit(messages.pull, self._heads, user_id, after_seq, limit, min_time)
+
+    async def inbox_head(self, user_id: str) -> int:
+        return await self.writer.submit(messages.head, self._heads, user_id, read=True)
+
+    async def get_message(self, message_id: int) -> StoredMessage | None:
+        return await self.writer.submit(messages.get_message, message_id, read=True)
+
+    async def delete_message(self, user_id: str, message_id: int) -> bool:
+        """Delete-for-me: gone from this user's inbox for good; False if it was not there."""
+        return await self.writer.submit(messages.delete_for_user, user_id, message_id)
+
+    async def recall_message(
+        self, operator: str, message_id: int, window_ms: int, notice: Outgoing
+    ) -> SendResult:
+        return await self.writer.submit(messages.recall, self._heads, operator, message_id, window_ms, notice)
+
+    async def remote_history(
+        self, user_id: str, conv: Conversation, before_id: int, count: int
+    ) -> list[StoredMessage]:
+        return await self.writer.submit(messages.remote_history, user_id, conv, before_id, count, read=True)
+
+    async def set_blacklist(self, user_id: str, target: str, blocked: bool, now_ms: int) -> None:
+        await self.writer.submit(messages.set_blacklist, user_id, target, blocked, now_ms)
+
+    async def get_blacklist(self, user_id: str) -> list[str]:
+        return await self.writer.submit(messages.get_blacklist, user_id, read=True)
+
+    async def add_friendship(self, user_id: str, friend_id: str, now_ms: int) -> None:
+        await self.writer.submit(messages.add_friendship, user_id, friend_id, now_ms)
 
 
 @asynccontextmanager

@@ -26,6 +26,7 @@ anything but the database: while it runs, every other caller waits.
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import sqlite3
@@ -37,6 +38,8 @@ from typing import Any, Final, TypeVar
 import trio
 
 T = TypeVar("T")
+
+log = logging.getLogger("ember.storage")
 
 #: Largest number of operations committed in one transaction. Past ~1000 rows
 #: per commit the throughput gain flattens, while the latency of the first op
@@ -68,18 +71,29 @@ class StorageError(Exception):
     """
 
 
+#: Called on the trio thread once an operation's batch has committed (or failed):
+#: ``callback(result, error)`` with exactly one of them meaningful.
+Callback = Callable[[Any, "BaseException | None"], None]
+
+
 class _Op:
-    """One submitted operation and, once its batch has committed, its outcome."""
+    """One submitted operation and, once its batch has committed, its outcome.
 
-    __slots__ = ("fn", "args", "read", "result", "error", "done")
+    Either ``done`` (an awaiting caller) or ``callback`` (``submit_nowait``) reports it.
+    """
 
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], read: bool) -> None:
+    __slots__ = ("fn", "args", "read", "result", "error", "done", "callback")
+
+    def __init__(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], read: bool, callback: Callback | None = None
+    ) -> None:
         self.fn = fn
         self.args = args
         self.read = read
         self.result: Any = None
         self.error: BaseException | None = None
-        self.done = trio.Event()
+        self.callback = callback
+        self.done = trio.Event() if callback is None else None
 
 
 class Writer:
@@ -191,10 +205,29 @@ class Writer:
             raise StorageError("the store is closed")
         op = _Op(fn, args, read)
         self._queue.put(op)
+        assert op.done is not None
         await op.done.wait()
         if op.error is not None:
             raise op.error
         return op.result
+
+    def submit_nowait(
+        self, fn: Callable[..., Any], *args: Any, callback: Callback, read: bool = False
+    ) -> None:
+        """Queue ``fn(conn, *args)`` and return at once; ``callback(result, error)`` reports it.
+
+        The callback runs on the trio thread, after the commit, and in the
+        order the operations were submitted: a caller that queues two writes
+        sees their outcomes in that order. This is the hot path for messages:
+        no task waits, and the reply and the pushes go out from the callback.
+        A callback must not block or raise (an exception is logged and dropped).
+
+        Raises:
+            StorageError: The writer is closed.
+        """
+        if self._closing:
+            raise StorageError("the store is closed")
+        self._queue.put(_Op(fn, args, read, callback))
 
     async def aclose(self) -> None:
         """Let queued operations finish and commit, then stop the thread and close the db.
@@ -217,9 +250,16 @@ class Writer:
         self._thread.join()
 
     def _wake(self, ops: list[_Op]) -> None:
-        """Called on the trio thread once per batch: release every caller of the batch."""
+        """Called on the trio thread once per batch: report every operation, in submission order."""
         for op in ops:
-            op.done.set()
+            if op.callback is not None:
+                try:
+                    op.callback(op.result, op.error)
+                except Exception:  # noqa: BLE001 - one caller's bug must not starve the rest of the batch
+                    log.exception("storage callback failed")
+            else:
+                assert op.done is not None
+                op.done.set()
 
     # --------------------------------------------------------------- thread side
 

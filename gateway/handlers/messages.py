@@ -1,0 +1,60 @@
+"""Client methods for messages (SPEC §5); see docs/PROTOCOL.md "Methods" for each one's shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.dispatch import Caller, Reply, method
+from gateway.messaging import MAX_HISTORY, MAX_ID_LEN, MAX_PULL, read_conversation
+from gateway.services import Services
+from protocol.codec import Fields
+from protocol.codes import ErrorCode
+
+MESSAGE_ID_MAX = 2**63 - 1
+
+
+@method("send_message", immediate=True)
+def send_message(services: Services, caller: Caller, params: Fields, reply: Reply) -> None:
+    """Acknowledged with {message_id, server_time, seq} once committed; pushed to the recipients."""
+    msg = services.messages.outgoing(caller.user_id, params)
+    services.messages.send_nowait(msg, reply, caller.client_id)
+
+
+@method("pull")
+async def pull(services: Services, caller: Caller, params: Fields) -> tuple[int, Any]:
+    after_seq = params.integer("after_seq", lo=0, hi=MESSAGE_ID_MAX)
+    limit = params.integer("limit", lo=1, hi=MAX_PULL, default=100)
+    return ErrorCode.SUCCESS, await services.messages.pull(caller.user_id, after_seq, limit)
+
+
+@method("delete_message")
+async def delete_message(services: Services, caller: Caller, params: Fields) -> tuple[int, Any]:
+    message_id = params.integer("message_id", lo=1, hi=MESSAGE_ID_MAX)
+    return await services.messages.delete(caller.user_id, message_id, caller.client_id), None
+
+
+@method("recall_message")
+async def recall_message(services: Services, caller: Caller, params: Fields) -> tuple[int, Any]:
+    message_id = params.integer("message_id", lo=1, hi=MESSAGE_ID_MAX)
+    return await services.messages.recall(caller.user_id, message_id, caller.client_id)
+
+
+@method("load_remote_history")
+async def load_remote_history(services: Services, caller: Caller, params: Fields) -> tuple[int, Any]:
+    conv = read_conversation(params)
+    before_id = params.integer("before_id", lo=0, hi=MESSAGE_ID_MAX, default=0)
+    count = params.integer("count", lo=1, hi=MAX_HISTORY, default=20)
+    return await services.messages.remote_history(caller.user_id, conv, before_id, count)
+
+
+@method("set_blacklist")
+async def set_blacklist(services: Services, caller: Caller, params: Fields) -> tuple[int, Any]:
+    target = params.text("user_id", min_len=1, max_len=MAX_ID_LEN, printable=True)
+    blocked = params.boolean("blocked")
+    await services.store.set_blacklist(caller.user_id, target, blocked, services.clock.now_ms())
+    return ErrorCode.SUCCESS, None
+
+
+@method("get_blacklist")
+async def get_blacklist(services: Services, caller: Caller, params: Fields) -> tuple[int, Any]:
+    return ErrorCode.SUCCESS, {"user_ids": await services.store.get_blacklist(caller.user_id)}

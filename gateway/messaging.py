@@ -1,0 +1,265 @@
+"""Messages (SPEC §5): validate at the edge, store with group commit, then reply and push.
+
+The send path is the hot path, so it has no task and no await: the reader
+validates the request, queues one storage operation, and when that
+operation's batch has committed, the storage callback (on the trio thread,
+in queue order) sends the ack and the pushes. Everything else here is
+ordinary async code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from gateway.clock import Clock
+from gateway.config import Config
+from gateway.ids import MessageIdGenerator
+from gateway.router import Router
+from protocol.codec import Fields
+from protocol.codes import ErrorCode
+from protocol.connection import encode_notify_body
+from protocol.errors import FieldError
+from storage import Store
+from storage.messages import (
+    PERSIST_TRANSPARENT,
+    RECALL_CONTENT_TYPE,
+    Conversation,
+    Outgoing,
+    SendPolicy,
+    SendResult,
+    StoredMessage,
+)
+
+log = logging.getLogger("ember.messaging")
+
+PRIVATE, GROUP, CHATROOM, CHANNEL = 0, 1, 2, 3
+PERSIST_FLAGS = frozenset({0, 1, 3, 4})
+DEFAULT_PERSIST_FLAG = 3  # PERSIST_AND_COUNT: an ordinary message counts toward unread
+MAX_ID_LEN = 64
+MAX_PULL = 500
+MAX_HISTORY = 100
+MAX_MENTIONS = 1000
+
+Reply = Callable[[int, Any], None]
+
+
+class RequestRejected(Exception):
+    """A request that is well-formed but refused with a code (e.g. 254 for a type not built yet)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def read_conversation(fields: Fields) -> Conversation:
+    conv = fields.mapping("conv")
+    kind = conv.integer("type", lo=-(2**31), hi=2**31)
+    if kind not in (PRIVATE, GROUP, CHATROOM, CHANNEL):
+        raise FieldError("conv.type", "unknown conversation type")
+    return Conversation(
+        kind,
+        conv.text("target", min_len=1, max_len=MAX_ID_LEN, printable=True),
+        conv.integer("line", lo=0, hi=2**31 - 1, default=0),
+    )
+
+
+def _text(fields: Fields, key: str, max_bytes: int) -> str | None:
+    value = fields.text(key, max_len=max_bytes, default=None)
+    # A str of n characters is at most 4n UTF-8 bytes: only long ones need encoding to check.
+    if value is not None and len(value) * 4 > max_bytes and len(value.encode()) > max_bytes:
+        raise FieldError(key, f"at most {max_bytes} bytes")
+    return value
+
+
+def read_content(fields: Fields, config: Config) -> dict[str, Any]:
+    """The content map, checked field by field; absent fields are left out (SPEC §5)."""
+    c = fields.mapping("content")
+    limit = config.message.max_text_bytes
+    content: dict[str, Any] = {"type": c.integer("type", lo=0, hi=2**31 - 1)}
+    for key in ("searchable_content", "push_content", "content"):
+        value = _text(c, key, limit)
+        if value:
+            content[key] = value
+    data = c.binary("data", max_len=config.message.max_data_bytes, default=None)
+    if data:
+        content["data"] = data
+    media_type = c.integer("media_type", lo=0, hi=2**31 - 1, default=0)
+    if media_type:
+        content["media_type"] = media_type
+    url = c.text("remote_media_url", max_len=2048, default=None)
+    if url:
+        content["remote_media_url"] = url
+    persist = c.integer("persist_flag", lo=0, hi=255, default=DEFAULT_PERSIST_FLAG)
+    if persist not in PERSIST_FLAGS:
+        raise FieldError("content.persist_flag", "must be 0, 1, 3 or 4")
+    content["persist_flag"] = persist
+    expire = c.integer("expire_duration", lo=0, hi=2**53, default=0)
+    if expire:
+        content["expire_duration"] = expire
+    mentioned = c.integer("mentioned_type", lo=0, hi=2, default=0)
+    if mentioned:
+        content["mentioned_type"] = mentioned
+        targets = c.text_list("mentioned_targets", max_items=MAX_MENTIONS, max_len=MAX_ID_LEN, default=[])
+        if targets:
+            content["mentioned_targets"] = targets
+    extra = _text(c, "extra", limit)
+    if extra:
+        check_json("content.extra", extra)
+        content["extra"] = extra
+    return content
+
+
+def check_json(field: str, text: str) -> None:
+    """``extra`` fields are the customer's extension point and must be JSON text (else 251)."""
+    try:
+        json.loads(text)
+    except ValueError:
+        raise FieldError(field, "must be JSON text") from None
+
+
+class MessageService:
+    def __init__(self, config: Config, store: Store, router: Router, clock: Clock) -> None:
+        self.config = config
+        self.store = store
+        self.router = router
+        self.clock = clock
+        self.ids = MessageIdGenerator(clock, config.server.node_id)
+        self.policy = SendPolicy(config.message.blacklist_strategy, config.message.disable_stranger_chat)
+
+    # --- building ---------------------------------------------------------------------------------
+
+    def outgoing(self, from_user: str, params: Fields) -> Outgoing:
+        """A validated message from request params. Raises FieldError (251) or RequestRejected."""
+        conv = read_conversation(params)
+        if conv.type != PRIVATE:
+            raise RequestRejected(ErrorCode.NOT_IMPLEMENTED)  # groups, chatrooms, channels come later
+        content = read_content(params, self.config)
+        client_msg_id = params.text(
+            "client_msg_id", min_len=1, max_len=MAX_ID_LEN, printable=True, default=None
+        )
+        to_users = params.text_list("to_users", max_items=MAX_MENTIONS, max_len=MAX_ID_LEN, default=None)
+        return Outgoing(
+            message_id=self.ids.next_id(),
+            server_time=self.clock.now_ms(),
+            conv=conv,
+            from_user=from_user,
+            content=content,
+            persist_flag=content["persist_flag"],
+            to_users=to_users or None,
+            client_msg_id=client_msg_id,
+        )
+
+    # --- sending ----------------------------------------------------------------------------------
+
+    def send_nowait(self, msg: Outgoing, reply: Reply, origin_client: str | None) -> None:
+        """Queue the send; ``reply(code, result)`` and the pushes follow the commit."""
+
+        def committed(result: SendResult | None, error: BaseException | None) -> None:
+            if error is not None or result is None:
+                log.error("send failed to commit: %s", type(error).__name__)
+                reply(ErrorCode.SERVER_ERROR, None)
+                return
+            reply(result.code, self._ack(result, msg.from_user))
+            if result.code == ErrorCode.SUCCESS and not result.duplicate:
+                self.deliver(msg, result, origin_client)
+
+        self.store.send_private_nowait(msg, self.policy, committed)
+
+    async def send(self, msg: Outgoing) -> tuple[int, Any]:
+        """The same, awaited (admin API): returns (code, ack)."""
+        result = await self.store.send_private(msg, self.policy)
+        if result.code == ErrorCode.SUCCESS and not result.duplicate:
+            self.deliver(msg, result, None)
+        return result.code, self._ack(result, msg.from_user)
+
+    @staticmethod
+    def _ack(result: SendResult, sender: str) -> dict[str, int] | None:
+        if result.code != ErrorCode.SUCCESS:
+            return None
+        return {
+            "message_id": result.message_id,
+            "server_time": result.server_time,
+            "seq": result.seqs.get(sender, 0),
+        }
+
+    def deliver(self, msg: Outgoing, result: SendResult, origin_client: str | None) -> None:
+        """Push to every live device of every owner, except the device that sent it.
+
+        One NOTIFY body per owner (the seq differs per inbox), sealed per connection.
+        Transparent messages carry seq 0: they are in no inbox.
+        """
+        wire = {
+            "message_id": msg.message_id,
+            "conv": {"type": msg.conv.type, "target": msg.conv.target, "line": msg.conv.line},
+            "from": msg.from_user,
+            "content": msg.content,
+            "server_time": msg.server_time,
+        }
+        if msg.to_users:
+            wire["to_users"] = msg.to_users
+        targets = (
+            result.seqs.items()
+            if msg.persist_flag != PERSIST_TRANSPARENT
+            else ((u, 0) for u in result.live_only)
+        )
+        for owner, seq in targets:
+            body = None
+            for conn in self.router.connections(owner):
+                if owner == msg.from_user and conn.client_id == origin_client:
+                    continue
+                if body is None:
+                    body = encode_notify_body("msg", {"seq": seq, "message": wire})
+                conn.push_frame_body(body)
+
+    # --- the rest ---------------------------------------------------------------------------------
+
+    async def pull(self, user_id: str, after_seq: int, limit: int) -> dict[str, Any]:
+        min_time = 0
+        if after_seq == 0 and not self.config.message.roaming:
+            min_time = self.clock.now_ms() - self.config.message.compensate_seconds * 1000
+        page = await self.store.pull(user_id, after_seq, limit, min_time)
+        return {
+            "messages": [{"seq": seq, "message": m.to_wire()} for seq, m in page.messages],
+            "head": page.head,
+        }
+
+    async def delete(self, user_id: str, message_id: int, origin_client: str | None) -> int:
+        if not await self.store.delete_message(user_id, message_id):
+            return ErrorCode.NOT_EXIST
+        body = encode_notify_body("message_deleted", {"message_id": message_id})
+        for conn in self.router.connections(user_id):
+            if conn.client_id != origin_client:
+                conn.push_frame_body(body)
+        return ErrorCode.SUCCESS
+
+    async def recall(
+        self, operator: str, message_id: int, origin_client: str | None, *, enforce_window: bool = True
+    ) -> tuple[int, Any]:
+        """Replace the message with a recall notice (type 80) for everyone who has it."""
+        now = self.clock.now_ms()
+        content = {
+            "type": RECALL_CONTENT_TYPE,
+            # message_id as a string: JSON numbers lose precision past 2**53 in JavaScript.
+            "content": json.dumps({"operator": operator, "message_id": str(message_id)}),
+            "persist_flag": 1,
+        }
+        notice = Outgoing(self.ids.next_id(), now, Conversation(PRIVATE, ""), operator, content, 1)
+        window_ms = self.config.message.recall_seconds * 1000 if enforce_window else 2**62
+        result = await self.store.recall_message(operator, message_id, window_ms, notice)
+        if result.code != ErrorCode.SUCCESS:
+            return result.code, None
+        self.deliver(notice, result, origin_client)
+        return ErrorCode.SUCCESS, {"message_id": notice.message_id, "seq": result.seqs.get(operator, 0)}
+
+    async def remote_history(
+        self, user_id: str, conv: Conversation, before_id: int, count: int
+    ) -> tuple[int, Any]:
+        if not self.config.message.remote_history:
+            return ErrorCode.FUNCTION_DISABLED, None
+        messages: list[StoredMessage] = await self.store.remote_history(
+            user_id, conv, before_id or 2**63 - 1, count
+        )
+        return ErrorCode.SUCCESS, {"messages": [m.to_wire() for m in messages]}

@@ -1,0 +1,354 @@
+"""Messages and inboxes: plain ``fn(conn, ...)`` operations that run on the writer thread.
+
+Each user has an inbox: rows (user_id, seq) with seq increasing per user. A
+send inserts the message once and one inbox row per recipient (and one for the
+sender, for their other devices). Sequence numbers are handed out from
+``InboxHeads``, a cache owned by the writer thread, so a send costs inserts
+only; it is loaded lazily from ``MAX(seq)`` and is correct because this thread
+is the only writer of inboxes.
+
+A failed operation may leave a hole in a user's sequence (the cache moved on,
+the rows were rolled back); clients treat holes as deleted rows, which they
+already must (delete-for-me leaves holes too).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+import msgpack
+
+from protocol.codes import ErrorCode, UserStatus
+
+PRIVATE: Final = 0
+
+#: Content type of a recall notice (SPEC §5).
+RECALL_CONTENT_TYPE: Final = 80
+PERSIST_TRANSPARENT: Final = 4
+
+
+class InboxHeads:
+    """Last seq per user; touched only on the writer thread."""
+
+    def __init__(self, max_entries: int = 200_000) -> None:
+        self._heads: dict[str, int] = {}
+        self._max = max_entries
+
+    def current(self, conn: sqlite3.Connection, user_id: str) -> int:
+        head = self._heads.get(user_id)
+        if head is None:
+            row = conn.execute("SELECT MAX(seq) FROM inbox WHERE user_id = ?", (user_id,)).fetchone()
+            head = row[0] or 0
+            if len(self._heads) >= self._max:
+                self._heads.clear()  # cheap and correct: every entry reloads from MAX(seq)
+            self._heads[user_id] = head
+        return head
+
+    def take(self, conn: sqlite3.Connection, user_id: str) -> int:
+        seq = self.current(conn, user_id) + 1
+        self._heads[user_id] = seq
+        return seq
+
+    def forget(self) -> None:
+        self._heads.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    type: int
+    target: str
+    line: int = 0
+
+
+@dataclass(slots=True)
+class Outgoing:
+    """A validated message ready to store; built on the trio side."""
+
+    message_id: int
+    server_time: int
+    conv: Conversation
+    from_user: str
+    content: dict
+    persist_flag: int
+    to_users: list[str] | None = None
+    client_msg_id: str | None = None
+
+
+@dataclass(slots=True)
+class SendResult:
+    """What a send did. ``code`` is an ErrorCode; on success ``seqs`` maps user → inbox seq."""
+
+    code: int
+    message_id: int = 0
+    server_time: int = 0
+    seqs: dict[str, int] = field(default_factory=dict)
+    duplicate: bool = False
+    live_only: list[str] = field(default_factory=list)  # transparent: deliver to these users' live devices
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    message_id: int
+    conv: Conversation
+    from_user: str
+    content: dict
+    server_time: int
+    to_users: list[str] | None
+    persist_flag: int
+
+    def to_wire(self) -> dict:
+        wire = {
+            "message_id": self.message_id,
+            "conv": {"type": self.conv.type, "target": self.conv.target, "line": self.conv.line},
+            "from": self.from_user,
+            "content": self.content,
+            "server_time": self.server_time,
+        }
+        if self.to_users:
+            wire["to_users"] = self.to_users
+        return wire
+
+
+_MESSAGE_COLUMNS: Final = (
+    "m.message_id, m.conv_type, m.conv_target, m.conv_line, m.from_user, m.content, m.server_time, m.to_users,"
+    " m.persist_flag"
+)
+
+
+def _message(row: Sequence) -> StoredMessage:
+    return StoredMessage(
+        message_id=row[0],
+        conv=Conversation(row[1], row[2], row[3]),
+        from_user=row[4],
+        content=msgpack.unpackb(row[5]),
+        server_time=row[6],
+        to_users=json.loads(row[7]) if row[7] else None,
+        persist_flag=row[8],
+    )
+
+
+def inbox_conversation(conv: Conversation, from_user: str, owner: str) -> Conversation:
+    """The conversation as ``owner`` sees it: in a private chat, the other party."""
+    if conv.type == PRIVATE and owner != from_user:
+        return Conversation(PRIVATE, from_user, conv.line)
+    return conv
+
+
+def _user_status(conn: sqlite3.Connection, user_id: str) -> int | None:
+    row = conn.execute("SELECT status FROM users WHERE user_id = ?", (user_id,)).fetchone()
+    return None if row is None else row[0]
+
+
+def _append(
+    conn: sqlite3.Connection, heads: InboxHeads, msg: Outgoing, owners: Sequence[str]
+) -> dict[str, int]:
+    """Insert the message row and one inbox row per owner; return owner → seq."""
+    conn.execute(
+        "INSERT INTO messages (message_id, conv_type, conv_target, conv_line, from_user, content, server_time,"
+        " to_users, persist_flag) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            msg.message_id, msg.conv.type, msg.conv.target, msg.conv.line, msg.from_user,
+            msgpack.packb(msg.content, use_bin_type=True), msg.server_time,
+            json.dumps(msg.to_users) if msg.to_users else None, msg.persist_flag,
+        ),
+    )  # fmt: skip
+    seqs: dict[str, int] = {}
+    rows = []
+    for owner in dict.fromkeys(owners):
+        seq = heads.take(conn, owner)
+        seqs[owner] = seq
+        view = inbox_conversation(msg.conv, msg.from_user, owner)
+        rows.append((owner, seq, msg.message_id, view.type, view.target, view.line))
+    conn.executemany(
+        "INSERT INTO inbox (user_id, seq, message_id, conv_type, conv_target, conv_line) VALUES (?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    return seqs
+
+
+@dataclass(frozen=True, slots=True)
+class SendPolicy:
+    """The config switches a send obeys (SPEC §5)."""
+
+    blacklist_strategy: int = 0
+    disable_stranger_chat: bool = False
+
+
+def send_private(
+    conn: sqlite3.Connection, heads: InboxHeads, msg: Outgoing, policy: SendPolicy
+) -> SendResult:
+    """Check and store one private message (or find the original of a resend).
+
+    Checks, in order: the sender may send (247), a resend of a known
+    client_msg_id (the original ack), the recipient exists (253), the
+    recipient's blacklist (246, or silent drop), friends-only mode (248).
+    """
+    if _user_status(conn, msg.from_user) in (UserStatus.MUTED, UserStatus.FORBIDDEN):
+        return SendResult(ErrorCode.FORBIDDEN_TO_SEND)
+    if msg.client_msg_id is not None:
+        row = conn.execute(
+            "SELECT message_id, server_time, seq FROM client_message_ids WHERE from_user = ? AND client_msg_id = ?",
+            (msg.from_user, msg.client_msg_id),
+        ).fetchone()
+        if row is not None:
+            return SendResult(ErrorCode.SUCCESS, row[0], row[1], {msg.from_user: row[2]}, duplicate=True)
+    recipient = msg.conv.target
+    if _user_status(conn, recipient) is None:
+        return SendResult(ErrorCode.NOT_EXIST)
+    owners = [recipient, msg.from_user]
+    if recipient != msg.from_user:
+        blocked = conn.execute(
+            "SELECT 1 FROM blacklist WHERE user_id = ? AND target = ?", (recipient, msg.from_user)
+        ).fetchone()
+        if blocked:
+            if policy.blacklist_strategy == 0:
+                return SendResult(ErrorCode.IN_BLACKLIST)
+            owners = [msg.from_user]  # reported as sent; it reaches only the sender's own devices
+        elif (
+            policy.disable_stranger_chat
+            and not conn.execute(
+                "SELECT 1 FROM friends WHERE user_id = ? AND friend_id = ?", (recipient, msg.from_user)
+            ).fetchone()
+        ):
+            return SendResult(ErrorCode.NOT_RIGHT)
+    if msg.persist_flag == PERSIST_TRANSPARENT:
+        return SendResult(ErrorCode.SUCCESS, msg.message_id, msg.server_time, live_only=owners)
+    seqs = _append(conn, heads, msg, owners)
+    if msg.client_msg_id is not None:
+        conn.execute(
+            "INSERT INTO client_message_ids (from_user, client_msg_id, message_id, server_time, seq)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (msg.from_user, msg.client_msg_id, msg.message_id, msg.server_time, seqs[msg.from_user]),
+        )
+    return SendResult(ErrorCode.SUCCESS, msg.message_id, msg.server_time, seqs)
+
+
+@dataclass(frozen=True, slots=True)
+class PullResult:
+    messages: list[tuple[int, StoredMessage]]  # (seq, message), in seq order
+    head: int
+
+
+def pull(
+    conn: sqlite3.Connection, heads: InboxHeads, user_id: str, after_seq: int, limit: int, min_time: int
+) -> PullResult:
+    """The user's inbox after ``after_seq``, oldest first; only messages at or after ``min_time``."""
+    rows = conn.execute(
+        f"SELECT i.seq, {_MESSAGE_COLUMNS} FROM inbox i JOIN messages m ON m.message_id = i.message_id"
+        " WHERE i.user_id = ? AND i.seq > ? AND m.server_time >= ? ORDER BY i.seq LIMIT ?",
+        (user_id, after_seq, min_time, limit),
+    ).fetchall()
+    return PullResult([(row[0], _message(row[1:])) for row in rows], heads.current(conn, user_id))
+
+
+def head(conn: sqlite3.Connection, heads: InboxHeads, user_id: str) -> int:
+    return heads.current(conn, user_id)
+
+
+def get_message(conn: sqlite3.Connection, message_id: int) -> StoredMessage | None:
+    row = conn.execute(
+        f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE m.message_id = ?", (message_id,)
+    ).fetchone()
+    return None if row is None else _message(row)
+
+
+def delete_for_user(conn: sqlite3.Connection, user_id: str, message_id: int) -> bool:
+    """Remove the message from the user's own inbox for good; False if it was not there."""
+    message = get_message(conn, message_id)
+    if message is None:
+        return False
+    view = inbox_conversation(message.conv, message.from_user, user_id)
+    cursor = conn.execute(
+        "DELETE FROM inbox WHERE user_id = ? AND conv_type = ? AND conv_target = ? AND conv_line = ?"
+        " AND message_id = ?",
+        (user_id, view.type, view.target, view.line, message_id),
+    )
+    return cursor.rowcount > 0
+
+
+def _holders(conn: sqlite3.Connection, message: StoredMessage, candidates: Sequence[str]) -> list[str]:
+    """Which of ``candidates`` still have the message in their inbox."""
+    holders = []
+    for user_id in dict.fromkeys(candidates):
+        view = inbox_conversation(message.conv, message.from_user, user_id)
+        if conn.execute(
+            "SELECT 1 FROM inbox WHERE user_id = ? AND conv_type = ? AND conv_target = ? AND conv_line = ?"
+            " AND message_id = ?",
+            (user_id, view.type, view.target, view.line, message.message_id),
+        ).fetchone():
+            holders.append(user_id)
+    return holders
+
+
+def recall(
+    conn: sqlite3.Connection,
+    heads: InboxHeads,
+    operator: str,
+    message_id: int,
+    window_ms: int,
+    notice: Outgoing,
+) -> SendResult:
+    """Replace a private message with a recall notice for everyone, and deliver the notice.
+
+    ``notice`` is the type-80 message to append (its conversation and ids are
+    set here from the original). Codes: 253 unknown or already recalled,
+    248 not the sender, 24 past the window.
+    """
+    message = get_message(conn, message_id)
+    if message is None or message.content.get("type") == RECALL_CONTENT_TYPE:
+        return SendResult(ErrorCode.NOT_EXIST)
+    if message.from_user != operator:
+        return SendResult(ErrorCode.NOT_RIGHT)
+    if notice.server_time - message.server_time > window_ms:
+        return SendResult(ErrorCode.RECALL_TIME_EXPIRED)
+    conn.execute(
+        "UPDATE messages SET content = ? WHERE message_id = ?",
+        (msgpack.packb(notice.content, use_bin_type=True), message_id),
+    )
+    notice.conv = message.conv
+    notice.from_user = message.from_user
+    owners = _holders(conn, message, [message.conv.target, message.from_user])
+    seqs = _append(conn, heads, notice, owners) if owners else {}
+    return SendResult(ErrorCode.SUCCESS, notice.message_id, notice.server_time, seqs)
+
+
+def remote_history(
+    conn: sqlite3.Connection, user_id: str, conv: Conversation, before_id: int, count: int
+) -> list[StoredMessage]:
+    """Up to ``count`` of the user's messages in ``conv`` (as the user sees it) before ``before_id``, newest first."""
+    rows = conn.execute(
+        f"SELECT {_MESSAGE_COLUMNS} FROM inbox i JOIN messages m ON m.message_id = i.message_id"
+        " WHERE i.user_id = ? AND i.conv_type = ? AND i.conv_target = ? AND i.conv_line = ? AND i.message_id < ?"
+        " ORDER BY i.message_id DESC LIMIT ?",
+        (user_id, conv.type, conv.target, conv.line, before_id, count),
+    ).fetchall()
+    return [_message(row) for row in rows]
+
+
+def set_blacklist(conn: sqlite3.Connection, user_id: str, target: str, blocked: bool, now_ms: int) -> None:
+    if blocked:
+        conn.execute(
+            "INSERT INTO blacklist (user_id, target, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            (user_id, target, now_ms),
+        )
+    else:
+        conn.execute("DELETE FROM blacklist WHERE user_id = ? AND target = ?", (user_id, target))
+
+
+def get_blacklist(conn: sqlite3.Connection, user_id: str) -> list[str]:
+    return [
+        row[0]
+        for row in conn.execute("SELECT target FROM blacklist WHERE user_id = ? ORDER BY target", (user_id,))
+    ]
+
+
+def add_friendship(conn: sqlite3.Connection, user_id: str, friend_id: str, now_ms: int) -> None:
+    """Both directions; the relations work replaces this with requests and sync."""
+    conn.executemany(
+        "INSERT INTO friends (user_id, friend_id, created_at, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        [(user_id, friend_id, now_ms, now_ms), (friend_id, user_id, now_ms, now_ms)],
+    )

@@ -1,0 +1,323 @@
+"""Messaging over real sockets (SPEC §5): no friendship needed, durable acks, push and pull, delete, recall."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import trio
+
+from protocol import events
+from protocol.codes import ConnectionStatus as S
+from protocol.codes import ErrorCode, UserStatus
+from tests.harness import Gateway, RawClient, start_gateway
+
+
+class Device:
+    """A raw connected client with request/response helpers and a queue of pushes."""
+
+    def __init__(self, client: RawClient) -> None:
+        self.client = client
+        self.pushes: list[events.Notify] = []
+
+    @classmethod
+    async def connect(cls, gw: Gateway, user_id: str, device: str = "phone", platform: int = 2) -> Device:
+        # A client id belongs to one user at a time (SPEC §2), so each user's devices get their own.
+        client = await RawClient.open(gw, await gw.token(user_id, f"{user_id}-{device}", platform))
+        assert (await client.handshake(gw.clock.now_ms())).code == S.CONNECTED
+        return cls(client)
+
+    async def call(self, method: str, **params) -> events.Response:
+        request_id, frame = self.client.proto.request(method, params)
+        await self.client.send(frame)
+        while True:
+            event = await self.client.next_event()
+            assert event is not None, "server closed"
+            if isinstance(event, events.Notify):
+                self.pushes.append(event)
+            elif isinstance(event, events.Response) and event.request_id == request_id:
+                return event
+
+    async def push(self, topic: str = "msg") -> events.Notify:
+        for i, notify in enumerate(self.pushes):
+            if notify.topic == topic:
+                return self.pushes.pop(i)
+        while True:
+            event = await self.client.next_event()
+            assert event is not None, "server closed"
+            if isinstance(event, events.Notify) and event.topic == topic:
+                return event
+            if isinstance(event, events.Notify):
+                self.pushes.append(event)
+
+    async def send_text(self, to: str, text: str, **content) -> events.Response:
+        return await self.call(
+            "send_message",
+            conv={"type": 0, "target": to},
+            content={"type": 1, "searchable_content": text, **content},
+        )
+
+    async def pull_all(self, after_seq: int = 0) -> list[dict]:
+        out = []
+        while True:
+            page = (await self.call("pull", after_seq=after_seq, limit=2)).result
+            out += page["messages"]
+            if len(page["messages"]) < 2:
+                return out
+            after_seq = page["messages"][-1]["seq"]
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+def texts(items: list[dict]) -> list[str]:
+    return [m["message"]["content"].get("searchable_content") for m in items]
+
+
+@pytest.fixture
+async def gw(nursery: trio.Nursery, tmp_path) -> Gateway:
+    gw = await start_gateway(nursery, tmp_path)
+    for user in ("alice", "bob", "carol"):
+        await gw.user(user)
+    return gw
+
+
+async def test_a_stranger_can_message_a_user_and_it_is_pushed(gw: Gateway) -> None:
+    alice = await Device.connect(gw, "alice")
+    bob = await Device.connect(gw, "bob")
+    ack = await alice.send_text("bob", "hi bob")
+    assert ack.code == 0
+    assert set(ack.result) == {"message_id", "server_time", "seq"}
+    push = await bob.push()
+    assert push.data["seq"] == 1
+    message = push.data["message"]
+    assert message["message_id"] == ack.result["message_id"]
+    assert (message["from"], message["conv"]) == ("alice", {"type": 0, "target": "bob", "line": 0})
+    assert message["content"]["searchable_content"] == "hi bob"
+    # Both inboxes hold it: bob's as a message from alice, alice's for her other devices.
+    assert texts(await bob.pull_all()) == ["hi bob"]
+    assert texts(await alice.pull_all()) == ["hi bob"]
+    await alice.aclose()
+    await bob.aclose()
+
+
+async def test_the_senders_other_devices_get_it_but_not_the_sending_one(gw: Gateway) -> None:
+    phone = await Device.connect(gw, "alice", "phone", 2)
+    desktop = await Device.connect(gw, "alice", "desktop", 3)
+    ack = await phone.send_text("bob", "from my phone")
+    push = await desktop.push()
+    assert push.data["seq"] == ack.result["seq"]
+    # The sending phone has its ack; a ping round trip shows no push was queued before the pong.
+    await phone.client.send(phone.client.proto.ping())
+    assert isinstance(await phone.client.next_event(), events.Pong)
+    for d in (phone, desktop):
+        await d.aclose()
+
+
+@pytest.mark.parametrize("strategy", [0, 1])
+async def test_blacklist_strategies(nursery: trio.Nursery, tmp_path, strategy: int) -> None:
+    gw = await start_gateway(nursery, tmp_path, message={"blacklist_strategy": strategy})
+    await gw.user("alice")
+    await gw.user("bob")
+    bob = await Device.connect(gw, "bob")
+    assert (await bob.call("set_blacklist", user_id="alice", blocked=True)).code == 0
+    assert (await bob.call("get_blacklist")).result == {"user_ids": ["alice"]}
+    alice = await Device.connect(gw, "alice")
+    ack = await alice.send_text("bob", "let me in")
+    if strategy == 0:
+        assert ack.code == ErrorCode.IN_BLACKLIST
+    else:
+        assert ack.code == 0 and ack.result["message_id"] > 0
+    assert await bob.pull_all() == []  # dropped either way
+    assert (await bob.call("set_blacklist", user_id="alice", blocked=False)).code == 0
+    assert (await alice.send_text("bob", "thanks")).code == 0
+    assert texts(await bob.pull_all()) == ["thanks"]
+    await alice.aclose()
+    await bob.aclose()
+
+
+async def test_muted_user_cannot_send(gw: Gateway) -> None:
+    alice = await Device.connect(gw, "alice")
+    assert await gw.services.sessions.set_block_status("alice", UserStatus.MUTED) == 0
+    assert (await alice.send_text("bob", "shh")).code == ErrorCode.FORBIDDEN_TO_SEND
+    await alice.aclose()
+
+
+async def test_strangers_refused_when_stranger_chat_is_disabled(nursery: trio.Nursery, tmp_path) -> None:
+    gw = await start_gateway(nursery, tmp_path, message={"disable_stranger_chat": True})
+    for user in ("alice", "bob"):
+        await gw.user(user)
+    alice = await Device.connect(gw, "alice")
+    assert (await alice.send_text("bob", "hello?")).code == ErrorCode.NOT_RIGHT
+    await gw.services.store.add_friendship("alice", "bob", gw.clock.now_ms())
+    assert (await alice.send_text("bob", "hello friend")).code == 0
+    await alice.aclose()
+
+
+async def test_unknown_recipient_and_invalid_content(gw: Gateway) -> None:
+    alice = await Device.connect(gw, "alice")
+    assert (await alice.send_text("nobody", "hi")).code == ErrorCode.NOT_EXIST
+    bad_extra = await alice.send_text("bob", "hi", extra="{not json")
+    assert bad_extra.code == ErrorCode.INVALID_PARAMETER and bad_extra.result["field"] == "content.extra"
+    assert (await alice.send_text("bob", "hi", extra='{"k": 1}')).code == 0
+    assert (await alice.send_text("bob", "hi", persist_flag=2)).code == ErrorCode.INVALID_PARAMETER
+    assert (await alice.send_text("bob", "x" * 20000)).code == ErrorCode.INVALID_PARAMETER
+    unknown_type = await alice.call("send_message", conv={"type": 9, "target": "bob"}, content={"type": 1})
+    assert unknown_type.code == ErrorCode.INVALID_PARAMETER
+    for kind in (2, 3):  # chatroom, channel: not built yet
+        assert (
+            await alice.call("send_message", conv={"type": kind, "target": "r"}, content={"type": 1})
+        ).code == 254
+    await alice.aclose()
+
+
+async def test_duplicate_client_msg_id_yields_one_message(gw: Gateway) -> None:
+    alice = await Device.connect(gw, "alice")
+    params = {"conv": {"type": 0, "target": "bob"}, "content": {"type": 1, "searchable_content": "once"}}
+    first = await alice.call("send_message", client_msg_id="m-1", **params)
+    await alice.aclose()
+    alice = await Device.connect(gw, "alice")  # the resend happens after a reconnect
+    again = await alice.call("send_message", client_msg_id="m-1", **params)
+    assert again.code == 0 and again.result == first.result
+    assert texts(await alice.pull_all()) == ["once"]
+    bob = await Device.connect(gw, "bob")
+    assert texts(await bob.pull_all()) == ["once"]
+    await alice.aclose()
+    await bob.aclose()
+
+
+async def test_transparent_messages_reach_live_devices_only_and_are_never_stored(gw: Gateway) -> None:
+    alice = await Device.connect(gw, "alice")
+    assert (await alice.send_text("bob", "typing... (bob offline)", persist_flag=4)).code == 0
+    bob = await Device.connect(gw, "bob")
+    assert (await alice.send_text("bob", "typing...", persist_flag=4)).code == 0
+    push = await bob.push()
+    assert push.data["seq"] == 0 and push.data["message"]["content"]["searchable_content"] == "typing..."
+    assert await bob.pull_all() == []
+    assert await alice.pull_all() == []
+    await alice.aclose()
+    await bob.aclose()
+
+
+async def test_offline_recipient_pulls_everything_in_order(gw: Gateway) -> None:
+    alice = await Device.connect(gw, "alice")
+    for i in range(7):
+        assert (await alice.send_text("bob", f"m{i}")).code == 0
+    bob = await RawClient.open(gw, await gw.token("bob", "bob-phone"))
+    ack = await bob.handshake(gw.clock.now_ms())
+    assert ack.heads["msg"] == 7
+    bob = Device(bob)
+    pulled = await bob.pull_all()
+    assert texts(pulled) == [f"m{i}" for i in range(7)]
+    assert [m["seq"] for m in pulled] == list(range(1, 8))
+    await alice.aclose()
+    await bob.aclose()
+
+
+async def test_roaming_off_gives_a_new_device_only_recent_messages(gw: Gateway) -> None:
+    alice = await Device.connect(gw, "alice")
+    await alice.send_text("bob", "old")
+    gw.clock.advance(301)  # past message.compensate_seconds (300)
+    await alice.send_text("bob", "recent")
+    bob = await Device.connect(gw, "bob", "new-install")
+    assert texts(await bob.pull_all()) == ["recent"]
+    # A device that already synced past seq 0 still gets everything after its seq.
+    assert texts(await bob.pull_all(after_seq=0 + 1)) == ["recent"]
+    await alice.aclose()
+    await bob.aclose()
+
+
+async def test_roaming_on_gives_a_new_device_the_whole_inbox(nursery: trio.Nursery, tmp_path) -> None:
+    gw = await start_gateway(nursery, tmp_path, message={"roaming": True})
+    for user in ("alice", "bob"):
+        await gw.user(user)
+    alice = await Device.connect(gw, "alice")
+    await alice.send_text("bob", "old")
+    gw.clock.advance(86400)
+    await alice.send_text("bob", "recent")
+    bob = await Device.connect(gw, "bob", "new-install")
+    assert texts(await bob.pull_all()) == ["old", "recent"]
+    await alice.aclose()
+    await bob.aclose()
+
+
+async def test_remote_history_switch(nursery: trio.Nursery, tmp_path) -> None:
+    for enabled in (False, True):
+        gw = await start_gateway(nursery, tmp_path / str(enabled), message={"remote_history": enabled})
+        for user in ("alice", "bob"):
+            await gw.user(user)
+        alice = await Device.connect(gw, "alice")
+        for i in range(5):
+            await alice.send_text("bob", f"h{i}")
+        bob = await Device.connect(gw, "bob")
+        answer = await bob.call("load_remote_history", conv={"type": 0, "target": "alice"}, count=3)
+        if not enabled:
+            assert answer.code == ErrorCode.FUNCTION_DISABLED
+        else:
+            assert answer.code == 0
+            newest = answer.result["messages"]
+            assert [m["content"]["searchable_content"] for m in newest] == ["h4", "h3", "h2"]
+            older = await bob.call(
+                "load_remote_history", conv={"type": 0, "target": "alice"}, before_id=newest[-1]["message_id"]
+            )
+            assert [m["content"]["searchable_content"] for m in older.result["messages"]] == ["h1", "h0"]
+        await alice.aclose()
+        await bob.aclose()
+
+
+async def test_deleted_message_never_comes_back(nursery: trio.Nursery, tmp_path) -> None:
+    gw = await start_gateway(nursery, tmp_path, message={"roaming": True, "remote_history": True})
+    for user in ("alice", "bob"):
+        await gw.user(user)
+    alice = await Device.connect(gw, "alice")
+    keep = (await alice.send_text("bob", "keep")).result["message_id"]
+    gone = (await alice.send_text("bob", "delete me")).result["message_id"]
+    bob = await Device.connect(gw, "bob", "phone", 2)
+    other = await Device.connect(gw, "bob", "desktop", 3)
+    assert (await bob.call("delete_message", message_id=gone)).code == 0
+    assert (await other.push("message_deleted")).data == {"message_id": gone}
+    assert (await bob.call("delete_message", message_id=gone)).code == ErrorCode.NOT_EXIST
+    await bob.aclose()
+    await other.aclose()
+    # Reconnect, and reinstall (a new client id) with roaming and remote history on.
+    for device in ("phone", "reinstalled"):
+        again = await Device.connect(gw, "bob", device)
+        assert texts(await again.pull_all()) == ["keep"]
+        history = await again.call("load_remote_history", conv={"type": 0, "target": "alice"})
+        assert [m["message_id"] for m in history.result["messages"]] == [keep]
+        await again.aclose()
+    # Only bob deleted it: alice still has both.
+    assert texts(await alice.pull_all()) == ["keep", "delete me"]
+    await alice.aclose()
+
+
+async def test_recall_within_the_window_replaces_it_for_everyone(gw: Gateway) -> None:
+    alice = await Device.connect(gw, "alice", "phone", 2)
+    alice_desktop = await Device.connect(gw, "alice", "desktop", 3)
+    bob = await Device.connect(gw, "bob")
+    sent = (await alice.send_text("bob", "oops")).result["message_id"]
+    await bob.push()
+    await alice_desktop.push()
+    assert (await bob.call("recall_message", message_id=sent)).code == ErrorCode.NOT_RIGHT
+    recalled = await alice.call("recall_message", message_id=sent)
+    assert recalled.code == 0
+    for device in (bob, alice_desktop):
+        notice = (await device.push()).data["message"]
+        assert notice["content"]["type"] == 80
+        assert json.loads(notice["content"]["content"]) == {"operator": "alice", "message_id": str(sent)}
+    # Pulled history shows the notice in place of the message, then the notice itself.
+    pulled = await bob.pull_all()
+    assert [m["message"]["content"]["type"] for m in pulled] == [80, 80]
+    assert pulled[0]["message"]["message_id"] == sent
+    assert "oops" not in json.dumps([m["message"]["content"] for m in pulled])
+    assert (await alice.call("recall_message", message_id=sent)).code == ErrorCode.NOT_EXIST
+    for d in (alice, alice_desktop, bob):
+        await d.aclose()
+
+
+async def test_recall_after_the_window_is_refused(gw: Gateway) -> None:
+    alice = await Device.connect(gw, "alice")
+    sent = (await alice.send_text("bob", "too late")).result["message_id"]
+    gw.clock.advance(121)
+    assert (await alice.call("recall_message", message_id=sent)).code == ErrorCode.RECALL_TIME_EXPIRED
+    await alice.aclose()
