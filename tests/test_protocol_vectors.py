@@ -16,7 +16,7 @@ import struct
 
 import msgpack
 import pytest
-import vectors
+from tests import vectors
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from protocol import events
