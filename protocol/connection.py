@@ -162,7 +162,8 @@ class ServerConnection(_Sealed):
             fields = codec.unpack_map(self._open(frame))
             try:
                 method = fields.text("m", min_len=1, max_len=MAX_METHOD_LEN, printable=True)
-                params = fields.mapping("p", default={})
+                # Unprefixed, so a 251 names the field as the method's documentation does.
+                params = codec.Fields(fields.mapping("p", default={}).raw)
             except FieldError as exc:
                 return events.BadRequest(frame.request_id, str(exc))
             return events.Request(frame.request_id, method, params)
