@@ -191,15 +191,7 @@ class MessageService:
         One NOTIFY body per owner (the seq differs per inbox), sealed per connection.
         Transparent messages carry seq 0: they are in no inbox.
         """
-        wire = {
-            "message_id": msg.message_id,
-            "conv": {"type": msg.conv.type, "target": msg.conv.target, "line": msg.conv.line},
-            "from": msg.from_user,
-            "content": msg.content,
-            "server_time": msg.server_time,
-        }
-        if msg.to_users:
-            wire["to_users"] = msg.to_users
+        wire = msg.to_wire()
         targets = (
             result.seqs.items()
             if msg.persist_flag != PERSIST_TRANSPARENT

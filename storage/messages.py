@@ -78,6 +78,24 @@ class Outgoing:
     client_msg_id: str | None = None
 
 
+    def to_wire(self) -> dict:
+        return message_wire(self)
+
+
+def message_wire(msg: Outgoing | StoredMessage) -> dict:
+    """The message map clients see in pushes, pulls and history (docs/PROTOCOL.md)."""
+    wire = {
+        "message_id": msg.message_id,
+        "conv": {"type": msg.conv.type, "target": msg.conv.target, "line": msg.conv.line},
+        "from": msg.from_user,
+        "content": msg.content,
+        "server_time": msg.server_time,
+    }
+    if msg.to_users:
+        wire["to_users"] = msg.to_users
+    return wire
+
+
 @dataclass(slots=True)
 class SendResult:
     """What a send did. ``code`` is an ErrorCode; on success ``seqs`` maps user → inbox seq."""
@@ -101,16 +119,7 @@ class StoredMessage:
     persist_flag: int
 
     def to_wire(self) -> dict:
-        wire = {
-            "message_id": self.message_id,
-            "conv": {"type": self.conv.type, "target": self.conv.target, "line": self.conv.line},
-            "from": self.from_user,
-            "content": self.content,
-            "server_time": self.server_time,
-        }
-        if self.to_users:
-            wire["to_users"] = self.to_users
-        return wire
+        return message_wire(self)
 
 
 _MESSAGE_COLUMNS: Final = (
@@ -268,6 +277,33 @@ def delete_for_user(conn: sqlite3.Connection, user_id: str, message_id: int) -> 
         (user_id, view.type, view.target, view.line, message_id),
     )
     return cursor.rowcount > 0
+
+
+def delete_for_everyone(conn: sqlite3.Connection, message_id: int) -> list[str] | None:
+    """Remove the message from every inbox that holds it, and the message itself; None if unknown.
+
+    Returns the users whose inbox it left (to tell their devices). The
+    candidates are the conversation's parties (a private chat: sender and
+    target); each is looked up through the ``inbox_conversation`` index, as
+    ``delete_for_user`` does, never by a scan of ``inbox``. The message row
+    goes too, so its content is erased from the database (an operator's
+    delete is often a removal for legal or moderation reasons); an
+    idempotency id pointing at it still answers with the original ack, since
+    the message was sent.
+    """
+    message = get_message(conn, message_id)
+    if message is None:
+        return None
+    holders = _holders(conn, message, [message.conv.target, message.from_user])
+    for user_id in holders:
+        view = inbox_conversation(message.conv, message.from_user, user_id)
+        conn.execute(
+            "DELETE FROM inbox WHERE user_id = ? AND conv_type = ? AND conv_target = ? AND conv_line = ?"
+            " AND message_id = ?",
+            (user_id, view.type, view.target, view.line, message_id),
+        )
+    conn.execute("DELETE FROM messages WHERE message_id = ?", (message_id,))
+    return holders
 
 
 def _holders(conn: sqlite3.Connection, message: StoredMessage, candidates: Sequence[str]) -> list[str]:
