@@ -1,0 +1,495 @@
+"""``python -m bench SCENARIO [options]``: the coordinator.
+
+It gets a gateway (``--spawn``, or ``--target`` a running one), creates the
+users and tokens the scenario needs through the admin API, starts ``--procs``
+worker processes (``python -m bench.worker``) and walks them through the
+phases: connect → load (warm-up) → measured window → stop → drain. Server CPU
+is read from /proc over the measured window only. Progress goes to stderr
+once a second; at the end a table, then, as the last stdout line, one JSON
+object (``--json FILE`` writes the same).
+
+Exit status: 0; 1 when acked messages were not delivered, nothing was
+measured, or (idle) not every connection was held; 2 when the run could not
+be made (the message says why).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from bench import report
+from bench.hist import Latency
+from bench.procfs import (
+    FileLimit,
+    cpu_seconds,
+    ephemeral_port_count,
+    machine_description,
+    max_open_files,
+    raise_open_file_limit,
+    rss_kib,
+)
+from bench.target import Admin, BenchError, Target, existing_gateway, spawn_gateway, stop_process
+
+SCENARIOS = ("pairs", "connect", "idle")
+#: A source address serves at most this share of the ephemeral port range.
+PORTS_PER_SOURCE_SHARE = 0.8
+#: Open files a process needs beyond its sockets (interpreter, pipes, SQLite, epoll).
+SPARE_FILES = 128
+WORKER_START_TIMEOUT = 60.0
+STOP_TIMEOUT = 10.0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Load-test an Ember gateway. The last stdout line is a JSON record of the run.",
+    )
+    p.add_argument("scenario", choices=SCENARIOS, help="pairs: private messages; connect: handshakes/s; "
+                   "idle: memory per authenticated idle connection")
+    run = p.add_argument_group("run")
+    run.add_argument("--duration", type=float, default=10.0, help="measured window in seconds (default 10)")
+    run.add_argument("--warmup", type=float, default=2.0, help="load before the window opens (default 2 s)")
+    run.add_argument("--procs", type=int, default=2, help="client worker processes (default 2)")
+    run.add_argument("--pairs", type=int, default=50, help="pairs: sender→receiver pairs (default 50)")
+    run.add_argument("--window", type=int, default=10, help="pairs: messages in flight per pair (default 10)")
+    run.add_argument("--rate", type=float, help="pairs: open loop at this many msg/s in total (ignores --window)")
+    run.add_argument("--size", type=int, default=100, help="pairs: text bytes per message (default 100)")
+    run.add_argument("--connections", type=int, default=1000, help="idle: connections to hold (default 1000)")
+    run.add_argument("--concurrency", type=int, default=None,
+                     help="connect: handshakes in flight (default 50); idle/pairs: handshakes in flight "
+                          "while connecting (default 100)")
+    run.add_argument("--keepalive", type=int, default=60, help="keepalive announced in CONNECT (default 60 s)")
+    run.add_argument("--source-addrs", type=int, default=0,
+                     help="loopback source addresses 127.0.0.1.. to connect from (default: as many as "
+                          "the connection count needs)")
+    run.add_argument("--drain-timeout", type=float, default=10.0,
+                     help="pairs: wait this long after the window for acks and deliveries (default 10 s)")
+    gw = p.add_argument_group("gateway")
+    gw.add_argument("--spawn", action="store_true", help="start a gateway on a temporary data folder")
+    gw.add_argument("--target", metavar="HOST:PORT", help="a running gateway's client port")
+    gw.add_argument("--admin", metavar="URL", help="its admin API base URL")
+    gw.add_argument("--admin-secret", help="its admin secret (prefer $EMBER_ADMIN_SECRET)")
+    gw.add_argument("--server-pid", type=int, help="its pid, for CPU and memory figures")
+    gw.add_argument("--server-log-level", default="INFO",
+                    choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+                    help="--spawn: the gateway's log level (default INFO, the gateway's default)")
+    gw.add_argument("--keep-data", action="store_true", help="--spawn: keep the data folder and gateway log")
+    gw.add_argument("--admin-concurrency", type=int, default=8,
+                    help="admin calls in flight while creating users and tokens (default 8)")
+    gw.add_argument("--user-prefix", default="bench-u", help="user ids are PREFIX0, PREFIX1, ... (default bench-u)")
+    out = p.add_argument_group("output")
+    out.add_argument("--json", type=Path, metavar="FILE", help="also write the JSON record here")
+    out.add_argument("--plot", type=Path, metavar="FILE.png", help="draw latency by percentile (needs matplotlib)")
+    out.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    return p
+
+
+def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.spawn == bool(args.target):
+        p.error("choose one of --spawn or --target HOST:PORT")
+    if args.concurrency is None:
+        args.concurrency = 50 if args.scenario == "connect" else 100
+    for name in ("duration", "procs", "pairs", "window", "size", "connections", "concurrency", "keepalive"):
+        if getattr(args, name) <= 0:
+            p.error(f"--{name} must be positive")
+    if args.warmup < 0 or args.source_addrs < 0:
+        p.error("--warmup and --source-addrs cannot be negative")
+    if args.rate is not None and args.rate <= 0:
+        p.error("--rate must be positive")
+    if args.keepalive < 10:
+        p.error("--keepalive below 10 s: the gateway's default minimum is 10")
+    if args.plot:
+        try:
+            report.check_plot_available()
+        except ImportError as exc:
+            p.error(str(exc))
+
+
+def _params(args: argparse.Namespace) -> dict[str, Any]:
+    common = {"procs": args.procs}
+    if args.scenario == "pairs":
+        loop = {"rate": args.rate} if args.rate else {"window": args.window}
+        return {"pairs": args.pairs, **loop, "size": args.size, **common}
+    if args.scenario == "connect":
+        return {"concurrency": args.concurrency, **common}
+    return {"connections": args.connections, "concurrency": args.concurrency, "keepalive": args.keepalive, **common}
+
+
+def _log(args: argparse.Namespace, text: str) -> None:
+    if not args.quiet:
+        print(text, file=sys.stderr, flush=True)
+
+
+class Worker:
+    def __init__(self, index: int, proc: trio.Process, units: int) -> None:
+        self.index = index
+        self.proc = proc
+        self.units = units
+        self.seen: dict[str, dict[str, Any]] = {}  # message kind → latest message of that kind
+        self.changed = trio.Event()
+
+    async def send(self, obj: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        try:
+            await self.proc.stdin.send_all((json.dumps(obj, separators=(",", ":")) + "\n").encode())
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # it died; its reader reports that
+
+    async def read(self) -> None:
+        assert self.proc.stdout is not None
+        buffer = b""
+        while True:
+            data = await self.proc.stdout.receive_some(1 << 20)
+            if not data:
+                break
+            buffer += data
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                message = json.loads(line)
+                self.seen[message["t"]] = message
+                self.changed.set()
+                self.changed = trio.Event()
+        await self.proc.wait()
+        self.seen.setdefault("exited", {"status": self.proc.returncode})
+        self.changed.set()
+
+
+class Workers:
+    """The worker processes, their pipes and the phase handshake."""
+
+    def __init__(self, workers: list[Worker]) -> None:
+        self.list = workers
+
+    async def broadcast(self, cmd: str) -> None:
+        for w in self.list:
+            await w.send({"cmd": cmd})
+
+    async def wait_all(self, kind: str, seconds: float) -> list[dict[str, Any]]:
+        with trio.move_on_after(seconds):
+            while True:
+                for w in self.list:
+                    if "fatal" in w.seen:
+                        raise BenchError(f"worker {w.index}: {w.seen['fatal']['msg']}")
+                    if "exited" in w.seen and kind not in w.seen:
+                        raise BenchError(f"worker {w.index} exited with status {w.seen['exited']['status']}")
+                pending = [w for w in self.list if kind not in w.seen]
+                if not pending:
+                    return [w.seen[kind] for w in self.list]
+                await pending[0].changed.wait()
+        raise BenchError(f"workers did not report {kind!r} within {seconds:.0f} s")
+
+    def progress(self) -> Counter[str]:
+        total: Counter[str] = Counter()
+        for w in self.list:
+            latest = max(
+                (w.seen[k] for k in ("ready", "progress", "final") if k in w.seen),
+                key=lambda m: (m.get("sent", 0), m.get("delivered", 0), m.get("acked", 0)),
+                default={},
+            )
+            for key in ("sent", "acked", "delivered", "errors", "conns"):
+                total[key] += latest.get(key, 0)
+        return total
+
+
+def _split(n: int, parts: int) -> list[range]:
+    """``range(n)`` cut into ``parts`` contiguous nearly equal ranges."""
+    bounds = [n * i // parts for i in range(parts + 1)]
+    return [range(bounds[i], bounds[i + 1]) for i in range(parts)]
+
+
+def _source_addrs(args: argparse.Namespace, host: str, sockets: int) -> list[str | None]:
+    if not host.startswith("127."):
+        if args.source_addrs > 1:
+            raise BenchError("--source-addrs applies to loopback targets (127.x.x.x) only")
+        return [None]
+    per_source = int(ephemeral_port_count() * PORTS_PER_SOURCE_SHARE)
+    count = args.source_addrs or math.ceil(sockets / per_source)
+    if count <= 1:
+        return [None]
+    if count > 250:
+        raise BenchError(f"{sockets} connections need {count} source addresses; at most 250 are used")
+    return [f"127.0.0.{i + 1}" for i in range(count)]
+
+
+def _check_file_limits(args: argparse.Namespace, limit: FileLimit, target: Target, sockets: int) -> list[str]:
+    notes = []
+    if limit.soft > limit.raised_from:
+        notes.append(f"open-file limit raised from {limit.raised_from} to {limit.soft}")
+    per_worker = math.ceil(sockets / args.procs) + SPARE_FILES
+    if per_worker > limit.soft:
+        raise BenchError(
+            f"each worker needs about {per_worker} open files but the hard limit is {limit.hard}: "
+            f"raise it (ulimit -Hn, LimitNOFILE=) or use more --procs"
+        )
+    server_limit = limit.soft if target.spawned else (max_open_files(target.pid) if target.pid else None)
+    if server_limit is not None and sockets + SPARE_FILES > server_limit:
+        msg = (f"the gateway needs about {sockets + SPARE_FILES} open files for this run but its limit is "
+               f"{server_limit}: raise it (ulimit -n before starting it, LimitNOFILE=)")
+        if target.spawned:
+            raise BenchError(msg)
+        notes.append("WARNING: " + msg)
+    return notes
+
+
+async def _start_workers(jobs: list[dict[str, Any]], units: list[int], nursery: trio.Nursery) -> Workers:
+    workers = []
+    for i, job in enumerate(jobs):
+        proc = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "bench.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        worker = Worker(i, proc, units[i])
+        workers.append(worker)
+        nursery.start_soon(worker.read)
+        await worker.send(job)
+    return Workers(workers)
+
+
+async def _stop_workers(workers: Workers) -> None:
+    with trio.CancelScope(shield=True):
+        await workers.broadcast("exit")
+        for w in workers.list:
+            if w.proc.stdin is not None:
+                await w.proc.stdin.aclose()
+        with trio.move_on_after(STOP_TIMEOUT):
+            for w in workers.list:
+                await w.proc.wait()
+        for w in workers.list:
+            await stop_process(w.proc, grace_seconds=2.0)
+
+
+def _jobs(args: argparse.Namespace, target: Target, tokens: list[str], sources: list[str | None]
+          ) -> tuple[list[dict[str, Any]], list[int]]:
+    common = {
+        "scenario": args.scenario,
+        "host": target.host,
+        "port": target.port,
+        "source_addrs": sources if sources != [None] else [],
+        "keepalive": args.keepalive,
+        "concurrency": max(1, args.concurrency // args.procs),
+        "window": args.window,
+        "size": args.size,
+        "drain_timeout": args.drain_timeout,
+    }
+    if args.scenario == "pairs":
+        procs = min(args.procs, args.pairs)
+        pairs = [(tokens[2 * i], tokens[2 * i + 1]) for i in range(args.pairs)]
+        ranges = _split(args.pairs, procs)
+        jobs = [
+            {**common, "pairs": [pairs[i] for i in r], "rate": args.rate * len(r) / args.pairs if args.rate else None}
+            for r in ranges
+        ]
+        return jobs, [len(r) for r in ranges]
+    procs = min(args.procs, len(tokens))
+    ranges = _split(len(tokens), procs)
+    if args.scenario == "connect":
+        return [{**common, "tokens": [tokens[i] for i in r]} for r in ranges], [len(r) for r in ranges]
+    # idle: each worker connects its share with its share of the concurrency
+    return [{**common, "tokens": [tokens[i] for i in r]} for r in ranges], [len(r) for r in ranges]
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    limit = raise_open_file_limit()
+    users = {"pairs": 2 * args.pairs, "connect": args.concurrency, "idle": args.connections}[args.scenario]
+    sockets = users  # connect: at most one socket per user at a time
+    async with AsyncExitStack() as stack:
+        if args.spawn:
+            target = await stack.enter_async_context(
+                spawn_gateway(log_level=args.server_log_level, keep_data=args.keep_data))
+        else:
+            target = await stack.enter_async_context(
+                existing_gateway(args.target, args.admin, args.admin_secret, args.server_pid))
+        pid = target.pid
+        for note in _check_file_limits(args, limit, target, sockets):
+            _log(args, f"bench: {note}")
+        sources = _source_addrs(args, target.host, sockets)
+        if sources != [None]:
+            _log(args, f"bench: connecting from {len(sources)} source addresses 127.0.0.1-{sources[-1]}")
+
+        admin = Admin(target.admin_url, target.admin_secret, args.admin_concurrency)
+        stack.push_async_callback(admin.aclose)
+        user_ids = [f"{args.user_prefix}{i}" for i in range(users)]
+        started = time.perf_counter()
+        tokens = await admin.provision(
+            user_ids, args.admin_concurrency,
+            lambda done: _log(args, f"bench: setup {done:,}/{users:,} users and tokens "
+                                    f"({done / (time.perf_counter() - started):,.0f}/s)"),
+        )
+        setup_s = time.perf_counter() - started
+        _log(args, f"bench: {users:,} users and tokens in {setup_s:.1f} s ({users / setup_s:,.0f}/s)")
+
+        jobs, units = _jobs(args, target, tokens, sources)
+        async with trio.open_nursery() as nursery:
+            workers = await _start_workers(jobs, units, nursery)
+            try:
+                result = await _phases(args, workers, pid, len(tokens))
+            finally:
+                await _stop_workers(workers)
+        result["setup"] = {"users": users, "seconds": round(setup_s, 2), "per_s": round(users / setup_s, 1)}
+        result["source_addrs"] = len(sources)
+        result["open_file_limit"] = limit.soft
+        result["gateway"] = {"spawned": target.spawned, "pid": pid, "host": target.host, "port": target.port}
+        result["machine"] = machine_description()
+        return result
+
+
+async def _phases(args: argparse.Namespace, workers: Workers, pid: int | None, users: int) -> dict[str, Any]:
+    await workers.wait_all("hello", WORKER_START_TIMEOUT)
+    rss_before = rss_kib(pid) if pid else None
+    _log(args, f"bench: {len(workers.list)} worker processes; connecting")
+    started = time.perf_counter()
+    await workers.broadcast("start")
+    connect_budget = 60.0 + users / 50
+    readies = await workers.wait_all("ready", connect_budget)
+    connected = sum(r.get("connected", 0) for r in readies)
+    _log(args, f"bench: connected in {time.perf_counter() - started:.1f} s")
+    await workers.broadcast("load")
+    await trio.sleep(args.warmup if args.scenario != "idle" else max(1.0, args.warmup))
+
+    cpu0 = cpu_seconds(pid) if pid else None
+    t0 = trio.current_time()
+    await workers.broadcast("go")
+    last = workers.progress()
+    second = 0
+    while trio.current_time() < t0 + args.duration:
+        second += 1
+        await trio.sleep_until(min(t0 + second, t0 + args.duration))
+        now = workers.progress()
+        cpu_note = ""
+        if pid:
+            cpu_note = f"  server CPU {100 * (cpu_seconds(pid) - cpu0) / (trio.current_time() - t0):.0f}%"
+        _log(args, f"[{second:4d}s] sent {now['sent']:,} (+{now['sent'] - last['sent']:,})  "
+                   f"delivered {now['delivered']:,} (+{now['delivered'] - last['delivered']:,})  "
+                   f"errors {now['errors']:,}  conns {now['conns']:,}{cpu_note}")
+        last = now
+    t1 = trio.current_time()
+    cpu1 = cpu_seconds(pid) if pid else None
+    rss_after = rss_kib(pid) if pid else None
+    await workers.broadcast("stop")
+    finals = await workers.wait_all("final", args.drain_timeout + 30.0)
+    return _result(args, finals, t1 - t0, cpu0, cpu1, rss_before, rss_after, connected)
+
+
+def _result(
+    args: argparse.Namespace,
+    finals: list[dict[str, Any]],
+    duration: float,
+    cpu0: float | None,
+    cpu1: float | None,
+    rss_before: int | None,
+    rss_after: int | None,
+    connected: int,
+) -> dict[str, Any]:
+    window: Counter[str] = Counter()
+    errors: Counter[str] = Counter()
+    latency, latency_ack = Latency(), Latency()
+    for f in finals:
+        window.update(f["window"])
+        errors.update(f["error_kinds"])
+        latency.add_encoded(f["latency"])
+        latency_ack.add_encoded(f.get("latency_ack", ""))
+    cpu = None if cpu0 is None or cpu1 is None else round(cpu1 - cpu0, 3)
+    # What "per message" means: handshakes completed, pongs, or messages delivered inside the window.
+    per = window["delivered_in_window"] if args.scenario == "pairs" else window["delivered"]
+    held = sum(f.get("conns", 0) for f in finals)
+    result: dict[str, Any] = {
+        "scenario": args.scenario,
+        "params": _params(args),
+        "duration_s": round(duration, 3),
+        "sent": window["sent"],
+        "acked": window["acked"],
+        "delivered": window["delivered"],
+        "errors": window["errors"],
+        "delivered_per_s": round(per / duration, 1) if duration else None,
+        "server_cpu_s": cpu,
+        "server_cpu_us_per_msg": round(cpu * 1e6 / per, 1) if cpu is not None and per else None,
+        "server_rss_kib": rss_after,
+        "server_rss_before_kib": rss_before,
+        "rss_kib_per_conn": None,
+        "latency": latency.summary(),
+        "client_cpu_s": round(sum(f.get("client_cpu_s", 0.0) for f in finals), 3),
+        "error_kinds": dict(errors),
+    }
+    if args.scenario == "idle":
+        result["connections"] = held
+        result["connected"] = connected
+        if rss_after is not None and rss_before is not None and held:
+            result["rss_kib_per_conn"] = round((rss_after - rss_before) / held, 2)
+    if args.scenario == "pairs":
+        result["undelivered"] = sum(f.get("undelivered", 0) for f in finals)
+        result["unanswered"] = sum(f.get("unanswered", 0) for f in finals)
+        result["delivered_in_window"] = window["delivered_in_window"]
+        result["latency_ack"] = latency_ack.summary()
+    result["_curves"] = {"send→receive" if args.scenario == "pairs" else
+                         "connect→CONNACK" if args.scenario == "connect" else "ping→pong": latency}
+    if args.scenario == "pairs":
+        result["_curves"]["send→ack"] = latency_ack
+    return result
+
+
+def _bench_error(exc: BaseException) -> BenchError | None:
+    """The BenchError that ended the run, also from inside trio's exception groups."""
+    if isinstance(exc, BenchError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _bench_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _check_args(parser, args)
+    try:
+        result = trio.run(run, args)
+    except (BenchError, BaseExceptionGroup) as exc:
+        error = _bench_error(exc)
+        if error is None:
+            raise
+        print(f"bench: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130
+    curves = result.pop("_curves")
+    if args.plot:
+        p = result["params"]
+        report.plot(args.plot, curves, f"ember {args.scenario} " + " ".join(f"{k}={v}" for k, v in p.items()))
+        result["plot"] = str(args.plot)
+    line = report.json_line(result)
+    if args.json:
+        args.json.write_text(line + "\n")
+    print(report.table(result))
+    print(line, flush=True)
+    if args.scenario == "pairs" and result.get("undelivered"):
+        print(f"bench: {result['undelivered']} acked message(s) were never delivered", file=sys.stderr)
+        return 1
+    if args.scenario == "idle":
+        if result["connections"] < args.connections:
+            print(f"bench: only {result['connections']} of {args.connections} connections were held",
+                  file=sys.stderr)
+            return 1
+    elif not result["delivered"]:
+        print("bench: nothing was measured (no deliveries in the window)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

@@ -1,0 +1,452 @@
+"""The load each scenario puts on the gateway, inside one worker process.
+
+A scenario goes through the phases the coordinator calls (``bench.worker``
+relays them): ``setup`` (connect what must be connected), ``start_load``,
+``go`` (the measured window opens: counters and histograms start),
+``stop`` (the window closes and the load stops), ``drain`` (wait, bounded, for
+what is still in flight), then ``final``. ``progress`` is polled once a second.
+
+Times are ``time.perf_counter_ns()``: CLOCK_MONOTONIC, the same in every
+process of the machine.
+"""
+
+from __future__ import annotations
+
+import errno
+import random
+import resource
+import time
+from collections import Counter
+from typing import Any
+
+import trio
+
+from bench.conn import BenchConn, ConnectFailed
+from bench.hist import Latency
+from protocol import events
+from protocol.codes import ErrorCode
+from protocol.token import parse_token
+
+NEVER = 1 << 62
+SEND_METHOD = "send_message"
+MESSAGE_TOPIC = "msg"
+PROBE_TIMEOUT_SECONDS = 15.0
+
+
+class MessagingUnavailable(Exception):
+    """The gateway answered the probe message with an error: pairs cannot run."""
+
+
+def _cpu_now() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _error_name(exc: BaseException) -> str:
+    if isinstance(exc, ConnectFailed):
+        return f"connack {exc.status}" if exc.status is not None else "handshake"
+    if isinstance(exc, trio.TooSlowError):
+        return "timeout"
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return errno.errorcode.get(exc.errno, str(exc.errno))
+    return type(exc).__name__
+
+
+class Scenario:
+    """Shared counters, window bookkeeping and the pinger."""
+
+    def __init__(self, spec: dict[str, Any], nursery: trio.Nursery) -> None:
+        self.spec = spec
+        self.nursery = nursery
+        self.host: str = spec["host"]
+        self.port: int = spec["port"]
+        self.sources: list[str | None] = spec.get("source_addrs") or [None]
+        self.keepalive: int = spec.get("keepalive", 60)
+        self.connect_timeout: float = spec.get("connect_timeout", 30.0)
+        self.conns: list[BenchConn] = []
+        self.loading = False
+        self.measuring = False
+        self.closing = False  # we are closing the connections: EOFs from now on are ours
+        self.ping_counter = "pings"
+        self.go_ns = NEVER
+        self.stop_ns = NEVER
+        self._cpu_at_go = 0.0
+        self.client_cpu_s = 0.0
+        # All-time totals (progress) and window totals (results).
+        self.total: Counter[str] = Counter()
+        self.window: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.latency = Latency()
+
+    def source(self, i: int) -> str | None:
+        return self.sources[i % len(self.sources)]
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.total[name] += n
+        if self.measuring:
+            self.window[name] += n
+
+    def error(self, kind: str) -> None:
+        self.total["errors"] += 1
+        if self.measuring:
+            self.window["errors"] += 1
+            self.errors[kind] += 1
+
+    async def connect(self, token: str, index: int, limiter: trio.CapacityLimiter) -> BenchConn | None:
+        """Open and authenticate one connection; None (and an error counted) on failure."""
+        conn = BenchConn(token, self.keepalive)
+        async with limiter:
+            try:
+                with trio.fail_after(self.connect_timeout):
+                    await conn.open(self.host, self.port, self.source(index), self.nursery)
+                    await conn.handshake()
+            except (ConnectFailed, OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
+                self.error(_error_name(exc))
+                self.total["connect_failed"] += 1
+                await conn.aclose()
+                return None
+        # Spread the PINGs over the interval: connections opened together must not ping together.
+        conn.last_write = trio.current_time() - random.random() * self.keepalive / 3
+        self.conns.append(conn)
+        return conn
+
+    async def pinger(self) -> None:
+        """PING every connection that wrote nothing for a third of its keepalive."""
+        interval = self.keepalive / 3
+        while True:
+            await trio.sleep(min(1.0, interval / 2))
+            now = trio.current_time()
+            for conn in self.conns:
+                if not conn.closed and now - conn.last_write >= interval:
+                    conn.ping_sent_ns = time.perf_counter_ns()
+                    conn.write(conn.proto.ping())
+                    self.count(self.ping_counter)
+
+    async def setup(self) -> dict[str, Any]:
+        return {}
+
+    def start_load(self) -> None:
+        self.loading = True
+
+    def go(self) -> None:
+        self._cpu_at_go = _cpu_now()
+        self.go_ns = time.perf_counter_ns()
+        self.measuring = True
+
+    def stop(self) -> None:
+        self.stop_ns = time.perf_counter_ns()
+        self.measuring = False
+        self.loading = False
+        self.client_cpu_s = _cpu_now() - self._cpu_at_go
+
+    async def drain(self) -> None:
+        pass
+
+    def progress(self) -> dict[str, Any]:
+        return {
+            "sent": self.total["sent"],
+            "acked": self.total["acked"],
+            "delivered": self.total["delivered"],
+            "errors": self.total["errors"],
+            "conns": sum(1 for c in self.conns if not c.closed),
+        }
+
+    def final(self) -> dict[str, Any]:
+        return {
+            "window": dict(self.window),
+            "error_kinds": dict(self.errors),
+            "latency": self.latency.encode(),
+            "client_cpu_s": self.client_cpu_s,
+            "conns": sum(1 for c in self.conns if not c.closed),
+        }
+
+    async def close_all(self) -> None:
+        self.closing = True
+        with trio.CancelScope(shield=True):
+            for conn in self.conns:
+                await conn.aclose()
+
+
+class ConnectScenario(Scenario):
+    """Each of the tokens runs a loop: TCP connect, HELLO, CONNECT, CONNACK, DISCONNECT, server closes.
+
+    ``sent`` counts CONNECTs, ``acked`` Connected CONNACKs, ``delivered`` full
+    cycles (the server closed after DISCONNECT); latency is TCP connect → CONNACK.
+    """
+
+    def start_load(self) -> None:
+        super().start_load()
+        for i, token in enumerate(self.spec["tokens"]):
+            self.nursery.start_soon(self._loop, token, i)
+
+    async def _loop(self, token: str, index: int) -> None:
+        source = self.source(index)
+        while self.loading:
+            conn = BenchConn(token, self.keepalive)
+            start = time.perf_counter_ns()
+            try:
+                with trio.fail_after(self.connect_timeout):
+                    await conn.open(self.host, self.port, source, self.nursery)
+                    self.count("sent")
+                    await conn.handshake()
+                    now = time.perf_counter_ns()
+                    self.count("acked")
+                    if self.measuring:
+                        self.latency.record_ns(now - start)
+                    conn.write(conn.proto.disconnect())
+                    await conn.wait_closed_by_server()
+                    self.count("delivered")
+            except (ConnectFailed, OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
+                self.error(_error_name(exc))
+                await trio.sleep(0.05)  # a refusing gateway must not turn this into a busy loop
+            finally:
+                await conn.aclose()
+
+
+class IdleScenario(Scenario):
+    """Hold authenticated connections that only PING within their keepalive.
+
+    ``sent`` counts PINGs, ``acked`` and ``delivered`` PONGs.
+    """
+
+    async def setup(self) -> dict[str, Any]:
+        self.ping_counter = "sent"
+        limiter = trio.CapacityLimiter(self.spec.get("concurrency", 100))
+        async with trio.open_nursery() as opening:
+            for i, token in enumerate(self.spec["tokens"]):
+                opening.start_soon(self._hold, token, i, limiter)
+        self.nursery.start_soon(self.pinger)
+        return {"connected": len(self.conns)}
+
+    async def _hold(self, token: str, index: int, limiter: trio.CapacityLimiter) -> None:
+        conn = await self.connect(token, index, limiter)
+        if conn is not None:
+            self.nursery.start_soon(self._read, conn)
+
+    async def _read(self, conn: BenchConn) -> None:
+        while True:
+            got = await conn.receive()
+            if conn.closed:
+                if not self.closing:
+                    self.error("dropped by server")
+                return
+            for event in got:
+                if isinstance(event, events.Pong):
+                    self.count("acked")
+                    self.count("delivered")
+                    if self.measuring and conn.ping_sent_ns:
+                        self.latency.record_ns(time.perf_counter_ns() - conn.ping_sent_ns)
+                    conn.ping_sent_ns = 0
+                elif isinstance(event, events.ServerError | events.ProtocolViolation):
+                    self.error(type(event).__name__)
+
+
+class _Pair:
+    __slots__ = ("index", "sender", "receiver", "target", "next_n", "in_flight", "awaiting", "early")
+
+    def __init__(self, index: int, sender: BenchConn, receiver: BenchConn, target: str) -> None:
+        self.index = index
+        self.sender = sender
+        self.receiver = receiver
+        self.target = target
+        self.next_n = 0
+        self.in_flight: dict[int, tuple[int, int]] = {}  # request id → (message number, send time ns)
+        self.awaiting: set[int] = set()  # acked, not yet received
+        self.early: set[int] = set()  # received before its ack
+
+
+class PairsScenario(Scenario):
+    """Private messages from each sender to its receiver, closed loop (window) or open loop (rate).
+
+    ``sent``/``acked``/``delivered`` count the messages *sent inside the measured
+    window* (their acks and deliveries may land during the drain);
+    ``delivered_in_window`` counts deliveries that happened inside it, for rates
+    and CPU per message. Latencies: send→receive (main) and send→ack. In open
+    loop the send time is the scheduled one, so a stalled gateway cannot hide
+    its stall (no coordinated omission).
+    """
+
+    def __init__(self, spec: dict[str, Any], nursery: trio.Nursery) -> None:
+        super().__init__(spec, nursery)
+        self.pairs: list[_Pair] = []
+        self.window_size: int = spec.get("window", 1)
+        self.rate: float | None = spec.get("rate")  # this worker's share, msg/s
+        self.size: int = spec.get("size", 100)
+        self.drain_timeout: float = spec.get("drain_timeout", 10.0)
+        self.ack_latency = Latency()
+        self.fatal: str | None = None
+
+    async def setup(self) -> dict[str, Any]:
+        limiter = trio.CapacityLimiter(self.spec.get("concurrency", 100))
+        slots: list[tuple[BenchConn | None, BenchConn | None]] = [(None, None)] * len(self.spec["pairs"])
+
+        async def open_pair(i: int, sender_token: str, receiver_token: str) -> None:
+            sender = await self.connect(sender_token, 2 * i, limiter)
+            receiver = await self.connect(receiver_token, 2 * i + 1, limiter)
+            slots[i] = (sender, receiver)
+
+        async with trio.open_nursery() as opening:
+            for i, (s, r) in enumerate(self.spec["pairs"]):
+                opening.start_soon(open_pair, i, s, r)
+        for i, (sender, receiver) in enumerate(slots):
+            if sender is None or receiver is None:
+                raise ConnectFailed(None, f"pair {i}: could not connect (see errors)")
+            pair = _Pair(i, sender, receiver, parse_token(self.spec["pairs"][i][1]).user_id)
+            self.pairs.append(pair)
+            self.nursery.start_soon(self._read_acks, pair)
+            self.nursery.start_soon(self._read_messages, pair)
+        self.nursery.start_soon(self.pinger)
+        await self._probe()
+        return {"connected": len(self.conns)}
+
+    async def _probe(self) -> None:
+        """One message per pair, acked and delivered, before any load: a clear failure otherwise."""
+        for pair in self.pairs:
+            pair.sender.write(self._message(pair, time.perf_counter_ns()))
+        with trio.move_on_after(PROBE_TIMEOUT_SECONDS):
+            # A bounded poll of many pairs' state.
+            while any(p.in_flight or p.awaiting for p in self.pairs) and self.fatal is None:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+        if self.fatal is not None:
+            raise MessagingUnavailable(self.fatal)
+        stuck = [p.index for p in self.pairs if p.in_flight or p.awaiting]
+        if stuck:
+            raise MessagingUnavailable(
+                f"probe messages of {len(stuck)} pair(s) not acked and delivered within "
+                f"{PROBE_TIMEOUT_SECONDS:.0f} s (is {SEND_METHOD} / the '{MESSAGE_TOPIC}' push implemented?)"
+            )
+
+    def _message(self, pair: _Pair, sent_ns: int) -> bytes:
+        n = pair.next_n
+        pair.next_n = n + 1
+        text = f"{sent_ns} {pair.index} {n} "
+        if len(text) < self.size:
+            text += "x" * (self.size - len(text))
+        request_id, frame = pair.sender.proto.request(
+            SEND_METHOD,
+            {
+                "conv": {"type": 0, "target": pair.target, "line": 0},
+                "content": {"type": 1, "searchable_content": text},
+            },
+        )
+        pair.in_flight[request_id] = (n, sent_ns)
+        if self.go_ns <= sent_ns < self.stop_ns:
+            self.window["sent"] += 1
+        self.total["sent"] += 1
+        return frame
+
+    def start_load(self) -> None:
+        super().start_load()
+        for pair in self.pairs:
+            if self.rate:
+                self.nursery.start_soon(self._pace, pair, len(self.pairs) / self.rate)
+            else:
+                now = time.perf_counter_ns()
+                pair.sender.write(b"".join(self._message(pair, now) for _ in range(self.window_size)))
+
+    async def _pace(self, pair: _Pair, interval: float) -> None:
+        next_at = trio.current_time() + random.random() * interval
+        while self.loading:
+            await trio.sleep_until(next_at)
+            now = trio.current_time()
+            now_ns = time.perf_counter_ns()
+            frames = []
+            while next_at <= now and self.loading:
+                frames.append(self._message(pair, now_ns - int((now - next_at) * 1e9)))
+                next_at += interval
+            if frames:
+                pair.sender.write(b"".join(frames))
+
+    async def _read_acks(self, pair: _Pair) -> None:
+        conn = pair.sender
+        while True:
+            got = await conn.receive()
+            if conn.closed:
+                if not self.closing:
+                    self.error("sender dropped")
+                return
+            now = time.perf_counter_ns()
+            refill = []
+            for event in got:
+                if isinstance(event, events.Response):
+                    entry = pair.in_flight.pop(event.request_id, None)
+                    if entry is None:
+                        continue
+                    n, sent_ns = entry
+                    in_window = self.go_ns <= sent_ns < self.stop_ns
+                    if event.code == ErrorCode.SUCCESS:
+                        self.total["acked"] += 1
+                        if in_window:
+                            self.window["acked"] += 1
+                            self.ack_latency.record_ns(now - sent_ns)
+                        if n in pair.early:
+                            pair.early.discard(n)
+                        else:
+                            pair.awaiting.add(n)
+                    else:
+                        if not self.loading and self.go_ns == NEVER:  # the probe
+                            self.fatal = (
+                                f"{SEND_METHOD} answered code {event.code}"
+                                + (" (not implemented: messaging has not landed)"
+                                   if event.code == ErrorCode.NOT_IMPLEMENTED else "")
+                            )
+                        self.error(f"code {event.code}")
+                    if self.loading and not self.rate:
+                        refill.append(self._message(pair, now))
+                elif isinstance(event, events.ServerError | events.ProtocolViolation):
+                    self.error(type(event).__name__)
+            if refill:
+                conn.write(b"".join(refill))
+
+    async def _read_messages(self, pair: _Pair) -> None:
+        conn = pair.receiver
+        while True:
+            got = await conn.receive()
+            if conn.closed:
+                if not self.closing:
+                    self.error("receiver dropped")
+                return
+            now = time.perf_counter_ns()
+            for event in got:
+                if not isinstance(event, events.Notify) or event.topic != MESSAGE_TOPIC:
+                    if isinstance(event, events.ServerError | events.ProtocolViolation):
+                        self.error(type(event).__name__)
+                    continue
+                try:
+                    text = event.data["message"]["content"]["searchable_content"]
+                    sent_s, index_s, n_s = text.split(" ", 3)[:3]
+                    sent_ns, n = int(sent_s), int(n_s)
+                    if int(index_s) != pair.index:
+                        raise ValueError("another pair's message")
+                except (KeyError, TypeError, ValueError):
+                    self.error("unexpected msg push")
+                    continue
+                self.total["delivered"] += 1
+                if self.measuring:
+                    self.window["delivered_in_window"] += 1
+                if self.go_ns <= sent_ns < self.stop_ns:
+                    self.window["delivered"] += 1
+                    self.latency.record_ns(now - sent_ns)
+                if n in pair.awaiting:
+                    pair.awaiting.discard(n)
+                else:
+                    pair.early.add(n)
+
+    async def drain(self) -> None:
+        with trio.move_on_after(self.drain_timeout):
+            while any(p.in_flight or p.awaiting for p in self.pairs):  # noqa: ASYNC110 - bounded poll
+                await trio.sleep(0.01)
+
+    def final(self) -> dict[str, Any]:
+        out = super().final()
+        out["undelivered"] = sum(len(p.awaiting) for p in self.pairs)
+        out["unanswered"] = sum(len(p.in_flight) for p in self.pairs)
+        out["latency_ack"] = self.ack_latency.encode()
+        return out
+
+
+SCENARIOS: dict[str, type[Scenario]] = {
+    "connect": ConnectScenario,
+    "idle": IdleScenario,
+    "pairs": PairsScenario,
+}
