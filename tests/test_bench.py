@@ -1,0 +1,106 @@
+"""Smoke runs of ``python -m bench`` against a gateway it spawns: the tool works end to end.
+
+Each run lasts a few seconds and checks the JSON record's shape and its
+accounting (what was acked was delivered), never how fast anything was.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("hdrh", reason="bench needs hdrhistogram (pip install 'ember-im[bench]')")
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMON_FIELDS = {
+    "scenario",
+    "params",
+    "duration_s",
+    "sent",
+    "acked",
+    "delivered",
+    "errors",
+    "delivered_per_s",
+    "server_cpu_s",
+    "server_cpu_us_per_msg",
+    "server_rss_kib",
+    "rss_kib_per_conn",
+    "latency",
+}
+SHORT = ["--spawn", "--duration", "1", "--warmup", "0.5", "--procs", "2", "--quiet"]
+
+
+def bench(tmp_path: Path, *argv: str) -> dict[str, Any]:
+    out = tmp_path / "record.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", *argv, *SHORT, "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    last = done.stdout.strip().splitlines()[-1]
+    record = json.loads(last)
+    assert json.loads(out.read_text()) == record  # --json writes the same record
+    assert COMMON_FIELDS <= set(record), COMMON_FIELDS - set(record)
+    assert set(record["latency"]) >= {"p50_ms", "p99_ms", "p999_ms", "max_ms"}
+    assert record["server_cpu_s"] is not None and record["server_rss_kib"] > 0
+    assert record["duration_s"] > 0
+    return record
+
+
+def test_connect_smoke(tmp_path: Path) -> None:
+    record = bench(tmp_path, "connect", "--concurrency", "4")
+    assert record["scenario"] == "connect"
+    assert record["params"]["concurrency"] == 4
+    assert record["delivered"] > 0 and record["errors"] == 0
+    assert record["server_cpu_us_per_msg"] is not None
+    assert record["latency"]["count"] == record["acked"] > 0
+
+
+def test_idle_smoke(tmp_path: Path) -> None:
+    # The shortest keepalive the gateway accepts, so PINGs flow inside a short window.
+    record = bench(tmp_path, "idle", "--connections", "40", "--keepalive", "10")
+    assert record["scenario"] == "idle"
+    assert record["connections"] == 40 and record["errors"] == 0
+    assert record["rss_kib_per_conn"] is not None
+    assert record["acked"] == record["delivered"]
+
+
+def test_pairs_smoke(tmp_path: Path) -> None:
+    record = bench(tmp_path, "pairs", "--pairs", "4", "--window", "2")
+    assert record["scenario"] == "pairs"
+    assert record["delivered"] > 0 and record["errors"] == 0
+    assert record["delivered"] == record["acked"] == record["sent"]
+    assert record["undelivered"] == 0
+    assert record["latency_ack"]["count"] == record["acked"]
+
+
+def test_pairs_open_loop_smoke(tmp_path: Path) -> None:
+    record = bench(tmp_path, "pairs", "--pairs", "2", "--rate", "200")
+    assert record["params"]["rate"] == 200
+    assert record["delivered"] == record["acked"] > 0
+    assert record["undelivered"] == 0
+
+
+def test_plot_without_matplotlib_fails_clearly(tmp_path: Path) -> None:
+    # A stub that makes "import matplotlib" fail, put first on the path of the child.
+    stub = tmp_path / "stub"
+    stub.mkdir()
+    (stub / "matplotlib.py").write_text("raise ImportError('no matplotlib here')\n")
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); from bench.cli import main; "
+         "sys.exit(main(sys.argv[2:]))", str(stub), "connect", "--spawn", "--plot", str(tmp_path / "p.png")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "matplotlib" in done.stderr and "pip install" in done.stderr
