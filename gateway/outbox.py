@@ -9,6 +9,12 @@ kernel buffer is full, or bytes are already waiting, does it go on a queue
 that a writer task drains with one ``send_all`` per wake-up. Order is kept
 because nothing is written directly while anything is queued or in flight.
 
+Corking: inside ``with cork():`` frames are only collected, and each outbox
+that got any writes them with one ``os.write`` when the outermost block ends.
+The gateway corks while it handles one read's worth of requests and while a
+storage batch's commit callbacks run, so ten acks to one client in one batch
+cost one syscall, not ten.
+
 The queue is bounded in bytes. A peer that stops reading until the bound is
 reached is cut off (``overflowed``): its connection is closed and the client
 catches up by pulling, rather than the server holding unbounded memory for it.
@@ -17,17 +23,51 @@ catches up by pulling, rather than the server holding unbounded memory for it.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import trio
 
 DEFAULT_MAX_QUEUED_BYTES = 4 * 1024 * 1024
 
+# Cork state. Module-level because all outboxes live on the one trio thread.
+_cork_depth = 0
+_corked: list[Outbox] = []
+
+
+@contextmanager
+def cork() -> Iterator[None]:
+    """Collect frames sent inside the block; write each outbox's share once at the end."""
+    global _cork_depth
+    _cork_depth += 1
+    try:
+        yield
+    finally:
+        _cork_depth -= 1
+        if _cork_depth == 0:
+            flush_corked()
+
+
+def flush_corked() -> None:
+    """Write out everything collected while corked (the cork's exit does this)."""
+    while _corked:
+        outbox = _corked.pop()
+        pending, outbox._held = outbox._held, []
+        if pending:
+            outbox._write(b"".join(pending) if len(pending) > 1 else pending[0])
+
 
 class Outbox:
-    def __init__(self, stream: trio.SocketStream, max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES) -> None:
+    def __init__(
+        self,
+        stream: trio.SocketStream,
+        max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES,
+        on_overflow: Callable[[], object] = lambda: None,
+    ) -> None:
         self._stream = stream
         self._fd = stream.socket.fileno()
         self._queue: list[bytes] = []
+        self._held: list[bytes] = []  # collected while corked
         self._queued_bytes = 0
         self._max_queued = max_queued_bytes
         self._in_flight = False
@@ -36,9 +76,20 @@ class Outbox:
         self._drained.set()
         self.closed = False
         self.overflowed = False
+        self._on_overflow = on_overflow  # the connection ends itself: its client will pull on reconnect
 
     def send(self, data: bytes) -> bool:
         """Write or queue ``data``; never blocks. False once the outbox is closed or overflowed."""
+        if self.closed:
+            return False
+        if _cork_depth:
+            if not self._held:
+                _corked.append(self)
+            self._held.append(data)
+            return True
+        return self._write(data)
+
+    def _write(self, data: bytes) -> bool:
         if self.closed:
             return False
         if not self._queue and not self._in_flight:
@@ -56,6 +107,7 @@ class Outbox:
         self._queued_bytes += len(data)
         if self._queued_bytes > self._max_queued:
             self.overflowed = self.closed = True
+            self._on_overflow()
             return False
         self._drained = trio.Event() if self._drained.is_set() else self._drained
         self._wakeup.set()
@@ -87,5 +139,6 @@ class Outbox:
 
     def detach(self) -> None:
         """Stop writing; call before the stream closes, since the descriptor number may be reused."""
+        self._held = []
         self.closed = True
         self._drained.set()
