@@ -189,6 +189,10 @@ class Store:
         """Delete-for-me: gone from this user's inbox for good; False if it was not there."""
         return await self.writer.submit(messages.delete_for_user, user_id, message_id)
 
+    async def delete_message_for_everyone(self, message_id: int) -> list[str] | None:
+        """Delete the message from every inbox and the message itself; the users it left, or None if unknown."""
+        return await self.writer.submit(messages.delete_for_everyone, message_id)
+
     async def recall_message(
         self, operator: str, message_id: int, window_ms: int, notice: Outgoing
     ) -> SendResult:
