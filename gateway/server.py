@@ -63,7 +63,9 @@ async def serve(
             )
             host, port = listeners[0].socket.getsockname()[:2]
 
-            app = create_admin_app(config=config, store=store, sessions=sessions, router=router, clock=clock)
+            app = create_admin_app(
+                config=config, store=store, sessions=sessions, router=router, clock=clock, messages=messages
+            )
             urls = await nursery.start(
                 functools.partial(
                     serve_admin,

@@ -23,6 +23,7 @@ from gateway.admin.app import create_admin_app, serve_admin
 from gateway.cli import CliError, admin_target, main
 from gateway.clock import Clock
 from gateway.config import Config, ensure_config
+from gateway.messaging import MessageService
 from gateway.sessions import SessionService
 from protocol.codes import ConnectionStatus
 from protocol.token import parse_token
@@ -62,7 +63,10 @@ async def server(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Server]
     clock, router = Clock(), RecordingRouter()  # real wall clock: the CLI signs with it
     async with open_store(config.storage.path) as store:
         sessions = SessionService(config, store, router, clock)
-        app = create_admin_app(config=config, store=store, sessions=sessions, router=router, clock=clock)
+        messages = MessageService(config, store, router, clock)
+        app = create_admin_app(
+            config=config, store=store, sessions=sessions, router=router, clock=clock, messages=messages
+        )
         shutdown = trio.Event()
         urls = await nursery.start(functools.partial(serve_admin, app, "127.0.0.1", 0, shutdown_trigger=shutdown.wait))
         yield Server(urls[0], data, config, router)

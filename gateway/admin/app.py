@@ -21,7 +21,11 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 from starlette.exceptions import HTTPException
 
+from gateway.messaging import RequestRejected
+from protocol.codec import Fields
 from protocol.codes import ErrorCode
+from protocol.connection import encode_notify_body
+from protocol.errors import FieldError
 from storage.records import UserRecord
 
 from . import models as m
@@ -32,6 +36,7 @@ if TYPE_CHECKING:
 
     from gateway.clock import Clock
     from gateway.config import Config
+    from gateway.messaging import MessageService
     from gateway.router import Router
     from gateway.sessions import SessionService
     from storage import Store
@@ -50,7 +55,13 @@ def answer(code: int = ErrorCode.SUCCESS, result: Any = None, msg: str | None = 
 
 
 def create_admin_app(
-    *, config: Config, store: Store, sessions: SessionService, router: Router, clock: Clock
+    *,
+    config: Config,
+    store: Store,
+    sessions: SessionService,
+    router: Router,
+    clock: Clock,
+    messages: MessageService,
 ) -> FastAPI:
     """Build the admin app, wrapped in its signature check.
 
@@ -60,6 +71,7 @@ def create_admin_app(
         sessions: The session rules (tokens, kicks, blocking).
         router: Tells which sessions have a live connection.
         clock: Wall time for signatures and timestamps.
+        messages: Sending, recalling and deleting messages (and the pushes that follow).
     """
     app = FastAPI(
         title="Ember admin API",
@@ -71,6 +83,7 @@ def create_admin_app(
         strict_content_type=False,
     )
     app.include_router(_routes(store, sessions, router, clock))
+    app.include_router(_message_routes(messages))
     _install_error_answers(app)
     app.add_middleware(
         SignatureMiddleware,
@@ -161,6 +174,74 @@ def _routes(store: Store, sessions: SessionService, router: Router, clock: Clock
     async def session_destroy(req: m.SessionId) -> dict[str, Any]:
         """End an active session for good (the device must get a new token) and close its connection."""
         return answer(await sessions.destroy(req.user_id, req.client_id))
+
+    return api
+
+
+def _message_routes(messages: MessageService) -> APIRouter:
+    """Messages and blacklists. Message ids go in and out as decimal strings (see ``models``)."""
+    api = APIRouter(prefix="/admin")
+    store = messages.store
+
+    @api.post("/message/send", response_model=m.Answer[m.MessageAck])
+    async def message_send(req: m.MessageSend) -> dict[str, Any]:
+        """Send as any user id (a system account needs no user row); pushed and stored like a client's send."""
+        try:
+            msg = messages.outgoing(req.sender, Fields(req.params()))
+        except FieldError as exc:
+            return answer(ErrorCode.INVALID_PARAMETER, msg=f"{exc.field}: {exc.problem}")
+        except RequestRejected as exc:
+            return answer(exc.code)
+        code, ack = await messages.send(msg)
+        if code != ErrorCode.SUCCESS or ack is None:
+            return answer(code)
+        return answer(result={**ack, "message_id": str(ack["message_id"])})
+
+    @api.post("/message/recall", response_model=m.Answer[m.Recalled])
+    async def message_recall(req: m.MessageRecall) -> dict[str, Any]:
+        """Replace a message with a recall notice for everyone who has it; no time window."""
+        message_id = int(req.message_id)
+        operator = req.operator
+        if operator is None:
+            original = await store.get_message(message_id)
+            if original is None:
+                return answer(ErrorCode.NOT_EXIST)
+            operator = original.from_user
+        code, result = await messages.recall(operator, message_id, None, enforce_window=False)
+        if code != ErrorCode.SUCCESS:
+            return answer(code)
+        return answer(result={"message_id": req.message_id, "notice_id": str(result["message_id"])})
+
+    @api.post("/message/delete", response_model=m.Answer[m.Deleted])
+    async def message_delete(req: m.MessageDelete) -> dict[str, Any]:
+        """Delete from one user's inbox for good, or (no user_id) from everyone's and from storage."""
+        message_id = int(req.message_id)
+        if req.user_id is not None:
+            code = await messages.delete(req.user_id, message_id, None)
+            return answer(code, {"message_id": req.message_id, "user_ids": [req.user_id]})
+        holders = await store.delete_message_for_everyone(message_id)
+        if holders is None:
+            return answer(ErrorCode.NOT_EXIST)
+        body = encode_notify_body("message_deleted", {"message_id": message_id})
+        for user_id in holders:
+            for conn in messages.router.connections(user_id):
+                conn.push_frame_body(body)
+        return answer(result={"message_id": req.message_id, "user_ids": holders})
+
+    @api.post("/blacklist/set", response_model=m.Answer[None])
+    async def blacklist_set(req: m.BlacklistSet) -> dict[str, Any]:
+        """Block or unblock ``target`` for ``user_id`` (sends from target to user then answer 246)."""
+        if await store.get_user(req.user_id) is None:
+            return answer(ErrorCode.NOT_EXIST)
+        await store.set_blacklist(req.user_id, req.target, req.blocked, messages.clock.now_ms())
+        return answer()
+
+    @api.post("/blacklist/get", response_model=m.Answer[m.Blacklist])
+    async def blacklist_get(req: m.UserId) -> dict[str, Any]:
+        """The user ids a user has blocked, sorted."""
+        if await store.get_user(req.user_id) is None:
+            return answer(ErrorCode.NOT_EXIST)
+        return answer(result={"user_id": req.user_id, "user_ids": await store.get_blacklist(req.user_id)})
 
     return api
 

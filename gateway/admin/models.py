@@ -7,10 +7,11 @@ silently ignored. The models also make FastAPI's OpenAPI document exact.
 
 from __future__ import annotations
 
+import base64
 import json
-from typing import Annotated, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from gateway.sessions import valid_id
 from protocol.codes import MAX_PLATFORM
@@ -142,3 +143,124 @@ class SessionList(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
+
+
+# ---------------------------------------------------------------------- messages
+#
+# Message ids are 64-bit and already past 2**53, the largest integer a JavaScript number
+# (and jq before 1.7) holds exactly, so the admin API writes and reads them as decimal strings.
+
+MESSAGE_ID_MAX = 2**63 - 1
+
+
+def _check_message_id(value: str) -> str:
+    if not (value.isascii() and value.isdigit() and value[0] != "0" and int(value) <= MESSAGE_ID_MAX):
+        raise ValueError("must be a message id as a string of decimal digits")
+    return value
+
+
+def _refuse_number(value: object) -> object:
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise ValueError("must be a string of decimal digits, not a JSON number (ids exceed 2**53)")
+    return value
+
+
+def _check_base64(value: str) -> str:
+    try:
+        base64.b64decode(value, validate=True)
+    except ValueError:
+        raise ValueError("must be standard base64 text") from None
+    return value
+
+
+MessageId = Annotated[
+    str,
+    BeforeValidator(_refuse_number),
+    Field(min_length=1, max_length=19, description="64-bit message id as a decimal string"),
+    AfterValidator(_check_message_id),
+]
+
+
+class ConversationIn(Request):
+    type: int = Field(description="0 private (1 group, 2 chatroom, 3 channel: 254 until built)")
+    target: str = Field(description="for a private chat, the recipient's user id")
+    line: int = 0
+
+
+class ContentIn(Request):
+    """A message's content (SPEC §5). Limits are the client protocol's (251 names the field)."""
+
+    type: int = Field(description="content type, e.g. 1 text")
+    searchable_content: str | None = None
+    push_content: str | None = None
+    content: str | None = None
+    data: Annotated[str, AfterValidator(_check_base64)] | None = Field(
+        None, description="binary payload, standard base64"
+    )
+    media_type: int | None = None
+    remote_media_url: str | None = None
+    persist_flag: int | None = Field(
+        None, description="0 not persist, 1 persist, 3 persist and count (default), 4 transparent"
+    )
+    expire_duration: int | None = None
+    mentioned_type: int | None = Field(None, description="0 none, 1 users, 2 everyone")
+    mentioned_targets: list[str] | None = None
+    extra: str | None = Field(None, description="JSON text")
+
+
+class MessageSend(Request):
+    sender: Id = Field(description="any user id, also one with no user row (a system account)")
+    conv: ConversationIn
+    content: ContentIn
+    to_users: list[str] | None = None
+    client_msg_id: str | None = Field(
+        None,
+        description="idempotency id: a retry with the same (sender, client_msg_id) returns the first ack",
+    )
+
+    def params(self) -> dict[str, Any]:
+        """The request as the client protocol's ``send_message`` params (``data`` as bytes)."""
+        params = self.model_dump(exclude_none=True)
+        if "data" in params["content"]:
+            params["content"]["data"] = base64.b64decode(params["content"]["data"], validate=True)
+        del params["sender"]
+        return params
+
+
+class MessageAck(BaseModel):
+    message_id: str = Field(description="64-bit id as a decimal string")
+    server_time: int
+    seq: int = Field(description="the sender's inbox sequence of the message (0 if not stored)")
+
+
+class MessageRecall(Request):
+    message_id: MessageId
+    operator: Id | None = Field(None, description="who recalls; default the original sender")
+
+
+class Recalled(BaseModel):
+    message_id: str
+    notice_id: str = Field(description="id of the recall notice (content type 80)")
+
+
+class MessageDelete(Request):
+    message_id: MessageId
+    user_id: Id | None = Field(
+        None, description="delete from this user's inbox only; absent: from everyone's"
+    )
+
+
+class Deleted(BaseModel):
+    message_id: str
+    user_ids: list[str] = Field(description="whose inboxes the message left")
+
+
+class BlacklistSet(Request):
+    user_id: Id = Field(description="the user whose blacklist changes")
+    target: Id = Field(description="the user blocked or unblocked")
+    blocked: bool
+
+
+class Blacklist(BaseModel):
+    user_id: str
+    user_ids: list[str]
