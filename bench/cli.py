@@ -35,6 +35,7 @@ from bench.hist import Latency
 from bench.procfs import (
     FileLimit,
     cpu_seconds,
+    cpu_times,
     ephemeral_port_count,
     machine_description,
     max_open_files,
@@ -354,11 +355,13 @@ async def _phases(args: argparse.Namespace, workers: Workers, pid: int | None, u
     connect_budget = 60.0 + users / 50
     readies = await workers.wait_all("ready", connect_budget)
     connected = sum(r.get("connected", 0) for r in readies)
-    _log(args, f"bench: connected in {time.perf_counter() - started:.1f} s")
+    failed = sum(r.get("errors", 0) for r in readies)
+    _log(args, f"bench: connected in {time.perf_counter() - started:.1f} s"
+               + (f"; {failed:,} connection(s) FAILED" if failed else ""))
     await workers.broadcast("load")
     await trio.sleep(args.warmup if args.scenario != "idle" else max(1.0, args.warmup))
 
-    cpu0 = cpu_seconds(pid) if pid else None
+    cpu0 = cpu_times(pid) if pid else None
     t0 = trio.current_time()
     await workers.broadcast("go")
     last = workers.progress()
@@ -369,13 +372,14 @@ async def _phases(args: argparse.Namespace, workers: Workers, pid: int | None, u
         now = workers.progress()
         cpu_note = ""
         if pid:
-            cpu_note = f"  server CPU {100 * (cpu_seconds(pid) - cpu0) / (trio.current_time() - t0):.0f}%"
+            used = cpu_seconds(pid) - sum(cpu0 or (0.0, 0.0))
+            cpu_note = f"  server CPU {100 * used / (trio.current_time() - t0):.0f}%"
         _log(args, f"[{second:4d}s] sent {now['sent']:,} (+{now['sent'] - last['sent']:,})  "
                    f"delivered {now['delivered']:,} (+{now['delivered'] - last['delivered']:,})  "
                    f"errors {now['errors']:,}  conns {now['conns']:,}{cpu_note}")
         last = now
     t1 = trio.current_time()
-    cpu1 = cpu_seconds(pid) if pid else None
+    cpu1 = cpu_times(pid) if pid else None
     rss_after = rss_kib(pid) if pid else None
     await workers.broadcast("stop")
     finals = await workers.wait_all("final", args.drain_timeout + 30.0)
@@ -386,8 +390,8 @@ def _result(
     args: argparse.Namespace,
     finals: list[dict[str, Any]],
     duration: float,
-    cpu0: float | None,
-    cpu1: float | None,
+    cpu0: tuple[float, float] | None,
+    cpu1: tuple[float, float] | None,
     rss_before: int | None,
     rss_after: int | None,
     connected: int,
@@ -400,7 +404,10 @@ def _result(
         errors.update(f["error_kinds"])
         latency.add_encoded(f["latency"])
         latency_ack.add_encoded(f.get("latency_ack", ""))
-    cpu = None if cpu0 is None or cpu1 is None else round(cpu1 - cpu0, 3)
+    cpu = sys_cpu = None
+    if cpu0 is not None and cpu1 is not None:
+        cpu = round(sum(cpu1) - sum(cpu0), 3)
+        sys_cpu = round(cpu1[1] - cpu0[1], 3)
     # What "per message" means: handshakes completed, pongs, or messages delivered inside the window.
     per = window["delivered_in_window"] if args.scenario == "pairs" else window["delivered"]
     held = sum(f.get("conns", 0) for f in finals)
@@ -415,6 +422,7 @@ def _result(
         "delivered_per_s": round(per / duration, 1) if duration else None,
         "server_cpu_s": cpu,
         "server_cpu_us_per_msg": round(cpu * 1e6 / per, 1) if cpu is not None and per else None,
+        "server_cpu_sys_s": sys_cpu,  # the kernel's share of server_cpu_s (syscalls, TCP)
         "server_rss_kib": rss_after,
         "server_rss_before_kib": rss_before,
         "rss_kib_per_conn": None,

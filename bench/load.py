@@ -88,9 +88,9 @@ class Scenario:
 
     def error(self, kind: str) -> None:
         self.total["errors"] += 1
+        self.errors[kind] += 1  # every phase: a failed connect phase must say why
         if self.measuring:
             self.window["errors"] += 1
-            self.errors[kind] += 1
 
     async def connect(self, token: str, index: int, limiter: trio.CapacityLimiter) -> BenchConn | None:
         """Open and authenticate one connection; None (and an error counted) on failure."""
