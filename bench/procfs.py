@@ -31,6 +31,15 @@ def cpu_seconds(pid: int) -> float:
     return sum(cpu_times(pid))
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores have spent busy (not idle, not waiting for I/O) since boot."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    # guest time is already counted in user/nice
+    return (sum(fields[:8]) - idle) / CLOCK_TICKS
+
+
 def rss_kib(pid: int) -> int:
     """Resident set size (VmRSS) in KiB."""
     with open(f"/proc/{pid}/status") as f:

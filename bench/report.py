@@ -61,6 +61,7 @@ def table(result: dict[str, Any]) -> str:
              f"p99.9 {_fmt(ack['p999_ms'])}  max {_fmt(ack['max_ms'])} ms")
         )
     rows.append(("client CPU (all workers)", _fmt(result.get("client_cpu_s"), "s")))
+    rows.append(("other processes' CPU", _fmt(result.get("other_cpu_s"), "s")))
     setup = result.get("setup") or {}
     if setup.get("users"):
         rows.append(("setup (admin API)", f"{setup['users']:,} users+tokens in {setup['seconds']:.1f} s "
