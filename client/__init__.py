@@ -2,33 +2,53 @@
 
 Usage::
 
-    async with client.connect(host, port, token) as c:
-        answer = await c.request("pull", after_seq=0, limit=100)
-        async for event in c.events():
-            ...
+    async with client.connect(host, port, token, sync_messages=True, last_seq=saved) as c:
+        await c.messages.send(Conversation(ConversationType.PRIVATE, "bob"), {"type": 1, "searchable_content": "hi"})
+        async for message in c.messages.received():
+            ...  # each message once, in inbox order; then persist c.messages.last_seq
 
-See ``client.client`` for statuses, reconnecting and the event-stream policy.
+See ``client.client`` for statuses, reconnecting and the event-stream policy, and
+``client.messages`` for sending and the inbox sync.
 """
 
 from protocol.codes import ConnectionStatus, ErrorCode
 from protocol.events import ConnAck, Notify
 
 from .client import KICKED_TOPIC, Client, Event, Response, StatusChanged, connect
-from .errors import ClientClosed, ClientError, ConnectError, RequestTimeout
+from .errors import ClientClosed, ClientError, ConnectError, RequestFailed, RequestTimeout
+from .messages import (
+    MESSAGE_DELETED_TOPIC,
+    MSG_TOPIC,
+    Conversation,
+    ConversationType,
+    Message,
+    Messages,
+    RecallAck,
+    SendAck,
+)
 
 __all__ = [
     "KICKED_TOPIC",
+    "MESSAGE_DELETED_TOPIC",
+    "MSG_TOPIC",
     "Client",
     "ClientClosed",
     "ClientError",
     "ConnAck",
     "ConnectError",
     "ConnectionStatus",
+    "Conversation",
+    "ConversationType",
     "ErrorCode",
     "Event",
+    "Message",
+    "Messages",
     "Notify",
+    "RecallAck",
+    "RequestFailed",
     "RequestTimeout",
     "Response",
+    "SendAck",
     "StatusChanged",
     "connect",
 ]

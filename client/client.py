@@ -11,7 +11,8 @@ fresh client nonce, until ``disconnect()``, a terminal status, or
 Statuses (``protocol.codes.ConnectionStatus``) follow WildfireChat's SDK:
 
 - UNCONNECTED before the first attempt; CONNECTING while a handshake runs;
-- RECEIVING while ``on_connected`` (or a ``receiving()`` block) catches up;
+- RECEIVING while the message sync pulls (after a connect or a gap), or while
+  ``on_connected`` (or a ``receiving()`` block) catches up;
 - CONNECTED otherwise while a link is open;
 - SERVER_DOWN when the transport was lost (closed, reset, keepalive timeout,
   protocol violation, server ERROR frame) — reconnecting follows if enabled;
@@ -58,6 +59,7 @@ from protocol.token import TokenError, parse_token
 
 from ._outbox import Outbox
 from .errors import ClientClosed, ConnectError, RequestTimeout
+from .messages import MSG_TOPIC, Messages
 
 log = logging.getLogger("ember.client")
 
@@ -200,6 +202,8 @@ class Client:
         user_id: the user this client connects as.
         client_id: the installation id sent in CONNECT.
         platform: the platform sent in CONNECT.
+        messages: sending, deleting, recalling messages, and (with
+            ``sync_messages``) the inbox sync; see ``client.messages``.
     """
 
     def __init__(
@@ -218,6 +222,9 @@ class Client:
         timeout: float,
         event_buffer: int,
         on_connected: OnConnected | None,
+        sync_messages: bool = False,
+        last_seq: int = 0,
+        message_buffer: int = 1000,
     ) -> None:
         if not 0 <= keepalive_seconds <= MAX_KEEPALIVE_SECONDS:
             raise ValueError(f"keepalive_seconds must be in 0..{MAX_KEEPALIVE_SECONDS}")
@@ -244,6 +251,7 @@ class Client:
         self._timeout = timeout
         self._on_connected = on_connected
         self._random = random.Random()
+        self.messages = Messages(self, sync=sync_messages, last_seq=last_seq, buffer=message_buffer)
 
         self._status = S.UNCONNECTED
         self._waiters: set[_StatusWaiter] = set()
@@ -290,6 +298,9 @@ class Client:
         the inbox by sequence, and the current status is always ``status``. The stream
         ends when the client stops for good (LOGOUT, a terminal status, transport lost
         with ``reconnect=False``, or leaving ``connect``).
+
+        With ``sync_messages`` the ``msg`` pushes do not come here: the sync takes
+        them, and the app reads messages from ``messages.received()``.
         """
         return self._events_rx
 
@@ -478,8 +489,14 @@ class Client:
     def _finish(self) -> None:
         self._finished.set()
         self._events_tx.close()
+        self.messages._close()
         for waiter in self._waiters:
             waiter.event.set()  # unmatched waiters raise ClientClosed
+
+    @property
+    def _stopped(self) -> bool:
+        """Stopped for good, or stopping: no request will be sent again."""
+        return self._stopping or self._finished.is_set()
 
     # --- connections ---------------------------------------------------------------------------
 
@@ -625,12 +642,18 @@ class Client:
                 nursery.start_soon(self._read_loop, link)
                 nursery.start_soon(self._write_loop, link)
                 nursery.start_soon(self._keepalive_loop, link)
-                if self._on_connected is None:
+                syncing = self.messages.syncing
+                if syncing:
+                    nursery.start_soon(self.messages._pull_worker, link)
+                if self._on_connected is None and not syncing:
                     self._set_status(S.CONNECTED)
                 else:
                     with self.receiving():
                         try:
-                            await self._on_connected(self, link.connack)
+                            if syncing:
+                                await self.messages._catch_up(link)
+                            if self._on_connected is not None:
+                                await self._on_connected(self, link.connack)
                         except ClientClosed:
                             pass  # the link dropped while catching up; the supervisor carries on
                 ready()
@@ -667,6 +690,9 @@ class Client:
                 if slot is not None:
                     slot.fill(Response(_error_code(event.code), event.result))
             elif kind is Notify:
+                if event.topic == MSG_TOPIC and self.messages.syncing:
+                    self.messages._on_push(event.data)
+                    continue
                 self._emit(event)
                 if event.topic == KICKED_TOPIC:
                     code = event.data.get("code") if isinstance(event.data, dict) else None
@@ -742,6 +768,9 @@ async def connect(
     timeout: float = 10.0,  # noqa: ASYNC109 - also bounds background reconnects, beyond a caller's reach
     event_buffer: int = 1000,
     on_connected: OnConnected | None = None,
+    sync_messages: bool = False,
+    last_seq: int = 0,
+    message_buffer: int = 1000,
 ) -> AsyncIterator[Client]:
     """Connect to a gateway; leaving the block disconnects (keeping the session).
 
@@ -769,6 +798,14 @@ async def connect(
             (re)connect while the status is RECEIVING, e.g. to pull from
             ``connack.heads``. Its requests may be made; a ``ClientClosed`` from it
             is ignored (the link dropped), any other exception ends the client.
+        sync_messages: keep the inbox in sync and hand messages over through
+            ``client.messages.received()`` (see ``client.messages``); ``msg``
+            pushes then stay off ``events()``. Each (re)connect first pulls what
+            the CONNACK's ``heads["msg"]`` says is missing, then runs ``on_connected``.
+        last_seq: with ``sync_messages``, the inbox seq the app had reached
+            (``client.messages.last_seq``, persisted); 0 for a new install.
+        message_buffer: with ``sync_messages``, how many messages may wait for the
+            app; beyond it the sync pulls later instead of buffering.
 
     Raises:
         ConnectError: the first attempt failed; ``status`` is the server's code or
@@ -789,6 +826,9 @@ async def connect(
         timeout=timeout,
         event_buffer=event_buffer,
         on_connected=on_connected,
+        sync_messages=sync_messages,
+        last_seq=last_seq,
+        message_buffer=message_buffer,
     )
     del token
     client._set_status(S.CONNECTING)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from protocol.codes import ConnectionStatus
 
 
@@ -42,3 +44,17 @@ class RequestTimeout(ClientError, TimeoutError):
         super().__init__(f"{method}: no answer within {timeout:g} s")
         self.method = method
         self.timeout = timeout
+
+
+class RequestFailed(ClientError):
+    """The server answered a ``Client.messages`` call with an error code.
+
+    (``Client.request`` returns such answers instead; the typed facades raise.)
+    ``detail`` is the response's result, e.g. ``{"field", "problem"}`` for 251.
+    """
+
+    def __init__(self, method: str, code: int, detail: Any = None) -> None:
+        super().__init__(f"{method}: error code {int(code)}")
+        self.method = method
+        self.code = code
+        self.detail = detail
