@@ -79,6 +79,9 @@ def read_content(fields: Fields, config: Config) -> dict[str, Any]:
     c = fields.mapping("content")
     limit = config.message.max_text_bytes
     content: dict[str, Any] = {"type": c.integer("type", lo=0, hi=2**31 - 1)}
+    if content["type"] == RECALL_CONTENT_TYPE:
+        # Only the server makes recall notices: a sent one could make SDKs hide any message id.
+        raise FieldError("content.type", f"{RECALL_CONTENT_TYPE} is reserved for recall notices")
     for key in ("searchable_content", "push_content", "content"):
         value = _text(c, key, limit)
         if value:

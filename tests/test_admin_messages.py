@@ -145,6 +145,7 @@ async def test_message_ids_past_2_53_survive_as_strings(nursery: trio.Nursery, t
         ({"content": {"type": 1, "persist_flag": 2}}, 251, "content.persist_flag"),
         ({"content": {"type": 1, "searchable_content": "x" * 20000}}, 251, "content.searchable_content"),
         ({"content": {"type": "1"}}, 251, "content.type"),
+        ({"content": {"type": 80, "content": '{"message_id": "1"}'}}, 251, "content.type"),
         ({"content": {"type": 1, "colour": "red"}}, 251, "content.colour"),
         ({"content": {}}, 251, "content.type"),
         ({"conv": {"type": 9, "target": "bob"}}, 251, "conv.type"),
@@ -166,6 +167,17 @@ async def test_send_is_validated_like_a_client_send(
     assert (answer["code"], answer["result"]) == (code, None), answer
     assert needle in answer["msg"]
     assert "not json" not in answer["msg"] and "base64!" not in answer["msg"]  # never echoes the value
+
+
+async def test_a_forged_recall_notice_is_refused_from_clients_too(gw: Gateway) -> None:
+    bob = await Device.connect(gw, "bob")
+    victim = (await bob.send_text("alice", "a message someone wants gone")).result["message_id"]
+    alice = await Device.connect(gw, "alice")
+    forged = {"type": 80, "content": json.dumps({"operator": "bob", "message_id": str(victim)})}
+    answer = await alice.call("send_message", conv={"type": 0, "target": "bob"}, content=forged)
+    assert answer.code == ErrorCode.INVALID_PARAMETER and answer.result["field"] == "content.type"
+    await alice.aclose()
+    await bob.aclose()
 
 
 async def test_muted_sender_is_refused(gw: Gateway, admin: Admin) -> None:
