@@ -243,7 +243,9 @@ def test_connack_heads_with_a_bin_key_is_a_violation_not_a_crash() -> None:
     client.receive_data(server.hello())
     client.connect(5)
     body = codec.pack({"code": 1, "time": 1, "keepalive": 60, "heads": {b"msg": "x"}})
-    assert "heads" in violation(client.receive_data(sealed_frame(S2C, 0, FrameType.CONNACK, body)))
+    # The decoder refuses a bin key anywhere.
+    assert violation(client.receive_data(sealed_frame(S2C, 0, FrameType.CONNACK, body)))
+    assert client.state is State.CLOSED
 
 
 def test_failure_connack_closes_the_client() -> None:

@@ -248,6 +248,74 @@ def test_unpack_refuses(data: bytes) -> None:
         codec.unpack(data)
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        {b"k": 1},  # bin 8 key
+        {"ok": {b"k": 1}},  # nested
+        {"ok": [1, {"x": 2, b"k": 3}]},  # in a map in an array
+        [{b"": None}],
+        {"heads": {b"msg": 5}},
+    ],
+)
+def test_unpack_refuses_bin_map_keys_anywhere(value: object) -> None:
+    # strict_map_key lets bin keys through as bytes; no decoded map may hold one.
+    with pytest.raises(ProtocolError):
+        codec.unpack(codec.pack(value))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x81\xc5\x00\x01k\x01",  # bin 16 key
+        b"\x81\xc6\x00\x00\x00\x01k\x01",  # bin 32 key
+        b"\xdf\x00\x00\x00\x01\xc4\x01k\x01",  # bin key in a map32
+    ],
+)
+def test_unpack_refuses_bin_keys_of_any_width(data: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        codec.unpack(data)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"data": b"\x00\x01", "m": {"k": b"v"}},  # bin values are fine: only keys must be str
+        {"t": "Ąś ƒ"},  # UTF-8 holding the bin marker bytes c4, c5, c6 without any bin
+        {"n": 0xC4C5C6, "k": [b"", {"x": b"y"}]},
+    ],
+)
+def test_unpack_keeps_bin_values_and_marker_bytes(value: object) -> None:
+    assert codec.unpack(codec.pack(value)) == value
+
+
+@FAST
+@given(
+    st.recursive(
+        scalars,
+        lambda c: (
+            st.lists(c, max_size=3)
+            | st.dictionaries(st.text(max_size=3) | st.binary(max_size=2), c, max_size=3)
+        ),
+        max_leaves=10,
+    )
+)
+def test_no_decoded_map_holds_a_non_str_key(value: object) -> None:
+    def keys_ok(v: object) -> bool:
+        if isinstance(v, dict):
+            return all(isinstance(k, str) and keys_ok(x) for k, x in v.items())
+        if isinstance(v, list):
+            return all(keys_ok(x) for x in v)
+        return True
+
+    try:
+        decoded = codec.unpack(codec.pack(value))
+    except ProtocolError:
+        assert not keys_ok(value)
+        return
+    assert keys_ok(decoded)
+
+
 def test_unpack_map_refuses_non_maps() -> None:
     with pytest.raises(ProtocolError, match="not a map"):
         codec.unpack_map(codec.pack([1]))
