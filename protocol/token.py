@@ -17,6 +17,10 @@ A token is one ASCII string::
 
 The clear copies of user_id, client_id and platform let the SDK fill CONNECT
 from the token alone; the server trusts only the sealed copy.
+
+``base64url_nopad`` is strict both ways: only the 64 characters of the
+alphabet, no padding, and zero unused bits in the last character, so a token
+has exactly one spelling.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
@@ -38,6 +43,7 @@ CREDENTIAL_AAD = b"ember/1 credential"
 CREDENTIAL_NONCE_SIZE = 12
 MAX_ID_LEN = 64
 MAX_TOKEN_LEN = 1024
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
 
 
 class TokenError(ValueError):
@@ -144,8 +150,14 @@ def parse_token(token: str) -> TokenParts:
     if not isinstance(token, str) or not token.startswith(PREFIX) or len(token) > MAX_TOKEN_LEN:
         raise TokenError("not an Ember token")
     encoded = token[len(PREFIX) :]
+    # The standard decoder skips characters outside the alphabet, takes "+/" and "=" and ignores
+    # the unused bits of the last character: several spellings would decode to one token.
+    if not _BASE64URL.fullmatch(encoded):
+        raise TokenError("token malformed")
     try:
         body = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+        if base64.urlsafe_b64encode(body).rstrip(b"=") != encoded.encode("ascii"):
+            raise TokenError("token malformed")  # non-zero unused bits in the last character
         items = codec.unpack(body)
         if not isinstance(items, list) or len(items) != 5:
             raise TokenError("token malformed")

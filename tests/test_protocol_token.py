@@ -155,6 +155,36 @@ def test_malformed_tokens_are_refused(token: str) -> None:
         parse_token(token)
 
 
+def _spellings(token: str) -> list[str]:
+    """Other spellings of a valid token that a lenient base64 decoder maps to the same bytes."""
+    body = token[len(PREFIX) :]
+    last = body[-1]
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    unused_bits = {2: 4, 3: 2}[len(body) % 4]  # the token body below is not a multiple of 4 long
+    tweaked = alphabet[alphabet.index(last) | 1] if unused_bits else last
+    return [
+        PREFIX + body + "==",  # padding
+        PREFIX + body + "=",
+        PREFIX + body[:8] + "!" + body[8:],  # a character outside the alphabet is skipped by default
+        PREFIX + body[:8] + " " + body[8:],
+        PREFIX + body[:8] + "\n" + body[8:],
+        PREFIX + body.replace("-", "+").replace("_", "/"),  # the standard alphabet's 62 and 63
+        PREFIX + body[:-1] + tweaked,  # non-zero unused bits in the last character
+    ]
+
+
+def test_token_has_exactly_one_spelling() -> None:
+    token = encode_token(TokenParts("u", "c", 7, SECRET, (b"\xfb\xff\xbe" * 14)[:40]))
+    assert len(token[len(PREFIX) :]) % 4 in (2, 3)
+    assert "-" in token or "_" in token
+    assert parse_token(token).platform == 7
+    spellings = _spellings(token)
+    assert len(set(spellings)) == len(spellings) and token not in spellings
+    for other in spellings:
+        with pytest.raises(TokenError):
+            parse_token(other)
+
+
 def test_parse_token_refuses_non_strings() -> None:
     with pytest.raises(TokenError):
         parse_token(b"em1.xxxx")  # type: ignore[arg-type]
