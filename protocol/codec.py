@@ -127,7 +127,10 @@ class Fields:
         printable: bool = False,
         default: Any = _MISSING,
     ) -> Any:
-        """A text field; ``printable`` refuses control characters and empty strings."""
+        """A text field; ``printable`` refuses non-printable characters (``str.isprintable``).
+
+        The empty string is printable: refuse it with ``min_len=1``.
+        """
         present, value = self._get(key, default)
         if not present:
             return value

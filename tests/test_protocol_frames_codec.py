@@ -344,6 +344,8 @@ def test_fields_text() -> None:
     field_error(lambda: f.text("s", max_len=2), "s")
     field_error(lambda: f.text("s", min_len=4), "s")
     field_error(lambda: f.text("c", printable=True), "c")
+    # As documented: the empty string is printable; min_len=1 refuses it.
+    assert f.text("e", printable=True) == ""
     field_error(lambda: f.text("e", min_len=1, printable=True), "e")
 
 
