@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from protocol.connection import MAX_KEEPALIVE_SECONDS
+
 CONFIG_FILENAME = "ember.toml"
 ENV_PREFIX = "EMBER_"
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -119,9 +121,16 @@ class ServerConfig(_Section):
     max_frame_bytes: int = _key(
         262144, "Largest frame accepted; a longer one closes the connection.", lo=1024, hi=2**31 - 1
     )
-    keepalive_seconds: int = _key(60, "Keepalive used when the client announces 0.", lo=1)
-    min_keepalive_seconds: int = _key(10, "Smallest keepalive a client may announce.", lo=1)
-    max_keepalive_seconds: int = _key(900, "Largest keepalive a client may announce.", lo=1)
+    # Bounded by the protocol: a client refuses a CONNACK keepalive above MAX_KEEPALIVE_SECONDS.
+    keepalive_seconds: int = _key(
+        60, "Keepalive used when the client announces 0.", lo=1, hi=MAX_KEEPALIVE_SECONDS
+    )
+    min_keepalive_seconds: int = _key(
+        10, "Smallest keepalive a client may announce.", lo=1, hi=MAX_KEEPALIVE_SECONDS
+    )
+    max_keepalive_seconds: int = _key(
+        900, "Largest keepalive a client may announce.", lo=1, hi=MAX_KEEPALIVE_SECONDS
+    )
     node_id: int = _key(0, "This gateway's node id within a cluster (goes into message ids).", lo=0, hi=1023)
 
     def _check(self) -> None:
