@@ -26,6 +26,7 @@ from protocol import events
 from protocol.codes import ConnectionStatus, ErrorCode, UserStatus
 from protocol.connection import ServerConnection, encode_notify_body
 from protocol.token import TokenError, open_credential
+from storage import SessionRecord
 
 log = logging.getLogger("ember.connection")
 
@@ -128,25 +129,37 @@ class GatewayConnection:
         if connect is None:
             log.info("handshake timed out peer=%s", self._peer())
             return False
-        status = await self._check(connect)
-        if status != ConnectionStatus.CONNECTED:
+        status, proof = await self._check(connect)
+        if status != ConnectionStatus.CONNECTED or proof is None:
             log.info(
                 "connect refused user=%s client=%s status=%d", connect.user_id, connect.client_id, status
             )
+            # Sealed when the proof opened (only SecretKeyMismatch can be clear): see ServerConnection.reject.
             self._outbox.send(self._proto.reject(status))
             return False
-        await self._open(connect)
+        await self._open(connect, proof)
         return True
 
-    async def _check(self, connect: events.ConnectRequested) -> ConnectionStatus:
-        """The server's checks, in the documented order (docs/PROTOCOL.md, "Status codes")."""
+    async def _check(
+        self, connect: events.ConnectRequested
+    ) -> tuple[ConnectionStatus, events.ConnectProof | None]:
+        """The server's checks, in the documented order (docs/PROTOCOL.md, "Status codes").
+
+        Past the proof, only what it authenticates is acted on: its platform, never CONNECT's clear copy.
+        """
         services = self.services
         session = await services.store.get_session(connect.user_id, connect.client_id)
         if session is None:
-            return ConnectionStatus.SECRET_KEY_MISMATCH
+            return ConnectionStatus.SECRET_KEY_MISMATCH, None
         proof = self._proto.authenticate(session.secret)
         if proof is None:
-            return ConnectionStatus.SECRET_KEY_MISMATCH
+            return ConnectionStatus.SECRET_KEY_MISMATCH, None
+        return await self._check_proven(connect, session, proof), proof
+
+    async def _check_proven(
+        self, connect: events.ConnectRequested, session: SessionRecord, proof: events.ConnectProof
+    ) -> ConnectionStatus:
+        services = self.services
         now = services.clock.now_ms()
         try:
             credential = open_credential(services.token_key, proof.credential)
@@ -154,8 +167,8 @@ class GatewayConnection:
             return ConnectionStatus.TOKEN_INCORRECT
         if (
             (credential.user_id, credential.client_id, credential.platform)
-            != (connect.user_id, connect.client_id, connect.platform)
-            or connect.platform != session.platform
+            != (connect.user_id, connect.client_id, proof.platform)
+            or proof.platform != session.platform
             or credential.expired(now)
         ):
             return ConnectionStatus.TOKEN_INCORRECT
@@ -170,10 +183,10 @@ class GatewayConnection:
             return ConnectionStatus.SECRET_KEY_MISMATCH
         return ConnectionStatus.CONNECTED
 
-    async def _open(self, connect: events.ConnectRequested) -> None:
+    async def _open(self, connect: events.ConnectRequested, proof: events.ConnectProof) -> None:
         server = self.services.config.server
-        self.user_id, self.client_id, self.platform = connect.user_id, connect.client_id, connect.platform
-        announced = connect.keepalive_seconds or server.keepalive_seconds
+        self.user_id, self.client_id, self.platform = connect.user_id, connect.client_id, proof.platform
+        announced = proof.keepalive_seconds or server.keepalive_seconds
         self.keepalive_seconds = min(
             max(announced, server.min_keepalive_seconds), server.max_keepalive_seconds
         )

@@ -11,13 +11,17 @@ Handshake (see docs/PROTOCOL.md for the bytes)::
     HELLO {nonce, time}            ───────►
                                    ◄───────  CONNECT {user, client, platform, keepalive, nonce, proof}
     (look up the session secret, open the proof, check the credential)
-    CONNACK, encrypted, code 1     ───────►  (or a clear CONNACK with the failure code, then close)
+    CONNACK, encrypted, {code, …}  ───────►  (success, or a failure decided after the proof opened)
+     or a clear CONNACK {code: -6}           (no session, or the proof did not open), then close
     REQUEST/RESPONSE/NOTIFY/PING/PONG/DISCONNECT, all encrypted
 
-Only someone who holds the session secret can seal a proof that opens under
-this connection's fresh server nonce, so a recorded CONNECT is useless later;
-and only the server that holds the secret can seal the success CONNACK, so the
-client knows it reached the real server.
+The proof is sealed with the session secret, over this connection's fresh
+server nonce, with the exact HELLO frame as associated data, and it carries
+the platform and keepalive the server acts on: a recorded CONNECT is useless
+later and a changed HELLO or proof does not open. Only the server that holds
+the secret can seal a CONNACK, so the client believes a sealed one, whatever
+its code, and a clear one only when it says SecretKeyMismatch: the one answer
+a server can give without the secret (and so the one anyone could forge).
 
 A peer's protocol error never raises out of ``receive_data``: it becomes a
 final ``ProtocolViolation`` event after any events decoded before it, and the
@@ -57,6 +61,11 @@ MAX_ID_LEN = 64
 MAX_METHOD_LEN = 64
 MAX_PROOF_BYTES = 1024
 MAX_KEEPALIVE_SECONDS = 3600
+MIN_STATUS, MAX_STATUS = -128, 127  # the range of a CONNACK code
+
+#: What ``authenticate`` returns for a proof that opened but is not the documented map: its empty
+#: credential fails every credential check (TokenIncorrect).
+MALFORMED_PROOF = events.ConnectProof(b"", 0, -1, 0)
 
 
 class State(enum.Enum):
@@ -125,15 +134,16 @@ class ServerConnection(_Sealed):
         if len(server_nonce) != NONCE_SIZE:
             raise ValueError("server nonce must be 32 bytes")
         self._server_nonce = server_nonce
-        self._server_time_ms = server_time_ms
+        # Made once: the proof's associated data is these exact bytes.
+        self._hello = encode_frame(
+            FrameType.HELLO, codec.pack({"nonce": server_nonce, "time": server_time_ms})
+        )
         self._connect: events.ConnectRequested | None = None
         self.state = State.AWAIT_CONNECT
 
     def hello(self) -> bytes:
         """The HELLO frame, to send as soon as TCP is up."""
-        return encode_frame(
-            FrameType.HELLO, codec.pack({"nonce": self._server_nonce, "time": self._server_time_ms})
-        )
+        return self._hello
 
     def receive_data(self, data: bytes) -> list[events.ServerEvent]:
         """Events completed by ``data``.
@@ -182,17 +192,20 @@ class ServerConnection(_Sealed):
         """Open the CONNECT proof with the session secret.
 
         Returns:
-            None when the proof was not sealed with ``secret`` for this
-            connection (answer SecretKeyMismatch). Otherwise the proof; when
-            the plaintext is not the documented shape its credential is empty,
-            which no credential check accepts (answer TokenIncorrect).
+            None when the proof was not sealed with ``secret`` over this
+            connection's HELLO (answer SecretKeyMismatch, in clear).
+            Otherwise the proof, and the connection has its keys: every
+            CONNACK is sealed from now on. When the plaintext is not the
+            documented shape the result is ``MALFORMED_PROOF``, whose empty
+            credential no check accepts (answer TokenIncorrect).
         """
         if self.state is not State.AUTHENTICATING or self._connect is None:
             raise RuntimeError("authenticate() needs a CONNECT first")
         if len(secret) != SECRET_SIZE:
             return None
         c = self._connect
-        plaintext = open_proof(derive_proof_key(secret, self._server_nonce, c.client_nonce), c.proof)
+        proof_key = derive_proof_key(secret, self._server_nonce, c.client_nonce)
+        plaintext = open_proof(proof_key, c.proof, self._hello)
         if plaintext is None:
             return None
         # The proof opened: this peer holds the secret, so the frame keys are this session's.
@@ -200,9 +213,14 @@ class ServerConnection(_Sealed):
         self._receiver, self._sender = DirectionCipher(to_server), DirectionCipher(to_client)
         try:
             fields = codec.unpack_map(plaintext)
-            return events.ConnectProof(fields.binary("cred", max_len=MAX_PROOF_BYTES), fields.integer("time"))
+            return events.ConnectProof(
+                credential=fields.binary("cred", max_len=MAX_PROOF_BYTES),
+                client_time_ms=fields.integer("time"),
+                platform=fields.integer("platform", lo=0, hi=255),
+                keepalive_seconds=fields.integer("keepalive", lo=0, hi=MAX_KEEPALIVE_SECONDS, default=0),
+            )
         except (ProtocolError, FieldError):
-            return events.ConnectProof(b"", 0)
+            return MALFORMED_PROOF
 
     def accept(self, *, server_time_ms: int, keepalive_seconds: int, heads: dict[str, int]) -> bytes:
         """The encrypted success CONNACK; the connection is OPEN afterwards."""
@@ -219,11 +237,22 @@ class ServerConnection(_Sealed):
         return self._seal(FrameType.CONNACK, codec.pack(body))
 
     def reject(self, code: ConnectionStatus) -> bytes:
-        """A clear CONNACK with a failure code; the connection is CLOSED afterwards."""
+        """A failure CONNACK; the connection is CLOSED afterwards.
+
+        Sealed (s→c frame 0) once the proof opened, so that nobody on the path
+        can forge the code; clear otherwise, which only SecretKeyMismatch may be
+        (no session, or the proof did not open: the server holds no key yet).
+        """
         if code == ConnectionStatus.CONNECTED:
             raise ValueError("reject() takes a failure code")
+        if self.state is not State.AUTHENTICATING:
+            raise RuntimeError("reject() answers a CONNECT")
+        sealed = self._sender is not None
+        if not sealed and code != ConnectionStatus.SECRET_KEY_MISMATCH:
+            raise ValueError("before the proof opened the only answer is SecretKeyMismatch")
+        body = codec.pack({"code": int(code)})
         self.state = State.CLOSED
-        return encode_frame(FrameType.CONNACK, codec.pack({"code": int(code)}))
+        return self._seal(FrameType.CONNACK, body) if sealed else encode_frame(FrameType.CONNACK, body)
 
     def response(self, request_id: int, code: int, result: Any = None) -> bytes:
         return self._seal(FrameType.RESPONSE, codec.pack({"c": int(code), "r": result}), request_id)
@@ -272,6 +301,7 @@ class ClientConnection(_Sealed):
         self._client_nonce = client_nonce
         self._keepalive = keepalive_seconds
         self._server_nonce: bytes | None = None
+        self._hello = b""  # the HELLO frame as received: the proof's associated data
         self._next_request_id = 1
         self.state = State.AWAIT_HELLO
 
@@ -290,23 +320,26 @@ class ClientConnection(_Sealed):
                 raise ProtocolError("expected HELLO")
             fields = codec.unpack_map(frame.body)
             self._server_nonce = fields.binary("nonce", min_len=NONCE_SIZE, max_len=NONCE_SIZE)
-            return events.Hello(self._server_nonce, fields.integer("time"))
+            time_ms = fields.integer("time")
+            self._hello = frame.header + frame.body
+            return events.Hello(self._server_nonce, time_ms)
         if self.state is State.AUTHENTICATING:
             if frame.type is not FrameType.CONNACK:
                 raise ProtocolError("expected CONNACK")
             if not frame.encrypted:
-                # A clear CONNACK can only carry a failure: success must prove the server holds the secret.
-                code = codec.unpack_map(frame.body).integer("code", lo=-128, hi=127)
-                if code == ConnectionStatus.CONNECTED:
-                    raise ProtocolError("unauthenticated success CONNACK")
+                # Anyone on the path could send a clear CONNACK. It is believed only for the one
+                # answer a server gives without the secret; any other (success above all) is forged.
+                code = codec.unpack_map(frame.body).integer("code", lo=MIN_STATUS, hi=MAX_STATUS)
+                if code != ConnectionStatus.SECRET_KEY_MISMATCH:
+                    raise ProtocolError(f"unauthenticated CONNACK with code {code}")
                 self.state = State.CLOSED
                 return events.ConnAck(code)
             fields = codec.unpack_map(self._open(frame))
-            if fields.integer("code") != ConnectionStatus.CONNECTED:
-                raise ProtocolError("encrypted CONNACK must carry success")
+            code = fields.integer("code", lo=MIN_STATUS, hi=MAX_STATUS)
+            if code != ConnectionStatus.CONNECTED:
+                self.state = State.CLOSED  # a sealed failure: the server decided it after the proof opened
+                return events.ConnAck(code)
             heads = fields.mapping("heads", default={})
-            if not all(isinstance(key, str) for key in heads.raw):
-                raise ProtocolError("heads keys must be strings")
             self.state = State.OPEN
             self._established = True
             return events.ConnAck(
@@ -331,7 +364,15 @@ class ClientConnection(_Sealed):
         if self.state is not State.AWAIT_HELLO or self._server_nonce is None:
             raise RuntimeError("connect() needs the server's HELLO first")
         proof_key = derive_proof_key(self._secret, self._server_nonce, self._client_nonce)
-        proof = seal_proof(proof_key, codec.pack({"cred": self._credential, "time": client_time_ms}))
+        plaintext = codec.pack(
+            {
+                "cred": self._credential,
+                "time": client_time_ms,
+                "platform": self.platform,
+                "keepalive": self._keepalive,
+            }
+        )
+        proof = seal_proof(proof_key, plaintext, self._hello)
         to_server, to_client = derive_frame_keys(self._secret, self._server_nonce, self._client_nonce)
         self._sender, self._receiver = DirectionCipher(to_server), DirectionCipher(to_client)
         self.state = State.AUTHENTICATING

@@ -3,7 +3,9 @@
 After the handshake both sides hold the session secret (32 bytes) and the two
 32-byte nonces exchanged in HELLO and CONNECT. From them HKDF-SHA256 derives:
 
-- the proof key, which seals the client's CONNECT proof;
+- the proof key, which seals the client's CONNECT proof, with the exact bytes
+  of the HELLO frame as associated data (the transcript: a changed HELLO, its
+  time included, makes the proof fail);
 - one key per direction for every later frame.
 
 Each direction counts its frames from 0; the AES-GCM nonce of frame ``n`` is
@@ -52,15 +54,18 @@ def derive_frame_keys(secret: bytes, server_nonce: bytes, client_nonce: bytes) -
     return okm[:KEY_SIZE], okm[KEY_SIZE:]
 
 
-def seal_proof(proof_key: bytes, plaintext: bytes) -> bytes:
-    """The proof uses a fresh key per handshake, so the all-zero nonce is safe."""
-    return AESGCM(proof_key).encrypt(ZERO_NONCE, plaintext, None)
+def seal_proof(proof_key: bytes, plaintext: bytes, hello_frame: bytes) -> bytes:
+    """Seal the proof, binding ``hello_frame`` (the HELLO's header and body, as received) as AAD.
+
+    The proof uses a fresh key per handshake, so the all-zero nonce is safe.
+    """
+    return AESGCM(proof_key).encrypt(ZERO_NONCE, plaintext, hello_frame)
 
 
-def open_proof(proof_key: bytes, sealed: bytes) -> bytes | None:
-    """The proof's plaintext, or None when it was not sealed with this key."""
+def open_proof(proof_key: bytes, sealed: bytes, hello_frame: bytes) -> bytes | None:
+    """The proof's plaintext, or None when it was not sealed with this key over this HELLO."""
     try:
-        return AESGCM(proof_key).decrypt(ZERO_NONCE, sealed, None)
+        return AESGCM(proof_key).decrypt(ZERO_NONCE, sealed, hello_frame)
     except (InvalidTag, ValueError):
         return None
 

@@ -29,22 +29,30 @@ class ProtocolViolation:
 
 @dataclass(frozen=True, slots=True)
 class ConnectRequested:
-    """A well-formed CONNECT. The driver looks up the session and calls ``authenticate``."""
+    """A well-formed CONNECT. The driver looks up the session and calls ``authenticate``.
+
+    Everything here is clear, so unauthenticated. ``user_id`` and ``client_id``
+    select the session whose secret must open the proof, which binds them; the
+    clear ``platform`` and ``keepalive_seconds`` are copies for logs only: act
+    on the ones in ``ConnectProof``, which the proof authenticates.
+    """
 
     user_id: str
     client_id: str
-    platform: int
-    keepalive_seconds: int  # 0: let the server choose
+    platform: int  # clear copy: act on ConnectProof.platform
+    keepalive_seconds: int  # clear copy: act on ConnectProof.keepalive_seconds
     client_nonce: bytes = field(repr=False)
     proof: bytes = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class ConnectProof:
-    """The opened CONNECT proof: the sealed credential and the client's clock."""
+    """The opened CONNECT proof: what the client sealed with the session secret over this HELLO."""
 
     credential: bytes = field(repr=False)
     client_time_ms: int
+    platform: int
+    keepalive_seconds: int  # 0: let the server choose
 
 
 @dataclass(frozen=True, slots=True)

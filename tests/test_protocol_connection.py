@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from protocol import codec, events
 from protocol.codes import ConnectionStatus
-from protocol.connection import ClientConnection, ServerConnection, State
+from protocol.connection import MALFORMED_PROOF, ClientConnection, ServerConnection, State
 from protocol.crypto import DirectionCipher, derive_frame_keys, derive_proof_key, seal_proof
 from protocol.frames import HEADER_SIZE, MAX_REQUEST_ID, Flags, FrameType, encode_frame, encode_header
 
@@ -49,7 +49,7 @@ def handshake(
     assert client.receive_data(server.hello()) == [events.Hello(SERVER_NONCE, 1_000)]
     [connect] = server.receive_data(client.connect(2_000))
     assert isinstance(connect, events.ConnectRequested)
-    assert server.authenticate(SECRET) == events.ConnectProof(CREDENTIAL, 2_000)
+    assert server.authenticate(SECRET) == events.ConnectProof(CREDENTIAL, 2_000, 2, 0)
     connack = server.accept(server_time_ms=3_000, keepalive_seconds=60, heads={"msg": 5})
     assert client.receive_data(connack) == [events.ConnAck(1, 3_000, 60, {"msg": 5})]
     assert server.state is State.OPEN and client.state is State.OPEN
@@ -72,10 +72,19 @@ def sealed_frame(key: bytes, counter: int, frame_type: int, plaintext: bytes, re
 
 
 C2S, S2C = derive_frame_keys(SECRET, SERVER_NONCE, CLIENT_NONCE)
+HELLO = new_server().hello()  # deterministic: the proof's associated data in connect_frame()
 
 
-def connect_frame(proof_plaintext: bytes, *, secret: bytes = SECRET, **overrides) -> bytes:
-    proof = seal_proof(derive_proof_key(secret, SERVER_NONCE, CLIENT_NONCE), proof_plaintext)
+def proof_plaintext(**fields) -> bytes:
+    """A proof plaintext as a client seals it; ``...`` drops a key."""
+    body = {"cred": CREDENTIAL, "time": 2_000, "platform": 2, "keepalive": 0, **fields}
+    return codec.pack({k: v for k, v in body.items() if v is not ...})
+
+
+def connect_frame(
+    proof_plaintext: bytes, *, secret: bytes = SECRET, hello: bytes = HELLO, **overrides
+) -> bytes:
+    proof = seal_proof(derive_proof_key(secret, SERVER_NONCE, CLIENT_NONCE), proof_plaintext, hello)
     body = {
         "user": "alice",
         "client": "dev-1",
@@ -149,13 +158,26 @@ def test_client_with_wrong_secret_is_not_authenticated() -> None:
         codec.pack({"cred": b"x", "time": "1"}),
         codec.pack({"cred": b"x"}),
         codec.pack({"cred": b"x", "time": 2**64 - 1}),  # outside int64
+        proof_plaintext(platform=...),  # the platform the server acts on is the sealed one
+        proof_plaintext(platform=256),
+        proof_plaintext(platform=True),
+        proof_plaintext(keepalive=3601),
+        proof_plaintext(keepalive=-1),
+        proof_plaintext(keepalive="60"),
     ],
 )
 def test_malformed_proof_plaintext_gives_an_empty_credential(plaintext: bytes) -> None:
     server = new_server()
     [connect] = server.receive_data(connect_frame(plaintext))
     assert isinstance(connect, events.ConnectRequested)
-    assert server.authenticate(SECRET) == events.ConnectProof(b"", 0)
+    assert server.authenticate(SECRET) == MALFORMED_PROOF
+    assert MALFORMED_PROOF.credential == b""
+
+
+def test_proof_keepalive_defaults_to_zero() -> None:
+    server = new_server()
+    server.receive_data(connect_frame(proof_plaintext(keepalive=...)))
+    assert server.authenticate(SECRET) == events.ConnectProof(CREDENTIAL, 2_000, 2, 0)
 
 
 def test_replayed_connect_against_a_new_server_nonce_fails() -> None:
@@ -166,6 +188,49 @@ def test_replayed_connect_against_a_new_server_nonce_fails() -> None:
     [connect] = fresh.receive_data(recorded)
     assert isinstance(connect, events.ConnectRequested)
     assert fresh.authenticate(SECRET) is None
+
+
+# --- the transcript: the proof covers the HELLO and carries what the server acts on --------------
+
+
+def test_proof_is_bound_to_the_exact_hello_the_client_received() -> None:
+    server, client = new_server(), new_client()
+    # Same nonce, another time: what someone on the path would change (the time is not otherwise checked).
+    hello = ServerConnection(server_nonce=SERVER_NONCE, server_time_ms=999).hello()
+    assert client.receive_data(hello) == [events.Hello(SERVER_NONCE, 999)]
+    server.receive_data(client.connect(5))
+    assert server.authenticate(SECRET) is None  # the server sent another HELLO: the proof does not open
+
+
+def test_proof_does_not_open_over_a_re_encoded_hello() -> None:
+    # The same values in other (valid) MessagePack widths are other bytes: the AAD is the bytes as sent.
+    wide_body = (
+        b"\x82"
+        + b"\xa5nonce"
+        + b"\xc4\x20"
+        + SERVER_NONCE
+        + b"\xa4time"
+        + b"\xcf"
+        + (1_000).to_bytes(8, "big")
+    )
+    server = new_server()
+    server.receive_data(connect_frame(proof_plaintext(), hello=encode_frame(FrameType.HELLO, wide_body)))
+    assert server.authenticate(SECRET) is None
+    server = new_server()
+    server.receive_data(connect_frame(proof_plaintext()))
+    assert server.authenticate(SECRET) is not None
+
+
+def test_server_acts_on_the_sealed_platform_and_keepalive_not_the_clear_copies() -> None:
+    server, client = new_server(), new_client(keepalive_seconds=30)
+    client.receive_data(server.hello())
+    frame = client.connect(5)
+    body = codec.unpack(frame[HEADER_SIZE:])
+    body.update(platform=7, keepalive=3600)  # changed on the path: the proof still opens
+    [connect] = server.receive_data(encode_frame(FrameType.CONNECT, codec.pack(body)))
+    assert (connect.platform, connect.keepalive_seconds) == (7, 3600)
+    proof = server.authenticate(SECRET)
+    assert proof == events.ConnectProof(CREDENTIAL, 5, 2, 30)
 
 
 @pytest.mark.parametrize(
@@ -230,12 +295,76 @@ def test_clear_connack_claiming_success_is_refused() -> None:
     assert client.state is State.CLOSED
 
 
-def test_encrypted_connack_must_carry_success() -> None:
+@pytest.mark.parametrize(
+    "code",
+    [
+        ConnectionStatus.REJECTED,
+        ConnectionStatus.TOKEN_INCORRECT,
+        ConnectionStatus.SECRET_KEY_MISMATCH,  # a deleted session, found after the proof opened
+        ConnectionStatus.KICKED_OFF,
+        ConnectionStatus.TIME_INCONSISTENT,
+    ],
+)
+def test_failure_decided_after_the_proof_opened_is_sealed(code: ConnectionStatus) -> None:
+    server, client = new_server(), new_client()
+    client.receive_data(server.hello())
+    server.receive_data(client.connect(5))
+    assert server.authenticate(SECRET) is not None
+    reject = server.reject(code)
+    assert reject[4] == Flags.ENCRYPTED  # s→c frame 0, like the success CONNACK
+    assert server.state is State.CLOSED
+    assert client.receive_data(reject + server.hello()) == [events.ConnAck(code)]
+    assert client.state is State.CLOSED
+
+
+def test_failure_before_the_proof_opened_is_clear_and_only_secret_key_mismatch() -> None:
+    server, client = new_server(), new_client()
+    client.receive_data(server.hello())
+    server.receive_data(client.connect(5))
+    assert server.authenticate(OTHER_SECRET) is None
+    for code in (ConnectionStatus.TOKEN_INCORRECT, ConnectionStatus.REJECTED, ConnectionStatus.KICKED_OFF):
+        with pytest.raises(ValueError):
+            server.reject(code)  # the server holds no key: it could only say it in clear
+    reject = server.reject(ConnectionStatus.SECRET_KEY_MISMATCH)
+    assert reject[4] == 0
+    assert client.receive_data(reject) == [events.ConnAck(-6)]
+    assert client.state is State.CLOSED
+    with pytest.raises(ValueError):
+        new_server().reject(ConnectionStatus.CONNECTED)
+    with pytest.raises(RuntimeError):
+        new_server().reject(ConnectionStatus.SECRET_KEY_MISMATCH)  # no CONNECT to answer
+
+
+@pytest.mark.parametrize("code", [-3, -5, -7, -9, -8, -4, 0, 2, 127])
+def test_clear_connack_other_than_secret_key_mismatch_is_a_violation(code: int) -> None:
+    # Anyone on the path can send a clear frame: a terminal status in clear would stop the SDK for good.
     server, client = new_server(), new_client()
     client.receive_data(server.hello())
     client.connect(5)
-    frame = sealed_frame(S2C, 0, FrameType.CONNACK, codec.pack({"code": -6}))
-    assert violation(client.receive_data(frame))
+    forged = encode_frame(FrameType.CONNACK, codec.pack({"code": code}))
+    assert "unauthenticated" in violation(client.receive_data(forged))
+    assert client.state is State.CLOSED
+
+
+@pytest.mark.parametrize("code", [-129, 128, 2**40])
+def test_connack_code_out_of_range_is_a_violation(code: int) -> None:
+    for make in (
+        lambda body: sealed_frame(S2C, 0, FrameType.CONNACK, body),
+        lambda body: encode_frame(FrameType.CONNACK, body),
+    ):
+        server, client = new_server(), new_client()
+        client.receive_data(server.hello())
+        client.connect(5)
+        assert "code" in violation(client.receive_data(make(codec.pack({"code": code}))))
+
+
+def test_sealed_connack_under_another_key_is_a_violation() -> None:
+    server, client = new_server(), new_client()
+    client.receive_data(server.hello())
+    client.connect(5)
+    other_s2c = derive_frame_keys(OTHER_SECRET, SERVER_NONCE, CLIENT_NONCE)[1]
+    frame = sealed_frame(other_s2c, 0, FrameType.CONNACK, codec.pack({"code": -5}))
+    assert "authentication" in violation(client.receive_data(frame))
 
 
 def test_connack_heads_with_a_bin_key_is_a_violation_not_a_crash() -> None:
@@ -243,22 +372,8 @@ def test_connack_heads_with_a_bin_key_is_a_violation_not_a_crash() -> None:
     client.receive_data(server.hello())
     client.connect(5)
     body = codec.pack({"code": 1, "time": 1, "keepalive": 60, "heads": {b"msg": "x"}})
-    # The decoder refuses a bin key anywhere.
     assert violation(client.receive_data(sealed_frame(S2C, 0, FrameType.CONNACK, body)))
     assert client.state is State.CLOSED
-
-
-def test_failure_connack_closes_the_client() -> None:
-    server, client = new_server(), new_client()
-    client.receive_data(server.hello())
-    server.receive_data(client.connect(5))
-    reject = server.reject(ConnectionStatus.SECRET_KEY_MISMATCH)
-    assert reject[4] == 0  # clear
-    assert server.state is State.CLOSED
-    assert client.receive_data(reject + server.hello()) == [events.ConnAck(-6)]
-    assert client.state is State.CLOSED
-    with pytest.raises(ValueError):
-        new_server().reject(ConnectionStatus.CONNECTED)
 
 
 def test_buffered_requests_before_connack_are_read_after_accept() -> None:
@@ -281,6 +396,7 @@ def test_buffered_requests_are_dropped_after_a_reject() -> None:
     server, client = new_server(), new_client()
     client.receive_data(server.hello())
     server.receive_data(client.connect(5) + client.request("a")[1])
+    server.authenticate(SECRET)
     server.reject(ConnectionStatus.TOKEN_INCORRECT)
     assert server.receive_data(b"") == []
     assert server.receive_data(client.ping()) == []

@@ -16,13 +16,14 @@ import struct
 
 import msgpack
 import pytest
-from tests import vectors
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from protocol import events
 from protocol.codes import ConnectionStatus
 from protocol.connection import ClientConnection, ServerConnection, State
 from protocol.token import Credential, open_credential, parse_token
+from tests import vectors
 
 TEXT = vectors.DOC.read_text(encoding="utf-8")
 BLOCKS = vectors.read_blocks(TEXT)
@@ -91,7 +92,9 @@ def test_token_decodes_to_inputs() -> None:
 def test_documented_conversation_decodes_to_inputs() -> None:
     """Play the documented frames through both state machines."""
     i = INPUTS
-    server = ServerConnection(server_nonce=i["server_nonce"], server_time_ms=0)
+    # The server must send the documented HELLO: the proof covers its bytes.
+    server = ServerConnection(server_nonce=i["server_nonce"], server_time_ms=i["hello_time_ms"])
+    assert server.hello() == doc("hello_frame")
     client = ClientConnection(
         user_id=i["user_id"],
         client_id=i["client_id"],
@@ -108,7 +111,9 @@ def test_documented_conversation_decodes_to_inputs() -> None:
     assert connect == events.ConnectRequested(
         i["user_id"], i["client_id"], i["platform"], i["announced_keepalive"], i["client_nonce"], doc("proof")
     )
-    assert server.authenticate(i["secret"]) == events.ConnectProof(doc("credential"), i["client_time_ms"])
+    assert server.authenticate(i["secret"]) == events.ConnectProof(
+        doc("credential"), i["client_time_ms"], i["platform"], i["announced_keepalive"]
+    )
     server.accept(server_time_ms=0, keepalive_seconds=0, heads={})  # the server's side is OPEN now
 
     assert client.receive_data(doc("connack_frame")) == [
@@ -150,6 +155,20 @@ def test_reject_frame_decodes_to_inputs() -> None:
     client = _client_after_connect()
     assert client.receive_data(doc("reject_frame")) == [events.ConnAck(INPUTS["reject_code"])]
     assert client.state is State.CLOSED
+
+
+def test_sealed_reject_frame_decodes_to_inputs() -> None:
+    client = _client_after_connect()
+    assert client.receive_data(doc("sealed_reject_frame")) == [events.ConnAck(INPUTS["sealed_reject_code"])]
+    assert client.state is State.CLOSED
+
+
+def test_a_clear_copy_of_the_sealed_reject_is_refused() -> None:
+    # The same code in clear is what someone on the path could send: the client does not believe it.
+    body = doc("sealed_reject_plaintext")
+    forged = struct.pack(">2sBBBBII", b"EM", 1, 3, 0, 0, 0, len(body)) + body
+    [event] = _client_after_connect().receive_data(forged)
+    assert isinstance(event, events.ProtocolViolation)
 
 
 def test_error_frame_decodes_to_inputs() -> None:
@@ -225,10 +244,17 @@ def test_clear_handshake_frames_follow_the_documented_layout() -> None:
         "nonce": i["client_nonce"],
         "proof": doc("proof"),
     }
-    # The proof: AES-256-GCM under the proof key with the all-zero nonce and no AAD.
-    plaintext = AESGCM(doc("proof_key")).decrypt(bytes(12), doc("proof"), None)
+    # The proof: AES-256-GCM under the proof key, the all-zero nonce, the whole HELLO frame as AAD.
+    plaintext = AESGCM(doc("proof_key")).decrypt(bytes(12), doc("proof"), doc("hello_frame"))
     assert plaintext == doc("proof_plaintext")
-    assert msgpack.unpackb(plaintext) == {"cred": doc("credential"), "time": i["client_time_ms"]}
+    assert msgpack.unpackb(plaintext) == {
+        "cred": doc("credential"),
+        "time": i["client_time_ms"],
+        "platform": i["platform"],
+        "keepalive": i["announced_keepalive"],
+    }
+    with pytest.raises(InvalidTag):  # the HELLO's body alone is not the AAD
+        AESGCM(doc("proof_key")).decrypt(bytes(12), doc("proof"), doc("hello_frame")[14:])
 
     (_, _, ftype, flags, _, _, _), body = split_frame(doc("reject_frame"))
     assert (ftype, flags) == (3, 0)
@@ -276,6 +302,15 @@ def test_sealed_frames_follow_the_documented_nonce_and_aad(name: str) -> None:
     else:
         assert plaintext == doc(plaintext_name)
         assert msgpack.unpackb(plaintext) == expected(INPUTS)
+
+
+def test_sealed_reject_follows_the_documented_nonce_and_aad() -> None:
+    frame = doc("sealed_reject_frame")
+    (_, _, ftype, flags, _, request_id, _), body = split_frame(frame)
+    assert (ftype, flags, request_id) == (3, 1, 0)
+    plaintext = AESGCM(doc("frame_key_s2c")).decrypt(bytes(12), body, frame[:14])  # counter 0
+    assert plaintext == doc("sealed_reject_plaintext")
+    assert msgpack.unpackb(plaintext) == {"code": INPUTS["sealed_reject_code"]}
 
 
 def test_the_doc_table_of_counters_matches_the_vectors_module() -> None:

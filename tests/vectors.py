@@ -61,6 +61,8 @@ OUTPUTS = (
     "notify_frame",
     "disconnect_plaintext",
     "disconnect_frame",
+    "sealed_reject_plaintext",
+    "sealed_reject_frame",
     "reject_frame",
     "error_frame",
 )
@@ -154,7 +156,7 @@ def compute(inputs: dict[str, Any]) -> dict[str, bytes | str]:
     connect = client.connect(i["client_time_ms"])
     [connect_event] = server.receive_data(connect)
     out["proof"] = connect_event.proof
-    out["proof_plaintext"] = open_proof(proof_key, connect_event.proof)
+    out["proof_plaintext"] = open_proof(proof_key, connect_event.proof, out["hello_frame"])
     out["connect_frame"] = connect
     if server.authenticate(i["secret"]) is None:
         raise AssertionError("the proof did not open")
@@ -180,7 +182,18 @@ def compute(inputs: dict[str, Any]) -> dict[str, bytes | str]:
         if plaintext_name is not None:
             out[plaintext_name] = plaintext
 
+    # A failure decided after the proof opened, on another connection that had the same nonces.
     fresh = ServerConnection(server_nonce=i["server_nonce"], server_time_ms=i["hello_time_ms"])
+    fresh.receive_data(out["connect_frame"])
+    if fresh.authenticate(i["secret"]) is None:
+        raise AssertionError("the proof did not open")
+    out["sealed_reject_frame"] = fresh.reject(ConnectionStatus(i["sealed_reject_code"]))
+    out["sealed_reject_plaintext"] = DirectionCipher(s2c).open(
+        out["sealed_reject_frame"][:HEADER_SIZE], out["sealed_reject_frame"][HEADER_SIZE:]
+    )
+    # The clear failure: the server found no session (it opened no proof).
+    fresh = ServerConnection(server_nonce=i["server_nonce"], server_time_ms=i["hello_time_ms"])
+    fresh.receive_data(out["connect_frame"])
     out["reject_frame"] = fresh.reject(ConnectionStatus(i["reject_code"]))
     fresh = ServerConnection(server_nonce=i["server_nonce"], server_time_ms=i["hello_time_ms"])
     out["error_frame"] = fresh.error(i["error_code"], i["error_reason"])
