@@ -131,6 +131,11 @@ def test_documented_conversation_decodes_to_inputs() -> None:
     ]
     assert server.receive_data(doc("ping_frame")) == [events.Ping()]
     assert client.receive_data(doc("pong_frame")) == [events.Pong()]
+    client.request("send_message")  # the client's counter and request ids move on as they did
+    [send] = server.receive_data(doc("send_request_frame"))
+    assert isinstance(send, events.Request)
+    assert (send.request_id, send.method, dict(send.params.raw)) == (2, "send_message", i["send_params"])
+    assert client.receive_data(doc("send_response_frame")) == [events.Response(2, 0, i["send_result"])]
     assert client.receive_data(doc("notify_frame")) == [events.Notify(i["notify_topic"], i["notify_data"])]
     assert server.receive_data(doc("disconnect_frame")) == [events.Disconnect(i["disconnect_clear"])]
     assert server.state is State.CLOSED
@@ -281,6 +286,8 @@ EXPECTED_SEALED = {
     "response_frame": (5, 1, lambda i: {"c": i["response_code"], "r": i["response_result"]}),
     "ping_frame": (7, 0, None),
     "pong_frame": (8, 0, None),
+    "send_request_frame": (4, 2, lambda i: {"m": "send_message", "p": i["send_params"]}),
+    "send_response_frame": (5, 2, lambda i: {"c": 0, "r": i["send_result"]}),
     "notify_frame": (6, 0, lambda i: {"t": i["notify_topic"], "d": i["notify_data"]}),
     "disconnect_frame": (9, 0, lambda i: {"clear": i["disconnect_clear"]}),
 }
@@ -311,6 +318,32 @@ def test_sealed_reject_follows_the_documented_nonce_and_aad() -> None:
     plaintext = AESGCM(doc("frame_key_s2c")).decrypt(bytes(12), body, frame[:14])  # counter 0
     assert plaintext == doc("sealed_reject_plaintext")
     assert msgpack.unpackb(plaintext) == {"code": INPUTS["sealed_reject_code"]}
+
+
+def test_msg_push_is_what_the_gateway_makes_of_the_send_request() -> None:
+    """The worked send_message example agrees with the gateway's reading of the params."""
+    from gateway.config import Config
+    from gateway.ids import id_time_ms
+    from gateway.messaging import read_content, read_conversation
+    from protocol.codec import Fields
+
+    i = INPUTS
+    pushed = msgpack.unpackb(doc("msg_notify_plaintext"))
+    assert pushed == {"t": "msg", "d": i["msg_notify_data"]}
+    message = pushed["d"]["message"]
+    params = Fields(i["send_params"])
+    conv = read_conversation(params)
+    assert message["conv"] == {"type": conv.type, "target": conv.target, "line": conv.line}
+    assert message["content"] == read_content(params, Config.default())
+    assert message["from"] == i["user_id"]
+    ack = i["send_result"]
+    assert (message["message_id"], message["server_time"]) == (ack["message_id"], ack["server_time"])
+    assert ack["seq"] == i["heads"]["msg"] + 1
+    # Past 2**53 (hence BigInt in JavaScript), a uint64 on the wire, made at server_time.
+    assert 2**53 < ack["message_id"] < 2**63
+    assert b"\xcf" + ack["message_id"].to_bytes(8, "big") in doc("send_response_plaintext")
+    assert id_time_ms(ack["message_id"]) == ack["server_time"]
+    assert str(ack["message_id"]) in TEXT  # the id §9.1 quotes
 
 
 def test_the_doc_table_of_counters_matches_the_vectors_module() -> None:

@@ -57,10 +57,15 @@ OUTPUTS = (
     "response_frame",
     "ping_frame",
     "pong_frame",
+    "send_request_plaintext",
+    "send_request_frame",
+    "send_response_plaintext",
+    "send_response_frame",
     "notify_plaintext",
     "notify_frame",
     "disconnect_plaintext",
     "disconnect_frame",
+    "msg_notify_plaintext",
     "sealed_reject_plaintext",
     "sealed_reject_frame",
     "reject_frame",
@@ -74,8 +79,10 @@ SEALED_FRAMES = {
     "response_frame": ("s2c", 1, "response_plaintext"),
     "ping_frame": ("c2s", 1, None),
     "pong_frame": ("s2c", 2, None),
-    "notify_frame": ("s2c", 3, "notify_plaintext"),
-    "disconnect_frame": ("c2s", 2, "disconnect_plaintext"),
+    "send_request_frame": ("c2s", 2, "send_request_plaintext"),
+    "send_response_frame": ("s2c", 3, "send_response_plaintext"),
+    "notify_frame": ("s2c", 4, "notify_plaintext"),
+    "disconnect_frame": ("c2s", 3, "disconnect_plaintext"),
 }
 
 
@@ -108,7 +115,7 @@ def compute(inputs: dict[str, Any]) -> dict[str, bytes | str]:
 
     from protocol import codec
     from protocol.codes import ConnectionStatus
-    from protocol.connection import ClientConnection, ServerConnection
+    from protocol.connection import ClientConnection, ServerConnection, encode_notify_body
     from protocol.crypto import DirectionCipher, derive_frame_keys, derive_proof_key, open_proof
     from protocol.frames import HEADER_SIZE
     from protocol.token import CREDENTIAL_AAD, CREDENTIAL_NONCE_SIZE, issue_token, parse_token
@@ -170,8 +177,13 @@ def compute(inputs: dict[str, Any]) -> dict[str, bytes | str]:
     out["response_frame"] = server.response(request_id, i["response_code"], i["response_result"])
     out["ping_frame"] = client.ping()
     out["pong_frame"] = server.pong()
+    send_id, out["send_request_frame"] = client.request("send_message", i["send_params"])
+    server.receive_data(out["send_request_frame"])
+    out["send_response_frame"] = server.response(send_id, 0, i["send_result"])
     out["notify_frame"] = server.notify(i["notify_topic"], i["notify_data"])
     out["disconnect_frame"] = client.disconnect(i["disconnect_clear"])
+    # What the recipient's connection seals (with its own keys) when the message is pushed.
+    out["msg_notify_plaintext"] = encode_notify_body("msg", i["msg_notify_data"])
 
     # The plaintexts, as the receiving side opens them (frames of one direction in counter order).
     openers = {"c2s": DirectionCipher(c2s), "s2c": DirectionCipher(s2c)}
