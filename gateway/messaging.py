@@ -70,7 +70,7 @@ def _text(fields: Fields, key: str, max_bytes: int) -> str | None:
     value = fields.text(key, max_len=max_bytes, default=None)
     # A str of n characters is at most 4n UTF-8 bytes: only long ones need encoding to check.
     if value is not None and len(value) * 4 > max_bytes and len(value.encode()) > max_bytes:
-        raise FieldError(key, f"at most {max_bytes} bytes")
+        raise FieldError(fields.path(key), f"at most {max_bytes} bytes")
     return value
 
 

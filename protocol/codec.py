@@ -106,6 +106,10 @@ class Fields:
     def raw(self) -> Mapping[str, Any]:
         return self._data
 
+    def path(self, key: str) -> str:
+        """The field's full name as errors report it (``content.extra``)."""
+        return self._prefix + key
+
     def __contains__(self, key: str) -> bool:
         return key in self._data
 

@@ -162,6 +162,9 @@ async def test_unknown_recipient_and_invalid_content(gw: Gateway) -> None:
     assert (await alice.send_text("bob", "hi", extra='{"k": 1}')).code == 0
     assert (await alice.send_text("bob", "hi", persist_flag=2)).code == ErrorCode.INVALID_PARAMETER
     assert (await alice.send_text("bob", "x" * 20000)).code == ErrorCode.INVALID_PARAMETER
+    too_many_bytes = await alice.send_text("bob", "é" * 9000)  # 9000 characters, 18000 UTF-8 bytes
+    assert too_many_bytes.code == ErrorCode.INVALID_PARAMETER
+    assert too_many_bytes.result["field"] == "content.searchable_content"
     unknown_type = await alice.call("send_message", conv={"type": 9, "target": "bob"}, content={"type": 1})
     assert unknown_type.code == ErrorCode.INVALID_PARAMETER
     for kind in (2, 3):  # chatroom, channel: not built yet
