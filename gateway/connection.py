@@ -20,7 +20,7 @@ from collections.abc import Iterable
 import trio
 
 from gateway import dispatch
-from gateway.outbox import Outbox
+from gateway.outbox import Outbox, cork
 from gateway.services import Services
 from protocol import events
 from protocol.codes import ConnectionStatus, ErrorCode, UserStatus
@@ -54,8 +54,8 @@ class GatewayConnection:
             server_time_ms=services.clock.now_ms(),
             max_frame_bytes=server.max_frame_bytes,
         )
-        self._outbox = Outbox(stream)
         self._main = trio.CancelScope()  # cancelled by kick()/replace() to end the connection
+        self._outbox = Outbox(stream, on_overflow=self._main.cancel)
         self._registered = False
         self._rate_window_start = 0.0
         self._rate_count = 0
@@ -228,8 +228,9 @@ class GatewayConnection:
                 if not data:
                     return
                 idle_scope.deadline = trio.current_time() + idle
-                if self._handle(self._proto.receive_data(data), nursery):
-                    return
+                with cork():  # one read's answers leave in one write
+                    if self._handle(self._proto.receive_data(data), nursery):
+                        return
         log.info("idle timeout user=%s client=%s", self.user_id, self.client_id)
 
     def _handle(self, received: Iterable[events.ServerEvent], nursery: trio.Nursery) -> bool:

@@ -21,6 +21,7 @@ from gateway.clock import Clock
 from gateway.config import Config
 from gateway.connection import GatewayConnection
 from gateway.messaging import MessageService
+from gateway.outbox import cork
 from gateway.router import Router
 from gateway.services import Services
 from gateway.sessions import SessionService
@@ -49,7 +50,9 @@ async def serve(
     from gateway.admin.app import create_admin_app, serve_admin  # FastAPI is heavy; keep it off other paths
 
     clock = clock or Clock()
-    async with storage.open_store(config.storage.path, synchronous=config.storage.synchronous) as store:
+    async with storage.open_store(
+        config.storage.path, synchronous=config.storage.synchronous, callback_context=cork
+    ) as store:
         router = Router()
         sessions = SessionService(config, store, router, clock)
         messages = MessageService(config, store, router, clock)

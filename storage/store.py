@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -214,7 +214,12 @@ class Store:
 
 
 @asynccontextmanager
-async def open_store(path: str | os.PathLike[str], *, synchronous: str = "NORMAL") -> AsyncIterator[Store]:
+async def open_store(
+    path: str | os.PathLike[str],
+    *,
+    synchronous: str = "NORMAL",
+    callback_context: Callable[[], AbstractContextManager[object]] = nullcontext,
+) -> AsyncIterator[Store]:
     """Open (creating and migrating if needed) the database at ``path``; close it on exit.
 
     Must be called inside trio. Leaving the block commits whatever is still
@@ -228,8 +233,10 @@ async def open_store(path: str | os.PathLike[str], *, synchronous: str = "NORMAL
     Raises:
         StorageError: The database cannot be opened or migrated.
         ValueError: ``synchronous`` is neither value.
+
+    ``callback_context`` is entered around each batch's commit callbacks; see ``Writer``.
     """
-    writer = Writer(path, synchronous=synchronous, setup=migrate)
+    writer = Writer(path, synchronous=synchronous, setup=migrate, callback_context=callback_context)
     await writer.start()
     try:
         yield Store(writer)

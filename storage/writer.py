@@ -32,6 +32,7 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -116,6 +117,7 @@ class Writer:
         busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
         max_batch: int = DEFAULT_MAX_BATCH,
         setup: Callable[[sqlite3.Connection], None] | None = None,
+        callback_context: Callable[[], AbstractContextManager[object]] = nullcontext,
     ) -> None:
         """Prepare a writer; nothing touches the disk until ``start``.
 
@@ -127,6 +129,9 @@ class Writer:
             max_batch: Most operations per transaction.
             setup: Run once on the writer thread right after connecting, e.g. the
                 schema migrations. An exception in it makes ``start`` fail.
+            callback_context: Entered on the trio thread around each batch's
+                ``submit_nowait`` callbacks (the gateway corks its sockets there,
+                so a batch's replies to one client leave in one write).
 
         Raises:
             ValueError: ``synchronous`` or ``max_batch`` is out of range.
@@ -142,6 +147,7 @@ class Writer:
         self._busy_timeout_ms = busy_timeout_ms
         self._max_batch = max_batch
         self._setup = setup
+        self._callback_context = callback_context
         self._queue: queue.SimpleQueue[_Op | object] = queue.SimpleQueue()
         self._token: trio.lowlevel.TrioToken | None = None
         self._thread: threading.Thread | None = None
@@ -251,15 +257,16 @@ class Writer:
 
     def _wake(self, ops: list[_Op]) -> None:
         """Called on the trio thread once per batch: report every operation, in submission order."""
-        for op in ops:
-            if op.callback is not None:
-                try:
-                    op.callback(op.result, op.error)
-                except Exception:  # noqa: BLE001 - one caller's bug must not starve the rest of the batch
-                    log.exception("storage callback failed")
-            else:
-                assert op.done is not None
-                op.done.set()
+        with self._callback_context():
+            for op in ops:
+                if op.callback is not None:
+                    try:
+                        op.callback(op.result, op.error)
+                    except Exception:  # noqa: BLE001 - one caller's bug must not starve the rest of the batch
+                        log.exception("storage callback failed")
+                else:
+                    assert op.done is not None
+                    op.done.set()
 
     # --------------------------------------------------------------- thread side
 
