@@ -10,6 +10,12 @@ is the only writer of inboxes.
 A failed operation may leave a hole in a user's sequence (the cache moved on,
 the rows were rolled back); clients treat holes as deleted rows, which they
 already must (delete-for-me leaves holes too).
+
+Deleting never lowers ``MAX(seq)``: a deleted row stays as a tombstone
+(message_id 0, conversation type -1) that no pull, history or delete matches.
+Were the newest row removed, a head reloaded after a restart (or a cache
+clear) would go back and hand its seq to the next message, which a device
+already synced past that seq would never pull.
 """
 
 from __future__ import annotations
@@ -208,7 +214,7 @@ def send_private(
     recipient = msg.conv.target
     if _user_status(conn, recipient) is None:
         return SendResult(ErrorCode.NOT_EXIST)
-    owners = [recipient, msg.from_user]
+    owners = list(dict.fromkeys((recipient, msg.from_user)))  # a message to oneself has one owner
     if recipient != msg.from_user:
         blocked = conn.execute(
             "SELECT 1 FROM blacklist WHERE user_id = ? AND target = ?", (recipient, msg.from_user)
@@ -271,9 +277,14 @@ def delete_for_user(conn: sqlite3.Connection, user_id: str, message_id: int) -> 
     if message is None:
         return False
     view = inbox_conversation(message.conv, message.from_user, user_id)
+    return _drop_from_inbox(conn, user_id, view, message_id)
+
+
+def _drop_from_inbox(conn: sqlite3.Connection, user_id: str, view: Conversation, message_id: int) -> bool:
+    """Turn the user's row for the message into a tombstone (see the module doc); False if there was none."""
     cursor = conn.execute(
-        "DELETE FROM inbox WHERE user_id = ? AND conv_type = ? AND conv_target = ? AND conv_line = ?"
-        " AND message_id = ?",
+        "UPDATE inbox SET message_id = 0, conv_type = -1, conv_target = '', conv_line = 0"
+        " WHERE user_id = ? AND conv_type = ? AND conv_target = ? AND conv_line = ? AND message_id = ?",
         (user_id, view.type, view.target, view.line, message_id),
     )
     return cursor.rowcount > 0
@@ -297,11 +308,7 @@ def delete_for_everyone(conn: sqlite3.Connection, message_id: int) -> list[str] 
     holders = _holders(conn, message, [message.conv.target, message.from_user])
     for user_id in holders:
         view = inbox_conversation(message.conv, message.from_user, user_id)
-        conn.execute(
-            "DELETE FROM inbox WHERE user_id = ? AND conv_type = ? AND conv_target = ? AND conv_line = ?"
-            " AND message_id = ?",
-            (user_id, view.type, view.target, view.line, message_id),
-        )
+        _drop_from_inbox(conn, user_id, view, message_id)
     conn.execute("DELETE FROM messages WHERE message_id = ?", (message_id,))
     return holders
 
