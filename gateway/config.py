@@ -200,6 +200,9 @@ class StorageConfig(_Section):
     synchronous: str = _key(
         "NORMAL", "SQLite synchronous mode: NORMAL (fast, WAL-safe) or FULL.", choices=("NORMAL", "FULL")
     )
+    commit_delay_ms: float = _key(
+        1.0, "Under load, how long a group commit may wait to gather more requests (0: never).", lo=0, hi=50
+    )
 
     def _check(self) -> None:
         if not self.path.strip():

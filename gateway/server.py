@@ -51,7 +51,10 @@ async def serve(
 
     clock = clock or Clock()
     async with storage.open_store(
-        config.storage.path, synchronous=config.storage.synchronous, callback_context=cork
+        config.storage.path,
+        synchronous=config.storage.synchronous,
+        callback_context=cork,
+        commit_delay_ms=config.storage.commit_delay_ms,
     ) as store:
         router = Router()
         sessions = SessionService(config, store, router, clock)

@@ -219,6 +219,7 @@ async def open_store(
     *,
     synchronous: str = "NORMAL",
     callback_context: Callable[[], AbstractContextManager[object]] = nullcontext,
+    commit_delay_ms: float = 0.0,
 ) -> AsyncIterator[Store]:
     """Open (creating and migrating if needed) the database at ``path``; close it on exit.
 
@@ -234,9 +235,15 @@ async def open_store(
         StorageError: The database cannot be opened or migrated.
         ValueError: ``synchronous`` is neither value.
 
-    ``callback_context`` is entered around each batch's commit callbacks; see ``Writer``.
+    ``callback_context`` and ``commit_delay_ms`` are passed to ``Writer``.
     """
-    writer = Writer(path, synchronous=synchronous, setup=migrate, callback_context=callback_context)
+    writer = Writer(
+        path,
+        synchronous=synchronous,
+        setup=migrate,
+        callback_context=callback_context,
+        commit_delay_ms=commit_delay_ms,
+    )
     await writer.start()
     try:
         yield Store(writer)
