@@ -215,14 +215,16 @@ class MessageService:
         min_time = 0
         if after_seq == 0 and not self.config.message.roaming:
             min_time = self.clock.now_ms() - self.config.message.compensate_seconds * 1000
-        page = await self.store.pull(user_id, after_seq, limit, min_time)
+        # A page must fit one RESPONSE frame (the SDK uses the same default limit as the server).
+        max_bytes = self.config.server.max_frame_bytes * 3 // 4
+        page = await self.store.pull(user_id, after_seq, limit, min_time, max_bytes)
         return {
             "messages": [{"seq": seq, "message": m.to_wire()} for seq, m in page.messages],
             "head": page.head,
         }
 
     async def delete(self, user_id: str, message_id: int, origin_client: str | None) -> int:
-        if not await self.store.delete_message(user_id, message_id):
+        if not await self.store.delete_message(user_id, message_id, self.clock.now_ms()):
             return ErrorCode.NOT_EXIST
         body = encode_notify_body("message_deleted", {"message_id": message_id})
         for conn in self.router.connections(user_id):

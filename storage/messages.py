@@ -1,21 +1,18 @@
 """Messages and inboxes: plain ``fn(conn, ...)`` operations that run on the writer thread.
 
-Each user has an inbox: rows (user_id, seq) with seq increasing per user. A
-send inserts the message once and one inbox row per recipient (and one for the
-sender, for their other devices). Sequence numbers are handed out from
-``InboxHeads``, a cache owned by the writer thread, so a send costs inserts
-only; it is loaded lazily from ``MAX(seq)`` and is correct because this thread
-is the only writer of inboxes.
+Each user has an inbox: rows (user_id, seq) → message_id with seq increasing
+per user. A send inserts the message once (with one entry in the conversation
+index) and one inbox row per recipient (and one for the sender, for their
+other devices). Sequence numbers come from ``InboxHeads``, a cache owned by
+the writer thread, so a send costs inserts only; it is loaded lazily from
+``MAX(seq)`` and is right because this thread is the only writer of inboxes
+and inbox rows are never removed.
 
-A failed operation may leave a hole in a user's sequence (the cache moved on,
-the rows were rolled back); clients treat holes as deleted rows, which they
-already must (delete-for-me leaves holes too).
-
-Deleting never lowers ``MAX(seq)``: a deleted row stays as a tombstone
-(message_id 0, conversation type -1) that no pull, history or delete matches.
-Were the newest row removed, a head reloaded after a restart (or a cache
-clear) would go back and hand its seq to the next message, which a device
-already synced past that seq would never pull.
+What a user sees of a message: it is in their inbox (pull), or in a
+conversation they are part of and not hidden from them (history); and they
+have not deleted it (``deleted_messages``). A failed operation may leave a
+hole in a user's sequence (the cache moved on, the rows were rolled back), as
+a delete does from the client's point of view: clients skip holes.
 """
 
 from __future__ import annotations
@@ -83,7 +80,6 @@ class Outgoing:
     to_users: list[str] | None = None
     client_msg_id: str | None = None
 
-
     def to_wire(self) -> dict:
         return message_wire(self)
 
@@ -132,6 +128,12 @@ _MESSAGE_COLUMNS: Final = (
     "m.message_id, m.conv_type, m.conv_target, m.conv_line, m.from_user, m.content, m.server_time, m.to_users,"
     " m.persist_flag"
 )
+#: Rows a user deleted for themselves are skipped everywhere a user reads.
+_NOT_DELETED: Final = (
+    "NOT EXISTS (SELECT 1 FROM deleted_messages d WHERE d.user_id = ? AND d.message_id = m.message_id)"
+)
+#: Roughly what a pulled message adds to a RESPONSE besides its content (ids, conversation, seq).
+PULL_ROW_OVERHEAD: Final = 160
 
 
 def _message(row: Sequence) -> StoredMessage:
@@ -146,11 +148,11 @@ def _message(row: Sequence) -> StoredMessage:
     )
 
 
-def inbox_conversation(conv: Conversation, from_user: str, owner: str) -> Conversation:
-    """The conversation as ``owner`` sees it: in a private chat, the other party."""
-    if conv.type == PRIVATE and owner != from_user:
-        return Conversation(PRIVATE, from_user, conv.line)
-    return conv
+def conversation_key(conv: Conversation, from_user: str) -> str:
+    """One name for a conversation from both sides: a private chat is its two user ids, sorted."""
+    if conv.type == PRIVATE:
+        return "\n".join(sorted((from_user, conv.target)))  # ids are printable: no newline in them
+    return conv.target
 
 
 def _user_status(conn: sqlite3.Connection, user_id: str) -> int | None:
@@ -159,28 +161,27 @@ def _user_status(conn: sqlite3.Connection, user_id: str) -> int | None:
 
 
 def _append(
-    conn: sqlite3.Connection, heads: InboxHeads, msg: Outgoing, owners: Sequence[str]
+    conn: sqlite3.Connection,
+    heads: InboxHeads,
+    msg: Outgoing,
+    owners: Sequence[str],
+    only_for: str | None = None,
 ) -> dict[str, int]:
     """Insert the message row and one inbox row per owner; return owner → seq."""
     conn.execute(
-        "INSERT INTO messages (message_id, conv_type, conv_target, conv_line, from_user, content, server_time,"
-        " to_users, persist_flag) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO messages (message_id, conv_type, conv_target, conv_line, conv_key, from_user, content,"
+        " server_time, to_users, persist_flag, only_for) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
-            msg.message_id, msg.conv.type, msg.conv.target, msg.conv.line, msg.from_user,
+            msg.message_id, msg.conv.type, msg.conv.target, msg.conv.line,
+            conversation_key(msg.conv, msg.from_user), msg.from_user,
             msgpack.packb(msg.content, use_bin_type=True), msg.server_time,
-            json.dumps(msg.to_users) if msg.to_users else None, msg.persist_flag,
+            json.dumps(msg.to_users) if msg.to_users else None, msg.persist_flag, only_for,
         ),
     )  # fmt: skip
-    seqs: dict[str, int] = {}
-    rows = []
-    for owner in dict.fromkeys(owners):
-        seq = heads.take(conn, owner)
-        seqs[owner] = seq
-        view = inbox_conversation(msg.conv, msg.from_user, owner)
-        rows.append((owner, seq, msg.message_id, view.type, view.target, view.line))
+    seqs = {owner: heads.take(conn, owner) for owner in dict.fromkeys(owners)}
     conn.executemany(
-        "INSERT INTO inbox (user_id, seq, message_id, conv_type, conv_target, conv_line) VALUES (?, ?, ?, ?, ?, ?)",
-        rows,
+        "INSERT INTO inbox (user_id, seq, message_id) VALUES (?, ?, ?)",
+        [(owner, seq, msg.message_id) for owner, seq in seqs.items()],
     )
     return seqs
 
@@ -215,6 +216,7 @@ def send_private(
     if _user_status(conn, recipient) is None:
         return SendResult(ErrorCode.NOT_EXIST)
     owners = list(dict.fromkeys((recipient, msg.from_user)))  # a message to oneself has one owner
+    only_for = None
     if recipient != msg.from_user:
         blocked = conn.execute(
             "SELECT 1 FROM blacklist WHERE user_id = ? AND target = ?", (recipient, msg.from_user)
@@ -222,7 +224,10 @@ def send_private(
         if blocked:
             if policy.blacklist_strategy == 0:
                 return SendResult(ErrorCode.IN_BLACKLIST)
-            owners = [msg.from_user]  # reported as sent; it reaches only the sender's own devices
+            # Reported as sent; it reaches only the sender's own devices, and the
+            # recipient's history never shows it.
+            owners = [msg.from_user]
+            only_for = msg.from_user
         elif (
             policy.disable_stranger_chat
             and not conn.execute(
@@ -232,7 +237,7 @@ def send_private(
             return SendResult(ErrorCode.NOT_RIGHT)
     if msg.persist_flag == PERSIST_TRANSPARENT:
         return SendResult(ErrorCode.SUCCESS, msg.message_id, msg.server_time, live_only=owners)
-    seqs = _append(conn, heads, msg, owners)
+    seqs = _append(conn, heads, msg, owners, only_for)
     if msg.client_msg_id is not None:
         conn.execute(
             "INSERT INTO client_message_ids (from_user, client_msg_id, message_id, server_time, seq)"
@@ -249,15 +254,35 @@ class PullResult:
 
 
 def pull(
-    conn: sqlite3.Connection, heads: InboxHeads, user_id: str, after_seq: int, limit: int, min_time: int
+    conn: sqlite3.Connection,
+    heads: InboxHeads,
+    user_id: str,
+    after_seq: int,
+    limit: int,
+    min_time: int,
+    max_bytes: int,
 ) -> PullResult:
-    """The user's inbox after ``after_seq``, oldest first; only messages at or after ``min_time``."""
+    """The user's inbox after ``after_seq``, oldest first; only messages at or after ``min_time``.
+
+    A page holds at most ``limit`` messages and, past its first message, about
+    ``max_bytes``, so that the RESPONSE fits a frame. A page shorter than
+    ``limit`` can therefore mean "more to come": clients pull until a page is
+    empty or reaches ``head``.
+    """
     rows = conn.execute(
         f"SELECT i.seq, {_MESSAGE_COLUMNS} FROM inbox i JOIN messages m ON m.message_id = i.message_id"
-        " WHERE i.user_id = ? AND i.seq > ? AND m.server_time >= ? ORDER BY i.seq LIMIT ?",
-        (user_id, after_seq, min_time, limit),
+        f" WHERE i.user_id = ? AND i.seq > ? AND m.server_time >= ? AND {_NOT_DELETED}"
+        " ORDER BY i.seq LIMIT ?",
+        (user_id, after_seq, min_time, user_id, limit),
     ).fetchall()
-    return PullResult([(row[0], _message(row[1:])) for row in rows], heads.current(conn, user_id))
+    page: list[tuple[int, StoredMessage]] = []
+    size = 0
+    for row in rows:
+        size += len(row[6]) + PULL_ROW_OVERHEAD
+        if page and size > max_bytes:
+            break
+        page.append((row[0], _message(row[1:])))
+    return PullResult(page, heads.current(conn, user_id))
 
 
 def head(conn: sqlite3.Connection, heads: InboxHeads, user_id: str) -> int:
@@ -271,60 +296,54 @@ def get_message(conn: sqlite3.Connection, message_id: int) -> StoredMessage | No
     return None if row is None else _message(row)
 
 
-def delete_for_user(conn: sqlite3.Connection, user_id: str, message_id: int) -> bool:
-    """Remove the message from the user's own inbox for good; False if it was not there."""
-    message = get_message(conn, message_id)
-    if message is None:
-        return False
-    view = inbox_conversation(message.conv, message.from_user, user_id)
-    return _drop_from_inbox(conn, user_id, view, message_id)
-
-
-def _drop_from_inbox(conn: sqlite3.Connection, user_id: str, view: Conversation, message_id: int) -> bool:
-    """Turn the user's row for the message into a tombstone (see the module doc); False if there was none."""
-    cursor = conn.execute(
-        "UPDATE inbox SET message_id = 0, conv_type = -1, conv_target = '', conv_line = 0"
-        " WHERE user_id = ? AND conv_type = ? AND conv_target = ? AND conv_line = ? AND message_id = ?",
-        (user_id, view.type, view.target, view.line, message_id),
+def _holders(conn: sqlite3.Connection, message_id: int) -> tuple[StoredMessage, list[str]] | None:
+    """The message and who still sees it: its parties, less a hidden side and those who deleted it."""
+    row = conn.execute(
+        f"SELECT {_MESSAGE_COLUMNS}, m.only_for FROM messages m WHERE m.message_id = ?", (message_id,)
+    ).fetchone()
+    if row is None:
+        return None
+    message, only_for = _message(row), row[9]
+    parties = (
+        [only_for] if only_for is not None else list(dict.fromkeys((message.from_user, message.conv.target)))
     )
-    return cursor.rowcount > 0
+    deleted = {
+        user_id
+        for (user_id,) in conn.execute(
+            "SELECT user_id FROM deleted_messages WHERE message_id = ? AND user_id IN (?, ?)",
+            (message_id, parties[0], parties[-1]),
+        )
+    }
+    return message, [user_id for user_id in parties if user_id not in deleted]
+
+
+def delete_for_user(conn: sqlite3.Connection, user_id: str, message_id: int, now_ms: int) -> bool:
+    """The message is gone for this user, for good; False if they did not have it."""
+    found = _holders(conn, message_id)
+    if found is None or user_id not in found[1]:
+        return False
+    conn.execute(
+        "INSERT INTO deleted_messages (user_id, message_id, deleted_at) VALUES (?, ?, ?)",
+        (user_id, message_id, now_ms),
+    )
+    return True
 
 
 def delete_for_everyone(conn: sqlite3.Connection, message_id: int) -> list[str] | None:
-    """Remove the message from every inbox that holds it, and the message itself; None if unknown.
+    """Remove the message for everyone, content included; None if unknown.
 
-    Returns the users whose inbox it left (to tell their devices). The
-    candidates are the conversation's parties (a private chat: sender and
-    target); each is looked up through the ``inbox_conversation`` index, as
-    ``delete_for_user`` does, never by a scan of ``inbox``. The message row
-    goes too, so its content is erased from the database (an operator's
-    delete is often a removal for legal or moderation reasons); an
-    idempotency id pointing at it still answers with the original ack, since
-    the message was sent.
+    Returns the users who still had it (to tell their devices). The message
+    row goes, so its content is erased from the database (an operator's
+    delete is often a removal for legal or moderation reasons); the inbox rows
+    that pointed at it stay as holes. An idempotency id pointing at it still
+    answers with the original ack, since the message was sent.
     """
-    message = get_message(conn, message_id)
-    if message is None:
+    found = _holders(conn, message_id)
+    if found is None:
         return None
-    holders = _holders(conn, message, [message.conv.target, message.from_user])
-    for user_id in holders:
-        view = inbox_conversation(message.conv, message.from_user, user_id)
-        _drop_from_inbox(conn, user_id, view, message_id)
     conn.execute("DELETE FROM messages WHERE message_id = ?", (message_id,))
-    return holders
-
-
-def _holders(conn: sqlite3.Connection, message: StoredMessage, candidates: Sequence[str]) -> list[str]:
-    """Which of ``candidates`` still have the message in their inbox."""
-    holders = []
-    for user_id in dict.fromkeys(candidates):
-        view = inbox_conversation(message.conv, message.from_user, user_id)
-        if conn.execute(
-            "SELECT 1 FROM inbox WHERE user_id = ? AND conv_type = ? AND conv_target = ? AND conv_line = ?"
-            " AND message_id = ?",
-            (user_id, view.type, view.target, view.line, message.message_id),
-        ).fetchone():
-            holders.append(user_id)
-    return holders
+    conn.execute("DELETE FROM deleted_messages WHERE message_id = ?", (message_id,))
+    return found[1]
 
 
 def recall(
@@ -339,11 +358,13 @@ def recall(
 
     ``notice`` is the type-80 message to append (its conversation and ids are
     set here from the original). Codes: 253 unknown or already recalled,
-    248 not the sender, 24 past the window.
+    248 not the sender, 24 past the window. The notice goes to those who
+    still have the message.
     """
-    message = get_message(conn, message_id)
-    if message is None or message.content.get("type") == RECALL_CONTENT_TYPE:
+    found = _holders(conn, message_id)
+    if found is None or found[0].content.get("type") == RECALL_CONTENT_TYPE:
         return SendResult(ErrorCode.NOT_EXIST)
+    message, holders = found
     if message.from_user != operator:
         return SendResult(ErrorCode.NOT_RIGHT)
     if notice.server_time - message.server_time > window_ms:
@@ -354,8 +375,10 @@ def recall(
     )
     notice.conv = message.conv
     notice.from_user = message.from_user
-    owners = _holders(conn, message, [message.conv.target, message.from_user])
-    seqs = _append(conn, heads, notice, owners) if owners else {}
+    if not holders:
+        return SendResult(ErrorCode.SUCCESS, notice.message_id, notice.server_time, {})
+    hidden_from_target = holders == [message.from_user] and message.conv.target != message.from_user
+    seqs = _append(conn, heads, notice, holders, message.from_user if hidden_from_target else None)
     return SendResult(ErrorCode.SUCCESS, notice.message_id, notice.server_time, seqs)
 
 
@@ -363,11 +386,13 @@ def remote_history(
     conn: sqlite3.Connection, user_id: str, conv: Conversation, before_id: int, count: int
 ) -> list[StoredMessage]:
     """Up to ``count`` of the user's messages in ``conv`` (as the user sees it) before ``before_id``, newest first."""
+    key = conversation_key(conv, user_id)
     rows = conn.execute(
-        f"SELECT {_MESSAGE_COLUMNS} FROM inbox i JOIN messages m ON m.message_id = i.message_id"
-        " WHERE i.user_id = ? AND i.conv_type = ? AND i.conv_target = ? AND i.conv_line = ? AND i.message_id < ?"
-        " ORDER BY i.message_id DESC LIMIT ?",
-        (user_id, conv.type, conv.target, conv.line, before_id, count),
+        f"SELECT {_MESSAGE_COLUMNS} FROM messages m"
+        " WHERE m.conv_type = ? AND m.conv_key = ? AND m.conv_line = ? AND m.message_id < ?"
+        f" AND (m.only_for IS NULL OR m.only_for = ?) AND {_NOT_DELETED}"
+        " ORDER BY m.message_id DESC LIMIT ?",
+        (conv.type, key, conv.line, before_id, user_id, user_id, count),
     ).fetchall()
     return [_message(row) for row in rows]
 

@@ -175,9 +175,13 @@ class Store:
     async def send_private(self, msg: Outgoing, policy: SendPolicy) -> SendResult:
         return await self.writer.submit(messages.send_private, self._heads, msg, policy)
 
-    async def pull(self, user_id: str, after_seq: int, limit: int, min_time: int = 0) -> PullResult:
+    async def pull(
+        self, user_id: str, after_seq: int, limit: int, min_time: int = 0, max_bytes: int = 2**62
+    ) -> PullResult:
         """The inbox after ``after_seq`` (oldest first, at most ``limit``), and the head."""
-        return await self.writer.submit(messages.pull, self._heads, user_id, after_seq, limit, min_time)
+        return await self.writer.submit(
+            messages.pull, self._heads, user_id, after_seq, limit, min_time, max_bytes, read=True
+        )
 
     async def inbox_head(self, user_id: str) -> int:
         return await self.writer.submit(messages.head, self._heads, user_id, read=True)
@@ -185,9 +189,9 @@ class Store:
     async def get_message(self, message_id: int) -> StoredMessage | None:
         return await self.writer.submit(messages.get_message, message_id, read=True)
 
-    async def delete_message(self, user_id: str, message_id: int) -> bool:
+    async def delete_message(self, user_id: str, message_id: int, now_ms: int) -> bool:
         """Delete-for-me: gone from this user's inbox for good; False if it was not there."""
-        return await self.writer.submit(messages.delete_for_user, user_id, message_id)
+        return await self.writer.submit(messages.delete_for_user, user_id, message_id, now_ms)
 
     async def delete_message_for_everyone(self, message_id: int) -> list[str] | None:
         """Delete the message from every inbox and the message itself; the users it left, or None if unknown."""

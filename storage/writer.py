@@ -300,7 +300,9 @@ class Writer:
         finally:
             if conn is not None:
                 conn.close()
-            log.info("storage writer stopped: %d operations in %d transactions", self.committed_ops, self.commits)
+            log.info(
+                "storage writer stopped: %d operations in %d transactions", self.committed_ops, self.commits
+            )
             self._call_trio(self._stopped.set)
 
     def _connect(self) -> sqlite3.Connection:
