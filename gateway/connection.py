@@ -64,12 +64,18 @@ class GatewayConnection:
         # True from CONNACK until an ERROR goes out. Not the state machine's state: that closes
         # for reading at a violation, while answers to the requests before it must still go out.
         self._sending = False
+        # Pushes that arrive between registering with the router and sending CONNACK wait here.
+        self._early_pushes: list[bytes] = []
 
     # --- called by the router (never block) -----------------------------------------------------
 
     def push_frame_body(self, body: bytes) -> None:
         """Seal and send a NOTIFY body made once by ``encode_notify_body``."""
-        if self._sending and not self._outbox.send(self._proto.notify_body(body)):
+        if not self._sending:
+            if self._registered:
+                self._early_pushes.append(body)
+            return
+        if not self._outbox.send(self._proto.notify_body(body)):
             self._main.cancel()  # the peer stopped reading: cut it off, it will pull on reconnect
 
     def kick(self, status: ConnectionStatus) -> None:
@@ -190,16 +196,22 @@ class GatewayConnection:
         self.keepalive_seconds = min(
             max(announced, server.min_keepalive_seconds), server.max_keepalive_seconds
         )
+        # Register before reading the heads: a message committed while they are read is then
+        # either counted in them or pushed (held until CONNACK has gone), never neither.
+        self.services.router.register(self)
+        self._registered = True
+        heads = await self._heads()
         self._outbox.send(
             self._proto.accept(
                 server_time_ms=self.services.clock.now_ms(),
                 keepalive_seconds=self.keepalive_seconds,
-                heads=await self._heads(),
+                heads=heads,
             )
         )
         self._sending = True
-        self.services.router.register(self)
-        self._registered = True
+        early, self._early_pushes = self._early_pushes, []
+        for body in early:
+            self.push_frame_body(body)
         log.info("connected user=%s client=%s platform=%d", self.user_id, self.client_id, self.platform)
         await self.services.store.touch_sessions(
             [(self.user_id, self.client_id)], self.services.clock.now_ms()

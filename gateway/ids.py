@@ -30,6 +30,16 @@ class MessageIdGenerator:
         self._last_ms = 0
         self._counter = 0
 
+    def seed(self, last_id: int) -> None:
+        """Never hand out an id at or below ``last_id`` (the newest stored one, at start-up).
+
+        Without this, a restart with the wall clock behind the last id's
+        millisecond (a clock step back) would reissue ids already in use.
+        """
+        ms = last_id >> (NODE_BITS + COUNTER_BITS)
+        if ms > self._last_ms or (ms == self._last_ms and (last_id & _COUNTER_MASK) > self._counter):
+            self._last_ms, self._counter = ms, last_id & _COUNTER_MASK
+
     def next_id(self) -> int:
         now = max(self._clock.now_ms() - EPOCH_MS, 0)
         if now > self._last_ms:

@@ -59,6 +59,7 @@ async def serve(
         router = Router()
         sessions = SessionService(config, store, router, clock)
         messages = MessageService(config, store, router, clock)
+        messages.ids.seed(await store.last_message_id())
         services = Services(config, store, clock, router, sessions, messages, config.token.key_bytes())
         async with trio.open_nursery() as nursery:
             if handle_signals:

@@ -289,6 +289,10 @@ def head(conn: sqlite3.Connection, heads: InboxHeads, user_id: str) -> int:
     return heads.current(conn, user_id)
 
 
+def last_message_id(conn: sqlite3.Connection) -> int:
+    return conn.execute("SELECT COALESCE(MAX(message_id), 0) FROM messages").fetchone()[0]
+
+
 def get_message(conn: sqlite3.Connection, message_id: int) -> StoredMessage | None:
     row = conn.execute(
         f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE m.message_id = ?", (message_id,)

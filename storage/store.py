@@ -186,6 +186,10 @@ class Store:
     async def inbox_head(self, user_id: str) -> int:
         return await self.writer.submit(messages.head, self._heads, user_id, read=True)
 
+    async def last_message_id(self) -> int:
+        """The highest message id stored (0 for none)."""
+        return await self.writer.submit(messages.last_message_id, read=True)
+
     async def get_message(self, message_id: int) -> StoredMessage | None:
         return await self.writer.submit(messages.get_message, message_id, read=True)
 
