@@ -175,7 +175,7 @@ class Client:
             page = await self.call("pull", after_seq=after, limit=500)
             assert page.code == 0, page
             out += [m["message"] for m in page.result["messages"]]
-            if len(page.result["messages"]) < 500:
+            if not page.result["messages"]:  # pages are cut by bytes too: only an empty one means done
                 return out
             after = page.result["messages"][-1]["seq"]
 
@@ -276,4 +276,44 @@ async def test_sigkill_mid_stream_loses_no_acknowledged_message(tmp_path: Path) 
                 assert [m["content"]["searchable_content"] for m in inbox] == sent
                 assert [m["message_id"] for m in inbox] == [acked[cmid] for cmid in sent]
             await alice.stream.aclose()
+            await bob.stream.aclose()
+
+
+async def test_sigterm_shuts_down_gracefully_and_keeps_every_ack(tmp_path: Path) -> None:
+    """SIGTERM: the process exits 0, closes its clients, and what it acknowledged is stored."""
+    data, log = tmp_path / "data", tmp_path / "ember.log"
+    acked: list[int] = []
+    with trio.fail_after(30):
+        async with ember_serve(data, log) as server:
+            for user in ("alice", "bob"):
+                await admin_call(server, "user/create", {"user_id": user})
+            tokens = {
+                user: (
+                    await admin_call(
+                        server, "user/get_token", {"user_id": user, "client_id": f"{user}-1", "platform": 2}
+                    )
+                )["token"]
+                for user in ("alice", "bob")
+            }
+            alice = await Client.connect(server, tokens["alice"])
+            frames = [alice.proto.request("send_message", send_params(f"t-{i}"))[1] for i in range(50)]
+            await alice.stream.send_all(b"".join(frames))
+            while len(acked) < 10:  # some acks are in, others may be in flight
+                event = await alice.next_event()
+                if isinstance(event, events.Response) and event.code == 0:
+                    acked.append(event.result["message_id"])
+            os.kill(server.process.pid, signal.SIGTERM)
+            assert await server.process.wait() == 0
+            while await alice.read():  # the rest of what was answered, then the close
+                pass
+            acked += [
+                e.result["message_id"] for e in alice.events if isinstance(e, events.Response) and e.code == 0
+            ]
+            await alice.stream.aclose()
+        assert b"Traceback" not in await trio.Path(log).read_bytes()
+        async with ember_serve(data, log) as server:
+            bob = await Client.connect(server, tokens["bob"])
+            stored = [m["message_id"] for m in await bob.pull_all()]
+            assert set(acked) <= set(stored)
+            assert stored == sorted(stored)
             await bob.stream.aclose()
