@@ -135,9 +135,12 @@ class Fields:
 
         The empty string is printable: refuse it with ``min_len=1``.
         """
-        present, value = self._get(key, default)
-        if not present:
-            return value
+        # Inlined rather than through _get: these two getters run for every field of every request.
+        value = self._data.get(key)
+        if value is None:
+            if default is _MISSING:
+                raise FieldError(self._prefix + key, "missing")
+            return default
         if not isinstance(value, str):
             raise FieldError(self._prefix + key, "must be a string")
         if not min_len <= len(value) <= max_len:
@@ -149,11 +152,13 @@ class Fields:
     def integer(
         self, key: str, *, lo: int = _INT64_MIN, hi: int = _INT64_MAX, default: Any = _MISSING
     ) -> Any:
-        present, value = self._get(key, default)
-        if not present:
-            return value
-        # bool is an int subclass in Python; on the wire they are distinct types.
-        if not isinstance(value, int) or isinstance(value, bool):
+        value = self._data.get(key)
+        if value is None:
+            if default is _MISSING:
+                raise FieldError(self._prefix + key, "missing")
+            return default
+        # Exactly int: bool is an int subclass in Python, but on the wire they are distinct types.
+        if value.__class__ is not int:
             raise FieldError(self._prefix + key, "must be an integer")
         if not lo <= value <= hi:
             raise FieldError(self._prefix + key, f"must be in {lo}..{hi}")

@@ -50,8 +50,10 @@ class Flags(enum.IntFlag):
     ENCRYPTED = 1
 
 
-_KNOWN_TYPES = frozenset(int(t) for t in FrameType)
-_KNOWN_FLAGS = int(Flags.ENCRYPTED)
+# Plain-int lookups: calling an enum class or combining IntFlags costs about a microsecond
+# each, and these run for every frame.
+_TYPES = {int(t): t for t in FrameType}
+_KNOWN_FLAGS = _ENCRYPTED = int(Flags.ENCRYPTED)
 
 
 class Frame(NamedTuple):
@@ -65,7 +67,7 @@ class Frame(NamedTuple):
 
     @property
     def encrypted(self) -> bool:
-        return bool(self.flags & Flags.ENCRYPTED)
+        return bool(self.flags & _ENCRYPTED)
 
 
 def encode_header(frame_type: int, flags: int, request_id: int, length: int) -> bytes:
@@ -114,7 +116,8 @@ class FrameDecoder:
             raise ProtocolError("bad magic")
         if version != VERSION:
             raise ProtocolError(f"unsupported frame version {version}")
-        if frame_type not in _KNOWN_TYPES:
+        known_type = _TYPES.get(frame_type)
+        if known_type is None:
             raise ProtocolError(f"unknown frame type {frame_type}")
         if flags & ~_KNOWN_FLAGS or reserved:
             raise ProtocolError("unknown flags")
@@ -126,4 +129,4 @@ class FrameDecoder:
         header = bytes(buf[:HEADER_SIZE])
         body = bytes(buf[HEADER_SIZE:end])
         del buf[:end]
-        return Frame(FrameType(frame_type), flags, request_id, header, body)
+        return Frame(known_type, flags, request_id, header, body)
