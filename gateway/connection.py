@@ -109,7 +109,7 @@ class GatewayConnection:
         finally:
             if self._registered:
                 self.services.router.unregister(self)
-                await self._on_offline()
+                self._on_offline()
             self._outbox.detach()
             await self.stream.aclose()
 
@@ -153,17 +153,23 @@ class GatewayConnection:
 
         Past the proof, only what it authenticates is acted on: its platform, never CONNECT's clear copy.
         """
-        services = self.services
-        session = await services.store.get_session(connect.user_id, connect.client_id)
+        # One storage read for the whole check: a handshake is mostly fixed costs.
+        session, user_status = await self.services.store.session_and_user_status(
+            connect.user_id, connect.client_id
+        )
         if session is None:
             return ConnectionStatus.SECRET_KEY_MISMATCH, None
         proof = self._proto.authenticate(session.secret)
         if proof is None:
             return ConnectionStatus.SECRET_KEY_MISMATCH, None
-        return await self._check_proven(connect, session, proof), proof
+        return self._check_proven(connect, session, user_status, proof), proof
 
-    async def _check_proven(
-        self, connect: events.ConnectRequested, session: SessionRecord, proof: events.ConnectProof
+    def _check_proven(
+        self,
+        connect: events.ConnectRequested,
+        session: SessionRecord,
+        user_status: int | None,
+        proof: events.ConnectProof,
     ) -> ConnectionStatus:
         services = self.services
         now = services.clock.now_ms()
@@ -178,8 +184,7 @@ class GatewayConnection:
             or credential.expired(now)
         ):
             return ConnectionStatus.TOKEN_INCORRECT
-        user = await services.store.get_user(connect.user_id)
-        if user is not None and user.status == UserStatus.FORBIDDEN:
+        if user_status == UserStatus.FORBIDDEN:
             return ConnectionStatus.REJECTED
         if abs(proof.client_time_ms - now) > services.config.server.max_clock_skew_seconds * 1000:
             return ConnectionStatus.TIME_INCONSISTENT
@@ -212,22 +217,21 @@ class GatewayConnection:
         early, self._early_pushes = self._early_pushes, []
         for body in early:
             self.push_frame_body(body)
-        log.info("connected user=%s client=%s platform=%d", self.user_id, self.client_id, self.platform)
-        await self.services.store.touch_sessions(
-            [(self.user_id, self.client_id)], self.services.clock.now_ms()
-        )
+        log.debug("connected user=%s client=%s platform=%d", self.user_id, self.client_id, self.platform)
 
     async def _heads(self) -> dict[str, int]:
         """The user's sync heads for CONNACK; each subject fills its own as it lands."""
         msg = await self.services.store.inbox_head(self.user_id)
         return {"msg": msg, "friend": 0, "friend_request": 0, "setting": 0}
 
-    async def _on_offline(self) -> None:
-        log.info("disconnected user=%s client=%s", self.user_id, self.client_id)
-        with trio.CancelScope(shield=True):
-            await self.services.store.touch_sessions(
-                [(self.user_id, self.client_id)], self.services.clock.now_ms()
-            )
+    def _on_offline(self) -> None:
+        # Per-connection lines are DEBUG: at thousands of handshakes a second, INFO lines
+        # for each were a measurable share of a handshake's CPU. Refusals stay INFO.
+        log.debug("disconnected user=%s client=%s", self.user_id, self.client_id)
+        # last_seen is when the device was last online: its disconnect (while connected, the router knows).
+        self.services.store.touch_sessions_nowait(
+            [(self.user_id, self.client_id)], self.services.clock.now_ms()
+        )
 
     async def _read_loop(self, nursery: trio.Nursery) -> None:
         # Anything the client pipelined behind its CONNECT was buffered until the keys existed.

@@ -112,3 +112,11 @@ def touch_sessions(conn: sqlite3.Connection, items: Sequence[tuple[str, str]], n
         "UPDATE sessions SET last_seen = ? WHERE user_id = ? AND client_id = ? AND last_seen < ?",
         [(now_ms, user_id, client_id, now_ms) for user_id, client_id in items],
     )
+
+
+def session_and_user_status(
+    conn: sqlite3.Connection, user_id: str, client_id: str
+) -> tuple[SessionRecord | None, int | None]:
+    """What a CONNECT needs to know, in one read: the session (any state) and the user's status."""
+    row = conn.execute("SELECT status FROM users WHERE user_id = ?", (user_id,)).fetchone()
+    return get_session(conn, user_id, client_id), None if row is None else row[0]

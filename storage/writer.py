@@ -171,6 +171,11 @@ class Writer:
         self._closing = False
 
     @property
+    def closing(self) -> bool:
+        """True once ``aclose`` has begun: new operations are refused."""
+        return self._closing
+
+    @property
     def queued(self) -> int:
         """Operations submitted but not yet taken by the writer thread (approximate)."""
         return self._queue.qsize()

@@ -280,3 +280,18 @@ async def test_tampered_reordered_or_replayed_frame_closes_the_connection(gw: Ga
     assert kinds[-1] is events.ServerError
     assert client.received[-1].code == 2
     await client.aclose()
+
+
+async def test_last_seen_is_the_disconnect_time(gw: Gateway) -> None:
+    await gw.user("alice")
+    token = await gw.token("alice")
+    issued = (await gw.services.store.get_session("alice", "c1")).last_seen
+    client = await RawClient.open(gw, token)
+    assert (await client.handshake(gw.clock.now_ms())).code == S.CONNECTED
+    gw.clock.advance(90)
+    await client.send(client.proto.disconnect())
+    assert await client.closed_by_server()
+    await client.aclose()
+    # The server queues the touch before it closes the socket, and this read queues after it.
+    session = await gw.services.store.get_session("alice", "c1")
+    assert session.last_seen == issued + 90_000
