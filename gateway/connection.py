@@ -92,7 +92,7 @@ class GatewayConnection:
     async def serve(self) -> None:
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._outbox.run_writer)
+                self._outbox.attach(nursery)
                 with self._main:
                     self._outbox.send(self._proto.hello())
                     if await self._handshake():

@@ -72,6 +72,8 @@ class Outbox:
         self._max_queued = max_queued_bytes
         self._in_flight = False
         self._wakeup = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self._writer_started = False
         self._drained = trio.Event()
         self._drained.set()
         self.closed = False
@@ -110,8 +112,17 @@ class Outbox:
             self._on_overflow()
             return False
         self._drained = trio.Event() if self._drained.is_set() else self._drained
+        if not self._writer_started:
+            # Most connections never fill their kernel buffer: their writer task is never spawned.
+            assert self._nursery is not None, "attach() the outbox to a nursery first"
+            self._writer_started = True
+            self._nursery.start_soon(self.run_writer)
         self._wakeup.set()
         return True
+
+    def attach(self, nursery: trio.Nursery) -> None:
+        """Where to start the writer task, the first time bytes have to wait for the socket."""
+        self._nursery = nursery
 
     async def run_writer(self) -> None:
         """Drain the queue with one ``send_all`` per wake-up, until cancelled or the peer is gone."""
