@@ -41,6 +41,26 @@ CLOSE_FLUSH_SECONDS = 1.0  # how long a closing connection may take to flush its
 class GatewayConnection:
     """Serves one accepted socket until either side ends it."""
 
+    __slots__ = (
+        "_early_pushes",
+        "_in_flight",
+        "_main",
+        "_outbox",
+        "_proto",
+        "_rate_count",
+        "_rate_window_start",
+        "_registered",
+        "_sending",
+        "_violation_reason",
+        "last_active",
+        "client_id",
+        "keepalive_seconds",
+        "platform",
+        "services",
+        "stream",
+        "user_id",
+    )
+
     def __init__(self, services: Services, stream: trio.SocketStream) -> None:
         self.services = services
         self.stream = stream
@@ -61,6 +81,7 @@ class GatewayConnection:
         self._rate_count = 0
         self._in_flight = 0
         self._violation_reason: str | None = None
+        self.last_active = trio.current_time()  # trio's clock: when the peer last sent anything
         # True from CONNACK until an ERROR goes out. Not the state machine's state: that closes
         # for reading at a violation, while answers to the requests before it must still go out.
         self._sending = False
@@ -82,6 +103,10 @@ class GatewayConnection:
         """Tell the device why (a ``kicked`` push with the status code), then close."""
         self.push_frame_body(encode_notify_body("kicked", {"code": int(status)}))
         self._main.cancel()
+
+    def release_idle_keys(self) -> None:
+        """Called by the server's sweeper for connections quiet for a while (see server.py)."""
+        self._proto.release_keys()
 
     def replace(self) -> None:
         """A newer connection of the same session took over: close without a word."""
@@ -214,6 +239,7 @@ class GatewayConnection:
             )
         )
         self._sending = True
+        self._proto.release_keys()  # many connections then sit idle: hold no key schedule until used
         early, self._early_pushes = self._early_pushes, []
         for body in early:
             self.push_frame_body(body)
@@ -243,7 +269,8 @@ class GatewayConnection:
                 data = await self._receive()
                 if not data:
                     return
-                idle_scope.deadline = trio.current_time() + idle
+                self.last_active = now = trio.current_time()
+                idle_scope.deadline = now + idle
                 with cork():  # one read's answers leave in one write
                     if self._handle(self._proto.receive_data(data), nursery):
                         return

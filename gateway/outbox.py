@@ -58,6 +58,23 @@ def flush_corked() -> None:
 
 
 class Outbox:
+    __slots__ = (
+        "_drained",
+        "_fd",
+        "_held",
+        "_in_flight",
+        "_max_queued",
+        "_nursery",
+        "_on_overflow",
+        "_queue",
+        "_queued_bytes",
+        "_stream",
+        "_wakeup",
+        "_writer_started",
+        "closed",
+        "overflowed",
+    )
+
     def __init__(
         self,
         stream: trio.SocketStream,

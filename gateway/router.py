@@ -26,6 +26,10 @@ class LiveConnection(Protocol):
 
     def replace(self) -> None: ...
 
+    def release_idle_keys(self) -> None: ...
+
+    last_active: float
+
 
 class Router:
     def __init__(self) -> None:
@@ -71,6 +75,10 @@ class Router:
     def close_user(self, user_id: str, status: ConnectionStatus) -> None:
         for conn in self.connections(user_id):
             conn.kick(status)
+
+    def all_connections(self) -> Iterator[LiveConnection]:
+        for sessions in list(self._users.values()):
+            yield from list(sessions.values())
 
     @property
     def connection_count(self) -> int:

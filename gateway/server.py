@@ -64,6 +64,7 @@ async def serve(
         async with trio.open_nursery() as nursery:
             if handle_signals:
                 nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
+            nursery.start_soon(_release_idle_keys, router)
             handler = functools.partial(_serve_connection, services)
             listeners = await nursery.start(
                 functools.partial(trio.serve_tcp, handler, config.server.port, host=config.server.host)
@@ -95,6 +96,20 @@ async def _serve_connection(services: Services, stream: trio.SocketStream) -> No
         await GatewayConnection(services, stream).serve()
     except Exception:  # noqa: BLE001 - one connection's bug must never stop the listener
         log.exception("connection task failed")
+
+
+#: A connection that has sent nothing for this long drops its ciphers' key schedules (~5 KiB, about a
+#: third of an idle connection's memory); the next frame either way rebuilds them in about a microsecond.
+IDLE_KEY_RELEASE_SECONDS = 5.0
+
+
+async def _release_idle_keys(router: Router) -> None:
+    while True:
+        await trio.sleep(IDLE_KEY_RELEASE_SECONDS)
+        quiet_since = trio.current_time() - IDLE_KEY_RELEASE_SECONDS
+        for conn in router.all_connections():
+            if conn.last_active < quiet_since:
+                conn.release_idle_keys()
 
 
 async def _stop_on_signal(scope: trio.CancelScope) -> None:

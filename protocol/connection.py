@@ -84,12 +84,20 @@ def encode_notify_body(topic: str, data: Any) -> bytes:
 class _Sealed:
     """Shared plumbing: decoder, per-direction ciphers, sealed frame encoding."""
 
+    __slots__ = ("_decoder", "_established", "_receiver", "_sender", "state")
+
     def __init__(self, max_frame_bytes: int) -> None:
         self._decoder = FrameDecoder(max_frame_bytes)
         self._sender: DirectionCipher | None = None
         self._receiver: DirectionCipher | None = None
         self._established = False  # the success CONNACK was sent / received: every frame is sealed now
         self.state = State.CLOSED
+
+    def release_keys(self) -> None:
+        """Drop the ciphers' key schedules (~5 KiB) while the connection is idle; rebuilt on use."""
+        for cipher in (self._sender, self._receiver):
+            if cipher is not None:
+                cipher.release()
 
     def _seal(self, frame_type: FrameType, plaintext: bytes, request_id: int = 0) -> bytes:
         assert self._sender is not None, "no keys yet"
@@ -126,6 +134,8 @@ class _Sealed:
 
 class ServerConnection(_Sealed):
     """The gateway's side of one connection."""
+
+    __slots__ = ("_connect", "_hello", "_server_nonce", "_server_time_ms")
 
     def __init__(
         self, *, server_nonce: bytes, server_time_ms: int, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
@@ -279,6 +289,19 @@ class ServerConnection(_Sealed):
 
 class ClientConnection(_Sealed):
     """The SDK's side of one connection."""
+
+    __slots__ = (
+        "_client_nonce",
+        "_credential",
+        "_hello",
+        "_keepalive",
+        "_next_request_id",
+        "_secret",
+        "_server_nonce",
+        "client_id",
+        "platform",
+        "user_id",
+    )
 
     def __init__(
         self,

@@ -77,11 +77,24 @@ class DirectionCipher:
     and the connection is finished (its counter no longer matches the peer's).
     """
 
-    __slots__ = ("_aead", "_counter")
+    __slots__ = ("_aead", "_counter", "_key")
 
     def __init__(self, key: bytes) -> None:
-        self._aead = AESGCM(key)  # built once: construction costs more than a small seal
+        self._key = key
+        # Built at first use and kept while the connection is busy: construction costs about as much
+        # as a small seal. But it holds ~2.5 KiB of key schedule, so an idle connection drops it
+        # (release) and most idle connections never hold one at all.
+        self._aead: AESGCM | None = None
         self._counter = 0
+
+    def release(self) -> None:
+        """Free the key schedule until the next seal or open (for idle connections)."""
+        self._aead = None
+
+    def _cipher(self) -> AESGCM:
+        if self._aead is None:
+            self._aead = AESGCM(self._key)
+        return self._aead
 
     def _next_nonce(self) -> bytes:
         if self._counter > _MAX_COUNTER:  # pragma: no cover - 2**64 frames
@@ -91,10 +104,10 @@ class DirectionCipher:
         return nonce
 
     def seal(self, header: bytes, plaintext: bytes) -> bytes:
-        return self._aead.encrypt(self._next_nonce(), plaintext, header)
+        return (self._aead or self._cipher()).encrypt(self._next_nonce(), plaintext, header)
 
     def open(self, header: bytes, ciphertext: bytes) -> bytes:
         try:
-            return self._aead.decrypt(self._next_nonce(), ciphertext, header)
+            return (self._aead or self._cipher()).decrypt(self._next_nonce(), ciphertext, header)
         except (InvalidTag, ValueError):
             raise ProtocolError("frame failed authentication") from None

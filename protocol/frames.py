@@ -88,6 +88,8 @@ class FrameDecoder:
     make the server hold a large body in memory.
     """
 
+    __slots__ = ("_buffer", "max_frame_bytes")
+
     def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
         self.max_frame_bytes = max_frame_bytes
         self._buffer = bytearray()
