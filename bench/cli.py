@@ -60,42 +60,72 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m bench",
         description="Load-test an Ember gateway. The last stdout line is a JSON record of the run.",
     )
-    p.add_argument("scenario", choices=SCENARIOS, help="pairs: private messages; connect: handshakes/s; "
-                   "idle: memory per authenticated idle connection")
+    p.add_argument(
+        "scenario",
+        choices=SCENARIOS,
+        help="pairs: private messages; connect: handshakes/s; idle: memory per authenticated idle connection",
+    )
     run = p.add_argument_group("run")
     run.add_argument("--duration", type=float, default=10.0, help="measured window in seconds (default 10)")
     run.add_argument("--warmup", type=float, default=2.0, help="load before the window opens (default 2 s)")
     run.add_argument("--procs", type=int, default=2, help="client worker processes (default 2)")
     run.add_argument("--pairs", type=int, default=50, help="pairs: sender→receiver pairs (default 50)")
     run.add_argument("--window", type=int, default=10, help="pairs: messages in flight per pair (default 10)")
-    run.add_argument("--rate", type=float, help="pairs: open loop at this many msg/s in total (ignores --window)")
+    run.add_argument(
+        "--rate", type=float, help="pairs: open loop at this many msg/s in total (ignores --window)"
+    )
     run.add_argument("--size", type=int, default=100, help="pairs: text bytes per message (default 100)")
     run.add_argument("--connections", type=int, default=1000, help="idle: connections to hold (default 1000)")
-    run.add_argument("--concurrency", type=int, default=None,
-                     help="connect: handshakes in flight (default 50); idle/pairs: handshakes in flight "
-                          "while connecting (default 100)")
-    run.add_argument("--keepalive", type=int, default=60, help="keepalive announced in CONNECT (default 60 s)")
-    run.add_argument("--source-addrs", type=int, default=0,
-                     help="loopback source addresses 127.0.0.1.. to connect from (default: as many as "
-                          "the connection count needs)")
-    run.add_argument("--drain-timeout", type=float, default=10.0,
-                     help="pairs: wait this long after the window for acks and deliveries (default 10 s)")
+    run.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="connect: handshakes in flight (default 50); idle/pairs: handshakes in flight "
+        "while connecting (default 100)",
+    )
+    run.add_argument(
+        "--keepalive", type=int, default=60, help="keepalive announced in CONNECT (default 60 s)"
+    )
+    run.add_argument(
+        "--source-addrs",
+        type=int,
+        default=0,
+        help="loopback source addresses 127.0.0.1.. to connect from (default: as many as "
+        "the connection count needs)",
+    )
+    run.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=10.0,
+        help="pairs: wait this long after the window for acks and deliveries (default 10 s)",
+    )
     gw = p.add_argument_group("gateway")
     gw.add_argument("--spawn", action="store_true", help="start a gateway on a temporary data folder")
     gw.add_argument("--target", metavar="HOST:PORT", help="a running gateway's client port")
     gw.add_argument("--admin", metavar="URL", help="its admin API base URL")
     gw.add_argument("--admin-secret", help="its admin secret (prefer $EMBER_ADMIN_SECRET)")
     gw.add_argument("--server-pid", type=int, help="its pid, for CPU and memory figures")
-    gw.add_argument("--server-log-level", default="INFO",
-                    choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
-                    help="--spawn: the gateway's log level (default INFO, the gateway's default)")
+    gw.add_argument(
+        "--server-log-level",
+        default="INFO",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+        help="--spawn: the gateway's log level (default INFO, the gateway's default)",
+    )
     gw.add_argument("--keep-data", action="store_true", help="--spawn: keep the data folder and gateway log")
-    gw.add_argument("--admin-concurrency", type=int, default=8,
-                    help="admin calls in flight while creating users and tokens (default 8)")
-    gw.add_argument("--user-prefix", default="bench-u", help="user ids are PREFIX0, PREFIX1, ... (default bench-u)")
+    gw.add_argument(
+        "--admin-concurrency",
+        type=int,
+        default=8,
+        help="admin calls in flight while creating users and tokens (default 8)",
+    )
+    gw.add_argument(
+        "--user-prefix", default="bench-u", help="user ids are PREFIX0, PREFIX1, ... (default bench-u)"
+    )
     out = p.add_argument_group("output")
     out.add_argument("--json", type=Path, metavar="FILE", help="also write the JSON record here")
-    out.add_argument("--plot", type=Path, metavar="FILE.png", help="draw latency by percentile (needs matplotlib)")
+    out.add_argument(
+        "--plot", type=Path, metavar="FILE.png", help="draw latency by percentile (needs matplotlib)"
+    )
     out.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     return p
 
@@ -128,7 +158,12 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
         return {"pairs": args.pairs, **loop, "size": args.size, **common}
     if args.scenario == "connect":
         return {"concurrency": args.concurrency, **common}
-    return {"connections": args.connections, "concurrency": args.concurrency, "keepalive": args.keepalive, **common}
+    return {
+        "connections": args.connections,
+        "concurrency": args.concurrency,
+        "keepalive": args.keepalive,
+        **common,
+    }
 
 
 def _log(args: argparse.Namespace, text: str) -> None:
@@ -244,8 +279,10 @@ def _check_file_limits(args: argparse.Namespace, limit: FileLimit, target: Targe
         )
     server_limit = limit.soft if target.spawned else (max_open_files(target.pid) if target.pid else None)
     if server_limit is not None and sockets + SPARE_FILES > server_limit:
-        msg = (f"the gateway needs about {sockets + SPARE_FILES} open files for this run but its limit is "
-               f"{server_limit}: raise it (ulimit -n before starting it, LimitNOFILE=)")
+        msg = (
+            f"the gateway needs about {sockets + SPARE_FILES} open files for this run but its limit is "
+            f"{server_limit}: raise it (ulimit -n before starting it, LimitNOFILE=)"
+        )
         if target.spawned:
             raise BenchError(msg)
         notes.append("WARNING: " + msg)
@@ -278,8 +315,9 @@ async def _stop_workers(workers: Workers) -> None:
             await stop_process(w.proc, grace_seconds=2.0)
 
 
-def _jobs(args: argparse.Namespace, target: Target, tokens: list[str], sources: list[str | None]
-          ) -> tuple[list[dict[str, Any]], list[int]]:
+def _jobs(
+    args: argparse.Namespace, target: Target, tokens: list[str], sources: list[str | None]
+) -> tuple[list[dict[str, Any]], list[int]]:
     common = {
         "scenario": args.scenario,
         "host": target.host,
@@ -296,7 +334,11 @@ def _jobs(args: argparse.Namespace, target: Target, tokens: list[str], sources: 
         pairs = [(tokens[2 * i], tokens[2 * i + 1]) for i in range(args.pairs)]
         ranges = _split(args.pairs, procs)
         jobs = [
-            {**common, "pairs": [pairs[i] for i in r], "rate": args.rate * len(r) / args.pairs if args.rate else None}
+            {
+                **common,
+                "pairs": [pairs[i] for i in r],
+                "rate": args.rate * len(r) / args.pairs if args.rate else None,
+            }
             for r in ranges
         ]
         return jobs, [len(r) for r in ranges]
@@ -315,10 +357,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     async with AsyncExitStack() as stack:
         if args.spawn:
             target = await stack.enter_async_context(
-                spawn_gateway(log_level=args.server_log_level, keep_data=args.keep_data))
+                spawn_gateway(log_level=args.server_log_level, keep_data=args.keep_data)
+            )
         else:
             target = await stack.enter_async_context(
-                existing_gateway(args.target, args.admin, args.admin_secret, args.server_pid))
+                existing_gateway(args.target, args.admin, args.admin_secret, args.server_pid)
+            )
         pid = target.pid
         for note in _check_file_limits(args, limit, target, sockets):
             _log(args, f"bench: {note}")
@@ -331,9 +375,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         user_ids = [f"{args.user_prefix}{i}" for i in range(users)]
         started = time.perf_counter()
         tokens = await admin.provision(
-            user_ids, args.admin_concurrency,
-            lambda done: _log(args, f"bench: setup {done:,}/{users:,} users and tokens "
-                                    f"({done / (time.perf_counter() - started):,.0f}/s)"),
+            user_ids,
+            args.admin_concurrency,
+            lambda done: _log(
+                args,
+                f"bench: setup {done:,}/{users:,} users and tokens "
+                f"({done / (time.perf_counter() - started):,.0f}/s)",
+            ),
         )
         setup_s = time.perf_counter() - started
         _log(args, f"bench: {users:,} users and tokens in {setup_s:.1f} s ({users / setup_s:,.0f}/s)")
@@ -363,8 +411,11 @@ async def _phases(args: argparse.Namespace, workers: Workers, pid: int | None, u
     readies = await workers.wait_all("ready", connect_budget)
     connected = sum(r.get("connected", 0) for r in readies)
     failed = sum(r.get("errors", 0) for r in readies)
-    _log(args, f"bench: connected in {time.perf_counter() - started:.1f} s"
-               + (f"; {failed:,} connection(s) FAILED" if failed else ""))
+    _log(
+        args,
+        f"bench: connected in {time.perf_counter() - started:.1f} s"
+        + (f"; {failed:,} connection(s) FAILED" if failed else ""),
+    )
     await workers.broadcast("load")
     await trio.sleep(args.warmup if args.scenario != "idle" else max(1.0, args.warmup))
 
@@ -383,9 +434,12 @@ async def _phases(args: argparse.Namespace, workers: Workers, pid: int | None, u
         if pid:
             used = cpu_seconds(pid) - sum(cpu0 or (0.0, 0.0))
             cpu_note = f"  server CPU {100 * used / (trio.current_time() - t0):.0f}%"
-        _log(args, f"[{second:4d}s] sent {now['sent']:,} (+{now['sent'] - last['sent']:,})  "
-                   f"delivered {now['delivered']:,} (+{now['delivered'] - last['delivered']:,})  "
-                   f"errors {now['errors']:,}  conns {now['conns']:,}{cpu_note}")
+        _log(
+            args,
+            f"[{second:4d}s] sent {now['sent']:,} (+{now['sent'] - last['sent']:,})  "
+            f"delivered {now['delivered']:,} (+{now['delivered'] - last['delivered']:,})  "
+            f"errors {now['errors']:,}  conns {now['conns']:,}{cpu_note}",
+        )
         last = now
     t1 = trio.current_time()
     cpu1 = cpu_times(pid) if pid else None
@@ -456,8 +510,8 @@ def _result(
         result["unanswered"] = sum(f.get("unanswered", 0) for f in finals)
         result["delivered_in_window"] = window["delivered_in_window"]
         result["latency_ack"] = latency_ack.summary()
-    result["_curves"] = {"send→receive" if args.scenario == "pairs" else
-                         "connect→CONNACK" if args.scenario == "connect" else "ping→pong": latency}
+    label = {"pairs": "send→receive", "connect": "connect→CONNACK", "idle": "ping→pong"}[args.scenario]
+    result["_curves"] = {label: latency}
     if args.scenario == "pairs":
         result["_curves"]["send→ack"] = latency_ack
     return result
@@ -497,9 +551,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         result["plot"] = str(args.plot)
     other_share = result["other_cpu_s"] / result["duration_s"] if result["duration_s"] else 0.0
     if other_share > 0.15:
-        print(f"bench: WARNING: other processes used {100 * other_share:.0f}% of a core during the window; "
-              f"rates and latencies are not representative (server CPU per message less affected)",
-              file=sys.stderr)
+        print(
+            f"bench: WARNING: other processes used {100 * other_share:.0f}% of a core during the window; "
+            f"rates and latencies are not representative (server CPU per message less affected)",
+            file=sys.stderr,
+        )
     line = report.json_line(result)
     if args.json:
         args.json.write_text(line + "\n")
@@ -510,8 +566,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if args.scenario == "idle":
         if result["connections"] < args.connections:
-            print(f"bench: only {result['connections']} of {args.connections} connections were held",
-                  file=sys.stderr)
+            print(
+                f"bench: only {result['connections']} of {args.connections} connections were held",
+                file=sys.stderr,
+            )
             return 1
     elif not result["delivered"]:
         print("bench: nothing was measured (no deliveries in the window)", file=sys.stderr)

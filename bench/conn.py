@@ -38,7 +38,15 @@ class ConnectFailed(Exception):
 
 class BenchConn:
     __slots__ = (
-        "proto", "stream", "_fd", "_pending", "_flushing", "_nursery", "last_write", "closed", "ping_sent_ns",
+        "proto",
+        "stream",
+        "_fd",
+        "_pending",
+        "_flushing",
+        "_nursery",
+        "last_write",
+        "closed",
+        "ping_sent_ns",
     )
 
     def __init__(self, token: str, keepalive_seconds: int) -> None:

@@ -385,10 +385,10 @@ class PairsScenario(Scenario):
                             pair.awaiting.add(n)
                     else:
                         if not self.loading and self.go_ns == NEVER:  # the probe
-                            self.fatal = (
-                                f"{SEND_METHOD} answered code {event.code}"
-                                + (" (not implemented: messaging has not landed)"
-                                   if event.code == ErrorCode.NOT_IMPLEMENTED else "")
+                            self.fatal = f"{SEND_METHOD} answered code {event.code}" + (
+                                " (not implemented: messaging has not landed)"
+                                if event.code == ErrorCode.NOT_IMPLEMENTED
+                                else ""
                             )
                         self.error(f"code {event.code}")
                     if self.loading and not self.rate:

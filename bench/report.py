@@ -37,7 +37,10 @@ def table(result: dict[str, Any]) -> str:
         ("scenario", f"{scenario}  " + " ".join(f"{k}={v}" for k, v in result["params"].items())),
         ("measured window", _fmt(result["duration_s"], "s")),
         ("sent / acked / delivered", f"{result['sent']:,} / {result['acked']:,} / {result['delivered']:,}"),
-        ("errors", _fmt(result["errors"]) + (f"  {result['error_kinds']}" if result.get("error_kinds") else "")),
+        (
+            "errors",
+            _fmt(result["errors"]) + (f"  {result['error_kinds']}" if result.get("error_kinds") else ""),
+        ),
         (f"{unit}s per second", _fmt(result["delivered_per_s"])),
         ("server CPU", _fmt(result["server_cpu_s"], "s")),
         (f"server CPU per {unit}", _fmt(result["server_cpu_us_per_msg"], "µs")),
@@ -51,21 +54,31 @@ def table(result: dict[str, Any]) -> str:
     lat = result["latency"]
     label = {"connect": "connect→CONNACK", "idle": "ping→pong", "pairs": "send→receive"}[scenario]
     rows.append(
-        (f"latency {label}", f"p50 {_fmt(lat['p50_ms'])}  p99 {_fmt(lat['p99_ms'])}  "
-         f"p99.9 {_fmt(lat['p999_ms'])}  max {_fmt(lat['max_ms'])} ms")
+        (
+            f"latency {label}",
+            f"p50 {_fmt(lat['p50_ms'])}  p99 {_fmt(lat['p99_ms'])}  "
+            f"p99.9 {_fmt(lat['p999_ms'])}  max {_fmt(lat['max_ms'])} ms",
+        )
     )
     if "latency_ack" in result:
         ack = result["latency_ack"]
         rows.append(
-            ("latency send→ack", f"p50 {_fmt(ack['p50_ms'])}  p99 {_fmt(ack['p99_ms'])}  "
-             f"p99.9 {_fmt(ack['p999_ms'])}  max {_fmt(ack['max_ms'])} ms")
+            (
+                "latency send→ack",
+                f"p50 {_fmt(ack['p50_ms'])}  p99 {_fmt(ack['p99_ms'])}  "
+                f"p99.9 {_fmt(ack['p999_ms'])}  max {_fmt(ack['max_ms'])} ms",
+            )
         )
     rows.append(("client CPU (all workers)", _fmt(result.get("client_cpu_s"), "s")))
     rows.append(("other processes' CPU", _fmt(result.get("other_cpu_s"), "s")))
     setup = result.get("setup") or {}
     if setup.get("users"):
-        rows.append(("setup (admin API)", f"{setup['users']:,} users+tokens in {setup['seconds']:.1f} s "
-                     f"({setup['per_s']:,.0f}/s)"))
+        rows.append(
+            (
+                "setup (admin API)",
+                f"{setup['users']:,} users+tokens in {setup['seconds']:.1f} s ({setup['per_s']:,.0f}/s)",
+            )
+        )
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 

@@ -140,7 +140,9 @@ async def _wait_healthy(target: Target, proc: trio.Process) -> None:
             except httpx.HTTPError:
                 pass
             if trio.current_time() > deadline:
-                raise BenchError(f"the gateway did not answer {HEALTH_PATH} within {START_TIMEOUT_SECONDS:.0f} s")
+                raise BenchError(
+                    f"the gateway did not answer {HEALTH_PATH} within {START_TIMEOUT_SECONDS:.0f} s"
+                )
             await trio.sleep(0.05)
 
 
@@ -151,7 +153,10 @@ async def stop_process(proc: trio.Process, grace_seconds: float = STOP_TIMEOUT_S
         with trio.move_on_after(grace_seconds):
             await proc.wait()
         if proc.poll() is None:
-            print(f"bench: pid {proc.pid} ignored SIGTERM for {grace_seconds:.0f} s: killing it", file=sys.stderr)
+            print(
+                f"bench: pid {proc.pid} ignored SIGTERM for {grace_seconds:.0f} s: killing it",
+                file=sys.stderr,
+            )
             proc.kill()
     await proc.wait()
 
@@ -169,7 +174,9 @@ async def existing_gateway(
         raise BenchError(f"--target must be HOST:PORT, got {target!r}")
     admin_secret = admin_secret or os.environ.get("EMBER_ADMIN_SECRET")
     if not admin_url or not admin_secret:
-        raise BenchError("--target needs --admin URL and --admin-secret (or $EMBER_ADMIN_SECRET) to issue tokens")
+        raise BenchError(
+            "--target needs --admin URL and --admin-secret (or $EMBER_ADMIN_SECRET) to issue tokens"
+        )
     if pid is not None and not _process_exists(pid):
         raise BenchError(f"--server-pid {pid}: no such process")
     yield Target(host.strip("[]"), int(port), admin_url.rstrip("/"), admin_secret, pid, False)

@@ -95,8 +95,17 @@ def test_plot_without_matplotlib_fails_clearly(tmp_path: Path) -> None:
     stub.mkdir()
     (stub / "matplotlib.py").write_text("raise ImportError('no matplotlib here')\n")
     done = subprocess.run(
-        [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); from bench.cli import main; "
-         "sys.exit(main(sys.argv[2:]))", str(stub), "connect", "--spawn", "--plot", str(tmp_path / "p.png")],
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.path.insert(0, sys.argv[1]); from bench.cli import main; "
+            "sys.exit(main(sys.argv[2:]))",
+            str(stub),
+            "connect",
+            "--spawn",
+            "--plot",
+            str(tmp_path / "p.png"),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
