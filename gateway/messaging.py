@@ -18,9 +18,10 @@ from gateway.clock import Clock
 from gateway.config import Config
 from gateway.ids import MessageIdGenerator
 from gateway.router import Router
+from protocol import codec
 from protocol.codec import Fields
 from protocol.codes import ErrorCode
-from protocol.connection import encode_notify_body
+from protocol.connection import encode_msg_push, encode_notify_body
 from protocol.errors import FieldError
 from storage import Store
 from storage.messages import (
@@ -204,7 +205,7 @@ class MessageService:
         One NOTIFY body per owner (the seq differs per inbox), sealed per connection.
         Transparent messages carry seq 0: they are in no inbox.
         """
-        wire = msg.to_wire()
+        packed = None  # the message map, encoded once for all its owners
         targets = (
             result.seqs.items()
             if msg.persist_flag != PERSIST_TRANSPARENT
@@ -216,7 +217,8 @@ class MessageService:
                 if owner == msg.from_user and conn.client_id == origin_client:
                     continue
                 if body is None:
-                    body = encode_notify_body("msg", {"seq": seq, "message": wire})
+                    packed = packed or codec.pack(msg.to_wire())
+                    body = encode_msg_push(seq, packed)
                 conn.push_frame_body(body)
 
     # --- the rest ---------------------------------------------------------------------------------

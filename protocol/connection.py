@@ -81,6 +81,17 @@ def encode_notify_body(topic: str, data: Any) -> bytes:
     return codec.pack({"t": topic, "d": data})
 
 
+# {"t": "msg", "d": {"seq": <seq>, "message": <message>}} in the order msgpack writes it, split
+# around the two values: a message pushed to many inboxes is encoded once, not once per inbox.
+_MSG_PUSH_MIDDLE = codec.pack("message")
+_MSG_PUSH_HEAD = codec.pack({"t": "msg", "d": {"seq": 0, "message": 0}}).split(b"\x00" + _MSG_PUSH_MIDDLE)[0]
+
+
+def encode_msg_push(seq: int, packed_message: bytes) -> bytes:
+    """``encode_notify_body("msg", {"seq": seq, "message": m})`` from ``m`` already packed."""
+    return b"".join((_MSG_PUSH_HEAD, codec.pack(seq), _MSG_PUSH_MIDDLE, packed_message))
+
+
 class _Sealed:
     """Shared plumbing: decoder, per-direction ciphers, sealed frame encoding."""
 

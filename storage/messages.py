@@ -51,13 +51,14 @@ class InboxHeads:
             self._heads[user_id] = head
         return head
 
+    def forget(self) -> None:
+        """Reload every head from the inbox on next use (after the database was restored under us)."""
+        self._heads.clear()
+
     def take(self, conn: sqlite3.Connection, user_id: str) -> int:
         seq = self.current(conn, user_id) + 1
         self._heads[user_id] = seq
         return seq
-
-    def forget(self) -> None:
-        self._heads.clear()
 
 
 @dataclass(frozen=True, slots=True)
