@@ -50,15 +50,8 @@ class BenchConn:
     )
 
     def __init__(self, token: str, keepalive_seconds: int) -> None:
-        parts = parse_token(token)
-        self.proto = ClientConnection(
-            user_id=parts.user_id,
-            client_id=parts.client_id,
-            platform=parts.platform,
-            secret=parts.secret,
-            credential=parts.credential,
-            client_nonce=os.urandom(32),
-            keepalive_seconds=keepalive_seconds,
+        self.proto = ClientConnection.from_token(
+            parse_token(token), client_nonce=os.urandom(32), keepalive_seconds=keepalive_seconds
         )
         self.stream: trio.SocketStream | None = None
         self._fd = -1

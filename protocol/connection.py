@@ -56,6 +56,7 @@ from .frames import (
     encode_frame,
     encode_header,
 )
+from .token import TokenParts
 
 MAX_ID_LEN = 64
 MAX_METHOD_LEN = 64
@@ -338,6 +339,21 @@ class ClientConnection(_Sealed):
         self._hello = b""  # the HELLO frame as received: the proof's associated data
         self._next_request_id = 1
         self.state = State.AWAIT_HELLO
+
+    @classmethod
+    def from_token(
+        cls, parts: TokenParts, *, client_nonce: bytes, keepalive_seconds: int = 0
+    ) -> ClientConnection:
+        """A connection for the session a parsed token names (``protocol.token.parse_token``)."""
+        return cls(
+            user_id=parts.user_id,
+            client_id=parts.client_id,
+            platform=parts.platform,
+            secret=parts.secret,
+            credential=parts.credential,
+            client_nonce=client_nonce,
+            keepalive_seconds=keepalive_seconds,
+        )
 
     def receive_data(self, data: bytes) -> list[events.ClientEvent]:
         return self._drain(data, (State.AWAIT_HELLO, State.AUTHENTICATING, State.OPEN), self._handle)

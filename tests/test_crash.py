@@ -128,15 +128,7 @@ class Client:
 
     @classmethod
     async def connect(cls, server: Server, token: str) -> Client:
-        parts = parse_token(token)
-        proto = ClientConnection(
-            user_id=parts.user_id,
-            client_id=parts.client_id,
-            platform=parts.platform,
-            secret=parts.secret,
-            credential=parts.credential,
-            client_nonce=os.urandom(32),
-        )
+        proto = ClientConnection.from_token(parse_token(token), client_nonce=os.urandom(32))
         client = cls(await trio.open_tcp_stream("127.0.0.1", server.port), proto)
         assert isinstance(await client.next_event(), events.Hello)
         await client.stream.send_all(proto.connect(Clock().now_ms()))
