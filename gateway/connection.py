@@ -44,6 +44,7 @@ class GatewayConnection:
     __slots__ = (
         "_early_pushes",
         "_in_flight",
+        "_requests_done",
         "_main",
         "_outbox",
         "_proto",
@@ -80,6 +81,7 @@ class GatewayConnection:
         self._rate_window_start = 0.0
         self._rate_count = 0
         self._in_flight = 0
+        self._requests_done: trio.Event | None = None  # made when the end waits for in-flight requests
         self._violation_reason: str | None = None
         self.last_active = trio.current_time()  # trio's clock: when the peer last sent anything
         # True from CONNACK until an ERROR goes out. Not the state machine's state: that closes
@@ -121,16 +123,19 @@ class GatewayConnection:
                 with self._main:
                     self._outbox.send(self._proto.hello())
                     if await self._handshake():
-                        async with trio.open_nursery() as requests:
-                            await self._read_loop(requests)
-                            # Requests read before the end still get their answers, within a bound.
-                            requests.cancel_scope.deadline = trio.current_time() + CLOSE_FLUSH_SECONDS
+                        await self._read_loop(nursery)
+                        if self._in_flight:  # requests read before the end still get answers, within a bound
+                            self._requests_done = trio.Event()
+                            with trio.move_on_after(CLOSE_FLUSH_SECONDS):
+                                await self._requests_done.wait()
                         if self._violation_reason is not None:
                             self._violation(self._violation_reason)
                 # Give the last frames (answers, CONNACK failure, ERROR, kicked) a moment to leave.
-                with trio.move_on_after(CLOSE_FLUSH_SECONDS):
-                    await self._outbox.drain()
-                nursery.cancel_scope.cancel()
+                # Usually they already have (direct writes): then no scope, no wait.
+                if not self._outbox.drained:
+                    with trio.move_on_after(CLOSE_FLUSH_SECONDS):
+                        await self._outbox.drain()
+                nursery.cancel_scope.cancel()  # request tasks past the bound, and the writer task
         finally:
             if self._registered:
                 self.services.router.unregister(self)
@@ -337,13 +342,16 @@ class GatewayConnection:
 
     async def _run_request(self, caller: dispatch.Caller, request: events.Request) -> None:
         try:
-            code, result = await dispatch.dispatch(self.services, caller, request.method, request.params)
-        except Exception:  # noqa: BLE001 - a bug: it ends this one connection, never the server
-            self._bug(request.method)
-            return
+            try:
+                code, result = await dispatch.dispatch(self.services, caller, request.method, request.params)
+            except Exception:  # noqa: BLE001 - a bug: it ends this one connection, never the server
+                self._bug(request.method)
+                return
+            self._reply(request.request_id, code, result)
         finally:
             self._in_flight -= 1
-        self._reply(request.request_id, code, result)
+            if not self._in_flight and self._requests_done is not None:
+                self._requests_done.set()
 
     def _reply(self, request_id: int, code: int, result: object) -> None:
         if self._sending:

@@ -161,6 +161,11 @@ class Outbox:
             self.closed = True
             self._drained.set()
 
+    @property
+    def drained(self) -> bool:
+        """Nothing is waiting to be written (collected-while-corked bytes count as waiting)."""
+        return self._drained.is_set() and not self._held
+
     async def drain(self) -> None:
         """Wait until everything queued has been handed to the kernel (or the peer is gone)."""
         await self._drained.wait()
