@@ -6,9 +6,10 @@ to the state machine, and acts on the events; the rules of the handshake
 
 Lifecycle of a connection task::
 
-    HELLO ─► wait for CONNECT (handshake_timeout) ─► checks ─► CONNACK
-          ─► register with the router ─► read loop (idle timeout 1.5 × keepalive)
-          ─► unregister, flush what is queued (briefly), close the socket
+    HELLO ─► wait for CONNECT (handshake_timeout) ─► checks ─► register with the router
+          ─► read the sync heads ─► CONNACK, then any pushes that came meanwhile
+          ─► read loop (idle timeout 1.5 × keepalive)
+          ─► answer requests still in flight (briefly), unregister, flush, close the socket
 """
 
 from __future__ import annotations
@@ -32,9 +33,8 @@ log = logging.getLogger("ember.connection")
 
 RECEIVE_SIZE = 65536
 RATE_WINDOW_SECONDS = 5.0
-MAX_IN_FLIGHT_REQUESTS = (
-    256  # bounds the tasks one connection can have open, rate-limit-exempt calls included
-)
+# Bounds the request tasks one connection can have open, rate-limit-exempt calls included.
+MAX_IN_FLIGHT_REQUESTS = 256
 CLOSE_FLUSH_SECONDS = 1.0  # how long a closing connection may take to flush its last frames
 
 
