@@ -9,7 +9,7 @@ Lifecycle of a connection task::
     HELLO ─► wait for CONNECT (handshake_timeout) ─► checks ─► register with the router
           ─► read the sync heads ─► CONNACK, then any pushes that came meanwhile
           ─► read loop (idle timeout 1.5 × keepalive)
-          ─► answer requests still in flight (briefly), unregister, flush, close the socket
+          ─► answer requests still in flight and flush (both briefly), unregister, close the socket
 """
 
 from __future__ import annotations
