@@ -12,7 +12,6 @@ tokens concurrently.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import secrets
@@ -32,7 +31,7 @@ import httpx
 import trio
 
 from bench.procfs import free_loopback_port
-from gateway.admin.signing import signed_headers
+from gateway.admin.signing import signed_json
 
 HEALTH_PATH = "/admin/health"
 START_TIMEOUT_SECONDS = 60.0
@@ -194,12 +193,9 @@ class Admin:
         await self._client.aclose()
 
     async def call(self, path: str, payload: dict[str, Any]) -> Any:
-        body = json.dumps(payload, separators=(",", ":")).encode()
-        headers = signed_headers(self._key, secrets.token_hex(16), int(time.time() * 1000), body)
+        body, headers = signed_json(self._key, payload, int(time.time() * 1000))
         try:
-            response = await self._client.post(
-                path, content=body, headers={**headers, "content-type": "application/json"}
-            )
+            response = await self._client.post(path, content=body, headers=headers)
             answer = response.json()
         except httpx.HTTPError as exc:
             raise BenchError(f"admin API {path}: {type(exc).__name__}: {exc}") from None

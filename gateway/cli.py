@@ -20,7 +20,6 @@ import importlib
 import json
 import logging
 import os
-import secrets
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Any
 import httpx
 import trio
 
-from gateway.admin.signing import signed_headers
+from gateway.admin.signing import signed_json
 from gateway.clock import Clock
 from gateway.config import Config, ConfigError, ensure_config
 
@@ -158,12 +157,9 @@ def admin_target(url: str | None, secret: str | None, data: Path, env: Mapping[s
 
 def _call(args: argparse.Namespace) -> int:
     url, secret = admin_target(args.url, args.secret, _data_dir(args), os.environ)
-    body = json.dumps(args.payload(args), separators=(",", ":")).encode()
-    headers = signed_headers(secret.encode("utf-8"), secrets.token_hex(16), Clock().now_ms(), body)
+    body, headers = signed_json(secret.encode("utf-8"), args.payload(args), Clock().now_ms())
     try:
-        response = httpx.post(
-            url + args.path, content=body, headers={**headers, "content-type": "application/json"}, timeout=10
-        )
+        response = httpx.post(url + args.path, content=body, headers=headers, timeout=10)
         answer = response.json()
     except httpx.HTTPError as exc:
         raise CliError(f"cannot reach {url}: {exc}") from None

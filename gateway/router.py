@@ -79,7 +79,3 @@ class Router:
     def all_connections(self) -> Iterator[LiveConnection]:
         for sessions in list(self._users.values()):
             yield from list(sessions.values())
-
-    @property
-    def connection_count(self) -> int:
-        return sum(len(s) for s in self._users.values())

@@ -17,7 +17,7 @@ import httpx
 import pytest
 import trio
 
-from gateway.admin.signing import signed_headers
+from gateway.admin.signing import signed_json
 from gateway.clock import ManualClock
 from protocol.codes import ErrorCode, UserStatus
 from tests.harness import Gateway, start_gateway
@@ -34,14 +34,11 @@ class Admin:
         self.http = http
 
     async def call(self, action: str, payload: Any) -> dict[str, Any]:
-        body = json.dumps(payload).encode()
-        headers = signed_headers(
-            self.gw.config.admin.secret.encode(), next(_nonces), self.gw.clock.now_ms(), body
+        body, headers = signed_json(
+            self.gw.config.admin.secret.encode(), payload, self.gw.clock.now_ms(), next(_nonces)
         )
         response = await self.http.post(
-            f"{self.gw.running.admin_url}/admin/{action}",
-            content=body,
-            headers={**headers, "content-type": "application/json"},
+            f"{self.gw.running.admin_url}/admin/{action}", content=body, headers=headers
         )
         assert response.status_code == 200, response.text
         return response.json()

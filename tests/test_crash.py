@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import os
 import secrets
 import signal
@@ -29,7 +28,7 @@ from typing import Any
 import httpx
 import trio
 
-from gateway.admin.signing import signed_headers
+from gateway.admin.signing import signed_json
 from gateway.clock import Clock
 from protocol import events
 from protocol.codes import ConnectionStatus
@@ -105,14 +104,9 @@ _nonces = (f"crash-{i}" for i in itertools.count())
 
 
 async def admin_call(server: Server, action: str, payload: dict[str, Any]) -> Any:
-    body = json.dumps(payload).encode()
-    headers = signed_headers(ADMIN_SECRET.encode(), next(_nonces), Clock().now_ms(), body)
+    body, headers = signed_json(ADMIN_SECRET.encode(), payload, Clock().now_ms(), next(_nonces))
     async with httpx.AsyncClient(timeout=5) as http:
-        response = await http.post(
-            f"{server.admin_url}/admin/{action}",
-            content=body,
-            headers={**headers, "content-type": "application/json"},
-        )
+        response = await http.post(f"{server.admin_url}/admin/{action}", content=body, headers=headers)
     answer = response.json()
     assert answer["code"] == 0, answer
     return answer["result"]

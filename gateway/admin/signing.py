@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+import secrets
+from typing import Any
 
 NONCE_HEADER = "X-Nonce"
 TIMESTAMP_HEADER = "X-Timestamp"
@@ -48,3 +51,16 @@ def signed_headers(secret: bytes, nonce: str, timestamp_ms: int, body: bytes) ->
         TIMESTAMP_HEADER: timestamp,
         SIGN_HEADER: sign(secret, nonce, timestamp, body),
     }
+
+
+def signed_json(
+    secret: bytes, payload: Any, timestamp_ms: int, nonce: str | None = None
+) -> tuple[bytes, dict[str, str]]:
+    """A JSON request body and every header to POST it with (signature and content type).
+
+    The one way clients here (the CLI, the load tester, tests) build an admin
+    call; ``nonce`` defaults to 128 random bits.
+    """
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    nonce = secrets.token_hex(16) if nonce is None else nonce
+    return body, {**signed_headers(secret, nonce, timestamp_ms, body), "content-type": "application/json"}
