@@ -60,6 +60,10 @@ class InboxHeads:
         self._heads[user_id] = seq
         return seq
 
+    def advance(self, taken: dict[str, int]) -> None:
+        """Record seqs given out by ``send_private_group`` (each above its user's ``current``)."""
+        self._heads.update(taken)
+
 
 @dataclass(frozen=True, slots=True)
 class Conversation:
@@ -161,6 +165,25 @@ def _user_status(conn: sqlite3.Connection, user_id: str) -> int | None:
     return None if row is None else row[0]
 
 
+_INSERT_MESSAGE: Final = (
+    "INSERT INTO messages (message_id, conv_type, conv_target, conv_line, conv_key, from_user, content,"
+    " server_time, to_users, persist_flag, only_for) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_CLIENT_MSG_ID: Final = (
+    "INSERT INTO client_message_ids (from_user, client_msg_id, message_id, server_time, seq)"
+    " VALUES (?, ?, ?, ?, ?)"
+)
+
+
+def _message_row(msg: Outgoing, only_for: str | None) -> tuple:
+    return (
+        msg.message_id, msg.conv.type, msg.conv.target, msg.conv.line,
+        conversation_key(msg.conv, msg.from_user), msg.from_user,
+        msgpack.packb(msg.content, use_bin_type=True), msg.server_time,
+        json.dumps(msg.to_users) if msg.to_users else None, msg.persist_flag, only_for,
+    )  # fmt: skip
+
+
 def _append(
     conn: sqlite3.Connection,
     heads: InboxHeads,
@@ -169,16 +192,7 @@ def _append(
     only_for: str | None = None,
 ) -> dict[str, int]:
     """Insert the message row and one inbox row per owner; return owner → seq."""
-    conn.execute(
-        "INSERT INTO messages (message_id, conv_type, conv_target, conv_line, conv_key, from_user, content,"
-        " server_time, to_users, persist_flag, only_for) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            msg.message_id, msg.conv.type, msg.conv.target, msg.conv.line,
-            conversation_key(msg.conv, msg.from_user), msg.from_user,
-            msgpack.packb(msg.content, use_bin_type=True), msg.server_time,
-            json.dumps(msg.to_users) if msg.to_users else None, msg.persist_flag, only_for,
-        ),
-    )  # fmt: skip
+    conn.execute(_INSERT_MESSAGE, _message_row(msg, only_for))
     seqs = {owner: heads.take(conn, owner) for owner in dict.fromkeys(owners)}
     conn.executemany(
         "INSERT INTO inbox (user_id, seq, message_id) VALUES (?, ?, ?)",
@@ -241,11 +255,116 @@ def send_private(
     seqs = _append(conn, heads, msg, owners, only_for)
     if msg.client_msg_id is not None:
         conn.execute(
-            "INSERT INTO client_message_ids (from_user, client_msg_id, message_id, server_time, seq)"
-            " VALUES (?, ?, ?, ?, ?)",
+            _INSERT_CLIENT_MSG_ID,
             (msg.from_user, msg.client_msg_id, msg.message_id, msg.server_time, seqs[msg.from_user]),
         )
     return SendResult(ErrorCode.SUCCESS, msg.message_id, msg.server_time, seqs)
+
+
+def send_private_group(
+    conn: sqlite3.Connection, ops: list[tuple[InboxHeads, Outgoing, SendPolicy]]
+) -> list[SendResult]:
+    """``send_private`` for many messages at once: what each would have returned, in order.
+
+    The writer runs consecutive sends through this (see ``storage.writer``): one
+    query per kind of check for the whole group and one ``executemany`` per
+    table, instead of about seven statements and a savepoint per message. Nothing
+    a send checks (users, blacklists, friends) can change inside a group, since
+    only sends are in it; what sends change themselves (client_msg_ids, inbox
+    heads) is tracked here as the group goes. If anything raises, the writer
+    rolls the group back and runs each send alone.
+    """
+    heads = ops[0][0]
+    msgs = [msg for _, msg, _ in ops]
+    status = dict(
+        conn.execute(
+            "SELECT user_id, status FROM users WHERE user_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list({u for m in msgs for u in (m.from_user, m.conv.target)})),),
+        )
+    )
+    blocked = _pairs_present(
+        conn, "blacklist", "user_id", "target", {(m.conv.target, m.from_user) for m in msgs}
+    )
+    friends = _pairs_present(
+        conn, "friends", "user_id", "friend_id",
+        {(msg.conv.target, msg.from_user) for _, msg, policy in ops if policy.disable_stranger_chat},
+    )  # fmt: skip
+    known_ids = {
+        (row[0], row[1]): SendResult(ErrorCode.SUCCESS, row[2], row[3], {row[0]: row[4]}, duplicate=True)
+        for row in conn.execute(
+            "SELECT c.from_user, c.client_msg_id, c.message_id, c.server_time, c.seq FROM json_each(?) j"
+            " JOIN client_message_ids c ON c.from_user = j.value ->> 0 AND c.client_msg_id = j.value ->> 1",
+            (json.dumps([[m.from_user, m.client_msg_id] for m in msgs if m.client_msg_id is not None]),),
+        )
+    }
+    taken: dict[str, int] = {}  # owner -> last seq given out in this group
+    results: list[SendResult] = []
+    message_rows: list[tuple] = []
+    inbox_rows: list[tuple[str, int, int]] = []
+    id_rows: list[tuple] = []
+    for msg, (_, _, policy) in zip(msgs, ops, strict=True):
+        sender, recipient = msg.from_user, msg.conv.target
+        if status.get(sender) in (UserStatus.MUTED, UserStatus.FORBIDDEN):
+            results.append(SendResult(ErrorCode.FORBIDDEN_TO_SEND))
+            continue
+        key = (sender, msg.client_msg_id)
+        if msg.client_msg_id is not None and key in known_ids:
+            known = known_ids[key]
+            results.append(
+                SendResult(ErrorCode.SUCCESS, known.message_id, known.server_time, dict(known.seqs), True)
+            )
+            continue
+        if recipient not in status:
+            results.append(SendResult(ErrorCode.NOT_EXIST))
+            continue
+        owners = [recipient, sender] if recipient != sender else [sender]
+        only_for = None
+        if recipient != sender:
+            if (recipient, sender) in blocked:
+                if policy.blacklist_strategy == 0:
+                    results.append(SendResult(ErrorCode.IN_BLACKLIST))
+                    continue
+                owners, only_for = [sender], sender  # as in send_private: a silent drop
+            elif policy.disable_stranger_chat and (recipient, sender) not in friends:
+                results.append(SendResult(ErrorCode.NOT_RIGHT))
+                continue
+        if msg.persist_flag == PERSIST_TRANSPARENT:
+            results.append(SendResult(ErrorCode.SUCCESS, msg.message_id, msg.server_time, live_only=owners))
+            continue
+        message_rows.append(_message_row(msg, only_for))
+        seqs = {}
+        for owner in owners:
+            seq = taken.get(owner) or heads.current(conn, owner)
+            seqs[owner] = taken[owner] = seq + 1
+            inbox_rows.append((owner, seq + 1, msg.message_id))
+        result = SendResult(ErrorCode.SUCCESS, msg.message_id, msg.server_time, seqs)
+        if msg.client_msg_id is not None:
+            id_rows.append((sender, msg.client_msg_id, msg.message_id, msg.server_time, seqs[sender]))
+            known_ids[key] = SendResult(
+                ErrorCode.SUCCESS, msg.message_id, msg.server_time, {sender: seqs[sender]}, duplicate=True
+            )
+        results.append(result)
+    if message_rows:
+        conn.executemany(_INSERT_MESSAGE, message_rows)
+        conn.executemany("INSERT INTO inbox (user_id, seq, message_id) VALUES (?, ?, ?)", inbox_rows)
+    if id_rows:
+        conn.executemany(_INSERT_CLIENT_MSG_ID, id_rows)
+    heads.advance(taken)  # only now: had anything raised, the heads would not have moved
+    return results
+
+
+def _pairs_present(
+    conn: sqlite3.Connection, table: str, first: str, second: str, pairs: set[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """Which of ``pairs`` are rows of ``table`` (keyed by ``first``, ``second``); one query for all."""
+    if not pairs:
+        return set()
+    # Table and column names are this module's constants, never input; the values are bound.
+    sql = (
+        f"SELECT t.{first}, t.{second} FROM json_each(?) j"
+        f" JOIN {table} t ON t.{first} = j.value ->> 0 AND t.{second} = j.value ->> 1"
+    )
+    return {(row[0], row[1]) for row in conn.execute(sql, (json.dumps([list(p) for p in pairs]),))}
 
 
 @dataclass(frozen=True, slots=True)

@@ -184,7 +184,14 @@ class Store:
 
         Sends queued by one task are stored, and reported, in the order queued.
         """
-        self.writer.submit_nowait(messages.send_private, self._heads, msg, policy, callback=callback)
+        self.writer.submit_nowait(
+            messages.send_private,
+            self._heads,
+            msg,
+            policy,
+            callback=callback,
+            group=messages.send_private_group,
+        )
 
     async def send_private(self, msg: Outgoing, policy: SendPolicy) -> SendResult:
         return await self.writer.submit(messages.send_private, self._heads, msg, policy)

@@ -5,12 +5,16 @@ transaction caps out around 30k rows/s while 1000 rows per transaction reach
 ~170k (TRIO-NOTES). A trio -> thread round trip costs ~110 µs, so hopping to a
 thread per operation would cost more than the SQL itself. Hence:
 
-* The trio side puts an operation on a ``queue.SimpleQueue`` (no thread hop,
-  no blocking) and waits on a ``trio.Event``.
-* The writer thread blocks on the queue for one operation, then drains whatever
-  else is already queued (up to ``max_batch``) and runs the lot in ONE
-  ``BEGIN IMMEDIATE ... COMMIT``. Each operation runs inside its own SAVEPOINT,
-  so an operation that raises rolls back only its own changes.
+* The trio side collects operations in a list and hands the list to the
+  thread once per pass of trio's scheduler (a small system task puts it on a
+  ``queue.SimpleQueue``), so the thread wakes once for everything the
+  connections read in that pass, not once per operation: under load, waking
+  the thread and passing the interpreter lock back and forth per operation
+  cost more than the SQL. An awaiting caller waits on a ``trio.Event``.
+* The writer thread blocks on the queue, drains whatever else is already
+  queued and runs it in ONE ``BEGIN IMMEDIATE ... COMMIT`` (up to
+  ``max_batch`` operations per transaction). Each operation runs inside its
+  own SAVEPOINT, so an operation that raises rolls back only its own changes.
 * After the COMMIT the thread hands the whole batch back to trio with ONE
   ``run_sync_soon`` call, which sets each operation's event.
 
@@ -22,6 +26,14 @@ An operation is a plain function ``fn(conn, *args)`` run on the writer thread.
 It must not manage transactions itself (no BEGIN/COMMIT/ROLLBACK; savepoints are
 fine), must return materialized values (not cursors), and must not block on
 anything but the database: while it runs, every other caller waits.
+
+Grouped operations: the hot path (a message send) may also name a ``group``
+function, ``group(conn, [args, ...]) -> [result, ...]``, that does the work of
+many consecutive operations of the same kind at once: a few ``executemany``
+calls instead of a handful of statements each, and no savepoint per operation.
+It must return exactly what calling ``fn`` on each ``args`` in turn would have.
+If it raises, its writes are rolled back and each operation runs alone, so an
+error still reaches only the operation it belongs to.
 """
 
 from __future__ import annotations
@@ -55,7 +67,10 @@ CACHE_KIB: Final = 32 * 1024
 #: WAL checkpoints run on their own thread and connection this often, never inside a commit:
 #: SQLite's automatic checkpoint runs in the COMMIT that crosses its threshold, and every ack
 #: of that batch waited behind it (bench: p99 32 ms at 2000 msg/s, 8.8 ms with this).
-CHECKPOINT_INTERVAL_SECONDS: Final = 1.0
+CHECKPOINT_INTERVAL_SECONDS: Final = 0.25
+#: When a checkpoint finds at least this many frames in the WAL, the writer thread finishes it
+#: between two batches so that the WAL starts over (see ``_finish_checkpoint``).
+WAL_RESTART_FRAMES: Final = 1000
 #: After a checkpoint lets the WAL restart, trim the file back to this size.
 WAL_SIZE_LIMIT_BYTES: Final = 64 * 1024 * 1024
 
@@ -88,6 +103,12 @@ class StorageError(Exception):
 #: ``callback(result, error)`` with exactly one of them meaningful.
 Callback = Callable[[Any, "BaseException | None"], None]
 
+#: Runs many operations of one kind together: ``group(conn, [args, ...]) -> [result, ...]``.
+Group = Callable[[sqlite3.Connection, list[tuple[Any, ...]]], list[Any]]
+
+#: Savepoint around a group; distinct from the per-operation one it falls back to.
+_GROUP_SAVEPOINT: Final = "ember_group"
+
 
 class _Op:
     """One submitted operation and, once its batch has committed, its outcome.
@@ -95,14 +116,20 @@ class _Op:
     Either ``done`` (an awaiting caller) or ``callback`` (``submit_nowait``) reports it.
     """
 
-    __slots__ = ("fn", "args", "read", "result", "error", "done", "callback")
+    __slots__ = ("fn", "args", "read", "group", "result", "error", "done", "callback")
 
     def __init__(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], read: bool, callback: Callback | None = None
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        read: bool,
+        callback: Callback | None = None,
+        group: Group | None = None,
     ) -> None:
         self.fn = fn
         self.args = args
         self.read = read
+        self.group = group
         self.result: Any = None
         self.error: BaseException | None = None
         self.callback = callback
@@ -168,7 +195,14 @@ class Writer:
         self._setup = setup
         self._callback_context = callback_context
         self._commit_delay = commit_delay_ms / 1000
-        self._queue: queue.SimpleQueue[_Op | object] = queue.SimpleQueue()
+        # Trio side: operations not yet handed to the thread, and the flusher that hands them over.
+        self._pending: list[_Op] = []
+        self._flush_due = trio.Event()
+        self._flusher = trio.CancelScope()
+        # Lists of operations (or _STOP), one per hand-over.
+        self._queue: queue.SimpleQueue[list[_Op] | object] = queue.SimpleQueue()
+        self._submitted = 0  # operations (and the stop marker) submitted; counted on the trio thread
+        self._taken = 0  # ... and taken by the writer thread; counted there
         self._token: trio.lowlevel.TrioToken | None = None
         self._thread: threading.Thread | None = None
         self._ready = trio.Event()
@@ -177,6 +211,7 @@ class Writer:
         self._closing = False
         self._checkpointer: threading.Thread | None = None
         self._stop_checkpoints = threading.Event()
+        self._wal_restart_wanted = False  # set by the checkpointer, acted on by the writer thread
 
     @property
     def closing(self) -> bool:
@@ -185,8 +220,11 @@ class Writer:
 
     @property
     def queued(self) -> int:
-        """Operations submitted but not yet taken by the writer thread (approximate)."""
-        return self._queue.qsize()
+        """Operations submitted but not yet taken by the writer thread (approximate, for tests).
+
+        The stop marker that ``aclose`` queues behind the last operation counts as one.
+        """
+        return self._submitted - self._taken
 
     # ----------------------------------------------------------------- trio side
 
@@ -217,6 +255,7 @@ class Writer:
             target=self._checkpoint_loop, name=f"ember-storage-checkpoint:{self.path.name}", daemon=True
         )
         self._checkpointer.start()
+        trio.lowlevel.spawn_system_task(self._flush_loop, name=f"ember-storage-flusher:{self.path.name}")
 
     async def submit(self, fn: Callable[..., T], *args: Any, read: bool = False) -> T:
         """Run ``fn(conn, *args)`` in the writer's next transaction and return its result.
@@ -241,7 +280,7 @@ class Writer:
         if self._closing:
             raise StorageError("the store is closed")
         op = _Op(fn, args, read)
-        self._queue.put(op)
+        self._enqueue(op)
         assert op.done is not None
         await op.done.wait()
         if op.error is not None:
@@ -249,7 +288,12 @@ class Writer:
         return op.result
 
     def submit_nowait(
-        self, fn: Callable[..., Any], *args: Any, callback: Callback, read: bool = False
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        callback: Callback,
+        read: bool = False,
+        group: Group | None = None,
     ) -> None:
         """Queue ``fn(conn, *args)`` and return at once; ``callback(result, error)`` reports it.
 
@@ -259,12 +303,34 @@ class Writer:
         no task waits, and the reply and the pushes go out from the callback.
         A callback must not block or raise (an exception is logged and dropped).
 
+        ``group``, if given, runs this operation together with the consecutive
+        ones that name the same group (see the module docstring).
+
         Raises:
             StorageError: The writer is closed.
         """
         if self._closing:
             raise StorageError("the store is closed")
-        self._queue.put(_Op(fn, args, read, callback))
+        self._enqueue(_Op(fn, args, read, callback, group))
+
+    def _enqueue(self, op: _Op) -> None:
+        self._pending.append(op)
+        self._submitted += 1
+        if len(self._pending) == 1:
+            self._flush_due.set()  # the flusher runs once the tasks already running this pass are done
+
+    async def _flush_loop(self) -> None:
+        """Hand the pending operations to the thread, one list per pass of the scheduler."""
+        with self._flusher:
+            while True:
+                await self._flush_due.wait()
+                self._flush_due = trio.Event()
+                self._hand_over()
+
+    def _hand_over(self) -> None:
+        if self._pending:
+            ops, self._pending = self._pending, []
+            self._queue.put(ops)
 
     async def aclose(self) -> None:
         """Let queued operations finish and commit, then stop the thread and close the db.
@@ -280,6 +346,9 @@ class Writer:
             self._checkpointer = None
         if not self._closing:
             self._closing = True
+            self._flusher.cancel()
+            self._hand_over()
+            self._submitted += 1
             self._queue.put(_STOP)
         await self._wait_stopped()
 
@@ -336,9 +405,12 @@ class Writer:
         try:
             while not self._stop_checkpoints.wait(CHECKPOINT_INTERVAL_SECONDS):
                 try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    _busy, wal_frames, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 except sqlite3.Error as exc:
                     log.warning("WAL checkpoint failed: %s", exc)
+                    continue
+                if wal_frames >= WAL_RESTART_FRAMES:
+                    self._wal_restart_wanted = True
         finally:
             conn.close()
 
@@ -357,6 +429,11 @@ class Writer:
             conn.execute("PRAGMA foreign_keys=ON")
             # A cache that holds the hot pages: measured on message batches, fewer pages re-read.
             conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+            # Savepoints (one per operation or per group) and statements keep the original of each
+            # page they change in a sub-journal, a temporary file once it passes 64 KiB: a group of
+            # sends went through a pwrite per page and a close per savepoint (a quarter of the
+            # writer's CPU). In memory, it is a copy; it lives only until the savepoint ends.
+            conn.execute("PRAGMA temp_store=MEMORY")
             # Checkpoints are the checkpointer thread's job (see CHECKPOINT_INTERVAL_SECONDS).
             conn.execute("PRAGMA wal_autocheckpoint=0")
             conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
@@ -378,40 +455,55 @@ class Writer:
         stopping = False
         last_batch_end = -math.inf
         while not stopping:
-            ops: list[_Op] = []
             item = self._queue.get()  # the only blocking wait: nothing to do
-            # Busy: the previous batch ended moments ago, so more work is surely on its way.
-            busy = time.monotonic() - last_batch_end < self._commit_delay
-            deadline = time.monotonic() + self._commit_delay
+            if time.monotonic() - last_batch_end < self._commit_delay:
+                # Busy: the previous batch ended moments ago, so more work is surely on its way,
+                # and a commit's cost is mostly per page written: wait a moment for a bigger batch.
+                time.sleep(self._commit_delay)
+            ops: list[_Op] = []
             while True:
                 if item is _STOP:
                     stopping = True
+                    self._taken += 1
                     break
-                assert isinstance(item, _Op)
-                ops.append(item)
-                if len(ops) >= self._max_batch:
-                    break
+                assert isinstance(item, list)
+                ops.extend(item)
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
-                    # A commit's cost is mostly per page written, so a bigger batch is
-                    # cheaper per operation: under load, wait a moment for more.
-                    remaining = deadline - time.monotonic()
-                    if not busy or remaining <= 0:
-                        break
-                    try:
-                        item = self._queue.get(timeout=remaining)
-                    except queue.Empty:
-                        break
-            if not ops:
-                continue
-            try:
-                self._run_batch(conn, ops)
-            except BaseException as exc:  # noqa: BLE001 - a bug must not kill the thread and hang all callers
-                self._abandon_batch(conn, ops, exc)
+                    break
+            self._taken += len(ops)
+            for start in range(0, len(ops), self._max_batch):
+                batch = ops[start : start + self._max_batch]
+                try:
+                    self._run_batch(conn, batch)
+                except BaseException as exc:  # noqa: BLE001 - a bug must not kill the thread and hang all callers
+                    self._abandon_batch(conn, batch, exc)
+                if not self._call_trio(self._wake, batch):
+                    return  # trio is gone: nobody is left to wait for results
+            if self._wal_restart_wanted:
+                self._finish_checkpoint(conn)
             last_batch_end = time.monotonic()
-            if not self._call_trio(self._wake, ops):
-                return  # trio is gone: nobody is left to wait for results
+
+    def _finish_checkpoint(self, conn: sqlite3.Connection) -> None:
+        """Copy the WAL's last few frames, between two batches, so that the WAL can start over.
+
+        SQLite restarts the WAL from its beginning only when a write transaction
+        begins with every frame already copied into the database. Under steady
+        load the checkpointer thread never gets there (a batch commits while it
+        copies), so the WAL grew without end: 445 MB after 120k messages, and
+        every page lookup slowed down as it searched the WAL's growing index
+        (a send's storage CPU doubled). The checkpointer has copied nearly
+        everything; the writer copies the rest (its own latest commits), and its
+        next ``BEGIN IMMEDIATE`` restarts the WAL. This costs a batch a
+        checkpoint's two syncs, once per ``WAL_RESTART_FRAMES`` or so.
+        """
+        try:
+            busy, _frames, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as exc:
+            log.warning("WAL checkpoint failed: %s", exc)
+            return
+        self._wal_restart_wanted = bool(busy)  # the checkpointer was at work: try after the next batch
 
     @staticmethod
     def _abandon_batch(conn: sqlite3.Connection, ops: list[_Op], exc: BaseException) -> None:
@@ -433,7 +525,14 @@ class Writer:
         # Ops that succeeded inside the open transaction: their results only
         # stand if the COMMIT does.
         pending: list[_Op] = []
-        for index, op in enumerate(ops):
+        index = 0
+        alone_until = 0  # ops before this index run one at a time: their group raised
+        while index < len(ops):
+            op = ops[index]
+            end = index + 1
+            if op.group is not None and index >= alone_until:
+                while end < len(ops) and ops[end].group is op.group:
+                    end += 1
             if not conn.in_transaction:
                 try:
                     conn.execute("BEGIN IMMEDIATE")
@@ -444,9 +543,16 @@ class Writer:
                     for rest in ops[index:]:
                         rest.error = _storage_error("could not start a transaction", exc)
                     return
-            self._run_one(conn, op)
-            if op.error is None:
-                pending.append(op)
+            if end - index > 1:
+                grouped = self._run_group(conn, ops[index:end])
+                if not grouped:
+                    alone_until = end  # rolled back: now each op, so only its own error reaches it
+            else:
+                self._run_one(conn, op)
+                grouped = True
+            if grouped:
+                pending.extend(done for done in ops[index:end] if done.error is None)
+                index = end
             if not conn.in_transaction:
                 # SQLite itself rolls the whole transaction back on some errors
                 # (disk full, I/O error), or the op ended it against the rules.
@@ -466,6 +572,27 @@ class Writer:
             return
         self.commits += 1
         self.committed_ops += len(pending)
+
+    @staticmethod
+    def _run_group(conn: sqlite3.Connection, ops: list[_Op]) -> bool:
+        """Run consecutive ops of one group in one call; False (nothing written) if it raised."""
+        group = ops[0].group
+        assert group is not None
+        conn.execute(f"SAVEPOINT {_GROUP_SAVEPOINT}")
+        try:
+            results = group(conn, [op.args for op in ops])
+            if len(results) != len(ops):
+                raise RuntimeError(f"group {group.__name__} gave {len(results)} results for {len(ops)} ops")
+        except Exception:  # noqa: BLE001 - the ops run again one by one and get their own errors
+            log.debug("group %s failed; running its %d operations one by one", group.__name__, len(ops))
+            if conn.in_transaction:
+                conn.execute(f"ROLLBACK TO {_GROUP_SAVEPOINT}")
+                conn.execute(f"RELEASE {_GROUP_SAVEPOINT}")
+            return False
+        conn.execute(f"RELEASE {_GROUP_SAVEPOINT}")
+        for op, result in zip(ops, results, strict=True):
+            op.result = result
+        return True
 
     @staticmethod
     def _run_one(conn: sqlite3.Connection, op: _Op) -> None:

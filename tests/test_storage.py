@@ -20,6 +20,7 @@ import trio
 from sqlite_utils import Database
 
 import storage.schema
+import storage.writer
 from protocol.codes import Platform, UserStatus, platform_class
 from storage import (
     SCHEMA_VERSION,
@@ -514,3 +515,37 @@ async def test_cancelled_caller_op_still_runs(store: Store) -> None:
                 await wait_until(lambda: store.writer.queued == 1)
                 scope.cancel()
     assert await store.get_user("late") == UserRecord("late")
+
+
+async def test_the_wal_starts_over_under_steady_load(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer that never pauses must still let the WAL restart, or the file grows without end.
+
+    SQLite restarts the WAL only when a write transaction begins with every frame
+    copied into the database; the checkpointer alone never gets there while the
+    writer commits back to back. The WAL header counts restarts (bytes 12-15).
+    """
+    monkeypatch.setattr(storage.writer, "CHECKPOINT_INTERVAL_SECONDS", 0.005)
+    monkeypatch.setattr(storage.writer, "WAL_RESTART_FRAMES", 1)
+    wal = db_path.with_name(db_path.name + "-wal")
+
+    def restarts() -> int:
+        with wal.open("rb") as f:
+            return int.from_bytes(f.read(16)[12:16], "big")
+
+    def ignore(result: object, error: BaseException | None) -> None:
+        assert error is None
+
+    def insert_blob(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO blobs (b) VALUES (randomblob(3000))")  # about a page each
+
+    async with open_store(db_path) as store:
+        await store.run(create_table, "CREATE TABLE blobs (b BLOB)")
+        first, n = restarts(), 0
+        with trio.fail_after(15):
+            # Keep the writer busy: a backlog of operations that never runs dry.
+            while restarts() < first + 3:
+                assert n < 200_000, "the WAL never started over"
+                while store.writer.queued < 2000:
+                    store.writer.submit_nowait(insert_blob, callback=ignore)
+                    n += 1
+                await trio.lowlevel.checkpoint()

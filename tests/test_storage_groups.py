@@ -1,0 +1,160 @@
+"""Grouped sends: many sends in one call must do exactly what the same sends one by one do.
+
+The writer runs consecutive private sends through ``send_private_group`` (a few
+``executemany`` calls for the lot) and falls back to ``send_private`` per send
+if the group raises. These tests hold the group to the single-send function's
+results and rows, and check the fallback through a real writer.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from protocol.codes import ErrorCode, UserStatus
+from storage import UserRecord, open_store
+from storage.messages import (
+    Conversation,
+    InboxHeads,
+    Outgoing,
+    SendPolicy,
+    SendResult,
+    send_private,
+    send_private_group,
+)
+from storage.schema import migrate
+from storage.users import create_user
+from tests.test_storage import held_writer
+
+# u3 is muted and u4 forbidden; "ghost" does not exist. u1 blocks u0; u2 has u0 as a friend.
+USERS = {"u0": UserStatus.NORMAL, "u1": UserStatus.NORMAL, "u2": UserStatus.NORMAL}
+USERS |= {"u3": UserStatus.MUTED, "u4": UserStatus.FORBIDDEN}
+SENDERS = sorted(USERS)
+RECIPIENTS = [*SENDERS, "ghost"]
+
+
+def fresh_db() -> sqlite3.Connection:
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    migrate(conn)
+    for user_id, status in USERS.items():
+        create_user(conn, UserRecord(user_id, status=status))
+    conn.execute("INSERT INTO blacklist (user_id, target, created_at) VALUES ('u1', 'u0', 1)")
+    conn.execute("INSERT INTO friends (user_id, friend_id, created_at, updated_at) VALUES ('u2', 'u0', 1, 1)")
+    return conn
+
+
+def rows(conn: sqlite3.Connection) -> dict[str, list[tuple[Any, ...]]]:
+    return {
+        table: conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()
+        for table in ("messages", "inbox", "client_message_ids")
+    }
+
+
+send = st.tuples(
+    st.sampled_from(SENDERS),
+    st.sampled_from(RECIPIENTS),
+    st.sampled_from([None, "a", "b"]),  # a small set, so resends (same sender, same id) happen
+    st.sampled_from([3, 3, 1, 4]),  # counted, persisted, transparent
+)
+
+
+def outgoing(number: int, sender: str, recipient: str, client_msg_id: str | None, persist: int) -> Outgoing:
+    content = {"type": 1, "content": f"m{number}", "persist_flag": persist}
+    return Outgoing(
+        number, 1000 + number, Conversation(0, recipient), sender, content, persist, None, client_msg_id
+    )
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    sends=st.lists(send, min_size=1, max_size=25),
+    cuts=st.sets(st.integers(min_value=1, max_value=24), max_size=4),
+    strategy=st.sampled_from([0, 1]),
+    friends_only=st.booleans(),
+)
+def test_a_group_returns_and_writes_what_single_sends_do(
+    sends: list[tuple[str, str, str | None, int]], cuts: set[int], strategy: int, friends_only: bool
+) -> None:
+    policy = SendPolicy(blacklist_strategy=strategy, disable_stranger_chat=friends_only)
+    msgs = [outgoing(n + 1, *spec) for n, spec in enumerate(sends)]
+
+    one_by_one, heads = fresh_db(), InboxHeads()
+    expected = [send_private(one_by_one, heads, msg, policy) for msg in msgs]
+
+    grouped, group_heads = fresh_db(), InboxHeads()
+    got: list[SendResult] = []
+    bounds = [0, *sorted(c for c in cuts if c < len(msgs)), len(msgs)]
+    for start, end in zip(bounds, bounds[1:], strict=False):  # groups of any size, as batches come
+        got += send_private_group(grouped, [(group_heads, msg, policy) for msg in msgs[start:end]])
+
+    assert got == expected
+    assert rows(grouped) == rows(one_by_one)
+    # The heads moved the same way: the next send gets the same seqs on both sides.
+    following = outgoing(99, "u0", "u2", None, 3)
+    assert send_private_group(grouped, [(group_heads, following, policy)]) == [
+        send_private(one_by_one, heads, following, policy)
+    ]
+
+
+async def test_a_group_that_fails_runs_its_sends_one_by_one(tmp_path: Path) -> None:
+    """One bad send (a message id already stored) fails alone; the rest of its group is stored."""
+    async with open_store(tmp_path / "ember.db") as store:
+        for user_id in ("u0", "u1"):
+            await store.create_user(UserRecord(user_id))
+        policy = SendPolicy()
+        results: dict[int, tuple[Any, BaseException | None]] = {}
+        all_reported = trio.Event()
+
+        def report(number: int):  # noqa: ANN202 - a callback factory
+            def callback(result: Any, error: BaseException | None) -> None:
+                results[number] = (result, error)
+                if len(results) == 4:
+                    all_reported.set()
+
+            return callback
+
+        async with held_writer(store.writer):  # so that the four sends form one group
+            for number, message_id in enumerate([10, 11, 10, 12]):  # the third reuses the first's id
+                msg = outgoing(message_id, "u0", "u1", None, 3)
+                store.send_private_nowait(msg, policy, report(number))
+        await all_reported.wait()
+
+        assert isinstance(results[2][1], sqlite3.IntegrityError)
+        stored = [results[n][0] for n in (0, 1, 3)]
+        assert all(r is not None and r.code == ErrorCode.SUCCESS for r in stored)
+        # The failed send's rollback left no trace: the others' rows are all there, seqs in order.
+        assert [r.seqs["u1"] for r in stored] == sorted(r.seqs["u1"] for r in stored)
+        page = await store.pull("u1", 0, 10)
+        assert [m.message_id for _, m in page.messages] == [10, 11, 12]
+
+
+@pytest.mark.parametrize("group_size", [1, 50])
+async def test_grouped_sends_commit_before_they_are_reported(tmp_path: Path, group_size: int) -> None:
+    db = tmp_path / "ember.db"
+    async with open_store(db) as store:
+        for user_id in ("u0", "u1"):
+            await store.create_user(UserRecord(user_id))
+        seen: list[int] = []
+        done = trio.Event()
+
+        def callback(result: Any, error: BaseException | None) -> None:
+            assert error is None
+            # Another connection sees the row as soon as the send is reported: it was committed.
+            with sqlite3.connect(db) as reader:
+                count = reader.execute(
+                    "SELECT count(*) FROM messages WHERE message_id = ?", (result.message_id,)
+                ).fetchone()[0]
+            seen.append(count)
+            if len(seen) == group_size:
+                done.set()
+
+        for n in range(group_size):
+            store.send_private_nowait(outgoing(n + 1, "u0", "u1", None, 3), SendPolicy(), callback)
+        await done.wait()
+        assert seen == [1] * group_size
