@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import importlib
 import json
 import logging
@@ -121,8 +122,31 @@ def _serve(args: argparse.Namespace) -> int:
     config = Config.load(data, args.config)
     logging.basicConfig(level=config.log.level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     server = importlib.import_module("gateway.server")  # lazily: heavy, and only this command needs it
+    _tune_gc()
     trio.run(functools.partial(server.serve, config, handle_signals=True))
     return 0
+
+
+#: Allocations between two young-generation collections (Python's default is 700; bench, window 10,
+#: main thread per message: 700 -> 37-43 us, 5000 -> 34-39 us, both with the freeze).
+GC_YOUNG_THRESHOLD = 5000
+
+
+def _tune_gc() -> None:
+    """Make the cyclic garbage collector cheap for a long-running server.
+
+    Under message load it took about 13 % of the gateway's CPU (perf, window 10):
+    every 700 allocations a young collection promoted the objects of messages
+    still in flight, the old generation grew, and full collections then walked
+    every object the process ever built, the web framework's included. Freezing
+    what exists at startup takes it out of every collection for good; a higher
+    young threshold lets in-flight objects die (by reference counting, as almost
+    all of ours do) before a collection promotes them. Cycles are still collected.
+    """
+    importlib.import_module("gateway.admin.app")  # the biggest share of startup objects: freeze it too
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
