@@ -43,6 +43,7 @@ def table(result: dict[str, Any]) -> str:
         ),
         (f"{unit}s per second", _fmt(result["delivered_per_s"])),
         ("server CPU", _fmt(result["server_cpu_s"], "s")),
+        ("  of which trio thread", _fmt(result.get("server_cpu_main_thread_s"), "s")),
         (f"server CPU per {unit}", _fmt(result["server_cpu_us_per_msg"], "µs")),
         ("server RSS", _fmt(result["server_rss_kib"], "KiB")),
     ]

@@ -27,6 +27,7 @@ COMMON_FIELDS = {
     "errors",
     "delivered_per_s",
     "server_cpu_s",
+    "server_cpu_main_thread_s",
     "server_cpu_us_per_msg",
     "server_rss_kib",
     "rss_kib_per_conn",
