@@ -289,12 +289,17 @@ def send_private_group(
         conn, "friends", "user_id", "friend_id",
         {(msg.conv.target, msg.from_user) for _, msg, policy in ops if policy.disable_stranger_chat},
     )  # fmt: skip
+    resends = [[m.from_user, m.client_msg_id] for m in msgs if m.client_msg_id is not None]
     known_ids = {
         (row[0], row[1]): SendResult(ErrorCode.SUCCESS, row[2], row[3], {row[0]: row[4]}, duplicate=True)
-        for row in conn.execute(
-            "SELECT c.from_user, c.client_msg_id, c.message_id, c.server_time, c.seq FROM json_each(?) j"
-            " JOIN client_message_ids c ON c.from_user = j.value ->> 0 AND c.client_msg_id = j.value ->> 1",
-            (json.dumps([[m.from_user, m.client_msg_id] for m in msgs if m.client_msg_id is not None]),),
+        for row in (
+            conn.execute(
+                "SELECT c.from_user, c.client_msg_id, c.message_id, c.server_time, c.seq FROM json_each(?) j"
+                " JOIN client_message_ids c ON c.from_user = j.value ->> 0 AND c.client_msg_id = j.value ->> 1",
+                (json.dumps(resends),),
+            )
+            if resends
+            else ()
         )
     }
     taken: dict[str, int] = {}  # owner -> last seq given out in this group

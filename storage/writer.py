@@ -61,6 +61,9 @@ log = logging.getLogger("ember.storage")
 #: in the batch keeps growing.
 DEFAULT_MAX_BATCH: Final = 1000
 
+#: Page size of a new database file, in bytes (see ``_connect``).
+PAGE_SIZE: Final = 2048
+
 #: Page cache of the writer's connection, in KiB.
 CACHE_KIB: Final = 32 * 1024
 
@@ -421,6 +424,12 @@ class Writer:
             self.path, isolation_level=None, timeout=self._busy_timeout_ms / 1000, cached_statements=256
         )
         try:
+            # Only a new database takes this (an existing one keeps its page size). A commit writes
+            # every page it dirtied, whole, to the WAL, and a message dirties a page in each of two
+            # inboxes and in its conversation's index, a few bytes each: smaller pages write less.
+            # Storage-thread CPU per message, 100k messages stored, groups of 100: 4096-byte pages
+            # 37-38 us, 2048 29 us; 1024 no better (deeper trees), 8192 worse.
+            conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode.lower() != "wal":
                 raise StorageError(f"could not switch {self.path} to WAL (journal_mode={mode})")

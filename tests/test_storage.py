@@ -549,3 +549,17 @@ async def test_the_wal_starts_over_under_steady_load(db_path: Path, monkeypatch:
                     store.writer.submit_nowait(insert_blob, callback=ignore)
                     n += 1
                 await trio.lowlevel.checkpoint()
+
+
+async def test_a_new_database_gets_small_pages_and_an_existing_one_keeps_its_own(tmp_path: Path) -> None:
+    fresh = tmp_path / "fresh.db"
+    async with open_store(fresh):
+        pass
+    assert peek(fresh, "PRAGMA page_size") == [(storage.writer.PAGE_SIZE,)]
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as conn:
+        conn.execute("PRAGMA page_size=4096")
+        conn.execute("CREATE TABLE t (x)")
+    async with open_store(old) as store:
+        await store.create_user(UserRecord("u"))
+    assert peek(old, "PRAGMA page_size") == [(4096,)]
