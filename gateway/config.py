@@ -201,7 +201,10 @@ class StorageConfig(_Section):
         "NORMAL", "SQLite synchronous mode: NORMAL (fast, WAL-safe) or FULL.", choices=("NORMAL", "FULL")
     )
     commit_delay_ms: float = _key(
-        1.0, "Under load, how long a group commit may wait to gather more requests (0: never).", lo=0, hi=50
+        3.0,
+        "Under heavy load, how long a group commit waits to gather more requests (0: never).",
+        lo=0,
+        hi=50,
     )
 
     def _check(self) -> None:
