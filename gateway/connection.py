@@ -6,8 +6,9 @@ to the state machine, and acts on the events; the rules of the handshake
 
 Lifecycle of a connection task::
 
-    HELLO ─► wait for CONNECT (handshake_timeout) ─► checks ─► register with the router
-          ─► read the sync heads ─► CONNACK, then any pushes that came meanwhile
+    HELLO ─► wait for CONNECT (handshake_timeout) ─► one storage read (session, user status, sync heads)
+          ─► checks and, if they pass, register with the router (both in the read's callback)
+          ─► CONNACK, then any pushes that came meanwhile
           ─► read loop (idle timeout 1.5 × keepalive)
           ─► answer requests still in flight and flush (both briefly), unregister, close the socket
 """
@@ -176,7 +177,7 @@ class GatewayConnection:
         if connect is None:
             log.info("handshake timed out peer=%s", self._peer())
             return False
-        status, proof = await self._check(connect)
+        status, proof, msg_head = await self._check(connect)
         if status != ConnectionStatus.CONNECTED or proof is None:
             log.info(
                 "connect refused user=%s client=%s status=%d", connect.user_id, connect.client_id, status
@@ -184,20 +185,70 @@ class GatewayConnection:
             # Sealed when the proof opened (only SecretKeyMismatch can be clear): see ServerConnection.reject.
             self._outbox.send(self._proto.reject(status))
             return False
-        await self._open(connect, proof)
+        self._open(proof, msg_head)
         return True
 
     async def _check(
         self, connect: events.ConnectRequested
+    ) -> tuple[ConnectionStatus, events.ConnectProof | None, int]:
+        """Read the session, user status and inbox head in one storage operation and run the checks.
+
+        Returns the status, the proof (None when it did not open) and the user's inbox head. On
+        CONNECTED the connection is registered with the router when this returns.
+
+        Why the checks and the registration run in the read's callback, not after the await: storage
+        callbacks run on the trio thread in the writer's queue order, and a message send pushes from its
+        own callback. So a send queued before the read is counted in the head, and a send queued after it
+        finds this connection registered and pushes to it (held until CONNACK has gone): in the heads or
+        pushed, never neither. This task itself resumes later, possibly after the callbacks of later
+        batches, so registering once it resumes would leave a gap; the old way round, registering first
+        and then reading the head, cost a second storage round trip per handshake.
+        """
+        done = trio.Event()
+        decided: tuple[ConnectionStatus, events.ConnectProof | None, int] | BaseException | None = None
+        waiting = True  # False once this task stopped waiting (cancelled): then the callback does nothing
+
+        def on_read(
+            result: tuple[SessionRecord | None, int | None, int] | None, error: BaseException | None
+        ) -> None:
+            nonlocal decided
+            if not waiting:
+                return
+            try:
+                if error is not None:
+                    raise error
+                assert result is not None
+                session, user_status, head = result
+                status, proof = self._decide(connect, session, user_status)
+                if status == ConnectionStatus.CONNECTED:
+                    assert proof is not None
+                    self.user_id, self.client_id, self.platform = (
+                        connect.user_id, connect.client_id, proof.platform
+                    )  # fmt: skip
+                    self.services.router.register(self)
+                    self._registered = True
+                decided = (status, proof, head)
+            except Exception as exc:  # noqa: BLE001 - raised in the task, which ends this connection
+                decided = exc
+            done.set()
+
+        self.services.store.connect_read_nowait(connect.user_id, connect.client_id, on_read)
+        try:
+            await done.wait()
+        finally:
+            waiting = False
+        if isinstance(decided, BaseException):
+            raise decided
+        assert decided is not None
+        return decided
+
+    def _decide(
+        self, connect: events.ConnectRequested, session: SessionRecord | None, user_status: int | None
     ) -> tuple[ConnectionStatus, events.ConnectProof | None]:
         """The server's checks, in the documented order (docs/PROTOCOL.md, "Status codes").
 
         Past the proof, only what it authenticates is acted on: its platform, never CONNECT's clear copy.
         """
-        # One storage read for the whole check: a handshake is mostly fixed costs.
-        session, user_status = await self.services.store.session_and_user_status(
-            connect.user_id, connect.client_id
-        )
         if session is None:
             return ConnectionStatus.SECRET_KEY_MISMATCH, None
         proof = self._proto.authenticate(session.secret)
@@ -235,23 +286,18 @@ class GatewayConnection:
             return ConnectionStatus.SECRET_KEY_MISMATCH
         return ConnectionStatus.CONNECTED
 
-    async def _open(self, connect: events.ConnectRequested, proof: events.ConnectProof) -> None:
+    def _open(self, proof: events.ConnectProof, msg_head: int) -> None:
+        """Send the success CONNACK (already registered: see ``_check``), then the pushes held meanwhile."""
         server = self.services.config.server
-        self.user_id, self.client_id, self.platform = connect.user_id, connect.client_id, proof.platform
         announced = proof.keepalive_seconds or server.keepalive_seconds
         self.keepalive_seconds = min(
             max(announced, server.min_keepalive_seconds), server.max_keepalive_seconds
         )
-        # Register before reading the heads: a message committed while they are read is then
-        # either counted in them or pushed (held until CONNACK has gone), never neither.
-        self.services.router.register(self)
-        self._registered = True
-        heads = await self._heads()
         self._outbox.send(
             self._proto.accept(
                 server_time_ms=self.services.clock.now_ms(),
                 keepalive_seconds=self.keepalive_seconds,
-                heads=heads,
+                heads=self._heads(msg_head),
             )
         )
         self._sending = True
@@ -261,10 +307,10 @@ class GatewayConnection:
             self.push_frame_body(body)
         log.debug("connected user=%s client=%s platform=%d", self.user_id, self.client_id, self.platform)
 
-    async def _heads(self) -> dict[str, int]:
-        """The user's sync heads for CONNACK; each subject fills its own as it lands."""
-        msg = await self.services.store.inbox_head(self.user_id)
-        return {"msg": msg, "friend": 0, "friend_request": 0, "setting": 0}
+    @staticmethod
+    def _heads(msg_head: int) -> dict[str, int]:
+        """The user's sync heads for CONNACK; each subject fills its own as it lands (read in ``_check``)."""
+        return {"msg": msg_head, "friend": 0, "friend_request": 0, "setting": 0}
 
     def _on_offline(self) -> None:
         # Per-connection lines are DEBUG: at thousands of handshakes a second, INFO lines

@@ -11,9 +11,12 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 from collections.abc import Collection, Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from storage.records import SESSION_ACTIVE, SESSION_DELETED, IssueResult, SessionRecord
+
+if TYPE_CHECKING:
+    from storage.messages import InboxHeads
 
 # Column order == SessionRecord field order, so a row unpacks straight into a record.
 _COLUMNS: Final = ", ".join(field.name for field in dataclasses.fields(SessionRecord))
@@ -114,9 +117,15 @@ def touch_sessions(conn: sqlite3.Connection, items: Sequence[tuple[str, str]], n
     )
 
 
-def session_and_user_status(
-    conn: sqlite3.Connection, user_id: str, client_id: str
-) -> tuple[SessionRecord | None, int | None]:
-    """What a CONNECT needs to know, in one read: the session (any state) and the user's status."""
+def connect_read(
+    conn: sqlite3.Connection, heads: InboxHeads, user_id: str, client_id: str
+) -> tuple[SessionRecord | None, int | None, int]:
+    """What a CONNECT needs to know, in one read: the session (any state), the user's status, the inbox head.
+
+    The head is read only when the session exists (otherwise 0): nobody can connect without one, so
+    made-up user ids do not fill the heads cache.
+    """
     row = conn.execute("SELECT status FROM users WHERE user_id = ?", (user_id,)).fetchone()
-    return get_session(conn, user_id, client_id), None if row is None else row[0]
+    session = get_session(conn, user_id, client_id)
+    head = 0 if session is None else heads.current(conn, user_id)
+    return session, None if row is None else row[0], head

@@ -147,11 +147,16 @@ class Store:
         """The session in any state, or None."""
         return await self.writer.submit(sessions.get_session, user_id, client_id, read=True)
 
-    async def session_and_user_status(
-        self, user_id: str, client_id: str
-    ) -> tuple[SessionRecord | None, int | None]:
-        """The session (any state) and the user's status (None: no such user), in one operation."""
-        return await self.writer.submit(sessions.session_and_user_status, user_id, client_id, read=True)
+    def connect_read_nowait(self, user_id: str, client_id: str, callback: Callback) -> None:
+        """Read what a CONNECT needs; ``callback((session, user_status, inbox_head), error)`` reports it.
+
+        Session in any state or None; user status None for no such user; inbox head 0 without a session.
+        The callback runs on the trio thread in queue order, as a send's does: a send queued before this
+        read is counted in the head, and one queued after it is reported after this callback.
+        """
+        self.writer.submit_nowait(
+            sessions.connect_read, self._heads, user_id, client_id, callback=callback, read=True
+        )
 
     def touch_sessions_nowait(self, items: Sequence[tuple[str, str]], now_ms: int) -> None:
         """``touch_sessions`` without waiting for it; a store already closing skips it."""

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 import trio
+import trio.testing
 
 from protocol import events
 from protocol.codes import ConnectionStatus as S
@@ -198,6 +200,44 @@ async def test_transparent_messages_reach_live_devices_only_and_are_never_stored
     assert push.data["seq"] == 0 and push.data["message"]["content"]["searchable_content"] == "typing..."
     assert await bob.pull_all() == []
     assert await alice.pull_all() == []
+    await alice.aclose()
+    await bob.aclose()
+
+
+async def test_messages_racing_a_connect_are_in_its_heads_or_pushed(gw: Gateway) -> None:
+    """Sends queued just before and just after a CONNECT's storage read, all in one storage batch."""
+    alice = await Device.connect(gw, "alice")
+    bob = await RawClient.open(gw, await gw.token("bob", "bob-phone"))
+    assert isinstance(await bob.next_event(), events.Hello)
+    gate = threading.Event()
+
+    async def send(text: str) -> None:
+        _, frame = alice.client.proto.request(
+            "send_message",
+            {"conv": {"type": 0, "target": "bob"}, "content": {"type": 1, "searchable_content": text}},
+        )
+        await alice.client.send(frame)
+        await trio.testing.wait_all_tasks_blocked()  # the gateway has read it and queued the send
+
+    async with trio.open_nursery() as nursery:
+        # Hold the storage writer, so that what follows is queued in this order and runs as one batch.
+        nursery.start_soon(gw.services.store.run, lambda conn: gate.wait())
+        await trio.testing.wait_all_tasks_blocked()
+        await send("before")
+        await bob.send(bob.proto.connect(gw.clock.now_ms()))
+        await trio.testing.wait_all_tasks_blocked()  # the gateway has queued bob's session read
+        await send("after")
+        gate.set()
+
+    ack = await bob.next_event()
+    assert isinstance(ack, events.ConnAck) and ack.code == S.CONNECTED
+    bob = Device(bob)
+    stored = await bob.pull_all()  # pushes sent before this answer are collected on the way
+    assert texts(stored) == ["before", "after"]
+    pushed = {push.data["seq"] for push in bob.pushes}
+    assert all(m["seq"] <= ack.heads["msg"] or m["seq"] in pushed for m in stored)
+    # As built: the send queued before the read is counted, the one after it is pushed.
+    assert (ack.heads["msg"], pushed) == (1, {2})
     await alice.aclose()
     await bob.aclose()
 
