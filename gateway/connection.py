@@ -317,9 +317,7 @@ class GatewayConnection:
         # for each were a measurable share of a handshake's CPU. Refusals stay INFO.
         log.debug("disconnected user=%s client=%s", self.user_id, self.client_id)
         # last_seen is when the device was last online: its disconnect (while connected, the router knows).
-        self.services.store.touch_sessions_nowait(
-            [(self.user_id, self.client_id)], self.services.clock.now_ms()
-        )
+        self.services.sessions.went_offline(self.user_id, self.client_id, self.services.clock.now_ms())
 
     async def _read_loop(self, nursery: trio.Nursery) -> None:
         # Anything the client pipelined behind its CONNECT was buffered until the keys existed.

@@ -61,33 +61,44 @@ async def serve(
         messages = MessageService(config, store, router, clock)
         messages.ids.seed(await store.last_message_id())
         services = Services(config, store, clock, router, sessions, messages, config.token.key_bytes())
-        async with trio.open_nursery() as nursery:
-            if handle_signals:
-                nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
-            nursery.start_soon(_release_idle_keys, router)
-            handler = functools.partial(_serve_connection, services)
-            listeners = await nursery.start(
-                functools.partial(trio.serve_tcp, handler, config.server.port, host=config.server.host)
-            )
-            host, port = listeners[0].socket.getsockname()[:2]
-
-            app = create_admin_app(
-                config=config, store=store, sessions=sessions, router=router, clock=clock, messages=messages
-            )
-            urls = await nursery.start(
-                functools.partial(
-                    serve_admin,
-                    app,
-                    config.admin.host,
-                    config.admin.port,
-                    shutdown_trigger=trio.sleep_forever,
+        try:
+            async with trio.open_nursery() as nursery:
+                if handle_signals:
+                    nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
+                nursery.start_soon(_release_idle_keys, router)
+                nursery.start_soon(_write_last_seen, sessions)
+                handler = functools.partial(_serve_connection, services)
+                listeners = await nursery.start(
+                    functools.partial(trio.serve_tcp, handler, config.server.port, host=config.server.host)
                 )
-            )
-            admin_url = urls[0]
-            log.info(
-                "listening gateway=%s:%d admin=%s storage=%s", host, port, admin_url, config.storage.path
-            )
-            task_status.started(Running(host, port, admin_url, services))
+                host, port = listeners[0].socket.getsockname()[:2]
+
+                app = create_admin_app(
+                    config=config,
+                    store=store,
+                    sessions=sessions,
+                    router=router,
+                    clock=clock,
+                    messages=messages,
+                )
+                urls = await nursery.start(
+                    functools.partial(
+                        serve_admin,
+                        app,
+                        config.admin.host,
+                        config.admin.port,
+                        shutdown_trigger=trio.sleep_forever,
+                    )
+                )
+                admin_url = urls[0]
+                log.info(
+                    "listening gateway=%s:%d admin=%s storage=%s", host, port, admin_url, config.storage.path
+                )
+                task_status.started(Running(host, port, admin_url, services))
+        finally:
+            # The connections have ended: their disconnect times go to last_seen before the store closes.
+            with trio.CancelScope(shield=True):
+                await _flush_last_seen(sessions)
     log.info("stopped; storage closed after committing pending writes")
 
 
@@ -110,6 +121,23 @@ async def _release_idle_keys(router: Router) -> None:
         for conn in router.all_connections():
             if conn.last_active < quiet_since:
                 conn.release_idle_keys()
+
+
+#: How often disconnect times are written to last_seen (see SessionService.went_offline).
+LAST_SEEN_FLUSH_SECONDS = 1.0
+
+
+async def _write_last_seen(sessions: SessionService) -> None:
+    while True:
+        await trio.sleep(LAST_SEEN_FLUSH_SECONDS)
+        await _flush_last_seen(sessions)
+
+
+async def _flush_last_seen(sessions: SessionService) -> None:
+    try:
+        await sessions.flush_last_seen()
+    except Exception as exc:  # noqa: BLE001 - last_seen is informative; a failed write must not stop the server
+        log.warning("writing last_seen failed: %s", type(exc).__name__)
 
 
 async def _stop_on_signal(scope: trio.CancelScope) -> None:

@@ -117,6 +117,14 @@ def touch_sessions(conn: sqlite3.Connection, items: Sequence[tuple[str, str]], n
     )
 
 
+def touch_sessions_each(conn: sqlite3.Connection, items: Sequence[tuple[str, str, int]]) -> None:
+    """``touch_sessions`` with a time per session: move ``last_seen`` forward for each (user_id, client_id, ms)."""
+    conn.executemany(
+        "UPDATE sessions SET last_seen = ? WHERE user_id = ? AND client_id = ? AND last_seen < ?",
+        [(ms, user_id, client_id, ms) for user_id, client_id, ms in items],
+    )
+
+
 def connect_read(
     conn: sqlite3.Connection, heads: InboxHeads, user_id: str, client_id: str
 ) -> tuple[SessionRecord | None, int | None, int]:

@@ -8,7 +8,6 @@ bad call fails at once instead of costing a trip through the queue.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
@@ -38,8 +37,6 @@ from storage.schema import migrate
 from storage.writer import Callback, Writer
 
 T = TypeVar("T")
-
-log = logging.getLogger("ember.storage")
 
 
 class Store:
@@ -158,11 +155,6 @@ class Store:
             sessions.connect_read, self._heads, user_id, client_id, callback=callback, read=True
         )
 
-    def touch_sessions_nowait(self, items: Sequence[tuple[str, str]], now_ms: int) -> None:
-        """``touch_sessions`` without waiting for it; a store already closing skips it."""
-        if items and not self.writer.closing:
-            self.writer.submit_nowait(sessions.touch_sessions, list(items), now_ms, callback=_ignore)
-
     async def list_sessions(self, user_id: str) -> list[SessionRecord]:
         """All of the user's sessions, any state, newest issued first."""
         return await self.writer.submit(sessions.list_sessions, user_id, read=True)
@@ -245,11 +237,6 @@ class Store:
 
     async def add_friendship(self, user_id: str, friend_id: str, now_ms: int) -> None:
         await self.writer.submit(messages.add_friendship, user_id, friend_id, now_ms)
-
-
-def _ignore(result: object, error: BaseException | None) -> None:
-    if error is not None:
-        log.warning("background storage operation failed: %s", type(error).__name__)
 
 
 @asynccontextmanager

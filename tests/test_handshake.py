@@ -13,6 +13,7 @@ from protocol.codes import ConnectionStatus as S
 from protocol.codes import UserStatus
 from protocol.frames import FrameDecoder, FrameType
 from protocol.token import encode_token, issue_token, parse_token
+from storage import open_store
 from tests.harness import Gateway, RawClient, start_gateway
 
 
@@ -292,6 +293,41 @@ async def test_last_seen_is_the_disconnect_time(gw: Gateway) -> None:
     await client.send(client.proto.disconnect())
     assert await client.closed_by_server()
     await client.aclose()
-    # The server queues the touch before it closes the socket, and this read queues after it.
+    # The server notes the disconnect before it closes the socket; the flush writes it (the server
+    # also flushes every second, and at shutdown: see the next test).
+    await gw.services.sessions.flush_last_seen()
     session = await gw.services.store.get_session("alice", "c1")
     assert session.last_seen == issued + 90_000
+
+
+async def test_last_seen_is_written_before_the_store_closes(tmp_path) -> None:
+    async with trio.open_nursery() as gateway_nursery:
+        gw = await start_gateway(gateway_nursery, tmp_path)
+        await gw.user("alice")
+        token = await gw.token("alice")
+        issued = (await gw.services.store.get_session("alice", "c1")).last_seen
+        client = await RawClient.open(gw, token)
+        assert (await client.handshake(gw.clock.now_ms())).code == S.CONNECTED
+        gw.clock.advance(90)
+        await client.send(client.proto.disconnect())
+        assert await client.closed_by_server()
+        await client.aclose()
+        gateway_nursery.cancel_scope.cancel()  # stop the gateway, flushed or not
+    async with open_store(gw.config.storage.path) as store:
+        session = await store.get_session("alice", "c1")
+    assert session is not None and session.last_seen == issued + 90_000
+
+
+async def test_last_seen_keeps_the_latest_disconnect(gw: Gateway) -> None:
+    await gw.user("alice")
+    await gw.token("alice", "c1")
+    await gw.token("alice", "c2")
+    now = gw.clock.now_ms()
+    sessions = gw.services.sessions
+    sessions.went_offline("alice", "c1", now + 2000)
+    sessions.went_offline("alice", "c1", now + 1000)  # an older time never moves it back
+    sessions.went_offline("alice", "c2", now + 3000)
+    await sessions.flush_last_seen()
+    await sessions.flush_last_seen()  # nothing left: no write
+    listed = {s.client_id: s.last_seen for s in await gw.services.store.list_sessions("alice")}
+    assert listed == {"c1": now + 2000, "c2": now + 3000}
