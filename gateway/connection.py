@@ -43,6 +43,7 @@ class GatewayConnection:
     """Serves one accepted socket until either side ends it."""
 
     __slots__ = (
+        "_caller",
         "_early_pushes",
         "_in_flight",
         "_requests_done",
@@ -90,6 +91,7 @@ class GatewayConnection:
         self._sending = False
         # Pushes that arrive between registering with the router and sending CONNACK wait here.
         self._early_pushes: list[bytes] = []
+        self._caller: dispatch.Caller | None = None  # who the requests come from, made at the first one
 
     # --- called by the router (never block) -----------------------------------------------------
 
@@ -383,7 +385,9 @@ class GatewayConnection:
         if self._over_rate(request.method) or self._in_flight >= MAX_IN_FLIGHT_REQUESTS:
             self._reply(request.request_id, ErrorCode.OVER_FREQUENCY, None)
             return
-        caller = dispatch.Caller(self.user_id, self.client_id, self.platform)
+        caller = self._caller
+        if caller is None:  # requests are read only once the session is established: it is fixed now
+            caller = self._caller = dispatch.Caller(self.user_id, self.client_id, self.platform)
         request_id = request.request_id
         try:
             handled = dispatch.dispatch_immediate(

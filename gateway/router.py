@@ -54,10 +54,11 @@ class Router:
             if not sessions:
                 del self._users[conn.user_id]
 
-    def connections(self, user_id: str) -> Iterator[LiveConnection]:
+    def connections(self, user_id: str) -> tuple[LiveConnection, ...]:
+        """A snapshot of the user's live connections (safe to iterate while they come and go)."""
         sessions = self._users.get(user_id)
-        if sessions:
-            yield from list(sessions.values())
+        # A tuple, not a generator: this runs for every owner of every message, most often for none.
+        return tuple(sessions.values()) if sessions else ()
 
     def connection(self, user_id: str, client_id: str) -> LiveConnection | None:
         return self._users.get(user_id, {}).get(client_id)
