@@ -71,8 +71,9 @@ CACHE_KIB: Final = 32 * 1024
 
 #: WAL checkpoints run on their own thread and connection this often, never inside a commit:
 #: SQLite's automatic checkpoint runs in the COMMIT that crosses its threshold, and every ack
-#: of that batch waited behind it (bench: p99 32 ms at 2000 msg/s, 8.8 ms with this).
-CHECKPOINT_INTERVAL_SECONDS: Final = 0.25
+#: of that batch waited behind it (bench: p99 32 ms at 2000 msg/s, 8.8 ms with this). Once a
+#: second rather than more often: a hot page (an inbox's last) is copied once per checkpoint.
+CHECKPOINT_INTERVAL_SECONDS: Final = 1.0
 #: When a checkpoint finds at least this many frames in the WAL, the writer thread finishes it
 #: between two batches so that the WAL starts over (see ``_finish_checkpoint``).
 WAL_RESTART_FRAMES: Final = 1000
