@@ -7,6 +7,7 @@ import os
 import pytest
 import trio
 
+from gateway.server import ACCEPT_BATCH
 from protocol import events
 from protocol.codec import unpack
 from protocol.codes import ConnectionStatus as S
@@ -38,6 +39,24 @@ async def test_connected_with_a_fresh_token(gw: Gateway) -> None:
     assert ack.code == S.CONNECTED
     assert ack.server_time_ms == gw.clock.now_ms()
     assert set(ack.heads) >= {"msg", "friend", "friend_request", "setting"}
+
+
+async def test_many_connects_at_once_are_all_served(nursery: trio.Nursery, tmp_path) -> None:
+    """More connects at once than the server accepts per wake-up of its listening socket."""
+    gw = await start_gateway(nursery, tmp_path, server={"multi_endpoint": True})
+    await gw.user("alice")
+    tokens = [await gw.token("alice", f"c{i}") for i in range(ACCEPT_BATCH + 20)]
+    codes: list[int] = []
+
+    async def connect(token: str) -> None:
+        client = await RawClient.open(gw, token)
+        codes.append((await client.handshake(gw.clock.now_ms())).code)
+        await client.aclose()
+
+    async with trio.open_nursery() as clients:
+        for token in tokens:
+            clients.start_soon(connect, token)
+    assert codes == [S.CONNECTED] * len(tokens)
 
 
 # --- TokenIncorrect (-5): the proof opens, the credential is wrong ---------------------------
