@@ -9,9 +9,7 @@ the thread then drains them all into one batch.
 from __future__ import annotations
 
 import sqlite3
-import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +30,7 @@ from storage import (
     open_store,
 )
 from storage.writer import Writer
+from tests.storage_helpers import held_writer, peek, wait_until
 
 SECRET_A = bytes(range(32))
 SECRET_B = bytes(range(1, 33))
@@ -47,41 +46,6 @@ def db_path(tmp_path: Path) -> Path:
 async def store(db_path: Path) -> AsyncIterator[Store]:
     async with open_store(db_path) as opened:
         yield opened
-
-
-def peek(db_path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Read with a second, independent connection: sees only what was committed."""
-    conn = sqlite3.connect(db_path)
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
-
-
-async def wait_until(predicate: Callable[[], bool]) -> None:
-    # Polling on purpose: the conditions (queue depth, a threading.Event) change
-    # on the writer thread, which cannot set a trio.Event for us.
-    with trio.fail_after(5):
-        while not predicate():  # noqa: ASYNC110
-            await trio.sleep(0.001)
-
-
-@asynccontextmanager
-async def held_writer(writer: Writer) -> AsyncIterator[None]:
-    """Keep the writer thread busy for the block's duration, so what is queued meanwhile batches."""
-    started, gate = threading.Event(), threading.Event()
-
-    def block(conn: sqlite3.Connection) -> None:
-        started.set()
-        gate.wait(5)
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(writer.submit, block)
-        await wait_until(started.is_set)
-        try:
-            yield
-        finally:
-            gate.set()
 
 
 async def capture(results: dict[Any, Any], key: Any, call: Awaitable[Any]) -> None:

@@ -30,7 +30,7 @@ from storage.messages import (
 )
 from storage.schema import migrate
 from storage.users import create_user
-from tests.test_storage import held_writer
+from tests.storage_helpers import held_writer
 
 # u3 is muted and u4 forbidden; "ghost" does not exist. u1 blocks u0; u2 has u0 as a friend.
 USERS = {"u0": UserStatus.NORMAL, "u1": UserStatus.NORMAL, "u2": UserStatus.NORMAL}
