@@ -45,9 +45,15 @@ def _refuse_bin_keys(value: dict[Any, Any]) -> dict[Any, Any]:
 _BIN8, _BIN16, _BIN32 = 0xC4, 0xC5, 0xC6
 
 
+# One Packer for every call: building one per call (msgpack.packb) cost more than packing a small
+# body does (0.63 vs 0.26 us). Safe from any thread: Packer.pack holds the interpreter lock from
+# start to end (no ``default`` hook calls back into Python) and resets itself after an error.
+_pack = msgpack.Packer(use_bin_type=True).pack
+
+
 def pack(obj: Any) -> bytes:
     """Encode a body. ``bytes`` become ``bin``, ``str`` become ``str``."""
-    return msgpack.packb(obj, use_bin_type=True)
+    return _pack(obj)
 
 
 def unpack(data: bytes) -> Any:

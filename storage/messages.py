@@ -175,11 +175,15 @@ _INSERT_CLIENT_MSG_ID: Final = (
 )
 
 
+#: Content is stored as MessagePack; one Packer reused (this runs on the writer thread only).
+_pack_content = msgpack.Packer(use_bin_type=True).pack
+
+
 def _message_row(msg: Outgoing, only_for: str | None) -> tuple:
     return (
         msg.message_id, msg.conv.type, msg.conv.target, msg.conv.line,
         conversation_key(msg.conv, msg.from_user), msg.from_user,
-        msgpack.packb(msg.content, use_bin_type=True), msg.server_time,
+        _pack_content(msg.content), msg.server_time,
         json.dumps(msg.to_users) if msg.to_users else None, msg.persist_flag, only_for,
     )  # fmt: skip
 
