@@ -160,11 +160,6 @@ def conversation_key(conv: Conversation, from_user: str) -> str:
     return conv.target
 
 
-def _user_status(conn: sqlite3.Connection, user_id: str) -> int | None:
-    row = conn.execute("SELECT status FROM users WHERE user_id = ?", (user_id,)).fetchone()
-    return None if row is None else row[0]
-
-
 _INSERT_MESSAGE: Final = (
     "INSERT INTO messages (message_id, conv_type, conv_target, conv_line, conv_key, from_user, content,"
     " server_time, to_users, persist_flag, only_for) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -216,59 +211,25 @@ class SendPolicy:
 def send_private(
     conn: sqlite3.Connection, heads: InboxHeads, msg: Outgoing, policy: SendPolicy
 ) -> SendResult:
-    """Check and store one private message (or find the original of a resend).
+    """Check and store one private message (or find the original of a resend): a group of one.
 
-    Checks, in order: the sender may send (247), a resend of a known
-    client_msg_id (the original ack), the recipient exists (253), the
-    recipient's blacklist (246, or silent drop), friends-only mode (248).
+    One implementation of the rules serves both: the writer runs consecutive
+    sends as a group, and a send alone (the admin API's, or one whose group
+    raised) goes through here.
     """
-    if _user_status(conn, msg.from_user) in (UserStatus.MUTED, UserStatus.FORBIDDEN):
-        return SendResult(ErrorCode.FORBIDDEN_TO_SEND)
-    if msg.client_msg_id is not None:
-        row = conn.execute(
-            "SELECT message_id, server_time, seq FROM client_message_ids WHERE from_user = ? AND client_msg_id = ?",
-            (msg.from_user, msg.client_msg_id),
-        ).fetchone()
-        if row is not None:
-            return SendResult(ErrorCode.SUCCESS, row[0], row[1], {msg.from_user: row[2]}, duplicate=True)
-    recipient = msg.conv.target
-    if _user_status(conn, recipient) is None:
-        return SendResult(ErrorCode.NOT_EXIST)
-    owners = list(dict.fromkeys((recipient, msg.from_user)))  # a message to oneself has one owner
-    only_for = None
-    if recipient != msg.from_user:
-        blocked = conn.execute(
-            "SELECT 1 FROM blacklist WHERE user_id = ? AND target = ?", (recipient, msg.from_user)
-        ).fetchone()
-        if blocked:
-            if policy.blacklist_strategy == 0:
-                return SendResult(ErrorCode.IN_BLACKLIST)
-            # Reported as sent; it reaches only the sender's own devices, and the
-            # recipient's history never shows it.
-            owners = [msg.from_user]
-            only_for = msg.from_user
-        elif (
-            policy.disable_stranger_chat
-            and not conn.execute(
-                "SELECT 1 FROM friends WHERE user_id = ? AND friend_id = ?", (recipient, msg.from_user)
-            ).fetchone()
-        ):
-            return SendResult(ErrorCode.NOT_RIGHT)
-    if msg.persist_flag == PERSIST_TRANSPARENT:
-        return SendResult(ErrorCode.SUCCESS, msg.message_id, msg.server_time, live_only=owners)
-    seqs = _append(conn, heads, msg, owners, only_for)
-    if msg.client_msg_id is not None:
-        conn.execute(
-            _INSERT_CLIENT_MSG_ID,
-            (msg.from_user, msg.client_msg_id, msg.message_id, msg.server_time, seqs[msg.from_user]),
-        )
-    return SendResult(ErrorCode.SUCCESS, msg.message_id, msg.server_time, seqs)
+    return send_private_group(conn, [(heads, msg, policy)])[0]
 
 
 def send_private_group(
     conn: sqlite3.Connection, ops: list[tuple[InboxHeads, Outgoing, SendPolicy]]
 ) -> list[SendResult]:
-    """``send_private`` for many messages at once: what each would have returned, in order.
+    """Check and store private messages (or find the originals of resends), in order.
+
+    Checks for each message, in order: the sender may send (247), a resend of
+    a known client_msg_id (the original ack), the recipient exists (253), the
+    recipient's blacklist (246, or a silent drop: reported as sent, it reaches
+    only the sender's own devices and the recipient's history never shows it),
+    friends-only mode (248). A message to oneself has one owner.
 
     The writer runs consecutive sends through this (see ``storage.writer``): one
     query per kind of check for the whole group and one ``executemany`` per

@@ -1,17 +1,20 @@
 """Grouped sends: many sends in one call must do exactly what the same sends one by one do.
 
 The writer runs consecutive private sends through ``send_private_group`` (a few
-``executemany`` calls for the lot) and falls back to ``send_private`` per send
-if the group raises. These tests hold the group to the single-send function's
-results and rows, and check the fallback through a real writer.
+``executemany`` calls for the lot) and falls back to ``send_private`` (a group
+of one) per send if the group raises. These tests hold groups of any size to a
+reference model here, the send rules written plainly one message at a time, and
+check the fallback through a real writer.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 import trio
 from hypothesis import HealthCheck, given, settings
@@ -25,6 +28,7 @@ from storage.messages import (
     Outgoing,
     SendPolicy,
     SendResult,
+    conversation_key,
     send_private,
     send_private_group,
 )
@@ -47,6 +51,65 @@ def fresh_db() -> sqlite3.Connection:
     conn.execute("INSERT INTO blacklist (user_id, target, created_at) VALUES ('u1', 'u0', 1)")
     conn.execute("INSERT INTO friends (user_id, friend_id, created_at, updated_at) VALUES ('u2', 'u0', 1, 1)")
     return conn
+
+
+def reference_send(
+    conn: sqlite3.Connection, heads: InboxHeads, msg: Outgoing, policy: SendPolicy
+) -> SendResult:
+    """The send rules (SPEC §5) for one message, plainly: the model the grouped code must match."""
+
+    def status(user_id: str) -> int | None:
+        row = conn.execute("SELECT status FROM users WHERE user_id = ?", (user_id,)).fetchone()
+        return None if row is None else row[0]
+
+    def has(sql: str, *params: str) -> bool:
+        return conn.execute(sql, params).fetchone() is not None
+
+    sender, recipient = msg.from_user, msg.conv.target
+    if status(sender) in (UserStatus.MUTED, UserStatus.FORBIDDEN):
+        return SendResult(ErrorCode.FORBIDDEN_TO_SEND)
+    if msg.client_msg_id is not None:
+        row = conn.execute(
+            "SELECT message_id, server_time, seq FROM client_message_ids WHERE from_user = ? AND client_msg_id = ?",
+            (sender, msg.client_msg_id),
+        ).fetchone()
+        if row is not None:
+            return SendResult(ErrorCode.SUCCESS, row[0], row[1], {sender: row[2]}, duplicate=True)
+    if status(recipient) is None:
+        return SendResult(ErrorCode.NOT_EXIST)
+    owners, only_for = list(dict.fromkeys((recipient, sender))), None
+    if recipient != sender:
+        if has("SELECT 1 FROM blacklist WHERE user_id = ? AND target = ?", recipient, sender):
+            if policy.blacklist_strategy == 0:
+                return SendResult(ErrorCode.IN_BLACKLIST)
+            owners, only_for = [sender], sender
+        elif policy.disable_stranger_chat and not has(
+            "SELECT 1 FROM friends WHERE user_id = ? AND friend_id = ?", recipient, sender
+        ):
+            return SendResult(ErrorCode.NOT_RIGHT)
+    if msg.persist_flag == 4:  # transparent: live devices only, in no inbox
+        return SendResult(ErrorCode.SUCCESS, msg.message_id, msg.server_time, live_only=owners)
+    conn.execute(
+        "INSERT INTO messages (message_id, conv_type, conv_target, conv_line, conv_key, from_user, content,"
+        " server_time, to_users, persist_flag, only_for) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            msg.message_id, msg.conv.type, recipient, msg.conv.line, conversation_key(msg.conv, sender), sender,
+            msgpack.packb(msg.content, use_bin_type=True), msg.server_time,
+            json.dumps(msg.to_users) if msg.to_users else None, msg.persist_flag, only_for,
+        ),
+    )  # fmt: skip
+    seqs = {owner: heads.take(conn, owner) for owner in owners}
+    for owner, seq in seqs.items():
+        conn.execute(
+            "INSERT INTO inbox (user_id, seq, message_id) VALUES (?, ?, ?)", (owner, seq, msg.message_id)
+        )
+    if msg.client_msg_id is not None:
+        conn.execute(
+            "INSERT INTO client_message_ids (from_user, client_msg_id, message_id, server_time, seq)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (sender, msg.client_msg_id, msg.message_id, msg.server_time, seqs[sender]),
+        )
+    return SendResult(ErrorCode.SUCCESS, msg.message_id, msg.server_time, seqs)
 
 
 def rows(conn: sqlite3.Connection) -> dict[str, list[tuple[Any, ...]]]:
@@ -78,14 +141,14 @@ def outgoing(number: int, sender: str, recipient: str, client_msg_id: str | None
     strategy=st.sampled_from([0, 1]),
     friends_only=st.booleans(),
 )
-def test_a_group_returns_and_writes_what_single_sends_do(
+def test_a_group_returns_and_writes_what_the_rules_say_one_by_one(
     sends: list[tuple[str, str, str | None, int]], cuts: set[int], strategy: int, friends_only: bool
 ) -> None:
     policy = SendPolicy(blacklist_strategy=strategy, disable_stranger_chat=friends_only)
     msgs = [outgoing(n + 1, *spec) for n, spec in enumerate(sends)]
 
     one_by_one, heads = fresh_db(), InboxHeads()
-    expected = [send_private(one_by_one, heads, msg, policy) for msg in msgs]
+    expected = [reference_send(one_by_one, heads, msg, policy) for msg in msgs]
 
     grouped, group_heads = fresh_db(), InboxHeads()
     got: list[SendResult] = []
@@ -95,11 +158,11 @@ def test_a_group_returns_and_writes_what_single_sends_do(
 
     assert got == expected
     assert rows(grouped) == rows(one_by_one)
-    # The heads moved the same way: the next send gets the same seqs on both sides.
+    # The heads moved the same way: the next send (alone) gets the same seqs on both sides.
     following = outgoing(99, "u0", "u2", None, 3)
-    assert send_private_group(grouped, [(group_heads, following, policy)]) == [
-        send_private(one_by_one, heads, following, policy)
-    ]
+    assert send_private(grouped, group_heads, following, policy) == reference_send(
+        one_by_one, heads, following, policy
+    )
 
 
 async def test_a_group_that_fails_runs_its_sends_one_by_one(tmp_path: Path) -> None:
