@@ -66,6 +66,24 @@ async def start_gateway(
     return Gateway(running, clock, config)
 
 
+def client_for(token: str, **override: Any) -> ClientConnection:
+    """The client state machine for the session ``token`` names; ``override`` replaces any of its fields.
+
+    (``ClientConnection.from_token`` without the override: tests forge credentials, secrets and platforms.)
+    """
+    parts = parse_token(token)
+    fields: dict[str, Any] = {
+        "user_id": parts.user_id,
+        "client_id": parts.client_id,
+        "platform": parts.platform,
+        "secret": parts.secret,
+        "credential": parts.credential,
+        "client_nonce": os.urandom(32),
+        **override,
+    }
+    return ClientConnection(**fields)
+
+
 class RawClient:
     """A socket plus the client state machine, with no SDK behaviour in between."""
 
@@ -77,18 +95,8 @@ class RawClient:
 
     @classmethod
     async def open(cls, gw: Gateway, token: str, **override: Any) -> RawClient:
-        parts = parse_token(token)
-        fields = {
-            "user_id": parts.user_id,
-            "client_id": parts.client_id,
-            "platform": parts.platform,
-            "secret": parts.secret,
-            "credential": parts.credential,
-            "client_nonce": os.urandom(32),
-            **override,
-        }
         stream = await trio.open_tcp_stream(gw.host, gw.port)
-        return cls(stream, ClientConnection(**fields))
+        return cls(stream, client_for(token, **override))
 
     async def send(self, data: bytes) -> None:
         self.sent.append(data)

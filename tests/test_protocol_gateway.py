@@ -23,8 +23,7 @@ from protocol.codes import ConnectionStatus as S
 from protocol.codes import UserStatus
 from protocol.connection import MAX_KEEPALIVE_SECONDS, ClientConnection, ServerConnection
 from protocol.frames import HEADER_SIZE, Frame, FrameDecoder, FrameType, encode_frame
-from protocol.token import parse_token
-from tests.harness import Gateway, start_gateway
+from tests.harness import Gateway, client_for, start_gateway
 
 FAST = (0.01, 0.05)
 
@@ -32,20 +31,6 @@ FAST = (0.01, 0.05)
 @pytest.fixture
 async def gw(nursery: trio.Nursery, tmp_path) -> Gateway:
     return await start_gateway(nursery, tmp_path / "gw", server={"client_support_kickoff_event": True})
-
-
-def client_for(token: str, **override: Any) -> ClientConnection:
-    parts = parse_token(token)
-    fields: dict[str, Any] = {
-        "user_id": parts.user_id,
-        "client_id": parts.client_id,
-        "platform": parts.platform,
-        "secret": parts.secret,
-        "credential": parts.credential,
-        "client_nonce": os.urandom(32),
-        **override,
-    }
-    return ClientConnection(**fields)
 
 
 async def handshake_on_the_wire(
