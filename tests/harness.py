@@ -19,6 +19,7 @@ from gateway.clock import ManualClock
 from gateway.config import Config
 from gateway.server import Running, serve
 from protocol import events
+from protocol.codes import ConnectionStatus
 from protocol.connection import ClientConnection
 from protocol.token import parse_token
 from storage import UserRecord
@@ -116,6 +117,14 @@ class RawClient:
         assert isinstance(hello, events.Hello), hello
         await self.send(self.proto.connect(client_time_ms))
         return await self.next_event()
+
+    @classmethod
+    async def connected(cls, gw: Gateway, token: str, **override: Any) -> RawClient:
+        """``open`` and ``handshake``, asserting the gateway answered CONNECTED."""
+        client = await cls.open(gw, token, **override)
+        ack = await client.handshake(gw.clock.now_ms())
+        assert isinstance(ack, events.ConnAck) and ack.code == ConnectionStatus.CONNECTED, ack
+        return client
 
     async def closed_by_server(self) -> bool:
         """Read until EOF; True when the server closed (events before it are kept)."""

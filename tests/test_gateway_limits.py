@@ -7,7 +7,6 @@ import struct
 import trio
 
 from protocol import events
-from protocol.codes import ConnectionStatus as S
 from protocol.codes import ErrorCode
 from protocol.frames import HEADER, MAGIC, VERSION, FrameType, encode_frame
 from tests.harness import Gateway, RawClient, start_gateway
@@ -16,8 +15,7 @@ from tests.harness import Gateway, RawClient, start_gateway
 async def connected(
     gw: Gateway, user_id: str = "alice", client_id: str = "c1", platform: int = 2, **override
 ) -> RawClient:
-    client = await RawClient.open(gw, await gw.token(user_id, client_id, platform), **override)
-    assert (await client.handshake(gw.clock.now_ms())).code == S.CONNECTED
+    client = await RawClient.connected(gw, await gw.token(user_id, client_id, platform), **override)
     return client
 
 

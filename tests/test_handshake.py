@@ -140,8 +140,7 @@ async def test_old_token_after_reissue_is_secret_key_mismatch(gw: Gateway) -> No
 async def test_clear_session_on_disconnect_is_secret_key_mismatch_later(gw: Gateway) -> None:
     await gw.user("alice")
     token = await gw.token("alice")
-    client = await RawClient.open(gw, token)
-    assert (await client.handshake(gw.clock.now_ms())).code == S.CONNECTED
+    client = await RawClient.connected(gw, token)
     await client.send(client.proto.disconnect(clear_session=True))
     assert await client.closed_by_server()
     await client.aclose()
@@ -153,8 +152,7 @@ async def test_clear_session_on_disconnect_is_secret_key_mismatch_later(gw: Gate
 async def test_disconnect_without_clear_keeps_the_session(gw: Gateway) -> None:
     await gw.user("alice")
     token = await gw.token("alice")
-    client = await RawClient.open(gw, token)
-    assert (await client.handshake(gw.clock.now_ms())).code == S.CONNECTED
+    client = await RawClient.connected(gw, token)
     await client.send(client.proto.disconnect(clear_session=False))
     assert await client.closed_by_server()
     await client.aclose()
@@ -279,8 +277,7 @@ async def test_replayed_connect_is_refused(gw: Gateway) -> None:
 @pytest.mark.parametrize("attack", ["tamper", "reorder", "replay"])
 async def test_tampered_reordered_or_replayed_frame_closes_the_connection(gw: Gateway, attack: str) -> None:
     await gw.user("alice")
-    client = await RawClient.open(gw, await gw.token("alice"))
-    assert (await client.handshake(gw.clock.now_ms())).code == S.CONNECTED
+    client = await RawClient.connected(gw, await gw.token("alice"))
     first = client.proto.request("get_user_info", {"user_ids": ["alice"]})[1]
     second = client.proto.request("get_user_info", {"user_ids": ["alice"]})[1]
     if attack == "tamper":
@@ -306,8 +303,7 @@ async def test_last_seen_is_the_disconnect_time(gw: Gateway) -> None:
     await gw.user("alice")
     token = await gw.token("alice")
     issued = (await gw.services.store.get_session("alice", "c1")).last_seen
-    client = await RawClient.open(gw, token)
-    assert (await client.handshake(gw.clock.now_ms())).code == S.CONNECTED
+    client = await RawClient.connected(gw, token)
     gw.clock.advance(90)
     await client.send(client.proto.disconnect())
     assert await client.closed_by_server()
@@ -325,8 +321,7 @@ async def test_last_seen_is_written_before_the_store_closes(tmp_path) -> None:
         await gw.user("alice")
         token = await gw.token("alice")
         issued = (await gw.services.store.get_session("alice", "c1")).last_seen
-        client = await RawClient.open(gw, token)
-        assert (await client.handshake(gw.clock.now_ms())).code == S.CONNECTED
+        client = await RawClient.connected(gw, token)
         gw.clock.advance(90)
         await client.send(client.proto.disconnect())
         assert await client.closed_by_server()

@@ -25,8 +25,7 @@ class Device:
     @classmethod
     async def connect(cls, gw: Gateway, user_id: str, device: str = "phone", platform: int = 2) -> Device:
         # A client id belongs to one user at a time (SPEC §2), so each user's devices get their own.
-        client = await RawClient.open(gw, await gw.token(user_id, f"{user_id}-{device}", platform))
-        assert (await client.handshake(gw.clock.now_ms())).code == S.CONNECTED
+        client = await RawClient.connected(gw, await gw.token(user_id, f"{user_id}-{device}", platform))
         return cls(client)
 
     async def call(self, method: str, **params) -> events.Response:
