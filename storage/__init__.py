@@ -7,8 +7,9 @@ trio loop on disk::
         await store.create_user(UserRecord("alice", name="Alice", created_at=now, updated_at=now))
 
 Modules: ``writer`` (the thread and its group commits), ``schema`` (tables and
-migrations), ``users`` and ``sessions`` (the SQL, as plain functions of a
-connection), ``store`` (``Store`` and ``open_store``), ``records`` (the values).
+migrations), ``users``, ``sessions`` and ``messages`` (the SQL, as plain
+functions of a connection), ``inboxes`` (inbox heads and the inbox log, kept by
+the writer thread), ``store`` (``Store`` and ``open_store``), ``records`` (the values).
 """
 
 from storage.records import (

@@ -1,18 +1,18 @@
 """Messages and inboxes: plain ``fn(conn, ...)`` operations that run on the writer thread.
 
 Each user has an inbox: rows (user_id, seq) → message_id with seq increasing
-per user. A send inserts the message once (with one entry in the conversation
-index) and one inbox row per recipient (and one for the sender, for their
-other devices). Sequence numbers come from ``InboxHeads``, a cache owned by
-the writer thread, so a send costs inserts only; it is loaded lazily from
-``MAX(seq)`` and is right because this thread is the only writer of inboxes
-and inbox rows are never removed.
+per user. A send inserts the message once and one inbox row per recipient (and
+one for the sender, for their other devices); the inbox rows go to a log first
+and reach ``inbox`` and the conversation index later, many at a time (see
+``storage.inboxes``). Sequence numbers come from ``InboxState``, a cache owned
+by the writer thread, so a send costs inserts only; it is right because this
+thread is the only writer of inboxes and inbox rows are never removed.
 
 What a user sees of a message: it is in their inbox (pull), or in a
 conversation they are part of and not hidden from them (history); and they
-have not deleted it (``deleted_messages``). A failed operation may leave a
-hole in a user's sequence (the cache moved on, the rows were rolled back), as
-a delete does from the client's point of view: clients skip holes.
+have not deleted it (``deleted_messages``). A deleted message leaves a hole
+in a user's sequence, and clients skip holes. (A failed operation does not:
+after any rollback the writer has the heads reloaded from the tables.)
 """
 
 from __future__ import annotations
@@ -21,48 +21,19 @@ import json
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Final
 
 import msgpack
 
 from protocol.codes import ErrorCode, UserStatus
+from storage.inboxes import ConversationKey, InboxState
 
 PRIVATE: Final = 0
 
 #: Content type of a recall notice (SPEC §5).
 RECALL_CONTENT_TYPE: Final = 80
 PERSIST_TRANSPARENT: Final = 4
-
-
-class InboxHeads:
-    """Last seq per user; touched only on the writer thread."""
-
-    def __init__(self, max_entries: int = 200_000) -> None:
-        self._heads: dict[str, int] = {}
-        self._max = max_entries
-
-    def current(self, conn: sqlite3.Connection, user_id: str) -> int:
-        head = self._heads.get(user_id)
-        if head is None:
-            row = conn.execute("SELECT MAX(seq) FROM inbox WHERE user_id = ?", (user_id,)).fetchone()
-            head = row[0] or 0
-            if len(self._heads) >= self._max:
-                self._heads.clear()  # cheap and correct: every entry reloads from MAX(seq)
-            self._heads[user_id] = head
-        return head
-
-    def forget(self) -> None:
-        """Reload every head from the inbox on next use (after the database was restored under us)."""
-        self._heads.clear()
-
-    def take(self, conn: sqlite3.Connection, user_id: str) -> int:
-        seq = self.current(conn, user_id) + 1
-        self._heads[user_id] = seq
-        return seq
-
-    def advance(self, taken: dict[str, int]) -> None:
-        """Record seqs given out by ``send_private_group`` (each above its user's ``current``)."""
-        self._heads.update(taken)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,10 +145,14 @@ _INSERT_CLIENT_MSG_ID: Final = (
 _pack_content = msgpack.Packer(use_bin_type=True).pack
 
 
-def _message_row(msg: Outgoing, only_for: str | None) -> tuple:
+def _index_key(msg: Outgoing) -> ConversationKey:
+    """The message's conversation as ``conversation_index`` keys it."""
+    return (msg.conv.type, conversation_key(msg.conv, msg.from_user), msg.conv.line)
+
+
+def _message_row(msg: Outgoing, key: ConversationKey, only_for: str | None) -> tuple:
     return (
-        msg.message_id, msg.conv.type, msg.conv.target, msg.conv.line,
-        conversation_key(msg.conv, msg.from_user), msg.from_user,
+        msg.message_id, msg.conv.type, msg.conv.target, msg.conv.line, key[1], msg.from_user,
         _pack_content(msg.content), msg.server_time,
         json.dumps(msg.to_users) if msg.to_users else None, msg.persist_flag, only_for,
     )  # fmt: skip
@@ -185,17 +160,17 @@ def _message_row(msg: Outgoing, only_for: str | None) -> tuple:
 
 def _append(
     conn: sqlite3.Connection,
-    heads: InboxHeads,
+    inboxes: InboxState,
     msg: Outgoing,
     owners: Sequence[str],
     only_for: str | None = None,
 ) -> dict[str, int]:
     """Insert the message row and one inbox row per owner; return owner → seq."""
-    conn.execute(_INSERT_MESSAGE, _message_row(msg, only_for))
-    seqs = {owner: heads.take(conn, owner) for owner in dict.fromkeys(owners)}
-    conn.executemany(
-        "INSERT INTO inbox (user_id, seq, message_id) VALUES (?, ?, ?)",
-        [(owner, seq, msg.message_id) for owner, seq in seqs.items()],
+    key = _index_key(msg)
+    conn.execute(_INSERT_MESSAGE, _message_row(msg, key, only_for))
+    seqs = {owner: inboxes.take(conn, owner) for owner in dict.fromkeys(owners)}
+    inboxes.append(
+        conn, [(owner, seq, msg.message_id) for owner, seq in seqs.items()], [(key, msg.message_id)]
     )
     return seqs
 
@@ -209,7 +184,7 @@ class SendPolicy:
 
 
 def send_private(
-    conn: sqlite3.Connection, heads: InboxHeads, msg: Outgoing, policy: SendPolicy
+    conn: sqlite3.Connection, inboxes: InboxState, msg: Outgoing, policy: SendPolicy
 ) -> SendResult:
     """Check and store one private message (or find the original of a resend): a group of one.
 
@@ -217,11 +192,11 @@ def send_private(
     sends as a group, and a send alone (the admin API's, or one whose group
     raised) goes through here.
     """
-    return send_private_group(conn, [(heads, msg, policy)])[0]
+    return send_private_group(conn, [(inboxes, msg, policy)])[0]
 
 
 def send_private_group(
-    conn: sqlite3.Connection, ops: list[tuple[InboxHeads, Outgoing, SendPolicy]]
+    conn: sqlite3.Connection, ops: list[tuple[InboxState, Outgoing, SendPolicy]]
 ) -> list[SendResult]:
     """Check and store private messages (or find the originals of resends), in order.
 
@@ -239,7 +214,7 @@ def send_private_group(
     heads) is tracked here as the group goes. If anything raises, the writer
     rolls the group back and runs each send alone.
     """
-    heads = ops[0][0]
+    inboxes = ops[0][0]
     msgs = [msg for _, msg, _ in ops]
     status = dict(
         conn.execute(
@@ -271,6 +246,7 @@ def send_private_group(
     results: list[SendResult] = []
     message_rows: list[tuple] = []
     inbox_rows: list[tuple[str, int, int]] = []
+    conversations: list[tuple[ConversationKey, int]] = []
     id_rows: list[tuple] = []
     for msg, (_, _, policy) in zip(msgs, ops, strict=True):
         sender, recipient = msg.from_user, msg.conv.target
@@ -301,10 +277,12 @@ def send_private_group(
         if msg.persist_flag == PERSIST_TRANSPARENT:
             results.append(SendResult(ErrorCode.SUCCESS, msg.message_id, msg.server_time, live_only=owners))
             continue
-        message_rows.append(_message_row(msg, only_for))
+        index_key = _index_key(msg)
+        message_rows.append(_message_row(msg, index_key, only_for))
+        conversations.append((index_key, msg.message_id))
         seqs = {}
         for owner in owners:
-            seq = taken.get(owner) or heads.current(conn, owner)
+            seq = taken.get(owner) or inboxes.current(conn, owner)
             seqs[owner] = taken[owner] = seq + 1
             inbox_rows.append((owner, seq + 1, msg.message_id))
         result = SendResult(ErrorCode.SUCCESS, msg.message_id, msg.server_time, seqs)
@@ -316,10 +294,10 @@ def send_private_group(
         results.append(result)
     if message_rows:
         conn.executemany(_INSERT_MESSAGE, message_rows)
-        conn.executemany("INSERT INTO inbox (user_id, seq, message_id) VALUES (?, ?, ?)", inbox_rows)
+        inboxes.append(conn, inbox_rows, conversations)
     if id_rows:
         conn.executemany(_INSERT_CLIENT_MSG_ID, id_rows)
-    heads.advance(taken)  # only now: had anything raised, the heads would not have moved
+    inboxes.advance(taken)
     return results
 
 
@@ -345,7 +323,7 @@ class PullResult:
 
 def pull(
     conn: sqlite3.Connection,
-    heads: InboxHeads,
+    inboxes: InboxState,
     user_id: str,
     after_seq: int,
     limit: int,
@@ -358,6 +336,9 @@ def pull(
     ``max_bytes``, so that the RESPONSE fits a frame. A page shorter than
     ``limit`` can therefore mean "more to come": clients pull until a page is
     empty or reaches ``head``.
+
+    The merged rows (``inbox``) come first; only if they run out does the page
+    go on with the rows still in the log, which all have higher seqs.
     """
     rows = conn.execute(
         f"SELECT i.seq, {_MESSAGE_COLUMNS} FROM inbox i JOIN messages m ON m.message_id = i.message_id"
@@ -365,6 +346,15 @@ def pull(
         " ORDER BY i.seq LIMIT ?",
         (user_id, after_seq, min_time, user_id, limit),
     ).fetchall()
+    if len(rows) < limit:
+        recent = inboxes.recent_after(conn, user_id, after_seq)
+        if recent:  # [[seq, message_id], ...] in seq order: j.key is the position
+            rows += conn.execute(
+                f"SELECT j.value ->> 0, {_MESSAGE_COLUMNS} FROM json_each(?) j"
+                " JOIN messages m ON m.message_id = j.value ->> 1"
+                f" WHERE m.server_time >= ? AND {_NOT_DELETED} ORDER BY j.key LIMIT ?",
+                (json.dumps(recent), min_time, user_id, limit - len(rows)),
+            ).fetchall()
     page: list[tuple[int, StoredMessage]] = []
     size = 0
     for row in rows:
@@ -372,11 +362,11 @@ def pull(
         if page and size > max_bytes:
             break
         page.append((row[0], _message(row[1:])))
-    return PullResult(page, heads.current(conn, user_id))
+    return PullResult(page, inboxes.current(conn, user_id))
 
 
-def head(conn: sqlite3.Connection, heads: InboxHeads, user_id: str) -> int:
-    return heads.current(conn, user_id)
+def head(conn: sqlite3.Connection, inboxes: InboxState, user_id: str) -> int:
+    return inboxes.current(conn, user_id)
 
 
 def last_message_id(conn: sqlite3.Connection) -> int:
@@ -435,6 +425,12 @@ def delete_for_everyone(conn: sqlite3.Connection, message_id: int) -> list[str] 
     found = _holders(conn, message_id)
     if found is None:
         return None
+    message = found[0]
+    conn.execute(
+        "DELETE FROM conversation_index"
+        " WHERE conv_type = ? AND conv_key = ? AND conv_line = ? AND message_id = ?",
+        (message.conv.type, conversation_key(message.conv, message.from_user), message.conv.line, message_id),
+    )  # if it is still in the log, the merge finds no message to index
     conn.execute("DELETE FROM messages WHERE message_id = ?", (message_id,))
     conn.execute("DELETE FROM deleted_messages WHERE message_id = ?", (message_id,))
     return found[1]
@@ -442,7 +438,7 @@ def delete_for_everyone(conn: sqlite3.Connection, message_id: int) -> list[str] 
 
 def recall(
     conn: sqlite3.Connection,
-    heads: InboxHeads,
+    inboxes: InboxState,
     operator: str,
     message_id: int,
     window_ms: int,
@@ -472,22 +468,40 @@ def recall(
     if not holders:
         return SendResult(ErrorCode.SUCCESS, notice.message_id, notice.server_time, {})
     hidden_from_target = holders == [message.from_user] and message.conv.target != message.from_user
-    seqs = _append(conn, heads, notice, holders, message.from_user if hidden_from_target else None)
+    seqs = _append(conn, inboxes, notice, holders, message.from_user if hidden_from_target else None)
     return SendResult(ErrorCode.SUCCESS, notice.message_id, notice.server_time, seqs)
 
 
 def remote_history(
-    conn: sqlite3.Connection, user_id: str, conv: Conversation, before_id: int, count: int
+    conn: sqlite3.Connection,
+    inboxes: InboxState,
+    user_id: str,
+    conv: Conversation,
+    before_id: int,
+    count: int,
 ) -> list[StoredMessage]:
-    """Up to ``count`` of the user's messages in ``conv`` (as the user sees it) before ``before_id``, newest first."""
+    """Up to ``count`` of the user's messages in ``conv`` (as the user sees it) before ``before_id``, newest first.
+
+    The conversation's messages are in ``conversation_index`` or, not yet
+    merged, in the log: the newest ``count`` of each part, put together.
+    """
     key = conversation_key(conv, user_id)
+    visible = f"(m.only_for IS NULL OR m.only_for = ?) AND {_NOT_DELETED}"
     rows = conn.execute(
-        f"SELECT {_MESSAGE_COLUMNS} FROM messages m"
-        " WHERE m.conv_type = ? AND m.conv_key = ? AND m.conv_line = ? AND m.message_id < ?"
-        f" AND (m.only_for IS NULL OR m.only_for = ?) AND {_NOT_DELETED}"
-        " ORDER BY m.message_id DESC LIMIT ?",
+        f"SELECT {_MESSAGE_COLUMNS} FROM conversation_index c JOIN messages m ON m.message_id = c.message_id"
+        " WHERE c.conv_type = ? AND c.conv_key = ? AND c.conv_line = ? AND c.message_id < ?"
+        f" AND {visible} ORDER BY c.message_id DESC LIMIT ?",
         (conv.type, key, conv.line, before_id, user_id, user_id, count),
     ).fetchall()
+    recent = inboxes.recent_in_conversation(conn, (conv.type, key, conv.line), before_id)
+    if recent:
+        rows += conn.execute(
+            f"SELECT {_MESSAGE_COLUMNS} FROM json_each(?) j JOIN messages m ON m.message_id = j.value"
+            f" WHERE {visible} ORDER BY m.message_id DESC LIMIT ?",
+            (json.dumps(recent), user_id, user_id, count),
+        ).fetchall()
+        rows.sort(key=itemgetter(0), reverse=True)
+        del rows[count:]
     return [_message(row) for row in rows]
 
 

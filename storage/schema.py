@@ -115,7 +115,7 @@ def _v2_messages(db: Database) -> None:
     columns with their own index doubled the writer's CPU per message).
 
     History by conversation reads ``messages`` through ``messages_conversation``
-    (``conv_key`` is the conversation's one name for both sides: for a private
+    (since v3, the ``conversation_index`` table; ``conv_key`` is the conversation's one name for both sides: for a private
     chat, the two user ids sorted and joined by a newline, which no id contains).
     Delete-for-me is a row in ``deleted_messages``, which pulls and history skip;
     inbox rows are never removed, so a user's highest seq never goes back.
@@ -156,8 +156,32 @@ def _v2_messages(db: Database) -> None:
     )
 
 
+def _v3_merged_indexes(db: Database) -> None:
+    """Inbox rows and the conversation index are written many at a time, through a log.
+
+    A send's inbox rows go to ``inbox_recent`` (a rowid table: appended rows
+    share its last page) and reach ``inbox`` when the writer merges the log;
+    the conversation index becomes a table the same merge fills, since an index
+    on ``messages`` is written with every insert. ``storage.inboxes`` explains
+    why (pages per commit) and how reads see both parts.
+    """
+    db.execute(
+        "CREATE TABLE inbox_recent (user_id TEXT NOT NULL, seq INTEGER NOT NULL, message_id INTEGER NOT NULL)"
+    )
+    db.execute(
+        "CREATE TABLE conversation_index (conv_type INTEGER NOT NULL, conv_key TEXT NOT NULL,"
+        " conv_line INTEGER NOT NULL, message_id INTEGER NOT NULL,"
+        " PRIMARY KEY (conv_type, conv_key, conv_line, message_id)) WITHOUT ROWID"
+    )
+    db.execute(
+        "INSERT INTO conversation_index (conv_type, conv_key, conv_line, message_id)"
+        " SELECT conv_type, conv_key, conv_line, message_id FROM messages ORDER BY 1, 2, 3, 4"
+    )
+    db.execute("DROP INDEX messages_conversation")
+
+
 #: Every migration ever released, oldest first. Append only.
-MIGRATIONS: Final[tuple[Migration, ...]] = (_v1_users_and_sessions, _v2_messages)
+MIGRATIONS: Final[tuple[Migration, ...]] = (_v1_users_and_sessions, _v2_messages, _v3_merged_indexes)
 
 #: The ``user_version`` of a fully migrated database.
 SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Final
 from storage.records import SESSION_ACTIVE, SESSION_DELETED, IssueResult, SessionRecord
 
 if TYPE_CHECKING:
-    from storage.messages import InboxHeads
+    from storage.inboxes import InboxState
 
 # Column order == SessionRecord field order, so a row unpacks straight into a record.
 _COLUMNS: Final = ", ".join(field.name for field in dataclasses.fields(SessionRecord))
@@ -126,7 +126,7 @@ def touch_sessions_each(conn: sqlite3.Connection, items: Sequence[tuple[str, str
 
 
 def connect_read(
-    conn: sqlite3.Connection, heads: InboxHeads, user_id: str, client_id: str
+    conn: sqlite3.Connection, inboxes: InboxState, user_id: str, client_id: str
 ) -> tuple[SessionRecord | None, int | None, int]:
     """What a CONNECT needs to know, in one read: the session (any state), the user's status, the inbox head.
 
@@ -135,5 +135,5 @@ def connect_read(
     """
     row = conn.execute("SELECT status FROM users WHERE user_id = ?", (user_id,)).fetchone()
     session = get_session(conn, user_id, client_id)
-    head = 0 if session is None else heads.current(conn, user_id)
+    head = 0 if session is None else inboxes.current(conn, user_id)
     return session, None if row is None else row[0], head

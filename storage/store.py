@@ -16,9 +16,9 @@ from typing import Any, TypeVar
 
 from protocol.codes import UserStatus
 from storage import messages, sessions, users
+from storage.inboxes import InboxState
 from storage.messages import (
     Conversation,
-    InboxHeads,
     Outgoing,
     PullResult,
     SendPolicy,
@@ -52,10 +52,10 @@ class Store:
             are there for tests and metrics).
     """
 
-    def __init__(self, writer: Writer) -> None:
+    def __init__(self, writer: Writer, inboxes: InboxState) -> None:
         self.writer = writer
         self.path: Path = writer.path
-        self._heads = InboxHeads()  # used only inside operations, i.e. on the writer thread
+        self._inboxes = inboxes  # used only inside operations, i.e. on the writer thread
 
     async def aclose(self) -> None:
         """Commit what is queued and close the database (``open_store`` does this for you)."""
@@ -152,7 +152,7 @@ class Store:
         read is counted in the head, and one queued after it is reported after this callback.
         """
         self.writer.submit_nowait(
-            sessions.connect_read, self._heads, user_id, client_id, callback=callback, read=True
+            sessions.connect_read, self._inboxes, user_id, client_id, callback=callback, read=True
         )
 
     async def list_sessions(self, user_id: str) -> list[SessionRecord]:
@@ -183,7 +183,7 @@ class Store:
         """
         self.writer.submit_nowait(
             messages.send_private,
-            self._heads,
+            self._inboxes,
             msg,
             policy,
             callback=callback,
@@ -191,18 +191,18 @@ class Store:
         )
 
     async def send_private(self, msg: Outgoing, policy: SendPolicy) -> SendResult:
-        return await self.writer.submit(messages.send_private, self._heads, msg, policy)
+        return await self.writer.submit(messages.send_private, self._inboxes, msg, policy)
 
     async def pull(
         self, user_id: str, after_seq: int, limit: int, min_time: int = 0, max_bytes: int = 2**62
     ) -> PullResult:
         """The inbox after ``after_seq`` (oldest first, at most ``limit``), and the head."""
         return await self.writer.submit(
-            messages.pull, self._heads, user_id, after_seq, limit, min_time, max_bytes, read=True
+            messages.pull, self._inboxes, user_id, after_seq, limit, min_time, max_bytes, read=True
         )
 
     async def inbox_head(self, user_id: str) -> int:
-        return await self.writer.submit(messages.head, self._heads, user_id, read=True)
+        return await self.writer.submit(messages.head, self._inboxes, user_id, read=True)
 
     async def last_message_id(self) -> int:
         """The highest message id stored (0 for none)."""
@@ -222,12 +222,16 @@ class Store:
     async def recall_message(
         self, operator: str, message_id: int, window_ms: int, notice: Outgoing
     ) -> SendResult:
-        return await self.writer.submit(messages.recall, self._heads, operator, message_id, window_ms, notice)
+        return await self.writer.submit(
+            messages.recall, self._inboxes, operator, message_id, window_ms, notice
+        )
 
     async def remote_history(
         self, user_id: str, conv: Conversation, before_id: int, count: int
     ) -> list[StoredMessage]:
-        return await self.writer.submit(messages.remote_history, user_id, conv, before_id, count, read=True)
+        return await self.writer.submit(
+            messages.remote_history, self._inboxes, user_id, conv, before_id, count, read=True
+        )
 
     async def set_blacklist(self, user_id: str, target: str, blocked: bool, now_ms: int) -> None:
         await self.writer.submit(messages.set_blacklist, user_id, target, blocked, now_ms)
@@ -263,16 +267,18 @@ async def open_store(
 
     ``callback_context`` and ``commit_delay_ms`` are passed to ``Writer``.
     """
+    inboxes = InboxState()
     writer = Writer(
         path,
         synchronous=synchronous,
         setup=migrate,
         callback_context=callback_context,
         commit_delay_ms=commit_delay_ms,
+        on_rollback=inboxes.forget,  # what it holds may describe writes that were just undone
     )
     await writer.start()
     try:
-        yield Store(writer)
+        yield Store(writer, inboxes)
     finally:
         await writer.aclose()
 

@@ -166,6 +166,7 @@ class Writer:
         setup: Callable[[sqlite3.Connection], None] | None = None,
         callback_context: Callable[[], AbstractContextManager[object]] = nullcontext,
         commit_delay_ms: float = 0.0,
+        on_rollback: Callable[[], None] | None = None,
     ) -> None:
         """Prepare a writer; nothing touches the disk until ``start``.
 
@@ -184,6 +185,9 @@ class Writer:
             callback_context: Entered on the trio thread around each batch's
                 ``submit_nowait`` callbacks (the gateway corks its sockets there,
                 so a batch's replies to one client leave in one write).
+            on_rollback: Called on the writer thread whenever writes are undone
+                (an operation or a group raised, or a transaction failed), so that
+                state the operations keep in memory can be reloaded from the database.
 
         Raises:
             ValueError: ``synchronous`` or ``max_batch`` is out of range.
@@ -202,6 +206,7 @@ class Writer:
         self._setup = setup
         self._callback_context = callback_context
         self._commit_delay = commit_delay_ms / 1000
+        self._on_rollback = on_rollback or (lambda: None)
         # Trio side: operations not yet handed to the thread, and the flusher that hands them over.
         self._pending: list[_Op] = []
         self._flush_due = trio.Event()
@@ -519,8 +524,7 @@ class Writer:
             return
         self._wal_restart_wanted = bool(busy)  # the checkpointer was at work: try after the next batch
 
-    @staticmethod
-    def _abandon_batch(conn: sqlite3.Connection, ops: list[_Op], exc: BaseException) -> None:
+    def _abandon_batch(self, conn: sqlite3.Connection, ops: list[_Op], exc: BaseException) -> None:
         """The batch broke outside any op (e.g. SAVEPOINT hit an I/O error): fail it whole."""
         # Roll back, or the next batch's COMMIT would commit writes that these
         # callers were told failed.
@@ -529,6 +533,7 @@ class Writer:
                 conn.execute("ROLLBACK")
         except sqlite3.Error:
             pass  # nothing more to do; the next BEGIN will report a broken connection
+        self._on_rollback()
         for op in ops:
             if op.error is None:  # an op's own error stands: its writes were rolled back
                 op.result = None
@@ -573,6 +578,7 @@ class Writer:
                 # Either way the earlier ops' writes are lost or unknown.
                 _fail(pending, "the transaction was aborted by another operation in its batch", None)
                 pending = []
+                self._on_rollback()
         if not conn.in_transaction:
             return
         try:
@@ -582,13 +588,13 @@ class Writer:
             # COMMIT may leave the transaction open: roll it back for the next batch.
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            self._on_rollback()
             _fail(pending, "commit failed", exc)
             return
         self.commits += 1
         self.committed_ops += len(pending)
 
-    @staticmethod
-    def _run_group(conn: sqlite3.Connection, ops: list[_Op]) -> bool:
+    def _run_group(self, conn: sqlite3.Connection, ops: list[_Op]) -> bool:
         """Run consecutive ops of one group in one call; False (nothing written) if it raised."""
         group = ops[0].group
         assert group is not None
@@ -602,14 +608,14 @@ class Writer:
             if conn.in_transaction:
                 conn.execute(f"ROLLBACK TO {_GROUP_SAVEPOINT}")
                 conn.execute(f"RELEASE {_GROUP_SAVEPOINT}")
+            self._on_rollback()
             return False
         conn.execute(f"RELEASE {_GROUP_SAVEPOINT}")
         for op, result in zip(ops, results, strict=True):
             op.result = result
         return True
 
-    @staticmethod
-    def _run_one(conn: sqlite3.Connection, op: _Op) -> None:
+    def _run_one(self, conn: sqlite3.Connection, op: _Op) -> None:
         if op.read:
             try:
                 op.result = op.fn(conn, *op.args)
@@ -627,6 +633,7 @@ class Writer:
             if conn.in_transaction:
                 conn.execute(f"ROLLBACK TO {_SAVEPOINT}")
                 conn.execute(f"RELEASE {_SAVEPOINT}")
+            self._on_rollback()
         else:
             if conn.in_transaction:
                 conn.execute(f"RELEASE {_SAVEPOINT}")

@@ -36,6 +36,7 @@ from hypothesis import strategies as st
 from gateway.clock import ManualClock
 from protocol import events
 from protocol.codes import ConnectionStatus, ErrorCode
+from storage import inboxes
 from tests.harness import Gateway, RawClient, start_gateway
 from tests.test_messaging import Device
 
@@ -560,8 +561,10 @@ def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     print_blob=True,
 )
-@given(programs)
-def test_pulled_history_always_equals_the_model(program: list) -> None:
+@given(programs, st.sampled_from([4, inboxes.MERGE_ROWS]))
+def test_pulled_history_always_equals_the_model(program: list, merge_rows: int) -> None:
+    """``merge_rows``: 4 merges the inbox log every two messages or so, the default never in a program."""
+    default_merge_rows, inboxes.MERGE_ROWS = inboxes.MERGE_ROWS, merge_rows
     try:
         trio.run(execute, program)
     except BaseExceptionGroup as group:
@@ -570,3 +573,5 @@ def test_pulled_history_always_equals_the_model(program: list) -> None:
         if len(leaves) == 1:
             raise leaves[0] from None
         raise
+    finally:
+        inboxes.MERGE_ROWS = default_merge_rows

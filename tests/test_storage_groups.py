@@ -21,10 +21,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from protocol.codes import ErrorCode, UserStatus
-from storage import UserRecord, open_store
+from storage import UserRecord, inboxes, open_store
+from storage.inboxes import InboxState
 from storage.messages import (
     Conversation,
-    InboxHeads,
     Outgoing,
     SendPolicy,
     SendResult,
@@ -53,10 +53,11 @@ def fresh_db() -> sqlite3.Connection:
     return conn
 
 
-def reference_send(
-    conn: sqlite3.Connection, heads: InboxHeads, msg: Outgoing, policy: SendPolicy
-) -> SendResult:
-    """The send rules (SPEC §5) for one message, plainly: the model the grouped code must match."""
+def reference_send(conn: sqlite3.Connection, msg: Outgoing, policy: SendPolicy) -> SendResult:
+    """The send rules (SPEC §5) for one message, plainly: the model the grouped code must match.
+
+    It writes inbox rows straight into ``inbox`` and reads heads with SQL: no log, no cache.
+    """
 
     def status(user_id: str) -> int | None:
         row = conn.execute("SELECT status FROM users WHERE user_id = ?", (user_id,)).fetchone()
@@ -98,8 +99,11 @@ def reference_send(
             json.dumps(msg.to_users) if msg.to_users else None, msg.persist_flag, only_for,
         ),
     )  # fmt: skip
-    seqs = {owner: heads.take(conn, owner) for owner in owners}
-    for owner, seq in seqs.items():
+    seqs = {}
+    for owner in owners:
+        seqs[owner] = seq = 1 + conn.execute(
+            "SELECT COALESCE(MAX(seq), 0) FROM inbox WHERE user_id = ?", (owner,)
+        ).fetchone()[0]
         conn.execute(
             "INSERT INTO inbox (user_id, seq, message_id) VALUES (?, ?, ?)", (owner, seq, msg.message_id)
         )
@@ -113,10 +117,28 @@ def reference_send(
 
 
 def rows(conn: sqlite3.Connection) -> dict[str, list[tuple[Any, ...]]]:
-    return {
+    """The stored state, with the log and the merged rows seen as one (the reference never logs)."""
+    found = {
         table: conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()
-        for table in ("messages", "inbox", "client_message_ids")
+        for table in ("messages", "client_message_ids")
     }
+    found["inbox"] = conn.execute(
+        "SELECT user_id, seq, message_id FROM inbox UNION ALL SELECT user_id, seq, message_id FROM inbox_recent"
+        " ORDER BY 1, 2"
+    ).fetchall()
+    return found
+
+
+def assert_every_message_is_indexed_or_logged(conn: sqlite3.Connection) -> None:
+    """Each stored message is in its conversation's index, or its inbox rows are still in the log."""
+    indexed = conn.execute(
+        "SELECT conv_type, conv_key, conv_line, message_id FROM conversation_index"
+        " UNION SELECT m.conv_type, m.conv_key, m.conv_line, m.message_id FROM messages m"
+        " JOIN inbox_recent r ON r.message_id = m.message_id ORDER BY 4"
+    ).fetchall()
+    assert indexed == conn.execute(
+        "SELECT conv_type, conv_key, conv_line, message_id FROM messages ORDER BY 4"
+    ).fetchall()
 
 
 send = st.tuples(
@@ -140,29 +162,36 @@ def outgoing(number: int, sender: str, recipient: str, client_msg_id: str | None
     cuts=st.sets(st.integers(min_value=1, max_value=24), max_size=4),
     strategy=st.sampled_from([0, 1]),
     friends_only=st.booleans(),
+    merge_rows=st.sampled_from([3, 7, inboxes.MERGE_ROWS]),  # small: the log is merged mid-group
 )
 def test_a_group_returns_and_writes_what_the_rules_say_one_by_one(
-    sends: list[tuple[str, str, str | None, int]], cuts: set[int], strategy: int, friends_only: bool
+    sends: list[tuple[str, str, str | None, int]],
+    cuts: set[int],
+    strategy: int,
+    friends_only: bool,
+    merge_rows: int,
 ) -> None:
     policy = SendPolicy(blacklist_strategy=strategy, disable_stranger_chat=friends_only)
     msgs = [outgoing(n + 1, *spec) for n, spec in enumerate(sends)]
 
-    one_by_one, heads = fresh_db(), InboxHeads()
-    expected = [reference_send(one_by_one, heads, msg, policy) for msg in msgs]
+    one_by_one = fresh_db()
+    expected = [reference_send(one_by_one, msg, policy) for msg in msgs]
 
-    grouped, group_heads = fresh_db(), InboxHeads()
+    grouped, state = fresh_db(), InboxState()
     got: list[SendResult] = []
     bounds = [0, *sorted(c for c in cuts if c < len(msgs)), len(msgs)]
-    for start, end in zip(bounds, bounds[1:], strict=False):  # groups of any size, as batches come
-        got += send_private_group(grouped, [(group_heads, msg, policy) for msg in msgs[start:end]])
-
-    assert got == expected
-    assert rows(grouped) == rows(one_by_one)
-    # The heads moved the same way: the next send (alone) gets the same seqs on both sides.
-    following = outgoing(99, "u0", "u2", None, 3)
-    assert send_private(grouped, group_heads, following, policy) == reference_send(
-        one_by_one, heads, following, policy
-    )
+    default_merge_rows, inboxes.MERGE_ROWS = inboxes.MERGE_ROWS, merge_rows
+    try:
+        for start, end in zip(bounds, bounds[1:], strict=False):  # groups of any size, as batches come
+            got += send_private_group(grouped, [(state, msg, policy) for msg in msgs[start:end]])
+        assert got == expected
+        assert rows(grouped) == rows(one_by_one)
+        assert_every_message_is_indexed_or_logged(grouped)
+        # The heads moved the same way: the next send (alone) gets the same seqs on both sides.
+        following = outgoing(99, "u0", "u2", None, 3)
+        assert send_private(grouped, state, following, policy) == reference_send(one_by_one, following, policy)
+    finally:
+        inboxes.MERGE_ROWS = default_merge_rows
 
 
 async def test_a_group_that_fails_runs_its_sends_one_by_one(tmp_path: Path) -> None:

@@ -1,0 +1,196 @@
+"""What the writer thread keeps about inboxes: each user's head, and the rows not yet merged.
+
+Why rows wait before they reach their indexes: a commit costs mostly per page
+it writes, and an index keyed by user (``inbox``) or by conversation
+(``conversation_index``) puts each message's entries on pages of their own, one
+per recipient and one for the conversation. At one message per commit-batch
+entry that was three scattered pages per message, half of the writer's CPU.
+So a send appends its inbox rows to ``inbox_recent``, a plain log whose new
+rows share its last page whoever they belong to, and the writer keeps a copy
+of that log in memory (per user and per conversation) for reads. Once
+``MERGE_ROWS`` rows have piled up, ``merge`` moves them all into ``inbox`` and
+``conversation_index`` in one statement each, sorted, so a user's page takes
+many rows at once; the log is then emptied.
+
+The tables are the truth, in every committed state: a user's inbox is their
+rows in ``inbox`` followed by their rows in ``inbox_recent`` (a merge moves the
+whole log, so the merged seqs of a user are all below the ones still in the
+log), and a message is in its conversation's index, or its inbox rows are in
+the log. The in-memory copy is rebuilt from the log when it might disagree:
+at first use (after a restart or a crash) and after any rollback in the writer
+(``forget``), so it never outlives a write that did not commit.
+
+Only the writer thread touches an ``InboxState``; every method takes the
+writer's connection, inside the writer's transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from bisect import bisect_left, bisect_right
+from operator import itemgetter
+
+#: Rows the log holds before a send merges it. Bigger merges put more rows on each page they write
+#: (with 100 busy users, ~40 per page at 4096) but pause that one batch longer and keep more in memory.
+MERGE_ROWS = 4096
+
+#: A conversation as the index keys it: (conv_type, conv_key, conv_line).
+ConversationKey = tuple[int, str, int]
+
+_seq = itemgetter(0)
+
+_LOAD_RECENT = (
+    "SELECT r.user_id, r.seq, r.message_id, m.conv_type, m.conv_key, m.conv_line"
+    " FROM inbox_recent r LEFT JOIN messages m ON m.message_id = r.message_id ORDER BY r.rowid"
+)
+# Sorted by key, so that each page of the index is found once and takes its rows in order.
+_MERGE_INBOX = (
+    "INSERT INTO inbox (user_id, seq, message_id)"
+    " SELECT user_id, seq, message_id FROM inbox_recent ORDER BY user_id, seq"
+)
+# Every stored message has inbox rows, written with it: the log names the messages to index.
+# OR IGNORE: the index is a set, and a merge that failed on a duplicate would stop every send.
+_MERGE_CONVERSATIONS = (
+    "INSERT OR IGNORE INTO conversation_index (conv_type, conv_key, conv_line, message_id)"
+    " SELECT m.conv_type, m.conv_key, m.conv_line, m.message_id FROM messages m"
+    " WHERE m.message_id IN (SELECT message_id FROM inbox_recent) ORDER BY 1, 2, 3, 4"
+)
+
+
+class InboxState:
+    """Last seq per user (a cache), and a copy of ``inbox_recent``; writer thread only.
+
+    Args:
+        max_heads: Most heads cached; past it the cache starts over (each head reloads when next used).
+    """
+
+    def __init__(self, max_heads: int = 200_000) -> None:
+        self._heads: dict[str, int] = {}
+        self._max_heads = max_heads
+        self._loaded = False  # the copy below matches inbox_recent
+        self._recent_inbox: dict[str, list[tuple[int, int]]] = {}  # user -> [(seq, message_id)], seq order
+        self._recent_conversations: dict[ConversationKey, list[int]] = {}  # -> message ids, in log order
+        self._recent_rows = 0
+
+    # --- heads ---------------------------------------------------------------------------------
+
+    def current(self, conn: sqlite3.Connection, user_id: str) -> int:
+        """The user's highest seq (0 for an empty inbox)."""
+        head = self._heads.get(user_id)
+        if head is None:
+            self._load(conn)
+            recent = self._recent_inbox.get(user_id)
+            if recent:
+                head = recent[-1][0]
+            else:
+                row = conn.execute("SELECT MAX(seq) FROM inbox WHERE user_id = ?", (user_id,)).fetchone()
+                head = row[0] or 0
+            if len(self._heads) >= self._max_heads:
+                self._heads.clear()  # cheap and correct: every entry reloads
+            self._heads[user_id] = head
+        return head
+
+    def take(self, conn: sqlite3.Connection, user_id: str) -> int:
+        """The user's next seq, given out now."""
+        seq = self.current(conn, user_id) + 1
+        self._heads[user_id] = seq
+        return seq
+
+    def advance(self, taken: dict[str, int]) -> None:
+        """Record seqs given out by ``send_private_group`` (each above its user's ``current``)."""
+        self._heads.update(taken)
+
+    def forget(self) -> None:
+        """Reload heads and the copy of the log from the tables when next used.
+
+        The writer calls this after any rollback; tests call it after changing the tables under us.
+        """
+        self._heads.clear()
+        self._loaded = False
+
+    # --- rows ----------------------------------------------------------------------------------
+
+    def append(
+        self,
+        conn: sqlite3.Connection,
+        rows: list[tuple[str, int, int]],
+        conversations: list[tuple[ConversationKey, int]],
+    ) -> None:
+        """Store inbox rows (user_id, seq, message_id) of messages just inserted, and their conversations.
+
+        ``conversations`` names each of those messages once, with its conversation. Merges the log
+        when it has grown to ``MERGE_ROWS``.
+        """
+        self._load(conn)  # first: a load after the insert would copy these rows twice
+        conn.executemany("INSERT INTO inbox_recent (user_id, seq, message_id) VALUES (?, ?, ?)", rows)
+        self._recent_rows += len(rows)
+        if self._recent_rows >= MERGE_ROWS:
+            self.merge(conn)
+            return
+        inbox = self._recent_inbox
+        for user_id, seq, message_id in rows:
+            entries = inbox.get(user_id)
+            if entries is None:
+                inbox[user_id] = [(seq, message_id)]
+            else:
+                entries.append((seq, message_id))
+        by_conversation = self._recent_conversations
+        for key, message_id in conversations:
+            ids = by_conversation.get(key)
+            if ids is None:
+                by_conversation[key] = [message_id]
+            else:
+                ids.append(message_id)
+
+    def merge(self, conn: sqlite3.Connection) -> None:
+        """Move every row of the log into ``inbox`` and ``conversation_index``, and empty it."""
+        conn.execute(_MERGE_INBOX)
+        conn.execute(_MERGE_CONVERSATIONS)
+        conn.execute("DELETE FROM inbox_recent")
+        self._recent_inbox = {}
+        self._recent_conversations = {}
+        self._recent_rows = 0
+
+    def recent_after(self, conn: sqlite3.Connection, user_id: str, after_seq: int) -> list[tuple[int, int]]:
+        """The user's (seq, message_id) still in the log with seq above ``after_seq``, in seq order.
+
+        Every one of them is above every seq of the user's in ``inbox``.
+        """
+        self._load(conn)
+        entries = self._recent_inbox.get(user_id)
+        if not entries:
+            return []
+        return entries[bisect_right(entries, after_seq, key=_seq) :]
+
+    def recent_in_conversation(
+        self, conn: sqlite3.Connection, key: ConversationKey, before_id: int
+    ) -> list[int]:
+        """Ids of the conversation's messages still in the log, below ``before_id``, in no set order."""
+        self._load(conn)
+        ids = self._recent_conversations.get(key)
+        if not ids:
+            return []
+        ids = sorted(ids)
+        return ids[: bisect_left(ids, before_id)]
+
+    @property
+    def recent_rows(self) -> int:
+        """Rows in the log (as of the last load or change), for tests and metrics."""
+        return self._recent_rows
+
+    def _load(self, conn: sqlite3.Connection) -> None:
+        if self._loaded:
+            return
+        inbox: dict[str, list[tuple[int, int]]] = {}
+        conversations: dict[ConversationKey, list[int]] = {}
+        seen: set[int] = set()
+        rows = 0
+        for user_id, seq, message_id, conv_type, conv_key, conv_line in conn.execute(_LOAD_RECENT):
+            rows += 1
+            inbox.setdefault(user_id, []).append((seq, message_id))
+            # A message has a row per owner (index it once); a deleted one has none (nothing to index).
+            if conv_type is not None and message_id not in seen:
+                seen.add(message_id)
+                conversations.setdefault((conv_type, conv_key, conv_line), []).append(message_id)
+        self._recent_inbox, self._recent_conversations, self._recent_rows = inbox, conversations, rows
+        self._loaded = True
