@@ -17,8 +17,9 @@ from sqlite_utils import Database
 
 from protocol.codes import ErrorCode
 from storage import StorageError, Store, UserRecord, inboxes, open_store
+from storage.inboxes import InboxState
 from storage.messages import Conversation, Outgoing, SendPolicy
-from storage.schema import MIGRATIONS
+from storage.schema import MIGRATIONS, migrate
 from tests.storage_helpers import held_writer, peek, wait_until
 
 POLICY = SendPolicy()
@@ -162,3 +163,33 @@ async def test_a_version_2_database_gets_its_conversation_index(tmp_path: Path) 
         assert await history(store, "bob", "alice") == [2, 1]
         assert await history(store, "alice", "carol") == [3]
     assert peek(path, "SELECT name FROM sqlite_master WHERE name = 'messages_conversation'") == []
+
+
+def test_the_log_is_merged_sooner_when_sends_come_few_at_a_time() -> None:
+    """Busy (big groups): merge at MERGE_ROWS, cheapest per row; quiet: at an eighth, for short pauses."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    migrate(conn)
+    state = InboxState()
+    message_id = 0
+
+    def append_group(messages: int) -> None:
+        nonlocal message_id
+        rows = []
+        for _ in range(messages):
+            message_id += 1
+            rows += [("alice", message_id, message_id), ("bob", message_id, message_id)]
+        state.append(conn, rows, [])
+
+    for _ in range(64):
+        append_group(25)
+    assert state.merge_at() == inboxes.MERGE_ROWS
+    for _ in range(64):
+        append_group(1)
+    assert state.merge_at() == inboxes.MERGE_ROWS // 8
+    rows_before = state.recent_rows
+    while state.recent_rows >= rows_before:  # grows until the quiet threshold, then merges
+        rows_before = state.recent_rows
+        append_group(1)
+    assert rows_before < inboxes.MERGE_ROWS // 8 <= rows_before + 2
+    assert state.recent_rows == 0
+    assert conn.execute("SELECT count(*) FROM inbox").fetchone()[0] == 2 * message_id
