@@ -3,8 +3,8 @@
 Why rows wait before they reach their indexes: a commit costs mostly per page
 it writes, and an index keyed by user (``inbox``) or by conversation
 (``conversation_index``) puts each message's entries on pages of their own, one
-per recipient and one for the conversation. At one message per commit-batch
-entry that was three scattered pages per message, half of the writer's CPU.
+per recipient and one for the conversation. Written at every commit, that was
+three scattered pages per message, half of the writer's CPU at window 1.
 So a send appends its inbox rows to ``inbox_recent``, a plain log whose new
 rows share its last page whoever they belong to, and the writer keeps a copy
 of that log in memory (per user and per conversation) for reads. Once enough
@@ -183,7 +183,7 @@ class InboxState:
     def recent_in_conversation(
         self, conn: sqlite3.Connection, key: ConversationKey, before_id: int
     ) -> list[int]:
-        """Ids of the conversation's messages still in the log, below ``before_id``, in no set order."""
+        """Ids of the conversation's messages still in the log, below ``before_id``, in increasing order."""
         self._load(conn)
         ids = self._recent_conversations.get(key)
         if not ids:
