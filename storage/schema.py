@@ -115,8 +115,9 @@ def _v2_messages(db: Database) -> None:
     columns with their own index doubled the writer's CPU per message).
 
     History by conversation reads ``messages`` through ``messages_conversation``
-    (since v3, the ``conversation_index`` table; ``conv_key`` is the conversation's one name for both sides: for a private
-    chat, the two user ids sorted and joined by a newline, which no id contains).
+    (since v3, the ``conversation_index`` table). ``conv_key`` is the
+    conversation's one name for both sides: for a private chat, the two user
+    ids sorted and joined by a newline, which no id contains.
     Delete-for-me is a row in ``deleted_messages``, which pulls and history skip;
     inbox rows are never removed, so a user's highest seq never goes back.
     """
