@@ -9,7 +9,8 @@ Lifecycle of a connection task::
     HELLO ─► wait for CONNECT (handshake_timeout) ─► one storage read (session, user status, sync heads)
           ─► checks and, if they pass, register with the router (both in the read's callback)
           ─► CONNACK, then any pushes that came meanwhile
-          ─► read loop (idle timeout 1.5 × keepalive)
+          ─► reads: the socket joins the shared ``ReadPoller``, which calls ``on_readable`` per read; the task
+             waits for the end (end of stream, DISCONNECT, violation, kick) or the idle timeout (1.5 × keepalive)
           ─► answer requests still in flight and flush (both briefly), unregister, close the socket
 """
 
@@ -23,6 +24,7 @@ import trio
 
 from gateway import dispatch
 from gateway.outbox import Outbox, cork
+from gateway.reads import ReadPoller
 from gateway.services import Services
 from protocol import events
 from protocol.codes import ConnectionStatus, ErrorCode, UserStatus
@@ -46,6 +48,9 @@ class GatewayConnection:
         "_caller",
         "_early_pushes",
         "_in_flight",
+        "_nursery",
+        "_reading",
+        "_reads",
         "_requests_done",
         "_main",
         "_outbox",
@@ -64,9 +69,12 @@ class GatewayConnection:
         "user_id",
     )
 
-    def __init__(self, services: Services, stream: trio.SocketStream) -> None:
+    def __init__(self, services: Services, stream: trio.SocketStream, reads: ReadPoller) -> None:
         self.services = services
         self.stream = stream
+        self._reads = reads
+        self._reading: trio.Event | None = None  # while the poller reads for us; set when reading ends
+        self._nursery: trio.Nursery | None = None
         self.user_id = ""
         self.client_id = ""
         self.platform = 0
@@ -77,8 +85,8 @@ class GatewayConnection:
             server_time_ms=services.clock.now_ms(),
             max_frame_bytes=server.max_frame_bytes,
         )
-        self._main = trio.CancelScope()  # cancelled by kick()/replace() to end the connection
-        self._outbox = Outbox(stream, on_overflow=self._main.cancel)
+        self._main = trio.CancelScope()  # cancelled by _cut_off() to end the connection
+        self._outbox = Outbox(stream, on_overflow=self._cut_off)
         self._registered = False
         self._rate_window_start = 0.0
         self._rate_count = 0
@@ -102,12 +110,12 @@ class GatewayConnection:
                 self._early_pushes.append(body)
             return
         if not self._outbox.send(self._proto.notify_body(body)):
-            self._main.cancel()  # the peer stopped reading: cut it off, it will pull on reconnect
+            self._cut_off()  # the peer stopped reading: it will pull on reconnect
 
     def kick(self, status: ConnectionStatus) -> None:
         """Tell the device why (a ``kicked`` push with the status code), then close."""
         self.push_frame_body(encode_notify_body("kicked", {"code": int(status)}))
-        self._main.cancel()
+        self._cut_off()
 
     def release_idle_keys(self) -> None:
         """Called by the server's sweeper for connections quiet for a while (see server.py)."""
@@ -115,7 +123,40 @@ class GatewayConnection:
 
     def replace(self) -> None:
         """A newer connection of the same session took over: close without a word."""
+        self._cut_off()
+
+    def _cut_off(self) -> None:
+        """End the connection: read nothing more from now on, and cancel its task's main scope."""
+        self._stop_reading()
         self._main.cancel()
+
+    # --- called by the read poller (never blocks, never raises) ---------------------------------
+
+    def on_readable(self) -> None:
+        """Read once and act on what came; at the end of the stream or of the session, stop reading."""
+        try:
+            data = os.read(self.stream.socket.fileno(), RECEIVE_SIZE)
+        except BlockingIOError:
+            return  # readiness without data (rare): the poller asks again when there is some
+        except OSError:
+            data = b""  # reset by the peer: the connection ends either way
+        if not data:
+            self._stop_reading()
+            return
+        self.last_active = trio.current_time()
+        assert self._nursery is not None
+        try:
+            with cork():  # one read's answers leave in one write
+                if self._handle(self._proto.receive_data(data), self._nursery):
+                    self._stop_reading()
+        except Exception:  # noqa: BLE001 - a bug: it ends this one connection, never the poller
+            log.exception("reading failed user=%s", self.user_id)
+            self._cut_off()
+
+    def _stop_reading(self) -> None:
+        if self._reading is not None and not self._reading.is_set():
+            self._reads.remove(self.stream.socket.fileno())
+            self._reading.set()
 
     # --- the connection task --------------------------------------------------------------------
 
@@ -140,6 +181,7 @@ class GatewayConnection:
                         await self._outbox.drain()
                 nursery.cancel_scope.cancel()  # request tasks past the bound, and the writer task
         finally:
+            self._stop_reading()  # before the socket closes: its number may be reused at once
             if self._registered:
                 self.services.router.unregister(self)
                 self._on_offline()
@@ -322,22 +364,21 @@ class GatewayConnection:
         self.services.sessions.went_offline(self.user_id, self.client_id, self.services.clock.now_ms())
 
     async def _read_loop(self, nursery: trio.Nursery) -> None:
+        """Let the read poller read for this connection until reading ends or the peer falls idle."""
         # Anything the client pipelined behind its CONNECT was buffered until the keys existed.
         if self._handle(self._proto.receive_data(b""), nursery):
             return
+        self._nursery = nursery
+        self._reading = reading = trio.Event()
+        self._reads.add(self.stream.socket.fileno(), self.on_readable)
         idle = 1.5 * self.keepalive_seconds
         # The idle deadline is moved once per idle period, not per read (moving a deadline costs a
         # heap update in trio's scheduler): when it passes, only a connection quiet since is idle.
         while trio.current_time() - self.last_active < idle:
             with trio.move_on_at(self.last_active + idle):
-                while True:
-                    data = await self._receive()
-                    if not data:
-                        return
-                    self.last_active = trio.current_time()
-                    with cork():  # one read's answers leave in one write
-                        if self._handle(self._proto.receive_data(data), nursery):
-                            return
+                await reading.wait()
+                return
+        self._stop_reading()
         log.info("idle timeout user=%s client=%s", self.user_id, self.client_id)
 
     def _handle(self, received: Iterable[events.ServerEvent], nursery: trio.Nursery) -> bool:
@@ -422,7 +463,7 @@ class GatewayConnection:
         log.exception("handler failed method=%s user=%s", method, self.user_id)
         if self._sending:
             self._send_error(ErrorCode.SERVER_ERROR, "internal error")
-        self._main.cancel()
+        self._cut_off()
 
     def _peer(self) -> str:
         try:

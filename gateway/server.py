@@ -24,6 +24,7 @@ from gateway.config import Config
 from gateway.connection import GatewayConnection
 from gateway.messaging import MessageService
 from gateway.outbox import cork
+from gateway.reads import ReadPoller
 from gateway.router import Router
 from gateway.services import Services
 from gateway.sessions import SessionService
@@ -49,8 +50,6 @@ async def serve(
     task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the gateway until cancelled (or, with ``handle_signals``, until SIGINT/SIGTERM)."""
-    from gateway.admin.app import create_admin_app, serve_admin  # FastAPI is heavy; keep it off other paths
-
     clock = clock or Clock()
     async with storage.open_store(
         config.storage.path,
@@ -64,43 +63,56 @@ async def serve(
         messages.ids.seed(await store.last_message_id())
         services = Services(config, store, clock, router, sessions, messages, config.token.key_bytes())
         try:
-            async with trio.open_nursery() as nursery:
-                if handle_signals:
-                    nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
-                nursery.start_soon(_release_idle_keys, router)
-                nursery.start_soon(_write_last_seen, sessions)
-                listeners = await trio.open_tcp_listeners(config.server.port, host=config.server.host)
-                host, port = listeners[0].socket.getsockname()[:2]
-                for listener in listeners:
-                    nursery.start_soon(_serve_clients, services, listener)
-
-                app = create_admin_app(
-                    config=config,
-                    store=store,
-                    sessions=sessions,
-                    router=router,
-                    clock=clock,
-                    messages=messages,
-                )
-                urls = await nursery.start(
-                    functools.partial(
-                        serve_admin,
-                        app,
-                        config.admin.host,
-                        config.admin.port,
-                        shutdown_trigger=trio.sleep_forever,
-                    )
-                )
-                admin_url = urls[0]
-                log.info(
-                    "listening gateway=%s:%d admin=%s storage=%s", host, port, admin_url, config.storage.path
-                )
-                task_status.started(Running(host, port, admin_url, services))
+            with ReadPoller() as reads:
+                await _run(config, services, reads, handle_signals, task_status)
         finally:
             # The connections have ended: their disconnect times go to last_seen before the store closes.
             with trio.CancelScope(shield=True):
                 await _flush_last_seen(sessions)
     log.info("stopped; storage closed after committing pending writes")
+
+
+async def _run(
+    config: Config,
+    services: Services,
+    reads: ReadPoller,
+    handle_signals: bool,
+    task_status: trio.TaskStatus[Running],
+) -> None:
+    """The listeners, the admin API and the background tasks, until cancelled."""
+    from gateway.admin.app import create_admin_app, serve_admin  # FastAPI is heavy; keep it off other paths
+
+    async with trio.open_nursery() as nursery:
+        if handle_signals:
+            nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
+        nursery.start_soon(_release_idle_keys, services.router)
+        nursery.start_soon(_write_last_seen, services.sessions)
+        nursery.start_soon(reads.run)
+        listeners = await trio.open_tcp_listeners(config.server.port, host=config.server.host)
+        host, port = listeners[0].socket.getsockname()[:2]
+        for listener in listeners:
+            nursery.start_soon(_serve_clients, services, reads, listener)
+
+        app = create_admin_app(
+            config=config,
+            store=services.store,
+            sessions=services.sessions,
+            router=services.router,
+            clock=services.clock,
+            messages=services.messages,
+        )
+        urls = await nursery.start(
+            functools.partial(
+                serve_admin,
+                app,
+                config.admin.host,
+                config.admin.port,
+                shutdown_trigger=trio.sleep_forever,
+            )
+        )
+        admin_url = urls[0]
+        log.info("listening gateway=%s:%d admin=%s storage=%s", host, port, admin_url, config.storage.path)
+        task_status.started(Running(host, port, admin_url, services))
 
 
 #: accept() errors that only mean the system is short of descriptors or memory: wait, then accept again.
@@ -118,7 +130,7 @@ _ACCEPT_SKIP_ERRNOS = frozenset(
 ACCEPT_BATCH = 128
 
 
-async def _serve_clients(services: Services, listener: trio.SocketListener) -> None:
+async def _serve_clients(services: Services, reads: ReadPoller, listener: trio.SocketListener) -> None:
     """Accept client connections until cancelled, each served by its own task.
 
     Not ``trio.serve_tcp``: it accepts one connection per pass of trio's scheduler (a checkpoint after
@@ -149,16 +161,16 @@ async def _serve_clients(services: Services, listener: trio.SocketListener) -> N
                         await trio.sleep(0.1)
                         break
                     stream = trio.SocketStream(trio.socket.from_stdlib_socket(client))
-                    connections.start_soon(_serve_connection, services, stream)
+                    connections.start_soon(_serve_connection, services, reads, stream)
         finally:
             # Stop accepting at once; the connections then end as the nursery is cancelled.
             trio.lowlevel.notify_closing(sock)
             sock.close()
 
 
-async def _serve_connection(services: Services, stream: trio.SocketStream) -> None:
+async def _serve_connection(services: Services, reads: ReadPoller, stream: trio.SocketStream) -> None:
     try:
-        await GatewayConnection(services, stream).serve()  # closes the stream when it ends
+        await GatewayConnection(services, stream, reads).serve()  # closes the stream when it ends
     except Exception:  # noqa: BLE001 - one connection's bug must never stop the listener
         log.exception("connection task failed")
         await trio.aclose_forcefully(stream)
