@@ -9,8 +9,9 @@ Lifecycle of a connection task::
     HELLO ─► wait for CONNECT (handshake_timeout) ─► one storage read (session, user status, sync heads)
           ─► checks and, if they pass, register with the router (both in the read's callback)
           ─► CONNACK, then any pushes that came meanwhile
-          ─► reads: the socket joins the shared ``ReadPoller``, which calls ``on_readable`` per read; the task
-             waits for the end (end of stream, DISCONNECT, violation, kick) or the idle timeout (1.5 × keepalive)
+          ─► reads: the first by the task itself, then the socket joins the shared ``ReadPoller``, which calls
+             ``on_readable`` per read; the task waits for the end (end of stream, DISCONNECT, violation, kick)
+             or the idle timeout (1.5 × keepalive)
           ─► answer requests still in flight and flush (both briefly), unregister, close the socket
 """
 

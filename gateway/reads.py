@@ -7,7 +7,9 @@ re-arm the socket in trio's epoll (trio registers one-shot, so an
 trio thread's CPU per message (an echo test with 50 connections: 12.2 µs per
 message with a task per socket, 6.2 with one reader).
 
-So once a connection has sent its CONNACK, its socket joins an epoll set of
+So once a connection has sent its CONNACK and read once more by itself (a
+connection that sends one thing and goes never joins: see
+``GatewayConnection._read_loop``), its socket joins an epoll set of
 our own (level-triggered, registered once), and one task waits in trio for
 that set to be readable, then hands each ready socket to its connection's
 ``on_readable``, which reads once and handles the bytes synchronously. The
