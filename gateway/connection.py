@@ -87,7 +87,11 @@ class GatewayConnection:
             max_frame_bytes=server.max_frame_bytes,
         )
         self._main = trio.CancelScope()  # cancelled by _cut_off() to end the connection
-        self._outbox = Outbox(stream, on_overflow=self._cut_off)
+        # Not self._cut_off: the outbox holding a bound method of this connection would make a reference
+        # cycle, and every ended connection would wait for the cyclic garbage collector instead of going at
+        # once (that made handshakes ~20 % dearer and put GC pauses in their p99). The task's end stops
+        # the reading.
+        self._outbox = Outbox(stream, on_overflow=self._main.cancel)
         self._registered = False
         self._rate_window_start = 0.0
         self._rate_count = 0

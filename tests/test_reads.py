@@ -6,6 +6,7 @@ matters most, that a failure while handling one connection's bytes ends that con
 
 from __future__ import annotations
 
+import gc
 import socket
 
 import pytest
@@ -89,3 +90,36 @@ async def test_a_failure_handling_one_connections_bytes_ends_only_that_connectio
         answer = await alice.next_event()
         assert isinstance(answer, events.Response) and answer.code == ErrorCode.SUCCESS, answer
         await alice.aclose()
+
+
+async def test_an_ended_connection_is_freed_at_once_not_by_the_cycle_collector(gw: Gateway) -> None:
+    """No reference cycle through a connection: ended ones go by reference counting.
+
+    A cycle (the outbox holding a bound method of its connection) kept every ended connection until the
+    cyclic collector ran: ~20 % more CPU per handshake, and its pauses in the handshake p99.
+    """
+    await gw.user("alice")
+    token = await gw.token("alice")
+    gc.collect()
+    gc.disable()
+    before = {
+        id(obj) for obj in gc.get_objects() if isinstance(obj, GatewayConnection)
+    }  # other tests' leftovers
+    try:
+        with trio.fail_after(10):
+            for _ in range(10):
+                client = await RawClient.connected(gw, token)
+                await client.send(client.proto.ping())  # the task's own read
+                assert isinstance(await client.next_event(), events.Pong)
+                await client.send(client.proto.ping())  # the poller's
+                assert isinstance(await client.next_event(), events.Pong)
+                await client.send(client.proto.disconnect())
+                assert await client.closed_by_server()
+                await client.aclose()
+            await gw.services.store.inbox_head("alice")  # a storage round trip: the last one has ended
+        alive = [
+            obj for obj in gc.get_objects() if isinstance(obj, GatewayConnection) and id(obj) not in before
+        ]
+        assert len(alive) <= 1, f"{len(alive)} ended connections still alive"
+    finally:
+        gc.enable()
