@@ -375,9 +375,8 @@ class GatewayConnection:
             return
         idle = 1.5 * self.keepalive_seconds
         # The first read is the task's own. Many connections send one thing and go (a device that
-        # connects, pulls and leaves; the connect bench): joining the poller costs them two epoll_ctl
-        # calls and one more wake-up (~20 us a handshake, measured), which a connection earns back only
-        # by going on talking (a few us saved per read).
+        # connects, pulls and leaves; the connect bench): joining the poller would cost them two
+        # epoll_ctl calls and one more wake-up, which a connection earns back only by going on talking.
         with trio.move_on_at(self.last_active + idle):
             data = await self._receive()
             if not data:
