@@ -299,15 +299,22 @@ async def test_tampered_reordered_or_replayed_frame_closes_the_connection(gw: Ga
     await client.aclose()
 
 
-async def test_last_seen_is_the_disconnect_time(gw: Gateway) -> None:
+async def stay_then_disconnect(gw: Gateway, seconds: int) -> int:
+    """alice connects (device c1), stays ``seconds`` on the gateway's clock and leaves; her session's
+    last_seen from before she connected."""
     await gw.user("alice")
     token = await gw.token("alice")
     issued = (await gw.services.store.get_session("alice", "c1")).last_seen
     client = await RawClient.connected(gw, token)
-    gw.clock.advance(90)
+    gw.clock.advance(seconds)
     await client.send(client.proto.disconnect())
     assert await client.closed_by_server()
     await client.aclose()
+    return issued
+
+
+async def test_last_seen_is_the_disconnect_time(gw: Gateway) -> None:
+    issued = await stay_then_disconnect(gw, 90)
     # The server notes the disconnect before it closes the socket; the flush writes it (the server
     # also flushes every second, and at shutdown: see the next test).
     await gw.services.sessions.flush_last_seen()
@@ -318,14 +325,7 @@ async def test_last_seen_is_the_disconnect_time(gw: Gateway) -> None:
 async def test_last_seen_is_written_before_the_store_closes(tmp_path) -> None:
     async with trio.open_nursery() as gateway_nursery:
         gw = await start_gateway(gateway_nursery, tmp_path)
-        await gw.user("alice")
-        token = await gw.token("alice")
-        issued = (await gw.services.store.get_session("alice", "c1")).last_seen
-        client = await RawClient.connected(gw, token)
-        gw.clock.advance(90)
-        await client.send(client.proto.disconnect())
-        assert await client.closed_by_server()
-        await client.aclose()
+        issued = await stay_then_disconnect(gw, 90)
         gateway_nursery.cancel_scope.cancel()  # stop the gateway, flushed or not
     async with open_store(gw.config.storage.path) as store:
         session = await store.get_session("alice", "c1")
