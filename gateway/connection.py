@@ -145,18 +145,21 @@ class GatewayConnection:
             return  # readiness without data (rare): the poller asks again when there is some
         except OSError:
             data = b""  # reset by the peer: the connection ends either way
-        if not data:
-            self._stop_reading()
-            return
-        self.last_active = trio.current_time()
         assert self._nursery is not None
         try:
-            with cork():  # one read's answers leave in one write
-                if self._handle(self._proto.receive_data(data), self._nursery):
-                    self._stop_reading()
+            if self._take(data, self._nursery):
+                self._stop_reading()
         except Exception:  # noqa: BLE001 - a bug: it ends this one connection, never the poller
             log.exception("reading failed user=%s", self.user_id)
             self._cut_off()
+
+    def _take(self, data: bytes, nursery: trio.Nursery) -> bool:
+        """Act on one read's bytes (``b""``: the end of the stream); True when reading must end."""
+        if not data:
+            return True
+        self.last_active = trio.current_time()
+        with cork():  # one read's answers leave in one write
+            return self._handle(self._proto.receive_data(data), nursery)
 
     def _stop_reading(self) -> None:
         if self._reading is not None and not self._reading.is_set():
@@ -378,13 +381,8 @@ class GatewayConnection:
         # connects, pulls and leaves; the connect bench): joining the poller would cost them two
         # epoll_ctl calls and one more wake-up, which a connection earns back only by going on talking.
         with trio.move_on_at(self.last_active + idle):
-            data = await self._receive()
-            if not data:
+            if self._take(await self._receive(), nursery):
                 return
-            self.last_active = trio.current_time()
-            with cork():  # one read's answers leave in one write
-                if self._handle(self._proto.receive_data(data), nursery):
-                    return
         self._nursery = nursery
         self._reading = reading = trio.Event()
         self._reads.add(self.stream.socket.fileno(), self.on_readable)
