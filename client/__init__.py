@@ -11,7 +11,7 @@ See ``client.client`` for statuses, reconnecting and the event-stream policy, an
 ``client.messages`` for sending and the inbox sync.
 """
 
-from protocol.codes import ConnectionStatus, ErrorCode
+from protocol.codes import ConnectionStatus, ConversationType, ErrorCode, PersistFlag
 from protocol.events import ConnAck, Notify
 
 from .client import KICKED_TOPIC, Client, Event, Response, StatusChanged, connect
@@ -20,7 +20,6 @@ from .messages import (
     MESSAGE_DELETED_TOPIC,
     MSG_TOPIC,
     Conversation,
-    ConversationType,
     Message,
     Messages,
     RecallAck,
@@ -39,6 +38,7 @@ __all__ = [
     "ConnectionStatus",
     "Conversation",
     "ConversationType",
+    "PersistFlag",
     "ErrorCode",
     "Event",
     "Message",

@@ -49,12 +49,11 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
-from enum import IntEnum
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from protocol.codes import ConnectionStatus, ErrorCode
+from protocol.codes import ConnectionStatus, ContentType, ErrorCode, PersistFlag
 
 from .errors import ClientClosed, RequestFailed, RequestTimeout
 
@@ -71,19 +70,10 @@ MESSAGE_DELETED_TOPIC = "message_deleted"
 PULL_LIMIT = 100
 #: Message ids remembered for dedup, newest first out last.
 SEEN_IDS = 10_000
-#: Content type of a recall notice.
-RECALL_CONTENT_TYPE = 80
-#: ``content.persist_flag`` of a transparent message (never stored, no inbox seq).
-PERSIST_TRANSPARENT = 4
+RECALL_CONTENT_TYPE = int(ContentType.RECALL)
+PERSIST_TRANSPARENT = int(PersistFlag.TRANSPARENT)
 #: Sends tried in all, the first included, when connections drop before the ack.
 DEFAULT_SEND_ATTEMPTS = 3
-
-
-class ConversationType(IntEnum):
-    PRIVATE = 0
-    GROUP = 1
-    CHATROOM = 2
-    CHANNEL = 3
 
 
 @dataclass(frozen=True, slots=True)

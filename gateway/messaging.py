@@ -20,13 +20,19 @@ from gateway.ids import MessageIdGenerator
 from gateway.router import Router
 from protocol import codec
 from protocol.codec import Fields
-from protocol.codes import ErrorCode
+from protocol.codes import (
+    DEFAULT_PERSIST_FLAG,
+    MAX_ID_LEN,
+    NOTIFICATION_CONTENT_TYPES,
+    ContentType,
+    ConversationType,
+    ErrorCode,
+    PersistFlag,
+)
 from protocol.connection import encode_msg_push, encode_notify_body
 from protocol.errors import FieldError
 from storage import Store
 from storage.messages import (
-    PERSIST_TRANSPARENT,
-    RECALL_CONTENT_TYPE,
     Conversation,
     Outgoing,
     SendPolicy,
@@ -36,10 +42,11 @@ from storage.messages import (
 
 log = logging.getLogger("ember.messaging")
 
-PRIVATE, GROUP, CHATROOM, CHANNEL = 0, 1, 2, 3
-PERSIST_FLAGS = frozenset({0, 1, 3, 4})
-DEFAULT_PERSIST_FLAG = 3  # PERSIST_AND_COUNT: an ordinary message counts toward unread
-MAX_ID_LEN = 64
+# Plain ints on the hot path (an IntEnum compares slower); their meaning lives in protocol.codes.
+PRIVATE = int(ConversationType.PRIVATE)
+PERSIST_FLAGS = frozenset(int(f) for f in PersistFlag)
+RECALL_CONTENT_TYPE = int(ContentType.RECALL)
+PERSIST_TRANSPARENT = int(PersistFlag.TRANSPARENT)
 MAX_PULL = 500
 MAX_HISTORY = 100
 MAX_MENTIONS = 1000
@@ -58,11 +65,11 @@ class RequestRejected(Exception):
 def read_conversation(fields: Fields) -> Conversation:
     conv = fields.mapping("conv")
     kind = conv.integer("type", lo=-(2**31), hi=2**31)
-    if kind not in (PRIVATE, GROUP, CHATROOM, CHANNEL):
+    if kind not in ConversationType._value2member_map_:
         raise FieldError("conv.type", "unknown conversation type")
     return Conversation(
         kind,
-        conv.text("target", min_len=1, max_len=MAX_ID_LEN, printable=True),
+        conv.identifier("target"),
         conv.integer("line", lo=0, hi=2**31 - 1, default=0),
     )
 
@@ -91,6 +98,9 @@ def read_content(fields: Fields, config: Config) -> dict[str, Any]:
     if content["type"] == RECALL_CONTENT_TYPE:
         # Only the server makes recall notices: a sent one could make SDKs hide any message id.
         raise FieldError("content.type", f"{RECALL_CONTENT_TYPE} is reserved for recall notices")
+    if content["type"] in NOTIFICATION_CONTENT_TYPES:
+        # Group notifications too: a forged one would make SDKs rewrite their group caches.
+        raise FieldError("content.type", "100..199 are reserved for server notifications")
     persist = DEFAULT_PERSIST_FLAG
     for key in _CONTENT_OPTIONAL.intersection(c.raw):
         if key in _CONTENT_TEXT:
@@ -111,9 +121,7 @@ def read_content(fields: Fields, config: Config) -> dict[str, Any]:
         elif key == "mentioned_type":
             value = c.integer("mentioned_type", lo=0, hi=2, default=0)
             if value:
-                targets = c.text_list(
-                    "mentioned_targets", max_items=MAX_MENTIONS, max_len=MAX_ID_LEN, default=[]
-                )
+                targets = c.identifier_list("mentioned_targets", max_items=MAX_MENTIONS, default=[])
                 if targets:
                     content["mentioned_targets"] = targets
         else:  # extra
@@ -154,7 +162,7 @@ class MessageService:
         client_msg_id = params.text(
             "client_msg_id", min_len=1, max_len=MAX_ID_LEN, printable=True, default=None
         )
-        to_users = params.text_list("to_users", max_items=MAX_MENTIONS, max_len=MAX_ID_LEN, default=None)
+        to_users = params.identifier_list("to_users", max_items=MAX_MENTIONS, default=None)
         return Outgoing(
             message_id=self.ids.next_id(),
             server_time=self.clock.now_ms(),

@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from protocol.codes import MAX_PLATFORM, ConnectionStatus, ErrorCode, UserStatus, platform_class
+from protocol.codes import MAX_PLATFORM, ConnectionStatus, ErrorCode, UserStatus, platform_class, valid_id
 from protocol.token import issue_token
 from storage import sessions as session_rows
 from storage.records import SECRET_BYTES, UserRecord
@@ -25,22 +25,7 @@ if TYPE_CHECKING:
     from gateway.router import Router
     from storage import Store
 
-MAX_ID_LEN = 64
 _USER_STATUSES = frozenset(int(s) for s in UserStatus)
-
-
-def valid_id(value: object) -> bool:
-    """Whether ``value`` is a well-formed user or client id (SPEC §1).
-
-    1–64 printable characters with no leading or trailing whitespace: ids are
-    shown to people and compared byte for byte, so " bob" must not pass for "bob".
-    """
-    return (
-        isinstance(value, str)
-        and 1 <= len(value) <= MAX_ID_LEN
-        and value.isprintable()
-        and value == value.strip()
-    )
 
 
 def valid_platform(value: object) -> bool:

@@ -18,6 +18,7 @@ from typing import Any
 
 import msgpack
 
+from .codes import MAX_ID_LEN, valid_id
 from .errors import FieldError, ProtocolError
 
 #: Bounds on any one decoded body, on top of the frame size limit.
@@ -204,8 +205,31 @@ class Fields:
             raise FieldError(self._prefix + key, f"at most {max_len} items")
         return value
 
+    def identifier(self, key: str, *, default: Any = _MISSING) -> Any:
+        """An id field (user, group, conversation target): the rule of ``protocol.codes.valid_id``."""
+        value = self._data.get(key)
+        if value is None:
+            if default is _MISSING:
+                raise FieldError(self._prefix + key, "missing")
+            return default
+        if not valid_id(value):
+            raise FieldError(
+                self._prefix + key, f"must be an id: 1..{MAX_ID_LEN} printable characters, no outer spaces"
+            )
+        return value
+
+    def identifier_list(self, key: str, *, max_items: int = 1000, default: Any = _MISSING) -> list[str]:
+        """An array of ids, each by the rule of ``protocol.codes.valid_id``."""
+        items = self.array(key, max_len=max_items, default=default)
+        if key not in self._data or self._data[key] is None:
+            return items  # the default, as given
+        for item in items:
+            if not valid_id(item):
+                raise FieldError(self._prefix + key, f"items must be ids of 1..{MAX_ID_LEN} printable characters")
+        return items
+
     def text_list(
-        self, key: str, *, max_items: int = 1000, max_len: int = 64, default: Any = _MISSING
+        self, key: str, *, max_items: int = 1000, max_len: int = MAX_ID_LEN, default: Any = _MISSING
     ) -> list[str]:
         """An array of printable strings (user ids and the like)."""
         items = self.array(key, max_len=max_items, default=default)

@@ -1,12 +1,32 @@
-"""Every number Ember puts on the wire: connection statuses and request error codes.
+"""Every number Ember puts on the wire: statuses, error codes, id limits, conversation and content types.
 
 The values are WildfireChat's, so that an SDK ported from it keeps its tables
-(see SPEC §3 and §4). This module is the only place they are defined.
+(see SPEC §3, §4 and §5). This module is the only place they are defined:
+``protocol``, ``storage``, ``gateway`` and ``client`` all import them from here.
 """
 
 from __future__ import annotations
 
 import enum
+from typing import Final
+
+#: Longest user id, client id, group id, … in characters (SPEC §1).
+MAX_ID_LEN: Final = 64
+
+
+def valid_id(value: object) -> bool:
+    """Whether ``value`` is a well-formed id (user, client, group, conversation target; SPEC §1).
+
+    1–64 printable characters with no leading or trailing whitespace: ids are
+    shown to people and compared byte for byte, so " bob" must not pass for "bob".
+    ``protocol.codec.Fields.identifier`` applies the same rule to request fields.
+    """
+    return (
+        isinstance(value, str)
+        and 1 <= len(value) <= MAX_ID_LEN
+        and value.isprintable()
+        and value == value.strip()
+    )
 
 
 class ConnectionStatus(enum.IntEnum):
@@ -117,3 +137,35 @@ def platform_class(platform: int) -> frozenset[int]:
 
 
 MAX_PLATFORM = max(Platform)
+
+
+class ConversationType(enum.IntEnum):
+    """``conv.type`` of a message (SPEC §5)."""
+
+    PRIVATE = 0
+    GROUP = 1
+    CHATROOM = 2
+    CHANNEL = 3
+
+
+class PersistFlag(enum.IntEnum):
+    """``content.persist_flag`` of a message (SPEC §5): whether and how clients keep it."""
+
+    NOT_PERSIST = 0  # delivered and pullable; clients do not store it
+    PERSIST = 1
+    PERSIST_AND_COUNT = 3  # stored and counted toward unread: the default
+    TRANSPARENT = 4  # delivered only to connections online now; never stored, no inbox seq
+
+
+#: The persist flag of a message that does not say.
+DEFAULT_PERSIST_FLAG: Final = int(PersistFlag.PERSIST_AND_COUNT)  # a plain int: it goes into every content map
+
+
+class ContentType(enum.IntEnum):
+    """Content types the server itself gives meaning to (SPEC §5, §8)."""
+
+    RECALL = 80  # a recall notice; only the server makes them
+
+
+#: Content types reserved for server-made notifications (groups: 104…123); clients may not send them.
+NOTIFICATION_CONTENT_TYPES: Final = range(100, 200)

@@ -34,7 +34,7 @@ import enum
 from typing import Any
 
 from . import codec, events
-from .codes import ConnectionStatus
+from .codes import MAX_ID_LEN, ConnectionStatus
 from .crypto import (
     NONCE_SIZE,
     SECRET_SIZE,
@@ -58,7 +58,6 @@ from .frames import (
 )
 from .token import TokenParts
 
-MAX_ID_LEN = 64
 MAX_METHOD_LEN = 64
 MAX_PROOF_BYTES = 1024
 MAX_KEEPALIVE_SECONDS = 3600

@@ -35,13 +35,13 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from . import codec
+from .codes import MAX_ID_LEN
 from .crypto import SECRET_SIZE
 from .errors import FieldError, ProtocolError
 
 PREFIX = "em1."
 CREDENTIAL_AAD = b"ember/1 credential"
 CREDENTIAL_NONCE_SIZE = 12
-MAX_ID_LEN = 64
 MAX_TOKEN_LEN = 1024
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
 

@@ -26,14 +26,13 @@ from typing import Final
 
 import msgpack
 
-from protocol.codes import ErrorCode, UserStatus
+from protocol.codes import ContentType, ConversationType, ErrorCode, PersistFlag, UserStatus
 from storage.inboxes import ConversationKey, InboxState
 
-PRIVATE: Final = 0
-
-#: Content type of a recall notice (SPEC §5).
-RECALL_CONTENT_TYPE: Final = 80
-PERSIST_TRANSPARENT: Final = 4
+# Plain ints on the hot path (an IntEnum compares slower); their meaning lives in protocol.codes.
+PRIVATE: Final = int(ConversationType.PRIVATE)
+RECALL_CONTENT_TYPE: Final = int(ContentType.RECALL)
+PERSIST_TRANSPARENT: Final = int(PersistFlag.TRANSPARENT)
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,6 +70,17 @@ class Store:
         """
         return await self.writer.submit(fn, *args, read=read)
 
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run the pure read ``fn(conn, *args)`` where it does not wait behind writes.
+
+        For reads that need no ordering with the writer's queue: they see every
+        operation committed before the call, not those still queued. A read that
+        must see what was queued before it (CONNECT's, in ``connect_read_nowait``)
+        goes through the writer instead. ``fn`` may not write, and may not use
+        writer-thread state such as ``InboxState``.
+        """
+        return await self.writer.submit(fn, *args, read=True)
+
     # --------------------------------------------------------------------- users
 
     async def create_user(self, user: UserRecord) -> bool:

@@ -13,8 +13,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from gateway.sessions import valid_id
-from protocol.codes import MAX_PLATFORM
+from protocol.codes import MAX_PLATFORM, valid_id
 
 T = TypeVar("T")
 

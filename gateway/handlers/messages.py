@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.dispatch import Caller, Reply, method
-from gateway.messaging import MAX_HISTORY, MAX_ID_LEN, MAX_PULL, read_conversation
+from gateway.messaging import MAX_HISTORY, MAX_PULL, read_conversation
 from gateway.services import Services
 from protocol.codec import Fields
 from protocol.codes import ErrorCode
@@ -49,7 +49,7 @@ async def load_remote_history(services: Services, caller: Caller, params: Fields
 
 @method("set_blacklist")
 async def set_blacklist(services: Services, caller: Caller, params: Fields) -> tuple[int, Any]:
-    target = params.text("user_id", min_len=1, max_len=MAX_ID_LEN, printable=True)
+    target = params.identifier("user_id")
     blocked = params.boolean("blocked")
     await services.store.set_blacklist(caller.user_id, target, blocked, services.clock.now_ms())
     return ErrorCode.SUCCESS, None
