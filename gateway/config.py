@@ -29,6 +29,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from protocol.connection import MAX_KEEPALIVE_SECONDS
+from storage.records import USER_INFO_FIELDS
+
+#: What another user sees of a user by default: its info without the contact details (mobile, email,
+#: address), which an app shows only to the user itself or exposes by setting user.public_fields.
+DEFAULT_PUBLIC_USER_FIELDS = tuple(f for f in USER_INFO_FIELDS if f not in ("mobile", "email", "address"))
 
 CONFIG_FILENAME = "ember.toml"
 ENV_PREFIX = "EMBER_"
@@ -218,6 +223,22 @@ class UserConfig(_Section):
     hosting: bool = _key(
         True, "Host user info: users must be created by the admin API before getting a token."
     )
+    public_fields: str = _key(
+        ",".join(DEFAULT_PUBLIC_USER_FIELDS),
+        "User info fields other users see in get_user_info, comma-separated (a user sees all of its own).",
+    )
+
+    def _check(self) -> None:
+        unknown = set(self.public_field_names) - set(USER_INFO_FIELDS)
+        if unknown:
+            raise ConfigError(
+                f"user.public_fields: unknown field(s) {', '.join(sorted(unknown))}"
+                f" (known: {', '.join(USER_INFO_FIELDS)})"
+            )
+
+    @property
+    def public_field_names(self) -> tuple[str, ...]:
+        return tuple(name.strip() for name in self.public_fields.split(",") if name.strip())
 
 
 @dataclass(frozen=True)

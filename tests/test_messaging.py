@@ -168,6 +168,13 @@ async def test_unknown_recipient_and_invalid_content(gw: Gateway) -> None:
     assert too_many_bytes.result["field"] == "content.searchable_content"
     unknown_type = await alice.call("send_message", conv={"type": 9, "target": "bob"}, content={"type": 1})
     assert unknown_type.code == ErrorCode.INVALID_PARAMETER
+    # The conversation target follows valid_id, as the admin API does: " bob" is not bob.
+    padded = await alice.call("send_message", conv={"type": 0, "target": " bob"}, content={"type": 1})
+    assert padded.code == ErrorCode.INVALID_PARAMETER and padded.result["field"] == "conv.target"
+    for reserved in (80, 104, 199):  # recall notices and group notifications are the server's to make
+        forged = await alice.call("send_message", conv={"type": 0, "target": "bob"}, content={"type": reserved})
+        assert forged.code == ErrorCode.INVALID_PARAMETER and forged.result["field"] == "content.type"
+    assert (await alice.call("send_message", conv={"type": 0, "target": "bob"}, content={"type": 200})).code == 0
     for kind in (2, 3):  # chatroom, channel: not built yet
         assert (
             await alice.call("send_message", conv={"type": kind, "target": "r"}, content={"type": 1})

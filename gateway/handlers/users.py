@@ -8,17 +8,20 @@ from gateway.dispatch import Caller, method
 from gateway.services import Services
 from protocol.codec import Fields
 from protocol.codes import ErrorCode
+from storage.records import USER_INFO_FIELDS
 
 MAX_USERS_PER_REQUEST = 100
-PUBLIC_FIELDS = (
-    "user_id", "name", "display_name", "portrait", "gender", "mobile", "email", "address", "company", "social",
-    "extra", "updated_at",
-)  # fmt: skip
+#: Every field a user sees of its own info; others see ``user.public_fields`` of it (plus id and updated_at).
+ALL_FIELDS = ("user_id", *USER_INFO_FIELDS, "updated_at")
 
 
 @method("get_user_info")
 async def get_user_info(services: Services, caller: Caller, params: Fields) -> tuple[int, Any]:
     """{user_ids: [str], refresh: bool} → {users: [...]}: the users found, in the order asked.
+
+    A user gets all of its own info; of others, only the fields in
+    ``user.public_fields`` (by default not mobile, email or address), plus
+    ``user_id`` and ``updated_at``.
 
     ``refresh`` is accepted for SDK compatibility: the server always answers
     from storage; it tells the SDK to bypass its cache. With user hosting
@@ -29,4 +32,7 @@ async def get_user_info(services: Services, caller: Caller, params: Fields) -> t
     if not services.config.user.hosting:
         return ErrorCode.SUCCESS, {"users": [{"user_id": u} for u in dict.fromkeys(user_ids)]}
     records = await services.store.get_users(list(dict.fromkeys(user_ids)))
-    return ErrorCode.SUCCESS, {"users": [{f: getattr(r, f) for f in PUBLIC_FIELDS} for r in records]}
+    public = ("user_id", *services.config.user.public_field_names, "updated_at")
+    return ErrorCode.SUCCESS, {
+        "users": [{f: getattr(r, f) for f in (ALL_FIELDS if r.user_id == caller.user_id else public)} for r in records]
+    }
