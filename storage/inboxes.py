@@ -7,7 +7,8 @@ per recipient and one for the conversation. Written at every commit, that was
 three scattered pages per message, half of the writer's CPU at window 1.
 So a send appends its inbox rows to ``inbox_recent``, a plain log whose new
 rows share its last page whoever they belong to, and the writer keeps a copy
-of that log in memory (per user and per conversation) for reads. Once enough
+of that log in memory (per user, for heads; per conversation) — reads themselves
+run on reader connections over the tables (``storage.readers``). Once enough
 rows have piled up, ``merge`` moves them all into ``inbox`` and
 ``conversation_index`` in one statement each, sorted, so a user's page takes
 many rows at once; the log is then emptied.
@@ -34,7 +35,6 @@ writer's connection, inside the writer's transaction.
 from __future__ import annotations
 
 import sqlite3
-from bisect import bisect_left, bisect_right
 from operator import itemgetter
 
 #: Most rows the log holds before a send merges it. Bigger merges put more rows on each page they
@@ -168,28 +168,6 @@ class InboxState:
         """How many rows in the log make the next append merge it, under the current load."""
         wanted = int(self._rows_per_append * MERGE_ROWS_PER_GROUP_ROW)
         return min(MERGE_ROWS, max(MERGE_ROWS // 8, wanted, 1))
-
-    def recent_after(self, conn: sqlite3.Connection, user_id: str, after_seq: int) -> list[tuple[int, int]]:
-        """The user's (seq, message_id) still in the log with seq above ``after_seq``, in seq order.
-
-        Every one of them is above every seq of the user's in ``inbox``.
-        """
-        self._load(conn)
-        entries = self._recent_inbox.get(user_id)
-        if not entries:
-            return []
-        return entries[bisect_right(entries, after_seq, key=_seq) :]
-
-    def recent_in_conversation(
-        self, conn: sqlite3.Connection, key: ConversationKey, before_id: int
-    ) -> list[int]:
-        """Ids of the conversation's messages still in the log, below ``before_id``, in increasing order."""
-        self._load(conn)
-        ids = self._recent_conversations.get(key)
-        if not ids:
-            return []
-        ids = sorted(ids)
-        return ids[: bisect_left(ids, before_id)]
 
     @property
     def recent_rows(self) -> int:

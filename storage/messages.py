@@ -322,7 +322,6 @@ class PullResult:
 
 def pull(
     conn: sqlite3.Connection,
-    inboxes: InboxState,
     user_id: str,
     after_seq: int,
     limit: int,
@@ -336,9 +335,18 @@ def pull(
     ``limit`` can therefore mean "more to come": clients pull until a page is
     empty or reaches ``head``.
 
-    The merged rows (``inbox``) come first; only if they run out does the page
-    go on with the rows still in the log, which all have higher seqs.
+    Reads only committed tables (a reader connection runs it: ``storage.readers``),
+    in one read transaction. The merged rows (``inbox``) come first; only if
+    they run out does the page go on with the rows still in the log
+    (``inbox_recent``), which all have higher seqs.
+
+    With ``min_time`` set, the page starts at the first message that young
+    (``first_seq_since``: a binary search over the inbox's primary key), so a new
+    device's first pull costs the same in a 100-message inbox as in a
+    million-message one instead of walking every older row.
     """
+    if min_time > 0:
+        after_seq = max(after_seq, first_seq_since(conn, user_id, min_time) - 1)
     rows = conn.execute(
         f"SELECT i.seq, {_MESSAGE_COLUMNS} FROM inbox i JOIN messages m ON m.message_id = i.message_id"
         f" WHERE i.user_id = ? AND i.seq > ? AND m.server_time >= ? AND {_NOT_DELETED}"
@@ -346,14 +354,13 @@ def pull(
         (user_id, after_seq, min_time, user_id, limit),
     ).fetchall()
     if len(rows) < limit:
-        recent = inboxes.recent_after(conn, user_id, after_seq)
-        if recent:  # [[seq, message_id], ...] in seq order: j.key is the position
-            rows += conn.execute(
-                f"SELECT j.value ->> 0, {_MESSAGE_COLUMNS} FROM json_each(?) j"
-                " JOIN messages m ON m.message_id = j.value ->> 1"
-                f" WHERE m.server_time >= ? AND {_NOT_DELETED} ORDER BY j.key LIMIT ?",
-                (json.dumps(recent), min_time, user_id, limit - len(rows)),
-            ).fetchall()
+        # The log is at most a few thousand rows (storage.inboxes.MERGE_ROWS) and has no index: a scan.
+        rows += conn.execute(
+            f"SELECT r.seq, {_MESSAGE_COLUMNS} FROM inbox_recent r JOIN messages m ON m.message_id = r.message_id"
+            f" WHERE r.user_id = ? AND r.seq > ? AND m.server_time >= ? AND {_NOT_DELETED}"
+            " ORDER BY r.seq LIMIT ?",
+            (user_id, after_seq, min_time, user_id, limit - len(rows)),
+        ).fetchall()
     page: list[tuple[int, StoredMessage]] = []
     size = 0
     for row in rows:
@@ -361,7 +368,48 @@ def pull(
         if page and size > max_bytes:
             break
         page.append((row[0], _message(row[1:])))
-    return PullResult(page, inboxes.current(conn, user_id))
+    return PullResult(page, committed_head(conn, user_id))
+
+
+def committed_head(conn: sqlite3.Connection, user_id: str) -> int:
+    """The user's highest committed seq (0 for an empty inbox), from the tables alone."""
+    row = conn.execute(
+        "SELECT MAX(s) FROM (SELECT MAX(seq) AS s FROM inbox_recent WHERE user_id = ?"
+        " UNION ALL SELECT MAX(seq) FROM inbox WHERE user_id = ?)",
+        (user_id, user_id),
+    ).fetchone()
+    return row[0] or 0
+
+
+def first_seq_since(conn: sqlite3.Connection, user_id: str, min_time: int) -> int:
+    """The lowest merged seq whose message is at least ``min_time`` old, by binary search; 1 if none.
+
+    Seqs of a user are handed out in the order messages are stored, and their
+    ``server_time`` grows with it (message ids and times come from one clock, see
+    ``gateway.ids``), so ``server_time`` along a user's seqs is sorted, up to the
+    clock's own hiccups; a probe that lands on a hole (a message deleted for
+    everyone) looks at the next row that exists. Only ``inbox`` is searched: the
+    log holds the newest few thousand rows, which the page query filters itself.
+    Each probe is two primary-key lookups: about 2·log2(n) of them in all.
+    """
+    probe = (
+        "SELECT i.seq, m.server_time FROM inbox i JOIN messages m ON m.message_id = i.message_id"
+        " WHERE i.user_id = ? AND i.seq >= ? AND i.seq < ? ORDER BY i.seq LIMIT 1"
+    )
+    top = conn.execute("SELECT MAX(seq) FROM inbox WHERE user_id = ?", (user_id,)).fetchone()[0]
+    if not top:
+        return 1
+    # Every message below lo is older than min_time; every one at or above hi is not (hi = top + 1:
+    # none is). Holes (no row, or no message) satisfy both, so they never stop the search.
+    lo, hi = 1, top + 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        row = conn.execute(probe, (user_id, mid, hi)).fetchone()
+        if row is None or row[1] >= min_time:
+            hi = mid  # [mid, hi) holds only holes, or starts (after holes) with a young enough message
+        else:
+            lo = row[0] + 1
+    return lo
 
 
 def head(conn: sqlite3.Connection, inboxes: InboxState, user_id: str) -> int:
@@ -473,7 +521,6 @@ def recall(
 
 def remote_history(
     conn: sqlite3.Connection,
-    inboxes: InboxState,
     user_id: str,
     conv: Conversation,
     before_id: int,
@@ -482,7 +529,8 @@ def remote_history(
     """Up to ``count`` of the user's messages in ``conv`` (as the user sees it) before ``before_id``, newest first.
 
     The conversation's messages are in ``conversation_index`` or, not yet
-    merged, in the log: the newest ``count`` of each part, put together.
+    merged, named by the log (``inbox_recent``): the newest ``count`` of each
+    part, put together. Reads committed tables only (a reader connection runs it).
     """
     key = conversation_key(conv, user_id)
     visible = f"(m.only_for IS NULL OR m.only_for = ?) AND {_NOT_DELETED}"
@@ -492,13 +540,14 @@ def remote_history(
         f" AND {visible} ORDER BY c.message_id DESC LIMIT ?",
         (conv.type, key, conv.line, before_id, user_id, user_id, count),
     ).fetchall()
-    recent = inboxes.recent_in_conversation(conn, (conv.type, key, conv.line), before_id)
+    recent = conn.execute(
+        f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE m.message_id IN (SELECT message_id FROM inbox_recent)"
+        " AND m.conv_type = ? AND m.conv_key = ? AND m.conv_line = ? AND m.message_id < ?"
+        f" AND {visible} ORDER BY m.message_id DESC LIMIT ?",
+        (conv.type, key, conv.line, before_id, user_id, user_id, count),
+    ).fetchall()
     if recent:
-        rows += conn.execute(
-            f"SELECT {_MESSAGE_COLUMNS} FROM json_each(?) j JOIN messages m ON m.message_id = j.value"
-            f" WHERE {visible} ORDER BY m.message_id DESC LIMIT ?",
-            (json.dumps(recent), user_id, user_id, count),
-        ).fetchall()
+        rows += recent
         rows.sort(key=itemgetter(0), reverse=True)
         del rows[count:]
     return [_message(row) for row in rows]

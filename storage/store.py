@@ -1,9 +1,12 @@
 """``Store``: the async face of the storage layer, and ``open_store`` to get one.
 
-Every method is one operation on the writer (see ``storage.writer``): it runs in
+A write is one operation on the writer (see ``storage.writer``): it runs in
 the writer thread's next group-commit transaction and returns once that
-transaction has committed. Arguments are checked here, on the trio side, so a
-bad call fails at once instead of costing a trip through the queue.
+transaction has committed. A read runs on a reader connection
+(``storage.readers``) and sees what has committed, without waiting behind
+queued writes; the few reads that must see queued writes too say so and go
+through the writer. Arguments are checked here, on the trio side, so a bad
+call fails at once instead of costing a trip through the queue.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from storage.messages import (
     SendResult,
     StoredMessage,
 )
+from storage.readers import DEFAULT_READERS, Readers
 from storage.records import (
     END_REASONS,
     SECRET_BYTES,
@@ -52,14 +56,16 @@ class Store:
             are there for tests and metrics).
     """
 
-    def __init__(self, writer: Writer, inboxes: InboxState) -> None:
+    def __init__(self, writer: Writer, inboxes: InboxState, readers: Readers) -> None:
         self.writer = writer
+        self.readers = readers
         self.path: Path = writer.path
         self._inboxes = inboxes  # used only inside operations, i.e. on the writer thread
 
     async def aclose(self) -> None:
         """Commit what is queued and close the database (``open_store`` does this for you)."""
         await self.writer.aclose()
+        await self.readers.aclose()
 
     async def run(self, fn: Callable[..., T], *args: Any, read: bool = False) -> T:
         """Run ``fn(conn, *args)`` in the writer's batch transaction: for services' own queries.
@@ -76,10 +82,10 @@ class Store:
         For reads that need no ordering with the writer's queue: they see every
         operation committed before the call, not those still queued. A read that
         must see what was queued before it (CONNECT's, in ``connect_read_nowait``)
-        goes through the writer instead. ``fn`` may not write, and may not use
-        writer-thread state such as ``InboxState``.
+        goes through the writer instead. ``fn`` may not write (the connection is
+        query-only), and may not use writer-thread state such as ``InboxState``.
         """
-        return await self.writer.submit(fn, *args, read=True)
+        return await self.readers.run(fn, *args)
 
     # --------------------------------------------------------------------- users
 
@@ -101,11 +107,11 @@ class Store:
 
     async def get_user(self, user_id: str) -> UserRecord | None:
         """The user, or None."""
-        return await self.writer.submit(users.get_user, user_id, read=True)
+        return await self.read(users.get_user, user_id)
 
     async def get_users(self, user_ids: Sequence[str]) -> list[UserRecord]:
         """The users found among ``user_ids``, in the order asked."""
-        return await self.writer.submit(users.get_users, list(user_ids), read=True)
+        return await self.read(users.get_users, list(user_ids))
 
     async def set_user_status(self, user_id: str, status: int, now_ms: int) -> list[tuple[str, str]] | None:
         """Set a user's status; forbidding (2) also ends their active sessions, atomically.
@@ -153,7 +159,7 @@ class Store:
 
     async def get_session(self, user_id: str, client_id: str) -> SessionRecord | None:
         """The session in any state, or None."""
-        return await self.writer.submit(sessions.get_session, user_id, client_id, read=True)
+        return await self.read(sessions.get_session, user_id, client_id)
 
     def connect_read_nowait(self, user_id: str, client_id: str, callback: Callback) -> None:
         """Read what a CONNECT needs; ``callback((session, user_status, inbox_head), error)`` reports it.
@@ -168,7 +174,7 @@ class Store:
 
     async def list_sessions(self, user_id: str) -> list[SessionRecord]:
         """All of the user's sessions, any state, newest issued first."""
-        return await self.writer.submit(sessions.list_sessions, user_id, read=True)
+        return await self.read(sessions.list_sessions, user_id)
 
     async def end_session(self, user_id: str, client_id: str, reason: str, now_ms: int) -> bool:
         """Active → deleted with ``reason``; False if there is no active session.
@@ -208,11 +214,10 @@ class Store:
         self, user_id: str, after_seq: int, limit: int, min_time: int = 0, max_bytes: int = 2**62
     ) -> PullResult:
         """The inbox after ``after_seq`` (oldest first, at most ``limit``), and the head."""
-        return await self.writer.submit(
-            messages.pull, self._inboxes, user_id, after_seq, limit, min_time, max_bytes, read=True
-        )
+        return await self.read(messages.pull, user_id, after_seq, limit, min_time, max_bytes)
 
     async def inbox_head(self, user_id: str) -> int:
+        """The user's head as the writer sees it: sends queued before this call are counted."""
         return await self.writer.submit(messages.head, self._inboxes, user_id, read=True)
 
     async def last_message_id(self) -> int:
@@ -220,7 +225,7 @@ class Store:
         return await self.writer.submit(messages.last_message_id, read=True)
 
     async def get_message(self, message_id: int) -> StoredMessage | None:
-        return await self.writer.submit(messages.get_message, message_id, read=True)
+        return await self.read(messages.get_message, message_id)
 
     async def delete_message(self, user_id: str, message_id: int, now_ms: int) -> bool:
         """Delete-for-me: gone from this user's inbox for good; False if it was not there."""
@@ -240,15 +245,13 @@ class Store:
     async def remote_history(
         self, user_id: str, conv: Conversation, before_id: int, count: int
     ) -> list[StoredMessage]:
-        return await self.writer.submit(
-            messages.remote_history, self._inboxes, user_id, conv, before_id, count, read=True
-        )
+        return await self.read(messages.remote_history, user_id, conv, before_id, count)
 
     async def set_blacklist(self, user_id: str, target: str, blocked: bool, now_ms: int) -> None:
         await self.writer.submit(messages.set_blacklist, user_id, target, blocked, now_ms)
 
     async def get_blacklist(self, user_id: str) -> list[str]:
-        return await self.writer.submit(messages.get_blacklist, user_id, read=True)
+        return await self.read(messages.get_blacklist, user_id)
 
     async def add_friendship(self, user_id: str, friend_id: str, now_ms: int) -> None:
         await self.writer.submit(messages.add_friendship, user_id, friend_id, now_ms)
@@ -261,6 +264,7 @@ async def open_store(
     synchronous: str = "NORMAL",
     callback_context: Callable[[], AbstractContextManager[object]] = nullcontext,
     commit_delay_ms: float = 0.0,
+    readers: int = DEFAULT_READERS,
 ) -> AsyncIterator[Store]:
     """Open (creating and migrating if needed) the database at ``path``; close it on exit.
 
@@ -276,7 +280,8 @@ async def open_store(
         StorageError: The database cannot be opened or migrated.
         ValueError: ``synchronous`` is neither value.
 
-    ``callback_context`` and ``commit_delay_ms`` are passed to ``Writer``.
+    ``callback_context`` and ``commit_delay_ms`` are passed to ``Writer``;
+    ``readers`` is how many reader connections serve reads.
     """
     inboxes = InboxState()
     writer = Writer(
@@ -289,7 +294,12 @@ async def open_store(
     )
     await writer.start()
     try:
-        yield Store(writer, inboxes)
+        pool = Readers(path, count=readers)  # after the writer: it creates and migrates the file
+        await pool.start()
+        try:
+            yield Store(writer, inboxes, pool)
+        finally:
+            await pool.aclose()
     finally:
         await writer.aclose()
 
