@@ -72,6 +72,8 @@ PULL_LIMIT = 100
 SEEN_IDS = 10_000
 RECALL_CONTENT_TYPE = int(ContentType.RECALL)
 PERSIST_TRANSPARENT = int(PersistFlag.TRANSPARENT)
+#: How long a pull refused with 250 waits before asking again (the server's window is 5 s).
+PULL_RATE_LIMITED_WAIT_SECONDS = 1.0
 #: Sends tried in all, the first included, when connections drop before the ack.
 DEFAULT_SEND_ATTEMPTS = 3
 
@@ -484,6 +486,12 @@ class Messages:
                         # gets past it; it grows back once the sync has caught up.
                         self._page = max(1, self._page // 2)
                         raise
+                    if response.code == ErrorCode.OVER_FREQUENCY:
+                        # The connection spent its rate-limit window (a pull costs what it returns,
+                        # docs/PROTOCOL.md §8.1): wait part of a window and ask again; nothing is lost.
+                        self._pulls -= 1
+                        await trio.sleep(PULL_RATE_LIMITED_WAIT_SECONDS)
+                        continue
                     if not response.ok:
                         raise RequestFailed("pull", response.code, response.result)
                     if self._take_page(response.result, limit):

@@ -37,8 +37,8 @@ log = logging.getLogger("ember.connection")
 
 RECEIVE_SIZE = 65536
 RATE_WINDOW_SECONDS = 5.0
-# Bounds the request tasks one connection can have open, rate-limit-exempt calls included.
-MAX_IN_FLIGHT_REQUESTS = 256
+# Bounds the request tasks one connection can have open (waiting serial ones included): beyond, 250.
+MAX_IN_FLIGHT_REQUESTS = 64
 CLOSE_FLUSH_SECONDS = 1.0  # how long a closing connection may take to flush its last frames
 
 
@@ -59,6 +59,7 @@ class GatewayConnection:
         "_rate_count",
         "_rate_window_start",
         "_registered",
+        "_serial",
         "_sending",
         "_violation_reason",
         "last_active",
@@ -94,8 +95,9 @@ class GatewayConnection:
         self._outbox = Outbox(stream, on_overflow=self._main.cancel)
         self._registered = False
         self._rate_window_start = 0.0
-        self._rate_count = 0
+        self._rate_count = 0.0  # units spent in the current window (dispatch: a pull costs what it returned)
         self._in_flight = 0
+        self._serial: trio.Lock | None = None  # made at the first serial request (most connections never pull)
         self._requests_done: trio.Event | None = None  # made when the end waits for in-flight requests
         self._violation_reason: str | None = None
         self.last_active = trio.current_time()  # trio's clock: when the peer last sent anything
@@ -428,12 +430,12 @@ class GatewayConnection:
             )
 
     def _over_rate(self, method: str) -> bool:
-        if method in dispatch.RATE_LIMIT_EXEMPT:
-            return False
+        """Charge a request's arrival (none for methods charged after answering); True if over the limit."""
         now = trio.current_time()
         if now - self._rate_window_start >= RATE_WINDOW_SECONDS:
-            self._rate_window_start, self._rate_count = now, 0
-        self._rate_count += 1
+            self._rate_window_start, self._rate_count = now, 0.0
+        if method not in dispatch.CHARGED_AFTER:
+            self._rate_count += 1
         return self._rate_count > self.services.config.client.request_rate_limit
 
     def _start_request(self, request: events.Request, nursery: trio.Nursery) -> None:
@@ -459,10 +461,21 @@ class GatewayConnection:
     async def _run_request(self, caller: dispatch.Caller, request: events.Request) -> None:
         try:
             try:
-                code, result = await dispatch.dispatch(self.services, caller, request.method, request.params)
+                if request.method in dispatch.SERIAL:
+                    if self._serial is None:
+                        self._serial = trio.Lock()
+                    async with self._serial:
+                        code, result = await dispatch.dispatch(
+                            self.services, caller, request.method, request.params
+                        )
+                else:
+                    code, result = await dispatch.dispatch(self.services, caller, request.method, request.params)
             except Exception:  # noqa: BLE001 - a bug: it ends this one connection, never the server
                 self._bug(request.method)
                 return
+            cost = dispatch.CHARGED_AFTER.get(request.method)
+            if cost is not None:
+                self._rate_count += cost(code, result)
             self._reply(request.request_id, code, result)
         finally:
             self._in_flight -= 1

@@ -10,6 +10,14 @@ Two kinds of handler:
   from the storage commit callback). Requests handled this way keep the order
   they arrived in, and cost no task.
 
+Rate limit: every request costs one unit of ``client.request_rate_limit`` when it
+arrives, except methods registered with ``cost=``: they are charged after they
+answer, by what the answer cost (a pull by the messages it returned), and are
+refused only once the connection is already over its limit. Methods registered
+with ``serial=True`` run one at a time per connection (pulls: a client gains
+nothing by running two at once, and pipelined ones must not fill the reader
+connections that every other user's pulls share).
+
 A ``FieldError`` raised while reading params becomes 251; a ``RequestRejected``
 its code; an unknown method is 254. Anything else a handler raises is a bug:
 the connection driver logs it and closes that one connection.
@@ -41,20 +49,32 @@ Handler = Callable[[Services, Caller, Fields], Awaitable[tuple[int, Any]]]
 Reply = Callable[[int, Any], None]
 ImmediateHandler = Callable[[Services, Caller, Fields, Reply], None]
 
-#: Methods exempt from the per-connection rate limit: catching up must never be refused.
-RATE_LIMIT_EXEMPT = frozenset({"pull"})
+#: What an answer cost in rate-limit units: ``cost(code, result) -> float``.
+Cost = Callable[[int, Any], float]
 
 _handlers: dict[str, Handler] = {}
 _immediate: dict[str, ImmediateHandler] = {}
+#: Methods charged after they answer, by what the answer cost (see the module docstring).
+CHARGED_AFTER: dict[str, Cost] = {}
+#: Methods that run one at a time per connection.
+SERIAL: set[str] = set()
 
 
-def method(name: str, *, immediate: bool = False) -> Callable[[Any], Any]:
-    """Register a handler under a wire method name."""
+def method(
+    name: str, *, immediate: bool = False, cost: Cost | None = None, serial: bool = False
+) -> Callable[[Any], Any]:
+    """Register a handler under a wire method name (see the module docstring for ``cost`` and ``serial``)."""
 
     def register(fn: Any) -> Any:
         if name in _handlers or name in _immediate:
             raise ValueError(f"method {name} registered twice")
+        if immediate and (cost is not None or serial):
+            raise ValueError("an immediate handler is charged on arrival and never waits")
         (_immediate if immediate else _handlers)[name] = fn
+        if cost is not None:
+            CHARGED_AFTER[name] = cost
+        if serial:
+            SERIAL.add(name)
         return fn
 
     return register

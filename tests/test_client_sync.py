@@ -28,6 +28,7 @@ from client import (
     StatusChanged,
 )
 from client.messages import PULL_LIMIT
+from storage.messages import Outgoing
 from tests.harness import Gateway, start_gateway
 
 S = ConnectionStatus
@@ -438,3 +439,23 @@ async def test_received_needs_the_sync_and_ends_with_the_client(gw: Gateway) -> 
         async with sdk(gw, "bob") as bob:
             pass
         assert [m async for m in bob.messages.received()] == []
+
+
+async def test_a_pull_refused_for_frequency_waits_and_catches_up(nursery: trio.Nursery, tmp_path) -> None:
+    """Pulls are charged by what they return (docs/PROTOCOL.md §8.1): with a limit of 3 a fourth 100-message
+    page is refused (250) in the first 5 s window; the SDK waits, pulls again and still gets everything."""
+    gw = await start_gateway(nursery, tmp_path, client={"request_rate_limit": 3})
+    for user in ("alice", "bob"):
+        await gw.user(user)
+    count = 450
+    with trio.fail_after(3 * LIMIT):
+        async with trio.open_nursery() as senders:
+            for i in range(count):
+                msg = Outgoing(i + 1, gw.clock.now_ms(), TO_BOB, "alice", text(f"m{i}"), 3)
+                senders.start_soon(gw.services.store.send_private, msg, gw.services.messages.policy)
+        async with sdk(gw, "bob") as bob:
+            got = await take(bob, count)
+            assert [m.seq for m in got] == list(range(1, count + 1))
+            assert bob.messages.pulls == 5  # pages of 100, 100, 100, 100, 50 (a refused pull is not counted)
+            # It waited on the same connection: no reconnect (a new connection would get a fresh window).
+            assert await statuses(bob) == [S.CONNECTING, S.RECEIVING, S.CONNECTED]

@@ -9,6 +9,7 @@ import trio
 from protocol import events
 from protocol.codes import ErrorCode
 from protocol.frames import HEADER, MAGIC, VERSION, FrameType, encode_frame
+from storage.messages import Conversation, Outgoing
 from tests.harness import Gateway, RawClient, start_gateway
 
 
@@ -123,8 +124,30 @@ async def test_rate_limit_answers_250_and_keeps_the_connection(nursery: trio.Nur
         event = await client.next_event()
         codes[event.request_id] = event.code
     assert sorted(codes.values()) == [0] * 5 + [ErrorCode.OVER_FREQUENCY] * 3
-    # "pull" is exempt: it is not refused for frequency (it is not implemented yet: 254).
-    assert (await roundtrip(client, "pull", {})).code != ErrorCode.OVER_FREQUENCY
+    # The window is spent: a pull is refused too (it is charged by size, not exempt).
+    assert (await roundtrip(client, "pull", {"after_seq": 0})).code == ErrorCode.OVER_FREQUENCY
+    await client.aclose()
+
+
+async def test_a_pull_costs_what_it_returns(nursery: trio.Nursery, tmp_path) -> None:
+    """Empty pulls are cheap (0.1 each), a 150-message page costs 1.6: with a limit of 3, one big page,
+    five empty pulls and a second big page fit (3.7 spent), and then even an empty pull is refused."""
+    gw = await start_gateway(nursery, tmp_path, client={"request_rate_limit": 3}, message={"roaming": True})
+    await gw.user("alice")
+    await gw.user("bob")
+    store = gw.services.store
+    async with trio.open_nursery() as senders:  # 150 messages to alice, stored in a few group commits
+        for i in range(150):
+            msg = Outgoing(i + 1, gw.clock.now_ms(), Conversation(0, "alice"), "bob", {"type": 1}, 3)
+            senders.start_soon(store.send_private, msg, gw.services.messages.policy)
+    client = await connected(gw)
+    with trio.fail_after(4):  # well inside one 5 s window
+        first = await roundtrip(client, "pull", {"after_seq": 0, "limit": 150})
+        assert first.code == 0 and len(first.result["messages"]) == 150
+        for _ in range(5):
+            assert (await roundtrip(client, "pull", {"after_seq": 150})).code == 0
+        assert (await roundtrip(client, "pull", {"after_seq": 0, "limit": 150})).code == 0
+        assert (await roundtrip(client, "pull", {"after_seq": 150})).code == ErrorCode.OVER_FREQUENCY
     await client.aclose()
 
 

@@ -20,7 +20,20 @@ def send_message(services: Services, caller: Caller, params: Fields, reply: Repl
     services.messages.send_nowait(msg, reply, caller.client_id)
 
 
-@method("pull")
+#: A pull is charged this much, plus one unit per ``PULL_MESSAGES_PER_UNIT`` messages it returned: a pull that
+#: finds nothing new costs a tenth of a request, a full 500-message page five. At the default limit (100 per
+#: 5 s) a connection can pull ~10,000 messages per 5 s; past that it gets 250 and the SDK waits (docs/PROTOCOL.md).
+PULL_BASE_COST = 0.1
+PULL_MESSAGES_PER_UNIT = 100
+
+
+def pull_cost(code: int, result: Any) -> float:
+    if code != ErrorCode.SUCCESS or not isinstance(result, dict):
+        return 1.0
+    return PULL_BASE_COST + len(result["messages"]) / PULL_MESSAGES_PER_UNIT
+
+
+@method("pull", cost=pull_cost, serial=True)
 async def pull(services: Services, caller: Caller, params: Fields) -> tuple[int, Any]:
     after_seq = params.integer("after_seq", lo=0, hi=MESSAGE_ID_MAX)
     limit = params.integer("limit", lo=1, hi=MAX_PULL, default=100)
