@@ -76,6 +76,10 @@ _SERVER_FAILURES = frozenset(
 #: The NOTIFY topic the server sends right before closing a kicked or forbidden connection.
 KICKED_TOPIC = "kicked"
 
+#: Attempts in a row that must each get a clear −6 before the SDK reports SecretKeyMismatch (see
+#: ``Client._open_link``): with the default backoff about 1.4 s of retrying; a sealed −6 is final at once.
+CLEAR_MISMATCH_ATTEMPTS = 4
+
 _RECV_BYTES = 65536
 _OUTBOX_LIMIT_BYTES = 1 << 20
 _CLOSE_GRACE_SECONDS = 1.0
@@ -518,11 +522,30 @@ class Client:
         link.last_ping = link.last_tx
 
     async def _open_link(self) -> _Link:
-        """TCP connect and handshake, within ``timeout``.
+        """TCP connect and handshake, within ``timeout`` per attempt; a clear −6 is tried again first.
+
+        A clear −6 is the one CONNACK anyone on the path can forge (docs/PROTOCOL.md §7), and −6 is
+        terminal: believed at once, one injected frame would make the app fetch a new token, which
+        under the one-device rule logs the user's other device out. So it is reported only after
+        ``CLEAR_MISMATCH_ATTEMPTS`` attempts in a row, with the reconnect backoff between them; a
+        sealed −6 (the session really is gone) is final at once.
 
         Raises:
             ConnectError: the server's failure status, or SERVER_DOWN.
         """
+        delay, most = self._backoff
+        for attempt in range(1, CLEAR_MISMATCH_ATTEMPTS + 1):
+            try:
+                return await self._open_link_once()
+            except ConnectError as exc:
+                if not exc.clear or attempt == CLEAR_MISMATCH_ATTEMPTS or self._stopping:
+                    raise
+            log.info("clear SecretKeyMismatch (attempt %d of %d): trying again", attempt, CLEAR_MISMATCH_ATTEMPTS)
+            await trio.sleep(delay / 2 + self._random.uniform(0, delay / 2))
+            delay = min(delay * 2, most)
+        raise AssertionError("unreachable")
+
+    async def _open_link_once(self) -> _Link:
         conn = ClientConnection(
             user_id=self.user_id,
             client_id=self.client_id,
@@ -570,8 +593,8 @@ class Client:
                     if event.code == S.CONNECTED:
                         return event, events[index + 1 :]
                     status = _server_status(event.code, S.SERVER_DOWN)
-                    log.info("server refused the connection: %s", status.name)
-                    raise ConnectError(status)
+                    log.info("server refused the connection: %s%s", status.name, "" if event.sealed else " (clear)")
+                    raise ConnectError(status, clear=not event.sealed)
                 elif isinstance(event, ServerError):
                     log.warning("server error during the handshake: code %s, %s", event.code, event.reason)
                     raise ConnectError(S.SERVER_DOWN)

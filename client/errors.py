@@ -18,9 +18,11 @@ class ConnectError(ClientError):
     ``SERVER_DOWN`` when TCP could not connect or the handshake broke or timed out.
     """
 
-    def __init__(self, status: ConnectionStatus) -> None:
+    def __init__(self, status: ConnectionStatus, *, clear: bool = False) -> None:
         super().__init__(f"connect failed: {status.name} ({int(status)})")
         self.status = status
+        #: The server's status came in a clear CONNACK (only −6 can), which anyone on the path could forge.
+        self.clear = clear
 
 
 class ClientClosed(ClientError):

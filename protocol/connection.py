@@ -382,7 +382,7 @@ class ClientConnection(_Sealed):
                 if code != ConnectionStatus.SECRET_KEY_MISMATCH:
                     raise ProtocolError(f"unauthenticated CONNACK with code {code}")
                 self.state = State.CLOSED
-                return events.ConnAck(code)
+                return events.ConnAck(code, sealed=False)
             fields = codec.unpack_map(self._open(frame))
             code = fields.integer("code", lo=MIN_STATUS, hi=MAX_STATUS)
             if code != ConnectionStatus.CONNECTED:

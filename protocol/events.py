@@ -95,6 +95,9 @@ class ConnAck:
     server_time_ms: int = 0
     keepalive_seconds: int = 0
     heads: dict[str, int] = field(default_factory=dict)
+    #: False for the one CONNACK that comes in clear (−6 before the proof opened): anyone on the path
+    #: could have sent it, so an SDK retries before believing it (docs/PROTOCOL.md §7).
+    sealed: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -327,7 +327,7 @@ def test_failure_before_the_proof_opened_is_clear_and_only_secret_key_mismatch()
             server.reject(code)  # the server holds no key: it could only say it in clear
     reject = server.reject(ConnectionStatus.SECRET_KEY_MISMATCH)
     assert reject[4] == 0
-    assert client.receive_data(reject) == [events.ConnAck(-6)]
+    assert client.receive_data(reject) == [events.ConnAck(-6, sealed=False)]
     assert client.state is State.CLOSED
     with pytest.raises(ValueError):
         new_server().reject(ConnectionStatus.CONNECTED)

@@ -165,6 +165,7 @@ class Path:
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
         self.forge: int | None = None
+        self.forge_times: int | None = None  # forge only this many connections, then relay again
         self.forged = 0
         self.port = 0
         self.relays: list[trio.CancelScope] = []
@@ -177,7 +178,7 @@ class Path:
 
     async def handle(self, downstream: trio.SocketStream) -> None:
         async with downstream:
-            if self.forge is not None:
+            if self.forge is not None and (self.forge_times is None or self.forged < self.forge_times):
                 await self._forge(downstream, self.forge)
                 return
             upstream = await trio.open_tcp_stream(self.gw.host, self.gw.port)
@@ -255,6 +256,60 @@ async def test_sdk_keeps_reconnecting_through_forged_clear_statuses(
                     seen.append(event.status)
     assert S.TOKEN_INCORRECT not in seen
     assert S.SERVER_DOWN in seen
+
+
+async def test_a_forged_clear_secret_key_mismatch_does_not_end_the_session(
+    nursery: trio.Nursery, gw: Gateway
+) -> None:
+    """One device's first connect meets two injected clear −6 in a row, then a clean path: it connects
+    (a clear −6 is retried before it is believed), and the session is still there (no new token needed)."""
+    assert sdk.client.CLEAR_MISMATCH_ATTEMPTS > 2
+    await gw.user("alice")
+    path = Path(gw)
+    path.forge, path.forge_times = S.SECRET_KEY_MISMATCH, 2
+    await nursery.start(path.serve)
+    token = await gw.token("alice")
+    with trio.fail_after(10):
+        async with sdk.connect(
+            "127.0.0.1", path.port, token, backoff=FAST, timeout=2, clock=gw.clock.now_ms
+        ) as c:
+            assert c.status is S.CONNECTED
+            # Later, on a reconnect: forged −6 again, fewer times than the SDK tries; it gets back in.
+            events_rx = c.events()
+            path.forged = 0
+            path.cut()
+            seen: list[S] = []
+            while path.forged < path.forge_times or c.status is not S.CONNECTED:
+                event = await events_rx.receive()
+                if isinstance(event, sdk.StatusChanged):
+                    seen.append(event.status)
+            assert S.SECRET_KEY_MISMATCH not in seen and S.SERVER_DOWN in seen
+    assert path.forged == 2
+
+
+async def test_a_clear_secret_key_mismatch_that_persists_is_reported(nursery: trio.Nursery, gw: Gateway) -> None:
+    await gw.user("alice")
+    path = Path(gw)
+    path.forge = S.SECRET_KEY_MISMATCH
+    await nursery.start(path.serve)
+    with trio.fail_after(10), pytest.raises(sdk.ConnectError) as info:
+        async with sdk.connect(
+            "127.0.0.1", path.port, await gw.token("alice"), backoff=FAST, timeout=2, clock=gw.clock.now_ms
+        ):
+            pytest.fail("connected")
+    assert info.value.status is S.SECRET_KEY_MISMATCH and info.value.clear
+    assert path.forged == sdk.client.CLEAR_MISMATCH_ATTEMPTS
+
+
+async def test_a_sealed_secret_key_mismatch_is_final_at_once(nursery: trio.Nursery, gw: Gateway) -> None:
+    """A session cleared by the app server is a sealed −6: no retries (the SDK must not hammer a dead token)."""
+    await gw.user("alice")
+    token = await gw.token("alice")
+    await gw.services.sessions.destroy("alice", "c1")
+    with trio.fail_after(5), pytest.raises(sdk.ConnectError) as info:
+        async with sdk.connect("127.0.0.1", gw.port, token, backoff=(5.0, 5.0), clock=gw.clock.now_ms):
+            pytest.fail("connected")
+    assert info.value.status is S.SECRET_KEY_MISMATCH and not info.value.clear
 
 
 # --- configuration --------------------------------------------------------------------------------

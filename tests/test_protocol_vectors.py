@@ -158,7 +158,7 @@ def _client_after_connect() -> ClientConnection:
 
 def test_reject_frame_decodes_to_inputs() -> None:
     client = _client_after_connect()
-    assert client.receive_data(doc("reject_frame")) == [events.ConnAck(INPUTS["reject_code"])]
+    assert client.receive_data(doc("reject_frame")) == [events.ConnAck(INPUTS["reject_code"], sealed=False)]
     assert client.state is State.CLOSED
 
 
