@@ -32,6 +32,7 @@ from typing import Any
 import trio
 
 from bench import report
+from bench.flood import PullFlood
 from bench.hist import Latency
 from bench.procfs import (
     FileLimit,
@@ -95,6 +96,15 @@ def _parser() -> argparse.ArgumentParser:
         "the connection count needs)",
     )
     run.add_argument(
+        "--pull-flood",
+        type=int,
+        default=0,
+        metavar="N",
+        help="pairs: one more client fills its inbox with N messages, then loops pull(after_seq=0) "
+        "through the window (default 0: none); with --spawn the gateway's rate limit becomes twice "
+        "what the senders need",
+    )
+    run.add_argument(
         "--drain-timeout",
         type=float,
         default=10.0,
@@ -143,6 +153,10 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error("--warmup and --source-addrs cannot be negative")
     if args.rate is not None and args.rate <= 0:
         p.error("--rate must be positive")
+    if args.pull_flood and args.scenario != "pairs":
+        p.error("--pull-flood goes with the pairs scenario")
+    if args.pull_flood < 0:
+        p.error("--pull-flood cannot be negative")
     if args.keepalive < 10:
         p.error("--keepalive below 10 s: the gateway's default minimum is 10")
     if args.plot:
@@ -156,7 +170,8 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
     common = {"procs": args.procs}
     if args.scenario == "pairs":
         loop = {"rate": args.rate} if args.rate else {"window": args.window}
-        return {"pairs": args.pairs, **loop, "size": args.size, **common}
+        flood = {"pull_flood": args.pull_flood, "request_rate_limit": _flood_rate_limit(args)} if args.pull_flood else {}
+        return {"pairs": args.pairs, **loop, "size": args.size, **flood, **common}
     if args.scenario == "connect":
         return {"concurrency": args.concurrency, **common}
     return {
@@ -165,6 +180,18 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
         "keepalive": args.keepalive,
         **common,
     }
+
+
+def _flood_rate_limit(args: argparse.Namespace) -> int | None:
+    """With --pull-flood: the spawned gateway's request_rate_limit, twice what a sender needs per 5 s.
+
+    The default spawned limit is unbounded (the bench measures the message path, not refusals), which
+    would let the flooder pull without limit; a real deployment's limit is what stops it.
+    """
+    if not args.pull_flood or not args.spawn:
+        return None
+    per_sender = (args.rate / args.pairs) if args.rate else 1000.0
+    return max(100, math.ceil(2 * 5 * per_sender))
 
 
 def _log(args: argparse.Namespace, text: str) -> None:
@@ -358,7 +385,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     async with AsyncExitStack() as stack:
         if args.spawn:
             target = await stack.enter_async_context(
-                spawn_gateway(log_level=args.server_log_level, keep_data=args.keep_data)
+                spawn_gateway(
+                    log_level=args.server_log_level,
+                    keep_data=args.keep_data,
+                    request_rate_limit=_flood_rate_limit(args),
+                )
             )
         else:
             target = await stack.enter_async_context(
@@ -373,7 +404,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
         admin = Admin(target.admin_url, target.admin_secret, args.admin_concurrency)
         stack.push_async_callback(admin.aclose)
-        user_ids = [f"{args.user_prefix}{i}" for i in range(users)]
+        user_ids = [f"{args.user_prefix}{i}" for i in range(users + (2 if args.pull_flood else 0))]
         started = time.perf_counter()
         tokens = await admin.provision(
             user_ids,
@@ -387,13 +418,27 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         setup_s = time.perf_counter() - started
         _log(args, f"bench: {users:,} users and tokens in {setup_s:.1f} s ({users / setup_s:,.0f}/s)")
 
+        flood = None
+        if args.pull_flood:
+            flood_token, sink = tokens[-2], user_ids[-1]
+            tokens, user_ids = tokens[:users], user_ids[:users]
+            flood = PullFlood(target.host, target.port, flood_token, sink, args.pull_flood, admin)
         jobs, units = _jobs(args, target, tokens, sources)
         async with trio.open_nursery() as nursery:
+            if flood is not None:
+                await nursery.start(flood.run)
+                _log(args, f"bench: pull flood: filling its inbox with {args.pull_flood:,} messages")
+                with trio.fail_after(60.0 + args.pull_flood / 100):
+                    await flood.filled.wait()
             workers = await _start_workers(jobs, units, nursery)
             try:
-                result = await _phases(args, workers, pid, len(tokens))
+                result = await _phases(args, workers, pid, len(tokens), flood)
             finally:
+                if flood is not None:
+                    flood.stop()
                 await _stop_workers(workers)
+            if flood is not None:
+                result["pull_flood"] = flood.stats.record()
         result["setup"] = {"users": users, "seconds": round(setup_s, 2), "per_s": round(users / setup_s, 1)}
         result["source_addrs"] = len(sources)
         result["open_file_limit"] = limit.soft
@@ -402,7 +447,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         return result
 
 
-async def _phases(args: argparse.Namespace, workers: Workers, pid: int | None, users: int) -> dict[str, Any]:
+async def _phases(
+    args: argparse.Namespace, workers: Workers, pid: int | None, users: int, flood: PullFlood | None = None
+) -> dict[str, Any]:
     await workers.wait_all("hello", WORKER_START_TIMEOUT)
     rss_before = rss_kib(pid) if pid else None
     _log(args, f"bench: {len(workers.list)} worker processes; connecting")
@@ -426,6 +473,8 @@ async def _phases(args: argparse.Namespace, workers: Workers, pid: int | None, u
     self0 = _own_cpu()
     t0 = trio.current_time()
     await workers.broadcast("go")
+    if flood is not None:
+        flood.go()
     last = workers.progress()
     second = 0
     while trio.current_time() < t0 + args.duration:
@@ -444,6 +493,8 @@ async def _phases(args: argparse.Namespace, workers: Workers, pid: int | None, u
         )
         last = now
     t1 = trio.current_time()
+    if flood is not None:
+        flood.stop()
     cpu1 = cpu_times(pid) if pid else None
     main1 = main_thread_cpu_seconds(pid) if pid else None
     busy1 = machine_busy_seconds()

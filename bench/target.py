@@ -61,12 +61,12 @@ class Target:
         return self.data_dir / "gateway.log" if self.data_dir else None
 
 
-def _config_text(admin_secret: str, token_key: str, log_level: str) -> str:
+def _config_text(admin_secret: str, token_key: str, log_level: str, request_rate_limit: int) -> str:
     return (
         "# Written by bench/ for one benchmark run.\n"
         f'[admin]\nsecret = "{admin_secret}"\n\n'
         f'[token]\nkey = "{token_key}"\n\n'
-        f"[client]\nrequest_rate_limit = {SPAWN_REQUEST_RATE_LIMIT}\n\n"
+        f"[client]\nrequest_rate_limit = {request_rate_limit}\n\n"
         f'[log]\nlevel = "{log_level}"\n'
     )
 
@@ -79,11 +79,15 @@ def _tail(path: Path | None, lines: int = 15) -> str:
 
 
 @asynccontextmanager
-async def spawn_gateway(*, log_level: str = "INFO", keep_data: bool = False) -> AsyncIterator[Target]:
+async def spawn_gateway(
+    *, log_level: str = "INFO", keep_data: bool = False, request_rate_limit: int | None = None
+) -> AsyncIterator[Target]:
     data = Path(tempfile.mkdtemp(prefix="ember-bench-"))
     admin_secret, token_key = secrets.token_hex(32), secrets.token_hex(32)
     config = data / "ember.toml"
-    config.write_text(_config_text(admin_secret, token_key, log_level))
+    config.write_text(
+        _config_text(admin_secret, token_key, log_level, request_rate_limit or SPAWN_REQUEST_RATE_LIMIT)
+    )
     config.chmod(0o600)
     port = free_loopback_port()
     admin_port = free_loopback_port()
