@@ -35,6 +35,7 @@ from storage import Store
 from storage.messages import (
     Conversation,
     Outgoing,
+    PulledRows,
     SendPolicy,
     SendResult,
     StoredMessage,
@@ -142,6 +143,37 @@ def check_json(field: str, text: str) -> None:
         raise FieldError(field, "must be JSON text") from None
 
 
+# The keys of a pull answer and of its message maps, packed once. The order is message_wire's, so the
+# bytes are exactly what packing {"messages": [{"seq", "message": message_wire(m)}, ...], "head"} gives.
+_K = {key: codec.pack(key) for key in (
+    "messages", "head", "seq", "message", "message_id", "conv", "from", "content", "server_time", "to_users",
+)}  # fmt: skip
+_PULL_HEAD = codec.map_header(2) + _K["messages"]
+_ENTRY_HEAD = codec.map_header(2) + _K["seq"]
+
+
+def pack_pull_answer(page: PulledRows) -> codec.Packed:
+    """The ``pull`` result, packed from the stored rows: each message's stored content goes in as it is.
+
+    Decoding every message's content and encoding it again cost about two thirds of a pull's CPU
+    (~14 of ~20 us per message for 500-message pages); the stored content is the very MessagePack a
+    push carries, so a pull only adds the few fields around it.
+    """
+    pack = codec.pack
+    parts = [_PULL_HEAD, codec.array_header(len(page.rows))]
+    for seq, message_id, conv_type, conv_target, conv_line, from_user, content, server_time, to_users, _ in page.rows:
+        parts += (
+            _ENTRY_HEAD, pack(seq), _K["message"], codec.map_header(6 if to_users else 5),
+            _K["message_id"], pack(message_id),
+            _K["conv"], pack({"type": conv_type, "target": conv_target, "line": conv_line}),
+            _K["from"], pack(from_user), _K["content"], content, _K["server_time"], pack(server_time),
+        )  # fmt: skip
+        if to_users:
+            parts += (_K["to_users"], pack(json.loads(to_users)))
+    parts += (_K["head"], pack(page.head))
+    return codec.Packed(b"".join(parts), len(page.rows))
+
+
 class MessageService:
     def __init__(self, config: Config, store: Store, router: Router, clock: Clock) -> None:
         self.config = config
@@ -237,11 +269,8 @@ class MessageService:
             min_time = self.clock.now_ms() - self.config.message.compensate_seconds * 1000
         # A page must fit one RESPONSE frame (the SDK uses the same default limit as the server).
         max_bytes = self.config.server.max_frame_bytes * 3 // 4
-        page = await self.store.pull(user_id, after_seq, limit, min_time, max_bytes)
-        return {
-            "messages": [{"seq": seq, "message": m.to_wire()} for seq, m in page.messages],
-            "head": page.head,
-        }
+        page = await self.store.pull_rows(user_id, after_seq, limit, min_time, max_bytes)
+        return pack_pull_answer(page)
 
     async def delete(self, user_id: str, message_id: int, origin_client: str | None) -> int:
         if not await self.store.delete_message(user_id, message_id, self.clock.now_ms()):

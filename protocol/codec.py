@@ -57,6 +57,27 @@ def pack(obj: Any) -> bytes:
     return _pack(obj)
 
 
+_header_packer = msgpack.Packer(use_bin_type=True)
+#: The header of a map of n pairs / an array of n items: for bodies assembled from parts already packed.
+map_header = _header_packer.pack_map_header
+array_header = _header_packer.pack_array_header
+
+
+class Packed:
+    """A value already encoded as MessagePack, to go into a RESPONSE as it is.
+
+    ``ServerConnection.response`` splices ``data`` in as the result instead of
+    packing it; ``items`` says how much it holds (a pull: its messages), for
+    the rate limit.
+    """
+
+    __slots__ = ("data", "items")
+
+    def __init__(self, data: bytes, items: int = 0) -> None:
+        self.data = data
+        self.items = items
+
+
 def unpack(data: bytes) -> Any:
     """Decode one complete MessagePack value.
 

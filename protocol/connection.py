@@ -87,6 +87,19 @@ _MSG_PUSH_MIDDLE = codec.pack("message")
 _MSG_PUSH_HEAD = codec.pack({"t": "msg", "d": {"seq": 0, "message": 0}}).split(b"\x00" + _MSG_PUSH_MIDDLE)[0]
 
 
+# {"c": <code>, "r": <result>} split around the two values, for a result already packed.
+_RESPONSE_HEAD = codec.map_header(2) + codec.pack("c")
+_RESPONSE_R = codec.pack("r")
+
+
+def encode_response_body(code: int, result: Any) -> bytes:
+    """The plaintext of a RESPONSE: ``{c, r}``; a ``codec.Packed`` result is spliced in as it is,
+    which gives the same bytes as packing the value it holds."""
+    if isinstance(result, codec.Packed):
+        return b"".join((_RESPONSE_HEAD, codec.pack(int(code)), _RESPONSE_R, result.data))
+    return codec.pack({"c": int(code), "r": result})
+
+
 def encode_msg_push(seq: int, packed_message: bytes) -> bytes:
     """``encode_notify_body("msg", {"seq": seq, "message": m})`` from ``m`` already packed."""
     return b"".join((_MSG_PUSH_HEAD, codec.pack(seq), _MSG_PUSH_MIDDLE, packed_message))
@@ -276,7 +289,8 @@ class ServerConnection(_Sealed):
         return self._seal(FrameType.CONNACK, body) if sealed else encode_frame(FrameType.CONNACK, body)
 
     def response(self, request_id: int, code: int, result: Any = None) -> bytes:
-        return self._seal(FrameType.RESPONSE, codec.pack({"c": int(code), "r": result}), request_id)
+        """A RESPONSE; ``result`` may be a ``codec.Packed`` (see ``encode_response_body``)."""
+        return self._seal(FrameType.RESPONSE, encode_response_body(code, result), request_id)
 
     def notify(self, topic: str, data: Any = None) -> bytes:
         return self._seal(FrameType.NOTIFY, encode_notify_body(topic, data))

@@ -22,7 +22,7 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import Final
+from typing import Any, Final
 
 import msgpack
 
@@ -320,6 +320,25 @@ class PullResult:
     head: int
 
 
+@dataclass(frozen=True, slots=True)
+class PulledRows:
+    """A page of the inbox as stored: ``rows`` are ``(seq, *MESSAGE_COLUMNS)``, content still packed.
+
+    For the gateway's pull, which splices the stored content into its answer
+    instead of decoding and encoding it again (``gateway.messaging``).
+    """
+
+    rows: list[tuple[Any, ...]]
+    head: int
+
+
+#: The columns of a row of ``PulledRows.rows`` after its seq, in order.
+MESSAGE_COLUMNS: Final = (
+    "message_id", "conv_type", "conv_target", "conv_line", "from_user", "content", "server_time", "to_users",
+    "persist_flag",
+)  # fmt: skip
+
+
 def pull(
     conn: sqlite3.Connection,
     user_id: str,
@@ -328,6 +347,19 @@ def pull(
     min_time: int,
     max_bytes: int,
 ) -> PullResult:
+    """``pull_rows`` with each message decoded."""
+    page = pull_rows(conn, user_id, after_seq, limit, min_time, max_bytes)
+    return PullResult([(row[0], _message(row[1:])) for row in page.rows], page.head)
+
+
+def pull_rows(
+    conn: sqlite3.Connection,
+    user_id: str,
+    after_seq: int,
+    limit: int,
+    min_time: int,
+    max_bytes: int,
+) -> PulledRows:
     """The user's inbox after ``after_seq``, oldest first; only messages at or after ``min_time``.
 
     A page holds at most ``limit`` messages and, past its first message, about
@@ -361,14 +393,13 @@ def pull(
             " ORDER BY r.seq LIMIT ?",
             (user_id, after_seq, min_time, user_id, limit - len(rows)),
         ).fetchall()
-    page: list[tuple[int, StoredMessage]] = []
     size = 0
-    for row in rows:
+    for count, row in enumerate(rows):
         size += len(row[6]) + PULL_ROW_OVERHEAD
-        if page and size > max_bytes:
+        if count and size > max_bytes:
+            del rows[count:]
             break
-        page.append((row[0], _message(row[1:])))
-    return PullResult(page, committed_head(conn, user_id))
+    return PulledRows(rows, committed_head(conn, user_id))
 
 
 def committed_head(conn: sqlite3.Connection, user_id: str) -> int:

@@ -216,6 +216,12 @@ class Store:
         """The inbox after ``after_seq`` (oldest first, at most ``limit``), and the head."""
         return await self.read(messages.pull, user_id, after_seq, limit, min_time, max_bytes)
 
+    async def pull_rows(
+        self, user_id: str, after_seq: int, limit: int, min_time: int = 0, max_bytes: int = 2**62
+    ) -> messages.PulledRows:
+        """``pull`` with each message as stored (content still packed): for the gateway's answer."""
+        return await self.read(messages.pull_rows, user_id, after_seq, limit, min_time, max_bytes)
+
     async def inbox_head(self, user_id: str) -> int:
         """The user's head as the writer sees it: sends queued before this call are counted."""
         return await self.writer.submit(messages.head, self._inboxes, user_id, read=True)

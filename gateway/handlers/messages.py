@@ -7,7 +7,7 @@ from typing import Any
 from gateway.dispatch import Caller, Reply, method
 from gateway.messaging import MAX_HISTORY, MAX_PULL, read_conversation
 from gateway.services import Services
-from protocol.codec import Fields
+from protocol.codec import Fields, Packed
 from protocol.codes import ErrorCode
 
 MESSAGE_ID_MAX = 2**63 - 1
@@ -28,9 +28,9 @@ PULL_MESSAGES_PER_UNIT = 100
 
 
 def pull_cost(code: int, result: Any) -> float:
-    if code != ErrorCode.SUCCESS or not isinstance(result, dict):
+    if code != ErrorCode.SUCCESS or not isinstance(result, Packed):
         return 1.0
-    return PULL_BASE_COST + len(result["messages"]) / PULL_MESSAGES_PER_UNIT
+    return PULL_BASE_COST + result.items / PULL_MESSAGES_PER_UNIT
 
 
 @method("pull", cost=pull_cost, serial=True)
