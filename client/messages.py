@@ -49,7 +49,7 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import trio
 
@@ -151,7 +151,8 @@ class RecallAck:
     seq: int
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
+    """An int that is not a bool (msgpack gives both; True is no seq)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 

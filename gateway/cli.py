@@ -7,7 +7,8 @@
 ``admin`` finds the API's URL and secret in, by priority: ``--url``/``--secret``,
 ``EMBER_ADMIN_URL``/``EMBER_ADMIN_SECRET``, then the data folder's config.
 Answers are printed as JSON (failures on stderr); the exit status is 0 on
-code 0, 1 on any other code, 2 on usage, config or connection errors.
+code 0, 1 on any other code (and when ``serve`` cannot open its database:
+another gateway owns it, or SQLite is too old), 2 on usage, config or connection errors.
 Secrets are never printed; ``get-token`` prints the token because asking for
 it is the point.
 """
@@ -122,8 +123,13 @@ def _serve(args: argparse.Namespace) -> int:
     config = Config.load(data, args.config)
     logging.basicConfig(level=config.log.level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     server = importlib.import_module("gateway.server")  # lazily: heavy, and only this command needs it
+    from storage import StorageError
     _tune_gc()
-    trio.run(functools.partial(server.serve, config, handle_signals=True))
+    try:
+        trio.run(functools.partial(server.serve, config, handle_signals=True))
+    except StorageError as exc:  # e.g. another gateway owns the database, or SQLite is too old
+        print(f"ember: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -68,10 +68,12 @@ class _Section:
     """Type and range checks shared by every section, run when it is built."""
 
     SECTION: ClassVar[str]
+    # Every section is a dataclass; declared so that type checkers accept ``dataclasses.fields`` of one.
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+        for f in dataclasses.fields(self):
             name = f"{self.SECTION}.{f.name}"
             value = _check_type(name, hints[f.name], getattr(self, f.name), f.metadata["secret"])
             object.__setattr__(self, f.name, value)  # ints given for floats become floats

@@ -71,7 +71,7 @@ class GatewayConnection:
         "user_id",
     )
 
-    def __init__(self, services: Services, stream: trio.SocketStream, reads: ReadPoller) -> None:
+    def __init__(self, services: Services, stream: trio.SocketStream, reads: ReadPoller | None) -> None:
         self.services = services
         self.stream = stream
         self._reads = reads
@@ -165,6 +165,7 @@ class GatewayConnection:
 
     def _stop_reading(self) -> None:
         if self._reading is not None and not self._reading.is_set():
+            assert self._reads is not None  # _reading exists only while the poller reads for us
             self._reads.remove(self.stream.socket.fileno())
             self._reading.set()
 
@@ -385,6 +386,13 @@ class GatewayConnection:
         with trio.move_on_at(self.last_active + idle):
             if self._take(await self._receive(), nursery):
                 return
+        if self._reads is None:  # no poller (no epoll here): this task goes on reading, as it did before
+            while trio.current_time() - self.last_active < idle:
+                with trio.move_on_at(self.last_active + idle):
+                    if self._take(await self._receive(), nursery):
+                        return
+            log.info("idle timeout user=%s client=%s", self.user_id, self.client_id)
+            return
         self._nursery = nursery
         self._reading = reading = trio.Event()
         self._reads.add(self.stream.socket.fileno(), self.on_readable)

@@ -28,6 +28,9 @@ from types import TracebackType
 
 import trio
 
+#: Linux. Elsewhere ``gateway.server.serve`` runs without a poller: each connection's task waits in trio.
+HAVE_EPOLL = hasattr(select, "epoll")
+
 #: Most sockets handled per pass (epoll_wait's maxevents); the rest stay ready for the next pass.
 MAX_READY_PER_PASS = 512
 

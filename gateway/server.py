@@ -24,7 +24,7 @@ from gateway.config import Config
 from gateway.connection import GatewayConnection
 from gateway.messaging import MessageService
 from gateway.outbox import cork
-from gateway.reads import ReadPoller
+from gateway.reads import HAVE_EPOLL, ReadPoller
 from gateway.router import Router
 from gateway.services import Services
 from gateway.sessions import SessionService
@@ -47,9 +47,14 @@ async def serve(
     *,
     clock: Clock | None = None,
     handle_signals: bool = False,
+    read_poller: bool = HAVE_EPOLL,
     task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the gateway until cancelled (or, with ``handle_signals``, until SIGINT/SIGTERM)."""
+    """Run the gateway until cancelled (or, with ``handle_signals``, until SIGINT/SIGTERM).
+
+    ``read_poller=False`` (the default where ``select.epoll`` is missing, i.e. off Linux) reads each
+    connection in its own task waiting on trio instead of the shared ``ReadPoller``.
+    """
     clock = clock or Clock()
     async with storage.open_store(
         config.storage.path,
@@ -63,8 +68,12 @@ async def serve(
         messages.ids.seed(await store.last_message_id())
         services = Services(config, store, clock, router, sessions, messages, config.token.key_bytes())
         try:
-            with ReadPoller() as reads:
-                await _run(config, services, reads, handle_signals, task_status)
+            if read_poller:
+                with ReadPoller() as reads:
+                    await _run(config, services, reads, handle_signals, task_status)
+            else:
+                log.info("no read poller (select.epoll %s): one task per connection reads", "off" if HAVE_EPOLL else "missing")
+                await _run(config, services, None, handle_signals, task_status)
         finally:
             # The connections have ended: their disconnect times go to last_seen before the store closes.
             with trio.CancelScope(shield=True):
@@ -75,7 +84,7 @@ async def serve(
 async def _run(
     config: Config,
     services: Services,
-    reads: ReadPoller,
+    reads: ReadPoller | None,
     handle_signals: bool,
     task_status: trio.TaskStatus[Running],
 ) -> None:
@@ -87,7 +96,8 @@ async def _run(
             nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
         nursery.start_soon(_release_idle_keys, services.router)
         nursery.start_soon(_write_last_seen, services.sessions)
-        nursery.start_soon(reads.run)
+        if reads is not None:
+            nursery.start_soon(reads.run)
         listeners = await trio.open_tcp_listeners(config.server.port, host=config.server.host)
         host, port = listeners[0].socket.getsockname()[:2]
         for listener in listeners:
@@ -130,7 +140,7 @@ _ACCEPT_SKIP_ERRNOS = frozenset(
 ACCEPT_BATCH = 128
 
 
-async def _serve_clients(services: Services, reads: ReadPoller, listener: trio.SocketListener) -> None:
+async def _serve_clients(services: Services, reads: ReadPoller | None, listener: trio.SocketListener) -> None:
     """Accept client connections until cancelled, each served by its own task.
 
     Not ``trio.serve_tcp``: it accepts one connection per pass of trio's scheduler (a checkpoint after
@@ -168,7 +178,7 @@ async def _serve_clients(services: Services, reads: ReadPoller, listener: trio.S
             sock.close()
 
 
-async def _serve_connection(services: Services, reads: ReadPoller, stream: trio.SocketStream) -> None:
+async def _serve_connection(services: Services, reads: ReadPoller | None, stream: trio.SocketStream) -> None:
     try:
         await GatewayConnection(services, stream, reads).serve()  # closes the stream when it ends
     except Exception:  # noqa: BLE001 - one connection's bug must never stop the listener

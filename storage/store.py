@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from protocol.codes import UserStatus
 from storage import messages, sessions, users
+from storage.guard import DatabaseLock, check_sqlite_version
 from storage.inboxes import InboxState
 from storage.messages import (
     Conversation,
@@ -283,12 +284,27 @@ async def open_store(
             commits) or ``"FULL"`` (every commit survives a power loss).
 
     Raises:
-        StorageError: The database cannot be opened or migrated.
+        StorageError: The database cannot be opened or migrated, the SQLite library is older than
+            ``storage.guard.MIN_SQLITE_VERSION``, or another store (in this process or another) has it
+            open: a store holds ``<path>.lock`` exclusively for its life (see ``storage.guard``).
         ValueError: ``synchronous`` is neither value.
 
     ``callback_context`` and ``commit_delay_ms`` are passed to ``Writer``;
     ``readers`` is how many reader connections serve reads.
     """
+    check_sqlite_version()
+    with DatabaseLock(path):  # the writer's in-memory state is right only for a database's one writer
+        async with _open_writer(path, synchronous, callback_context, commit_delay_ms) as store:
+            yield store
+
+
+@asynccontextmanager
+async def _open_writer(
+    path: str | os.PathLike[str],
+    synchronous: str,
+    callback_context: Callable[[], AbstractContextManager[object]],
+    commit_delay_ms: float,
+) -> AsyncIterator[Store]:
     inboxes = InboxState()
     writer = Writer(
         path,

@@ -163,7 +163,7 @@ class Writer:
         synchronous: str = "NORMAL",
         busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
         max_batch: int = DEFAULT_MAX_BATCH,
-        setup: Callable[[sqlite3.Connection], None] | None = None,
+        setup: Callable[[sqlite3.Connection], object] | None = None,
         callback_context: Callable[[], AbstractContextManager[object]] = nullcontext,
         commit_delay_ms: float = 0.0,
         on_rollback: Callable[[], None] | None = None,
@@ -177,7 +177,7 @@ class Writer:
             busy_timeout_ms: Wait this long for locks held by other connections.
             max_batch: Most operations per transaction.
             setup: Run once on the writer thread right after connecting, e.g. the
-                schema migrations. An exception in it makes ``start`` fail.
+                schema migrations (what it returns is ignored). An exception in it makes ``start`` fail.
             commit_delay_ms: Under heavy load (the previous batch had at least
                 ``LINGER_MIN_OPS`` operations), how long a batch waits for more
                 operations before it runs. Bigger batches cost less CPU per

@@ -55,7 +55,11 @@ class Gateway:
 
 
 async def start_gateway(
-    nursery: trio.Nursery, data_dir: Path, clock: ManualClock | None = None, **sections: dict[str, Any]
+    nursery: trio.Nursery,
+    data_dir: Path,
+    clock: ManualClock | None = None,
+    read_poller: bool = True,
+    **sections: dict[str, Any],
 ) -> Gateway:
     sections.setdefault("server", {})
     sections["server"] = {"port": 0, **sections["server"]}
@@ -63,7 +67,7 @@ async def start_gateway(
     await trio.Path(data_dir).mkdir(parents=True, exist_ok=True)
     config = Config.default(data_dir, **sections)
     clock = clock or ManualClock()
-    running = await nursery.start(functools.partial(serve, config, clock=clock))
+    running = await nursery.start(functools.partial(serve, config, clock=clock, read_poller=read_poller))
     return Gateway(running, clock, config)
 
 

@@ -290,4 +290,4 @@ async def serve_admin(
     hc.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     hc.accesslog = None  # paths only would be harmless, but the app's own logs are the record
     hc.errorlog = log
-    await hypercorn_serve(app, hc, shutdown_trigger=shutdown_trigger, task_status=task_status)  # type: ignore[arg-type]
+    await hypercorn_serve(app, hc, shutdown_trigger=shutdown_trigger, task_status=task_status)
