@@ -263,7 +263,7 @@ class MessageService:
 
     # --- the rest ---------------------------------------------------------------------------------
 
-    async def pull(self, user_id: str, after_seq: int, limit: int) -> dict[str, Any]:
+    async def pull(self, user_id: str, after_seq: int, limit: int) -> codec.Packed:
         min_time = 0
         if after_seq == 0 and not self.config.message.roaming:
             min_time = self.clock.now_ms() - self.config.message.compensate_seconds * 1000

@@ -125,7 +125,7 @@ class Readers:
             for token in tokens:  # take every connection back: no call is left running
                 await self._limiter.acquire_on_behalf_of(token)
             conns, self._free = self._free, []
-            await trio.to_thread.run_sync(lambda: [c.close() for c in conns])
+            await trio.to_thread.run_sync(_close_all, conns)
             for token in tokens:
                 self._limiter.release_on_behalf_of(token)
 
@@ -137,3 +137,8 @@ def _call(conn: sqlite3.Connection, fn: Callable[..., T], args: tuple[Any, ...])
         return fn(conn, *args)
     finally:
         conn.execute("ROLLBACK")  # nothing to undo: it only ends the read transaction
+
+
+def _close_all(conns: list[sqlite3.Connection]) -> None:
+    for conn in conns:
+        conn.close()

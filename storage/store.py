@@ -294,7 +294,7 @@ async def open_store(
     """
     check_sqlite_version()
     with DatabaseLock(path):  # the writer's in-memory state is right only for a database's one writer
-        async with _open_writer(path, synchronous, callback_context, commit_delay_ms) as store:
+        async with _open_writer(path, synchronous, callback_context, commit_delay_ms, readers) as store:
             yield store
 
 
@@ -304,6 +304,7 @@ async def _open_writer(
     synchronous: str,
     callback_context: Callable[[], AbstractContextManager[object]],
     commit_delay_ms: float,
+    readers: int,
 ) -> AsyncIterator[Store]:
     inboxes = InboxState()
     writer = Writer(
