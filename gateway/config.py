@@ -196,7 +196,7 @@ class TokenConfig(_Section):
 class ClientConfig(_Section):
     SECTION: ClassVar[str] = "client"
     request_rate_limit: int = _key(
-        100, "Requests per 5 s per connection (a pull costs 0.1 + 0.01 per message returned); beyond it: 250.", lo=1
+        100, "Requests per 5 s per connection (a pull costs 0.1 + 0.01 per new message, 0.1 per re-read one); beyond it: 250 and a pause.", lo=1
     )
 
 

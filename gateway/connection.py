@@ -55,10 +55,12 @@ class GatewayConnection:
         "_requests_done",
         "_main",
         "_outbox",
+        "_paused",
         "_proto",
         "_rate_count",
         "_rate_window_start",
         "_registered",
+        "_resume_at",
         "_serial",
         "_sending",
         "_violation_reason",
@@ -96,6 +98,8 @@ class GatewayConnection:
         self._registered = False
         self._rate_window_start = 0.0
         self._rate_count = 0.0  # units spent in the current window (dispatch: a pull costs what it returned)
+        self._resume_at: float | None = None  # over the rate limit: read nothing more until then
+        self._paused: trio.CancelScope | None = None  # the task that resumes the poller's reading
         self._in_flight = 0
         self._serial: trio.Lock | None = None  # made at the first serial request (most connections never pull)
         self._requests_done: trio.Event | None = None  # made when the end waits for in-flight requests
@@ -151,6 +155,12 @@ class GatewayConnection:
         try:
             if self._take(data, self._nursery):
                 self._stop_reading()
+            elif self._resume_at is not None:
+                # Over the rate limit: what this read brought got its 250s; the rest waits in the socket
+                # (TCP pushes back on the client) instead of costing a decrypt and a 250 each.
+                assert self._reads is not None
+                self._reads.remove(self.stream.socket.fileno())
+                self._nursery.start_soon(self._resume_reading, self._resume_at)
         except Exception:  # noqa: BLE001 - a bug: it ends this one connection, never the poller
             log.exception("reading failed user=%s", self.user_id)
             self._cut_off()
@@ -164,10 +174,27 @@ class GatewayConnection:
             return self._handle(self._proto.receive_data(data), nursery)
 
     def _stop_reading(self) -> None:
+        if self._paused is not None:
+            self._paused.cancel()
         if self._reading is not None and not self._reading.is_set():
             assert self._reads is not None  # _reading exists only while the poller reads for us
             self._reads.remove(self.stream.socket.fileno())
             self._reading.set()
+
+    async def _resume_reading(self, at: float) -> None:
+        """The poller's reading, paused by the rate limit, goes on when the window ends (unless reading ended)."""
+        with trio.CancelScope() as self._paused:
+            await trio.sleep_until(at)
+        self._paused = self._resume_at = None
+        if self._reading is not None and not self._reading.is_set():
+            assert self._reads is not None
+            self._reads.add(self.stream.socket.fileno(), self.on_readable)
+
+    async def _wait_out_rate_limit(self) -> None:
+        """The same pause where this connection's own task reads (its first read; no poller)."""
+        if self._resume_at is not None:
+            await trio.sleep_until(self._resume_at)
+            self._resume_at = None
 
     # --- the connection task --------------------------------------------------------------------
 
@@ -386,11 +413,13 @@ class GatewayConnection:
         with trio.move_on_at(self.last_active + idle):
             if self._take(await self._receive(), nursery):
                 return
+        await self._wait_out_rate_limit()
         if self._reads is None:  # no poller (no epoll here): this task goes on reading, as it did before
             while trio.current_time() - self.last_active < idle:
                 with trio.move_on_at(self.last_active + idle):
                     if self._take(await self._receive(), nursery):
                         return
+                await self._wait_out_rate_limit()
             log.info("idle timeout user=%s client=%s", self.user_id, self.client_id)
             return
         self._nursery = nursery
@@ -447,7 +476,11 @@ class GatewayConnection:
         return self._rate_count > self.services.config.client.request_rate_limit
 
     def _start_request(self, request: events.Request, nursery: trio.Nursery) -> None:
-        if self._over_rate(request.method) or self._in_flight >= MAX_IN_FLIGHT_REQUESTS:
+        if self._over_rate(request.method):
+            self._resume_at = self._rate_window_start + RATE_WINDOW_SECONDS
+            self._reply(request.request_id, ErrorCode.OVER_FREQUENCY, None)
+            return
+        if self._in_flight >= MAX_IN_FLIGHT_REQUESTS:
             self._reply(request.request_id, ErrorCode.OVER_FREQUENCY, None)
             return
         caller = self._caller

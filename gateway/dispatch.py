@@ -26,7 +26,7 @@ the connection driver logs it and closes that one connection.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.messaging import RequestRejected
@@ -36,13 +36,23 @@ from protocol.codes import ErrorCode
 from protocol.errors import FieldError
 
 
+class PullMark:
+    """How far ``pull`` has answered one connection (its highest seq): what lies below is a re-read."""
+
+    __slots__ = ("seq",)
+
+    def __init__(self) -> None:
+        self.seq = 0
+
+
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """The authenticated session a request comes from."""
+    """The authenticated session a request comes from (one per connection)."""
 
     user_id: str
     client_id: str
     platform: int
+    pulled: PullMark = field(default_factory=PullMark, compare=False, repr=False)
 
 
 Handler = Callable[[Services, Caller, Fields], Awaitable[tuple[int, Any]]]

@@ -152,7 +152,7 @@ _PULL_HEAD = codec.map_header(2) + _K["messages"]
 _ENTRY_HEAD = codec.map_header(2) + _K["seq"]
 
 
-def pack_pull_answer(page: PulledRows) -> codec.Packed:
+def pack_pull_answer(page: PulledRows) -> PulledPage:
     """The ``pull`` result, packed from the stored rows: each message's stored content goes in as it is.
 
     Decoding every message's content and encoding it again cost about two thirds of a pull's CPU
@@ -171,7 +171,18 @@ def pack_pull_answer(page: PulledRows) -> codec.Packed:
         if to_users:
             parts += (_K["to_users"], pack(json.loads(to_users)))
     parts += (_K["head"], pack(page.head))
-    return codec.Packed(b"".join(parts), len(page.rows))
+    return PulledPage(b"".join(parts), len(page.rows), page.rows[-1][0] if page.rows else 0)
+
+
+class PulledPage(codec.Packed):
+    """A packed ``pull`` answer, with what the rate limit prices it by (``handlers.messages.pull_cost``)."""
+
+    __slots__ = ("last_seq", "rereads")
+
+    def __init__(self, data: bytes, items: int, last_seq: int) -> None:
+        super().__init__(data, items)
+        self.last_seq = last_seq  # the highest seq in the page (0: none)
+        self.rereads = 0  # how many of ``items`` this connection had been answered before
 
 
 class MessageService:
@@ -263,7 +274,7 @@ class MessageService:
 
     # --- the rest ---------------------------------------------------------------------------------
 
-    async def pull(self, user_id: str, after_seq: int, limit: int) -> codec.Packed:
+    async def pull(self, user_id: str, after_seq: int, limit: int) -> PulledPage:
         min_time = 0
         if after_seq == 0 and not self.config.message.roaming:
             min_time = self.clock.now_ms() - self.config.message.compensate_seconds * 1000

@@ -118,21 +118,23 @@ async def test_rate_limit_answers_250_and_keeps_the_connection(nursery: trio.Nur
     await gw.user("alice")
     client = await connected(gw)
     frames = [client.proto.request("get_user_info", {"user_ids": ["alice"]}) for _ in range(8)]
+    # Behind them, in the same write, a pull: refused too once the window is spent (charged by size, not exempt).
+    frames.append(client.proto.request("pull", {"after_seq": 0}))
     await client.send(b"".join(frame for _, frame in frames))
     codes = {}
-    while len(codes) < 8:
+    while len(codes) < 9:
         event = await client.next_event()
         codes[event.request_id] = event.code
-    assert sorted(codes.values()) == [0] * 5 + [ErrorCode.OVER_FREQUENCY] * 3
-    # The window is spent: a pull is refused too (it is charged by size, not exempt).
-    assert (await roundtrip(client, "pull", {"after_seq": 0})).code == ErrorCode.OVER_FREQUENCY
+    assert [codes[request_id] for request_id, _ in frames] == [0] * 5 + [ErrorCode.OVER_FREQUENCY] * 4
     await client.aclose()
 
 
 async def test_a_pull_costs_what_it_returns(nursery: trio.Nursery, tmp_path) -> None:
-    """Empty pulls are cheap (0.1 each), a 150-message page costs 1.6: with a limit of 3, one big page,
-    five empty pulls and a second big page fit (3.7 spent), and then even an empty pull is refused."""
-    gw = await start_gateway(nursery, tmp_path, client={"request_rate_limit": 3}, message={"roaming": True})
+    """Empty pulls are cheap (0.1 each), a first 150-message page costs 1.6; the same page again is a
+    re-read at 0.1 a message (15.1). With a limit of 20: page, five empty pulls, a re-read (17.2 spent),
+    an empty pull, one more re-read (still under 20 when it arrived), then even an empty pull is refused.
+    At first-read prices the re-reads would fit eleven times."""
+    gw = await start_gateway(nursery, tmp_path, client={"request_rate_limit": 20}, message={"roaming": True})
     await gw.user("alice")
     await gw.user("bob")
     store = gw.services.store
@@ -146,8 +148,37 @@ async def test_a_pull_costs_what_it_returns(nursery: trio.Nursery, tmp_path) -> 
         assert first.code == 0 and len(first.result["messages"]) == 150
         for _ in range(5):
             assert (await roundtrip(client, "pull", {"after_seq": 150})).code == 0
+        again = await roundtrip(client, "pull", {"after_seq": 0, "limit": 150})
+        assert again.code == 0 and len(again.result["messages"]) == 150
+        assert (await roundtrip(client, "pull", {"after_seq": 150})).code == 0
         assert (await roundtrip(client, "pull", {"after_seq": 0, "limit": 150})).code == 0
         assert (await roundtrip(client, "pull", {"after_seq": 150})).code == ErrorCode.OVER_FREQUENCY
+    await client.aclose()
+
+
+async def test_a_connection_over_its_limit_is_not_read_until_its_window_ends(
+    nursery: trio.Nursery, tmp_path, monkeypatch
+) -> None:
+    """Requests read in the same read as the first refused one get 250; what the client sends after
+    waits in the socket, unread, until the window ends, and is then served (code 0), not refused."""
+    window = 1.5
+    monkeypatch.setattr("gateway.connection.RATE_WINDOW_SECONDS", window)
+    gw = await start_gateway(nursery, tmp_path, client={"request_rate_limit": 3})
+    await gw.user("alice")
+    client = await connected(gw)
+    started = trio.current_time()  # the window opens when the first request arrives: not before this
+    burst = [client.proto.request("get_user_info", {"user_ids": ["alice"]}) for _ in range(5)]
+    await client.send(b"".join(frame for _, frame in burst))
+    codes = {}
+    with trio.fail_after(window / 2):
+        while len(codes) < 5:
+            event = await client.next_event()
+            codes[event.request_id] = event.code
+    assert [codes[request_id] for request_id, _ in burst] == [0, 0, 0] + [ErrorCode.OVER_FREQUENCY] * 2
+    assert trio.current_time() < started + window, "too slow a machine for this window: the test proves nothing"
+    late = await roundtrip(client, "get_user_info", {"user_ids": ["alice"]})
+    assert late.code == 0  # a new window: without the pause it would have been refused at once
+    assert trio.current_time() >= started + window
     await client.aclose()
 
 
