@@ -563,6 +563,10 @@ def _result(
         result["connected"] = connected
         if rss_after is not None and rss_before is not None and held:
             result["rss_kib_per_conn"] = round((rss_after - rss_before) / held, 2)
+        # What a quiet gateway costs: all its CPU in the window (PONGs, idle deadlines, its threads) over
+        # the connection-hours it held. server_cpu_us_per_msg is the same CPU per PING.
+        if cpu is not None and held and duration:
+            result["server_cpu_ms_per_conn_hour"] = round(cpu * 1e3 / (held * duration / 3600), 2)
     if args.scenario == "pairs":
         result["undelivered"] = sum(f.get("undelivered", 0) for f in finals)
         result["unanswered"] = sum(f.get("unanswered", 0) for f in finals)

@@ -106,13 +106,13 @@ class Scenario:
                 await conn.aclose()
                 return None
         # Spread the PINGs over the interval: connections opened together must not ping together.
-        conn.last_write = trio.current_time() - random.random() * self.keepalive / 3
+        conn.last_write = trio.current_time() - random.random() * self.keepalive / 2
         self.conns.append(conn)
         return conn
 
     async def pinger(self) -> None:
-        """PING every connection that wrote nothing for a third of its keepalive."""
-        interval = self.keepalive / 3
+        """PING every connection that wrote nothing for half its keepalive, as the reference SDK does."""
+        interval = self.keepalive / 2
         while True:
             await trio.sleep(min(1.0, interval / 2))
             now = trio.current_time()

@@ -50,6 +50,7 @@ def table(result: dict[str, Any]) -> str:
     if scenario == "idle":
         rows.append(("connections held", _fmt(result.get("connections"))))
         rows.append(("RSS per connection", _fmt(result["rss_kib_per_conn"], "KiB")))
+        rows.append(("server CPU per connection-hour", _fmt(result.get("server_cpu_ms_per_conn_hour"), "ms")))
     if scenario == "pairs":
         rows.append(("undelivered (acked, never received)", _fmt(result.get("undelivered"))))
     lat = result["latency"]
