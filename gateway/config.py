@@ -269,6 +269,38 @@ class MessageConfig(_Section):
     max_data_bytes: int = _key(65536, "Largest binary data of a message (else 251).", lo=0)
 
 
+_DAY = 86400
+
+
+@dataclass(frozen=True)
+class FriendConfig(_Section):
+    SECTION: ClassVar[str] = "friend"
+    hosting: bool = _key(
+        True, "Host friends, friend requests and blacklists; off, every relation call answers 220."
+    )
+    repeat_request_seconds: int = _key(
+        7 * _DAY, "A new request to the same user while the earlier one is pending and younger than this: 16.", lo=0
+    )
+    reject_request_seconds: int = _key(
+        30 * _DAY, "A new request to a user who rejected the earlier one less than this ago: 18.", lo=0
+    )
+    request_expiration_seconds: int = _key(
+        7 * _DAY, "Handling a friend request this old or older answers 19.", lo=1
+    )
+    max_reason_bytes: int = _key(1024, "Largest reason text of a friend request (else 251).", lo=0, hi=65536)
+    max_alias_bytes: int = _key(256, "Largest friend alias (else 251).", lo=1, hi=65536)
+    max_extra_bytes: int = _key(
+        4096, "Largest extra (JSON text) of a friend request or a friend (else 251).", lo=2, hi=65536
+    )
+
+
+@dataclass(frozen=True)
+class SettingConfig(_Section):
+    SECTION: ClassVar[str] = "setting"
+    max_key_bytes: int = _key(256, "Largest key of a user setting (else 251).", lo=1, hi=4096)
+    max_value_bytes: int = _key(16384, "Largest value of a user setting (else 251).", lo=1, hi=65536)
+
+
 @dataclass(frozen=True)
 class LogConfig(_Section):
     SECTION: ClassVar[str] = "log"
@@ -286,6 +318,8 @@ class Config:
     storage: StorageConfig
     user: UserConfig
     message: MessageConfig
+    friend: FriendConfig
+    setting: SettingConfig
     log: LogConfig
     data_dir: Path = Path(".")
 

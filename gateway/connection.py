@@ -259,7 +259,7 @@ class GatewayConnection:
         if connect is None:
             log.info("handshake timed out peer=%s", self._peer())
             return False
-        status, proof, msg_head = await self._check(connect)
+        status, proof, heads = await self._check(connect)
         if status != ConnectionStatus.CONNECTED or proof is None:
             log.info(
                 "connect refused user=%s client=%s status=%d", connect.user_id, connect.client_id, status
@@ -267,31 +267,31 @@ class GatewayConnection:
             # Sealed when the proof opened (only SecretKeyMismatch can be clear): see ServerConnection.reject.
             self._outbox.send(self._proto.reject(status))
             return False
-        self._open(proof, msg_head)
+        self._open(proof, heads)
         return True
 
     async def _check(
         self, connect: events.ConnectRequested
-    ) -> tuple[ConnectionStatus, events.ConnectProof | None, int]:
-        """Read the session, user status and inbox head in one storage operation and run the checks.
+    ) -> tuple[ConnectionStatus, events.ConnectProof | None, dict[str, int]]:
+        """Read the session, user status and sync heads in one storage operation and run the checks.
 
-        Returns the status, the proof (None when it did not open) and the user's inbox head. On
+        Returns the status, the proof (None when it did not open) and the user's sync heads. On
         CONNECTED the connection is registered with the router when this returns.
 
         Why the checks and the registration run in the read's callback, not after the await: storage
         callbacks run on the trio thread in the writer's queue order, and a message send pushes from its
-        own callback. So a send queued before the read is counted in the head, and a send queued after it
+        own callback (a relation change pushes after its commit, looking the connections up then). So a send queued before the read is counted in the head, and a send queued after it
         finds this connection registered and pushes to it (held until CONNACK has gone): in the heads or
         pushed, never neither. This task itself resumes later, possibly after the callbacks of later
         batches, so registering once it resumes would leave a gap; the old way round, registering first
         and then reading the head, cost a second storage round trip per handshake.
         """
         done = trio.Event()
-        decided: tuple[ConnectionStatus, events.ConnectProof | None, int] | BaseException | None = None
+        decided: tuple[ConnectionStatus, events.ConnectProof | None, dict[str, int]] | BaseException | None = None
         waiting = True  # False once this task stopped waiting (cancelled): then the callback does nothing
 
         def on_read(
-            result: tuple[SessionRecord | None, int | None, int] | None, error: BaseException | None
+            result: tuple[SessionRecord | None, int | None, dict[str, int]] | None, error: BaseException | None
         ) -> None:
             nonlocal decided
             if not waiting:
@@ -300,7 +300,7 @@ class GatewayConnection:
                 if error is not None:
                     raise error
                 assert result is not None
-                session, user_status, head = result
+                session, user_status, heads = result
                 status, proof = self._decide(connect, session, user_status)
                 if status == ConnectionStatus.CONNECTED:
                     assert proof is not None
@@ -309,7 +309,7 @@ class GatewayConnection:
                     )  # fmt: skip
                     self.services.router.register(self)
                     self._registered = True
-                decided = (status, proof, head)
+                decided = (status, proof, heads)
             except Exception as exc:  # noqa: BLE001 - raised in the task, which ends this connection
                 decided = exc
             done.set()
@@ -368,7 +368,7 @@ class GatewayConnection:
             return ConnectionStatus.SECRET_KEY_MISMATCH
         return ConnectionStatus.CONNECTED
 
-    def _open(self, proof: events.ConnectProof, msg_head: int) -> None:
+    def _open(self, proof: events.ConnectProof, heads: dict[str, int]) -> None:
         """Send the success CONNACK (already registered: see ``_check``), then the pushes held meanwhile."""
         server = self.services.config.server
         announced = proof.keepalive_seconds or server.keepalive_seconds
@@ -379,7 +379,7 @@ class GatewayConnection:
             self._proto.accept(
                 server_time_ms=self.services.clock.now_ms(),
                 keepalive_seconds=self.keepalive_seconds,
-                heads=self._heads(msg_head),
+                heads=heads,
             )
         )
         self._sending = True
@@ -388,11 +388,6 @@ class GatewayConnection:
         for body in early:
             self.push_frame_body(body)
         log.debug("connected user=%s client=%s platform=%d", self.user_id, self.client_id, self.platform)
-
-    @staticmethod
-    def _heads(msg_head: int) -> dict[str, int]:
-        """The user's sync heads for CONNACK; each subject fills its own as it lands (read in ``_check``)."""
-        return {"msg": msg_head, "friend": 0, "friend_request": 0, "setting": 0}
 
     def _on_offline(self) -> None:
         # Per-connection lines are DEBUG: at thousands of handshakes a second, INFO lines

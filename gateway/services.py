@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import storage
 from gateway.clock import Clock
 from gateway.config import Config
 from gateway.messaging import MessageService
+from gateway.relations import RelationService
 from gateway.router import Router
 from gateway.sessions import SessionService
 
@@ -21,3 +22,8 @@ class Services:
     sessions: SessionService
     messages: MessageService
     token_key: bytes
+    #: Friends, friend requests, blacklists and settings; built from the fields above.
+    relations: RelationService = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.relations = RelationService(self.config, self.store, self.router, self.clock)

@@ -169,3 +169,29 @@ class ContentType(enum.IntEnum):
 
 #: Content types reserved for server-made notifications (groups: 104…123); clients may not send them.
 NOTIFICATION_CONTENT_TYPES: Final = range(100, 200)
+
+
+class FriendRequestStatus(enum.IntEnum):
+    """``status`` of a friend request (SPEC §7, WildfireChat's numbers)."""
+
+    SENT = 0
+    ACCEPTED = 1
+    REJECTED = 2
+
+
+class SettingScope(enum.IntEnum):
+    """``scope`` of a user setting (SPEC §9), WildfireChat's numbers; ``CUSTOM_MIN`` and above are the customer's."""
+
+    CONVERSATION_SILENT = 1
+    CONVERSATION_TOP = 3
+    FAVORITE_GROUP = 6  # "save to contacts" (FAQ 6)
+    CONVERSATION_READ = 11
+    FAVORITE_USER = 14
+    DO_NOT_DISTURB = 17
+    CONVERSATION_DRAFT = 19
+    CUSTOM_MIN = 1000
+
+
+def valid_setting_scope(scope: int) -> bool:
+    """A scope a client may use: one of ``SettingScope``'s, or ``SettingScope.CUSTOM_MIN`` up to 2**31-1."""
+    return scope in SettingScope._value2member_map_ or SettingScope.CUSTOM_MIN <= scope < 2**31

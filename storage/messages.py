@@ -583,27 +583,3 @@ def remote_history(
         del rows[count:]
     return [_message(row) for row in rows]
 
-
-def set_blacklist(conn: sqlite3.Connection, user_id: str, target: str, blocked: bool, now_ms: int) -> None:
-    if blocked:
-        conn.execute(
-            "INSERT INTO blacklist (user_id, target, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-            (user_id, target, now_ms),
-        )
-    else:
-        conn.execute("DELETE FROM blacklist WHERE user_id = ? AND target = ?", (user_id, target))
-
-
-def get_blacklist(conn: sqlite3.Connection, user_id: str) -> list[str]:
-    return [
-        row[0]
-        for row in conn.execute("SELECT target FROM blacklist WHERE user_id = ? ORDER BY target", (user_id,))
-    ]
-
-
-def add_friendship(conn: sqlite3.Connection, user_id: str, friend_id: str, now_ms: int) -> None:
-    """Both directions; the relations work replaces this with requests and sync."""
-    conn.executemany(
-        "INSERT INTO friends (user_id, friend_id, created_at, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        [(user_id, friend_id, now_ms, now_ms), (friend_id, user_id, now_ms, now_ms)],
-    )

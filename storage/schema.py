@@ -181,8 +181,59 @@ def _v3_merged_indexes(db: Database) -> None:
     db.execute("DROP INDEX messages_conversation")
 
 
+def _v4_relations(db: Database) -> None:
+    """Friend requests, synced versions of friends and blacklists, user settings (``storage.relations``).
+
+    Every user has a head per stream (``relation_heads``); each changed row takes the next version
+    of its owner's stream, and a deletion leaves a tombstone with the version it took, so a device
+    pulls "what changed since version v" in pages, deletions included. Rows written before this
+    migration get versions 1..n per user, in key order.
+    """
+    db.execute(
+        "CREATE TABLE relation_heads (user_id TEXT NOT NULL, stream TEXT NOT NULL, version INTEGER NOT NULL,"
+        " PRIMARY KEY (user_id, stream)) WITHOUT ROWID"
+    )
+    db.execute(
+        "CREATE TABLE relation_tombstones (user_id TEXT NOT NULL, stream TEXT NOT NULL, scope INTEGER NOT NULL,"
+        " item TEXT NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (user_id, stream, scope, item)) WITHOUT ROWID"
+    )
+    db.execute("CREATE INDEX relation_tombstones_version ON relation_tombstones (user_id, stream, version)")
+    for table, key, stream in (("friends", "friend_id", "friend"), ("blacklist", "target", "blacklist")):
+        db.execute(f"ALTER TABLE {table} ADD COLUMN version INTEGER NOT NULL DEFAULT 0")
+        db.execute(
+            f"UPDATE {table} SET version = (SELECT COUNT(*) FROM {table} t"
+            f" WHERE t.user_id = {table}.user_id AND t.{key} <= {table}.{key})"
+        )
+        db.execute(
+            "INSERT INTO relation_heads (user_id, stream, version)"
+            f" SELECT user_id, '{stream}', MAX(version) FROM {table} GROUP BY user_id"
+        )
+        db.execute(f"CREATE INDEX {table}_version ON {table} (user_id, version)")
+    db.execute(
+        "CREATE TABLE friend_requests (from_user TEXT NOT NULL, to_user TEXT NOT NULL, reason TEXT NOT NULL,"
+        " extra TEXT NOT NULL, status INTEGER NOT NULL,"  # 0 sent, 1 accepted, 2 rejected
+        " is_read INTEGER NOT NULL,"  # read by to_user
+        " created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,"
+        " from_version INTEGER NOT NULL, to_version INTEGER NOT NULL,"  # its version in each side's stream
+        " PRIMARY KEY (from_user, to_user)) WITHOUT ROWID"
+    )
+    db.execute("CREATE INDEX friend_requests_from ON friend_requests (from_user, from_version)")
+    db.execute("CREATE INDEX friend_requests_to ON friend_requests (to_user, to_version)")
+    db.execute(
+        "CREATE TABLE user_settings (user_id TEXT NOT NULL, scope INTEGER NOT NULL, key TEXT NOT NULL,"
+        " value TEXT NOT NULL, updated_at INTEGER NOT NULL, version INTEGER NOT NULL,"
+        " PRIMARY KEY (user_id, scope, key)) WITHOUT ROWID"
+    )
+    db.execute("CREATE INDEX user_settings_version ON user_settings (user_id, version)")
+
+
 #: Every migration ever released, oldest first. Append only.
-MIGRATIONS: Final[tuple[Migration, ...]] = (_v1_users_and_sessions, _v2_messages, _v3_merged_indexes)
+MIGRATIONS: Final[tuple[Migration, ...]] = (
+    _v1_users_and_sessions,
+    _v2_messages,
+    _v3_merged_indexes,
+    _v4_relations,
+)
 
 #: The ``user_version`` of a fully migrated database.
 SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -14,6 +14,7 @@ from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Final
 
 from storage.records import SESSION_ACTIVE, SESSION_DELETED, IssueResult, SessionRecord
+from storage.relations import heads as relation_heads
 
 if TYPE_CHECKING:
     from storage.inboxes import InboxState
@@ -127,13 +128,14 @@ def touch_sessions_each(conn: sqlite3.Connection, items: Sequence[tuple[str, str
 
 def connect_read(
     conn: sqlite3.Connection, inboxes: InboxState, user_id: str, client_id: str
-) -> tuple[SessionRecord | None, int | None, int]:
-    """What a CONNECT needs to know, in one read: the session (any state), the user's status, the inbox head.
+) -> tuple[SessionRecord | None, int | None, dict[str, int]]:
+    """What a CONNECT needs to know, in one read: the session (any state), the user's status, the sync heads.
 
-    The head is read only when the session exists (otherwise 0): nobody can connect without one, so
-    made-up user ids do not fill the heads cache.
+    The heads (``msg``: the inbox head; ``friend``, ``friend_request``, ``blacklist``, ``setting``: see
+    ``storage.relations``) are read only when the session exists (otherwise empty): nobody can connect
+    without one, so made-up user ids do not fill the heads cache.
     """
     row = conn.execute("SELECT status FROM users WHERE user_id = ?", (user_id,)).fetchone()
     session = get_session(conn, user_id, client_id)
-    head = 0 if session is None else inboxes.current(conn, user_id)
-    return session, None if row is None else row[0], head
+    heads = {} if session is None else {"msg": inboxes.current(conn, user_id), **relation_heads(conn, user_id)}
+    return session, None if row is None else row[0], heads

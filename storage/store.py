@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from protocol.codes import UserStatus
-from storage import messages, sessions, users
+from storage import messages, relations, sessions, users
 from storage.guard import DatabaseLock, check_sqlite_version
 from storage.inboxes import InboxState
 from storage.messages import (
@@ -254,14 +254,25 @@ class Store:
     ) -> list[StoredMessage]:
         return await self.read(messages.remote_history, user_id, conv, before_id, count)
 
-    async def set_blacklist(self, user_id: str, target: str, blocked: bool, now_ms: int) -> None:
-        await self.writer.submit(messages.set_blacklist, user_id, target, blocked, now_ms)
+    # ----------------------------------------------------------------- relations
+    # The relation service (gateway/relations.py) runs most of storage.relations through ``run`` and
+    # ``read``; these few are here for the admin API and tests.
+
+    async def set_blacklist(self, user_id: str, target: str, blocked: bool, now_ms: int) -> relations.Result:
+        return await self.writer.submit(relations.set_blacklist, user_id, target, blocked, now_ms)
 
     async def get_blacklist(self, user_id: str) -> list[str]:
-        return await self.read(messages.get_blacklist, user_id)
+        return await self.read(relations.get_blacklist, user_id)
 
-    async def add_friendship(self, user_id: str, friend_id: str, now_ms: int) -> None:
-        await self.writer.submit(messages.add_friendship, user_id, friend_id, now_ms)
+    async def add_friends(self, user_id: str, friend_ids: Sequence[str], now_ms: int) -> relations.Result:
+        """Make ``user_id`` friends with each of ``friend_ids`` (both sides, no request), in one transaction."""
+        return await self.writer.submit(relations.add_friends, user_id, list(friend_ids), now_ms)
+
+    async def add_friendship(self, user_id: str, friend_id: str, now_ms: int) -> relations.Result:
+        return await self.add_friends(user_id, [friend_id], now_ms)
+
+    async def relation_heads(self, user_id: str) -> dict[str, int]:
+        return await self.read(relations.heads, user_id)
 
 
 @asynccontextmanager

@@ -70,15 +70,3 @@ async def load_remote_history(services: Services, caller: Caller, params: Fields
     count = params.integer("count", lo=1, hi=MAX_HISTORY, default=20)
     return await services.messages.remote_history(caller.user_id, conv, before_id, count)
 
-
-@method("set_blacklist")
-async def set_blacklist(services: Services, caller: Caller, params: Fields) -> tuple[int, Any]:
-    target = params.identifier("user_id")
-    blocked = params.boolean("blocked")
-    await services.store.set_blacklist(caller.user_id, target, blocked, services.clock.now_ms())
-    return ErrorCode.SUCCESS, None
-
-
-@method("get_blacklist")
-async def get_blacklist(services: Services, caller: Caller, params: Fields) -> tuple[int, Any]:
-    return ErrorCode.SUCCESS, {"user_ids": await services.store.get_blacklist(caller.user_id)}

@@ -1,0 +1,177 @@
+"""Relations (SPEC §6, §7, §9): friend requests, friends, blacklists and settings, and telling devices.
+
+``RelationService`` applies the product rules around ``storage.relations`` (hosting, windows from
+config, codes) for both the client methods (``gateway/handlers/relations.py``) and the admin API.
+Every write that changed a stream is followed, after its commit, by a ``head`` NOTIFY
+(``{"stream": name, "head": version}``) to each live device of each user whose stream moved, except
+the device that asked (its answer tells it): the devices then pull the stream from the version
+they hold (docs/PROTOCOL.md §12).
+
+Why the push cannot be missed by a device that is connecting meanwhile: the change's commit and
+CONNECT's read are ordered by the writer. If the read ran after the commit, the CONNACK heads have
+the new head; if before, the read's callback registered the connection before the commit, and the
+push, made after the commit, finds it (held until its CONNACK is out).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Final
+
+from gateway.clock import Clock
+from gateway.config import Config
+from gateway.router import Router
+from protocol import codec
+from protocol.codes import ErrorCode
+from protocol.connection import encode_notify_body
+from storage import Store, relations
+from storage.relations import Change, Outcome, RequestPolicy
+
+#: The NOTIFY topic of a stream's new head.
+HEAD_TOPIC: Final = "head"
+#: Most items a sync page carries (the SDK asks for this many by default).
+MAX_SYNC: Final = 500
+
+_CODES: Final = {
+    Outcome.OK: ErrorCode.SUCCESS,
+    Outcome.NO_USER: ErrorCode.NOT_EXIST,
+    Outcome.NOT_FOUND: ErrorCode.NOT_EXIST,
+    Outcome.ALREADY_FRIENDS: ErrorCode.ALREADY_FRIENDS,
+    Outcome.BLACKLISTED: ErrorCode.IN_BLACKLIST,
+    Outcome.PENDING: ErrorCode.FRIEND_ALREADY_REQUESTED,
+    Outcome.REJECTED: ErrorCode.FRIEND_REQUEST_BLOCKED,
+    Outcome.EXPIRED: ErrorCode.FRIEND_REQUEST_EXPIRED,
+}
+
+#: Streams that ``friend.hosting`` turns off (settings stay: they are not relations).
+HOSTED_STREAMS: Final = frozenset({relations.FRIEND, relations.FRIEND_REQUEST, relations.BLACKLIST})
+
+Origin = tuple[str, str] | None  # (user_id, client_id) of the device that asked, or None (admin API)
+
+
+class RelationService:
+    def __init__(self, config: Config, store: Store, router: Router, clock: Clock) -> None:
+        self.config = config
+        self.store = store
+        self.router = router
+        self.clock = clock
+        friend = config.friend
+        self.policy = RequestPolicy(
+            friend.repeat_request_seconds * 1000,
+            friend.reject_request_seconds * 1000,
+            friend.request_expiration_seconds * 1000,
+        )
+
+    @property
+    def hosting(self) -> bool:
+        return self.config.friend.hosting
+
+    # --- pushes -----------------------------------------------------------------------------------
+
+    def notify(self, changes: Iterable[Change], origin: Origin) -> None:
+        """A ``head`` NOTIFY per changed stream (its last head) to the owner's live devices, but ``origin``."""
+        last: dict[tuple[str, str], int] = {}
+        for change in changes:
+            key = (change.user_id, change.stream)
+            last[key] = max(last.get(key, 0), change.head)
+        for (user_id, stream), head in last.items():
+            body = None
+            for conn in self.router.connections(user_id):
+                if origin is not None and (user_id, conn.client_id) == origin:
+                    continue
+                body = body or encode_notify_body(HEAD_TOPIC, {"stream": stream, "head": head})
+                conn.push_frame_body(body)
+
+    def _done(self, result: relations.Result, origin: Origin) -> int:
+        if result.ok:
+            self.notify(result.changes, origin)
+        return _CODES[result.outcome]
+
+    # --- friend requests --------------------------------------------------------------------------
+
+    async def send_request(self, from_user: str, to_user: str, reason: str, extra: str, origin: Origin) -> int:
+        if not self.hosting:
+            return ErrorCode.FUNCTION_DISABLED
+        if from_user == to_user:
+            return ErrorCode.INVALID_PARAMETER
+        result = await self.store.run(
+            relations.send_friend_request, from_user, to_user, reason, extra, self.clock.now_ms(), self.policy
+        )
+        return self._done(result, origin)
+
+    async def handle_request(self, to_user: str, from_user: str, accept: bool, origin: Origin) -> int:
+        if not self.hosting:
+            return ErrorCode.FUNCTION_DISABLED
+        result = await self.store.run(
+            relations.handle_friend_request, to_user, from_user, accept, self.clock.now_ms(), self.policy
+        )
+        return self._done(result, origin)
+
+    async def mark_requests_read(self, user_id: str, until_ms: int, origin: Origin) -> tuple[int, Any]:
+        if not self.hosting:
+            return ErrorCode.FUNCTION_DISABLED, None
+        result = await self.store.run(relations.mark_requests_read, user_id, until_ms)
+        return self._done(result, origin), {"count": result.value}
+
+    async def unread_request_count(self, user_id: str) -> tuple[int, Any]:
+        if not self.hosting:
+            return ErrorCode.FUNCTION_DISABLED, None
+        return ErrorCode.SUCCESS, {"count": await self.store.read(relations.unread_request_count, user_id)}
+
+    # --- friends ----------------------------------------------------------------------------------
+
+    async def delete_friend(self, user_id: str, friend_id: str, origin: Origin) -> int:
+        if not self.hosting:
+            return ErrorCode.FUNCTION_DISABLED
+        result = await self.store.run(relations.delete_friend, user_id, friend_id, self.clock.now_ms())
+        return self._done(result, origin)
+
+    async def set_friend(
+        self, user_id: str, friend_id: str, origin: Origin, *, alias: str | None = None, extra: str | None = None
+    ) -> int:
+        if not self.hosting:
+            return ErrorCode.FUNCTION_DISABLED
+        result = await self.store.run(
+            relations.set_friend_fields, user_id, friend_id, self.clock.now_ms(), alias, extra
+        )
+        return self._done(result, origin)
+
+    async def add_friends(self, user_id: str, friend_ids: list[str]) -> int:
+        """Admin: friends without a request (both sides)."""
+        if not self.hosting:
+            return ErrorCode.FUNCTION_DISABLED
+        result = await self.store.add_friends(user_id, friend_ids, self.clock.now_ms())
+        return self._done(result, None)
+
+    # --- blacklist --------------------------------------------------------------------------------
+
+    async def set_blacklist(self, user_id: str, target: str, blocked: bool, origin: Origin) -> int:
+        if not self.hosting:
+            return ErrorCode.FUNCTION_DISABLED
+        if user_id == target:
+            return ErrorCode.INVALID_PARAMETER
+        result = await self.store.set_blacklist(user_id, target, blocked, self.clock.now_ms())
+        return self._done(result, origin)
+
+    # --- settings ---------------------------------------------------------------------------------
+
+    async def put_setting(self, user_id: str, scope: int, key: str, value: str, origin: Origin) -> tuple[int, Any]:
+        result = await self.store.run(relations.put_setting, user_id, scope, key, value, self.clock.now_ms())
+        return self._done(result, origin), {"version": result.value}
+
+    # --- sync -------------------------------------------------------------------------------------
+
+    async def sync(self, user_id: str, stream: str, after: int, limit: int) -> tuple[int, Any]:
+        """One page of ``stream`` after version ``after``: ``{items, head}``; it fits one RESPONSE frame."""
+        if stream in HOSTED_STREAMS and not self.hosting:
+            return ErrorCode.FUNCTION_DISABLED, None
+        page: relations.Page = await self.store.read(relations.SYNC[stream], user_id, after, limit)
+        items = page.items
+        budget = self.config.server.max_frame_bytes * 3 // 4
+        used = 0
+        for index, item in enumerate(items):
+            used += len(codec.pack(item))
+            if used > budget and index > 0:  # the rest come in the next page
+                items = items[:index]
+                break
+        return ErrorCode.SUCCESS, {"items": items, "head": page.head}
