@@ -25,8 +25,11 @@ from .messages import (
     RecallAck,
     SendAck,
 )
+from .relations import HEAD_TOPIC, Friend, FriendRequest, Relations, RelationsChanged, Setting, Snapshot
+from .users import UserInfo, UserInfoUpdated, Users
 
 __all__ = [
+    "HEAD_TOPIC",
     "KICKED_TOPIC",
     "MESSAGE_DELETED_TOPIC",
     "MSG_TOPIC",
@@ -41,14 +44,23 @@ __all__ = [
     "PersistFlag",
     "ErrorCode",
     "Event",
+    "Friend",
+    "FriendRequest",
     "Message",
     "Messages",
     "Notify",
     "RecallAck",
+    "Relations",
+    "RelationsChanged",
     "RequestFailed",
     "RequestTimeout",
     "Response",
     "SendAck",
+    "Setting",
+    "Snapshot",
     "StatusChanged",
+    "UserInfo",
+    "UserInfoUpdated",
+    "Users",
     "connect",
 ]

@@ -60,6 +60,8 @@ from protocol.token import TokenError, parse_token
 from ._outbox import Outbox
 from .errors import ClientClosed, ConnectError, RequestTimeout
 from .messages import MSG_TOPIC, Messages
+from .relations import HEAD_TOPIC, Relations, RelationsChanged, Snapshot
+from .users import UserInfoUpdated, Users
 
 log = logging.getLogger("ember.client")
 
@@ -111,7 +113,7 @@ class StatusChanged:
 
 
 #: What ``Client.events()`` yields.
-Event = Notify | StatusChanged
+Event = Notify | StatusChanged | RelationsChanged | UserInfoUpdated
 
 OnConnected = Callable[["Client", ConnAck], Awaitable[object]]
 
@@ -208,6 +210,9 @@ class Client:
         platform: the platform sent in CONNECT.
         messages: sending, deleting, recalling messages, and (with
             ``sync_messages``) the inbox sync; see ``client.messages``.
+        relations: friends, friend requests, blacklist and settings, and (with
+            ``sync_relations``) a synced local copy of each; see ``client.relations``.
+        users: the user-info cache; see ``client.users``.
     """
 
     def __init__(
@@ -229,6 +234,8 @@ class Client:
         sync_messages: bool = False,
         last_seq: int = 0,
         message_buffer: int = 1000,
+        sync_relations: bool = False,
+        relations_snapshot: Snapshot | None = None,
     ) -> None:
         if not 0 <= keepalive_seconds <= MAX_KEEPALIVE_SECONDS:
             raise ValueError(f"keepalive_seconds must be in 0..{MAX_KEEPALIVE_SECONDS}")
@@ -256,6 +263,8 @@ class Client:
         self._on_connected = on_connected
         self._random = random.Random()
         self.messages = Messages(self, sync=sync_messages, last_seq=last_seq, buffer=message_buffer)
+        self.relations = Relations(self, sync=sync_relations, snapshot=relations_snapshot)
+        self.users = Users(self)
 
         self._status = S.UNCONNECTED
         self._waiters: set[_StatusWaiter] = set()
@@ -668,13 +677,17 @@ class Client:
                 syncing = self.messages.syncing
                 if syncing:
                     nursery.start_soon(self.messages._pull_worker, link)
-                if self._on_connected is None and not syncing:
+                if self.relations.syncing:
+                    nursery.start_soon(self.relations._worker, link)
+                if self._on_connected is None and not syncing and not self.relations.syncing:
                     self._set_status(S.CONNECTED)
                 else:
                     with self.receiving():
                         try:
                             if syncing:
                                 await self.messages._catch_up(link)
+                            if self.relations.syncing:
+                                await self.relations._catch_up(link)
                             if self._on_connected is not None:
                                 await self._on_connected(self, link.connack)
                         except ClientClosed:
@@ -715,6 +728,9 @@ class Client:
             elif kind is Notify:
                 if event.topic == MSG_TOPIC and self.messages.syncing:
                     self.messages._on_push(event.data)
+                    continue
+                if event.topic == HEAD_TOPIC and self.relations.syncing:
+                    self.relations._on_head(event.data)
                     continue
                 self._emit(event)
                 if event.topic == KICKED_TOPIC:
@@ -794,6 +810,8 @@ async def connect(
     sync_messages: bool = False,
     last_seq: int = 0,
     message_buffer: int = 1000,
+    sync_relations: bool = False,
+    relations_snapshot: Snapshot | None = None,
 ) -> AsyncIterator[Client]:
     """Connect to a gateway; leaving the block disconnects (keeping the session).
 
@@ -829,6 +847,11 @@ async def connect(
             (``client.messages.last_seq``, persisted); 0 for a new install.
         message_buffer: with ``sync_messages``, how many messages may wait for the
             app; beyond it the sync pulls later instead of buffering.
+        sync_relations: keep local copies of the friend list, friend requests,
+            blacklist and settings in sync (see ``client.relations``); ``head``
+            pushes then stay off ``events()``, which gets ``RelationsChanged`` instead.
+        relations_snapshot: with ``sync_relations``, the copies the app persisted
+            (``client.relations.snapshot()``); the first pull asks only for what changed since.
 
     Raises:
         ConnectError: the first attempt failed; ``status`` is the server's code or
@@ -852,6 +875,8 @@ async def connect(
         sync_messages=sync_messages,
         last_seq=last_seq,
         message_buffer=message_buffer,
+        sync_relations=sync_relations,
+        relations_snapshot=relations_snapshot,
     )
     del token
     client._set_status(S.CONNECTING)

@@ -8,6 +8,7 @@ from gateway.dispatch import Caller, method
 from gateway.services import Services
 from protocol.codec import Fields
 from protocol.codes import ErrorCode
+from protocol.errors import FieldError
 from storage.records import USER_INFO_FIELDS
 
 MAX_USERS_PER_REQUEST = 100
@@ -17,22 +18,41 @@ ALL_FIELDS = ("user_id", *USER_INFO_FIELDS, "updated_at")
 
 @method("get_user_info")
 async def get_user_info(services: Services, caller: Caller, params: Fields) -> tuple[int, Any]:
-    """{user_ids: [str], refresh: bool} → {users: [...]}: the users found, in the order asked.
+    """{user_ids: [str], refresh: bool, known?: {user_id: updated_at}} → {users: [...], unchanged?: [str]}.
 
-    A user gets all of its own info; of others, only the fields in
-    ``user.public_fields`` (by default not mobile, email or address), plus
-    ``user_id`` and ``updated_at``.
+    The users found, in the order asked. A user gets all of its own info; of others, only the
+    fields in ``user.public_fields`` (by default not mobile, email or address), plus ``user_id``
+    and ``updated_at``.
 
-    ``refresh`` is accepted for SDK compatibility: the server always answers
-    from storage; it tells the SDK to bypass its cache. With user hosting
-    off the server keeps no info, so only ids come back.
+    ``known`` is what the SDK's cache holds: a user whose ``updated_at`` equals the one given is
+    left out of ``users`` and named in ``unchanged`` instead (present only when ``known`` was
+    sent), so a refresh of many users costs little. ``refresh`` is accepted for SDK
+    compatibility: the server always answers from storage. With user hosting off the server
+    keeps no info, so only ids come back.
     """
     user_ids = params.text_list("user_ids", max_items=MAX_USERS_PER_REQUEST)
     params.boolean("refresh", default=False)
+    known = _known(params)
     if not services.config.user.hosting:
         return ErrorCode.SUCCESS, {"users": [{"user_id": u} for u in dict.fromkeys(user_ids)]}
     records = await services.store.get_users(list(dict.fromkeys(user_ids)))
     public = ("user_id", *services.config.user.public_field_names, "updated_at")
-    return ErrorCode.SUCCESS, {
-        "users": [{f: getattr(r, f) for f in (ALL_FIELDS if r.user_id == caller.user_id else public)} for r in records]
+    changed = [r for r in records if known is None or known.get(r.user_id) != r.updated_at]
+    answer: dict[str, Any] = {
+        "users": [{f: getattr(r, f) for f in (ALL_FIELDS if r.user_id == caller.user_id else public)} for r in changed]
     }
+    if known is not None:
+        answer["unchanged"] = [r.user_id for r in records if known.get(r.user_id) == r.updated_at]
+    return ErrorCode.SUCCESS, answer
+
+
+def _known(params: Fields) -> dict[str, int] | None:
+    if "known" not in params:
+        return None
+    known = params.mapping("known").raw
+    if len(known) > MAX_USERS_PER_REQUEST:
+        raise FieldError("known", f"at most {MAX_USERS_PER_REQUEST} entries")
+    for value in known.values():
+        if value.__class__ is not int:
+            raise FieldError("known", "values must be integers (updated_at, ms)")
+    return dict(known)
