@@ -122,7 +122,9 @@ class Relations:
         #: (scope, key) → Setting
         self.settings: dict[tuple[int, str], Setting] = dict(snapshot.settings) if snapshot else {}
         #: stream → the version the copy has caught up to
-        self.versions: dict[str, int] = {s: int(snapshot.versions.get(s, 0)) if snapshot else 0 for s in STREAMS}
+        self.versions: dict[str, int] = {
+            s: int(snapshot.versions.get(s, 0)) if snapshot else 0 for s in STREAMS
+        }
         self._server: dict[str, int] = dict(self.versions)  # the newest head the server told us
         self._locks = {s: trio.Lock() for s in STREAMS}
         self._wake = trio.Event()
@@ -137,7 +139,11 @@ class Relations:
     def snapshot(self) -> Snapshot:
         """The copies as they are now (take it between pulls, e.g. after a ``RelationsChanged``)."""
         return Snapshot(
-            dict(self.versions), dict(self.friends), dict(self.requests), dict(self.blacklist), dict(self.settings)
+            dict(self.versions),
+            dict(self.friends),
+            dict(self.requests),
+            dict(self.blacklist),
+            dict(self.settings),
         )
 
     # --- the local copy --------------------------------------------------------------------------
@@ -166,7 +172,9 @@ class Relations:
 
     async def send_request(self, user_id: str, reason: str = "", extra: str = "") -> None:
         """Ask ``user_id`` to be friends. Raises RequestFailed: 16, 18, 23, 246, 251, 253, 220."""
-        await self._call("send_friend_request", (FRIEND_REQUEST,), user_id=user_id, reason=reason, extra=extra)
+        await self._call(
+            "send_friend_request", (FRIEND_REQUEST,), user_id=user_id, reason=reason, extra=extra
+        )
 
     async def handle_request(self, user_id: str, accept: bool) -> None:
         """Accept or reject the request from ``user_id``. Raises RequestFailed: 19 expired, 253 none pending."""
@@ -191,7 +199,9 @@ class Relations:
 
     async def put_setting(self, scope: int, key: str, value: str) -> int:
         """Set a setting ("" removes it); returns the setting stream's version after it."""
-        return int((await self._call("put_setting", (SETTING,), scope=scope, key=key, value=value))["version"])
+        return int(
+            (await self._call("put_setting", (SETTING,), scope=scope, key=key, value=value))["version"]
+        )
 
     async def get_setting(self, scope: int, key: str) -> Setting | None:
         """Ask the server for one setting (None if unset)."""
@@ -262,7 +272,9 @@ class Relations:
                 self.pages += 1
                 items, head = response.result["items"], response.result["head"]
                 if head < after:  # the server's stream is behind ours (a restored database): start over
-                    log.warning("%s head %d below our version %d: syncing it again from 0", stream, head, after)
+                    log.warning(
+                        "%s head %d below our version %d: syncing it again from 0", stream, head, after
+                    )
                     self._clear(stream)
                     self.versions[stream] = 0
                     changed = True

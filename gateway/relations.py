@@ -22,7 +22,7 @@ from gateway.clock import Clock
 from gateway.config import Config
 from gateway.router import Router
 from protocol import codec
-from protocol.codes import ErrorCode
+from protocol.codes import ErrorCode, valid_setting_scope
 from protocol.connection import encode_notify_body
 from storage import Store, relations
 from storage.relations import Change, Outcome, RequestPolicy
@@ -89,10 +89,17 @@ class RelationService:
 
     # --- friend requests --------------------------------------------------------------------------
 
-    async def send_request(self, from_user: str, to_user: str, reason: str, extra: str, origin: Origin) -> int:
+    async def send_request(
+        self, from_user: str, to_user: str, reason: str, extra: str, origin: Origin
+    ) -> int:
         if not self.hosting:
             return ErrorCode.FUNCTION_DISABLED
-        if from_user == to_user:
+        friend = self.config.friend
+        if (
+            from_user == to_user
+            or len(reason.encode()) > friend.max_reason_bytes
+            or len(extra.encode()) > friend.max_extra_bytes
+        ):
             return ErrorCode.INVALID_PARAMETER
         result = await self.store.run(
             relations.send_friend_request, from_user, to_user, reason, extra, self.clock.now_ms(), self.policy
@@ -127,10 +134,21 @@ class RelationService:
         return self._done(result, origin)
 
     async def set_friend(
-        self, user_id: str, friend_id: str, origin: Origin, *, alias: str | None = None, extra: str | None = None
+        self,
+        user_id: str,
+        friend_id: str,
+        origin: Origin,
+        *,
+        alias: str | None = None,
+        extra: str | None = None,
     ) -> int:
         if not self.hosting:
             return ErrorCode.FUNCTION_DISABLED
+        friend = self.config.friend
+        if (alias is not None and len(alias.encode()) > friend.max_alias_bytes) or (
+            extra is not None and len(extra.encode()) > friend.max_extra_bytes
+        ):
+            return ErrorCode.INVALID_PARAMETER
         result = await self.store.run(
             relations.set_friend_fields, user_id, friend_id, self.clock.now_ms(), alias, extra
         )
@@ -155,7 +173,21 @@ class RelationService:
 
     # --- settings ---------------------------------------------------------------------------------
 
-    async def put_setting(self, user_id: str, scope: int, key: str, value: str, origin: Origin) -> tuple[int, Any]:
+    def setting_problem(self, scope: int, key: str, value: str = "") -> str | None:
+        """Why (scope, key, value) is refused (251), or None; the client handler reports the same per field."""
+        if not valid_setting_scope(scope):
+            return "scope: unknown scope (1, 3, 6, 11, 14, 17, 19, or 1000 and above)"
+        if len(key.encode()) > self.config.setting.max_key_bytes:
+            return f"key: at most {self.config.setting.max_key_bytes} bytes"
+        if len(value.encode()) > self.config.setting.max_value_bytes:
+            return f"value: at most {self.config.setting.max_value_bytes} bytes"
+        return None
+
+    async def put_setting(
+        self, user_id: str, scope: int, key: str, value: str, origin: Origin
+    ) -> tuple[int, Any]:
+        if self.setting_problem(scope, key, value) is not None:
+            return ErrorCode.INVALID_PARAMETER, None
         result = await self.store.run(relations.put_setting, user_id, scope, key, value, self.clock.now_ms())
         return self._done(result, origin), {"version": result.value}
 

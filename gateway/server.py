@@ -110,6 +110,7 @@ async def _run(
             router=services.router,
             clock=services.clock,
             messages=services.messages,
+            relations=services.relations,
         )
         urls = await nursery.start(
             functools.partial(

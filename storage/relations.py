@@ -114,7 +114,9 @@ def _allocate(conn: sqlite3.Connection, user_id: str, stream: str, count: int = 
     return int(head) - count + 1
 
 
-def _tombstone(conn: sqlite3.Connection, user_id: str, stream: str, item: str, version: int, scope: int = 0) -> None:
+def _tombstone(
+    conn: sqlite3.Connection, user_id: str, stream: str, item: str, version: int, scope: int = 0
+) -> None:
     conn.execute(
         "INSERT INTO relation_tombstones (user_id, stream, scope, item, version) VALUES (?, ?, ?, ?, ?)"
         " ON CONFLICT (user_id, stream, scope, item) DO UPDATE SET version = excluded.version",
@@ -131,7 +133,9 @@ def _untombstone(conn: sqlite3.Connection, user_id: str, stream: str, item: str,
 
 def heads(conn: sqlite3.Connection, user_id: str) -> dict[str, int]:
     """The user's head of every stream (0 for a stream never changed)."""
-    found = dict(conn.execute("SELECT stream, version FROM relation_heads WHERE user_id = ?", (user_id,)).fetchall())
+    found = dict(
+        conn.execute("SELECT stream, version FROM relation_heads WHERE user_id = ?", (user_id,)).fetchall()
+    )
     return {stream: int(found.get(stream, 0)) for stream in STREAMS}
 
 
@@ -326,9 +330,12 @@ def send_friend_request(
         return Result(Outcome.NO_USER)
     if are_friends(conn, from_user, to_user):
         return Result(Outcome.ALREADY_FRIENDS)
-    if conn.execute(
-        "SELECT 1 FROM blacklist WHERE user_id = ? AND target = ?", (to_user, from_user)
-    ).fetchone() is not None:
+    if (
+        conn.execute(
+            "SELECT 1 FROM blacklist WHERE user_id = ? AND target = ?", (to_user, from_user)
+        ).fetchone()
+        is not None
+    ):
         return Result(Outcome.BLACKLISTED)
     row = conn.execute(
         "SELECT status, created_at, updated_at FROM friend_requests WHERE from_user = ? AND to_user = ?",
@@ -398,7 +405,8 @@ def mark_requests_read(conn: sqlite3.Connection, user_id: str, until_ms: int) ->
 def unread_request_count(conn: sqlite3.Connection, user_id: str) -> int:
     return int(
         conn.execute(
-            "SELECT COUNT(*) FROM friend_requests WHERE to_user = ? AND is_read = 0 AND status = 0", (user_id,)
+            "SELECT COUNT(*) FROM friend_requests WHERE to_user = ? AND is_read = 0 AND status = 0",
+            (user_id,),
         ).fetchone()[0]
     )
 
@@ -441,7 +449,9 @@ def set_blacklist(conn: sqlite3.Connection, user_id: str, target: str, blocked: 
         )
         _untombstone(conn, user_id, BLACKLIST, target)
     else:
-        if not conn.execute("DELETE FROM blacklist WHERE user_id = ? AND target = ?", (user_id, target)).rowcount:
+        if not conn.execute(
+            "DELETE FROM blacklist WHERE user_id = ? AND target = ?", (user_id, target)
+        ).rowcount:
             return Result(Outcome.OK)
         version = _allocate(conn, user_id, BLACKLIST)
         _tombstone(conn, user_id, BLACKLIST, target, version)
@@ -471,7 +481,9 @@ def sync_blacklist(conn: sqlite3.Connection, user_id: str, after: int, limit: in
 # ------------------------------------------------------------------------------------- settings
 
 
-def put_setting(conn: sqlite3.Connection, user_id: str, scope: int, key: str, value: str, now_ms: int) -> Result:
+def put_setting(
+    conn: sqlite3.Connection, user_id: str, scope: int, key: str, value: str, now_ms: int
+) -> Result:
     """Set (or, with an empty ``value``, remove) a setting; value: the user's setting head afterwards."""
     row = conn.execute(
         "SELECT value FROM user_settings WHERE user_id = ? AND scope = ? AND key = ?", (user_id, scope, key)

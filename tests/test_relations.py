@@ -133,7 +133,9 @@ async def test_unknown_requests_users_and_self(gw: Gateway) -> None:
     assert await request(alice, "carol", extra="{not json") == ErrorCode.INVALID_PARAMETER
     assert await request(alice, "carol", reason="x" * 2000) == ErrorCode.INVALID_PARAMETER
     assert (await alice.call("set_friend_alias", user_id="carol", alias="C")).code == ErrorCode.NOT_EXIST
-    assert (await alice.call("set_blacklist", user_id="alice", blocked=True)).code == ErrorCode.INVALID_PARAMETER
+    assert (
+        await alice.call("set_blacklist", user_id="alice", blocked=True)
+    ).code == ErrorCode.INVALID_PARAMETER
 
 
 async def test_a_blacklisted_sender_cannot_request(gw: Gateway) -> None:
@@ -206,7 +208,9 @@ async def test_alias_and_extra_are_the_owners_view_only(gw: Gateway) -> None:
     assert await request(alice, "bob") == 0 and await handle(bob, "alice", accept=True) == 0
     assert (await alice.call("set_friend_alias", user_id="bob", alias="Bobby")).code == 0
     assert (await alice.call("set_friend_extra", user_id="bob", extra='{"tag": 1}')).code == 0
-    assert (await alice.call("set_friend_extra", user_id="bob", extra="nope")).code == ErrorCode.INVALID_PARAMETER
+    assert (
+        await alice.call("set_friend_extra", user_id="bob", extra="nope")
+    ).code == ErrorCode.INVALID_PARAMETER
     mine = [i for i in (await alice.call("sync_friends")).result["items"] if not i["deleted"]]
     theirs = [i for i in (await bob.call("sync_friends")).result["items"] if not i["deleted"]]
     assert [(i["alias"], i["extra"]) for i in mine] == [("Bobby", '{"tag": 1}')]
@@ -219,19 +223,28 @@ async def test_settings_put_get_remove_and_bounds(gw: Gateway) -> None:
     assert put.code == 0 and put.result["version"] == 1
     got = await alice.call("get_setting", scope=19, key="0-bob-0")
     assert (got.result["value"], got.result["version"]) == ("draft text", 1)
-    assert (await alice.call("put_setting", scope=19, key="0-bob-0", value="draft text")).result == {"version": 1}
+    assert (await alice.call("put_setting", scope=19, key="0-bob-0", value="draft text")).result == {
+        "version": 1
+    }
     assert (await alice.call("put_setting", scope=19, key="0-bob-0", value="")).result == {"version": 2}
     assert (await alice.call("get_setting", scope=19, key="0-bob-0")).code == ErrorCode.NOT_EXIST
     assert (await alice.call("put_setting", scope=1000, key="mine", value="x")).code == 0
     for scope in (0, 2, 999):
-        assert (await alice.call("put_setting", scope=scope, key="k", value="v")).code == ErrorCode.INVALID_PARAMETER
+        assert (
+            await alice.call("put_setting", scope=scope, key="k", value="v")
+        ).code == ErrorCode.INVALID_PARAMETER
     big = "é" * (gw.config.setting.max_value_bytes // 2 + 1)  # within the character bound, over the bytes
     assert (await alice.call("put_setting", scope=3, key="k", value=big)).code == ErrorCode.INVALID_PARAMETER
-    assert (await alice.call("put_setting", scope=3, key="k" * 300, value="1")).code == ErrorCode.INVALID_PARAMETER
+    assert (
+        await alice.call("put_setting", scope=3, key="k" * 300, value="1")
+    ).code == ErrorCode.INVALID_PARAMETER
     assert (await alice.call("put_setting", scope=3, key="k")).code == ErrorCode.INVALID_PARAMETER  # no value
     items = (await alice.call("sync_settings")).result
     assert items["head"] == 3
-    assert [(i["scope"], i["key"], i["deleted"]) for i in items["items"]] == [(19, "0-bob-0", True), (1000, "mine", False)]
+    assert [(i["scope"], i["key"], i["deleted"]) for i in items["items"]] == [
+        (19, "0-bob-0", True),
+        (1000, "mine", False),
+    ]
 
 
 async def test_accept_tells_both_users_live_devices_but_not_the_asking_one(gw: Gateway) -> None:

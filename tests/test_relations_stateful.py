@@ -31,9 +31,9 @@ PAGE = 2
 
 user = st.sampled_from(USERS)
 # Two users, either way round, from three pairs: operations meet each other's requests often enough.
-pair = st.tuples(st.sampled_from([("alice", "bob"), ("alice", "carol"), ("bob", "carol")]), st.booleans()).map(
-    lambda p: p[0][::-1] if p[1] else p[0]
-)
+pair = st.tuples(
+    st.sampled_from([("alice", "bob"), ("alice", "carol"), ("bob", "carol")]), st.booleans()
+).map(lambda p: p[0][::-1] if p[1] else p[0])
 # handle and delete carry a ``pick`` among what exists when they run (a pending request, a friendship;
 # with none, any pair): random pairs would almost never meet a request, so programs would never accept.
 pick = st.integers(0, 5)

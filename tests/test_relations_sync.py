@@ -33,7 +33,9 @@ async def gw(nursery: trio.Nursery, tmp_path) -> Gateway:
 
 
 @asynccontextmanager
-async def sdk(gw: Gateway, user: str, device: str = "phone", platform: int = 2, **kwargs: Any) -> AsyncIterator[client.Client]:
+async def sdk(
+    gw: Gateway, user: str, device: str = "phone", platform: int = 2, **kwargs: Any
+) -> AsyncIterator[client.Client]:
     token = await gw.token(user, f"{user}-{device}", platform)
     kwargs.setdefault("sync_relations", True)
     kwargs.setdefault("clock", gw.clock.now_ms)
@@ -73,7 +75,11 @@ async def server_copy(gw: Gateway, user: str) -> dict[str, Any]:
 async def test_two_devices_see_each_others_changes_and_a_third_converges_a_month_later(gw: Gateway) -> None:
     top = int(SettingScope.CONVERSATION_TOP)
     with trio.fail_after(LIMIT):
-        async with sdk(gw, "alice") as alice, sdk(gw, "bob", "phone", 2) as phone, sdk(gw, "bob", "desk", 3) as desk:
+        async with (
+            sdk(gw, "alice") as alice,
+            sdk(gw, "bob", "phone", 2) as phone,
+            sdk(gw, "bob", "desk", 3) as desk,
+        ):
             await alice.relations.send_request("bob", reason="it's alice")
             await desk.relations.wait_until(lambda: ("alice", "bob") in desk.relations.requests)
             assert desk.relations.unread_request_count == 1

@@ -60,7 +60,9 @@ async def test_the_server_answers_only_changed_users_when_told_what_the_client_h
     await gw.user("bob", updated_at=5)
     await gw.user("carol", updated_at=7)
     raw = await RawClient.connected(gw, await gw.token("alice"))
-    answer = await roundtrip(raw, "get_user_info", {"user_ids": ["bob", "carol"], "known": {"bob": 5, "carol": 6}})
+    answer = await roundtrip(
+        raw, "get_user_info", {"user_ids": ["bob", "carol"], "known": {"bob": 5, "carol": 6}}
+    )
     assert [u["user_id"] for u in answer.result["users"]] == ["carol"]
     assert answer.result["unchanged"] == ["bob"]
     plain = await roundtrip(raw, "get_user_info", {"user_ids": ["bob"]})

@@ -263,3 +263,89 @@ class BlacklistSet(Request):
 class Blacklist(BaseModel):
     user_id: str
     user_ids: list[str]
+
+
+# --- relations (SPEC §7, §9) -----------------------------------------------------------------------
+
+Version = Annotated[int, Field(ge=0, le=2**63 - 1)]
+
+
+class FriendRequestSend(Request):
+    user_id: Id = Field(description="who asks")
+    target: Id = Field(description="whom it asks to be friends")
+    reason: Text = ""
+    extra: Extra = ""
+
+
+class FriendRequestHandle(Request):
+    user_id: Id = Field(description="who received the request and handles it")
+    requester: Id = Field(description="who sent it")
+    accept: bool
+
+
+class FriendPair(Request):
+    user_id: Id
+    friend_id: Id
+
+
+class FriendsAdd(Request):
+    user_id: Id
+    friend_ids: list[Id] = Field(max_length=10000, description="made friends of user_id, both sides, no request")
+
+
+class FriendSet(Request):
+    user_id: Id = Field(description="whose view of the friend changes")
+    friend_id: Id
+    alias: Text | None = Field(None, description="absent: unchanged; \"\": cleared")
+    extra: Extra | None = Field(None, description="JSON text; absent: unchanged")
+
+
+class FriendOut(BaseModel):
+    friend_id: str
+    alias: str
+    extra: str
+    created_at: int
+    updated_at: int
+    version: int = Field(description="its version in the owner's friend stream")
+
+
+class FriendList(BaseModel):
+    user_id: str
+    friends: list[FriendOut]
+
+
+class FriendStatus(BaseModel):
+    user_id: str
+    friend_id: str
+    friends: bool = Field(description="true when each is in the other's friend list")
+
+
+class SettingPut(Request):
+    user_id: Id
+    scope: int = Field(description="1, 3, 6, 11, 14, 17, 19, or 1000 and above (protocol.codes.SettingScope)")
+    key: Annotated[str, Field(max_length=4096)]
+    value: Annotated[str, Field(max_length=65536)] = Field(description="\"\" removes the setting")
+
+
+class SettingGet(Request):
+    user_id: Id
+    scope: int
+    key: Annotated[str, Field(max_length=4096)] | None = Field(None, description="absent: every key of the scope")
+
+
+class SettingOut(BaseModel):
+    scope: int
+    key: str
+    value: str
+    updated_at: int
+    version: int
+
+
+class SettingVersion(BaseModel):
+    user_id: str
+    version: int = Field(description="the user's setting stream head after the put")
+
+
+class SettingList(BaseModel):
+    user_id: str
+    settings: list[SettingOut]

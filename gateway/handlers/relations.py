@@ -24,7 +24,9 @@ TIME_MAX = 2**63 - 1
 
 def _text(params: Fields, key: str, max_bytes: int, *, required: bool = False) -> str:
     """A text field of at most ``max_bytes`` UTF-8 bytes; "" when absent unless ``required``."""
-    value = params.text(key, max_len=max_bytes) if required else params.text(key, max_len=max_bytes, default="")
+    value = (
+        params.text(key, max_len=max_bytes) if required else params.text(key, max_len=max_bytes, default="")
+    )
     if len(value) * 4 > max_bytes and len(value.encode()) > max_bytes:
         raise FieldError(params.path(key), f"at most {max_bytes} bytes")
     return value
@@ -73,7 +75,9 @@ async def mark_friend_requests_read(services: Services, caller: Caller, params: 
 
 
 @method("get_unread_friend_request_count")
-async def get_unread_friend_request_count(services: Services, caller: Caller, params: Fields) -> tuple[int, Any]:
+async def get_unread_friend_request_count(
+    services: Services, caller: Caller, params: Fields
+) -> tuple[int, Any]:
     """{} → {count}: pending received requests not read."""
     return await services.relations.unread_request_count(caller.user_id)
 
