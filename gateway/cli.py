@@ -108,6 +108,41 @@ def _parser() -> argparse.ArgumentParser:
     simple("sessions", "/admin/session/list", "list a user's sessions", "user_id")
     simple("kick", "/admin/session/kick", "kick a session", "user_id", "client_id")
     simple("destroy", "/admin/session/destroy", "destroy a session", "user_id", "client_id")
+
+    request = simple("friend-request", "/admin/friend/send_request", "send a friend request", "user_id", "target")
+    request.add_argument("--reason", default="")
+    request.set_defaults(payload=lambda a: {"user_id": a.user_id, "target": a.target, "reason": a.reason})
+    handle = simple(
+        "handle-request", "/admin/friend/handle_request", "accept (or --reject) a friend request", "user_id", "requester"
+    )
+    handle.add_argument("--reject", action="store_true")
+    handle.set_defaults(payload=lambda a: {"user_id": a.user_id, "requester": a.requester, "accept": not a.reject})
+    simple("friends", "/admin/friend/list", "list a user's friends", "user_id")
+    simple("unfriend", "/admin/friend/delete", "end a friendship (both sides)", "user_id", "friend_id")
+    simple("friend-status", "/admin/friend/status", "are two users friends?", "user_id", "friend_id")
+    simple("blacklist", "/admin/blacklist/list", "list whom a user blocked", "user_id")
+    blacklist = simple(
+        "blacklist-set", "/admin/blacklist/set", "block (or --unblock) a user for another", "user_id", "target"
+    )
+    blacklist.add_argument("--unblock", action="store_true")
+    blacklist.set_defaults(payload=lambda a: {"user_id": a.user_id, "target": a.target, "blocked": not a.unblock})
+    put = calls.add_parser("put-setting", help='set a user setting ("" removes it)')
+    for arg in ("user_id", "scope", "key", "value"):
+        put.add_argument(arg, type=int if arg == "scope" else str)
+    put.set_defaults(
+        run=_call,
+        path="/admin/user/put_setting",
+        payload=lambda a: {"user_id": a.user_id, "scope": a.scope, "key": a.key, "value": a.value},
+    )
+    get = calls.add_parser("get-setting", help="show a user's settings of a scope (or one key)")
+    get.add_argument("user_id")
+    get.add_argument("scope", type=int)
+    get.add_argument("key", nargs="?")
+    get.set_defaults(
+        run=_call,
+        path="/admin/user/get_setting",
+        payload=lambda a: {"user_id": a.user_id, "scope": a.scope, **({"key": a.key} if a.key is not None else {})},
+    )
     return parser
 
 

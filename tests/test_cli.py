@@ -45,6 +45,9 @@ class RecordingRouter:
     def online_clients(self, user_id: str) -> list[tuple[str, int]]:
         return []
 
+    def connections(self, user_id: str) -> tuple[()]:
+        return ()  # nobody is online: relation changes push to no one
+
 
 @dataclass
 class Server:
@@ -109,6 +112,31 @@ async def test_admin_commands_over_http(server: Server, capsys: pytest.CaptureFi
     assert await ember(*base, "destroy", "alice", "pc") == 0
     out = capsys.readouterr()
     assert server.config.admin.secret not in out.out + out.err
+
+
+async def test_relation_commands_over_http(server: Server, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["admin", "--url", server.url, "--data", str(server.data)]
+    for user in ("alice", "bob"):
+        assert await ember(*base, "create-user", user) == 0
+    assert await ember(*base, "friend-request", "alice", "bob", "--reason", "hi") == 0
+    assert await ember(*base, "handle-request", "bob", "alice") == 0
+    capsys.readouterr()
+    assert await ember(*base, "friend-status", "alice", "bob") == 0
+    assert json.loads(capsys.readouterr().out)["result"]["friends"] is True
+    assert await ember(*base, "friends", "bob") == 0
+    assert [f["friend_id"] for f in json.loads(capsys.readouterr().out)["result"]["friends"]] == ["alice"]
+    assert await ember(*base, "unfriend", "bob", "alice") == 0
+    assert await ember(*base, "blacklist-set", "bob", "alice") == 0
+    capsys.readouterr()
+    assert await ember(*base, "blacklist", "bob") == 0
+    assert json.loads(capsys.readouterr().out)["result"]["user_ids"] == ["alice"]
+    assert await ember(*base, "put-setting", "bob", "3", "0-alice-0", "1") == 0
+    capsys.readouterr()
+    assert await ember(*base, "get-setting", "bob", "3") == 0
+    settings = json.loads(capsys.readouterr().out)["result"]["settings"]
+    assert [(s["key"], s["value"]) for s in settings] == [("0-alice-0", "1")]
+    assert await ember(*base, "friend-request", "alice", "bob") == 1  # blacklisted: 246 on stderr
+    assert json.loads(capsys.readouterr().err)["code"] == 246
 
 
 async def test_failures_exit_non_zero_with_the_answer_on_stderr(
