@@ -55,6 +55,8 @@ _METHODS: Final = {
 }
 #: Items asked for per sync page (the server's most).
 SYNC_LIMIT: Final = 500
+#: How long a refused sync (250: the server's window is 5 s) waits before asking again.
+RATE_LIMITED_WAIT_SECONDS: Final = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,10 +223,13 @@ class Relations:
     async def _call(self, method: str, streams: tuple[str, ...], **params: Any) -> Any:
         response = await self._client.request(method, params)
         if not response.ok:
-            raise RequestFailed(method, response.code)
+            raise RequestFailed(method, response.code, response.result)
         if self._sync:
-            for stream in streams:  # this device is not pushed its own change: pull it now
-                await self._pull(stream)
+            try:
+                for stream in streams:  # this device is not pushed its own change: pull it now
+                    await self._pull(stream)
+            except (ClientClosed, RequestTimeout):
+                pass  # the change is made; the next connect's catch-up brings it
         return response.result
 
     # --- sync ------------------------------------------------------------------------------------
@@ -246,7 +251,11 @@ class Relations:
             head = heads.get(stream, 0)
             self._server[stream] = head if isinstance(head, int) else 0
             if self._server[stream] != self.versions[stream]:
-                await self._pull(stream)
+                try:
+                    await self._pull(stream)
+                except RequestFailed as exc:  # 250 (rate limited) or a server error: try again in the background
+                    log.info("sync of %s refused with %s; trying again later", stream, exc.code)
+                    self._wake.set()
 
     async def _worker(self, link: _Link) -> None:
         """Pull streams that pushes said are behind, until the link ends."""
@@ -260,6 +269,11 @@ class Relations:
                             await self._pull(stream)
                     except (ClientClosed, RequestTimeout):
                         return  # the next link catches up from its CONNACK
+                    except RequestFailed as exc:  # 250 or a server error: wait, then try again
+                        log.info("sync of %s refused with %s; trying again in %g s", stream, exc.code,
+                                 RATE_LIMITED_WAIT_SECONDS)  # fmt: skip
+                        await trio.sleep(RATE_LIMITED_WAIT_SECONDS)
+                        self._wake.set()
 
     async def _pull(self, stream: str) -> None:
         async with self._locks[stream]:
@@ -267,6 +281,9 @@ class Relations:
             while True:
                 after = self.versions[stream]
                 response = await self._client.request(_METHODS[stream], after=after, limit=SYNC_LIMIT)
+                if response.code == ErrorCode.FUNCTION_DISABLED:  # friend.hosting off: nothing to keep
+                    self._server[stream] = self.versions[stream]
+                    break
                 if not response.ok:
                     raise RequestFailed(_METHODS[stream], response.code)
                 self.pages += 1

@@ -155,3 +155,31 @@ async def test_changes_come_to_the_event_stream(gw: Gateway) -> None:
                 if isinstance(event, RelationsChanged):
                     assert event == RelationsChanged("setting", 1)
                     break
+
+
+async def test_connack_heads_carry_the_four_streams(gw: Gateway) -> None:
+    store, now = gw.services.store, gw.clock.now_ms()
+    await store.add_friends("bob", ["alice", "carol"], now)
+    await store.set_blacklist("bob", "dave", True, now)
+    token = await gw.token("bob", "bob-desk", 3)
+    async with client.connect(gw.host, gw.port, token, clock=gw.clock.now_ms) as c:
+        assert c.connack is not None
+        assert c.connack.heads == {"msg": 0, "friend": 2, "friend_request": 0, "blacklist": 1, "setting": 0}
+
+
+async def test_an_sdk_syncing_relations_against_a_gateway_without_hosting(
+    nursery: trio.Nursery, tmp_path
+) -> None:
+    gw = await start_gateway(nursery, tmp_path, friend={"hosting": False})
+    await gw.user("bob")
+    with trio.fail_after(LIMIT):
+        async with sdk(gw, "bob", "phone") as phone, sdk(gw, "bob", "desk", 3) as desk:
+            await phone.relations.put_setting(
+                17, "dnd", "22:00-07:00"
+            )  # settings are not relations: they work
+            await desk.relations.wait_until(lambda: desk.relations.setting(17, "dnd") == "22:00-07:00")
+            with pytest.raises(client.RequestFailed) as refused:
+                await phone.relations.send_request("alice")
+            assert refused.value.code == 220
+            await desk.relations.sync()  # the friend streams answer 220: the copy stays empty, no error
+            assert desk.relations.friends == {}
