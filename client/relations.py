@@ -294,6 +294,7 @@ class Relations:
                     )
                     self._clear(stream)
                     self.versions[stream] = 0
+                    self._server[stream] = head
                     changed = True
                     continue
                 for item in items:

@@ -183,3 +183,16 @@ async def test_an_sdk_syncing_relations_against_a_gateway_without_hosting(
             assert refused.value.code == 220
             await desk.relations.sync()  # the friend streams answer 220: the copy stays empty, no error
             assert desk.relations.friends == {}
+
+
+async def test_a_page_never_outgrows_a_frame(nursery: trio.Nursery, tmp_path) -> None:
+    """40 settings of 2 000 bytes with 16 KiB frames: the server cuts pages at ¾ of a frame; the SDK goes on."""
+    gw = await start_gateway(nursery, tmp_path, server={"max_frame_bytes": 16384})
+    await gw.user("bob")
+    for n in range(40):
+        await gw.services.relations.put_setting("bob", 1000, f"k{n:02d}", "v" * 2000, None)
+    with trio.fail_after(LIMIT):
+        async with sdk(gw, "bob") as bob:
+            assert len(bob.relations.settings) == 40
+            assert bob.relations.versions["setting"] == 40
+            assert bob.relations.pages >= 40 * 2000 // (16384 * 3 // 4)
