@@ -270,6 +270,8 @@ class MessageConfig(_Section):
 
 
 _DAY = 86400
+#: Room a sync page needs besides one setting's key and value (the item's other fields, the answer's map).
+SYNC_ITEM_OVERHEAD_BYTES = 256
 
 
 @dataclass(frozen=True)
@@ -322,6 +324,15 @@ class Config:
     setting: SettingConfig
     log: LogConfig
     data_dir: Path = Path(".")
+
+    def __post_init__(self) -> None:
+        # A sync page holds at least one item and must fit one RESPONSE frame (docs/PROTOCOL.md §12.1).
+        room = self.server.max_frame_bytes * 3 // 4 - SYNC_ITEM_OVERHEAD_BYTES
+        if self.setting.max_key_bytes + self.setting.max_value_bytes > room:
+            raise ConfigError(
+                "setting.max_key_bytes + setting.max_value_bytes must fit one sync page: at most"
+                f" {room} with server.max_frame_bytes = {self.server.max_frame_bytes}"
+            )
 
     @classmethod
     def load(

@@ -197,3 +197,10 @@ def test_readme_contains_the_config_table() -> None:
     assert config_table_markdown() in readme.read_text(encoding="utf-8"), (
         "README.md's config table is stale: paste gateway.config.config_table_markdown() into it"
     )
+
+
+def test_a_setting_must_fit_one_sync_page() -> None:
+    Config.default(server={"max_frame_bytes": 32768})  # 16384 + 256 fit in ¾ of 32 KiB
+    with pytest.raises(ConfigError, match="setting.max_key_bytes"):
+        Config.default(server={"max_frame_bytes": 16384})
+    Config.default(server={"max_frame_bytes": 16384}, setting={"max_value_bytes": 8192})

@@ -187,7 +187,9 @@ async def test_an_sdk_syncing_relations_against_a_gateway_without_hosting(
 
 async def test_a_page_never_outgrows_a_frame(nursery: trio.Nursery, tmp_path) -> None:
     """40 settings of 2 000 bytes with 16 KiB frames: the server cuts pages at ¾ of a frame; the SDK goes on."""
-    gw = await start_gateway(nursery, tmp_path, server={"max_frame_bytes": 16384})
+    gw = await start_gateway(
+        nursery, tmp_path, server={"max_frame_bytes": 16384}, setting={"max_value_bytes": 4096}
+    )
     await gw.user("bob")
     for n in range(40):
         await gw.services.relations.put_setting("bob", 1000, f"k{n:02d}", "v" * 2000, None)
