@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import storage
 from gateway.clock import Clock
@@ -10,6 +11,9 @@ from gateway.config import Config
 from gateway.messaging import MessageService
 from gateway.router import Router
 from gateway.sessions import SessionService
+
+if TYPE_CHECKING:
+    from gateway.groups import GroupService
 
 
 @dataclass
@@ -21,3 +25,9 @@ class Services:
     sessions: SessionService
     messages: MessageService
     token_key: bytes
+    groups: GroupService | None = None  # set by serve(); None only in services built without one
+
+    @property
+    def group_service(self) -> GroupService:
+        assert self.groups is not None, "no GroupService"
+        return self.groups
