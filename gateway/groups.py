@@ -477,11 +477,16 @@ class GroupService:
         }
 
     async def members(
-        self, caller: str | None, group_id: str, since_version: int, after_user: str, limit: int
+        self,
+        caller: str | None,
+        group_id: str,
+        since_version: int = 0,
+        after: tuple[int, str] = (0, ""),
+        limit: int = 200,
     ) -> tuple[int, Any]:
-        """A page of the member rows changed after ``since_version`` (tombstones too), for a current member."""
-        code, found = await self.store.read(_members_page, caller, group_id, since_version, after_user, limit)
-        return code, found
+        """A page of the member rows changed after ``since_version`` (tombstones too), for a current member
+        (``caller`` None: the admin API, anyone's)."""
+        return await self.store.read(_members_page, caller, group_id, since_version, after, limit)
 
     async def my_groups(self, user_id: str) -> list[dict[str, Any]]:
         groups = await self.store.read(db.user_groups, user_id)
@@ -495,7 +500,7 @@ class GroupService:
 
 
 def _members_page(
-    conn: sqlite3.Connection, caller: str | None, group_id: str, since: int, after_user: str, limit: int
+    conn: sqlite3.Connection, caller: str | None, group_id: str, since: int, after: tuple[int, str], limit: int
 ) -> tuple[int, Any]:
     """In one read transaction: the membership check, the page and the version it is part of."""
     group = db.get_group(conn, group_id)
@@ -503,7 +508,7 @@ def _members_page(
         return ErrorCode.NOT_EXIST, None
     if caller is not None and _member(conn, group_id, caller) is None:
         return ErrorCode.NOT_IN_GROUP, None
-    rows = db.list_members(conn, group_id, since, after_user, limit)
+    rows = db.list_members(conn, group_id, since, after, limit)
     return ErrorCode.SUCCESS, {"member_version": group.member_version, "members": [m.to_wire() for m in rows]}
 
 

@@ -285,19 +285,23 @@ def dismiss_group(conn: sqlite3.Connection, group_id: str, now_ms: int) -> None:
 
 
 def list_members(
-    conn: sqlite3.Connection, group_id: str, since_version: int, after_user: str, limit: int
+    conn: sqlite3.Connection,
+    group_id: str,
+    since_version: int,
+    after: tuple[int, str],
+    limit: int,
 ) -> list[MemberRecord]:
-    """Member rows changed after ``since_version``, ordered by (version, user_id), after (since, after_user).
+    """Member rows changed after ``since_version``, ordered by (version, user_id), those after ``after``.
 
-    Paging: the next page starts after the last row's (version, user_id). With
-    ``since_version`` 0 (a device that holds nothing) tombstones are left out:
-    there is nothing to remove them from.
+    Paging: the next page starts after the last row's (version, user_id); the
+    first page passes (0, ""). With ``since_version`` 0 (a device that holds
+    nothing) tombstones are left out: there is nothing to remove them from.
     """
     tombstones = "" if since_version > 0 else f" AND type != {REMOVED}"
     rows = conn.execute(
-        f"SELECT {_MEMBER_COLUMNS} FROM group_members WHERE group_id = ? AND (version, user_id) > (?, ?)"
-        f"{tombstones} ORDER BY version, user_id LIMIT ?",
-        (group_id, since_version, after_user, limit),
+        f"SELECT {_MEMBER_COLUMNS} FROM group_members WHERE group_id = ? AND version > ?"
+        f" AND (version, user_id) > (?, ?){tombstones} ORDER BY version, user_id LIMIT ?",
+        (group_id, since_version, after[0], after[1], limit),
     )
     return [_member(row) for row in rows]
 

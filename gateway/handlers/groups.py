@@ -152,7 +152,7 @@ async def get_group_members(services: Services, caller: Caller, params: Fields) 
         caller.user_id,
         params.identifier("group_id"),
         params.integer("since_version", lo=0, hi=2**53, default=0),
-        params.text("after_user", max_len=64, default=""),
+        (params.integer("after_version", lo=0, hi=2**53, default=0), params.text("after_user", max_len=64, default="")),
         params.integer("limit", lo=1, hi=MAX_MEMBERS_PAGE, default=200),
     )
 
