@@ -237,11 +237,10 @@ class FanOut:
                 self._wake = trio.Event()
                 while self._queue:
                     pushes = self._queue[0]
+                    self.deferred_chunks += 1
                     with cork():
                         if next(pushes, StopIteration) is StopIteration:
                             self._queue.popleft()
-                        else:
-                            self.deferred_chunks += 1
                     await trio.sleep(0)
         finally:
             self.running = False
