@@ -113,6 +113,7 @@ async def _run(
             router=services.router,
             clock=services.clock,
             messages=services.messages,
+            groups=services.groups,
         )
         urls = await nursery.start(
             functools.partial(
