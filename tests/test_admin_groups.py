@@ -81,3 +81,35 @@ async def test_every_group_endpoint_is_typed_in_openapi(gw: Gateway, admin: Admi
     for path in group_paths:
         op = paths[path]["post"]
         assert "requestBody" in op and "$ref" in json.dumps(op["responses"]["200"]), path
+
+
+async def test_ember_admin_group_commands(nursery: trio.Nursery, tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.cli import main
+    from gateway.clock import Clock
+
+    gw = await start_gateway(nursery, tmp_path, clock=Clock())  # the CLI signs with the wall clock
+    for user in ("boss", "ann", "bob"):
+        await gw.user(user)
+    base = ["admin", "--url", gw.running.admin_url, "--secret", gw.config.admin.secret, "group"]
+
+    async def ember(*argv: str) -> tuple[int, Any]:
+        code = await trio.to_thread.run_sync(main, [*base, *argv])
+        out = capsys.readouterr()
+        return code, json.loads(out.out or out.err)
+
+    code, out = await ember("create", "boss", "--id", "g", "--name", "G", "--members", "ann")
+    assert (code, out["result"]) == (0, {"group_id": "g"})
+    assert (await ember("add", "g", "bob"))[0] == 0
+    code, out = await ember("add", "g", "bob")
+    assert (code, out["code"]) == (1, ErrorCode.ALREADY_IN_GROUP)
+    assert (await ember("modify", "g", "mute", "1"))[0] == 0
+    assert (await ember("managers", "g", "ann"))[0] == 0
+    code, out = await ember("members", "g")
+    assert {r["user_id"]: r["type"] for r in out["result"]["members"]} == {"boss": 2, "ann": 1, "bob": 0}
+    assert (await ember("get", "g"))[1]["result"]["mute"] == 1
+    assert (await ember("common", "ann", "bob"))[1]["result"] == {"group_ids": ["g"]}
+    assert (await ember("kick", "g", "bob"))[0] == 0
+    assert (await ember("user-groups", "bob"))[1]["result"]["groups"] == []
+    assert (await ember("transfer", "g", "ann"))[0] == 0
+    assert (await ember("quit", "g", "boss"))[0] == 0
+    assert (await ember("dismiss", "g"))[0] == 0
