@@ -188,7 +188,7 @@ def pack_pull_answer(page: PulledRows) -> codec.Packed:
 
 
 #: Most pushes (plus owners looked up, at 1/8 each) sealed in one go before the fan-out yields to the loop.
-FANOUT_CHUNK = 256
+FANOUT_CHUNK = 128
 
 
 class FanOut:
@@ -197,9 +197,10 @@ class FanOut:
     A commit batch's callbacks run in one go on the trio thread (``Writer._wake``);
     sealing a 2,000-member group message for every live device there would stall
     every other connection for the whole fan-out. So a delivery seals its first
-    chunk in the callback and, if more is left, queues the rest here; ``run``
-    seals one chunk (corked: one write per socket) and yields, until the queue is
-    empty. Once anything is queued, every later delivery queues behind it, so a
+    queues its pushes here, and ``run`` seals one chunk (corked: one write per
+    socket) and yields, until the queue is empty (sealing a first chunk inside the
+    callback made that callback the loop's longest pause: the chunk's writes go out
+    at the callback's cork exit, together with the batch's acks). Once anything is queued, every later delivery queues behind it, so a
     connection still gets its pushes in commit order. The connections are looked
     up as each chunk goes out: one that registered meanwhile gets the push (its
     CONNACK head may count it too; the SDK dedups by message id), one that left
@@ -219,9 +220,6 @@ class FanOut:
             for _ in pushes:
                 pass
             return
-        if not self._queue:
-            if next(pushes, StopIteration) is StopIteration:
-                return
         self._queue.append(pushes)
         self._wake.set()
 
