@@ -59,7 +59,8 @@ from protocol.token import TokenError, parse_token
 
 from ._outbox import Outbox
 from .errors import ClientClosed, ConnectError, RequestTimeout
-from .messages import MSG_TOPIC, Messages
+from .groups import Groups
+from .messages import MSG_TOPIC, Messages, parse_message
 
 log = logging.getLogger("ember.client")
 
@@ -208,6 +209,7 @@ class Client:
         platform: the platform sent in CONNECT.
         messages: sending, deleting, recalling messages, and (with
             ``sync_messages``) the inbox sync; see ``client.messages``.
+        groups: group operations, the group cache and its events; see ``client.groups``.
     """
 
     def __init__(
@@ -256,6 +258,7 @@ class Client:
         self._on_connected = on_connected
         self._random = random.Random()
         self.messages = Messages(self, sync=sync_messages, last_seq=last_seq, buffer=message_buffer)
+        self.groups = Groups(self)
 
         self._status = S.UNCONNECTED
         self._waiters: set[_StatusWaiter] = set()
@@ -716,6 +719,10 @@ class Client:
                 if event.topic == MSG_TOPIC and self.messages.syncing:
                     self.messages._on_push(event.data)
                     continue
+                if event.topic == MSG_TOPIC and isinstance(event.data, dict):
+                    pushed = parse_message(event.data.get("message"), 0)
+                    if pushed is not None:
+                        self.groups._observe(pushed)
                 self._emit(event)
                 if event.topic == KICKED_TOPIC:
                     code = event.data.get("code") if isinstance(event.data, dict) else None

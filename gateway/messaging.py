@@ -338,12 +338,25 @@ class MessageService:
         they are in no inbox. A private message goes out at once; a group
         message's pushes go through ``FanOut``, a chunk per pass of the loop.
         """
-        pushes = self._pushes(msg, result, origin_client)
-        if msg.conv.type == PRIVATE and not self.fanout.pending:
-            for _ in pushes:
-                pass
-        else:
-            self.fanout.add(pushes)
+        if msg.conv.type != PRIVATE or self.fanout.pending:
+            self.fanout.add(self._pushes(msg, result, origin_client))
+            return
+        # A private message has one or two owners: sealed here, with no generator in between.
+        packed = None  # the message map, encoded once for all its owners
+        targets = (
+            result.seqs.items()
+            if msg.persist_flag != PERSIST_TRANSPARENT
+            else ((u, 0) for u in result.live_only)
+        )
+        for owner, seq in targets:
+            body = None
+            for conn in self.router.connections(owner):
+                if owner == msg.from_user and conn.client_id == origin_client:
+                    continue
+                if body is None:
+                    packed = packed or codec.pack(msg.to_wire())
+                    body = encode_msg_push(seq, packed)
+                conn.push_frame_body(body)
 
     def _pushes(self, msg: Outgoing, result: SendResult, origin_client: str | None) -> Iterator[None]:
         """Seal the pushes of one delivery, yielding after every ``FANOUT_CHUNK`` or so."""

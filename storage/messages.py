@@ -208,6 +208,8 @@ def send_message_group(
     Seqs handed out by a run are in ``InboxState`` before the next run starts, so
     the runs together give exactly what the sends one by one give.
     """
+    if all(msg.conv.type != GROUP for _, msg, _ in ops):
+        return send_private_group(conn, ops)  # the common case: no runs to split
     results: list[SendResult] = []
     start = 0
     while start < len(ops):
