@@ -105,6 +105,24 @@ def notification_data(group_id: str, operator: str, **values: Any) -> bytes:
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def notification_content(
+    group_id: str, operator: str, kind: int, override: dict[str, Any] | None = None, **values: Any
+) -> dict[str, Any]:
+    """A notification's content: ``{type, data, persist_flag: 1}``, or ``override`` with the type forced to
+    ``kind`` and, when it has none, the default ``data``."""
+    content: dict[str, Any] = {
+        "type": int(kind),
+        "data": notification_data(group_id, operator, **values),
+        "persist_flag": int(PersistFlag.PERSIST),
+    }
+    if override is not None:
+        custom = dict(override)
+        custom["type"] = int(kind)
+        custom.setdefault("data", content["data"])
+        content = custom
+    return content
+
+
 @dataclass
 class Outcome:
     """What an operation did: its code, the caller's result, and the notification to deliver."""
@@ -139,16 +157,7 @@ class _Ctx:
         **values: Any,
     ) -> None:
         """Store the operation's notification for ``owners`` (``notify_content`` replaces the default)."""
-        content: dict[str, Any] = {
-            "type": kind,
-            "data": notification_data(group_id, self.operator, **values),
-            "persist_flag": int(PersistFlag.PERSIST),
-        }
-        if self.notify_content is not None:
-            custom = dict(self.notify_content)
-            custom["type"] = kind
-            custom.setdefault("data", content["data"])
-            content = custom
+        content = notification_content(group_id, self.operator, kind, self.notify_content, **values)
         msg = Outgoing(
             self.message_id, self.now_ms, Conversation(GROUP, group_id), self.operator, content,
             content.get("persist_flag", DEFAULT_PERSIST_FLAG),
