@@ -53,8 +53,6 @@ _TYPE_BY_KIND = {
     int(N.SILENCE_MEMBERS): int(GroupMemberType.SILENCED),
     int(N.ALLOW_MEMBERS): int(GroupMemberType.ALLOWED),
 }
-_INFO_BY_KIND = {int(N.NAME): "name", int(N.PORTRAIT): "portrait", int(N.EXTRA): "extra"}
-_INT_INFO_BY_KIND = {int(N.MUTE): "mute", int(N.JOIN_TYPE): "join_type"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,23 +335,32 @@ class Groups:
         elif kind in _TYPE_BY_KIND and members is not None:
             special = _TYPE_BY_KIND[kind]
             for user_id in listed:
-                member = members.get(user_id)
-                if member is None:
+                listed_member = members.get(user_id)
+                if listed_member is None:
                     continue
                 if value == "1":
-                    members[user_id] = replace(member, type=special)
-                elif member.type == special:
-                    members[user_id] = replace(member, type=int(GroupMemberType.NORMAL))
+                    members[user_id] = replace(listed_member, type=special)
+                elif listed_member.type == special:
+                    members[user_id] = replace(listed_member, type=int(GroupMemberType.NORMAL))
         elif kind in (N.MEMBER_ALIAS, N.MEMBER_EXTRA) and members is not None and isinstance(value, str):
-            member = members.get(data.get("m", ""))
-            if member is not None:
-                column = "alias" if kind == N.MEMBER_ALIAS else "extra"
-                members[member.user_id] = replace(member, **{column: value})
+            target = members.get(data.get("m", ""))
+            if target is not None:
+                if kind == N.MEMBER_ALIAS:
+                    members[target.user_id] = replace(target, alias=value)
+                else:
+                    members[target.user_id] = replace(target, extra=value)
         elif cached.info is not None and isinstance(value, str):
-            if kind in _INFO_BY_KIND:
-                cached.info = replace(cached.info, **{_INFO_BY_KIND[kind]: value})
-            elif kind in _INT_INFO_BY_KIND and value.isdigit():
-                cached.info = replace(cached.info, **{_INT_INFO_BY_KIND[kind]: int(value)})
+            info = cached.info
+            if kind == N.NAME:
+                cached.info = replace(info, name=value)
+            elif kind == N.PORTRAIT:
+                cached.info = replace(info, portrait=value)
+            elif kind == N.EXTRA:
+                cached.info = replace(info, extra=value)
+            elif kind == N.MUTE and value.isdigit():
+                cached.info = replace(info, mute=int(value))
+            elif kind == N.JOIN_TYPE and value.isdigit():
+                cached.info = replace(info, join_type=int(value))
         if members is not None and cached.info is not None:
             cached.info = replace(cached.info, member_count=len(members))
         return False

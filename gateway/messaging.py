@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import trio
+import trio.lowlevel
 
 from gateway.clock import Clock
 from gateway.config import Config
@@ -239,7 +240,7 @@ class FanOut:
                     with cork():
                         if next(pushes, StopIteration) is StopIteration:
                             self._queue.popleft()
-                    await trio.sleep(0)
+                    await trio.lowlevel.checkpoint()
         finally:
             self.running = False
             while self._queue:  # cancelled (the server stops): what is left goes out now

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -31,8 +32,6 @@ from storage.records import UserRecord
 
 from . import models as m
 from .auth import NonceCache, SignatureMiddleware
-
-from collections.abc import Awaitable, Callable
 
 if TYPE_CHECKING:
 
