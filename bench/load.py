@@ -466,7 +466,9 @@ class GroupScenario(Scenario):
     (``acked_keys``) and the deliveries its members received per message (``received``); the
     coordinator checks that every acked message reached every other member exactly once.
     ``delivered_in_window`` counts the deliveries received inside the measured window (the
-    per-delivery CPU figure); ``sent``/``acked``/``delivered`` count messages sent inside it.
+    per-delivery CPU figure); ``sent``/``acked``/``delivered`` count messages sent inside it, each worker by
+    its own window, which opens and closes a moment after or before the others' (so ``delivered`` may miss
+    or add a few deliveries at the edges; the exactly-once check above does not depend on windows).
     """
 
     def __init__(self, spec: dict[str, Any], nursery: trio.Nursery) -> None:
