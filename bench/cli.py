@@ -48,7 +48,7 @@ from bench.procfs import (
 )
 from bench.target import Admin, BenchError, Target, existing_gateway, spawn_gateway, stop_process
 
-SCENARIOS = ("pairs", "connect", "idle")
+SCENARIOS = ("pairs", "connect", "idle", "group")
 #: A source address serves at most this share of the ephemeral port range.
 PORTS_PER_SOURCE_SHARE = 0.8
 #: Open files a process needs beyond its sockets (interpreter, pipes, SQLite, epoll).
@@ -65,14 +65,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "scenario",
         choices=SCENARIOS,
-        help="pairs: private messages; connect: handshakes/s; idle: memory per authenticated idle connection",
+        help="pairs: private messages; connect: handshakes/s; idle: memory per authenticated idle connection; "
+        "group: group messages fanned out to every member online",
     )
     run = p.add_argument_group("run")
     run.add_argument("--duration", type=float, default=10.0, help="measured window in seconds (default 10)")
     run.add_argument("--warmup", type=float, default=2.0, help="load before the window opens (default 2 s)")
     run.add_argument("--procs", type=int, default=2, help="client worker processes (default 2)")
     run.add_argument("--pairs", type=int, default=50, help="pairs: sender→receiver pairs (default 50)")
-    run.add_argument("--window", type=int, default=10, help="pairs: messages in flight per pair (default 10)")
+    run.add_argument(
+        "--window", type=int, default=10, help="pairs: messages in flight per pair; group: per sender (default 10)"
+    )
+    run.add_argument("--members", type=int, default=500, help="group: members per group, all online (default 500)")
+    run.add_argument("--groups", type=int, default=1, help="group: groups (default 1)")
+    run.add_argument("--senders", type=int, default=2, help="group: senders per group (default 2)")
     run.add_argument(
         "--rate", type=float, help="pairs: open loop at this many msg/s in total (ignores --window)"
     )
@@ -146,7 +152,10 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error("choose one of --spawn or --target HOST:PORT")
     if args.concurrency is None:
         args.concurrency = 50 if args.scenario == "connect" else 100
-    for name in ("duration", "procs", "pairs", "window", "size", "connections", "concurrency", "keepalive"):
+    for name in (
+        "duration", "procs", "pairs", "window", "size", "connections", "concurrency", "keepalive", "members", "groups",
+        "senders",
+    ):  # fmt: skip
         if getattr(args, name) <= 0:
             p.error(f"--{name} must be positive")
     if args.warmup < 0 or args.source_addrs < 0:
@@ -155,6 +164,8 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error("--rate must be positive")
     if args.pull_flood and args.scenario != "pairs":
         p.error("--pull-flood goes with the pairs scenario")
+    if args.scenario == "group" and (args.members < 2 or args.senders > args.members):
+        p.error("--members must be at least 2 and at least --senders")
     if args.pull_flood < 0:
         p.error("--pull-flood cannot be negative")
     if args.keepalive < 10:
@@ -174,6 +185,11 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
         return {"pairs": args.pairs, **loop, "size": args.size, **flood, **common}
     if args.scenario == "connect":
         return {"concurrency": args.concurrency, **common}
+    if args.scenario == "group":
+        return {
+            "members": args.members, "groups": args.groups, "senders": args.senders, "window": args.window,
+            "size": args.size, **common,
+        }  # fmt: skip
     return {
         "connections": args.connections,
         "concurrency": args.concurrency,
@@ -370,6 +386,16 @@ def _jobs(
             for r in ranges
         ]
         return jobs, [len(r) for r in ranges]
+    if args.scenario == "group":
+        # Member connections dealt round-robin over the workers: a group's fan-out reaches every process.
+        procs = min(args.procs, len(tokens))
+        members = [
+            (tokens[i], i // args.members, i % args.members, i % args.members < args.senders)
+            for i in range(len(tokens))
+        ]
+        shares = [members[w::procs] for w in range(procs)]
+        group_ids = [_group_id(args, k) for k in range(args.groups)]
+        return [{**common, "members": share, "group_ids": group_ids} for share in shares], [len(s) for s in shares]
     procs = min(args.procs, len(tokens))
     ranges = _split(len(tokens), procs)
     if args.scenario == "connect":
@@ -378,9 +404,26 @@ def _jobs(
     return [{**common, "tokens": [tokens[i] for i in r]} for r in ranges], [len(r) for r in ranges]
 
 
+def _group_id(args: argparse.Namespace, k: int) -> str:
+    return f"{args.user_prefix}g{k}"
+
+
+async def _create_groups(args: argparse.Namespace, admin: Admin, user_ids: list[str]) -> None:
+    """Group k: users [k·M, (k+1)·M), owned by its first; through the admin API."""
+    for k in range(args.groups):
+        members = user_ids[k * args.members : (k + 1) * args.members]
+        await admin.call(
+            "/admin/group/create",
+            {"owner": members[0], "group_id": _group_id(args, k), "name": f"bench {k}", "members": members[1:]},
+        )
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     limit = raise_open_file_limit()
-    users = {"pairs": 2 * args.pairs, "connect": args.concurrency, "idle": args.connections}[args.scenario]
+    users = {
+        "pairs": 2 * args.pairs, "connect": args.concurrency, "idle": args.connections,
+        "group": args.members * args.groups,
+    }[args.scenario]  # fmt: skip
     sockets = users  # connect: at most one socket per user at a time
     async with AsyncExitStack() as stack:
         if args.spawn:
@@ -389,6 +432,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     log_level=args.server_log_level,
                     keep_data=args.keep_data,
                     request_rate_limit=_flood_rate_limit(args),
+                    group_max_members=max(2000, args.members),
                 )
             )
         else:
@@ -418,6 +462,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         setup_s = time.perf_counter() - started
         _log(args, f"bench: {users:,} users and tokens in {setup_s:.1f} s ({users / setup_s:,.0f}/s)")
 
+        if args.scenario == "group":
+            await _create_groups(args, admin, user_ids)
         flood = None
         if args.pull_flood:
             flood_token, sink = tokens[-2], user_ids[-1]
@@ -537,7 +583,7 @@ def _result(
         cpu = round(sum(cpu1) - sum(cpu0), 3)
         sys_cpu = round(cpu1[1] - cpu0[1], 3)
     # What "per message" means: handshakes completed, pongs, or messages delivered inside the window.
-    per = window["delivered_in_window"] if args.scenario == "pairs" else window["delivered"]
+    per = window["delivered_in_window"] if args.scenario in ("pairs", "group") else window["delivered"]
     held = sum(f.get("conns", 0) for f in finals)
     result: dict[str, Any] = {
         "scenario": args.scenario,
@@ -572,9 +618,27 @@ def _result(
         result["unanswered"] = sum(f.get("unanswered", 0) for f in finals)
         result["delivered_in_window"] = window["delivered_in_window"]
         result["latency_ack"] = latency_ack.summary()
-    label = {"pairs": "send→receive", "connect": "connect→CONNACK", "idle": "ping→pong"}[args.scenario]
+    if args.scenario == "group":
+        acked: list[str] = [key for f in finals for key in f.get("acked_keys", ())]
+        received: Counter[str] = Counter()
+        for f in finals:
+            received.update(f.get("received", {}))
+        expected = args.members - 1  # every other member's one connection
+        result["undelivered"] = sum(max(0, expected - received[key]) for key in acked)
+        result["duplicated"] = sum(max(0, received[key] - expected) for key in acked)
+        result["acked_total"] = len(acked)
+        result["unanswered"] = sum(f.get("unanswered", 0) for f in finals)
+        result["delivered_in_window"] = window["delivered_in_window"]
+        result["server_cpu_us_per_delivery"] = result["server_cpu_us_per_msg"]
+        result["deliveries_per_server_cpu_s"] = (
+            round(window["delivered_in_window"] / cpu) if cpu else None
+        )
+        result["latency_ack"] = latency_ack.summary()
+    label = {
+        "pairs": "send→receive", "connect": "connect→CONNACK", "idle": "ping→pong", "group": "send→each member",
+    }[args.scenario]  # fmt: skip
     result["_curves"] = {label: latency}
-    if args.scenario == "pairs":
+    if args.scenario in ("pairs", "group"):
         result["_curves"]["send→ack"] = latency_ack
     return result
 
@@ -623,7 +687,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.json.write_text(line + "\n")
     print(report.table(result))
     print(line, flush=True)
-    if args.scenario == "pairs" and result.get("undelivered"):
+    if args.scenario in ("pairs", "group") and result.get("undelivered"):
         print(f"bench: {result['undelivered']} acked message(s) were never delivered", file=sys.stderr)
         return 1
     if args.scenario == "idle":

@@ -445,8 +445,159 @@ class PairsScenario(Scenario):
         return out
 
 
+class _Member:
+    __slots__ = ("conn", "group", "index", "sender", "next_n", "in_flight")
+
+    def __init__(self, conn: BenchConn, group: int, index: int, sender: bool) -> None:
+        self.conn = conn
+        self.group = group
+        self.index = index
+        self.sender = sender
+        self.next_n = 0
+        self.in_flight: dict[int, tuple[int, int]] = {}  # request id -> (message number, send time ns)
+
+
+class GroupScenario(Scenario):
+    """Group messages: every member of every group online (one connection each), the first S of each
+    group sending, closed loop (``window`` messages in flight per sender).
+
+    A message's deliveries are the pushes its group's other members receive. A group's members may be
+    spread over worker processes, so each worker reports the messages its senders had acked
+    (``acked_keys``) and the deliveries its members received per message (``received``); the
+    coordinator checks that every acked message reached every other member exactly once.
+    ``delivered_in_window`` counts the deliveries received inside the measured window (the
+    per-delivery CPU figure); ``sent``/``acked``/``delivered`` count messages sent inside it, each worker by
+    its own window, which opens and closes a moment after or before the others' (so ``delivered`` may miss
+    or add a few deliveries at the edges; the exactly-once check above does not depend on windows).
+    """
+
+    def __init__(self, spec: dict[str, Any], nursery: trio.Nursery) -> None:
+        super().__init__(spec, nursery)
+        self.group_ids: list[str] = spec["group_ids"]
+        self.window_size: int = spec.get("window", 1)
+        self.size: int = spec.get("size", 100)
+        self.drain_timeout: float = spec.get("drain_timeout", 10.0)
+        self.members: list[_Member] = []
+        self.acked_keys: list[str] = []
+        self.received: Counter[str] = Counter()
+        self.ack_latency = Latency()
+        self.last_delivery_ns = 0
+
+    async def setup(self) -> dict[str, Any]:
+        limiter = trio.CapacityLimiter(self.spec.get("concurrency", 100))
+        slots: list[_Member | None] = [None] * len(self.spec["members"])
+
+        async def open_one(i: int, token: str, group: int, index: int, sender: bool) -> None:
+            conn = await self.connect(token, i, limiter)
+            if conn is not None:
+                slots[i] = _Member(conn, group, index, sender)
+
+        async with trio.open_nursery() as opening:
+            for i, (token, group, index, sender) in enumerate(self.spec["members"]):
+                opening.start_soon(open_one, i, token, group, index, sender)
+        if any(m is None for m in slots):
+            raise ConnectFailed(None, "members could not connect (see errors)")
+        self.members = [m for m in slots if m is not None]
+        for member in self.members:
+            self.nursery.start_soon(self._read, member)
+        self.nursery.start_soon(self.pinger)
+        return {"connected": len(self.conns)}
+
+    def _message(self, member: _Member, sent_ns: int) -> bytes:
+        n = member.next_n
+        member.next_n = n + 1
+        text = f"{sent_ns} {member.group} {member.index} {n} "
+        if len(text) < self.size:
+            text += "x" * (self.size - len(text))
+        request_id, frame = member.conn.proto.request(
+            SEND_METHOD,
+            {
+                "conv": {"type": 1, "target": self.group_ids[member.group], "line": 0},
+                "content": {"type": 1, "searchable_content": text},
+            },
+        )
+        member.in_flight[request_id] = (n, sent_ns)
+        if self.go_ns <= sent_ns < self.stop_ns:
+            self.window["sent"] += 1
+        self.total["sent"] += 1
+        return frame
+
+    def start_load(self) -> None:
+        super().start_load()
+        now = time.perf_counter_ns()
+        for member in self.members:
+            if member.sender:
+                member.conn.write(b"".join(self._message(member, now) for _ in range(self.window_size)))
+
+    async def _read(self, member: _Member) -> None:
+        conn = member.conn
+        while True:
+            got = await conn.receive()
+            if conn.closed:
+                if not self.closing:
+                    self.error("member dropped")
+                return
+            now = time.perf_counter_ns()
+            refill = []
+            for event in got:
+                if isinstance(event, events.Notify) and event.topic == MESSAGE_TOPIC:
+                    content = event.data["message"]["content"]
+                    if content.get("type") != 1:
+                        continue  # the group's notifications (create)
+                    try:
+                        sent_s, group_s, index_s, n_s = content["searchable_content"].split(" ", 4)[:4]
+                        sent_ns = int(sent_s)
+                    except (KeyError, TypeError, ValueError):
+                        self.error("unexpected msg push")
+                        continue
+                    self.received[f"{group_s}:{index_s}:{n_s}"] += 1
+                    self.total["delivered"] += 1
+                    self.last_delivery_ns = now
+                    if self.measuring:
+                        self.window["delivered_in_window"] += 1
+                    if self.go_ns <= sent_ns < self.stop_ns:
+                        self.window["delivered"] += 1
+                        self.latency.record_ns(now - sent_ns)
+                elif isinstance(event, events.Response):
+                    entry = member.in_flight.pop(event.request_id, None)
+                    if entry is None:
+                        continue
+                    n, sent_ns = entry
+                    if event.code == ErrorCode.SUCCESS:
+                        self.total["acked"] += 1
+                        self.acked_keys.append(f"{member.group}:{member.index}:{n}")
+                        if self.go_ns <= sent_ns < self.stop_ns:
+                            self.window["acked"] += 1
+                            self.ack_latency.record_ns(now - sent_ns)
+                    else:
+                        self.error(f"code {event.code}")
+                    if self.loading:
+                        refill.append(self._message(member, now))
+                elif isinstance(event, events.ServerError | events.ProtocolViolation):
+                    self.error(type(event).__name__)
+            if refill:
+                conn.write(b"".join(refill))
+
+    async def drain(self) -> None:
+        """Until the acks are in and no delivery has come for half a second (bounded)."""
+        with trio.move_on_after(self.drain_timeout):
+            while any(m.in_flight for m in self.members) or (  # noqa: ASYNC110 - bounded poll
+                time.perf_counter_ns() - self.last_delivery_ns < 500_000_000
+            ):
+                await trio.sleep(0.05)
+
+    def final(self) -> dict[str, Any]:
+        out = super().final()
+        out["acked_keys"] = self.acked_keys
+        out["received"] = dict(self.received)
+        out["unanswered"] = sum(len(m.in_flight) for m in self.members)
+        out["latency_ack"] = self.ack_latency.encode()
+        return out
+
+
 SCENARIOS: dict[str, type[Scenario]] = {
     "connect": ConnectScenario,
     "idle": IdleScenario,
     "pairs": PairsScenario,
+    "group": GroupScenario,
 }

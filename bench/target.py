@@ -61,12 +61,15 @@ class Target:
         return self.data_dir / "gateway.log" if self.data_dir else None
 
 
-def _config_text(admin_secret: str, token_key: str, log_level: str, request_rate_limit: int) -> str:
+def _config_text(
+    admin_secret: str, token_key: str, log_level: str, request_rate_limit: int, group_max_members: int = 2000
+) -> str:
     return (
         "# Written by bench/ for one benchmark run.\n"
         f'[admin]\nsecret = "{admin_secret}"\n\n'
         f'[token]\nkey = "{token_key}"\n\n'
         f"[client]\nrequest_rate_limit = {request_rate_limit}\n\n"
+        f"[group]\nmax_members = {group_max_members}\n\n"
         f'[log]\nlevel = "{log_level}"\n'
     )
 
@@ -80,13 +83,19 @@ def _tail(path: Path | None, lines: int = 15) -> str:
 
 @asynccontextmanager
 async def spawn_gateway(
-    *, log_level: str = "INFO", keep_data: bool = False, request_rate_limit: int | None = None
+    *,
+    log_level: str = "INFO",
+    keep_data: bool = False,
+    request_rate_limit: int | None = None,
+    group_max_members: int = 2000,
 ) -> AsyncIterator[Target]:
     data = Path(tempfile.mkdtemp(prefix="ember-bench-"))
     admin_secret, token_key = secrets.token_hex(32), secrets.token_hex(32)
     config = data / "ember.toml"
     config.write_text(
-        _config_text(admin_secret, token_key, log_level, request_rate_limit or SPAWN_REQUEST_RATE_LIMIT)
+        _config_text(
+            admin_secret, token_key, log_level, request_rate_limit or SPAWN_REQUEST_RATE_LIMIT, group_max_members
+        )
     )
     config.chmod(0o600)
     port = free_loopback_port()

@@ -16,6 +16,7 @@ from protocol.events import ConnAck, Notify
 
 from .client import KICKED_TOPIC, Client, Event, Response, StatusChanged, connect
 from .errors import ClientClosed, ClientError, ConnectError, RequestFailed, RequestTimeout
+from .groups import GroupEvent, GroupInfo, GroupMember, Groups
 from .messages import (
     MESSAGE_DELETED_TOPIC,
     MSG_TOPIC,
@@ -41,6 +42,10 @@ __all__ = [
     "ConnectionStatus",
     "Conversation",
     "ConversationType",
+    "GroupEvent",
+    "GroupInfo",
+    "GroupMember",
+    "Groups",
     "PersistFlag",
     "ErrorCode",
     "Event",

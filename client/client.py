@@ -59,7 +59,8 @@ from protocol.token import TokenError, parse_token
 
 from ._outbox import Outbox
 from .errors import ClientClosed, ConnectError, RequestTimeout
-from .messages import MSG_TOPIC, Messages
+from .groups import Groups
+from .messages import MSG_TOPIC, Messages, parse_message
 from .relations import HEAD_TOPIC, Relations, RelationsChanged, Snapshot
 from .users import UserInfoUpdated, Users
 
@@ -213,6 +214,7 @@ class Client:
         relations: friends, friend requests, blacklist and settings, and (with
             ``sync_relations``) a synced local copy of each; see ``client.relations``.
         users: the user-info cache; see ``client.users``.
+        groups: group operations, the group cache and its events; see ``client.groups``.
     """
 
     def __init__(
@@ -265,6 +267,7 @@ class Client:
         self.messages = Messages(self, sync=sync_messages, last_seq=last_seq, buffer=message_buffer)
         self.relations = Relations(self, sync=sync_relations, snapshot=relations_snapshot)
         self.users = Users(self)
+        self.groups = Groups(self)
 
         self._status = S.UNCONNECTED
         self._waiters: set[_StatusWaiter] = set()
@@ -732,6 +735,10 @@ class Client:
                 if event.topic == HEAD_TOPIC and self.relations.syncing:
                     self.relations._on_head(event.data)
                     continue
+                if event.topic == MSG_TOPIC and isinstance(event.data, dict):
+                    pushed = parse_message(event.data.get("message"), 0)
+                    if pushed is not None:
+                        self.groups._observe(pushed)
                 self._emit(event)
                 if event.topic == KICKED_TOPIC:
                     code = event.data.get("code") if isinstance(event.data, dict) else None

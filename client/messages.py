@@ -413,6 +413,7 @@ class Messages:
         self._hand_over(message)
 
     def _hand_over(self, message: Message) -> None:
+        self._client.groups._observe(message)  # a group notification updates the group cache first
         self._buffer.append(message)
         self._arrived.set()
 

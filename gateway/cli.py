@@ -143,7 +143,68 @@ def _parser() -> argparse.ArgumentParser:
         path="/admin/user/get_setting",
         payload=lambda a: {"user_id": a.user_id, "scope": a.scope, **({"key": a.key} if a.key is not None else {})},
     )
+    _group_commands(calls.add_parser("group", help="hosted groups: ember admin group COMMAND ..."))
     return parser
+
+
+def _group_commands(group: argparse.ArgumentParser) -> None:
+    """``ember admin group ...``: the common group operations (docs/ADMIN_API.md "Groups")."""
+    calls = group.add_subparsers(required=True, metavar="COMMAND")
+
+    def command(name: str, path: str, help_text: str, payload: Any, *positional: str, many: str = "") -> argparse.ArgumentParser:
+        cmd = calls.add_parser(name, help=help_text)
+        for arg in positional:
+            cmd.add_argument(arg)
+        if many:
+            cmd.add_argument(many, nargs="+")
+        cmd.set_defaults(run=_call, path=f"/admin/group/{path}", payload=payload)
+        return cmd
+
+    create = command(
+        "create", "create", "create a group owned by OWNER",
+        lambda a: {
+            "owner": a.owner, "members": a.members, "name": a.name, "type": a.type, "join_type": a.join_type,
+            **({"group_id": a.id} if a.id else {}),
+        },
+        "owner",
+    )  # fmt: skip
+    create.add_argument("--id", help="group id (default: generated)")
+    create.add_argument("--name", default="")
+    create.add_argument("--type", type=int, choices=(0, 2, 3), default=0, help="0 normal, 2 restricted, 3 organization")
+    create.add_argument("--join-type", dest="join_type", type=int, choices=(0, 1, 2), default=0)
+    create.add_argument("--members", nargs="*", default=[], help="initial members besides the owner")
+    command("add", "add", "add members", lambda a: {"group_id": a.group_id, "user_ids": a.user_ids}, "group_id",
+            many="user_ids")  # fmt: skip
+    command("kick", "kick", "remove members", lambda a: {"group_id": a.group_id, "user_ids": a.user_ids},
+            "group_id", many="user_ids")  # fmt: skip
+    command("quit", "quit", "make a member leave", lambda a: {"group_id": a.group_id, "user_id": a.user_id},
+            "group_id", "user_id")  # fmt: skip
+    command("dismiss", "dismiss", "dismiss a group", lambda a: {"group_id": a.group_id}, "group_id")
+    command("transfer", "transfer", "make a member the owner",
+            lambda a: {"group_id": a.group_id, "new_owner": a.new_owner}, "group_id", "new_owner")  # fmt: skip
+    modify = command(
+        "modify", "modify", "set name, portrait, extra, mute, join_type or type",
+        lambda a: {"group_id": a.group_id, "field": a.field,
+                   "value": int(a.value) if a.field in ("mute", "join_type", "type") else a.value},
+        "group_id",
+    )  # fmt: skip
+    modify.add_argument("field", choices=("name", "portrait", "extra", "mute", "join_type", "type"))
+    modify.add_argument("value")
+    managers = command(
+        "managers", "set_managers", "make members managers (--unset: normal again)",
+        lambda a: {"group_id": a.group_id, "user_ids": a.user_ids, "is_manager": not a.unset}, "group_id",
+        many="user_ids",
+    )  # fmt: skip
+    managers.add_argument("--unset", action="store_true")
+    command("get", "get", "show a group's info", lambda a: {"group_id": a.group_id}, "group_id")
+    members = command(
+        "members", "members", "list a group's members (first page)",
+        lambda a: {"group_id": a.group_id, "limit": a.limit}, "group_id",
+    )  # fmt: skip
+    members.add_argument("--limit", type=int, default=500)
+    command("user-groups", "user_groups", "the groups a user is in", lambda a: {"user_id": a.user_id}, "user_id")
+    command("common", "common", "the groups two users are both in",
+            lambda a: {"user_id": a.user_id, "other": a.other}, "user_id", "other")  # fmt: skip
 
 
 def _serve(args: argparse.Namespace) -> int:

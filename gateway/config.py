@@ -304,6 +304,12 @@ class SettingConfig(_Section):
 
 
 @dataclass(frozen=True)
+class GroupConfig(_Section):
+    SECTION: ClassVar[str] = "group"
+    max_members: int = _key(2000, "Most members a group may have (else 240, on create too).", lo=1)
+
+
+@dataclass(frozen=True)
 class LogConfig(_Section):
     SECTION: ClassVar[str] = "log"
     level: str = _key("INFO", "Log level: DEBUG, INFO, WARNING, ERROR or CRITICAL.", choices=_LOG_LEVELS)
@@ -323,6 +329,7 @@ class Config:
     friend: FriendConfig
     setting: SettingConfig
     log: LogConfig
+    group: GroupConfig
     data_dir: Path = Path(".")
 
     def __post_init__(self) -> None:

@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from typing import Any
+
+import trio
+import trio.lowlevel
 
 from gateway.clock import Clock
 from gateway.config import Config
 from gateway.ids import MessageIdGenerator
+from gateway.outbox import cork
 from gateway.router import Router
 from protocol import codec
 from protocol.codec import Fields
@@ -27,6 +32,7 @@ from protocol.codes import (
     ContentType,
     ConversationType,
     ErrorCode,
+    GroupMemberType,
     PersistFlag,
 )
 from protocol.connection import encode_msg_push, encode_notify_body
@@ -45,12 +51,16 @@ log = logging.getLogger("ember.messaging")
 
 # Plain ints on the hot path (an IntEnum compares slower); their meaning lives in protocol.codes.
 PRIVATE = int(ConversationType.PRIVATE)
+GROUP = int(ConversationType.GROUP)
 PERSIST_FLAGS = frozenset(int(f) for f in PersistFlag)
 RECALL_CONTENT_TYPE = int(ContentType.RECALL)
 PERSIST_TRANSPARENT = int(PersistFlag.TRANSPARENT)
 MAX_PULL = 500
 MAX_HISTORY = 100
 MAX_MENTIONS = 1000
+SILENCED = int(GroupMemberType.SILENCED)
+PRIVILEGED = frozenset({int(GroupMemberType.OWNER), int(GroupMemberType.MANAGER)})
+MAY_SEND_WHEN_MUTED = PRIVILEGED | {int(GroupMemberType.ALLOWED)}
 
 Reply = Callable[[int, Any], None]
 
@@ -91,15 +101,19 @@ _CONTENT_OPTIONAL = _CONTENT_TEXT | {
 }  # fmt: skip
 
 
-def read_content(fields: Fields, config: Config) -> dict[str, Any]:
-    """The content map, checked field by field; absent (or empty) fields are left out (SPEC §5)."""
-    c = fields.mapping("content")
+def read_content(fields: Fields, config: Config, *, key: str = "content", server_made: bool = False) -> dict[str, Any]:
+    """The content map, checked field by field; absent (or empty) fields are left out (SPEC §5).
+
+    ``server_made``: a content the server itself will send (a group operation's ``notify_content``),
+    which may carry a notification type.
+    """
+    c = fields.mapping(key)
     limit = config.message.max_text_bytes
     content: dict[str, Any] = {"type": c.integer("type", lo=0, hi=2**31 - 1)}
     if content["type"] == RECALL_CONTENT_TYPE:
         # Only the server makes recall notices: a sent one could make SDKs hide any message id.
         raise FieldError("content.type", f"{RECALL_CONTENT_TYPE} is reserved for recall notices")
-    if content["type"] in NOTIFICATION_CONTENT_TYPES:
+    if content["type"] in NOTIFICATION_CONTENT_TYPES and not server_made:
         # Group notifications too: a forged one would make SDKs rewrite their group caches.
         raise FieldError("content.type", "100..199 are reserved for server notifications")
     persist = DEFAULT_PERSIST_FLAG
@@ -185,6 +199,81 @@ class PulledPage(codec.Packed):
         self.rereads = 0  # how many of ``items`` this connection had been answered before
 
 
+#: Most pushes (plus owners looked up, at 1/8 each) sealed in one go before the fan-out yields to the loop.
+FANOUT_CHUNK = 128
+
+
+class FanOut:
+    """Pushes of big deliveries, sealed a chunk per pass of trio's loop, in delivery order.
+
+    A commit batch's callbacks run in one go on the trio thread (``Writer._wake``);
+    sealing a 2,000-member group message for every live device there would stall
+    every other connection for the whole fan-out. So a delivery seals its first
+    queues its pushes here, and ``run`` seals one chunk (corked: one write per
+    socket) and yields, until the queue is empty (sealing a first chunk inside the
+    callback made that callback the loop's longest pause: the chunk's writes go out
+    at the callback's cork exit, together with the batch's acks). Once anything is queued, every later delivery queues behind it, so a
+    connection still gets its pushes in commit order. The connections are looked
+    up as each chunk goes out: one that registered meanwhile gets the push (its
+    CONNACK head may count it too; the SDK dedups by message id), one that left
+    pulls it on reconnect. Without ``run`` running (a service not inside
+    ``serve``), deliveries are sealed at once.
+    """
+
+    def __init__(self) -> None:
+        self._queue: deque[Iterator[None]] = deque()
+        self._wake = trio.Event()
+        self.running = False
+        #: Chunks sealed outside the callback that made them (for tests and metrics).
+        self.deferred_chunks = 0
+
+    def add(self, pushes: Iterator[None]) -> None:
+        if not self.running:
+            for _ in pushes:
+                pass
+            return
+        self._queue.append(pushes)
+        self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    async def run(self) -> None:
+        self.running = True
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake = trio.Event()
+                while self._queue:
+                    pushes = self._queue[0]
+                    self.deferred_chunks += 1
+                    with cork():
+                        if next(pushes, StopIteration) is StopIteration:
+                            self._queue.popleft()
+                    await trio.lowlevel.checkpoint()
+        finally:
+            self.running = False
+            while self._queue:  # cancelled (the server stops): what is left goes out now
+                for _ in self._queue.popleft():
+                    pass
+
+
+def group_send_check(member_type: int, muted: bool) -> int:
+    """Who may send into a group (SPEC §8): silenced members never (248); in a muted group only
+    the owner, managers and allowed members (241)."""
+    if member_type == SILENCED:
+        return ErrorCode.NOT_RIGHT
+    if muted and member_type not in MAY_SEND_WHEN_MUTED:
+        return ErrorCode.GROUP_MUTED
+    return 0
+
+
+def group_recall_check(member_type: int) -> bool:
+    """Another member's group message may be recalled by the owner or a manager."""
+    return member_type in PRIVILEGED
+
+
 class MessageService:
     def __init__(self, config: Config, store: Store, router: Router, clock: Clock) -> None:
         self.config = config
@@ -192,15 +281,18 @@ class MessageService:
         self.router = router
         self.clock = clock
         self.ids = MessageIdGenerator(clock, config.server.node_id)
-        self.policy = SendPolicy(config.message.blacklist_strategy, config.message.disable_stranger_chat)
+        self.policy = SendPolicy(
+            config.message.blacklist_strategy, config.message.disable_stranger_chat, group_send_check
+        )
+        self.fanout = FanOut()
 
     # --- building ---------------------------------------------------------------------------------
 
     def outgoing(self, from_user: str, params: Fields) -> Outgoing:
         """A validated message from request params. Raises FieldError (251) or RequestRejected."""
         conv = read_conversation(params)
-        if conv.type != PRIVATE:
-            raise RequestRejected(ErrorCode.NOT_IMPLEMENTED)  # groups, chatrooms, channels come later
+        if conv.type != PRIVATE and conv.type != GROUP:
+            raise RequestRejected(ErrorCode.NOT_IMPLEMENTED)  # chatrooms and channels come later
         content = read_content(params, self.config)
         client_msg_id = params.text(
             "client_msg_id", min_len=1, max_len=MAX_ID_LEN, printable=True, default=None
@@ -253,9 +345,15 @@ class MessageService:
     def deliver(self, msg: Outgoing, result: SendResult, origin_client: str | None) -> None:
         """Push to every live device of every owner, except the device that sent it.
 
-        One NOTIFY body per owner (the seq differs per inbox), sealed per connection.
-        Transparent messages carry seq 0: they are in no inbox.
+        One NOTIFY body per owner (the seq differs per inbox; the message map is
+        encoded once), sealed per connection. Transparent messages carry seq 0:
+        they are in no inbox. A private message goes out at once; a group
+        message's pushes go through ``FanOut``, a chunk per pass of the loop.
         """
+        if msg.conv.type != PRIVATE or self.fanout.pending:
+            self.fanout.add(self._pushes(msg, result, origin_client))
+            return
+        # A private message has one or two owners: sealed here, with no generator in between.
         packed = None  # the message map, encoded once for all its owners
         targets = (
             result.seqs.items()
@@ -271,6 +369,31 @@ class MessageService:
                     packed = packed or codec.pack(msg.to_wire())
                     body = encode_msg_push(seq, packed)
                 conn.push_frame_body(body)
+
+    def _pushes(self, msg: Outgoing, result: SendResult, origin_client: str | None) -> Iterator[None]:
+        """Seal the pushes of one delivery, yielding after every ``FANOUT_CHUNK`` or so."""
+        packed = None  # the message map, encoded once for all its owners
+        targets = (
+            result.seqs.items()
+            if msg.persist_flag != PERSIST_TRANSPARENT
+            else ((u, 0) for u in result.live_only)
+        )
+        connections = self.router.connections
+        work = 0
+        for owner, seq in targets:
+            work += 1
+            body = None
+            for conn in connections(owner):
+                if owner == msg.from_user and conn.client_id == origin_client:
+                    continue
+                if body is None:
+                    packed = packed or codec.pack(msg.to_wire())
+                    body = encode_msg_push(seq, packed)
+                conn.push_frame_body(body)
+                work += 8
+            if work >= FANOUT_CHUNK * 8:
+                work = 0
+                yield
 
     # --- the rest ---------------------------------------------------------------------------------
 
@@ -305,7 +428,7 @@ class MessageService:
         }
         notice = Outgoing(self.ids.next_id(), now, Conversation(PRIVATE, ""), operator, content, 1)
         window_ms = self.config.message.recall_seconds * 1000 if enforce_window else 2**62
-        result = await self.store.recall_message(operator, message_id, window_ms, notice)
+        result = await self.store.recall_message(operator, message_id, window_ms, notice, group_recall_check)
         if result.code != ErrorCode.SUCCESS:
             return result.code, None
         self.deliver(notice, result, origin_client)
@@ -316,6 +439,11 @@ class MessageService:
     ) -> tuple[int, Any]:
         if not self.config.message.remote_history:
             return ErrorCode.FUNCTION_DISABLED, None
+        if conv.type == GROUP:
+            found = await self.store.group_history(user_id, conv, before_id or 2**63 - 1, count)
+            if found is None:
+                return ErrorCode.NOT_IN_GROUP, None
+            return ErrorCode.SUCCESS, {"messages": [m.to_wire() for m in found]}
         messages: list[StoredMessage] = await self.store.remote_history(
             user_id, conv, before_id or 2**63 - 1, count
         )

@@ -22,6 +22,7 @@ import storage
 from gateway.clock import Clock
 from gateway.config import Config
 from gateway.connection import GatewayConnection
+from gateway.groups import GroupService
 from gateway.messaging import MessageService
 from gateway.outbox import cork
 from gateway.reads import HAVE_EPOLL, ReadPoller
@@ -67,6 +68,7 @@ async def serve(
         messages = MessageService(config, store, router, clock)
         messages.ids.seed(await store.last_message_id())
         services = Services(config, store, clock, router, sessions, messages, config.token.key_bytes())
+        services.groups = GroupService(config, store, messages, clock)
         try:
             if read_poller:
                 with ReadPoller() as reads:
@@ -96,6 +98,7 @@ async def _run(
             nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
         nursery.start_soon(_release_idle_keys, services.router)
         nursery.start_soon(_write_last_seen, services.sessions)
+        nursery.start_soon(services.messages.fanout.run)
         if reads is not None:
             nursery.start_soon(reads.run)
         listeners = await trio.open_tcp_listeners(config.server.port, host=config.server.host)
@@ -111,6 +114,7 @@ async def _run(
             clock=services.clock,
             messages=services.messages,
             relations=services.relations,
+            groups=services.groups,
         )
         urls = await nursery.start(
             functools.partial(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import storage
 from gateway.clock import Clock
@@ -11,6 +12,9 @@ from gateway.messaging import MessageService
 from gateway.relations import RelationService
 from gateway.router import Router
 from gateway.sessions import SessionService
+
+if TYPE_CHECKING:
+    from gateway.groups import GroupService
 
 
 @dataclass
@@ -22,8 +26,14 @@ class Services:
     sessions: SessionService
     messages: MessageService
     token_key: bytes
+    groups: GroupService | None = None  # set by serve(); None only in services built without one
     #: Friends, friend requests, blacklists and settings; built from the fields above.
     relations: RelationService = field(init=False)
 
     def __post_init__(self) -> None:
         self.relations = RelationService(self.config, self.store, self.router, self.clock)
+
+    @property
+    def group_service(self) -> GroupService:
+        assert self.groups is not None, "no GroupService"
+        return self.groups

@@ -195,3 +195,49 @@ class SettingScope(enum.IntEnum):
 def valid_setting_scope(scope: int) -> bool:
     """A scope a client may use: one of ``SettingScope``'s, or ``SettingScope.CUSTOM_MIN`` up to 2**31-1."""
     return scope in SettingScope._value2member_map_ or SettingScope.CUSTOM_MIN <= scope < 2**31
+class GroupType(enum.IntEnum):
+    """``type`` of a group (SPEC §8). WildfireChat's type 1 ("free") is not offered."""
+
+    NORMAL = 0  # members may invite and rename
+    RESTRICTED = 2  # only the owner and managers change anything
+    ORGANIZATION = 3  # only the admin API changes membership
+
+
+class GroupJoinType(enum.IntEnum):
+    """``join_type`` of a group: who may bring people in."""
+
+    OPEN = 0  # anyone may join by adding themselves; members may invite
+    MEMBERS_INVITE = 1  # members may invite
+    MANAGERS_INVITE = 2  # only the owner and managers may invite
+
+
+class GroupMemberType(enum.IntEnum):
+    """``type`` of a group member row."""
+
+    NORMAL = 0
+    MANAGER = 1
+    OWNER = 2
+    SILENCED = 3  # may not send (248)
+    REMOVED = 4  # a tombstone, kept so that member-list sync can tell devices who left
+    ALLOWED = 5  # may send while the group is muted
+
+
+class GroupNotification(enum.IntEnum):
+    """Content types of the group notification messages the server emits (FAQ §15); data JSON {g,o,n,m,ms}."""
+
+    CREATE = 104
+    ADD_MEMBERS = 105
+    KICK_MEMBERS = 106
+    QUIT = 107
+    DISMISS = 108
+    TRANSFER = 109
+    NAME = 110
+    MEMBER_ALIAS = 111
+    PORTRAIT = 112
+    MUTE = 113
+    JOIN_TYPE = 114
+    MANAGERS = 117
+    SILENCE_MEMBERS = 118
+    ALLOW_MEMBERS = 119
+    EXTRA = 122
+    MEMBER_EXTRA = 123

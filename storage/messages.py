@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, Final
@@ -31,6 +31,9 @@ from storage.inboxes import ConversationKey, InboxState
 
 # Plain ints on the hot path (an IntEnum compares slower); their meaning lives in protocol.codes.
 PRIVATE: Final = int(ConversationType.PRIVATE)
+GROUP: Final = int(ConversationType.GROUP)
+#: ``GroupMemberType.REMOVED``; storage.groups keeps the same number.
+MEMBER_REMOVED: Final = 4
 RECALL_CONTENT_TYPE: Final = int(ContentType.RECALL)
 PERSIST_TRANSPARENT: Final = int(PersistFlag.TRANSPARENT)
 
@@ -174,12 +177,182 @@ def _append(
     return seqs
 
 
+#: The gateway's rule for who may send into a group: ``(sender's member type, group muted) -> code``.
+GroupSendCheck = Callable[[int, bool], int]
+
+
 @dataclass(frozen=True, slots=True)
 class SendPolicy:
-    """The config switches a send obeys (SPEC §5)."""
+    """The config switches a send obeys (SPEC §5), and the gateway's rule for group senders (SPEC §8).
+
+    Without ``group_check`` every current member may send.
+    """
 
     blacklist_strategy: int = 0
     disable_stranger_chat: bool = False
+    group_check: GroupSendCheck | None = None
+
+
+def send_message(
+    conn: sqlite3.Connection, inboxes: InboxState, msg: Outgoing, policy: SendPolicy
+) -> SendResult:
+    """Check and store one message of any conversation type built so far (private or group)."""
+    return send_message_group(conn, [(inboxes, msg, policy)])[0]
+
+
+def send_message_group(
+    conn: sqlite3.Connection, ops: list[tuple[InboxState, Outgoing, SendPolicy]]
+) -> list[SendResult]:
+    """Consecutive sends of both kinds: each run of private sends, then of group sends, grouped.
+
+    Seqs handed out by a run are in ``InboxState`` before the next run starts, so
+    the runs together give exactly what the sends one by one give.
+    """
+    if all(msg.conv.type != GROUP for _, msg, _ in ops):
+        return send_private_group(conn, ops)  # the common case: no runs to split
+    results: list[SendResult] = []
+    start = 0
+    while start < len(ops):
+        is_group = ops[start][1].conv.type == GROUP
+        end = start + 1
+        while end < len(ops) and (ops[end][1].conv.type == GROUP) == is_group:
+            end += 1
+        run = ops[start:end]
+        results += send_group_messages(conn, run) if is_group else send_private_group(conn, run)
+        start = end
+    return results
+
+
+def _known_ids(conn: sqlite3.Connection, msgs: list[Outgoing]) -> dict[tuple[str, str | None], SendResult]:
+    resends = [[m.from_user, m.client_msg_id] for m in msgs if m.client_msg_id is not None]
+    if not resends:
+        return {}
+    return {
+        (row[0], row[1]): SendResult(ErrorCode.SUCCESS, row[2], row[3], {row[0]: row[4]}, duplicate=True)
+        for row in conn.execute(
+            "SELECT c.from_user, c.client_msg_id, c.message_id, c.server_time, c.seq FROM json_each(?) j"
+            " JOIN client_message_ids c ON c.from_user = j.value ->> 0 AND c.client_msg_id = j.value ->> 1",
+            (json.dumps(resends),),
+        )
+    }
+
+
+def send_group_messages(
+    conn: sqlite3.Connection, ops: list[tuple[InboxState, Outgoing, SendPolicy]]
+) -> list[SendResult]:
+    """Check and store group messages, in order: one message row, one inbox row per owner, in bulk.
+
+    Checks for each message, in order: the sender may send at all (247), a
+    resend of a known client_msg_id (the original ack), the group exists and is
+    not dismissed (253), the sender is a current member (9), the gateway's rule
+    for the sender's member type and the group's mute (``policy.group_check``:
+    248 silenced, 241 muted), ``to_users`` and user mentions name only members
+    (9). Owners: every current member, or with ``to_users`` those users and the
+    sender; nobody else gets an inbox row, and history hides it from the rest
+    (``group_history``). Group operations never run inside this group (only
+    sends do), so the member lists read once here hold for all of it.
+    """
+    inboxes = ops[0][0]
+    msgs = [msg for _, msg, _ in ops]
+    status = dict(
+        conn.execute(
+            "SELECT user_id, status FROM users WHERE user_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list({m.from_user for m in msgs})),),
+        )
+    )
+    known_ids = _known_ids(conn, msgs)
+    groups: dict[str, tuple[bool, dict[str, int]] | None] = {}  # group id -> (muted, member -> type)
+    taken: dict[str, int] = {}
+    results: list[SendResult] = []
+    message_rows: list[tuple] = []
+    inbox_rows: list[tuple[str, int, int]] = []
+    conversations: list[tuple[ConversationKey, int]] = []
+    id_rows: list[tuple] = []
+    for msg, (_, _, policy) in zip(msgs, ops, strict=True):
+        sender, group_id = msg.from_user, msg.conv.target
+        if status.get(sender) in (UserStatus.MUTED, UserStatus.FORBIDDEN):
+            results.append(SendResult(ErrorCode.FORBIDDEN_TO_SEND))
+            continue
+        key = (sender, msg.client_msg_id)
+        if msg.client_msg_id is not None and key in known_ids:
+            known = known_ids[key]
+            results.append(
+                SendResult(ErrorCode.SUCCESS, known.message_id, known.server_time, dict(known.seqs), True)
+            )
+            continue
+        if group_id not in groups:
+            groups[group_id] = _group_for_send(conn, group_id)
+        group = groups[group_id]
+        if group is None:
+            results.append(SendResult(ErrorCode.NOT_EXIST))
+            continue
+        muted, members = group
+        member_type = members.get(sender)
+        if member_type is None:
+            results.append(SendResult(ErrorCode.NOT_IN_GROUP))
+            continue
+        if policy.group_check is not None:
+            code = policy.group_check(member_type, muted)
+            if code:
+                results.append(SendResult(code))
+                continue
+        mentioned = msg.content.get("mentioned_targets") if msg.content.get("mentioned_type") == 1 else None
+        if (msg.to_users and not members.keys() >= set(msg.to_users)) or (
+            mentioned and not members.keys() >= set(mentioned)
+        ):
+            results.append(SendResult(ErrorCode.NOT_IN_GROUP))
+            continue
+        owners: Any = dict.fromkeys((*msg.to_users, sender)) if msg.to_users else members
+        if msg.persist_flag == PERSIST_TRANSPARENT:
+            results.append(SendResult(ErrorCode.SUCCESS, msg.message_id, msg.server_time, live_only=list(owners)))
+            continue
+        index_key = _index_key(msg)
+        message_rows.append(_message_row(msg, index_key, None))
+        conversations.append((index_key, msg.message_id))
+        seqs = {}
+        message_id = msg.message_id
+        current = inboxes.current
+        for owner in owners:
+            seq = (taken.get(owner) or current(conn, owner)) + 1
+            seqs[owner] = taken[owner] = seq
+            inbox_rows.append((owner, seq, message_id))
+        if msg.client_msg_id is not None:
+            id_rows.append((sender, msg.client_msg_id, message_id, msg.server_time, seqs[sender]))
+            known_ids[key] = SendResult(
+                ErrorCode.SUCCESS, message_id, msg.server_time, {sender: seqs[sender]}, duplicate=True
+            )
+        results.append(SendResult(ErrorCode.SUCCESS, message_id, msg.server_time, seqs))
+    if message_rows:
+        conn.executemany(_INSERT_MESSAGE, message_rows)
+        inboxes.append(conn, inbox_rows, conversations)
+    if id_rows:
+        conn.executemany(_INSERT_CLIENT_MSG_ID, id_rows)
+    inboxes.advance(taken)
+    return results
+
+
+def _group_for_send(conn: sqlite3.Connection, group_id: str) -> tuple[bool, dict[str, int]] | None:
+    row = conn.execute("SELECT mute, dismissed FROM groups WHERE group_id = ?", (group_id,)).fetchone()
+    if row is None or row[1]:
+        return None
+    members = dict(
+        conn.execute(
+            "SELECT user_id, type FROM group_members WHERE group_id = ? AND type != ?", (group_id, MEMBER_REMOVED)
+        ).fetchall()
+    )
+    return bool(row[0]), members
+
+
+def store_notification(
+    conn: sqlite3.Connection, inboxes: InboxState, msg: Outgoing, owners: Sequence[str]
+) -> SendResult:
+    """Store a server-made message (a group notification) for ``owners``; transparent ones only report them."""
+    if msg.persist_flag == PERSIST_TRANSPARENT:
+        return SendResult(ErrorCode.SUCCESS, msg.message_id, msg.server_time, live_only=list(owners))
+    if not owners:
+        return SendResult(ErrorCode.SUCCESS, msg.message_id, msg.server_time)
+    seqs = _append(conn, inboxes, msg, owners)
+    return SendResult(ErrorCode.SUCCESS, msg.message_id, msg.server_time, seqs)
 
 
 def send_private(
@@ -459,21 +632,41 @@ def get_message(conn: sqlite3.Connection, message_id: int) -> StoredMessage | No
 
 
 def _holders(conn: sqlite3.Connection, message_id: int) -> tuple[StoredMessage, list[str]] | None:
-    """The message and who still sees it: its parties, less a hidden side and those who deleted it."""
+    """The message and who still sees it: its parties, less a hidden side and those who deleted it.
+
+    A group message's parties are the group's current members (of them, with ``to_users``, only
+    those named and the sender).
+    """
     row = conn.execute(
         f"SELECT {_MESSAGE_COLUMNS}, m.only_for FROM messages m WHERE m.message_id = ?", (message_id,)
     ).fetchone()
     if row is None:
         return None
     message, only_for = _message(row), row[9]
-    parties = (
-        [only_for] if only_for is not None else list(dict.fromkeys((message.from_user, message.conv.target)))
-    )
+    if message.conv.type == GROUP:
+        members = [
+            r[0]
+            for r in conn.execute(
+                "SELECT user_id FROM group_members WHERE group_id = ? AND type != ? ORDER BY user_id",
+                (message.conv.target, MEMBER_REMOVED),
+            )
+        ]
+        if message.to_users:
+            named = {*message.to_users, message.from_user}
+            members = [user_id for user_id in members if user_id in named]
+        parties = members
+    else:
+        parties = (
+            [only_for] if only_for is not None else list(dict.fromkeys((message.from_user, message.conv.target)))
+        )
+    if not parties:
+        return message, []
     deleted = {
         user_id
         for (user_id,) in conn.execute(
-            "SELECT user_id FROM deleted_messages WHERE message_id = ? AND user_id IN (?, ?)",
-            (message_id, parties[0], parties[-1]),
+            "SELECT user_id FROM deleted_messages WHERE message_id = ?"
+            " AND user_id IN (SELECT value FROM json_each(?))",
+            (message_id, json.dumps(parties)),
         )
     }
     return message, [user_id for user_id in parties if user_id not in deleted]
@@ -514,6 +707,10 @@ def delete_for_everyone(conn: sqlite3.Connection, message_id: int) -> list[str] 
     return found[1]
 
 
+#: The gateway's rule for recalling another member's group message: ``(operator's member type) -> allowed``.
+GroupRecallCheck = Callable[[int], bool]
+
+
 def recall(
     conn: sqlite3.Connection,
     inboxes: InboxState,
@@ -521,12 +718,14 @@ def recall(
     message_id: int,
     window_ms: int,
     notice: Outgoing,
+    group_recall: GroupRecallCheck | None = None,
 ) -> SendResult:
-    """Replace a private message with a recall notice for everyone, and deliver the notice.
+    """Replace a message with a recall notice for everyone, and deliver the notice.
 
     ``notice`` is the type-80 message to append (its conversation and ids are
     set here from the original). Codes: 253 unknown or already recalled,
-    248 not the sender, 24 past the window. The notice goes to those who
+    248 not the sender (in a group: nor allowed by ``group_recall`` for the
+    operator's member type), 24 past the window. The notice goes to those who
     still have the message.
     """
     found = _holders(conn, message_id)
@@ -534,7 +733,13 @@ def recall(
         return SendResult(ErrorCode.NOT_EXIST)
     message, holders = found
     if message.from_user != operator:
-        return SendResult(ErrorCode.NOT_RIGHT)
+        if message.conv.type != GROUP or group_recall is None:
+            return SendResult(ErrorCode.NOT_RIGHT)
+        row = conn.execute(
+            "SELECT type FROM group_members WHERE group_id = ? AND user_id = ?", (message.conv.target, operator)
+        ).fetchone()
+        if row is None or row[0] == MEMBER_REMOVED or not group_recall(row[0]):
+            return SendResult(ErrorCode.NOT_RIGHT)
     if notice.server_time - message.server_time > window_ms:
         return SendResult(ErrorCode.RECALL_TIME_EXPIRED)
     conn.execute(
@@ -545,7 +750,10 @@ def recall(
     notice.from_user = message.from_user
     if not holders:
         return SendResult(ErrorCode.SUCCESS, notice.message_id, notice.server_time, {})
-    hidden_from_target = holders == [message.from_user] and message.conv.target != message.from_user
+    hidden_from_target = (
+        message.conv.type == PRIVATE and holders == [message.from_user] and message.conv.target != message.from_user
+    )
+    notice.to_users = list(message.to_users) if message.to_users else None
     seqs = _append(conn, inboxes, notice, holders, message.from_user if hidden_from_target else None)
     return SendResult(ErrorCode.SUCCESS, notice.message_id, notice.server_time, seqs)
 
@@ -562,20 +770,53 @@ def remote_history(
     The conversation's messages are in ``conversation_index`` or, not yet
     merged, named by the log (``inbox_recent``): the newest ``count`` of each
     part, put together. Reads committed tables only (a reader connection runs it).
+    For a group, see ``group_history`` (this one does not check membership).
     """
-    key = conversation_key(conv, user_id)
     visible = f"(m.only_for IS NULL OR m.only_for = ?) AND {_NOT_DELETED}"
+    return _history(conn, conv, conversation_key(conv, user_id), before_id, count, visible, (user_id, user_id))
+
+
+def group_history(
+    conn: sqlite3.Connection, user_id: str, conv: Conversation, before_id: int, count: int
+) -> list[StoredMessage] | None:
+    """A group's history as a current member sees it; None if the user is not one.
+
+    Only messages from the member's (latest) join time on, and of those sent
+    with ``to_users`` only the ones that name the user or that the user sent.
+    """
+    row = conn.execute(
+        "SELECT type, join_time FROM group_members WHERE group_id = ? AND user_id = ?", (conv.target, user_id)
+    ).fetchone()
+    if row is None or row[0] == MEMBER_REMOVED:
+        return None
+    visible = (
+        "m.server_time >= ? AND (m.to_users IS NULL OR m.from_user = ?"
+        " OR EXISTS (SELECT 1 FROM json_each(m.to_users) t WHERE t.value = ?))"
+        f" AND {_NOT_DELETED}"
+    )
+    return _history(conn, conv, conv.target, before_id, count, visible, (row[1], user_id, user_id, user_id))
+
+
+def _history(
+    conn: sqlite3.Connection,
+    conv: Conversation,
+    key: str,
+    before_id: int,
+    count: int,
+    visible: str,
+    visible_params: tuple[Any, ...],
+) -> list[StoredMessage]:
     rows = conn.execute(
         f"SELECT {_MESSAGE_COLUMNS} FROM conversation_index c JOIN messages m ON m.message_id = c.message_id"
         " WHERE c.conv_type = ? AND c.conv_key = ? AND c.conv_line = ? AND c.message_id < ?"
         f" AND {visible} ORDER BY c.message_id DESC LIMIT ?",
-        (conv.type, key, conv.line, before_id, user_id, user_id, count),
+        (conv.type, key, conv.line, before_id, *visible_params, count),
     ).fetchall()
     recent = conn.execute(
         f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE m.message_id IN (SELECT message_id FROM inbox_recent)"
         " AND m.conv_type = ? AND m.conv_key = ? AND m.conv_line = ? AND m.message_id < ?"
         f" AND {visible} ORDER BY m.message_id DESC LIMIT ?",
-        (conv.type, key, conv.line, before_id, user_id, user_id, count),
+        (conv.type, key, conv.line, before_id, *visible_params, count),
     ).fetchall()
     if recent:
         rows += recent

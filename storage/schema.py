@@ -225,6 +225,30 @@ def _v4_relations(db: Database) -> None:
         " PRIMARY KEY (user_id, scope, key)) WITHOUT ROWID"
     )
     db.execute("CREATE INDEX user_settings_version ON user_settings (user_id, version)")
+def _v5_groups(db: Database) -> None:
+    """Hosted groups (SPEC §8): the group, and one row per member, removed members kept as tombstones.
+
+    ``info_version`` counts changes of the group's own fields and ``member_version`` changes of its
+    member list; a member row carries the ``member_version`` of its last change (``version``), so that
+    a device holding version v fetches only the rows above it (tombstones included: type 4).
+    ``group_members_by_user`` serves "my groups" and "groups in common".
+    """
+    db.execute(
+        "CREATE TABLE groups (group_id TEXT PRIMARY KEY, name TEXT NOT NULL DEFAULT '',"
+        " portrait TEXT NOT NULL DEFAULT '', owner TEXT NOT NULL, extra TEXT NOT NULL DEFAULT '',"
+        " type INTEGER NOT NULL DEFAULT 0, join_type INTEGER NOT NULL DEFAULT 0, mute INTEGER NOT NULL DEFAULT 0,"
+        " dismissed INTEGER NOT NULL DEFAULT 0,"
+        " info_version INTEGER NOT NULL, member_version INTEGER NOT NULL, member_count INTEGER NOT NULL,"
+        " created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL) WITHOUT ROWID"
+    )
+    db.execute(
+        "CREATE TABLE group_members (group_id TEXT NOT NULL, user_id TEXT NOT NULL, type INTEGER NOT NULL,"
+        " alias TEXT NOT NULL DEFAULT '', extra TEXT NOT NULL DEFAULT '', join_time INTEGER NOT NULL,"
+        " version INTEGER NOT NULL, updated_at INTEGER NOT NULL,"
+        " PRIMARY KEY (group_id, user_id)) WITHOUT ROWID"
+    )
+    db.execute("CREATE INDEX group_members_by_user ON group_members (user_id, group_id)")
+    db.execute("CREATE INDEX group_members_by_version ON group_members (group_id, version, user_id)")
 
 
 #: Every migration ever released, oldest first. Append only.
@@ -233,6 +257,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     _v2_messages,
     _v3_merged_indexes,
     _v4_relations,
+    _v5_groups,
 )
 
 #: The ``user_version`` of a fully migrated database.

@@ -195,21 +195,28 @@ class Store:
     # ------------------------------------------------------------------ messages
 
     def send_private_nowait(self, msg: Outgoing, policy: SendPolicy, callback: Callback) -> None:
-        """Queue a private send; ``callback(SendResult, error)`` runs on the trio thread after commit.
+        """Queue a send (private or group); ``callback(SendResult, error)`` runs on the trio thread after commit.
 
         Sends queued by one task are stored, and reported, in the order queued.
         """
         self.writer.submit_nowait(
-            messages.send_private,
+            messages.send_message,
             self._inboxes,
             msg,
             policy,
             callback=callback,
-            group=messages.send_private_group,
+            group=messages.send_message_group,
         )
 
+    send_nowait = send_private_nowait
+
     async def send_private(self, msg: Outgoing, policy: SendPolicy) -> SendResult:
-        return await self.writer.submit(messages.send_private, self._inboxes, msg, policy)
+        """A send (private or group), awaited."""
+        return await self.writer.submit(messages.send_message, self._inboxes, msg, policy)
+
+    async def run_with_inboxes(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(conn, inboxes, *args)`` on the writer: for services' writes that append to inboxes."""
+        return await self.writer.submit(fn, self._inboxes, *args)
 
     async def pull(
         self, user_id: str, after_seq: int, limit: int, min_time: int = 0, max_bytes: int = 2**62
@@ -243,11 +250,22 @@ class Store:
         return await self.writer.submit(messages.delete_for_everyone, message_id)
 
     async def recall_message(
-        self, operator: str, message_id: int, window_ms: int, notice: Outgoing
+        self,
+        operator: str,
+        message_id: int,
+        window_ms: int,
+        notice: Outgoing,
+        group_recall: messages.GroupRecallCheck | None = None,
     ) -> SendResult:
         return await self.writer.submit(
-            messages.recall, self._inboxes, operator, message_id, window_ms, notice
+            messages.recall, self._inboxes, operator, message_id, window_ms, notice, group_recall
         )
+
+    async def group_history(
+        self, user_id: str, conv: Conversation, before_id: int, count: int
+    ) -> list[StoredMessage] | None:
+        """A group's history as a current member sees it; None if not a member."""
+        return await self.read(messages.group_history, user_id, conv, before_id, count)
 
     async def remote_history(
         self, user_id: str, conv: Conversation, before_id: int, count: int

@@ -83,6 +83,19 @@ def test_pairs_smoke(tmp_path: Path) -> None:
     assert record["latency_ack"]["count"] == record["acked"]
 
 
+def test_group_smoke(tmp_path: Path) -> None:
+    record = bench(tmp_path, "group", "--members", "12", "--groups", "2", "--senders", "2", "--window", "2")
+    assert record["scenario"] == "group"
+    assert record["params"]["members"] == 12 and record["params"]["groups"] == 2
+    assert record["errors"] == 0 and record["acked"] > 0
+    # Every acked message reached the 11 other members of its group, exactly once, across both workers.
+    assert record["undelivered"] == 0 and record["duplicated"] == 0
+    # ``delivered`` counts a delivery when its message was sent inside the receiving worker's window, and the
+    # workers' windows open and close a moment apart: the messages at the edges may count on one side only.
+    assert abs(record["delivered"] - 11 * record["acked"]) <= 0.05 * 11 * record["acked"]
+    assert record["server_cpu_us_per_delivery"] is not None
+
+
 def test_pairs_open_loop_smoke(tmp_path: Path) -> None:
     record = bench(tmp_path, "pairs", "--pairs", "2", "--rate", "200")
     assert record["params"]["rate"] == 200

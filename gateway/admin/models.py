@@ -349,3 +349,135 @@ class SettingVersion(BaseModel):
 class SettingList(BaseModel):
     user_id: str
     settings: list[SettingOut]
+# --- groups (SPEC §8) ------------------------------------------------------------------------------
+
+
+class GroupOp(Request):
+    """Fields every group operation takes besides its own."""
+
+    group_id: Id
+    operator: Id | None = Field(
+        None, description="who the notification names as operator (its `o`); default the group's owner"
+    )
+    notify_content: ContentIn | None = Field(
+        None, description="replaces the notification's default content; its type is the operation's"
+    )
+
+
+class GroupCreate(Request):
+    owner: Id = Field(description="the creator and owner; a member")
+    group_id: Id | None = Field(None, description="default: generated")
+    name: Text = ""
+    portrait: Annotated[str, Field(max_length=2048)] = ""
+    extra: Extra = ""
+    type: Literal[0, 2, 3] = Field(0, description="0 normal, 2 restricted, 3 organization")
+    join_type: Literal[0, 1, 2] = Field(0, description="0 open, 1 members invite, 2 managers invite")
+    members: Annotated[list[Id], Field(max_length=2000)] = Field(
+        default_factory=list, description="initial members besides the owner"
+    )
+    notify_content: ContentIn | None = None
+
+
+class GroupCreated(BaseModel):
+    group_id: str
+
+
+class GroupMembersChange(GroupOp):
+    user_ids: Annotated[list[Id], Field(min_length=1, max_length=2000)]
+
+
+class GroupQuit(GroupOp):
+    user_id: Id = Field(description="the member who leaves")
+
+
+class GroupTransfer(GroupOp):
+    new_owner: Id
+
+
+class GroupModify(GroupOp):
+    field: Literal["name", "portrait", "extra", "mute", "join_type", "type"]
+    value: str | int = Field(description="text for name, portrait and extra; an integer for the others")
+
+
+class GroupManagers(GroupMembersChange):
+    is_manager: bool
+
+
+class GroupSilence(GroupMembersChange):
+    silenced: bool
+
+
+class GroupAllow(GroupMembersChange):
+    allowed: bool
+
+
+class GroupMemberAlias(GroupOp):
+    member: Id
+    alias: Annotated[str, Field(max_length=256)]
+
+
+class GroupMemberExtra(GroupOp):
+    member: Id
+    extra: Extra
+
+
+class GroupId(Request):
+    group_id: Id
+
+
+class GroupOut(BaseModel):
+    group_id: str
+    name: str
+    portrait: str
+    owner: str
+    extra: str
+    type: int
+    join_type: int
+    mute: int
+    member_count: int
+    info_version: int
+    member_version: int
+    created_at: int
+    updated_at: int
+
+
+class GroupMembersQuery(Request):
+    group_id: Id
+    since_version: int = Field(0, ge=0, description="the member_version held; 0 for all (no tombstones)")
+    after_version: int = Field(0, ge=0, description="paging: the last row's version")
+    after_user: str = Field("", max_length=64, description="paging: the last row's user_id")
+    limit: int = Field(200, ge=1, le=500)
+
+
+class GroupMemberOut(BaseModel):
+    user_id: str
+    type: int = Field(description="0 normal, 1 manager, 2 owner, 3 silenced, 4 removed, 5 allowed")
+    alias: str
+    extra: str
+    join_time: int
+    version: int
+
+
+class GroupMembersOut(BaseModel):
+    member_version: int
+    members: list[GroupMemberOut]
+
+
+class UserGroupOut(BaseModel):
+    group_id: str
+    info_version: int
+    member_version: int
+
+
+class UserGroups(BaseModel):
+    user_id: str
+    groups: list[UserGroupOut]
+
+
+class CommonGroupsQuery(Request):
+    user_id: Id
+    other: Id
+
+
+class CommonGroups(BaseModel):
+    group_ids: list[str]

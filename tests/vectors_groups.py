@@ -1,0 +1,128 @@
+"""The group test vectors of docs/PROTOCOL.md §13.7: how our code makes them, and where they live in the doc.
+
+Each vector is a fenced block labelled ``group-vector`` (a label of its own, so ``tests/vectors.py`` and
+its checks see none of these)::
+
+    ```group-vector name=add_notify_plaintext
+    82a174a36d7367...
+    ```
+
+The ``group_inputs`` block is the JSON of ``INPUTS``; every other block is lowercase hex wrapped at 64
+digits, made by the gateway's own code from those inputs (``gateway.groups.notification_content``,
+``storage.messages.Outgoing``, ``storage.groups`` records, ``protocol.connection``'s encoders).
+``tests/test_vectors_groups.py`` checks that the doc matches; after an intended wire change refresh it with::
+
+    .venv/bin/python tests/vectors_groups.py          # rewrites docs/PROTOCOL.md in place
+    .venv/bin/python tests/vectors_groups.py --check  # exit 1 if the doc is stale
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script
+    sys.path.insert(0, str(ROOT))
+
+from gateway.groups import notification_content  # noqa: E402
+from protocol import codec  # noqa: E402
+from protocol.codes import GroupNotification  # noqa: E402
+from protocol.connection import encode_msg_push, encode_response_body  # noqa: E402
+from storage.groups import GroupRecord, MemberRecord  # noqa: E402
+from storage.messages import Conversation, Outgoing  # noqa: E402
+
+DOC = ROOT / "docs" / "PROTOCOL.md"
+BLOCK = re.compile(
+    r"^```group-vector name=(?P<name>[a-z0-9_]+)[ \t]*\n(?P<body>.*?)^```[ \t]*$", re.M | re.S
+)
+
+INPUTS: dict[str, Any] = {
+    "group_id": "g1",
+    "owner": "alice",
+    "members": ["bob", "carol"],
+    "added": ["dan"],
+    "message_id": 264905950861721601,
+    "server_time": 1765000000000,
+    "seq": 7,
+    "info_version": 3,
+    "member_version": 4,
+}
+
+OUTPUTS = (
+    "create_request_plaintext",
+    "add_notify_plaintext",
+    "quiet_quit_content",
+    "info_response_plaintext",
+    "members_response_plaintext",
+)
+
+
+def compute(inputs: dict[str, Any] = INPUTS) -> dict[str, bytes]:
+    gid, owner = inputs["group_id"], inputs["owner"]
+    out: dict[str, bytes] = {}
+    out["create_request_plaintext"] = codec.pack(
+        {"m": "create_group", "p": {"group_id": gid, "name": "club", "members": inputs["members"]}}
+    )
+    content = notification_content(gid, owner, GroupNotification.ADD_MEMBERS, ms=inputs["added"])
+    msg = Outgoing(
+        inputs["message_id"], inputs["server_time"], Conversation(1, gid), owner, content, content["persist_flag"]
+    )
+    out["add_notify_plaintext"] = encode_msg_push(inputs["seq"], codec.pack(msg.to_wire()))
+    quiet = notification_content(gid, "carol", GroupNotification.QUIT, {"type": 0, "persist_flag": 0})
+    out["quiet_quit_content"] = codec.pack(quiet)
+    t = inputs["server_time"]
+    group = GroupRecord(
+        gid, "club", "", owner, "", 0, 0, 0, False, inputs["info_version"], inputs["member_version"], 4, t, t
+    )
+    out["info_response_plaintext"] = encode_response_body(
+        0, {"info_version": group.info_version, "member_version": group.member_version, "group": group.to_wire()}
+    )
+    quit_version, add_version = inputs["member_version"] + 1, inputs["member_version"] + 2
+    rows = [
+        MemberRecord(gid, "carol", 4, "", "", t, quit_version, t),
+        MemberRecord(gid, "dan", 0, "", "", t + 1000, add_version, t + 1000),
+    ]
+    out["members_response_plaintext"] = encode_response_body(
+        0, {"member_version": add_version, "members": [r.to_wire() for r in rows]}
+    )
+    return out
+
+
+def read_blocks(text: str) -> dict[str, str]:
+    return {m.group("name"): m.group("body") for m in BLOCK.finditer(text)}
+
+
+def _hex(data: bytes) -> str:
+    digits = data.hex()
+    return "".join(digits[i : i + 64] + "\n" for i in range(0, len(digits), 64))
+
+
+def rewrite(text: str, computed: dict[str, bytes] | None = None) -> str:
+    computed = compute() if computed is None else computed
+
+    def body(name: str) -> str:
+        if name == "group_inputs":
+            return json.dumps(INPUTS, indent=1) + "\n"
+        return _hex(computed[name])
+
+    return BLOCK.sub(lambda m: f"```group-vector name={m.group('name')}\n{body(m.group('name'))}```", text)
+
+
+def main(argv: list[str]) -> int:
+    text = DOC.read_text(encoding="utf-8")
+    new = rewrite(text)
+    if "--check" in argv:
+        if new != text:
+            print("docs/PROTOCOL.md group vectors are stale: run tests/vectors_groups.py", file=sys.stderr)
+            return 1
+        return 0
+    DOC.write_text(new, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
