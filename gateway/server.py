@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import trio
 
 import storage
+from gateway.chatrooms import ChatroomService
 from gateway.clock import Clock
 from gateway.config import Config
 from gateway.connection import GatewayConnection
@@ -67,6 +68,8 @@ async def serve(
         messages = MessageService(config, store, router, clock)
         messages.ids.seed(await store.last_message_id())
         services = Services(config, store, clock, router, sessions, messages, config.token.key_bytes())
+        services.chatrooms = ChatroomService(config, store, router, clock)
+        await services.chatrooms.load()
         try:
             if read_poller:
                 with ReadPoller() as reads:
@@ -98,6 +101,8 @@ async def _run(
         nursery.start_soon(_write_last_seen, services.sessions)
         if reads is not None:
             nursery.start_soon(reads.run)
+        if services.chatrooms is not None:
+            await nursery.start(services.chatrooms.run)
         listeners = await trio.open_tcp_listeners(config.server.port, host=config.server.host)
         host, port = listeners[0].socket.getsockname()[:2]
         for listener in listeners:
@@ -111,6 +116,7 @@ async def _run(
             clock=services.clock,
             messages=services.messages,
             relations=services.relations,
+            chatrooms=services.chatrooms,
         )
         urls = await nursery.start(
             functools.partial(

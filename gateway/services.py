@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import storage
 from gateway.clock import Clock
@@ -11,6 +12,9 @@ from gateway.messaging import MessageService
 from gateway.relations import RelationService
 from gateway.router import Router
 from gateway.sessions import SessionService
+
+if TYPE_CHECKING:
+    from gateway.chatrooms import ChatroomService
 
 
 @dataclass
@@ -22,6 +26,7 @@ class Services:
     sessions: SessionService
     messages: MessageService
     token_key: bytes
+    chatrooms: ChatroomService | None = None
     #: Friends, friend requests, blacklists and settings; built from the fields above.
     relations: RelationService = field(init=False)
 
