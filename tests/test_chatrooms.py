@@ -22,20 +22,19 @@ from tests.test_messaging import Device
 
 USERS = ("alice", "bob", "carol", "dave", "postman")
 
-_opened: list[Device] = []
 
-
-@pytest.fixture(autouse=True)
-async def _close_devices() -> Any:
-    yield
-    for device in _opened:
-        await device.aclose()
-    _opened.clear()
+async def _close_at_end(device: Device) -> None:
+    try:
+        await trio.sleep_forever()
+    finally:
+        with trio.CancelScope(shield=True):
+            await device.aclose()
 
 
 async def connect(gw: Gateway, user: str, device: str = "phone", platform: int = 2) -> Device:
+    """A raw device, closed when the test's nursery ends."""
     opened = await Device.connect(gw, user, device, platform)
-    _opened.append(opened)
+    gw.nursery.start_soon(_close_at_end, opened)  # type: ignore[attr-defined]
     return opened
 
 
@@ -52,6 +51,7 @@ async def room(gw: Gateway, chatroom_id: str = "lobby", **fields: Any) -> str:
 
 async def gateway(nursery: trio.Nursery, tmp_path, **sections: Any) -> Gateway:
     gw = await start_gateway(nursery, tmp_path, **sections)
+    gw.nursery = nursery  # type: ignore[attr-defined]
     for user in USERS:
         await gw.user(user)
     return gw
@@ -64,7 +64,10 @@ async def gw(nursery: trio.Nursery, tmp_path) -> Gateway:
 
 async def say(device: Device, chatroom_id: str, text: str, **extra: Any) -> events.Response:
     return await device.call(
-        "send_message", conv={"type": 2, "target": chatroom_id}, content={"type": 1, "searchable_content": text}, **extra
+        "send_message",
+        conv={"type": 2, "target": chatroom_id},
+        content={"type": 1, "searchable_content": text},
+        **extra,
     )
 
 
@@ -104,7 +107,10 @@ async def test_messages_reach_only_the_present_members_and_no_inbox(gw: Gateway)
 
     ack = await say(alice, "lobby", "hello room")
     assert ack.code == 0 and ack.result["seq"] == 0 and ack.result["message_id"] > 0
-    for member in (bob, alice_pc):  # alice's other device in the room gets it too; her sending one has the ack
+    for member in (
+        bob,
+        alice_pc,
+    ):  # alice's other device in the room gets it too; her sending one has the ack
         data = await next_text(member)
         assert data["seq"] == 0 and text_of(data) == "hello room"
         assert data["message"]["conv"] == {"type": 2, "target": "lobby", "line": 0}
@@ -126,7 +132,13 @@ async def test_messages_reach_only_the_present_members_and_no_inbox(gw: Gateway)
 async def test_unknown_room_is_253_and_non_members_get_20(gw: Gateway) -> None:
     await room(gw, "lobby")
     alice = await connect(gw, "alice")
-    for method in ("join_chatroom", "quit_chatroom", "get_chatroom_info", "get_chatroom_members", "load_chatroom_history"):
+    for method in (
+        "join_chatroom",
+        "quit_chatroom",
+        "get_chatroom_info",
+        "get_chatroom_members",
+        "load_chatroom_history",
+    ):
         assert (await alice.call(method, chatroom_id="nowhere")).code == ErrorCode.NOT_EXIST, method
     assert (await say(alice, "nowhere", "hi")).code == ErrorCode.NOT_EXIST
     assert (await say(alice, "lobby", "hi")).code == ErrorCode.NOT_IN_CHATROOM
@@ -245,7 +257,9 @@ async def test_history_pages_back_through_recent_messages(nursery: trio.Nursery,
     ids = [(await say(alice, "lobby", f"m{i}")).result["message_id"] for i in range(6)]
     assert (await say(alice, "lobby", "ghost")).code == 0
     transparent = await alice.call(
-        "send_message", conv={"type": 2, "target": "lobby"}, content={"type": 1, "searchable_content": "t", "persist_flag": 4}
+        "send_message",
+        conv={"type": 2, "target": "lobby"},
+        content={"type": 1, "searchable_content": "t", "persist_flag": 4},
     )
     assert transparent.code == 0
     page = await alice.call("load_chatroom_history", chatroom_id="lobby", count=2)
@@ -264,7 +278,9 @@ async def test_history_off_answers_220(nursery: trio.Nursery, tmp_path) -> None:
     await room(gw, "lobby")
     alice = await joined(gw, "alice", "lobby")
     assert (await say(alice, "lobby", "gone")).code == 0
-    assert (await alice.call("load_chatroom_history", chatroom_id="lobby")).code == ErrorCode.FUNCTION_DISABLED
+    assert (
+        await alice.call("load_chatroom_history", chatroom_id="lobby")
+    ).code == ErrorCode.FUNCTION_DISABLED
 
 
 async def test_a_member_that_never_reads_loses_its_oldest_then_is_cut_off_while_others_keep_up(
