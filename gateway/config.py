@@ -292,7 +292,7 @@ class ChatroomConfig(_Section):
         hi=100000,
     )
     member_queue_bytes: int = _key(
-        1048576, "The same bound in bytes of sealed frames (at least one message is always kept).", lo=1024
+        1048576, "The same bound in bytes of pushes (at least one message is always kept).", lo=1024
     )
     stall_seconds: float = _key(
         30.0, "A member whose socket has not drained for this long is dropped from its room.", lo=0.01
