@@ -48,7 +48,11 @@ from bench.procfs import (
 )
 from bench.target import Admin, BenchError, Target, existing_gateway, spawn_gateway, stop_process
 
-SCENARIOS = ("pairs", "connect", "idle")
+SCENARIOS = ("pairs", "connect", "idle", "chatroom")
+#: The chatroom scenario's room (created through the admin API for the run).
+BENCH_ROOM = "bench-room"
+#: chatroom: the sender's default rate, msg/s (each message is one push per member).
+CHATROOM_DEFAULT_RATE = 10.0
 #: A source address serves at most this share of the ephemeral port range.
 PORTS_PER_SOURCE_SHARE = 0.8
 #: Open files a process needs beyond its sockets (interpreter, pipes, SQLite, epoll).
@@ -65,7 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "scenario",
         choices=SCENARIOS,
-        help="pairs: private messages; connect: handshakes/s; idle: memory per authenticated idle connection",
+        help="pairs: private messages; connect: handshakes/s; idle: memory per authenticated idle connection; "
+        "chatroom: one sender's messages pushed to every member of one room",
     )
     run = p.add_argument_group("run")
     run.add_argument("--duration", type=float, default=10.0, help="measured window in seconds (default 10)")
@@ -74,8 +79,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--pairs", type=int, default=50, help="pairs: sender→receiver pairs (default 50)")
     run.add_argument("--window", type=int, default=10, help="pairs: messages in flight per pair (default 10)")
     run.add_argument(
-        "--rate", type=float, help="pairs: open loop at this many msg/s in total (ignores --window)"
+        "--rate",
+        type=float,
+        help="pairs: open loop at this many msg/s in total (ignores --window); "
+        f"chatroom: the sender's msg/s (default {CHATROOM_DEFAULT_RATE:g})",
     )
+    run.add_argument("--members", type=int, default=1000, help="chatroom: members in the room (default 1000)")
     run.add_argument("--size", type=int, default=100, help="pairs: text bytes per message (default 100)")
     run.add_argument("--connections", type=int, default=1000, help="idle: connections to hold (default 1000)")
     run.add_argument(
@@ -146,7 +155,19 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error("choose one of --spawn or --target HOST:PORT")
     if args.concurrency is None:
         args.concurrency = 50 if args.scenario == "connect" else 100
-    for name in ("duration", "procs", "pairs", "window", "size", "connections", "concurrency", "keepalive"):
+    if args.scenario == "chatroom" and args.rate is None:
+        args.rate = CHATROOM_DEFAULT_RATE
+    for name in (
+        "duration",
+        "procs",
+        "pairs",
+        "window",
+        "size",
+        "connections",
+        "concurrency",
+        "keepalive",
+        "members",
+    ):
         if getattr(args, name) <= 0:
             p.error(f"--{name} must be positive")
     if args.warmup < 0 or args.source_addrs < 0:
@@ -170,10 +191,16 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
     common = {"procs": args.procs}
     if args.scenario == "pairs":
         loop = {"rate": args.rate} if args.rate else {"window": args.window}
-        flood = {"pull_flood": args.pull_flood, "request_rate_limit": _flood_rate_limit(args)} if args.pull_flood else {}
+        flood = (
+            {"pull_flood": args.pull_flood, "request_rate_limit": _flood_rate_limit(args)}
+            if args.pull_flood
+            else {}
+        )
         return {"pairs": args.pairs, **loop, "size": args.size, **flood, **common}
     if args.scenario == "connect":
         return {"concurrency": args.concurrency, **common}
+    if args.scenario == "chatroom":
+        return {"members": args.members, "rate": args.rate, "size": args.size, **common}
     return {
         "connections": args.connections,
         "concurrency": args.concurrency,
@@ -370,6 +397,15 @@ def _jobs(
             for r in ranges
         ]
         return jobs, [len(r) for r in ranges]
+    if args.scenario == "chatroom":  # the members split over the workers; the last token is the sender's
+        members, sender = tokens[:-1], tokens[-1]
+        ranges = _split(len(members), min(args.procs, len(members)))
+        jobs = [
+            {**common, "tokens": [members[i] for i in r], "room": BENCH_ROOM, "rate": args.rate}
+            for r in ranges
+        ]
+        jobs[0]["sender"] = sender
+        return jobs, [len(r) for r in ranges]
     procs = min(args.procs, len(tokens))
     ranges = _split(len(tokens), procs)
     if args.scenario == "connect":
@@ -380,7 +416,9 @@ def _jobs(
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     limit = raise_open_file_limit()
-    users = {"pairs": 2 * args.pairs, "connect": args.concurrency, "idle": args.connections}[args.scenario]
+    users = {
+        "pairs": 2 * args.pairs, "connect": args.concurrency, "idle": args.connections, "chatroom": args.members + 1
+    }[args.scenario]  # fmt: skip
     sockets = users  # connect: at most one socket per user at a time
     async with AsyncExitStack() as stack:
         if args.spawn:
@@ -423,6 +461,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             flood_token, sink = tokens[-2], user_ids[-1]
             tokens, user_ids = tokens[:users], user_ids[:users]
             flood = PullFlood(target.host, target.port, flood_token, sink, args.pull_flood, admin)
+        if args.scenario == "chatroom":
+            await admin.call("/admin/chatroom/create", {"chatroom_id": BENCH_ROOM, "title": "bench"})
         jobs, units = _jobs(args, target, tokens, sources)
         async with trio.open_nursery() as nursery:
             if flood is not None:
@@ -439,6 +479,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await _stop_workers(workers)
             if flood is not None:
                 result["pull_flood"] = flood.stats.record()
+        if args.scenario == "chatroom":
+            room = await admin.call("/admin/chatroom/info", {"chatroom_id": BENCH_ROOM})
+            result["room"] = {"member_count": room["member_count"], **room["stats"]}
         result["setup"] = {"users": users, "seconds": round(setup_s, 2), "per_s": round(users / setup_s, 1)}
         result["source_addrs"] = len(sources)
         result["open_file_limit"] = limit.soft
@@ -537,7 +580,7 @@ def _result(
         cpu = round(sum(cpu1) - sum(cpu0), 3)
         sys_cpu = round(cpu1[1] - cpu0[1], 3)
     # What "per message" means: handshakes completed, pongs, or messages delivered inside the window.
-    per = window["delivered_in_window"] if args.scenario == "pairs" else window["delivered"]
+    per = window["delivered_in_window"] if args.scenario in ("pairs", "chatroom") else window["delivered"]
     held = sum(f.get("conns", 0) for f in finals)
     result: dict[str, Any] = {
         "scenario": args.scenario,
@@ -567,12 +610,20 @@ def _result(
         # the connection-hours it held. server_cpu_us_per_msg is the same CPU per PING.
         if cpu is not None and held and duration:
             result["server_cpu_ms_per_conn_hour"] = round(cpu * 1e3 / (held * duration / 3600), 2)
+    if args.scenario == "chatroom":
+        # Every acked message sent in the window is owed one push per member.
+        result["undelivered"] = window["acked"] * args.members - window["delivered"]
+        result["unanswered"] = sum(f.get("unanswered", 0) for f in finals)
+        result["delivered_in_window"] = window["delivered_in_window"]
+        result["deliveries_per_server_cpu_s"] = round(per / cpu, 1) if cpu else None
     if args.scenario == "pairs":
         result["undelivered"] = sum(f.get("undelivered", 0) for f in finals)
         result["unanswered"] = sum(f.get("unanswered", 0) for f in finals)
         result["delivered_in_window"] = window["delivered_in_window"]
         result["latency_ack"] = latency_ack.summary()
-    label = {"pairs": "send→receive", "connect": "connect→CONNACK", "idle": "ping→pong"}[args.scenario]
+    label = {
+        "pairs": "send→receive", "connect": "connect→CONNACK", "idle": "ping→pong", "chatroom": "send→member"
+    }[args.scenario]  # fmt: skip
     result["_curves"] = {label: latency}
     if args.scenario == "pairs":
         result["_curves"]["send→ack"] = latency_ack
@@ -625,6 +676,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(line, flush=True)
     if args.scenario == "pairs" and result.get("undelivered"):
         print(f"bench: {result['undelivered']} acked message(s) were never delivered", file=sys.stderr)
+        return 1
+    if args.scenario == "chatroom" and result.get("undelivered"):
+        print(
+            f"bench: {result['undelivered']} push(es) owed to members never arrived "
+            f"(room counters: {result.get('room')})",
+            file=sys.stderr,
+        )
         return 1
     if args.scenario == "idle":
         if result["connections"] < args.connections:

@@ -32,7 +32,7 @@ def _fmt(value: Any, unit: str = "") -> str:
 def table(result: dict[str, Any]) -> str:
     """A two-column summary for people; the JSON line after it is for tools."""
     scenario = result["scenario"]
-    unit = {"connect": "handshake", "idle": "pong", "pairs": "msg"}[scenario]
+    unit = {"connect": "handshake", "idle": "pong", "pairs": "msg", "chatroom": "delivery"}[scenario]
     rows: list[tuple[str, str]] = [
         ("scenario", f"{scenario}  " + " ".join(f"{k}={v}" for k, v in result["params"].items())),
         ("measured window", _fmt(result["duration_s"], "s")),
@@ -41,7 +41,7 @@ def table(result: dict[str, Any]) -> str:
             "errors",
             _fmt(result["errors"]) + (f"  {result['error_kinds']}" if result.get("error_kinds") else ""),
         ),
-        (f"{unit}s per second", _fmt(result["delivered_per_s"])),
+        (f"{'deliverie' if unit == 'delivery' else unit}s per second", _fmt(result["delivered_per_s"])),
         ("server CPU", _fmt(result["server_cpu_s"], "s")),
         ("  of which trio thread", _fmt(result.get("server_cpu_main_thread_s"), "s")),
         (f"server CPU per {unit}", _fmt(result["server_cpu_us_per_msg"], "µs")),
@@ -53,8 +53,14 @@ def table(result: dict[str, Any]) -> str:
         rows.append(("server CPU per connection-hour", _fmt(result.get("server_cpu_ms_per_conn_hour"), "ms")))
     if scenario == "pairs":
         rows.append(("undelivered (acked, never received)", _fmt(result.get("undelivered"))))
+    if scenario == "chatroom":
+        rows.append(("deliveries per server CPU-second", _fmt(result.get("deliveries_per_server_cpu_s"))))
+        rows.append(("undelivered (owed to members)", _fmt(result.get("undelivered"))))
+        rows.append(("room counters (admin info)", str(result.get("room"))))
     lat = result["latency"]
-    label = {"connect": "connect→CONNACK", "idle": "ping→pong", "pairs": "send→receive"}[scenario]
+    label = {
+        "connect": "connect→CONNACK", "idle": "ping→pong", "pairs": "send→receive", "chatroom": "send→member"
+    }[scenario]  # fmt: skip
     rows.append(
         (
             f"latency {label}",
