@@ -236,6 +236,10 @@ async def test_a_muted_member_listens_but_cannot_send(gw: Gateway) -> None:
     assert (await say(alice, "lobby", "hi")).code == ErrorCode.FORBIDDEN_TO_SEND
     assert (await say(bob, "lobby", "you are muted")).code == 0
     assert text_of(await next_text(alice)) == "you are muted"
+    # A user muted before joining is read as muted at the join.
+    await gw.services.store.set_user_status("carol", int(UserStatus.MUTED), gw.clock.now_ms())
+    carol = await joined(gw, "carol", "lobby")
+    assert (await say(carol, "lobby", "hi")).code == ErrorCode.FORBIDDEN_TO_SEND
 
 
 async def test_a_resend_with_the_same_client_msg_id_is_answered_not_sent_again(gw: Gateway) -> None:
