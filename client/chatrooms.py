@@ -95,6 +95,9 @@ class Chatrooms:
         self._idle_seconds = 0
         self._joined_on: _Link | None = None  # the connection the server knows the membership with
         self._changed = trio.Event()
+        # One membership request at a time: a heartbeat join of the old room must not overtake the app's
+        # join of a new one (or its quit) and put the device back where it was.
+        self._lock = trio.Lock()
         self.dropped = 0
 
     @property
@@ -110,10 +113,11 @@ class Chatrooms:
 
     async def join(self, chatroom_id: str) -> Joined:
         """Enter a room (leaving the one this device is in, unless the server answers 225)."""
-        result = await self._call("join_chatroom", chatroom_id=chatroom_id)
-        self._current = chatroom_id
-        self._idle_seconds = result["idle_seconds"]
-        self._joined_on = self._client._link
+        async with self._lock:
+            result = await self._call("join_chatroom", chatroom_id=chatroom_id)
+            self._current = chatroom_id
+            self._idle_seconds = result["idle_seconds"]
+            self._joined_on = self._client._link
         self._wake()
         return Joined(chatroom_id, result["member_count"], result["idle_seconds"], result.get("quit"))
 
@@ -122,11 +126,12 @@ class Chatrooms:
         room, self._current = self._current, None
         self._wake()
         if room is not None:
-            try:
-                await self._call("quit_chatroom", chatroom_id=room)
-            except RequestFailed as exc:
-                if exc.code != 20:  # not in it any more: the goal is reached
-                    raise
+            async with self._lock:
+                try:
+                    await self._call("quit_chatroom", chatroom_id=room)
+                except RequestFailed as exc:
+                    if exc.code != 20:  # not in it any more: the goal is reached
+                        raise
 
     async def info(self, chatroom_id: str) -> ChatroomInfo:
         r = await self._call("get_chatroom_info", chatroom_id=chatroom_id)
@@ -226,9 +231,12 @@ class Chatrooms:
             return  # the connection is gone; the next one re-joins
 
     async def _rejoin(self, room: str, link: _Link) -> None:
-        response = await self._client.request("join_chatroom", chatroom_id=room)
+        async with self._lock:
+            if self._current != room:
+                return  # the app moved on meanwhile
+            response = await self._client.request("join_chatroom", chatroom_id=room)
         if self._current != room:
-            return  # the app moved on meanwhile
+            return
         if response.ok:
             self._joined_on = link
             self._idle_seconds = response.result["idle_seconds"]
