@@ -31,6 +31,8 @@ NEVER = 1 << 62
 SEND_METHOD = "send_message"
 MESSAGE_TOPIC = "msg"
 PROBE_TIMEOUT_SECONDS = 15.0
+#: chatroom: a worker's drain ends after this long without a push (or at --drain-timeout).
+QUIET_SECONDS = 2.0
 
 
 class MessagingUnavailable(Exception):
@@ -607,9 +609,13 @@ class ChatroomScenario(Scenario):
                     self.latency.record_ns(now - sent_ns)
 
     async def drain(self) -> None:
-        """Until the sender's acks are in and no push has come for half a second (bounded)."""
+        """Until the sender's acks are in and no push has come for ``QUIET_SECONDS`` (bounded).
+
+        A worker without the sender cannot know what is still owed; on a loaded machine pushes to its
+        members can trail the last ack by several hundred ms, so it waits for a longer quiet spell.
+        """
         with trio.move_on_after(self.drain_timeout):
-            while self.in_flight or trio.current_time() - self.last_delivery < 0.5:  # noqa: ASYNC110
+            while self.in_flight or trio.current_time() - self.last_delivery < QUIET_SECONDS:  # noqa: ASYNC110
                 await trio.sleep(0.05)
 
     def final(self) -> dict[str, Any]:
