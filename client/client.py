@@ -318,6 +318,8 @@ class Client:
 
         With ``sync_messages`` the ``msg`` pushes do not come here: the sync takes
         them, and the app reads messages from ``messages.received()``.
+        Chatroom messages (``msg`` with seq 0 and conversation type 2) never come
+        here either: they go to ``chatrooms.events()``.
         """
         return self._events_rx
 
