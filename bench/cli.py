@@ -48,7 +48,11 @@ from bench.procfs import (
 )
 from bench.target import Admin, BenchError, Target, existing_gateway, spawn_gateway, stop_process
 
-SCENARIOS = ("pairs", "connect", "idle", "group")
+SCENARIOS = ("pairs", "connect", "idle", "group", "chatroom")
+#: The chatroom scenario's room (created through the admin API for the run).
+BENCH_ROOM = "bench-room"
+#: chatroom: the sender's default rate, msg/s (each message is one push per member).
+CHATROOM_DEFAULT_RATE = 10.0
 #: A source address serves at most this share of the ephemeral port range.
 PORTS_PER_SOURCE_SHARE = 0.8
 #: Open files a process needs beyond its sockets (interpreter, pipes, SQLite, epoll).
@@ -66,7 +70,8 @@ def _parser() -> argparse.ArgumentParser:
         "scenario",
         choices=SCENARIOS,
         help="pairs: private messages; connect: handshakes/s; idle: memory per authenticated idle connection; "
-        "group: group messages fanned out to every member online",
+        "group: group messages fanned out to every member online; "
+        "chatroom: one sender's messages pushed to every member of one room",
     )
     run = p.add_argument_group("run")
     run.add_argument("--duration", type=float, default=10.0, help="measured window in seconds (default 10)")
@@ -76,11 +81,19 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--window", type=int, default=10, help="pairs: messages in flight per pair; group: per sender (default 10)"
     )
-    run.add_argument("--members", type=int, default=500, help="group: members per group, all online (default 500)")
+    run.add_argument(
+        "--members",
+        type=int,
+        default=None,
+        help="group: members per group, all online (default 500); chatroom: members in the room (default 1000)",
+    )
     run.add_argument("--groups", type=int, default=1, help="group: groups (default 1)")
     run.add_argument("--senders", type=int, default=2, help="group: senders per group (default 2)")
     run.add_argument(
-        "--rate", type=float, help="pairs: open loop at this many msg/s in total (ignores --window)"
+        "--rate",
+        type=float,
+        help="pairs: open loop at this many msg/s in total (ignores --window); "
+        f"chatroom: the sender's msg/s (default {CHATROOM_DEFAULT_RATE:g})",
     )
     run.add_argument("--size", type=int, default=100, help="pairs: text bytes per message (default 100)")
     run.add_argument("--connections", type=int, default=1000, help="idle: connections to hold (default 1000)")
@@ -152,6 +165,10 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error("choose one of --spawn or --target HOST:PORT")
     if args.concurrency is None:
         args.concurrency = 50 if args.scenario == "connect" else 100
+    if args.scenario == "chatroom" and args.rate is None:
+        args.rate = CHATROOM_DEFAULT_RATE
+    if args.members is None:
+        args.members = 1000 if args.scenario == "chatroom" else 500
     for name in (
         "duration", "procs", "pairs", "window", "size", "connections", "concurrency", "keepalive", "members", "groups",
         "senders",
@@ -181,7 +198,11 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
     common = {"procs": args.procs}
     if args.scenario == "pairs":
         loop = {"rate": args.rate} if args.rate else {"window": args.window}
-        flood = {"pull_flood": args.pull_flood, "request_rate_limit": _flood_rate_limit(args)} if args.pull_flood else {}
+        flood = (
+            {"pull_flood": args.pull_flood, "request_rate_limit": _flood_rate_limit(args)}
+            if args.pull_flood
+            else {}
+        )
         return {"pairs": args.pairs, **loop, "size": args.size, **flood, **common}
     if args.scenario == "connect":
         return {"concurrency": args.concurrency, **common}
@@ -190,6 +211,8 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
             "members": args.members, "groups": args.groups, "senders": args.senders, "window": args.window,
             "size": args.size, **common,
         }  # fmt: skip
+    if args.scenario == "chatroom":
+        return {"members": args.members, "rate": args.rate, "size": args.size, **common}
     return {
         "connections": args.connections,
         "concurrency": args.concurrency,
@@ -396,6 +419,15 @@ def _jobs(
         shares = [members[w::procs] for w in range(procs)]
         group_ids = [_group_id(args, k) for k in range(args.groups)]
         return [{**common, "members": share, "group_ids": group_ids} for share in shares], [len(s) for s in shares]
+    if args.scenario == "chatroom":  # the members split over the workers; the last token is the sender's
+        room_tokens, sender = tokens[:-1], tokens[-1]
+        ranges = _split(len(room_tokens), min(args.procs, len(room_tokens)))
+        jobs = [
+            {**common, "tokens": [room_tokens[i] for i in r], "room": BENCH_ROOM, "rate": args.rate}
+            for r in ranges
+        ]
+        jobs[0]["sender"] = sender
+        return jobs, [len(r) for r in ranges]
     procs = min(args.procs, len(tokens))
     ranges = _split(len(tokens), procs)
     if args.scenario == "connect":
@@ -423,6 +455,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     users = {
         "pairs": 2 * args.pairs, "connect": args.concurrency, "idle": args.connections,
         "group": args.members * args.groups,
+        "chatroom": args.members + 1,
     }[args.scenario]  # fmt: skip
     sockets = users  # connect: at most one socket per user at a time
     async with AsyncExitStack() as stack:
@@ -469,6 +502,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             flood_token, sink = tokens[-2], user_ids[-1]
             tokens, user_ids = tokens[:users], user_ids[:users]
             flood = PullFlood(target.host, target.port, flood_token, sink, args.pull_flood, admin)
+        if args.scenario == "chatroom":
+            await admin.call("/admin/chatroom/create", {"chatroom_id": BENCH_ROOM, "title": "bench"})
         jobs, units = _jobs(args, target, tokens, sources)
         async with trio.open_nursery() as nursery:
             if flood is not None:
@@ -485,6 +520,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await _stop_workers(workers)
             if flood is not None:
                 result["pull_flood"] = flood.stats.record()
+        if args.scenario == "chatroom":
+            room = await admin.call("/admin/chatroom/info", {"chatroom_id": BENCH_ROOM})
+            result["room"] = {"member_count": room["member_count"], **room["stats"]}
         result["setup"] = {"users": users, "seconds": round(setup_s, 2), "per_s": round(users / setup_s, 1)}
         result["source_addrs"] = len(sources)
         result["open_file_limit"] = limit.soft
@@ -583,7 +621,7 @@ def _result(
         cpu = round(sum(cpu1) - sum(cpu0), 3)
         sys_cpu = round(cpu1[1] - cpu0[1], 3)
     # What "per message" means: handshakes completed, pongs, or messages delivered inside the window.
-    per = window["delivered_in_window"] if args.scenario in ("pairs", "group") else window["delivered"]
+    per = window["delivered_in_window"] if args.scenario in ("pairs", "group", "chatroom") else window["delivered"]
     held = sum(f.get("conns", 0) for f in finals)
     result: dict[str, Any] = {
         "scenario": args.scenario,
@@ -613,6 +651,12 @@ def _result(
         # the connection-hours it held. server_cpu_us_per_msg is the same CPU per PING.
         if cpu is not None and held and duration:
             result["server_cpu_ms_per_conn_hour"] = round(cpu * 1e3 / (held * duration / 3600), 2)
+    if args.scenario == "chatroom":
+        # Every acked message sent in the window is owed one push per member.
+        result["undelivered"] = window["acked"] * args.members - window["delivered"]
+        result["unanswered"] = sum(f.get("unanswered", 0) for f in finals)
+        result["delivered_in_window"] = window["delivered_in_window"]
+        result["deliveries_per_server_cpu_s"] = round(per / cpu, 1) if cpu else None
     if args.scenario == "pairs":
         result["undelivered"] = sum(f.get("undelivered", 0) for f in finals)
         result["unanswered"] = sum(f.get("unanswered", 0) for f in finals)
@@ -635,7 +679,7 @@ def _result(
         )
         result["latency_ack"] = latency_ack.summary()
     label = {
-        "pairs": "send→receive", "connect": "connect→CONNACK", "idle": "ping→pong", "group": "send→each member",
+        "pairs": "send→receive", "connect": "connect→CONNACK", "idle": "ping→pong", "group": "send→each member", "chatroom": "send→member",
     }[args.scenario]  # fmt: skip
     result["_curves"] = {label: latency}
     if args.scenario in ("pairs", "group"):
@@ -689,6 +733,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(line, flush=True)
     if args.scenario in ("pairs", "group") and result.get("undelivered"):
         print(f"bench: {result['undelivered']} acked message(s) were never delivered", file=sys.stderr)
+        return 1
+    if args.scenario == "chatroom" and result.get("undelivered"):
+        print(
+            f"bench: {result['undelivered']} push(es) owed to members never arrived "
+            f"(room counters: {result.get('room')})",
+            file=sys.stderr,
+        )
         return 1
     if args.scenario == "idle":
         if result["connections"] < args.connections:

@@ -31,6 +31,8 @@ NEVER = 1 << 62
 SEND_METHOD = "send_message"
 MESSAGE_TOPIC = "msg"
 PROBE_TIMEOUT_SECONDS = 15.0
+#: chatroom: a worker's drain ends after this long without a push (or at --drain-timeout).
+QUIET_SECONDS = 2.0
 
 
 class MessagingUnavailable(Exception):
@@ -445,6 +447,183 @@ class PairsScenario(Scenario):
         return out
 
 
+class ChatroomScenario(Scenario):
+    """Members present in one chatroom, and (in one worker) a sender posting to it at ``rate`` msg/s.
+
+    The sender runs open loop (the send time is the scheduled one). ``sent``/``acked`` count its messages
+    sent inside the window; ``delivered`` counts their pushes received by members (one per member per
+    message, whenever they land); ``delivered_in_window`` counts pushes received inside the window, for
+    rates and CPU per delivery. Latency: send → each member's receipt.
+    """
+
+    def __init__(self, spec: dict[str, Any], nursery: trio.Nursery) -> None:
+        super().__init__(spec, nursery)
+        self.room: str = spec["room"]
+        self.rate: float = spec.get("rate") or 10.0
+        self.size: int = spec.get("size", 100)
+        self.sender_token: str | None = spec.get("sender")
+        self.drain_timeout: float = spec.get("drain_timeout", 10.0)
+        self.sender: BenchConn | None = None
+        self.in_flight: dict[int, int] = {}  # request id → send time ns
+        self.next_n = 0
+        self.last_delivery = 0.0
+        self.fatal: str | None = None
+
+    async def setup(self) -> dict[str, Any]:
+        limiter = trio.CapacityLimiter(self.spec.get("concurrency", 100))
+        async with trio.open_nursery() as opening:
+            for i, token in enumerate(self.spec["tokens"]):
+                opening.start_soon(self._join, token, i, limiter)
+        if self.fatal is not None:
+            raise MessagingUnavailable(self.fatal)
+        if self.sender_token is not None:
+            self.sender = await self.connect(self.sender_token, len(self.spec["tokens"]), limiter)
+            if self.sender is None:
+                raise ConnectFailed(None, "the sender could not connect (see errors)")
+            joined = await self._request(self.sender, "join_chatroom", {"chatroom_id": self.room})
+            if joined.code != ErrorCode.SUCCESS:
+                raise MessagingUnavailable(f"join_chatroom answered code {joined.code}")
+            self.nursery.start_soon(self._read_acks, self.sender)
+            self.sender.write(self._message(time.perf_counter_ns()))  # a probe: acked or fatal
+            with trio.move_on_after(PROBE_TIMEOUT_SECONDS):
+                while self.in_flight and self.fatal is None:  # noqa: ASYNC110 - a bounded poll
+                    await trio.sleep(0.01)
+            if self.fatal is not None or self.in_flight:
+                raise MessagingUnavailable(self.fatal or "the probe message was not acknowledged")
+        self.nursery.start_soon(self.pinger)
+        return {"connected": len(self.conns)}
+
+    async def _request(self, conn: BenchConn, method: str, params: dict[str, Any]) -> events.Response:
+        request_id, frame = conn.proto.request(method, params)
+        conn.write(frame)
+        while True:
+            got = await conn.receive()
+            if conn.closed:
+                raise ConnectFailed(None, f"closed while waiting for {method}")
+            for event in got:
+                if isinstance(event, events.Response) and event.request_id == request_id:
+                    return event
+
+    async def _join(self, token: str, index: int, limiter: trio.CapacityLimiter) -> None:
+        conn = await self.connect(token, index, limiter)
+        if conn is None:
+            return
+        async with limiter:
+            answer = await self._request(conn, "join_chatroom", {"chatroom_id": self.room})
+        if answer.code != ErrorCode.SUCCESS:
+            self.fatal = f"join_chatroom answered code {answer.code}" + (
+                " (chatrooms have not landed)" if answer.code == ErrorCode.NOT_IMPLEMENTED else ""
+            )
+            return
+        self.nursery.start_soon(self._read_member, conn)
+
+    def _message(self, sent_ns: int) -> bytes:
+        n = self.next_n
+        self.next_n = n + 1
+        text = f"{sent_ns} {n} "
+        if len(text) < self.size:
+            text += "x" * (self.size - len(text))
+        assert self.sender is not None
+        request_id, frame = self.sender.proto.request(
+            SEND_METHOD,
+            {
+                "conv": {"type": 2, "target": self.room, "line": 0},
+                "content": {"type": 1, "searchable_content": text},
+            },
+        )
+        self.in_flight[request_id] = sent_ns
+        if self.go_ns <= sent_ns < self.stop_ns:
+            self.window["sent"] += 1
+        self.total["sent"] += 1
+        return frame
+
+    def start_load(self) -> None:
+        super().start_load()
+        if self.sender is not None:
+            self.nursery.start_soon(self._pace, 1.0 / self.rate)
+
+    async def _pace(self, interval: float) -> None:
+        assert self.sender is not None
+        next_at = trio.current_time()
+        while self.loading:
+            await trio.sleep_until(next_at)
+            now = trio.current_time()
+            now_ns = time.perf_counter_ns()
+            frames = []
+            while next_at <= now and self.loading:
+                frames.append(self._message(now_ns - int((now - next_at) * 1e9)))
+                next_at += interval
+            if frames:
+                self.sender.write(b"".join(frames))
+
+    async def _read_acks(self, conn: BenchConn) -> None:
+        while True:
+            got = await conn.receive()
+            if conn.closed:
+                if not self.closing:
+                    self.error("sender dropped")
+                return
+            for event in got:
+                if isinstance(event, events.Response):
+                    sent_ns = self.in_flight.pop(event.request_id, None)
+                    if sent_ns is None:
+                        continue
+                    if event.code == ErrorCode.SUCCESS:
+                        self.total["acked"] += 1
+                        if self.go_ns <= sent_ns < self.stop_ns:
+                            self.window["acked"] += 1
+                    else:
+                        if self.go_ns == NEVER and not self.loading:
+                            self.fatal = f"{SEND_METHOD} to the room answered code {event.code}"
+                        self.error(f"code {event.code}")
+                elif isinstance(event, events.ServerError | events.ProtocolViolation):
+                    self.error(type(event).__name__)
+
+    async def _read_member(self, conn: BenchConn) -> None:
+        while True:
+            got = await conn.receive()
+            if conn.closed:
+                if not self.closing:
+                    self.error("member dropped")
+                return
+            now = time.perf_counter_ns()
+            for event in got:
+                if not isinstance(event, events.Notify):
+                    if isinstance(event, events.ServerError | events.ProtocolViolation):
+                        self.error(type(event).__name__)
+                    continue
+                if event.topic != MESSAGE_TOPIC:
+                    self.error(f"push {event.topic}")  # chatroom_quit: the member was dropped
+                    continue
+                try:
+                    sent_ns = int(event.data["message"]["content"]["searchable_content"].split(" ", 1)[0])
+                except (KeyError, TypeError, ValueError):
+                    self.error("unexpected msg push")
+                    continue
+                self.last_delivery = trio.current_time()
+                self.total["delivered"] += 1
+                if self.measuring:
+                    self.window["delivered_in_window"] += 1
+                if self.go_ns <= sent_ns < self.stop_ns:
+                    self.window["delivered"] += 1
+                    self.latency.record_ns(now - sent_ns)
+
+    async def drain(self) -> None:
+        """Until the sender's acks are in and no push has come for ``QUIET_SECONDS`` (bounded).
+
+        A worker without the sender cannot know what is still owed; on a loaded machine pushes to its
+        members can trail the last ack by several hundred ms, so it waits for a longer quiet spell.
+        """
+        with trio.move_on_after(self.drain_timeout):
+            while self.in_flight or trio.current_time() - self.last_delivery < QUIET_SECONDS:  # noqa: ASYNC110
+                await trio.sleep(0.05)
+
+    def final(self) -> dict[str, Any]:
+        out = super().final()
+        out["unanswered"] = len(self.in_flight)
+        return out
+
+
 class _Member:
     __slots__ = ("conn", "group", "index", "sender", "next_n", "in_flight")
 
@@ -600,4 +779,5 @@ SCENARIOS: dict[str, type[Scenario]] = {
     "idle": IdleScenario,
     "pairs": PairsScenario,
     "group": GroupScenario,
+    "chatroom": ChatroomScenario,
 }

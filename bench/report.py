@@ -32,7 +32,7 @@ def _fmt(value: Any, unit: str = "") -> str:
 def table(result: dict[str, Any]) -> str:
     """A two-column summary for people; the JSON line after it is for tools."""
     scenario = result["scenario"]
-    unit = {"connect": "handshake", "idle": "pong", "pairs": "msg", "group": "delivery"}[scenario]
+    unit = {"connect": "handshake", "idle": "pong", "pairs": "msg", "group": "delivery", "chatroom": "delivery"}[scenario]
     rows: list[tuple[str, str]] = [
         ("scenario", f"{scenario}  " + " ".join(f"{k}={v}" for k, v in result["params"].items())),
         ("measured window", _fmt(result["duration_s"], "s")),
@@ -56,9 +56,14 @@ def table(result: dict[str, Any]) -> str:
     if scenario == "group":
         rows.append(("deliveries duplicated", _fmt(result.get("duplicated"))))
         rows.append(("deliveries per server CPU-second", _fmt(result.get("deliveries_per_server_cpu_s"))))
+    if scenario == "chatroom":
+        rows.append(("deliveries per server CPU-second", _fmt(result.get("deliveries_per_server_cpu_s"))))
+        rows.append(("undelivered (owed to members)", _fmt(result.get("undelivered"))))
+        rows.append(("room counters (admin info)", str(result.get("room"))))
     lat = result["latency"]
     label = {
         "connect": "connect→CONNACK", "idle": "ping→pong", "pairs": "send→receive", "group": "send→each member",
+        "chatroom": "send→member",
     }[scenario]  # fmt: skip
     rows.append(
         (

@@ -14,6 +14,15 @@ See ``client.client`` for statuses, reconnecting and the event-stream policy, an
 from protocol.codes import ConnectionStatus, ConversationType, ErrorCode, PersistFlag
 from protocol.events import ConnAck, Notify
 
+from .chatrooms import (
+    CHATROOM_QUIT_TOPIC,
+    ChatroomEvent,
+    ChatroomInfo,
+    ChatroomLeft,
+    Chatrooms,
+    Joined,
+    MembersPage,
+)
 from .client import KICKED_TOPIC, Client, Event, Response, StatusChanged, connect
 from .errors import ClientClosed, ClientError, ConnectError, RequestFailed, RequestTimeout
 from .groups import GroupEvent, GroupInfo, GroupMember, Groups
@@ -31,6 +40,13 @@ from .users import UserInfo, UserInfoUpdated, Users
 
 __all__ = [
     "HEAD_TOPIC",
+    "CHATROOM_QUIT_TOPIC",
+    "ChatroomEvent",
+    "ChatroomInfo",
+    "ChatroomLeft",
+    "Chatrooms",
+    "Joined",
+    "MembersPage",
     "KICKED_TOPIC",
     "MESSAGE_DELETED_TOPIC",
     "MSG_TOPIC",

@@ -58,6 +58,7 @@ from protocol.events import (
 from protocol.token import TokenError, parse_token
 
 from ._outbox import Outbox
+from .chatrooms import CHATROOM_QUIT_TOPIC, Chatrooms
 from .errors import ClientClosed, ConnectError, RequestTimeout
 from .groups import Groups
 from .messages import MSG_TOPIC, Messages, parse_message
@@ -215,6 +216,7 @@ class Client:
             ``sync_relations``) a synced local copy of each; see ``client.relations``.
         users: the user-info cache; see ``client.users``.
         groups: group operations, the group cache and its events; see ``client.groups``.
+        chatrooms: joining a chatroom, its messages and events; see ``client.chatrooms``.
     """
 
     def __init__(
@@ -238,6 +240,7 @@ class Client:
         message_buffer: int = 1000,
         sync_relations: bool = False,
         relations_snapshot: Snapshot | None = None,
+        chatroom_buffer: int = 1000,
     ) -> None:
         if not 0 <= keepalive_seconds <= MAX_KEEPALIVE_SECONDS:
             raise ValueError(f"keepalive_seconds must be in 0..{MAX_KEEPALIVE_SECONDS}")
@@ -268,6 +271,7 @@ class Client:
         self.relations = Relations(self, sync=sync_relations, snapshot=relations_snapshot)
         self.users = Users(self)
         self.groups = Groups(self)
+        self.chatrooms = Chatrooms(self, buffer=chatroom_buffer)
 
         self._status = S.UNCONNECTED
         self._waiters: set[_StatusWaiter] = set()
@@ -317,6 +321,8 @@ class Client:
 
         With ``sync_messages`` the ``msg`` pushes do not come here: the sync takes
         them, and the app reads messages from ``messages.received()``.
+        Chatroom messages (``msg`` with seq 0 and conversation type 2) never come
+        here either: they go to ``chatrooms.events()``.
         """
         return self._events_rx
 
@@ -677,6 +683,7 @@ class Client:
                 nursery.start_soon(self._read_loop, link)
                 nursery.start_soon(self._write_loop, link)
                 nursery.start_soon(self._keepalive_loop, link)
+                nursery.start_soon(self.chatrooms._keep_alive, link)
                 syncing = self.messages.syncing
                 if syncing:
                     nursery.start_soon(self.messages._pull_worker, link)
@@ -729,16 +736,22 @@ class Client:
                 if slot is not None:
                     slot.fill(Response(_error_code(event.code), event.result))
             elif kind is Notify:
-                if event.topic == MSG_TOPIC and self.messages.syncing:
-                    self.messages._on_push(event.data)
-                    continue
-                if event.topic == HEAD_TOPIC and self.relations.syncing:
-                    self.relations._on_head(event.data)
-                    continue
-                if event.topic == MSG_TOPIC and isinstance(event.data, dict):
-                    pushed = parse_message(event.data.get("message"), 0)
-                    if pushed is not None:
-                        self.groups._observe(pushed)
+                if event.topic == MSG_TOPIC:
+                    if self.chatrooms._on_push(event.data):
+                        continue  # a chatroom message (seq 0, conv type 2): client.chatrooms.events()
+                    if self.messages.syncing:
+                        self.messages._on_push(event.data)
+                        continue
+                    if isinstance(event.data, dict):
+                        pushed = parse_message(event.data.get("message"), 0)
+                        if pushed is not None:
+                            self.groups._observe(pushed)
+                elif event.topic == HEAD_TOPIC:
+                    if self.relations.syncing:
+                        self.relations._on_head(event.data)
+                        continue
+                elif event.topic == CHATROOM_QUIT_TOPIC:
+                    self.chatrooms._on_quit(event.data)
                 self._emit(event)
                 if event.topic == KICKED_TOPIC:
                     code = event.data.get("code") if isinstance(event.data, dict) else None
@@ -819,6 +832,7 @@ async def connect(
     message_buffer: int = 1000,
     sync_relations: bool = False,
     relations_snapshot: Snapshot | None = None,
+    chatroom_buffer: int = 1000,
 ) -> AsyncIterator[Client]:
     """Connect to a gateway; leaving the block disconnects (keeping the session).
 
@@ -859,6 +873,7 @@ async def connect(
             pushes then stay off ``events()``, which gets ``RelationsChanged`` instead.
         relations_snapshot: with ``sync_relations``, the copies the app persisted
             (``client.relations.snapshot()``); the first pull asks only for what changed since.
+        chatroom_buffer: capacity of ``client.chatrooms.events()`` (oldest dropped when full).
 
     Raises:
         ConnectError: the first attempt failed; ``status`` is the server's code or
@@ -884,6 +899,7 @@ async def connect(
         message_buffer=message_buffer,
         sync_relations=sync_relations,
         relations_snapshot=relations_snapshot,
+        chatroom_buffer=chatroom_buffer,
     )
     del token
     client._set_status(S.CONNECTING)

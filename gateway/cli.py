@@ -2,6 +2,8 @@
 
     ember serve [--data DIR] [--config FILE]
     ember admin [--url URL] [--secret S] [--data DIR] COMMAND ...
+        (create-user, update-user, get-user, block, get-token, sessions, kick, destroy,
+         create-chatroom, destroy-chatroom, chatroom)
 
 ``serve`` creates ``<DIR>/ember.toml`` with fresh secrets on first start.
 ``admin`` finds the API's URL and secret in, by priority: ``--url``/``--secret``,
@@ -35,6 +37,7 @@ from gateway.clock import Clock
 from gateway.config import Config, ConfigError, ensure_config
 
 DEFAULT_DATA = "ember-data"
+CHATROOM_FIELDS = ("title", "portrait", "extra")
 USER_FIELDS = ("name", "display_name", "portrait", "mobile", "email", "address", "company", "social", "extra")
 
 
@@ -144,6 +147,23 @@ def _parser() -> argparse.ArgumentParser:
         payload=lambda a: {"user_id": a.user_id, "scope": a.scope, **({"key": a.key} if a.key is not None else {})},
     )
     _group_commands(calls.add_parser("group", help="hosted groups: ember admin group COMMAND ..."))
+    room = simple("create-chatroom", "/admin/chatroom/create", "create or update a chatroom", "chatroom_id")
+    for name in CHATROOM_FIELDS:
+        room.add_argument(f"--{name}", default="", help=f"the room's {name}")
+    room.add_argument("--state", type=int, default=0, help="the app's own state value (default 0)")
+    room.set_defaults(
+        payload=lambda a: {
+            "chatroom_id": a.chatroom_id,
+            "state": a.state,
+            **{n: getattr(a, n) for n in CHATROOM_FIELDS},
+        }
+    )
+    simple(
+        "destroy-chatroom", "/admin/chatroom/destroy", "destroy a chatroom (its members leave)", "chatroom_id"
+    )
+    simple(
+        "chatroom", "/admin/chatroom/info", "show a chatroom, its member count and counters", "chatroom_id"
+    )
     return parser
 
 
@@ -220,6 +240,7 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=config.log.level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     server = importlib.import_module("gateway.server")  # lazily: heavy, and only this command needs it
     from storage import StorageError
+
     _tune_gc()
     try:
         trio.run(functools.partial(server.serve, config, handle_signals=True))

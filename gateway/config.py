@@ -267,6 +267,39 @@ class MessageConfig(_Section):
         16384, "Largest searchable_content, push_content, content or extra of a message (else 251).", lo=64
     )
     max_data_bytes: int = _key(65536, "Largest binary data of a message (else 251).", lo=0)
+    chatroom_history: bool = _key(
+        True, "Keep each chatroom's recent messages in memory for load_chatroom_history (else it answers 220)."
+    )
+
+
+@dataclass(frozen=True)
+class ChatroomConfig(_Section):
+    SECTION: ClassVar[str] = "chatroom"
+    one_per_user: str = _key(
+        "quit",
+        "A device (user and client) is in one chatroom at a time: joining another quits the first (quit) "
+        "or answers 225 (reject).",
+        choices=("quit", "reject"),
+    )
+    idle_seconds: int = _key(
+        900, "A member that made no chatroom request for this long is dropped from its room.", lo=1
+    )
+    sweep_seconds: float = _key(60.0, "How often idle members are looked for.", lo=0.01, hi=3600)
+    member_queue: int = _key(
+        100,
+        "Chatroom messages held per member while its socket is backed up; beyond, its oldest are dropped.",
+        lo=1,
+        hi=100000,
+    )
+    member_queue_bytes: int = _key(
+        1048576, "The same bound in bytes of pushes (at least one message is always kept).", lo=1024
+    )
+    stall_seconds: float = _key(
+        30.0, "A member whose socket has not drained for this long is dropped from its room.", lo=0.01
+    )
+    history_size: int = _key(
+        200, "Recent messages kept per chatroom for load_chatroom_history.", lo=1, hi=100000
+    )
 
 
 _DAY = 86400
@@ -330,6 +363,7 @@ class Config:
     setting: SettingConfig
     log: LogConfig
     group: GroupConfig
+    chatroom: ChatroomConfig
     data_dir: Path = Path(".")
 
     def __post_init__(self) -> None:

@@ -123,6 +123,15 @@ class GatewayConnection:
         if not self._outbox.send(self._proto.notify_body(body)):
             self._cut_off()  # the peer stopped reading: it will pull on reconnect
 
+    @property
+    def backlogged(self) -> bool:
+        """Bytes wait for the socket: the chatroom fan-out queues this member's messages meanwhile."""
+        return self._outbox.backlogged
+
+    async def wait_drained(self) -> None:
+        """Until nothing waits for the socket (or the peer is gone)."""
+        await self._outbox.drain()
+
     def kick(self, status: ConnectionStatus) -> None:
         """Tell the device why (a ``kicked`` push with the status code), then close."""
         self.push_frame_body(encode_notify_body("kicked", {"code": int(status)}))
@@ -222,6 +231,8 @@ class GatewayConnection:
             self._stop_reading()  # before the socket closes: its number may be reused at once
             if self._registered:
                 self.services.router.unregister(self)
+                if self.services.chatrooms is not None:
+                    self.services.chatrooms.leave(self)
                 self._on_offline()
             self._outbox.detach()
             await self.stream.aclose()

@@ -52,6 +52,7 @@ log = logging.getLogger("ember.messaging")
 # Plain ints on the hot path (an IntEnum compares slower); their meaning lives in protocol.codes.
 PRIVATE = int(ConversationType.PRIVATE)
 GROUP = int(ConversationType.GROUP)
+CHATROOM = int(ConversationType.CHATROOM)
 PERSIST_FLAGS = frozenset(int(f) for f in PersistFlag)
 RECALL_CONTENT_TYPE = int(ContentType.RECALL)
 PERSIST_TRANSPARENT = int(PersistFlag.TRANSPARENT)
@@ -291,8 +292,8 @@ class MessageService:
     def outgoing(self, from_user: str, params: Fields) -> Outgoing:
         """A validated message from request params. Raises FieldError (251) or RequestRejected."""
         conv = read_conversation(params)
-        if conv.type != PRIVATE and conv.type != GROUP:
-            raise RequestRejected(ErrorCode.NOT_IMPLEMENTED)  # chatrooms and channels come later
+        if conv.type not in (PRIVATE, GROUP, CHATROOM):
+            raise RequestRejected(ErrorCode.NOT_IMPLEMENTED)  # channels come later
         content = read_content(params, self.config)
         client_msg_id = params.text(
             "client_msg_id", min_len=1, max_len=MAX_ID_LEN, printable=True, default=None

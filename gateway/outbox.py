@@ -162,6 +162,11 @@ class Outbox:
             self._drained.set()
 
     @property
+    def backlogged(self) -> bool:
+        """Bytes are waiting for the socket (its kernel buffer filled); what is corked does not count."""
+        return bool(self._queue) or self._in_flight
+
+    @property
     def drained(self) -> bool:
         """Nothing is waiting to be written (collected-while-corked bytes count as waiting)."""
         return self._drained.is_set() and not self._held

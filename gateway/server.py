@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import trio
 
 import storage
+from gateway.chatrooms import ChatroomService
 from gateway.clock import Clock
 from gateway.config import Config
 from gateway.connection import GatewayConnection
@@ -69,6 +70,8 @@ async def serve(
         messages.ids.seed(await store.last_message_id())
         services = Services(config, store, clock, router, sessions, messages, config.token.key_bytes())
         services.groups = GroupService(config, store, messages, clock)
+        services.chatrooms = ChatroomService(config, store, router, clock)
+        await services.chatrooms.load()
         try:
             if read_poller:
                 with ReadPoller() as reads:
@@ -101,6 +104,8 @@ async def _run(
         nursery.start_soon(services.messages.fanout.run)
         if reads is not None:
             nursery.start_soon(reads.run)
+        if services.chatrooms is not None:
+            await nursery.start(services.chatrooms.run)
         listeners = await trio.open_tcp_listeners(config.server.port, host=config.server.host)
         host, port = listeners[0].socket.getsockname()[:2]
         for listener in listeners:
@@ -115,6 +120,7 @@ async def _run(
             messages=services.messages,
             relations=services.relations,
             groups=services.groups,
+            chatrooms=services.chatrooms,
         )
         urls = await nursery.start(
             functools.partial(

@@ -14,6 +14,7 @@ from gateway.router import Router
 from gateway.sessions import SessionService
 
 if TYPE_CHECKING:
+    from gateway.chatrooms import ChatroomService
     from gateway.groups import GroupService
 
 
@@ -27,6 +28,7 @@ class Services:
     messages: MessageService
     token_key: bytes
     groups: GroupService | None = None  # set by serve(); None only in services built without one
+    chatrooms: ChatroomService | None = None
     #: Friends, friend requests, blacklists and settings; built from the fields above.
     relations: RelationService = field(init=False)
 

@@ -78,8 +78,10 @@ class ErrorCode(enum.IntEnum):
     FRIEND_REQUEST_BLOCKED = 18
     FRIEND_REQUEST_EXPIRED = 19
     ALREADY_FRIENDS = 23
+    NOT_IN_CHATROOM = 20  # WildfireChat's ERROR_CODE_NOT_IN_CHATROOM
     RECALL_TIME_EXPIRED = 24
     FUNCTION_DISABLED = 220
+    IN_OTHER_CHATROOM = 225  # Ember's own (WildfireChat has none): chatroom.one_per_user = "reject"
     GROUP_EXCEEDS_MAX_MEMBERS = 240
     GROUP_MUTED = 241
     USER_BLOCKED = 245

@@ -105,3 +105,21 @@ class IssueResult:
 
     session: SessionRecord
     ended: list[tuple[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatroomRecord:
+    """One row of ``chatrooms`` (the room itself; its members are only in the gateway's memory).
+
+    Attributes:
+        extra: JSON text supplied by the app server, or ``""``.
+        state: the app's own value, carried as given (WildfireChat: 0 normal, 1 not started, 2 ended).
+    """
+
+    chatroom_id: str
+    title: str = ""
+    portrait: str = ""
+    extra: str = ""
+    state: int = 0
+    created_at: int = 0
+    updated_at: int = 0

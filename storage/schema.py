@@ -251,6 +251,19 @@ def _v5_groups(db: Database) -> None:
     db.execute("CREATE INDEX group_members_by_version ON group_members (group_id, version, user_id)")
 
 
+def _v6_chatrooms(db: Database) -> None:
+    """Chatrooms the admin API created: id, title, portrait, extra (JSON text or ''), state.
+
+    Only the rooms themselves: who is in a room and its recent messages live in the
+    gateway's memory (``gateway.chatrooms``), never in the database.
+    """
+    db.execute(
+        "CREATE TABLE chatrooms (chatroom_id TEXT PRIMARY KEY, title TEXT NOT NULL, portrait TEXT NOT NULL,"
+        " extra TEXT NOT NULL, state INTEGER NOT NULL, created_at INTEGER NOT NULL,"
+        " updated_at INTEGER NOT NULL) WITHOUT ROWID"
+    )
+
+
 #: Every migration ever released, oldest first. Append only.
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     _v1_users_and_sessions,
@@ -258,6 +271,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     _v3_merged_indexes,
     _v4_relations,
     _v5_groups,
+    _v6_chatrooms,
 )
 
 #: The ``user_version`` of a fully migrated database.

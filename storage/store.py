@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from protocol.codes import UserStatus
-from storage import messages, relations, sessions, users
+from storage import chatrooms, messages, relations, sessions, users
 from storage.guard import DatabaseLock, check_sqlite_version
 from storage.inboxes import InboxState
 from storage.messages import (
@@ -34,6 +34,7 @@ from storage.records import (
     END_REASONS,
     SECRET_BYTES,
     USER_INFO_FIELDS,
+    ChatroomRecord,
     IssueResult,
     SessionRecord,
     UserRecord,
@@ -291,6 +292,21 @@ class Store:
 
     async def relation_heads(self, user_id: str) -> dict[str, int]:
         return await self.read(relations.heads, user_id)
+
+    # ----------------------------------------------------------------- chatrooms
+
+    async def upsert_chatroom(self, room: ChatroomRecord) -> tuple[ChatroomRecord, bool]:
+        """Create a room or update an existing one's fields; returns (stored record, created)."""
+        return await self.writer.submit(chatrooms.upsert_chatroom, room)
+
+    async def delete_chatroom(self, chatroom_id: str) -> bool:
+        return await self.writer.submit(chatrooms.delete_chatroom, chatroom_id)
+
+    async def get_chatroom(self, chatroom_id: str) -> ChatroomRecord | None:
+        return await self.read(chatrooms.get_chatroom, chatroom_id)
+
+    async def list_chatrooms(self) -> list[ChatroomRecord]:
+        return await self.read(chatrooms.list_chatrooms)
 
 
 @asynccontextmanager

@@ -148,7 +148,7 @@ async def test_message_ids_past_2_53_survive_as_strings(nursery: trio.Nursery, t
         ({"conv": {"type": 9, "target": "bob"}}, 251, "conv.type"),
         ({"conv": {"type": 0, "target": ""}}, 251, "conv.target"),
         ({"conv": {"type": 1, "target": "g1"}}, 253, ""),  # a group send: no such group
-        ({"conv": {"type": 2, "target": "room"}}, 254, ""),
+        ({"conv": {"type": 2, "target": "room"}}, 253, ""),  # no such chatroom
         ({"conv": {"type": 0, "target": "nobody"}}, 253, ""),
         ({"sender": " system"}, 251, "sender"),
         ({"sender": None}, 251, "sender"),

@@ -103,6 +103,15 @@ def test_pairs_open_loop_smoke(tmp_path: Path) -> None:
     assert record["undelivered"] == 0
 
 
+def test_chatroom_smoke(tmp_path: Path) -> None:
+    record = bench(tmp_path, "chatroom", "--members", "6", "--rate", "50")
+    assert record["scenario"] == "chatroom" and record["params"]["members"] == 6
+    assert record["acked"] > 0 and record["errors"] == 0
+    assert record["delivered"] == 6 * record["acked"] and record["undelivered"] == 0
+    assert record["room"]["dropped"] == 0 and record["room"]["delivered"] >= record["delivered"]
+    assert "deliveries_per_server_cpu_s" in record
+
+
 def test_plot_without_matplotlib_fails_clearly(tmp_path: Path) -> None:
     # A stub that makes "import matplotlib" fail, put first on the path of the child.
     stub = tmp_path / "stub"

@@ -11,6 +11,7 @@ Nothing here logs request bodies or answers: they carry tokens.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -26,17 +27,18 @@ from starlette.exceptions import HTTPException
 from gateway.messaging import RequestRejected
 from gateway.relations import RelationService
 from protocol.codec import Fields
-from protocol.codes import ErrorCode
+from protocol.codes import ConversationType, ErrorCode
 from protocol.connection import encode_notify_body
 from protocol.errors import FieldError
 from storage import relations as rel
-from storage.records import UserRecord
+from storage.records import ChatroomRecord, UserRecord
 
 from . import models as m
 from .auth import NonceCache, SignatureMiddleware
 
 if TYPE_CHECKING:
 
+    from gateway.chatrooms import ChatroomService
     from gateway.clock import Clock
     from gateway.config import Config
     from gateway.groups import GroupService
@@ -68,6 +70,7 @@ def create_admin_app(
     messages: MessageService,
     relations: RelationService | None = None,
     groups: GroupService | None = None,
+    chatrooms: ChatroomService | None = None,
 ) -> FastAPI:
     """Build the admin app, wrapped in its signature check.
 
@@ -81,6 +84,7 @@ def create_admin_app(
         relations: Friends, friend requests, blacklists and settings (and their head pushes);
             built from the others when not given.
         groups: Hosted groups (``/admin/group/...``); without it those endpoints are absent.
+        chatrooms: Chatroom records and who is in them (None: the chatroom endpoints answer 254).
     """
     app = FastAPI(
         title="Ember admin API",
@@ -91,11 +95,12 @@ def create_admin_app(
         # app servers (curl) often omit Content-Type: read any body as JSON.
         strict_content_type=False,
     )
-    app.include_router(_routes(store, sessions, router, clock))
-    app.include_router(_message_routes(messages))
+    app.include_router(_routes(store, sessions, router, clock, chatrooms))
+    app.include_router(_message_routes(messages, chatrooms))
     app.include_router(_relation_routes(relations or RelationService(config, store, router, clock)))
     if groups is not None:
         app.include_router(_group_routes(groups))
+    app.include_router(_chatroom_routes(chatrooms, clock))
     _install_error_answers(app)
     app.add_middleware(
         SignatureMiddleware,
@@ -108,7 +113,9 @@ def create_admin_app(
     return app
 
 
-def _routes(store: Store, sessions: SessionService, router: Router, clock: Clock) -> APIRouter:
+def _routes(
+    store: Store, sessions: SessionService, router: Router, clock: Clock, chatrooms: ChatroomService | None = None
+) -> APIRouter:
     api = APIRouter(prefix="/admin")
 
     @api.get("/health", response_model=m.Answer[m.Health])
@@ -148,7 +155,10 @@ def _routes(store: Store, sessions: SessionService, router: Router, clock: Clock
     @api.post("/user/update_block_status", response_model=m.Answer[None])
     async def user_block(req: m.BlockStatus) -> dict[str, Any]:
         """Set normal (0), muted (1) or forbidden (2); forbidding ends sessions and closes connections."""
-        return answer(await sessions.set_block_status(req.user_id, req.status))
+        code = await sessions.set_block_status(req.user_id, req.status)
+        if code == ErrorCode.SUCCESS and chatrooms is not None:
+            chatrooms.set_user_status(req.user_id, req.status)  # muted members may no longer send
+        return answer(code)
 
     @api.post("/user/get_token", response_model=m.Answer[m.TokenOut])
     async def user_get_token(req: m.TokenRequest) -> dict[str, Any]:
@@ -190,7 +200,7 @@ def _routes(store: Store, sessions: SessionService, router: Router, clock: Clock
     return api
 
 
-def _message_routes(messages: MessageService) -> APIRouter:
+def _message_routes(messages: MessageService, chatrooms: ChatroomService | None) -> APIRouter:
     """Messages and blacklists. Message ids go in and out as decimal strings (see ``models``)."""
     api = APIRouter(prefix="/admin")
     store = messages.store
@@ -204,7 +214,12 @@ def _message_routes(messages: MessageService) -> APIRouter:
             return answer(ErrorCode.INVALID_PARAMETER, msg=f"{exc.field}: {exc.problem}")
         except RequestRejected as exc:
             return answer(exc.code)
-        code, ack = await messages.send(msg)
+        if msg.conv.type == ConversationType.CHATROOM:  # to the members present; never stored
+            if chatrooms is None:
+                return answer(ErrorCode.NOT_IMPLEMENTED)
+            code, ack = chatrooms.send(msg, None)
+        else:
+            code, ack = await messages.send(msg)
         if code != ErrorCode.SUCCESS or ack is None:
             return answer(code)
         return answer(result={**ack, "message_id": str(ack["message_id"])})
@@ -488,6 +503,40 @@ def _group_routes(groups: GroupService) -> APIRouter:
     async def group_common(req: m.CommonGroupsQuery) -> dict[str, Any]:
         """The groups both users are members of."""
         return answer(result={"group_ids": await groups.common(req.user_id, req.other)})
+
+    return api
+
+
+def _chatroom_routes(chatrooms: ChatroomService | None, clock: Clock) -> APIRouter:
+    """Chatroom records; members and messages are in the gateway's memory only (docs/ARCHITECTURE.md)."""
+    api = APIRouter(prefix="/admin")
+
+    @api.post("/chatroom/create", response_model=m.Answer[m.ChatroomCreated])
+    async def chatroom_create(req: m.ChatroomIn) -> dict[str, Any]:
+        """Create a chatroom, or update the title, portrait, extra and state of an existing one."""
+        if chatrooms is None:
+            return answer(ErrorCode.NOT_IMPLEMENTED)
+        now = clock.now_ms()
+        _, created = await chatrooms.upsert(ChatroomRecord(created_at=now, updated_at=now, **req.model_dump()))
+        return answer(result={"chatroom_id": req.chatroom_id, "created": created})
+
+    @api.post("/chatroom/destroy", response_model=m.Answer[None])
+    async def chatroom_destroy(req: m.ChatroomId) -> dict[str, Any]:
+        """Delete a chatroom; its present members get ``chatroom_quit`` (reason ``destroyed``)."""
+        if chatrooms is None:
+            return answer(ErrorCode.NOT_IMPLEMENTED)
+        return answer(ErrorCode.SUCCESS if await chatrooms.destroy(req.chatroom_id) else ErrorCode.NOT_EXIST)
+
+    @api.post("/chatroom/info", response_model=m.Answer[m.ChatroomOut])
+    async def chatroom_info(req: m.ChatroomId) -> dict[str, Any]:
+        """A chatroom's record, how many users are in it now, and its delivery counters since start."""
+        if chatrooms is None:
+            return answer(ErrorCode.NOT_IMPLEMENTED)
+        info = chatrooms.room_info(req.chatroom_id)
+        stats = chatrooms.room_stats(req.chatroom_id)
+        if info is None or stats is None:
+            return answer(ErrorCode.NOT_EXIST)
+        return answer(result={**info, "stats": dataclasses.asdict(stats)})
 
     return api
 

@@ -181,8 +181,8 @@ MessageId = Annotated[
 
 
 class ConversationIn(Request):
-    type: int = Field(description="0 private (1 group, 2 chatroom, 3 channel: 254 until built)")
-    target: str = Field(description="for a private chat, the recipient's user id")
+    type: int = Field(description="0 private, 2 chatroom (1 group, 3 channel: 254 until built)")
+    target: str = Field(description="for a private chat, the recipient's user id; for a chatroom, its id")
     line: int = 0
 
 
@@ -481,3 +481,47 @@ class CommonGroupsQuery(Request):
 
 class CommonGroups(BaseModel):
     group_ids: list[str]
+
+
+# --------------------------------------------------------------------- chatrooms
+
+
+class ChatroomId(Request):
+    chatroom_id: Id
+
+
+class ChatroomIn(Request):
+    """A chatroom's record. On an existing room, every field is set as given (absent ones to their default)."""
+
+    chatroom_id: Id
+    title: Text = ""
+    portrait: Text = Field("", max_length=MAX_TEXT, description="picture URL")
+    extra: Extra = Field("", description="JSON text or empty")
+    state: int = Field(0, ge=0, le=2**31 - 1, description="the app's own value, carried as given")
+
+
+class ChatroomCreated(BaseModel):
+    chatroom_id: str
+    created: bool = Field(description="false: the room existed and its fields were updated")
+
+
+class ChatroomStatsOut(BaseModel):
+    """Counters since the gateway started."""
+
+    sent: int = Field(description="messages sent to the room")
+    delivered: int = Field(description="pushes handed to members' connections")
+    dropped: int = Field(description="queued messages slow members lost, oldest first")
+    swept: int = Field(description="members dropped as idle")
+    cut_off: int = Field(description="members dropped because their socket stopped draining")
+
+
+class ChatroomOut(BaseModel):
+    chatroom_id: str
+    title: str
+    portrait: str
+    extra: str
+    state: int
+    member_count: int = Field(description="users present now (on this gateway)")
+    created_at: int
+    updated_at: int
+    stats: ChatroomStatsOut

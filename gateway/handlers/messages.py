@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.dispatch import Caller, Reply, method
-from gateway.messaging import MAX_HISTORY, MAX_PULL, PulledPage, read_conversation
+from gateway.messaging import CHATROOM, MAX_HISTORY, MAX_PULL, PulledPage, RequestRejected, read_conversation
 from gateway.services import Services
 from protocol.codec import Fields
 from protocol.codes import ErrorCode
@@ -17,6 +17,11 @@ MESSAGE_ID_MAX = 2**63 - 1
 def send_message(services: Services, caller: Caller, params: Fields, reply: Reply) -> None:
     """Acknowledged with {message_id, server_time, seq} once committed; pushed to the recipients."""
     msg = services.messages.outgoing(caller.user_id, params)
+    if msg.conv.type == CHATROOM:  # never stored: answered at once, pushed to the members present
+        if services.chatrooms is None:
+            raise RequestRejected(ErrorCode.NOT_IMPLEMENTED)
+        reply(*services.chatrooms.send(msg, caller.client_id))
+        return
     services.messages.send_nowait(msg, reply, caller.client_id)
 
 
