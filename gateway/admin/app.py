@@ -191,7 +191,7 @@ def _routes(store: Store, sessions: SessionService, router: Router, clock: Clock
 
 
 def _message_routes(messages: MessageService) -> APIRouter:
-    """Messages and blacklists. Message ids go in and out as decimal strings (see ``models``)."""
+    """Messages. Message ids go in and out as decimal strings (see ``models``)."""
     api = APIRouter(prefix="/admin")
     store = messages.store
 
