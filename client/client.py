@@ -304,7 +304,8 @@ class Client:
         return self._dropped_events
 
     def events(self) -> trio.MemoryReceiveChannel[Event]:
-        """The stream of pushes: ``protocol.events.Notify`` and ``StatusChanged`` objects.
+        """The stream of pushes: ``protocol.events.Notify`` and ``StatusChanged`` objects, and
+        ``client.relations.RelationsChanged`` / ``client.users.UserInfoUpdated`` from the SDK's copies.
 
         There is one stream per client; every call returns it, so have one consumer.
         It is bounded (``event_buffer`` of ``connect``). When it is full the *oldest*
@@ -317,6 +318,8 @@ class Client:
 
         With ``sync_messages`` the ``msg`` pushes do not come here: the sync takes
         them, and the app reads messages from ``messages.received()``.
+        With ``sync_relations`` the ``head`` pushes do not come here either: the
+        relation sync takes them and reports ``RelationsChanged`` after pulling.
         """
         return self._events_rx
 
