@@ -197,7 +197,12 @@ def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
     return out
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True)
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    print_blob=True,
+)
 @given(programs)
 def test_relation_answers_and_pulls_always_equal_the_model(program: list) -> None:
     try:
