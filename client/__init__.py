@@ -7,8 +7,10 @@ Usage::
         async for message in c.messages.received():
             ...  # each message once, in inbox order; then persist c.messages.last_seq
 
-See ``client.client`` for statuses, reconnecting and the event-stream policy, and
-``client.messages`` for sending and the inbox sync.
+See ``client.client`` for statuses, reconnecting and the event-stream policy,
+``client.messages`` for sending and the inbox sync, ``client.relations`` for friends, friend
+requests, the blacklist and settings (``sync_relations=True`` keeps a synced copy of each), and
+``client.users`` for the user-info cache.
 """
 
 from protocol.codes import ConnectionStatus, ConversationType, ErrorCode, PersistFlag

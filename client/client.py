@@ -308,7 +308,8 @@ class Client:
         return self._dropped_events
 
     def events(self) -> trio.MemoryReceiveChannel[Event]:
-        """The stream of pushes: ``protocol.events.Notify`` and ``StatusChanged`` objects.
+        """The stream of pushes: ``protocol.events.Notify`` and ``StatusChanged`` objects, and
+        ``client.relations.RelationsChanged`` / ``client.users.UserInfoUpdated`` from the SDK's copies.
 
         There is one stream per client; every call returns it, so have one consumer.
         It is bounded (``event_buffer`` of ``connect``). When it is full the *oldest*
@@ -323,6 +324,8 @@ class Client:
         them, and the app reads messages from ``messages.received()``.
         Chatroom messages (``msg`` with seq 0 and conversation type 2) never come
         here either: they go to ``chatrooms.events()``.
+        With ``sync_relations`` the ``head`` pushes do not come here either: the
+        relation sync takes them and reports ``RelationsChanged`` after pulling.
         """
         return self._events_rx
 

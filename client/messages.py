@@ -352,7 +352,8 @@ class Messages:
         return [m for m in parsed if m is not None]
 
     async def set_blacklist(self, user_id: str, blocked: bool) -> None:
-        await self._call("set_blacklist", user_id=user_id, blocked=blocked)
+        """The same as ``Client.relations.set_blacklist`` (which also updates the synced copy)."""
+        await self._client.relations.set_blacklist(user_id, blocked)
 
     async def get_blacklist(self) -> list[str]:
         return list((await self._call("get_blacklist"))["user_ids"])

@@ -198,12 +198,25 @@ class RelationService:
         if stream in HOSTED_STREAMS and not self.hosting:
             return ErrorCode.FUNCTION_DISABLED, None
         page: relations.Page = await self.store.read(relations.SYNC[stream], user_id, after, limit)
-        items = page.items
-        budget = self.config.server.max_frame_bytes * 3 // 4
-        used = 0
-        for index, item in enumerate(items):
-            used += len(codec.pack(item))
-            if used > budget and index > 0:  # the rest come in the next page
-                items = items[:index]
-                break
-        return ErrorCode.SUCCESS, {"items": items, "head": page.head}
+        return ErrorCode.SUCCESS, pack_page(page, self.config.server.max_frame_bytes * 3 // 4)
+
+
+_ITEMS_KEY: Final = codec.pack("items")
+_HEAD_KEY: Final = codec.pack("head")
+
+
+def pack_page(page: relations.Page, budget: int) -> codec.Packed:
+    """``{items, head}`` packed, each item once: the items that fit ``budget`` bytes (at least one).
+
+    The same bytes as packing the map with the items kept; the rest come in the next page.
+    """
+    packed: list[bytes] = []
+    used = 0
+    for item in page.items:
+        data = codec.pack(item)
+        used += len(data)
+        if used > budget and packed:
+            break
+        packed.append(data)
+    parts = [codec.map_header(2), _ITEMS_KEY, codec.array_header(len(packed)), *packed, _HEAD_KEY]
+    return codec.Packed(b"".join([*parts, codec.pack(page.head)]), len(packed))

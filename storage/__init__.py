@@ -7,7 +7,7 @@ trio loop on disk::
         await store.create_user(UserRecord("alice", name="Alice", created_at=now, updated_at=now))
 
 Modules: ``writer`` (the thread and its group commits), ``schema`` (tables and
-migrations), ``users``, ``sessions`` and ``messages`` (the SQL, as plain
+migrations), ``users``, ``sessions``, ``messages`` and ``relations`` (the SQL, as plain
 functions of a connection), ``inboxes`` (inbox heads and the inbox log, kept by
 the writer thread), ``store`` (``Store`` and ``open_store``), ``records`` (the values).
 """

@@ -139,3 +139,16 @@ async def test_hosting_off_answers_220(nursery: trio.Nursery, tmp_path) -> None:
             ("blacklist/list", {"user_id": "alice"}),
         ]:
             assert (await admin.call(action, body))["code"] == ErrorCode.FUNCTION_DISABLED, action
+
+
+async def test_every_relation_endpoint_is_typed_in_the_openapi_document(gw: Gateway, admin: Admin) -> None:
+    schema = (await admin.http.get(f"{gw.running.admin_url}/openapi.json")).json()
+    for action in (
+        "friend/send_request", "friend/handle_request", "friend/add", "friend/list", "friend/delete",
+        "friend/set_alias", "friend/status", "blacklist/list", "blacklist/set", "user/put_setting",
+        "user/get_setting",
+    ):  # fmt: skip
+        post = schema["paths"][f"/admin/{action}"]["post"]
+        body = post["requestBody"]["content"]["application/json"]["schema"]
+        answer = post["responses"]["200"]["content"]["application/json"]["schema"]
+        assert "$ref" in body and "$ref" in answer, action

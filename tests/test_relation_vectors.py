@@ -71,3 +71,15 @@ def test_the_bytes_decode_to_what_the_prose_says() -> None:
         assert msgpack.unpackb(BLOCKS[name], raw=False) == value, name
         # Key order is part of "byte-exact": msgpack keeps it, so compare it too.
         assert msgpack.packb(value) == BLOCKS[name], name
+
+
+def test_a_packed_page_is_the_plain_map_of_the_items_that_fit() -> None:
+    from gateway.relations import pack_page
+    from storage.relations import Page
+
+    items = [{"friend_id": f"f{n}", "version": n + 1, "deleted": False} for n in range(5)]
+    one = len(msgpack.packb(items[0]))
+    for budget, kept in ((0, 1), (one, 1), (3 * one, 3), (10**6, 5)):
+        packed = pack_page(Page(items, 9), budget)
+        assert packed.data == msgpack.packb({"items": items[:kept], "head": 9}), budget
+        assert packed.items == kept

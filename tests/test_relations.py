@@ -9,7 +9,8 @@ import trio
 
 from protocol import events
 from protocol.codes import ErrorCode
-from tests.harness import Gateway, start_gateway
+from tests.harness import Gateway, RawClient, start_gateway
+from tests.storage_helpers import held_writer, wait_until
 from tests.test_messaging import Device
 
 MINUTE = 60
@@ -268,3 +269,21 @@ async def test_accept_tells_both_users_live_devices_but_not_the_asking_one(gw: G
     assert bob_phone.pushes == []
     await bob_phone.client.send(bob_phone.client.proto.ping())
     assert isinstance(await bob_phone.client.next_event(), events.Pong)
+
+
+async def test_a_change_racing_a_connect_is_in_the_connack_heads_or_pushed(gw: Gateway, nursery) -> None:
+    """The connect's read is queued first, the change right behind it, in one batch of the writer: the
+    CONNACK cannot show the change, so the head push must reach the new connection (held until its CONNACK)."""
+    writer = gw.services.store.writer
+    raw = await RawClient.open(gw, await gw.token("bob", "bob-desk", 3))
+    assert isinstance(await raw.next_event(), events.Hello)
+    async with held_writer(writer):
+        await raw.send(raw.proto.connect(gw.clock.now_ms()))
+        await wait_until(lambda: writer.queued == 1)  # the connect's read
+        nursery.start_soon(gw.services.relations.put_setting, "bob", 1000, "k", "v", None)
+        await wait_until(lambda: writer.queued == 2)
+    ack = await raw.next_event()
+    assert isinstance(ack, events.ConnAck) and ack.heads["setting"] == 0
+    push = await raw.next_event()
+    assert isinstance(push, events.Notify) and push.data == {"stream": "setting", "head": 1}
+    await raw.aclose()

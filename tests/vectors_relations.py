@@ -27,7 +27,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.relations import HEAD_TOPIC  # noqa: E402
+from gateway.relations import HEAD_TOPIC, pack_page  # noqa: E402
 from protocol import codec  # noqa: E402
 from protocol.connection import encode_notify_body, encode_response_body  # noqa: E402
 from storage import relations  # noqa: E402
@@ -79,7 +79,10 @@ def _story() -> sqlite3.Connection:
 
 
 def _page(page: relations.Page) -> bytes:
-    return encode_response_body(0, {"items": page.items, "head": page.head})
+    """The RESPONSE body as the gateway makes it (``pack_page``), which must equal packing the plain map."""
+    body = encode_response_body(0, pack_page(page, 2**20))
+    assert body == encode_response_body(0, {"items": page.items, "head": page.head})
+    return body
 
 
 def compute() -> dict[str, bytes]:

@@ -201,7 +201,7 @@ def _routes(
 
 
 def _message_routes(messages: MessageService, chatrooms: ChatroomService | None) -> APIRouter:
-    """Messages and blacklists. Message ids go in and out as decimal strings (see ``models``)."""
+    """Messages. Message ids go in and out as decimal strings (see ``models``)."""
     api = APIRouter(prefix="/admin")
     store = messages.store
 
