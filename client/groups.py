@@ -33,6 +33,7 @@ import trio
 from protocol.codes import ConversationType, GroupMemberType, GroupNotification, PersistFlag
 
 from .errors import RequestFailed
+from .messages import _Seen
 
 if TYPE_CHECKING:
     from .client import Client
@@ -47,6 +48,8 @@ NOT_KEPT = frozenset({int(PersistFlag.NOT_PERSIST), int(PersistFlag.TRANSPARENT)
 MEMBERS_PAGE = 500
 #: Notifications kept per group.
 KEPT_PER_GROUP = 1000
+#: Notification ids remembered for dedup.
+SEEN_NOTIFICATIONS = 10_000
 N = GroupNotification
 _TYPE_BY_KIND = {
     int(N.MANAGERS): int(GroupMemberType.MANAGER),
@@ -123,7 +126,7 @@ class Groups:
     def __init__(self, client: Client, *, event_buffer: int = 1000) -> None:
         self._client = client
         self._cache: dict[str, _Cached] = {}
-        self._seen: set[int] = set()
+        self._seen = _Seen(SEEN_NOTIFICATIONS)  # notifications already applied (pushed and pulled: dedup)
         self._events_tx, self._events_rx = trio.open_memory_channel[GroupEvent](event_buffer)
         self.dropped_events = 0
 
