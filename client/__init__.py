@@ -27,7 +27,7 @@ from .chatrooms import (
 )
 from .client import KICKED_TOPIC, Client, Event, Response, StatusChanged, connect
 from .errors import ClientClosed, ClientError, ConnectError, RequestFailed, RequestTimeout
-from .groups import GroupEvent, GroupInfo, GroupMember, Groups
+from .groups import GroupChange, GroupEvent, GroupInfo, GroupMember, Groups, GroupSynced
 from .messages import (
     MESSAGE_DELETED_TOPIC,
     MSG_TOPIC,
@@ -60,9 +60,11 @@ __all__ = [
     "ConnectionStatus",
     "Conversation",
     "ConversationType",
+    "GroupChange",
     "GroupEvent",
     "GroupInfo",
     "GroupMember",
+    "GroupSynced",
     "Groups",
     "PersistFlag",
     "ErrorCode",

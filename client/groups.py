@@ -13,7 +13,8 @@ device — pushed or pulled, with ``sync_messages`` through ``received()``, else
 from the ``msg`` pushes on ``events()`` — are applied to the cache at once
 (name, mute, members added, kicked, managers, ...), and each one yields a
 ``GroupEvent`` on ``events()``. The applied change is provisional: the versions
-held stay as they were, so the next fetch brings the server's rows, which win.
+held stay as they were, so the next fetch brings the server's rows, which win; a
+fetch that changed the cache yields a ``GroupSynced``.
 
 The SDK stores the notifications an app shows (``notifications(group_id)``),
 in arrival order, except those with persist flag 0 or 4 (FAQ §15: a caller's
@@ -33,6 +34,7 @@ import trio
 from protocol.codes import ConversationType, GroupMemberType, GroupNotification, PersistFlag
 
 from .errors import RequestFailed
+from .messages import _Seen
 
 if TYPE_CHECKING:
     from .client import Client
@@ -47,6 +49,8 @@ NOT_KEPT = frozenset({int(PersistFlag.NOT_PERSIST), int(PersistFlag.TRANSPARENT)
 MEMBERS_PAGE = 500
 #: Notifications kept per group.
 KEPT_PER_GROUP = 1000
+#: Notification ids remembered for dedup.
+SEEN_NOTIFICATIONS = 10_000
 N = GroupNotification
 _TYPE_BY_KIND = {
     int(N.MANAGERS): int(GroupMemberType.MANAGER),
@@ -109,6 +113,26 @@ class GroupEvent:
     removed: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class GroupSynced:
+    """A fetch by version changed the cache (the server's rows, which win over what notifications applied).
+
+    Attributes:
+        info: the info changed (``info`` is the new one), or None.
+        members_changed: user ids whose member rows were added or changed.
+        members_removed: user ids that left the member list (tombstones).
+    """
+
+    group_id: str
+    info: GroupInfo | None = None
+    members_changed: tuple[str, ...] = ()
+    members_removed: tuple[str, ...] = ()
+
+
+#: What ``Groups.events()`` yields.
+GroupChange = GroupEvent | GroupSynced
+
+
 @dataclass
 class _Cached:
     info: GroupInfo | None = None
@@ -123,13 +147,20 @@ class Groups:
     def __init__(self, client: Client, *, event_buffer: int = 1000) -> None:
         self._client = client
         self._cache: dict[str, _Cached] = {}
-        self._seen: set[int] = set()
-        self._events_tx, self._events_rx = trio.open_memory_channel[GroupEvent](event_buffer)
+        self._seen = _Seen(SEEN_NOTIFICATIONS)  # notifications already applied (pushed and pulled: dedup)
+        self._events_tx, self._events_rx = trio.open_memory_channel[GroupChange](event_buffer)
         self.dropped_events = 0
 
-    def events(self) -> trio.MemoryReceiveChannel[GroupEvent]:
-        """Applied group notifications, in arrival order (when full, new ones are dropped and counted)."""
+    def events(self) -> trio.MemoryReceiveChannel[GroupChange]:
+        """What changed the cache, in order: ``GroupEvent`` for each notification applied, ``GroupSynced``
+        for each fetch that brought changes (when the channel is full, new ones are dropped and counted)."""
         return self._events_rx
+
+    def _emit(self, event: GroupChange) -> None:
+        try:
+            self._events_tx.send_nowait(event)
+        except trio.WouldBlock:
+            self.dropped_events += 1
 
     def notifications(self, group_id: str) -> list[Message]:
         """The group's notification messages this device stored (persist flag 1 or 3), oldest first."""
@@ -247,7 +278,10 @@ class Groups:
         held = cached.info.info_version if cached.info is not None else 0
         result = await self._call("get_group_info", None, group_id=group_id, info_version=held)
         if result["group"] is not None:
-            cached.info = GroupInfo.from_wire(result["group"])
+            fresh = GroupInfo.from_wire(result["group"])
+            if fresh != cached.info:
+                self._emit(GroupSynced(group_id, info=fresh))
+            cached.info = fresh
         assert cached.info is not None
         return cached.info
 
@@ -256,6 +290,7 @@ class Groups:
         cached = self._cache.setdefault(group_id, _Cached())
         since = cached.member_version if cached.members is not None else 0
         rows: dict[str, GroupMember] = dict(cached.members or {})
+        before = dict(rows)
         after_version, after_user = 0, ""
         while True:
             page = await self._call(
@@ -274,6 +309,10 @@ class Groups:
             last = page["members"][-1]
             after_version, after_user = last["version"], last["user_id"]
         cached.members, cached.member_version = rows, version
+        changed = tuple(sorted(u for u, m in rows.items() if before.get(u) != m))
+        removed = tuple(sorted(set(before) - set(rows)))
+        if changed or removed:
+            self._emit(GroupSynced(group_id, members_changed=changed, members_removed=removed))
         return dict(rows)
 
     # --- notifications ---------------------------------------------------------------------------
@@ -298,11 +337,7 @@ class Groups:
             kept = self._cache.setdefault(group_id, _Cached()).kept
             kept.append(message)
             del kept[:-KEPT_PER_GROUP]
-        event = GroupEvent(group_id, message.content_type, message.from_user, data, message, removed)
-        try:
-            self._events_tx.send_nowait(event)
-        except trio.WouldBlock:
-            self.dropped_events += 1
+        self._emit(GroupEvent(group_id, message.content_type, message.from_user, data, message, removed))
 
     def _apply(self, group_id: str, kind: int, operator: str, data: Mapping[str, Any]) -> bool:
         """Apply a notification to the cache; True when this user left the group with it."""

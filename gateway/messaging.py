@@ -250,14 +250,22 @@ class FanOut:
                     pushes = self._queue[0]
                     self.deferred_chunks += 1
                     with cork():
-                        if next(pushes, StopIteration) is StopIteration:
+                        try:
+                            done = next(pushes, StopIteration) is StopIteration
+                        except Exception:  # noqa: BLE001 - a bug in one delivery must not stop every other
+                            log.exception("fan-out of a delivery failed; its devices will pull")
+                            done = True
+                        if done:
                             self._queue.popleft()
                     await trio.lowlevel.checkpoint()
         finally:
             self.running = False
             while self._queue:  # cancelled (the server stops): what is left goes out now
-                for _ in self._queue.popleft():
-                    pass
+                try:
+                    for _ in self._queue.popleft():
+                        pass
+                except Exception:  # noqa: BLE001 - as above
+                    log.exception("fan-out of a delivery failed while stopping")
 
 
 def group_send_check(member_type: int, muted: bool) -> int:

@@ -27,10 +27,10 @@ class Services:
     sessions: SessionService
     messages: MessageService
     token_key: bytes
-    groups: GroupService | None = None  # set by serve(); None only in services built without one
-    chatrooms: ChatroomService | None = None
     #: Friends, friend requests, blacklists and settings; built from the fields above.
     relations: RelationService = field(init=False)
+    groups: GroupService | None = None  # set by serve(); None only in services built without one
+    chatrooms: ChatroomService | None = None  # set by serve(), like groups
 
     def __post_init__(self) -> None:
         self.relations = RelationService(self.config, self.store, self.router, self.clock)

@@ -197,6 +197,8 @@ class SettingScope(enum.IntEnum):
 def valid_setting_scope(scope: int) -> bool:
     """A scope a client may use: one of ``SettingScope``'s, or ``SettingScope.CUSTOM_MIN`` up to 2**31-1."""
     return scope in SettingScope._value2member_map_ or SettingScope.CUSTOM_MIN <= scope < 2**31
+
+
 class GroupType(enum.IntEnum):
     """``type`` of a group (SPEC §8). WildfireChat's type 1 ("free") is not offered."""
 

@@ -225,6 +225,8 @@ def _v4_relations(db: Database) -> None:
         " PRIMARY KEY (user_id, scope, key)) WITHOUT ROWID"
     )
     db.execute("CREATE INDEX user_settings_version ON user_settings (user_id, version)")
+
+
 def _v5_groups(db: Database) -> None:
     """Hosted groups (SPEC §8): the group, and one row per member, removed members kept as tombstones.
 

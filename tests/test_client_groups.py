@@ -7,7 +7,7 @@ import pytest
 import trio
 
 from client import RequestFailed
-from client.groups import GroupEvent
+from client.groups import GroupEvent, GroupSynced
 from protocol.codes import ErrorCode
 from tests.harness import Gateway, start_gateway
 from tests.test_client_sync import sdk, take
@@ -24,8 +24,24 @@ async def gw(nursery: trio.Nursery, tmp_path) -> Gateway:
 
 
 async def next_event(c) -> GroupEvent:
+    """The next applied notification (fetches' ``GroupSynced`` events in between are skipped)."""
     with trio.fail_after(LIMIT):
-        return await c.groups.events().receive()
+        while True:
+            event = await c.groups.events().receive()
+            if isinstance(event, GroupEvent):
+                return event
+
+
+def synced(c) -> list[GroupSynced]:
+    """The ``GroupSynced`` events waiting now (notifications' events are dropped)."""
+    found = []
+    while True:
+        try:
+            event = c.groups.events().receive_nowait()
+        except trio.WouldBlock:
+            return found
+        if isinstance(event, GroupSynced):
+            found.append(event)
 
 
 async def test_operations_cache_and_events(gw: Gateway) -> None:
@@ -50,8 +66,12 @@ async def test_operations_cache_and_events(gw: Gateway) -> None:
         assert cached is not None and cached.name == "club 2" and cached.member_count == 2
         assert {u: m.type for u, m in (bob.groups.cached_members(gid) or {}).items()} == {"alice": 2, "bob": 1}
         # The version sync brings only what changed, and agrees with what the notifications did.
-        synced = await bob.groups.members(gid)
-        assert {u: m.type for u, m in synced.items()} == {"alice": 2, "bob": 1}
+        synced(bob)
+        rows = await bob.groups.members(gid)
+        assert {u: m.type for u, m in rows.items()} == {"alice": 2, "bob": 1}
+        (sync,) = synced(bob)  # bob's row came back with its new version; carol's tombstone removed nothing more
+        assert (sync.members_changed, sync.members_removed) == (("bob",), ())
+        assert await bob.groups.members(gid) == rows and synced(bob) == []  # nothing changed: no event
         assert (await bob.groups.info(gid)).info_version > info.info_version
         assert await bob.groups.my_groups() == [gid]
         assert await bob.groups.common("alice") == [gid]

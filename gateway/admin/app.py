@@ -366,6 +366,8 @@ def _relation_routes(relations: RelationService) -> APIRouter:
 
 def _both_friends(conn: Any, a: str, b: str) -> bool:
     return rel.are_friends(conn, a, b) and rel.are_friends(conn, b, a)
+
+
 def _group_routes(groups: GroupService) -> APIRouter:
     """Hosted groups: every operation with every right (only facts are checked), and the reads."""
     from gateway.messaging import read_content

@@ -349,6 +349,8 @@ class SettingVersion(BaseModel):
 class SettingList(BaseModel):
     user_id: str
     settings: list[SettingOut]
+
+
 # --- groups (SPEC §8) ------------------------------------------------------------------------------
 
 
