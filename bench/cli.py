@@ -621,7 +621,8 @@ def _result(
         cpu = round(sum(cpu1) - sum(cpu0), 3)
         sys_cpu = round(cpu1[1] - cpu0[1], 3)
     # What "per message" means: handshakes completed, pongs, or messages delivered inside the window.
-    per = window["delivered_in_window"] if args.scenario in ("pairs", "group", "chatroom") else window["delivered"]
+    fanned = ("pairs", "group", "chatroom")
+    per = window["delivered_in_window"] if args.scenario in fanned else window["delivered"]
     held = sum(f.get("conns", 0) for f in finals)
     result: dict[str, Any] = {
         "scenario": args.scenario,
@@ -652,8 +653,13 @@ def _result(
         if cpu is not None and held and duration:
             result["server_cpu_ms_per_conn_hour"] = round(cpu * 1e3 / (held * duration / 3600), 2)
     if args.scenario == "chatroom":
-        # Every acked message sent in the window is owed one push per member.
-        result["undelivered"] = window["acked"] * args.members - window["delivered"]
+        # Every message acked that was sent in the sender's window is owed one push per member, once.
+        numbers = [n for f in finals for n in f.get("acked_numbers", ())]
+        got: Counter[str] = Counter()
+        for f in finals:
+            got.update(f.get("received", {}))
+        result["undelivered"] = sum(max(0, args.members - got[str(n)]) for n in numbers)
+        result["duplicated"] = sum(max(0, got[str(n)] - args.members) for n in numbers)
         result["unanswered"] = sum(f.get("unanswered", 0) for f in finals)
         result["delivered_in_window"] = window["delivered_in_window"]
         result["deliveries_per_server_cpu_s"] = round(per / cpu, 1) if cpu else None

@@ -454,17 +454,24 @@ class ChatroomScenario(Scenario):
     sent inside the window; ``delivered`` counts their pushes received by members (one per member per
     message, whenever they land); ``delivered_in_window`` counts pushes received inside the window, for
     rates and CPU per delivery. Latency: send → each member's receipt.
+
+    For the exactly-once check the windows of the workers must not matter (each opens a moment apart):
+    the sender's worker reports the numbers of the messages it had acked that it sent inside its window
+    (``acked_numbers``), every worker the pushes its members received per message number (``received``),
+    and the coordinator compares them.
     """
 
     def __init__(self, spec: dict[str, Any], nursery: trio.Nursery) -> None:
         super().__init__(spec, nursery)
+        self.acked_numbers: list[int] = []
+        self.received: Counter[int] = Counter()
         self.room: str = spec["room"]
         self.rate: float = spec.get("rate") or 10.0
         self.size: int = spec.get("size", 100)
         self.sender_token: str | None = spec.get("sender")
         self.drain_timeout: float = spec.get("drain_timeout", 10.0)
         self.sender: BenchConn | None = None
-        self.in_flight: dict[int, int] = {}  # request id → send time ns
+        self.in_flight: dict[int, tuple[int, int]] = {}  # request id → (message number, send time ns)
         self.next_n = 0
         self.last_delivery = 0.0
         self.fatal: str | None = None
@@ -531,7 +538,7 @@ class ChatroomScenario(Scenario):
                 "content": {"type": 1, "searchable_content": text},
             },
         )
-        self.in_flight[request_id] = sent_ns
+        self.in_flight[request_id] = (n, sent_ns)
         if self.go_ns <= sent_ns < self.stop_ns:
             self.window["sent"] += 1
         self.total["sent"] += 1
@@ -565,13 +572,15 @@ class ChatroomScenario(Scenario):
                 return
             for event in got:
                 if isinstance(event, events.Response):
-                    sent_ns = self.in_flight.pop(event.request_id, None)
-                    if sent_ns is None:
+                    entry = self.in_flight.pop(event.request_id, None)
+                    if entry is None:
                         continue
+                    n, sent_ns = entry
                     if event.code == ErrorCode.SUCCESS:
                         self.total["acked"] += 1
                         if self.go_ns <= sent_ns < self.stop_ns:
                             self.window["acked"] += 1
+                            self.acked_numbers.append(n)
                     else:
                         if self.go_ns == NEVER and not self.loading:
                             self.fatal = f"{SEND_METHOD} to the room answered code {event.code}"
@@ -596,10 +605,12 @@ class ChatroomScenario(Scenario):
                     self.error(f"push {event.topic}")  # chatroom_quit: the member was dropped
                     continue
                 try:
-                    sent_ns = int(event.data["message"]["content"]["searchable_content"].split(" ", 1)[0])
+                    sent_s, n_s = event.data["message"]["content"]["searchable_content"].split(" ", 2)[:2]
+                    sent_ns, n = int(sent_s), int(n_s)
                 except (KeyError, TypeError, ValueError):
                     self.error("unexpected msg push")
                     continue
+                self.received[n] += 1
                 self.last_delivery = trio.current_time()
                 self.total["delivered"] += 1
                 if self.measuring:
@@ -621,6 +632,8 @@ class ChatroomScenario(Scenario):
     def final(self) -> dict[str, Any]:
         out = super().final()
         out["unanswered"] = len(self.in_flight)
+        out["acked_numbers"] = self.acked_numbers
+        out["received"] = {str(n): count for n, count in self.received.items()}  # JSON keys are str
         return out
 
 

@@ -59,6 +59,7 @@ def table(result: dict[str, Any]) -> str:
     if scenario == "chatroom":
         rows.append(("deliveries per server CPU-second", _fmt(result.get("deliveries_per_server_cpu_s"))))
         rows.append(("undelivered (owed to members)", _fmt(result.get("undelivered"))))
+        rows.append(("deliveries duplicated", _fmt(result.get("duplicated"))))
         rows.append(("room counters (admin info)", str(result.get("room"))))
     lat = result["latency"]
     label = {
