@@ -225,3 +225,36 @@ async def test_bad_marks_get_251_and_paging_walks_the_whole_list(gw: Gateway) ->
             with pytest.raises(RequestFailed) as failed:
                 await alice.conversations._call("get_conversations", limit=10_000)
             assert failed.value.code == ErrorCode.INVALID_PARAMETER
+
+
+async def test_the_admin_api_marks_clears_and_lists_over_real_http(gw: Gateway) -> None:
+    import httpx
+
+    from tests.test_admin_messages import Admin
+
+    with trio.fail_after(LIMIT):
+        async with httpx.AsyncClient(timeout=5) as http, sdk(gw, "alice") as alice, sdk(gw, "bob") as bob:
+            admin = Admin(gw, http)
+            first = await alice.messages.send(Conversation(0, "bob"), text("one"))
+            second = await alice.messages.send(Conversation(0, "bob"), text("two"))
+            await unread_is(bob, ALICE, 2)
+            listed = await admin.call("conversation/list", {"user_id": "bob"})
+            assert listed["code"] == 0
+            rows = {row["conv"]["target"]: row for row in listed["result"]["conversations"]}
+            assert rows["alice"]["unread"] == 2 and rows["alice"]["last_message_id"] == str(second.message_id)
+            alice_conv = {"type": 0, "target": "alice"}
+            marked = await admin.call(
+                "conversation/mark_read", {"user_id": "bob", "conv": alice_conv, "message_id": str(first.message_id)}
+            )
+            assert marked == {"code": 0, "msg": "success", "result": {"read_to": str(first.message_id)}}
+            await unread_is(bob, ALICE, 1)  # bob's device got the head push and pulled the mark
+            cleared = await admin.call(
+                "conversation/clear", {"user_id": "bob", "conv": alice_conv, "message_id": str(second.message_id)}
+            )
+            assert cleared["result"] == {"deleted": 2}
+            await bob.conversations.wait_until(lambda: bob.conversations.get(ALICE) is None)
+            bad = await admin.call("conversation/mark_read", {"user_id": "bob", "conv": {"type": 7, "target": "x"},
+                                                              "message_id": "1"})  # fmt: skip
+            assert bad["code"] == ErrorCode.INVALID_PARAMETER
+            unknown = await admin.call("conversation/list", {"user_id": "nobody"})
+            assert unknown["code"] == ErrorCode.NOT_EXIST
