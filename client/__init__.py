@@ -26,6 +26,7 @@ from .chatrooms import (
     MembersPage,
 )
 from .client import KICKED_TOPIC, Client, Event, Response, StatusChanged, connect
+from .conversations import ConversationInfo, Conversations, ConversationsChanged
 from .errors import ClientClosed, ClientError, ConnectError, RequestFailed, RequestTimeout
 from .groups import GroupChange, GroupEvent, GroupInfo, GroupMember, Groups, GroupSynced
 from .messages import (
@@ -41,6 +42,9 @@ from .relations import HEAD_TOPIC, Friend, FriendRequest, Relations, RelationsCh
 from .users import UserInfo, UserInfoUpdated, Users
 
 __all__ = [
+    "ConversationInfo",
+    "Conversations",
+    "ConversationsChanged",
     "HEAD_TOPIC",
     "CHATROOM_QUIT_TOPIC",
     "ChatroomEvent",

@@ -59,9 +59,10 @@ from protocol.token import TokenError, parse_token
 
 from ._outbox import Outbox
 from .chatrooms import CHATROOM_QUIT_TOPIC, Chatrooms
+from .conversations import Conversations, ConversationsChanged
 from .errors import ClientClosed, ConnectError, RequestTimeout
 from .groups import Groups
-from .messages import MSG_TOPIC, Messages, parse_message
+from .messages import MESSAGE_DELETED_TOPIC, MSG_TOPIC, Messages, parse_message
 from .relations import HEAD_TOPIC, Relations, RelationsChanged, Snapshot
 from .users import UserInfoUpdated, Users
 
@@ -115,7 +116,7 @@ class StatusChanged:
 
 
 #: What ``Client.events()`` yields.
-Event = Notify | StatusChanged | RelationsChanged | UserInfoUpdated
+Event = Notify | StatusChanged | RelationsChanged | UserInfoUpdated | ConversationsChanged
 
 OnConnected = Callable[["Client", ConnAck], Awaitable[object]]
 
@@ -216,6 +217,8 @@ class Client:
             ``sync_relations``) a synced local copy of each; see ``client.relations``.
         users: the user-info cache; see ``client.users``.
         groups: group operations, the group cache and its events; see ``client.groups``.
+        conversations: the conversation list (last message, unread counts, marks), kept from
+            what this client syncs; see ``client.conversations``.
         chatrooms: joining a chatroom, its messages and events; see ``client.chatrooms``.
     """
 
@@ -271,6 +274,7 @@ class Client:
         self.relations = Relations(self, sync=sync_relations, snapshot=relations_snapshot)
         self.users = Users(self)
         self.groups = Groups(self)
+        self.conversations = Conversations(self)
         self.chatrooms = Chatrooms(self, buffer=chatroom_buffer)
 
         self._status = S.UNCONNECTED
@@ -755,6 +759,8 @@ class Client:
                         continue
                 elif event.topic == CHATROOM_QUIT_TOPIC:
                     self.chatrooms._on_quit(event.data)
+                elif event.topic == MESSAGE_DELETED_TOPIC:
+                    self.conversations._on_deleted(event.data)
                 self._emit(event)
                 if event.topic == KICKED_TOPIC:
                     code = event.data.get("code") if isinstance(event.data, dict) else None

@@ -330,11 +330,16 @@ class Messages:
         result = response.result
         ack = SendAck(result["message_id"], result["server_time"], result["seq"], cmid)
         self._own(ack.message_id, ack.seq)
+        if ack.seq:  # stored: it is this conversation's newest message on every device, this one included
+            mine = Message(ack.seq, ack.message_id, conv, self._client.user_id, dict(content), ack.server_time,
+                           tuple(params.get("to_users", ())))  # fmt: skip
+            self._client.conversations._observe(mine)
         return ack
 
     async def delete(self, message_id: int) -> None:
         """Delete a message for this user only, for good; other devices get ``message_deleted``."""
         await self._call("delete_message", message_id=message_id)
+        self._client.conversations._on_deleted(message_id)
 
     async def recall(self, message_id: int) -> RecallAck:
         """Replace a message for everyone with a recall notice (content type 80)."""
@@ -415,6 +420,7 @@ class Messages:
 
     def _hand_over(self, message: Message) -> None:
         self._client.groups._observe(message)  # a group notification updates the group cache first
+        self._client.conversations._observe(message)
         self._buffer.append(message)
         self._arrived.set()
 

@@ -338,7 +338,9 @@ class Relations:
                 self.blacklist[item["user_id"]] = item["created_at"]
         elif deleted:
             self.settings.pop((item["scope"], item["key"]), None)
+            self._client.conversations._on_setting(item["scope"], item["key"], None)
         else:
             self.settings[(item["scope"], item["key"])] = Setting(
                 item["scope"], item["key"], item["value"], item["updated_at"]
             )
+            self._client.conversations._on_setting(item["scope"], item["key"], item["value"])

@@ -119,6 +119,7 @@ async def _run(
             clock=services.clock,
             messages=services.messages,
             relations=services.relations,
+            conversations=services.conversations,
             groups=services.groups,
             chatrooms=services.chatrooms,
         )

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import storage
 from gateway.clock import Clock
 from gateway.config import Config
+from gateway.conversations import ConversationService
 from gateway.messaging import MessageService
 from gateway.relations import RelationService
 from gateway.router import Router
@@ -32,8 +33,12 @@ class Services:
     groups: GroupService | None = None  # set by serve(); None only in services built without one
     chatrooms: ChatroomService | None = None  # set by serve(), like groups
 
+    #: Read and clear marks, the conversation list; built from the fields above.
+    conversations: ConversationService = field(init=False)
+
     def __post_init__(self) -> None:
         self.relations = RelationService(self.config, self.store, self.router, self.clock)
+        self.conversations = ConversationService(self.config, self.store, self.relations, self.clock)
 
     @property
     def group_service(self) -> GroupService:

@@ -190,6 +190,7 @@ class SettingScope(enum.IntEnum):
     CONVERSATION_READ = 11
     FAVORITE_USER = 14
     DO_NOT_DISTURB = 17
+    CONVERSATION_CLEAR = 18  # WildfireChat's ConversationClearMessage: a conversation cleared up to a message id
     CONVERSATION_DRAFT = 19
     CUSTOM_MIN = 1000
 

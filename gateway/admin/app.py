@@ -24,13 +24,15 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 from starlette.exceptions import HTTPException
 
+from gateway.conversations import ConversationService
 from gateway.messaging import RequestRejected
 from gateway.relations import RelationService
 from protocol.codec import Fields
-from protocol.codes import ConversationType, ErrorCode
+from protocol.codes import ConversationType, ErrorCode, valid_id
 from protocol.connection import encode_notify_body
 from protocol.errors import FieldError
 from storage import relations as rel
+from storage.messages import Conversation
 from storage.records import ChatroomRecord, UserRecord
 
 from . import models as m
@@ -71,6 +73,7 @@ def create_admin_app(
     relations: RelationService | None = None,
     groups: GroupService | None = None,
     chatrooms: ChatroomService | None = None,
+    conversations: ConversationService | None = None,
 ) -> FastAPI:
     """Build the admin app, wrapped in its signature check.
 
@@ -85,6 +88,8 @@ def create_admin_app(
             built from the others when not given.
         groups: Hosted groups (``/admin/group/...``); without it those endpoints are absent.
         chatrooms: Chatroom records and who is in them (None: the chatroom endpoints answer 254).
+        conversations: Read marks, clearing and the list (``/admin/conversation/...``); built from
+            the others when not given.
     """
     app = FastAPI(
         title="Ember admin API",
@@ -97,7 +102,11 @@ def create_admin_app(
     )
     app.include_router(_routes(store, sessions, router, clock, chatrooms))
     app.include_router(_message_routes(messages, chatrooms))
-    app.include_router(_relation_routes(relations or RelationService(config, store, router, clock)))
+    relations = relations or RelationService(config, store, router, clock)
+    app.include_router(_relation_routes(relations))
+    app.include_router(
+        _conversation_routes(conversations or ConversationService(config, store, relations, clock), store)
+    )
     if groups is not None:
         app.include_router(_group_routes(groups))
     app.include_router(_chatroom_routes(chatrooms, clock))
@@ -254,6 +263,60 @@ def _message_routes(messages: MessageService, chatrooms: ChatroomService | None)
             for conn in messages.router.connections(user_id):
                 conn.push_frame_body(body)
         return answer(result={"message_id": req.message_id, "user_ids": holders})
+
+    return api
+
+
+def _conversation_routes(conversations: ConversationService, store: Store) -> APIRouter:
+    """Read marks, clearing and the list, as the user's own devices would (each change pushes heads)."""
+    api = APIRouter(prefix="/admin/conversation")
+
+    def conv_of(conv: m.ConversationIn) -> Conversation | None:
+        if conv.type not in ConversationType._value2member_map_ or not valid_id(conv.target) or conv.line < 0:
+            return None
+        return Conversation(conv.type, conv.target, conv.line)
+
+    @api.post("/mark_read", response_model=m.Answer[m.ReadMark])
+    async def conversation_mark_read(req: m.ConversationMark) -> dict[str, Any]:
+        """Move the user's read mark of a conversation forward (it never moves back); their devices sync it."""
+        conv = conv_of(req.conv)
+        if conv is None:
+            return answer(ErrorCode.INVALID_PARAMETER, msg="conv: unknown type or bad target")
+        if not await store.get_users([req.user_id]):
+            return answer(ErrorCode.NOT_EXIST)
+        mark = await conversations.mark_read(req.user_id, conv, int(req.message_id), None)
+        return answer(result={"read_to": str(mark["read_to"])})
+
+    @api.post("/clear", response_model=m.Answer[m.ConversationCleared])
+    async def conversation_clear(req: m.ConversationMark) -> dict[str, Any]:
+        """Delete the user's messages of a conversation up to message_id, for good, on every device."""
+        conv = conv_of(req.conv)
+        if conv is None:
+            return answer(ErrorCode.INVALID_PARAMETER, msg="conv: unknown type or bad target")
+        if not await store.get_users([req.user_id]):
+            return answer(ErrorCode.NOT_EXIST)
+        return answer(result=await conversations.clear(req.user_id, conv, int(req.message_id), None))
+
+    @api.post("/list", response_model=m.Answer[m.ConversationList])
+    async def conversation_list(req: m.ConversationListQuery) -> dict[str, Any]:
+        """The user's conversations, newest last message first, with read marks and unread counts."""
+        if not await store.get_users([req.user_id]):
+            return answer(ErrorCode.NOT_EXIST)
+        page, _ = await conversations.list(req.user_id, int(req.before or 0), req.limit)
+        rows = [
+            {
+                "conv": row["conv"],
+                "last_message_id": str(row["last_message"]["message_id"]),
+                "last_from": row["last_message"]["from"],
+                "last_server_time": row["last_message"]["server_time"],
+                "last_content_type": row["last_message"]["content"].get("type", 0),
+                "read_to": str(row["read_to"]),
+                "unread": row["unread"],
+                "unread_mentions": row["unread_mentions"],
+            }
+            for row in page["conversations"]
+        ]
+        return answer(result={"user_id": req.user_id, "conversations": rows, "more": page["more"]})
 
     return api
 

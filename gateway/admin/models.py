@@ -527,3 +527,43 @@ class ChatroomOut(BaseModel):
     created_at: int
     updated_at: int
     stats: ChatroomStatsOut
+
+
+# --- conversations (issue 12: read marks, clearing, the list) ----------------------------------------
+
+
+class ConversationMark(Request):
+    user_id: Id = Field(description="whose mark moves")
+    conv: ConversationIn = Field(description="the user's view: a private chat is named after the other user")
+    message_id: MessageId = Field(description="up to this message (a mark only moves forward)")
+
+
+class ReadMark(BaseModel):
+    read_to: str = Field(description="the read mark now in force, a message id as a decimal string")
+
+
+class ConversationCleared(BaseModel):
+    deleted: int = Field(description="how many of the user's messages this call deleted")
+
+
+class ConversationListQuery(Request):
+    user_id: Id
+    before: MessageId | None = Field(None, description="only conversations whose last message is older; absent: newest")
+    limit: int = Field(50, ge=1, le=200)
+
+
+class ConversationOut(BaseModel):
+    conv: dict[str, Any] = Field(description="{type, target, line}, the user's view")
+    last_message_id: str
+    last_from: str
+    last_server_time: int
+    last_content_type: int
+    read_to: str = Field(description="the read mark, a message id as a decimal string (\"0\": none)")
+    unread: int
+    unread_mentions: int
+
+
+class ConversationList(BaseModel):
+    user_id: str
+    conversations: list[ConversationOut]
+    more: bool

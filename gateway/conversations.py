@@ -1,0 +1,105 @@
+"""Conversations (SPEC §5, FAQ §13): read and clear marks synced as settings, and the list a device rebuilds.
+
+A read mark is a fact on the server, not a guess each device makes: ``mark_read`` moves the user's mark of
+one conversation forward (never back), which is a setting change (scope 11), so the user's other live
+devices get a ``head`` push and pull it like any setting, and a device that was off catches up from its
+CONNACK heads. ``clear`` deletes a conversation's messages for the user up to a message id and leaves a
+clear mark (scope 18) the same way. ``list`` answers the conversations of a fresh install (see
+``storage.conversations``).
+
+What counts as unread is decided here (``classify``): a message stored and counted by clients
+(persist flag 3), not the user's own, not replaced by a recall; a mention when it mentions everyone or
+names the user.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from gateway.clock import Clock
+from gateway.config import Config
+from gateway.relations import Origin, RelationService
+from protocol.codes import ContentType, PersistFlag
+from storage import Store
+from storage import conversations as db
+from storage.messages import Conversation
+
+#: Most conversations in one ``get_conversations`` page.
+MAX_CONVERSATIONS_PAGE: Final = 200
+#: ``get_conversations`` is charged after it answers: this much, plus one unit per this many inbox rows read.
+LIST_BASE_COST: Final = 1.0
+LIST_ROWS_PER_UNIT: Final = 1000
+
+_COUNTED: Final = int(PersistFlag.PERSIST_AND_COUNT)
+_SHOWN: Final = frozenset({int(PersistFlag.PERSIST), _COUNTED})
+_RECALL: Final = int(ContentType.RECALL)
+
+
+def classifier(user_id: str) -> db.Classify:
+    """The unread rules for ``user_id``'s list, as ``storage.conversations.list_conversations`` asks them."""
+
+    def classify(content: dict[str, Any], from_user: str) -> int:
+        flag = content.get("persist_flag", _COUNTED)
+        if flag not in _SHOWN:
+            return db.HIDDEN
+        if flag != _COUNTED or from_user == user_id or content.get("type") == _RECALL:
+            return db.SHOWN
+        mentioned = content.get("mentioned_type", 0)
+        if mentioned == 2 or (mentioned == 1 and user_id in content.get("mentioned_targets", ())):
+            return db.MENTION
+        return db.UNREAD
+
+    return classify
+
+
+class ConversationService:
+    def __init__(self, config: Config, store: Store, relations: RelationService, clock: Clock) -> None:
+        self.config = config
+        self.store = store
+        self.relations = relations
+        self.clock = clock
+
+    async def mark_read(self, user_id: str, conv: Conversation, up_to: int, origin: Origin) -> dict[str, int]:
+        """Move the read mark to ``up_to``; answers the mark now in force (a later one stays)."""
+        result = await self.store.run(db.advance_mark, user_id, db.READ_SCOPE, conv, up_to, self.clock.now_ms())
+        self.relations.notify(result.changes, origin)
+        return {"read_to": max(up_to, await self.store.read(db.mark_of, user_id, db.READ_SCOPE, conv))}
+
+    async def clear(self, user_id: str, conv: Conversation, up_to: int, origin: Origin) -> dict[str, int]:
+        """Delete the conversation's messages up to ``up_to`` for the user, for good, and leave the clear mark.
+
+        The ids are found on a reader (a scan of the user's inbox must not hold the writer): every message
+        at or below ``up_to`` has committed by then, since ids are handed out in the order sends commit.
+        """
+        ids = await self.store.read(db.conversation_message_ids, user_id, conv, up_to)
+        result = await self.store.run(db.clear, user_id, conv, up_to, ids, self.clock.now_ms())
+        self.relations.notify(result.changes, origin)
+        return {"deleted": len(ids)}
+
+    async def list(self, user_id: str, before: int, limit: int) -> tuple[dict[str, Any], int]:
+        """A page of the user's conversations, and the inbox rows it read (for the rate limit)."""
+        min_time = 0
+        if not self.config.message.roaming:
+            min_time = self.clock.now_ms() - self.config.message.compensate_seconds * 1000
+        page: db.ConversationList = await self.store.read(
+            db.list_conversations, user_id, before, limit, min_time, classifier(user_id)
+        )
+        answer = answer_of(page)
+        return answer, page.scanned
+
+
+def answer_of(page: db.ConversationList) -> dict[str, Any]:
+    """The ``get_conversations`` result map (docs/PROTOCOL.md §16.3), keys in this order."""
+    return {
+        "conversations": [
+            {
+                "conv": {"type": e.conv.type, "target": e.conv.target, "line": e.conv.line},
+                "last_message": e.last.to_wire(),
+                "read_to": e.read_to,
+                "unread": e.unread,
+                "unread_mentions": e.unread_mentions,
+            }
+            for e in page.entries
+        ],
+        "more": page.more,
+    }

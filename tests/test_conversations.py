@@ -1,0 +1,260 @@
+"""Conversations that agree on every device (issue 12): read marks and clearing synced as settings,
+the SDK's conversation list, and the list a fresh install rebuilds from the server.
+
+Real gateway, real sockets, the SDK with ``sync_messages`` and ``sync_relations``; every wait is on
+the SDK's list (``Conversations.wait_until``), bounded by ``trio.fail_after``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+
+import client
+from client import Conversation, ConversationInfo, ConversationsChanged, RequestFailed
+from protocol.codes import ErrorCode, SettingScope
+from storage import conversations as db
+from storage.messages import pull_rows
+from tests.harness import Gateway, start_gateway
+
+FAST = (0.01, 0.05)
+LIMIT = 10
+ALICE = Conversation(0, "alice")
+CAROL = Conversation(0, "carol")
+CLUB = Conversation(1, "club")
+
+
+def text(body: str, **more: Any) -> dict[str, Any]:
+    return {"type": 1, "searchable_content": body, **more}
+
+
+@pytest.fixture
+async def gw(nursery: trio.Nursery, tmp_path) -> Gateway:
+    gw = await start_gateway(
+        nursery, tmp_path, client={"request_rate_limit": 100_000}, message={"roaming": True}
+    )
+    for user in ("alice", "bob", "carol"):
+        await gw.user(user)
+    code, _ = await gw.services.groups.create("carol", "club", {"name": "Club"}, ["bob", "alice"], admin=True)
+    assert code == 0
+    return gw
+
+
+@asynccontextmanager
+async def sdk(gw: Gateway, user: str, device: str = "phone", platform: int = 2, **kwargs: Any) -> AsyncIterator[client.Client]:
+    token = await gw.token(user, f"{user}-{device}", platform)
+    kwargs.setdefault("sync_messages", True)
+    kwargs.setdefault("sync_relations", True)
+    kwargs.setdefault("clock", gw.clock.now_ms)
+    kwargs.setdefault("backoff", FAST)
+    async with client.connect(gw.host, gw.port, token, **kwargs) as c:
+        yield c
+
+
+def summary(infos: list[ConversationInfo]) -> list[tuple[Conversation, int, int, int]]:
+    """What two devices must agree on: conversation, last message id, unread, unread mentions."""
+    return [(c.conv, c.last_message.message_id if c.last_message else 0, c.unread, c.unread_mentions) for c in infos]
+
+
+async def unread_is(c: client.Client, conv: Conversation, unread: int, mentions: int | None = None) -> None:
+    def holds() -> bool:
+        info = c.conversations.get(conv)
+        got = 0 if info is None else info.unread
+        return got == unread and (mentions is None or (info is not None and info.unread_mentions == mentions))
+
+    await c.conversations.wait_until(holds)
+
+
+async def test_reading_on_one_device_clears_the_other_and_a_new_install_rebuilds_the_same_list(gw: Gateway) -> None:
+    with trio.fail_after(LIMIT):
+        async with (
+            sdk(gw, "alice") as alice,
+            sdk(gw, "carol") as carol,
+            sdk(gw, "bob", "phone", 2) as phone,
+            sdk(gw, "bob", "pc", 3) as pc,
+        ):
+            for i in range(3):
+                await alice.messages.send(Conversation(0, "bob"), text(f"hi {i}"))
+            await carol.messages.send(CLUB, text("hello club"))
+            last = await carol.messages.send(CLUB, text("@bob look", mentioned_type=1, mentioned_targets=["bob"]))
+            await alice.messages.send(CLUB, text("not a mention", mentioned_type=1, mentioned_targets=["carol"]))
+            await carol.messages.send(Conversation(0, "bob"), text("quiet", persist_flag=1))  # shown, not counted
+            for device in (phone, pc):
+                await unread_is(device, ALICE, 3)
+                await unread_is(device, CLUB, 3, mentions=1)
+                await unread_is(device, CAROL, 0)
+                assert device.conversations.get(CAROL) is not None
+            assert summary(phone.conversations.conversations()) == summary(pc.conversations.conversations())
+
+            # Reading on the phone clears the PC's count: the mark is a setting, pushed as a head.
+            assert await phone.conversations.mark_read(ALICE) > 0
+            assert phone.conversations.get(ALICE).unread == 0
+            await unread_is(pc, ALICE, 0)
+            # Read up to the mention: the club keeps its one later message unread, everywhere.
+            await pc.conversations.mark_read(CLUB, last.message_id)
+            await unread_is(phone, CLUB, 1, mentions=0)
+            await unread_is(pc, CLUB, 1, mentions=0)
+            # A mark never moves back.
+            assert await phone.conversations.mark_read(CLUB, last.message_id - 1) == last.message_id
+            assert await gw.services.store.read(db.mark_of, "bob", db.READ_SCOPE, CLUB) == last.message_id
+
+            # A message after the mark counts again on both.
+            await alice.messages.send(Conversation(0, "bob"), text("again"))
+            await unread_is(phone, ALICE, 1)
+            await unread_is(pc, ALICE, 1)
+            expected = summary(phone.conversations.conversations())
+
+        # A third device, installed later, with no messages of its own: the server's list, counts included.
+        async with sdk(gw, "bob", "ipad", 8, sync_messages=False) as ipad:
+            await ipad.conversations.rebuild()
+            assert summary(ipad.conversations.conversations()) == expected
+            assert ipad.conversations.get(CLUB).read_to == last.message_id
+
+
+async def test_the_list_filtered_by_type_equals_what_was_sent(gw: Gateway) -> None:
+    with trio.fail_after(LIMIT):
+        async with sdk(gw, "alice") as alice, sdk(gw, "bob") as bob:
+            sent: dict[Conversation, int] = {}
+            sent[Conversation(0, "bob")] = (await alice.messages.send(Conversation(0, "bob"), text("a"))).message_id
+            sent[CLUB] = (await alice.messages.send(CLUB, text("b"))).message_id
+            sent[Conversation(0, "carol")] = (await alice.messages.send(Conversation(0, "carol"), text("c"))).message_id
+            sent[Conversation(1, "club", 2)] = (
+                await alice.messages.send(Conversation(1, "club", 2), text("line 2"))
+            ).message_id
+            await unread_is(bob, Conversation(1, "club", 2), 1)
+            lists = alice.conversations
+            assert {c.conv: c.last_message.message_id for c in lists.conversations(types=[0])} == {
+                k: v for k, v in sent.items() if k.type == 0
+            }
+            assert {c.conv for c in lists.conversations(types=[1])} == {CLUB, Conversation(1, "club", 2)}
+            assert {c.conv for c in lists.conversations(types=[1], lines=[2])} == {Conversation(1, "club", 2)}
+            # Newest first; the sender's own messages count for nobody.
+            assert [c.conv for c in lists.conversations()][0] == Conversation(1, "club", 2)
+            assert all(c.unread == 0 for c in lists.conversations(types=[0]))
+            # bob's view names the private chat after alice, the sender.
+            assert bob.conversations.get(ALICE) is not None and bob.conversations.get(Conversation(0, "bob")) is None
+
+
+async def test_top_silent_and_draft_come_from_the_synced_settings(gw: Gateway) -> None:
+    with trio.fail_after(LIMIT):
+        async with sdk(gw, "bob", "phone", 2) as phone, sdk(gw, "bob", "pc", 3) as pc:
+            key = db.mark_key(ALICE)
+            await phone.relations.put_setting(SettingScope.CONVERSATION_TOP, key, "1")
+            await phone.relations.put_setting(SettingScope.CONVERSATION_DRAFT, key, "half a thought")
+            await pc.conversations.wait_until(
+                lambda: (info := pc.conversations.get(ALICE)) is not None and info.top and info.draft == "half a thought"
+            )
+            await phone.relations.put_setting(SettingScope.CONVERSATION_TOP, key, "")
+            await pc.conversations.wait_until(lambda: not pc.conversations.get(ALICE).top)
+
+
+async def test_clearing_a_conversation_is_synced_and_for_good(gw: Gateway) -> None:
+    with trio.fail_after(LIMIT):
+        async with sdk(gw, "alice") as alice, sdk(gw, "bob", "phone", 2) as phone, sdk(gw, "bob", "pc", 3) as pc:
+            for i in range(4):
+                await alice.messages.send(Conversation(0, "bob"), text(f"m{i}"))
+            await alice.messages.send(CLUB, text("club stays"))
+            await unread_is(pc, ALICE, 4)
+            await unread_is(phone, ALICE, 4)
+            events = pc.events()
+            assert await phone.conversations.clear(ALICE) == 4
+            assert phone.conversations.get(ALICE) is None
+            await pc.conversations.wait_until(lambda: pc.conversations.get(ALICE) is None)
+            assert pc.conversations.get(CLUB) is not None
+            while not (isinstance(event := await events.receive(), ConversationsChanged) and ALICE in event.conversations):
+                pass
+            # For good: a new device's pull from 0 and the server's list no longer have them.
+            page = await gw.services.store.read(pull_rows, "bob", 0, 100, 0, 1 << 20)
+            assert [row[4] for row in page.rows if row[2] == 0] == []
+            listed = await gw.services.conversations.list("bob", 0, 50)
+            assert [c["conv"]["target"] for c in listed[0]["conversations"]] == ["club"]
+            # A later message starts the conversation again.
+            await alice.messages.send(Conversation(0, "bob"), text("after"))
+            await unread_is(pc, ALICE, 1)
+
+
+async def test_a_recall_takes_the_message_out_of_the_count(gw: Gateway) -> None:
+    with trio.fail_after(LIMIT):
+        async with sdk(gw, "alice") as alice, sdk(gw, "bob") as bob:
+            await alice.messages.send(Conversation(0, "bob"), text("keep"))
+            oops = await alice.messages.send(Conversation(0, "bob"), text("oops"))
+            await unread_is(bob, ALICE, 2)
+            await alice.messages.recall(oops.message_id)
+            await unread_is(bob, ALICE, 1)
+            listed, _ = await gw.services.conversations.list("bob", 0, 50)
+            assert {c["conv"]["target"]: c["unread"] for c in listed["conversations"]} == {"alice": 1, "club": 0}
+
+
+async def test_with_roaming_off_the_list_holds_only_what_a_new_device_may_still_see(nursery, tmp_path) -> None:
+    gw = await start_gateway(nursery, tmp_path, message={"roaming": False, "compensate_seconds": 300})
+    for user in ("alice", "bob", "carol"):
+        await gw.user(user)
+    with trio.fail_after(LIMIT):
+        async with sdk(gw, "alice") as alice:
+            await alice.messages.send(Conversation(0, "bob"), text("old"))
+            gw.clock.advance(301)
+            await alice.messages.send(Conversation(0, "carol"), text("young"))
+        listed, _ = await gw.services.conversations.list("alice", 0, 50)
+        assert [c["conv"]["target"] for c in listed["conversations"]] == ["carol"]
+
+
+async def test_bad_marks_get_251_and_paging_walks_the_whole_list(gw: Gateway) -> None:
+    with trio.fail_after(LIMIT):
+        async with sdk(gw, "alice") as alice:
+            for bad in ({"conv": {"type": 0, "target": "bob"}, "message_id": 0}, {"conv": {"type": 9, "target": "x"}}):
+                response = await alice.request("mark_read", bad)
+                assert response.code == ErrorCode.INVALID_PARAMETER
+            for i in range(7):
+                await gw.user(f"u{i}")
+                await alice.messages.send(Conversation(0, f"u{i}"), text("x"))
+            seen: list[str] = []
+            before = 0
+            while True:
+                response = await alice.request("get_conversations", {"before": before, "limit": 3})
+                assert response.ok
+                rows = response.result["conversations"]
+                seen += [row["conv"]["target"] for row in rows]
+                if not response.result["more"]:
+                    break
+                before = rows[-1]["last_message"]["message_id"]
+            assert seen == [f"u{i}" for i in reversed(range(7))] + ["club"]
+            with pytest.raises(RequestFailed) as failed:
+                await alice.conversations._call("get_conversations", limit=10_000)
+            assert failed.value.code == ErrorCode.INVALID_PARAMETER
+
+
+async def test_the_admin_api_marks_clears_and_lists_over_real_http(gw: Gateway) -> None:
+    import httpx
+
+    from tests.test_admin_messages import Admin
+
+    with trio.fail_after(LIMIT):
+        async with httpx.AsyncClient(timeout=5) as http, sdk(gw, "alice") as alice, sdk(gw, "bob") as bob:
+            admin = Admin(gw, http)
+            first = await alice.messages.send(Conversation(0, "bob"), text("one"))
+            second = await alice.messages.send(Conversation(0, "bob"), text("two"))
+            await unread_is(bob, ALICE, 2)
+            listed = await admin.call("conversation/list", {"user_id": "bob"})
+            assert listed["code"] == 0
+            rows = {row["conv"]["target"]: row for row in listed["result"]["conversations"]}
+            assert rows["alice"]["unread"] == 2 and rows["alice"]["last_message_id"] == str(second.message_id)
+            alice_conv = {"type": 0, "target": "alice"}
+            marked = await admin.call(
+                "conversation/mark_read", {"user_id": "bob", "conv": alice_conv, "message_id": str(first.message_id)}
+            )
+            assert marked == {"code": 0, "msg": "success", "result": {"read_to": str(first.message_id)}}
+            await unread_is(bob, ALICE, 1)  # bob's device got the head push and pulled the mark
+            cleared = await admin.call(
+                "conversation/clear", {"user_id": "bob", "conv": alice_conv, "message_id": str(second.message_id)}
+            )
+            assert cleared["result"] == {"deleted": 2}
+            await bob.conversations.wait_until(lambda: bob.conversations.get(ALICE) is None)
+            bad = await admin.call("conversation/mark_read", {"user_id": "bob", "conv": {"type": 7, "target": "x"},
+                                                              "message_id": "1"})  # fmt: skip
+            assert bad["code"] == ErrorCode.INVALID_PARAMETER
+            unknown = await admin.call("conversation/list", {"user_id": "nobody"})
+            assert unknown["code"] == ErrorCode.NOT_EXIST
