@@ -28,7 +28,14 @@ from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
-from protocol.codes import ContentType, ConversationType, PersistFlag, SettingScope
+from protocol.codes import (
+    ContentType,
+    ConversationType,
+    PersistFlag,
+    SettingScope,
+    conversation_setting_key,
+    parse_conversation_setting_key,
+)
 
 from .errors import RequestFailed
 from .messages import Conversation, Message, parse_message
@@ -49,16 +56,13 @@ _CHATROOM: Final = int(ConversationType.CHATROOM)
 
 
 def mark_key(conv: Conversation) -> str:
-    """A conversation's key in settings (docs/PROTOCOL.md §16): ``"type-target-line"``."""
-    return f"{conv.type}-{conv.target}-{conv.line}"
+    """A conversation's key in settings (docs/PROTOCOL.md §16.1): ``"type-target-line"``."""
+    return conversation_setting_key(conv.type, conv.target, conv.line)
 
 
 def parse_mark_key(key: str) -> Conversation | None:
-    kind, sep, rest = key.partition("-")
-    target, sep2, line = rest.rpartition("-")
-    if not (sep and sep2 and kind.isdigit() and line.isdigit() and target):
-        return None
-    return Conversation(int(kind), target, int(line))
+    parts = parse_conversation_setting_key(key)
+    return None if parts is None else Conversation(*parts)
 
 
 @dataclass(frozen=True, slots=True)

@@ -246,3 +246,21 @@ class GroupNotification(enum.IntEnum):
     ALLOW_MEMBERS = 119
     EXTRA = 122
     MEMBER_EXTRA = 123
+
+
+def conversation_setting_key(conv_type: int, target: str, line: int) -> str:
+    """A conversation's key in the user settings of scopes 1, 3, 11, 18, 19: ``"type-target-line"``.
+
+    ``target`` is the user's own view (the other user, for a private chat). Type and line are
+    decimal ints, so the key parses back at the first and last ``-`` whatever the target holds.
+    """
+    return f"{conv_type}-{target}-{line}"
+
+
+def parse_conversation_setting_key(key: str) -> tuple[int, str, int] | None:
+    """(type, target, line) from ``conversation_setting_key``'s form; None for any other key."""
+    kind, sep, rest = key.partition("-")
+    target, sep2, line = rest.rpartition("-")
+    if not (sep and sep2 and kind.isdigit() and line.isdigit() and target):
+        return None
+    return int(kind), target, int(line)

@@ -24,7 +24,7 @@ from typing import Any, Final
 
 import msgpack
 
-from protocol.codes import SettingScope
+from protocol.codes import SettingScope, conversation_setting_key
 from storage import relations
 from storage.messages import (
     PRIVATE,
@@ -48,16 +48,8 @@ Classify = Callable[[dict[str, Any], str], int]
 
 
 def mark_key(conv: Conversation) -> str:
-    """A conversation's key in settings: ``"type-target-line"`` (type and line are ints, so it parses back)."""
-    return f"{conv.type}-{conv.target}-{conv.line}"
-
-
-def parse_mark_key(key: str) -> Conversation | None:
-    kind, sep, rest = key.partition("-")
-    target, sep2, line = rest.rpartition("-")
-    if not (sep and sep2 and kind.isdigit() and line.isdigit() and target):
-        return None
-    return Conversation(int(kind), target, int(line))
+    """A conversation's key in settings (``protocol.codes.conversation_setting_key``)."""
+    return conversation_setting_key(conv.type, conv.target, conv.line)
 
 
 def mark_of(conn: sqlite3.Connection, user_id: str, scope: int, conv: Conversation) -> int:
