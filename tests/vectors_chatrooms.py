@@ -13,27 +13,19 @@ hex, with the encoders the gateway and the SDK use. The blocks are fenced ``chat
 from __future__ import annotations
 
 import json
-import re
 import sys
-from pathlib import Path
 from typing import Any
 
 from protocol import codec
 from protocol.connection import encode_msg_push, encode_notify_body, encode_response_body
+from tests.vector_blocks import DOC as DOC  # re-exported: the tests read v.DOC
+from tests.vector_blocks import Fence
 
-ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "PROTOCOL.md"
-FENCE = "chatroom-vector"
-BLOCK = re.compile(rf"^```{FENCE} name=(?P<name>[a-z0-9_]+)[ \t]*\n(?P<body>.*?)^```[ \t]*$", re.M | re.S)
+FENCE = Fence("chatroom-vector", "chatroom vectors")
 
 
 def read_blocks(text: str) -> dict[str, str]:
-    blocks: dict[str, str] = {}
-    for match in BLOCK.finditer(text):
-        if match["name"] in blocks:
-            raise ValueError(f"chatroom vector block {match['name']!r} appears twice")
-        blocks[match["name"]] = match["body"]
-    return blocks
+    return FENCE.bodies(text)
 
 
 def inputs(blocks: dict[str, str]) -> dict[str, Any]:
@@ -56,40 +48,18 @@ def compute(values: dict[str, Any]) -> dict[str, bytes]:
     return {name: encode(value) for name, value in values.items()}
 
 
-def render(value: bytes) -> str:
-    digits = value.hex()
-    return "".join(digits[k : k + 64] + "\n" for k in range(0, len(digits), 64))
-
-
 def rewrite(text: str, values: dict[str, bytes]) -> str:
-    def replace(match: re.Match[str]) -> str:
-        name = match["name"]
-        if name not in values:
-            return match[0]
-        return f"```{FENCE} name={name}\n{render(values[name])}```"
-
-    return BLOCK.sub(replace, text)
+    return FENCE.rewrite(text, values)
 
 
-def main(argv: list[str]) -> int:
-    text = DOC.read_text(encoding="utf-8")
+def _compute_checked(text: str) -> dict[str, bytes]:
     blocks = read_blocks(text)
     values = inputs(blocks)
     missing = [name for name in values if name not in blocks]
     if missing:
-        print(f"{DOC}: no chatroom-vector block for {', '.join(missing)}", file=sys.stderr)
-        return 1
-    new = rewrite(text, compute(values))
-    if "--check" in argv:
-        if new != text:
-            print(f"{DOC}: chatroom vectors are stale", file=sys.stderr)
-            return 1
-        return 0
-    if new != text:
-        DOC.write_text(new, encoding="utf-8")
-        print(f"{DOC}: chatroom vectors rewritten")
-    return 0
+        raise SystemExit(f"{DOC}: no chatroom-vector block for {', '.join(missing)}")
+    return compute(values)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    raise SystemExit(FENCE.main(sys.argv[1:], _compute_checked))

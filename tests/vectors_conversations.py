@@ -12,7 +12,6 @@ to rewrite it after a deliberate change::
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import sys
 from pathlib import Path
@@ -27,9 +26,10 @@ from protocol.connection import encode_response_body  # noqa: E402
 from storage import conversations  # noqa: E402
 from storage.messages import Conversation  # noqa: E402
 from storage.schema import migrate  # noqa: E402
+from tests.vector_blocks import DOC as DOC  # noqa: E402 - re-exported: the tests read v.DOC
+from tests.vector_blocks import Fence  # noqa: E402
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "PROTOCOL.md"
-BLOCK = re.compile(r"^```convvector name=(?P<name>[a-z0-9_]+)[ \t]*\n(?P<body>.*?)^```[ \t]*$", re.M | re.S)
+FENCE = Fence("convvector", "conversation vectors")
 
 T0 = 1767225600000  # 2026-01-01T00:00:00Z
 FIRST, SECOND = 7_000_000_000_000_001, 7_000_000_000_000_002
@@ -73,35 +73,12 @@ def compute() -> dict[str, bytes]:
 
 
 def read_blocks(text: str) -> dict[str, bytes]:
-    blocks: dict[str, bytes] = {}
-    for match in BLOCK.finditer(text):
-        if match["name"] in blocks:
-            raise ValueError(f"convvector block {match['name']!r} appears twice")
-        blocks[match["name"]] = bytes.fromhex("".join(match["body"].split()))
-    return blocks
-
-
-def render(value: bytes) -> str:
-    digits = value.hex()
-    return "".join(digits[k : k + 64] + "\n" for k in range(0, len(digits), 64))
+    return FENCE.hex_blocks(text)
 
 
 def rewrite(text: str, values: dict[str, bytes]) -> str:
-    return BLOCK.sub(lambda m: f"```convvector name={m['name']}\n{render(values[m['name']])}```", text)
-
-
-def main(argv: list[str]) -> int:
-    text = DOC.read_text(encoding="utf-8")
-    new = rewrite(text, compute())
-    if "--check" in argv:
-        if new != text:
-            print(f"{DOC}: conversation vectors are stale", file=sys.stderr)
-            return 1
-        return 0
-    DOC.write_text(new, encoding="utf-8")
-    print(f"{DOC}: conversation vectors rewritten")
-    return 0
+    return FENCE.rewrite(text, values)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(FENCE.main(sys.argv[1:], lambda text: compute()))

@@ -19,7 +19,6 @@ digits, made by the gateway's own code from those inputs (``gateway.groups.notif
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,11 +33,10 @@ from protocol.codes import GroupNotification  # noqa: E402
 from protocol.connection import encode_msg_push, encode_response_body  # noqa: E402
 from storage.groups import GroupRecord, MemberRecord  # noqa: E402
 from storage.messages import Conversation, Outgoing  # noqa: E402
+from tests.vector_blocks import DOC as DOC  # noqa: E402 - re-exported: the tests read v.DOC
+from tests.vector_blocks import Fence  # noqa: E402
 
-DOC = ROOT / "docs" / "PROTOCOL.md"
-BLOCK = re.compile(
-    r"^```group-vector name=(?P<name>[a-z0-9_]+)[ \t]*\n(?P<body>.*?)^```[ \t]*$", re.M | re.S
-)
+FENCE = Fence("group-vector", "group vectors")
 
 INPUTS: dict[str, Any] = {
     "group_id": "g1",
@@ -93,36 +91,14 @@ def compute(inputs: dict[str, Any] = INPUTS) -> dict[str, bytes]:
 
 
 def read_blocks(text: str) -> dict[str, str]:
-    return {m.group("name"): m.group("body") for m in BLOCK.finditer(text)}
-
-
-def _hex(data: bytes) -> str:
-    digits = data.hex()
-    return "".join(digits[i : i + 64] + "\n" for i in range(0, len(digits), 64))
+    return FENCE.bodies(text)
 
 
 def rewrite(text: str, computed: dict[str, bytes] | None = None) -> str:
-    computed = compute() if computed is None else computed
-
-    def body(name: str) -> str:
-        if name == "group_inputs":
-            return json.dumps(INPUTS, indent=1) + "\n"
-        return _hex(computed[name])
-
-    return BLOCK.sub(lambda m: f"```group-vector name={m.group('name')}\n{body(m.group('name'))}```", text)
-
-
-def main(argv: list[str]) -> int:
-    text = DOC.read_text(encoding="utf-8")
-    new = rewrite(text)
-    if "--check" in argv:
-        if new != text:
-            print("docs/PROTOCOL.md group vectors are stale: run tests/vectors_groups.py", file=sys.stderr)
-            return 1
-        return 0
-    DOC.write_text(new, encoding="utf-8")
-    return 0
+    values: dict[str, bytes | str] = dict(compute() if computed is None else computed)
+    values["group_inputs"] = json.dumps(INPUTS, indent=1)
+    return FENCE.rewrite(text, values)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(FENCE.main(sys.argv[1:], lambda text: {**compute(), "group_inputs": json.dumps(INPUTS, indent=1)}))

@@ -18,7 +18,6 @@ this; to rewrite the doc after a deliberate change::
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import sys
 from pathlib import Path
@@ -32,9 +31,10 @@ from protocol import codec  # noqa: E402
 from protocol.connection import encode_notify_body, encode_response_body  # noqa: E402
 from storage import relations  # noqa: E402
 from storage.schema import migrate  # noqa: E402
+from tests.vector_blocks import DOC as DOC  # noqa: E402 - re-exported: the tests read v.DOC
+from tests.vector_blocks import Fence  # noqa: E402
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "PROTOCOL.md"
-BLOCK = re.compile(r"^```relvector name=(?P<name>[a-z0-9_]+)[ \t]*\n(?P<body>.*?)^```[ \t]*$", re.M | re.S)
+FENCE = Fence("relvector", "relation vectors")
 
 T0 = 1767225600000  # 2026-01-01T00:00:00Z
 MINUTE = 60_000
@@ -99,35 +99,12 @@ def compute() -> dict[str, bytes]:
 
 
 def read_blocks(text: str) -> dict[str, bytes]:
-    blocks: dict[str, bytes] = {}
-    for match in BLOCK.finditer(text):
-        if match["name"] in blocks:
-            raise ValueError(f"relvector block {match['name']!r} appears twice")
-        blocks[match["name"]] = bytes.fromhex("".join(match["body"].split()))
-    return blocks
-
-
-def render(value: bytes) -> str:
-    digits = value.hex()
-    return "".join(digits[k : k + 64] + "\n" for k in range(0, len(digits), 64))
+    return FENCE.hex_blocks(text)
 
 
 def rewrite(text: str, values: dict[str, bytes]) -> str:
-    return BLOCK.sub(lambda m: f"```relvector name={m['name']}\n{render(values[m['name']])}```", text)
-
-
-def main(argv: list[str]) -> int:
-    text = DOC.read_text(encoding="utf-8")
-    new = rewrite(text, compute())
-    if "--check" in argv:
-        if new != text:
-            print(f"{DOC}: relation vectors are stale", file=sys.stderr)
-            return 1
-        return 0
-    DOC.write_text(new, encoding="utf-8")
-    print(f"{DOC}: relation vectors rewritten")
-    return 0
+    return FENCE.rewrite(text, values)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(FENCE.main(sys.argv[1:], lambda text: compute()))
