@@ -9,11 +9,12 @@ ordinary async code.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 import trio.lowlevel
@@ -47,12 +48,16 @@ from storage.messages import (
     StoredMessage,
 )
 
+if TYPE_CHECKING:
+    from gateway.channels import ChannelService
+
 log = logging.getLogger("ember.messaging")
 
 # Plain ints on the hot path (an IntEnum compares slower); their meaning lives in protocol.codes.
 PRIVATE = int(ConversationType.PRIVATE)
 GROUP = int(ConversationType.GROUP)
 CHATROOM = int(ConversationType.CHATROOM)
+CHANNEL = int(ConversationType.CHANNEL)
 PERSIST_FLAGS = frozenset(int(f) for f in PersistFlag)
 RECALL_CONTENT_TYPE = int(ContentType.RECALL)
 PERSIST_TRANSPARENT = int(PersistFlag.TRANSPARENT)
@@ -294,14 +299,27 @@ class MessageService:
             config.message.blacklist_strategy, config.message.disable_stranger_chat, group_send_check
         )
         self.fanout = FanOut()
+        #: Set by ``enable_channels``: without it channel sends and history answer 254.
+        self.channels: ChannelService | None = None
+
+    def enable_channels(self, channels: ChannelService) -> None:
+        """Channel sends follow ``gateway.channels.channel_route``; callback-only ones go to its hook."""
+        from gateway.channels import channel_route
+
+        self.channels = channels
+        self.policy = dataclasses.replace(self.policy, channel_route=channel_route)
+
+    def _handed_to_callback(self, msg: Outgoing, result: SendResult) -> None:
+        if result.callback is not None and self.channels is not None and not result.duplicate:
+            self.channels.callbacks(msg, result.callback)
 
     # --- building ---------------------------------------------------------------------------------
 
     def outgoing(self, from_user: str, params: Fields) -> Outgoing:
         """A validated message from request params. Raises FieldError (251) or RequestRejected."""
         conv = read_conversation(params)
-        if conv.type not in (PRIVATE, GROUP, CHATROOM):
-            raise RequestRejected(ErrorCode.NOT_IMPLEMENTED)  # channels come later
+        if conv.type == CHANNEL and self.channels is None:
+            raise RequestRejected(ErrorCode.NOT_IMPLEMENTED)  # a service built without channels
         content = read_content(params, self.config)
         client_msg_id = params.text(
             "client_msg_id", min_len=1, max_len=MAX_ID_LEN, printable=True, default=None
@@ -331,6 +349,8 @@ class MessageService:
             reply(result.code, self._ack(result, msg.from_user))
             if result.code == ErrorCode.SUCCESS and not result.duplicate:
                 self.deliver(msg, result, origin_client)
+                if result.callback is not None:
+                    self._handed_to_callback(msg, result)
 
         self.store.send_private_nowait(msg, self.policy, committed)
 
@@ -339,6 +359,7 @@ class MessageService:
         result = await self.store.send_private(msg, self.policy)
         if result.code == ErrorCode.SUCCESS and not result.duplicate:
             self.deliver(msg, result, None)
+            self._handed_to_callback(msg, result)
         return result.code, self._ack(result, msg.from_user)
 
     @staticmethod
@@ -453,6 +474,13 @@ class MessageService:
             if found is None:
                 return ErrorCode.NOT_IN_GROUP, None
             return ErrorCode.SUCCESS, {"messages": [m.to_wire() for m in found]}
+        if conv.type == CHANNEL:
+            if self.channels is None:
+                return ErrorCode.NOT_IMPLEMENTED, None
+            code, posts = await self.channels.history(user_id, conv, before_id or 2**63 - 1, count)
+            if code != ErrorCode.SUCCESS:
+                return code, None
+            return ErrorCode.SUCCESS, {"messages": [m.to_wire() for m in posts]}
         messages: list[StoredMessage] = await self.store.remote_history(
             user_id, conv, before_id or 2**63 - 1, count
         )

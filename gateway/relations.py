@@ -22,7 +22,7 @@ from gateway.clock import Clock
 from gateway.config import Config
 from gateway.router import Router
 from protocol import codec
-from protocol.codes import ErrorCode, valid_setting_scope
+from protocol.codes import SERVER_SETTING_SCOPES, ErrorCode, valid_setting_scope
 from protocol.connection import encode_notify_body
 from storage import Store, relations
 from storage.relations import Change, Outcome, RequestPolicy
@@ -177,6 +177,8 @@ class RelationService:
         """Why (scope, key, value) is refused (251), or None; the client handler reports the same per field."""
         if not valid_setting_scope(scope):
             return "scope: unknown scope (1, 3, 6, 11, 14, 17, 19, or 1000 and above)"
+        if scope in SERVER_SETTING_SCOPES:
+            return "scope: 8 and 9 are written by the server (channels)"
         if len(key.encode()) > self.config.setting.max_key_bytes:
             return f"key: at most {self.config.setting.max_key_bytes} bytes"
         if len(value.encode()) > self.config.setting.max_value_bytes:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import trio
 
 import storage
+from gateway.channels import ChannelService
 from gateway.chatrooms import ChatroomService
 from gateway.clock import Clock
 from gateway.config import Config
@@ -72,6 +73,7 @@ async def serve(
         services.groups = GroupService(config, store, messages, clock)
         services.chatrooms = ChatroomService(config, store, router, clock)
         await services.chatrooms.load()
+        services.channels = ChannelService(config, store, messages, services.relations, clock)
         try:
             if read_poller:
                 with ReadPoller() as reads:
@@ -122,6 +124,7 @@ async def _run(
             conversations=services.conversations,
             groups=services.groups,
             chatrooms=services.chatrooms,
+            channels=services.channels,
         )
         urls = await nursery.start(
             functools.partial(

@@ -15,6 +15,7 @@ from gateway.router import Router
 from gateway.sessions import SessionService
 
 if TYPE_CHECKING:
+    from gateway.channels import ChannelService
     from gateway.chatrooms import ChatroomService
     from gateway.groups import GroupService
 
@@ -32,6 +33,7 @@ class Services:
     relations: RelationService = field(init=False)
     groups: GroupService | None = None  # set by serve(); None only in services built without one
     chatrooms: ChatroomService | None = None  # set by serve(), like groups
+    channels: ChannelService | None = None  # set by serve(), like groups
 
     #: Read and clear marks, the conversation list; built from the fields above.
     conversations: ConversationService = field(init=False)
@@ -44,3 +46,8 @@ class Services:
     def group_service(self) -> GroupService:
         assert self.groups is not None, "no GroupService"
         return self.groups
+
+    @property
+    def channel_service(self) -> ChannelService:
+        assert self.channels is not None, "no ChannelService"
+        return self.channels

@@ -79,6 +79,7 @@ class ErrorCode(enum.IntEnum):
     FRIEND_REQUEST_EXPIRED = 19
     ALREADY_FRIENDS = 23
     NOT_IN_CHATROOM = 20  # WildfireChat's ERROR_CODE_NOT_IN_CHATROOM
+    NOT_IN_CHANNEL = 21  # WildfireChat's ERROR_CODE_NOT_IN_CHANNEL: not listening to the channel
     RECALL_TIME_EXPIRED = 24
     FUNCTION_DISABLED = 220
     IN_OTHER_CHATROOM = 225  # Ember's own (WildfireChat has none): chatroom.one_per_user = "reject"
@@ -187,12 +188,18 @@ class SettingScope(enum.IntEnum):
     CONVERSATION_SILENT = 1
     CONVERSATION_TOP = 3
     FAVORITE_GROUP = 6  # "save to contacts" (FAQ 6)
+    MY_CHANNEL = 8  # the channels the user owns; key: channel id, value "1" (written by the server only)
+    LISTENED_CHANNEL = 9  # the channels the user listens to; the same shape (written by the server only)
     CONVERSATION_READ = 11
     FAVORITE_USER = 14
     DO_NOT_DISTURB = 17
     CONVERSATION_CLEAR = 18  # WildfireChat's ConversationClearMessage: a conversation cleared up to a message id
     CONVERSATION_DRAFT = 19
     CUSTOM_MIN = 1000
+
+
+#: Scopes only the server writes (a client's put_setting on them answers 251): they mirror facts kept elsewhere.
+SERVER_SETTING_SCOPES: Final = frozenset({int(SettingScope.MY_CHANNEL), int(SettingScope.LISTENED_CHANNEL)})
 
 
 def valid_setting_scope(scope: int) -> bool:
@@ -264,3 +271,10 @@ def parse_conversation_setting_key(key: str) -> tuple[int, str, int] | None:
     if not (sep and sep2 and kind.isdigit() and line.isdigit() and target):
         return None
     return int(kind), target, int(line)
+
+
+class ChannelState(enum.IntEnum):
+    """``state`` of a channel (docs/PROTOCOL.md §15)."""
+
+    NORMAL = 0
+    DESTROYED = 1  # kept so that its id stays taken; every request about it answers 253

@@ -32,6 +32,7 @@ from storage.inboxes import ConversationKey, InboxState
 # Plain ints on the hot path (an IntEnum compares slower); their meaning lives in protocol.codes.
 PRIVATE: Final = int(ConversationType.PRIVATE)
 GROUP: Final = int(ConversationType.GROUP)
+CHANNEL: Final = int(ConversationType.CHANNEL)
 #: ``GroupMemberType.REMOVED``; storage.groups keeps the same number.
 MEMBER_REMOVED: Final = 4
 RECALL_CONTENT_TYPE: Final = int(ContentType.RECALL)
@@ -86,6 +87,7 @@ class SendResult:
     seqs: dict[str, int] = field(default_factory=dict)
     duplicate: bool = False
     live_only: list[str] = field(default_factory=list)  # transparent: deliver to these users' live devices
+    callback: str | None = None  # a channel message for its callback URL (storage.channels.ROUTE_CALLBACK)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,18 +181,23 @@ def _append(
 
 #: The gateway's rule for who may send into a group: ``(sender's member type, group muted) -> code``.
 GroupSendCheck = Callable[[int, bool], int]
+#: The gateway's rule for channel sends: ``(sender's role, callback_only) -> (code, route)``
+#: (roles and routes: ``storage.channels.ROLE_*``, ``ROUTE_*``).
+ChannelRoute = Callable[[int, bool], tuple[int, int]]
 
 
 @dataclass(frozen=True, slots=True)
 class SendPolicy:
     """The config switches a send obeys (SPEC §5), and the gateway's rule for group senders (SPEC §8).
 
-    Without ``group_check`` every current member may send.
+    Without ``group_check`` every current member may send; without ``channel_route`` channel sends
+    answer 254.
     """
 
     blacklist_strategy: int = 0
     disable_stranger_chat: bool = False
     group_check: GroupSendCheck | None = None
+    channel_route: ChannelRoute | None = None
 
 
 def send_message(
@@ -203,22 +210,24 @@ def send_message(
 def send_message_group(
     conn: sqlite3.Connection, ops: list[tuple[InboxState, Outgoing, SendPolicy]]
 ) -> list[SendResult]:
-    """Consecutive sends of both kinds: each run of private sends, then of group sends, grouped.
+    """Consecutive sends of every kind: each run of private, group or channel sends, grouped.
 
     Seqs handed out by a run are in ``InboxState`` before the next run starts, so
     the runs together give exactly what the sends one by one give.
     """
-    if all(msg.conv.type != GROUP for _, msg, _ in ops):
+    if all(msg.conv.type != GROUP and msg.conv.type != CHANNEL for _, msg, _ in ops):
         return send_private_group(conn, ops)  # the common case: no runs to split
+    from storage.channels import send_channel_messages  # storage.channels builds on this module
+
+    runs = {GROUP: send_group_messages, CHANNEL: send_channel_messages}
     results: list[SendResult] = []
     start = 0
     while start < len(ops):
-        is_group = ops[start][1].conv.type == GROUP
+        kind = ops[start][1].conv.type
         end = start + 1
-        while end < len(ops) and (ops[end][1].conv.type == GROUP) == is_group:
+        while end < len(ops) and ops[end][1].conv.type == kind:
             end += 1
-        run = ops[start:end]
-        results += send_group_messages(conn, run) if is_group else send_private_group(conn, run)
+        results += runs.get(kind, send_private_group)(conn, ops[start:end])
         start = end
     return results
 
@@ -655,6 +664,19 @@ def _holders(conn: sqlite3.Connection, message_id: int) -> tuple[StoredMessage, 
             named = {*message.to_users, message.from_user}
             members = [user_id for user_id in members if user_id in named]
         parties = members
+    elif message.conv.type == CHANNEL and only_for is None:
+        if message.to_users:
+            parties = list(dict.fromkeys((*message.to_users, message.from_user)))
+        else:
+            parties = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT user_id FROM channel_listeners WHERE channel_id = ?"
+                    " UNION SELECT owner FROM channels WHERE channel_id = ?"
+                    " UNION SELECT ? ORDER BY 1",
+                    (message.conv.target, message.conv.target, message.from_user),
+                )
+            ]
     else:
         parties = (
             [only_for] if only_for is not None else list(dict.fromkeys((message.from_user, message.conv.target)))
@@ -795,6 +817,22 @@ def group_history(
         f" AND {_NOT_DELETED}"
     )
     return _history(conn, conv, conv.target, before_id, count, visible, (row[1], user_id, user_id, user_id))
+
+
+def channel_history(
+    conn: sqlite3.Connection, user_id: str, conv: Conversation, before_id: int, count: int
+) -> list[StoredMessage]:
+    """A channel's history as the user sees it: posts to everyone, and the messages that name the
+    user in ``to_users`` or that the user sent (one kept for its sender only stays the sender's).
+
+    The gateway checks first that the user may read the channel (``gateway.channels``).
+    """
+    visible = (
+        "(m.only_for IS NULL OR m.only_for = ?) AND (m.to_users IS NULL OR m.from_user = ?"
+        " OR EXISTS (SELECT 1 FROM json_each(m.to_users) t WHERE t.value = ?))"
+        f" AND {_NOT_DELETED}"
+    )
+    return _history(conn, conv, conv.target, before_id, count, visible, (user_id, user_id, user_id, user_id))
 
 
 def _history(

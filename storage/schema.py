@@ -266,6 +266,32 @@ def _v6_chatrooms(db: Database) -> None:
     )
 
 
+def _v7_channels(db: Database) -> None:
+    """Channels (type 3): the channel, its listeners (managers flagged) and, for private ones, the invited.
+
+    ``info_version`` counts changes of the channel's own fields; a destroyed channel (state 1) keeps its
+    row so that its id stays taken. ``channel_listeners_by_user`` serves "my listened channels",
+    ``channels_by_owner`` "my channels".
+    """
+    db.execute(
+        "CREATE TABLE channels (channel_id TEXT PRIMARY KEY, name TEXT NOT NULL, portrait TEXT NOT NULL,"
+        " description TEXT NOT NULL, extra TEXT NOT NULL, owner TEXT NOT NULL, private INTEGER NOT NULL,"
+        " callback TEXT NOT NULL, callback_only INTEGER NOT NULL, info_version INTEGER NOT NULL,"
+        " state INTEGER NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL) WITHOUT ROWID"
+    )
+    db.execute("CREATE INDEX channels_by_owner ON channels (owner, channel_id)")
+    db.execute(
+        "CREATE TABLE channel_listeners (channel_id TEXT NOT NULL, user_id TEXT NOT NULL,"
+        " manager INTEGER NOT NULL, listened_at INTEGER NOT NULL,"
+        " PRIMARY KEY (channel_id, user_id)) WITHOUT ROWID"
+    )
+    db.execute("CREATE INDEX channel_listeners_by_user ON channel_listeners (user_id, channel_id)")
+    db.execute(
+        "CREATE TABLE channel_invites (channel_id TEXT NOT NULL, user_id TEXT NOT NULL,"
+        " invited_at INTEGER NOT NULL, PRIMARY KEY (channel_id, user_id)) WITHOUT ROWID"
+    )
+
+
 #: Every migration ever released, oldest first. Append only.
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     _v1_users_and_sessions,
@@ -274,6 +300,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     _v4_relations,
     _v5_groups,
     _v6_chatrooms,
+    _v7_channels,
 )
 
 #: The ``user_version`` of a fully migrated database.

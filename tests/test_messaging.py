@@ -175,7 +175,7 @@ async def test_unknown_recipient_and_invalid_content(gw: Gateway) -> None:
         forged = await alice.call("send_message", conv={"type": 0, "target": "bob"}, content={"type": reserved})
         assert forged.code == ErrorCode.INVALID_PARAMETER and forged.result["field"] == "content.type"
     assert (await alice.call("send_message", conv={"type": 0, "target": "bob"}, content={"type": 200})).code == 0
-    for kind, code in ((2, 253), (3, 254)):  # no chatroom "r" (tests/test_chatrooms.py); channels: not built yet
+    for kind, code in ((2, 253), (3, 253)):  # no chatroom "r" (tests/test_chatrooms.py), no channel "r"
         assert (
             await alice.call("send_message", conv={"type": kind, "target": "r"}, content={"type": 1})
         ).code == code

@@ -40,6 +40,7 @@ from .auth import NonceCache, SignatureMiddleware
 
 if TYPE_CHECKING:
 
+    from gateway.channels import ChannelService
     from gateway.chatrooms import ChatroomService
     from gateway.clock import Clock
     from gateway.config import Config
@@ -74,6 +75,7 @@ def create_admin_app(
     groups: GroupService | None = None,
     chatrooms: ChatroomService | None = None,
     conversations: ConversationService | None = None,
+    channels: ChannelService | None = None,
 ) -> FastAPI:
     """Build the admin app, wrapped in its signature check.
 
@@ -90,6 +92,7 @@ def create_admin_app(
         chatrooms: Chatroom records and who is in them (None: the chatroom endpoints answer 254).
         conversations: Read marks, clearing and the list (``/admin/conversation/...``); built from
             the others when not given.
+        channels: Channels (``/admin/channel/...``); without it those endpoints are absent.
     """
     app = FastAPI(
         title="Ember admin API",
@@ -110,6 +113,8 @@ def create_admin_app(
     if groups is not None:
         app.include_router(_group_routes(groups))
     app.include_router(_chatroom_routes(chatrooms, clock))
+    if channels is not None:
+        app.include_router(_channel_routes(channels))
     _install_error_answers(app)
     app.add_middleware(
         SignatureMiddleware,
@@ -602,6 +607,66 @@ def _chatroom_routes(chatrooms: ChatroomService | None, clock: Clock) -> APIRout
         if info is None or stats is None:
             return answer(ErrorCode.NOT_EXIST)
         return answer(result={**info, "stats": dataclasses.asdict(stats)})
+
+    return api
+
+
+def _channel_routes(channels: ChannelService) -> APIRouter:
+    """Channels: create, destroy, info, a post as the owner, the listeners (every right: only facts checked)."""
+    from storage import channels as db
+
+    api = APIRouter(prefix="/admin/channel")
+    messages = channels.messages
+
+    @api.post("/create", response_model=m.Answer[m.ChannelCreated])
+    async def channel_create(req: m.ChannelCreate) -> dict[str, Any]:
+        """Create a channel owned by ``owner`` (251 if the id is taken, 253 if the owner is no user)."""
+        fields = req.model_dump(exclude={"owner", "channel_id"})
+        try:
+            code, result = await channels.create(req.owner, req.channel_id, fields, admin=True)
+        except FieldError as exc:
+            return answer(ErrorCode.INVALID_PARAMETER, msg=f"{exc.field}: {exc.problem}")
+        return answer(code, result)
+
+    @api.post("/destroy", response_model=m.Answer[None])
+    async def channel_destroy(req: m.ChannelId) -> dict[str, Any]:
+        """Destroy the channel: its listeners stop listening (their scope 9 settings go); then 253."""
+        channel = await channels.store.read(db.get_channel, req.channel_id)
+        if channel is None or channel.destroyed:
+            return answer(ErrorCode.NOT_EXIST)
+        code, _ = await channels.destroy(channel.owner, req.channel_id, admin=True)
+        return answer(code)
+
+    @api.post("/info", response_model=m.Answer[m.ChannelOut])
+    async def channel_info(req: m.ChannelId) -> dict[str, Any]:
+        """The channel's info, its callback URL and how many listen (253 if unknown or destroyed)."""
+        code, result = await channels.info(None, req.channel_id)
+        return answer(code, result["channel"] if result else None)
+
+    @api.post("/post", response_model=m.Answer[m.MessageAck])
+    async def channel_post(req: m.ChannelPost) -> dict[str, Any]:
+        """Post as the channel's owner; stored and pushed like the owner's own post."""
+        channel = await channels.store.read(db.get_channel, req.channel_id)
+        if channel is None or channel.destroyed:
+            return answer(ErrorCode.NOT_EXIST)
+        send = m.MessageSend(
+            sender=channel.owner, conv=m.ConversationIn(type=int(ConversationType.CHANNEL), target=req.channel_id),
+            content=req.content, to_users=req.to_users, client_msg_id=req.client_msg_id,
+        )  # fmt: skip
+        try:
+            msg = messages.outgoing(channel.owner, Fields(send.params()))
+        except FieldError as exc:
+            return answer(ErrorCode.INVALID_PARAMETER, msg=f"{exc.field}: {exc.problem}")
+        code, ack = await messages.send(msg)
+        if code != ErrorCode.SUCCESS or ack is None:
+            return answer(code)
+        return answer(result={**ack, "message_id": str(ack["message_id"])})
+
+    @api.post("/listeners", response_model=m.Answer[m.ChannelListenersOut])
+    async def channel_listeners(req: m.ChannelListenersQuery) -> dict[str, Any]:
+        """A page of the listeners, by user id (managers flagged)."""
+        code, result = await channels.listeners(req.channel_id, req.after_user, req.limit)
+        return answer(code, result)
 
     return api
 

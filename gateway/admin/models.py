@@ -181,8 +181,10 @@ MessageId = Annotated[
 
 
 class ConversationIn(Request):
-    type: int = Field(description="0 private, 2 chatroom (1 group, 3 channel: 254 until built)")
-    target: str = Field(description="for a private chat, the recipient's user id; for a chatroom, its id")
+    type: int = Field(description="0 private, 1 group, 2 chatroom, 3 channel")
+    target: str = Field(
+        description="for a private chat, the recipient's user id; for a group, chatroom or channel, its id"
+    )
     line: int = 0
 
 
@@ -567,3 +569,72 @@ class ConversationList(BaseModel):
     user_id: str
     conversations: list[ConversationOut]
     more: bool
+
+
+# --------------------------------------------------------------------- channels
+
+
+class ChannelId(Request):
+    channel_id: Id
+
+
+class ChannelCreate(Request):
+    owner: Id = Field(description="an existing user; its scope 8 setting names the channel")
+    channel_id: Id | None = Field(None, description="default: generated")
+    name: Annotated[str, Field(max_length=256)] = ""
+    portrait: Annotated[str, Field(max_length=2048)] = Field("", description="picture URL")
+    desc: Annotated[str, Field(max_length=4096)] = ""
+    extra: Extra = Field("", description="JSON text or empty")
+    private: bool = Field(False, description="listeners only by the owner's invitation; others get 253")
+    callback: Annotated[str, Field(max_length=2048)] = Field("", description="http(s) URL or empty")
+    callback_only: bool = Field(
+        False, description="a listener's message goes only to the callback URL, not to the owner's inbox"
+    )
+
+
+class ChannelCreated(BaseModel):
+    channel_id: str
+    info_version: int
+
+
+class ChannelOut(BaseModel):
+    channel_id: str
+    name: str
+    portrait: str
+    desc: str
+    extra: str
+    owner: str
+    private: bool
+    callback_only: bool
+    callback: str
+    state: int = Field(description="0 normal (a destroyed channel answers 253)")
+    info_version: int
+    listener_count: int
+    created_at: int
+    updated_at: int
+
+
+class ChannelPost(Request):
+    """A post as the channel's owner: to every listener's inbox."""
+
+    channel_id: Id
+    content: ContentIn
+    to_users: list[Id] | None = Field(None, description="only these listeners (and the owner's own inbox)")
+    client_msg_id: str | None = Field(None, description="idempotency id, as in /admin/message/send")
+
+
+class ChannelListenersQuery(Request):
+    channel_id: Id
+    after_user: str = Field("", max_length=64, description="paging: the last user_id of the previous page")
+    limit: int = Field(200, ge=1, le=1000)
+
+
+class ChannelListenerOut(BaseModel):
+    user_id: str
+    manager: bool
+    listened_at: int
+
+
+class ChannelListenersOut(BaseModel):
+    count: int = Field(description="listeners in all")
+    listeners: list[ChannelListenerOut]

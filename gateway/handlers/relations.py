@@ -14,7 +14,7 @@ from gateway.messaging import check_json
 from gateway.relations import MAX_SYNC
 from gateway.services import Services
 from protocol.codec import Fields
-from protocol.codes import ErrorCode, valid_setting_scope
+from protocol.codes import SERVER_SETTING_SCOPES, ErrorCode, valid_setting_scope
 from protocol.errors import FieldError
 from storage import relations
 
@@ -144,6 +144,8 @@ def _scope_and_key(services: Services, params: Fields) -> tuple[int, str]:
 async def put_setting(services: Services, caller: Caller, params: Fields) -> tuple[int, Any]:
     """{scope, key, value} → {version}: "" removes the setting."""
     scope, key = _scope_and_key(services, params)
+    if scope in SERVER_SETTING_SCOPES:
+        raise FieldError("scope", "8 and 9 are written by the server (channels)")
     value = _text(params, "value", services.config.setting.max_value_bytes, required=True)
     return await services.relations.put_setting(caller.user_id, scope, key, value, _origin(caller))
 

@@ -1,0 +1,433 @@
+"""Channels (conversation type 3): plain ``fn(conn, ...)`` queries over ``channels``, ``channel_listeners``
+and ``channel_invites``, and the writer's run of channel sends.
+
+Facts only: the channel's fields and version, who listens (and which listeners are
+managers), who was invited to a private channel. The rules (who may post, listen,
+invite, manage; where a listener's message goes) live in ``gateway.channels``; a
+send asks them through ``SendPolicy.channel_route``.
+
+``info_version`` goes up by one with every change of the channel's own fields
+(owner, state and private flag included), so a device holding version v asks for
+the info only when it changed.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from protocol.codes import ErrorCode, PersistFlag, UserStatus
+from storage.inboxes import ConversationKey, InboxState
+from storage.messages import (
+    _INSERT_CLIENT_MSG_ID,
+    _INSERT_MESSAGE,
+    Outgoing,
+    SendPolicy,
+    SendResult,
+    _index_key,
+    _known_ids,
+    _message_row,
+)
+
+#: ``ChannelState.DESTROYED``: the one state storage gives meaning to (the channel is gone).
+DESTROYED: Final = 1
+PERSIST_TRANSPARENT: Final = int(PersistFlag.TRANSPARENT)
+
+#: The channel fields an update may set (column names).
+CHANNEL_FIELDS: Final = frozenset(
+    {"name", "portrait", "description", "extra", "owner", "private", "callback", "callback_only"}
+)
+
+#: Where a channel send goes, as the gateway's rule (``SendPolicy.channel_route``) answers it:
+#: to every listener (and the owner, the managers and the sender's own inbox) ...
+ROUTE_LISTENERS: Final = 0
+#: ... to the owner alone (and the sender's own inbox): ``to_users`` becomes ``[owner]`` ...
+ROUTE_OWNER: Final = 1
+#: ... or to the callback URL: stored for the sender only, ``to_users`` ``[owner]``, the result names the URL.
+ROUTE_CALLBACK: Final = 2
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelRecord:
+    channel_id: str
+    name: str
+    portrait: str
+    description: str
+    extra: str
+    owner: str
+    private: bool
+    callback: str
+    callback_only: bool
+    info_version: int
+    state: int
+    created_at: int
+    updated_at: int
+
+    @property
+    def destroyed(self) -> bool:
+        return self.state == DESTROYED
+
+    def to_wire(self, with_callback: bool) -> dict[str, Any]:
+        """The channel info map (docs/PROTOCOL.md §15); the callback URL only for its owner (or the admin)."""
+        wire: dict[str, Any] = {
+            "channel_id": self.channel_id,
+            "name": self.name,
+            "portrait": self.portrait,
+            "desc": self.description,
+            "extra": self.extra,
+            "owner": self.owner,
+            "private": self.private,
+            "callback_only": self.callback_only,
+            "state": self.state,
+            "info_version": self.info_version,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+        if with_callback:
+            wire["callback"] = self.callback
+        return wire
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerRecord:
+    channel_id: str
+    user_id: str
+    manager: bool
+    listened_at: int
+
+
+_COLUMNS: Final = (
+    "channel_id, name, portrait, description, extra, owner, private, callback, callback_only, info_version,"
+    " state, created_at, updated_at"
+)
+
+
+def _channel(row: Sequence[Any]) -> ChannelRecord:
+    return ChannelRecord(
+        row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]), row[7], bool(row[8]), *row[9:13]
+    )
+
+
+def get_channel(conn: sqlite3.Connection, channel_id: str) -> ChannelRecord | None:
+    """The channel, destroyed ones included (``destroyed`` says), or None."""
+    row = conn.execute(f"SELECT {_COLUMNS} FROM channels WHERE channel_id = ?", (channel_id,)).fetchone()
+    return None if row is None else _channel(row)
+
+
+def create_channel(
+    conn: sqlite3.Connection, channel_id: str, owner: str, fields: dict[str, Any], now_ms: int
+) -> bool:
+    """Insert the channel (info_version 1); False if the id is taken (a destroyed channel's too)."""
+    cursor = conn.execute(
+        f"INSERT INTO channels ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, 0, ?, ?) ON CONFLICT DO NOTHING",
+        (
+            channel_id, fields.get("name", ""), fields.get("portrait", ""), fields.get("description", ""),
+            fields.get("extra", ""), owner, int(bool(fields.get("private", False))), fields.get("callback", ""),
+            int(bool(fields.get("callback_only", False))), now_ms, now_ms,
+        ),
+    )  # fmt: skip
+    return cursor.rowcount == 1
+
+
+def update_channel(conn: sqlite3.Connection, channel_id: str, fields: dict[str, Any], now_ms: int) -> int:
+    """Set some of the channel's fields (``CHANNEL_FIELDS``); the new info_version."""
+    unknown = set(fields) - CHANNEL_FIELDS
+    if unknown:
+        raise ValueError(f"not channel fields: {sorted(unknown)}")
+    names = sorted(fields)
+    assignments = "".join(f"{name} = ?, " for name in names)  # names are checked against CHANNEL_FIELDS
+    values = [int(v) if isinstance(v, bool) else v for v in (fields[name] for name in names)]
+    row = conn.execute(
+        f"UPDATE channels SET {assignments}info_version = info_version + 1, updated_at = ?"
+        " WHERE channel_id = ? RETURNING info_version",
+        (*values, now_ms, channel_id),
+    ).fetchone()
+    return int(row[0])
+
+
+def destroy_channel(conn: sqlite3.Connection, channel_id: str, now_ms: int) -> list[str]:
+    """Mark the channel destroyed, drop its listeners and invitations; the listeners it had."""
+    listeners = listener_ids(conn, channel_id)
+    conn.execute(
+        "UPDATE channels SET state = ?, info_version = info_version + 1, updated_at = ? WHERE channel_id = ?",
+        (DESTROYED, now_ms, channel_id),
+    )
+    conn.execute("DELETE FROM channel_listeners WHERE channel_id = ?", (channel_id,))
+    conn.execute("DELETE FROM channel_invites WHERE channel_id = ?", (channel_id,))
+    return listeners
+
+
+def get_listener(conn: sqlite3.Connection, channel_id: str, user_id: str) -> ListenerRecord | None:
+    row = conn.execute(
+        "SELECT channel_id, user_id, manager, listened_at FROM channel_listeners WHERE channel_id = ? AND user_id = ?",
+        (channel_id, user_id),
+    ).fetchone()
+    return None if row is None else ListenerRecord(row[0], row[1], bool(row[2]), row[3])
+
+
+def get_listeners_of(conn: sqlite3.Connection, channel_id: str, user_ids: Iterable[str]) -> dict[str, bool]:
+    """Which of ``user_ids`` listen: user id → manager flag."""
+    return {
+        row[0]: bool(row[1])
+        for row in conn.execute(
+            "SELECT user_id, manager FROM channel_listeners WHERE channel_id = ?"
+            " AND user_id IN (SELECT value FROM json_each(?))",
+            (channel_id, json.dumps(list(user_ids))),
+        )
+    }
+
+
+def add_listener(conn: sqlite3.Connection, channel_id: str, user_id: str, now_ms: int) -> bool:
+    """The user listens from now (not a manager); False if it already did (nothing changed)."""
+    cursor = conn.execute(
+        "INSERT INTO channel_listeners (channel_id, user_id, manager, listened_at) VALUES (?, ?, 0, ?)"
+        " ON CONFLICT DO NOTHING",
+        (channel_id, user_id, now_ms),
+    )
+    return cursor.rowcount == 1
+
+
+def remove_listener(conn: sqlite3.Connection, channel_id: str, user_id: str) -> bool:
+    """The user no longer listens (nor manages); False if it did not listen."""
+    cursor = conn.execute(
+        "DELETE FROM channel_listeners WHERE channel_id = ? AND user_id = ?", (channel_id, user_id)
+    )
+    return cursor.rowcount == 1
+
+
+def set_managers(conn: sqlite3.Connection, channel_id: str, user_ids: Sequence[str], manager: bool) -> None:
+    """Set or clear the manager flag of listeners."""
+    conn.executemany(
+        "UPDATE channel_listeners SET manager = ? WHERE channel_id = ? AND user_id = ?",
+        [(int(manager), channel_id, user_id) for user_id in user_ids],
+    )
+
+
+def listener_ids(conn: sqlite3.Connection, channel_id: str) -> list[str]:
+    """Every listener's id, sorted."""
+    return [
+        row[0]
+        for row in conn.execute(
+            "SELECT user_id FROM channel_listeners WHERE channel_id = ? ORDER BY user_id", (channel_id,)
+        )
+    ]
+
+
+def list_listeners(
+    conn: sqlite3.Connection, channel_id: str, after_user: str, limit: int
+) -> list[ListenerRecord]:
+    """A page of the listeners, by user id, those after ``after_user``."""
+    rows = conn.execute(
+        "SELECT channel_id, user_id, manager, listened_at FROM channel_listeners"
+        " WHERE channel_id = ? AND user_id > ? ORDER BY user_id LIMIT ?",
+        (channel_id, after_user, limit),
+    )
+    return [ListenerRecord(r[0], r[1], bool(r[2]), r[3]) for r in rows]
+
+
+def listener_count(conn: sqlite3.Connection, channel_id: str) -> int:
+    return int(
+        conn.execute("SELECT COUNT(*) FROM channel_listeners WHERE channel_id = ?", (channel_id,)).fetchone()[0]
+    )
+
+
+def add_invites(conn: sqlite3.Connection, channel_id: str, user_ids: Sequence[str], now_ms: int) -> None:
+    conn.executemany(
+        "INSERT INTO channel_invites (channel_id, user_id, invited_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        [(channel_id, user_id, now_ms) for user_id in user_ids],
+    )
+
+
+def is_invited(conn: sqlite3.Connection, channel_id: str, user_id: str) -> bool:
+    return (
+        conn.execute(
+            "SELECT 1 FROM channel_invites WHERE channel_id = ? AND user_id = ?", (channel_id, user_id)
+        ).fetchone()
+        is not None
+    )
+
+
+def owned_channels(conn: sqlite3.Connection, user_id: str) -> list[ChannelRecord]:
+    """The live channels the user owns, by id."""
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM channels WHERE owner = ? AND state != ? ORDER BY channel_id", (user_id, DESTROYED)
+    )
+    return [_channel(row) for row in rows]
+
+
+def listened_channels(conn: sqlite3.Connection, user_id: str) -> list[ChannelRecord]:
+    """The live channels the user listens to, by id."""
+    cols = ", ".join("c." + c.strip() for c in _COLUMNS.split(","))
+    rows = conn.execute(
+        f"SELECT {cols} FROM channel_listeners l JOIN channels c ON c.channel_id = l.channel_id"
+        " WHERE l.user_id = ? AND c.state != ? ORDER BY c.channel_id",
+        (user_id, DESTROYED),
+    )
+    return [_channel(row) for row in rows]
+
+
+def existing_users(conn: sqlite3.Connection, user_ids: Iterable[str]) -> set[str]:
+    """Which of ``user_ids`` are users."""
+    return {
+        row[0]
+        for row in conn.execute(
+            "SELECT user_id FROM users WHERE user_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(user_ids)),),
+        )
+    }
+
+
+def bulk_create_for_tests_and_bench(
+    conn: sqlite3.Connection, channel_id: str, owner: str, listeners: Sequence[str], now_ms: int
+) -> None:
+    """Users (if missing) and a channel owned by ``owner`` with these listeners, in a few statements.
+
+    For tests and benches: it writes no scope 8/9 settings (the gateway's operations do).
+    """
+    conn.executemany(
+        "INSERT INTO users (user_id, created_at, updated_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        [(user_id, now_ms, now_ms) for user_id in dict.fromkeys([owner, *listeners])],
+    )
+    if not create_channel(conn, channel_id, owner, {"name": channel_id}, now_ms):
+        raise ValueError(f"channel {channel_id} exists")
+    conn.executemany(
+        "INSERT INTO channel_listeners (channel_id, user_id, manager, listened_at) VALUES (?, ?, 0, ?)",
+        [(channel_id, user_id, now_ms) for user_id in dict.fromkeys(listeners) if user_id != owner],
+    )
+
+
+# ------------------------------------------------------------------------------------- sending
+
+
+def _channel_for_send(conn: sqlite3.Connection, channel_id: str) -> tuple[ChannelRecord, dict[str, bool]] | None:
+    channel = get_channel(conn, channel_id)
+    if channel is None or channel.destroyed:
+        return None
+    listeners = {
+        row[0]: bool(row[1])
+        for row in conn.execute("SELECT user_id, manager FROM channel_listeners WHERE channel_id = ?", (channel_id,))
+    }
+    return channel, listeners
+
+
+#: Sender roles ``SendPolicy.channel_route`` is asked about (``ListenerRole``'s numbers in the gateway).
+ROLE_NONE: Final = -1  # neither owner nor listener
+ROLE_LISTENER: Final = 0
+ROLE_MANAGER: Final = 1
+ROLE_OWNER: Final = 2
+
+
+def send_channel_messages(
+    conn: sqlite3.Connection, ops: list[tuple[InboxState, Outgoing, SendPolicy]]
+) -> list[SendResult]:
+    """Check and store channel messages, in order: one message row, one inbox row per owner, in bulk.
+
+    Checks for each message, in order: the sender may send at all (247), a resend
+    of a known client_msg_id (the original ack), the channel exists and is not
+    destroyed (253), then the gateway's rule (``policy.channel_route``) for the
+    sender's role (owner, manager, listener, none) and the channel's
+    ``callback_only``: a code, or where the message goes (``ROUTE_*``).
+    ``ROUTE_LISTENERS`` owners: every listener, the owner and the sender, or with
+    ``to_users`` (listeners or the owner only, else 21) those and the sender.
+    ``ROUTE_OWNER``: the owner and the sender, ``to_users`` set to ``[owner]``.
+    ``ROUTE_CALLBACK``: the sender only (``only_for``), ``to_users`` ``[owner]``,
+    and the result's ``callback`` names the URL. Channel operations never run
+    inside this group (only sends do), so the listener lists read once here hold.
+    """
+    inboxes = ops[0][0]
+    msgs = [msg for _, msg, _ in ops]
+    status = dict(
+        conn.execute(
+            "SELECT user_id, status FROM users WHERE user_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list({m.from_user for m in msgs})),),
+        )
+    )
+    known_ids = _known_ids(conn, msgs)
+    channels: dict[str, tuple[ChannelRecord, dict[str, bool]] | None] = {}
+    taken: dict[str, int] = {}
+    results: list[SendResult] = []
+    message_rows: list[tuple[Any, ...]] = []
+    inbox_rows: list[tuple[str, int, int]] = []
+    conversations: list[tuple[ConversationKey, int]] = []
+    id_rows: list[tuple[Any, ...]] = []
+    for msg, (_, _, policy) in zip(msgs, ops, strict=True):
+        sender, channel_id = msg.from_user, msg.conv.target
+        if status.get(sender) in (UserStatus.MUTED, UserStatus.FORBIDDEN):
+            results.append(SendResult(ErrorCode.FORBIDDEN_TO_SEND))
+            continue
+        key = (sender, msg.client_msg_id)
+        if msg.client_msg_id is not None and key in known_ids:
+            known = known_ids[key]
+            results.append(
+                SendResult(ErrorCode.SUCCESS, known.message_id, known.server_time, dict(known.seqs), True)
+            )
+            continue
+        if channel_id not in channels:
+            channels[channel_id] = _channel_for_send(conn, channel_id)
+        found = channels[channel_id]
+        if found is None:
+            results.append(SendResult(ErrorCode.NOT_EXIST))
+            continue
+        if policy.channel_route is None:
+            results.append(SendResult(ErrorCode.NOT_IMPLEMENTED))
+            continue
+        channel, listeners = found
+        if sender == channel.owner:
+            role = ROLE_OWNER
+        elif sender in listeners:
+            role = ROLE_MANAGER if listeners[sender] else ROLE_LISTENER
+        else:
+            role = ROLE_NONE
+        code, route = policy.channel_route(role, channel.callback_only)
+        if code:
+            results.append(SendResult(code))
+            continue
+        only_for = None
+        callback = None
+        owners: Any
+        if route == ROUTE_LISTENERS:
+            if msg.to_users:
+                if not all(u in listeners or u == channel.owner for u in msg.to_users):
+                    results.append(SendResult(ErrorCode.NOT_IN_CHANNEL))
+                    continue
+                owners = dict.fromkeys((*msg.to_users, sender))
+            else:
+                owners = {**listeners, channel.owner: False, sender: False}
+        else:
+            msg.to_users = [channel.owner]  # the message says where it went; never to another listener
+            if route == ROUTE_OWNER:
+                owners = dict.fromkeys((channel.owner, sender))
+            else:
+                owners, only_for, callback = [sender], sender, channel.callback
+        if msg.persist_flag == PERSIST_TRANSPARENT:
+            live = [sender] if route == ROUTE_CALLBACK else list(owners)
+            results.append(
+                SendResult(ErrorCode.SUCCESS, msg.message_id, msg.server_time, live_only=live, callback=callback)
+            )
+            continue
+        index_key = _index_key(msg)
+        message_rows.append(_message_row(msg, index_key, only_for))
+        conversations.append((index_key, msg.message_id))
+        seqs = {}
+        message_id = msg.message_id
+        current = inboxes.current
+        for owner in owners:
+            seq = (taken.get(owner) or current(conn, owner)) + 1
+            seqs[owner] = taken[owner] = seq
+            inbox_rows.append((owner, seq, message_id))
+        if msg.client_msg_id is not None:
+            id_rows.append((sender, msg.client_msg_id, message_id, msg.server_time, seqs[sender]))
+            known_ids[key] = SendResult(
+                ErrorCode.SUCCESS, message_id, msg.server_time, {sender: seqs[sender]}, duplicate=True
+            )
+        results.append(SendResult(ErrorCode.SUCCESS, message_id, msg.server_time, seqs, callback=callback))
+    if message_rows:
+        conn.executemany(_INSERT_MESSAGE, message_rows)
+        inboxes.append(conn, inbox_rows, conversations)
+    if id_rows:
+        conn.executemany(_INSERT_CLIENT_MSG_ID, id_rows)
+    inboxes.advance(taken)
+    return results
