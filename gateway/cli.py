@@ -3,7 +3,7 @@
     ember serve [--data DIR] [--config FILE]
     ember admin [--url URL] [--secret S] [--data DIR] COMMAND ...
         (create-user, update-user, get-user, block, get-token, sessions, kick, destroy,
-         create-chatroom, destroy-chatroom, chatroom)
+         create-chatroom, destroy-chatroom, chatroom, group ..., channel ...)
 
 ``serve`` creates ``<DIR>/ember.toml`` with fresh secrets on first start.
 ``admin`` finds the API's URL and secret in, by priority: ``--url``/``--secret``,
@@ -147,6 +147,7 @@ def _parser() -> argparse.ArgumentParser:
         payload=lambda a: {"user_id": a.user_id, "scope": a.scope, **({"key": a.key} if a.key is not None else {})},
     )
     _group_commands(calls.add_parser("group", help="hosted groups: ember admin group COMMAND ..."))
+    _channel_commands(calls.add_parser("channel", help="channels: ember admin channel COMMAND ..."))
     room = simple("create-chatroom", "/admin/chatroom/create", "create or update a chatroom", "chatroom_id")
     for name in CHATROOM_FIELDS:
         room.add_argument(f"--{name}", default="", help=f"the room's {name}")
@@ -225,6 +226,45 @@ def _group_commands(group: argparse.ArgumentParser) -> None:
     command("user-groups", "user_groups", "the groups a user is in", lambda a: {"user_id": a.user_id}, "user_id")
     command("common", "common", "the groups two users are both in",
             lambda a: {"user_id": a.user_id, "other": a.other}, "user_id", "other")  # fmt: skip
+
+
+def _channel_commands(channel: argparse.ArgumentParser) -> None:
+    """``ember admin channel ...``: create, destroy, info, post, listeners (docs/ADMIN_API.md "Channels")."""
+    calls = channel.add_subparsers(required=True, metavar="COMMAND")
+
+    def command(name: str, path: str, help_text: str, payload: Any, *positional: str) -> argparse.ArgumentParser:
+        cmd = calls.add_parser(name, help=help_text)
+        for arg in positional:
+            cmd.add_argument(arg)
+        cmd.set_defaults(run=_call, path=f"/admin/channel/{path}", payload=payload)
+        return cmd
+
+    create = command(
+        "create", "create", "create a channel owned by OWNER",
+        lambda a: {
+            "owner": a.owner, "name": a.name, "portrait": a.portrait, "desc": a.desc, "private": a.private,
+            "callback": a.callback, "callback_only": a.callback_only, **({"channel_id": a.id} if a.id else {}),
+        },
+        "owner",
+    )  # fmt: skip
+    create.add_argument("--id", help="channel id (default: generated)")
+    for name in ("name", "portrait", "desc", "callback"):
+        create.add_argument(f"--{name}", default="")
+    create.add_argument("--private", action="store_true", help="listeners only by the owner's invitation")
+    create.add_argument("--callback-only", dest="callback_only", action="store_true",
+                        help="listeners' messages go only to the callback URL")  # fmt: skip
+    command("destroy", "destroy", "destroy a channel", lambda a: {"channel_id": a.channel_id}, "channel_id")
+    command("info", "info", "show a channel's info", lambda a: {"channel_id": a.channel_id}, "channel_id")
+    command(
+        "post", "post", "post a text to every listener, as the owner",
+        lambda a: {"channel_id": a.channel_id, "content": {"type": 1, "searchable_content": a.text}},
+        "channel_id", "text",
+    )  # fmt: skip
+    listeners = command(
+        "listeners", "listeners", "list a channel's listeners (first page)",
+        lambda a: {"channel_id": a.channel_id, "limit": a.limit}, "channel_id",
+    )  # fmt: skip
+    listeners.add_argument("--limit", type=int, default=1000)
 
 
 def _serve(args: argparse.Namespace) -> int:
