@@ -45,9 +45,8 @@ from gateway.messaging import MessageService, check_json
 from gateway.relations import Origin, RelationService
 from protocol.codes import ErrorCode, SettingScope
 from protocol.errors import FieldError
-from storage import Store
+from storage import Store, relations
 from storage import channels as db
-from storage import relations
 from storage.channels import ChannelRecord
 from storage.messages import Conversation, Outgoing, StoredMessage, channel_history
 from storage.relations import Change
@@ -236,11 +235,17 @@ def _info(conn: sqlite3.Connection, user_id: str | None, channel_id: str, held: 
     channel = db.get_channel(conn, channel_id)
     if channel is None or channel.destroyed or not _may_see(conn, channel, user_id):
         return ErrorCode.NOT_EXIST, None
+    count = db.listener_count(conn, channel_id) if held != channel.info_version else 0
+    return ErrorCode.SUCCESS, info_answer(channel, user_id is None or user_id == channel.owner, count, held)
+
+
+def info_answer(channel: ChannelRecord, with_callback: bool, listener_count: int, held: int) -> dict[str, Any]:
+    """``get_channel_info``'s result: ``channel`` nil when the version ``held`` is current (§15)."""
     wire = None
     if held != channel.info_version:
-        wire = channel.to_wire(with_callback=user_id is None or user_id == channel.owner)
-        wire["listener_count"] = db.listener_count(conn, channel_id)
-    return ErrorCode.SUCCESS, {"info_version": channel.info_version, "channel": wire}
+        wire = channel.to_wire(with_callback)
+        wire["listener_count"] = listener_count
+    return {"info_version": channel.info_version, "channel": wire}
 
 
 def _history(
