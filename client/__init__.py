@@ -10,12 +10,14 @@ Usage::
 See ``client.client`` for statuses, reconnecting and the event-stream policy,
 ``client.messages`` for sending and the inbox sync, ``client.relations`` for friends, friend
 requests, the blacklist and settings (``sync_relations=True`` keeps a synced copy of each), and
-``client.users`` for the user-info cache.
+``client.users`` for the user-info cache, ``client.groups`` and ``client.channels`` for groups and channels
+(operations and caches by version).
 """
 
 from protocol.codes import ConnectionStatus, ConversationType, ErrorCode, PersistFlag
 from protocol.events import ConnAck, Notify
 
+from .channels import ChannelChange, ChannelGone, ChannelInfo, Channels, ChannelSynced
 from .chatrooms import (
     CHATROOM_QUIT_TOPIC,
     ChatroomEvent,
@@ -47,6 +49,11 @@ __all__ = [
     "ConversationsChanged",
     "HEAD_TOPIC",
     "CHATROOM_QUIT_TOPIC",
+    "ChannelChange",
+    "ChannelGone",
+    "ChannelInfo",
+    "Channels",
+    "ChannelSynced",
     "ChatroomEvent",
     "ChatroomInfo",
     "ChatroomLeft",

@@ -58,6 +58,7 @@ from protocol.events import (
 from protocol.token import TokenError, parse_token
 
 from ._outbox import Outbox
+from .channels import Channels
 from .chatrooms import CHATROOM_QUIT_TOPIC, Chatrooms
 from .conversations import Conversations, ConversationsChanged
 from .errors import ClientClosed, ConnectError, RequestTimeout
@@ -220,6 +221,8 @@ class Client:
         conversations: the conversation list (last message, unread counts, marks), kept from
             what this client syncs; see ``client.conversations``.
         chatrooms: joining a chatroom, its messages and events; see ``client.chatrooms``.
+        channels: channel operations, the channel-info cache by version and its events; see
+            ``client.channels``.
     """
 
     def __init__(
@@ -276,6 +279,7 @@ class Client:
         self.groups = Groups(self)
         self.conversations = Conversations(self)
         self.chatrooms = Chatrooms(self, buffer=chatroom_buffer)
+        self.channels = Channels(self)
 
         self._status = S.UNCONNECTED
         self._waiters: set[_StatusWaiter] = set()
