@@ -253,3 +253,32 @@ async def test_a_post_to_2000_listeners_lands_once_in_every_inbox(nursery: trio.
     assert peek(gw.config.storage.path, "SELECT COUNT(*) FROM messages WHERE message_id = ?", (message_id,)) == [(1,)]
     for device in (*online, boss):
         await device.aclose()
+
+
+async def test_to_users_recall_and_delete_of_channel_messages(gw: Gateway) -> None:
+    owner, ann, bob = [await Device.connect(gw, u) for u in ("owner", "ann", "bob")]
+    cid = await make_channel(owner)
+    for d in (ann, bob):
+        assert (await d.call("listen_channel", channel_id=cid)).code == 0
+    assert (await post(owner, cid, "x", to_users=["eve"])).code == E.NOT_IN_CHANNEL  # not a listener
+    few = await post(owner, cid, "just ann", to_users=["ann"])
+    assert few.code == 0
+    assert (await ann.push()).data["message"]["to_users"] == ["ann"]
+    everyone = await post(owner, cid, "all")
+    assert (await bob.push()).data["message"]["message_id"] == everyone.result["message_id"]  # not "just ann"
+    await ann.push()
+    # Delete-for-me: bob's copy goes, ann's stays; a non-holder cannot delete it.
+    assert (await bob.call("delete_message", message_id=everyone.result["message_id"])).code == 0
+    assert (await bob.call("delete_message", message_id=few.result["message_id"])).code == E.NOT_EXIST
+    conv = {"type": 3, "target": cid}
+    assert history_texts(await bob.call("load_remote_history", conv=conv)) == []
+    # Recall: only the sender; the notice reaches those who still have it.
+    assert (await ann.call("recall_message", message_id=everyone.result["message_id"])).code == E.NOT_RIGHT
+    assert (await owner.call("recall_message", message_id=everyone.result["message_id"])).code == 0
+    notice = (await ann.push()).data["message"]
+    assert notice["content"]["type"] == 80 and notice["conv"] == {"type": 3, "target": cid, "line": 0}
+    seen = (await ann.call("load_remote_history", conv=conv)).result["messages"]
+    assert [m["content"]["type"] for m in seen] == [80, 80, 1]  # the notice, the recalled post, "just ann"
+    assert "to_users" not in seen[0]
+    for d in (owner, ann, bob):
+        await d.aclose()
