@@ -176,7 +176,7 @@ class RelationService:
     def setting_problem(self, scope: int, key: str, value: str = "") -> str | None:
         """Why (scope, key, value) is refused (251), or None; the client handler reports the same per field."""
         if not valid_setting_scope(scope):
-            return "scope: unknown scope (1, 3, 6, 11, 14, 17, 19, or 1000 and above)"
+            return "scope: unknown scope (1, 3, 6, 8, 9, 11, 14, 17, 19, or 1000 and above)"
         if scope in SERVER_SETTING_SCOPES:
             return "scope: 8 and 9 are written by the server (channels)"
         if len(key.encode()) > self.config.setting.max_key_bytes:

@@ -135,7 +135,7 @@ async def get_blacklist(services: Services, caller: Caller, params: Fields) -> t
 def _scope_and_key(services: Services, params: Fields) -> tuple[int, str]:
     scope = params.integer("scope", lo=0, hi=2**31 - 1)
     if not valid_setting_scope(scope):
-        raise FieldError("scope", "unknown scope (1, 3, 6, 11, 14, 17, 19, or 1000 and above)")
+        raise FieldError("scope", "unknown scope (1, 3, 6, 8, 9, 11, 14, 17, 19, or 1000 and above)")
     key = _text(params, "key", services.config.setting.max_key_bytes, required=True)
     return scope, key
 
