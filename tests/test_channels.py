@@ -282,3 +282,17 @@ async def test_to_users_recall_and_delete_of_channel_messages(gw: Gateway) -> No
     assert "to_users" not in seen[0]
     for d in (owner, ann, bob):
         await d.aclose()
+
+
+async def test_a_channel_is_a_conversation_with_unread_posts(gw: Gateway) -> None:
+    owner, ann = [await Device.connect(gw, u) for u in ("owner", "ann")]
+    cid = await make_channel(owner)
+    assert (await ann.call("listen_channel", channel_id=cid)).code == 0
+    await post(owner, cid, "one")
+    last = await post(owner, cid, "two")
+    listed = (await ann.call("get_conversations")).result["conversations"]
+    assert [(c["conv"], c["unread"]) for c in listed] == [({"type": 3, "target": cid, "line": 0}, 2)]
+    assert (await ann.call("mark_read", conv={"type": 3, "target": cid}, message_id=last.result["message_id"])).code == 0
+    assert (await ann.call("get_conversations")).result["conversations"][0]["unread"] == 0
+    for d in (owner, ann):
+        await d.aclose()
