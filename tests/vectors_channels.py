@@ -19,7 +19,6 @@ digits, made by the gateway's own code from those inputs (``storage.channels.Cha
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,11 +32,10 @@ from protocol import codec  # noqa: E402
 from protocol.connection import encode_msg_push, encode_response_body  # noqa: E402
 from storage.channels import ChannelRecord  # noqa: E402
 from storage.messages import Conversation, Outgoing  # noqa: E402
+from tests.vector_blocks import DOC as DOC  # noqa: E402 - re-exported: the tests read v.DOC
+from tests.vector_blocks import Fence  # noqa: E402
 
-DOC = ROOT / "docs" / "PROTOCOL.md"
-BLOCK = re.compile(
-    r"^```channel-vector name=(?P<name>[a-z0-9_]+)[ \t]*\n(?P<body>.*?)^```[ \t]*$", re.M | re.S
-)
+FENCE = Fence("channel-vector", "channel vectors")
 
 INPUTS: dict[str, Any] = {
     "channel_id": "news",
@@ -88,36 +86,18 @@ def compute(inputs: dict[str, Any] = INPUTS) -> dict[str, bytes]:
 
 
 def read_blocks(text: str) -> dict[str, str]:
-    return {m.group("name"): m.group("body") for m in BLOCK.finditer(text)}
+    return FENCE.bodies(text)
 
 
-def _hex(data: bytes) -> str:
-    digits = data.hex()
-    return "".join(digits[i : i + 64] + "\n" for i in range(0, len(digits), 64))
+def values(computed: dict[str, bytes] | None = None) -> dict[str, bytes | str]:
+    found: dict[str, bytes | str] = dict(compute() if computed is None else computed)
+    found["channel_inputs"] = json.dumps(INPUTS, indent=1)
+    return found
 
 
 def rewrite(text: str, computed: dict[str, bytes] | None = None) -> str:
-    computed = compute() if computed is None else computed
-
-    def body(name: str) -> str:
-        if name == "channel_inputs":
-            return json.dumps(INPUTS, indent=1) + "\n"
-        return _hex(computed[name])
-
-    return BLOCK.sub(lambda m: f"```channel-vector name={m.group('name')}\n{body(m.group('name'))}```", text)
-
-
-def main(argv: list[str]) -> int:
-    text = DOC.read_text(encoding="utf-8")
-    new = rewrite(text)
-    if "--check" in argv:
-        if new != text:
-            print("docs/PROTOCOL.md channel vectors are stale: run tests/vectors_channels.py", file=sys.stderr)
-            return 1
-        return 0
-    DOC.write_text(new, encoding="utf-8")
-    return 0
+    return FENCE.rewrite(text, values(computed))
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(FENCE.main(sys.argv[1:], lambda text: values()))
