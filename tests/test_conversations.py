@@ -115,7 +115,7 @@ async def test_reading_on_one_device_clears_the_other_and_a_new_install_rebuilds
             assert ipad.conversations.get(CLUB).read_to == last.message_id
 
 
-async def test_the_list_filtered_by_type_equals_what_was_sent(gw: Gateway) -> None:
+async def test_the_list_filtered_by_type_equals_what_was_sent_private_group_and_channel(gw: Gateway) -> None:
     with trio.fail_after(LIMIT):
         async with sdk(gw, "alice") as alice, sdk(gw, "bob") as bob:
             sent: dict[Conversation, int] = {}
@@ -125,16 +125,31 @@ async def test_the_list_filtered_by_type_equals_what_was_sent(gw: Gateway) -> No
             sent[Conversation(1, "club", 2)] = (
                 await alice.messages.send(Conversation(1, "club", 2), text("line 2"))
             ).message_id
+            # A channel: carol owns "news", alice listens; carol's posts reach alice's inbox like any message.
+            code, _ = await gw.services.channels.create("carol", "news", {"name": "News"}, admin=True)
+            assert code == 0
+            assert (await gw.services.channels.listen("alice", "news", True))[0] == 0
+            async with sdk(gw, "carol") as carol:
+                post = await carol.messages.send(Conversation(3, "news"), text("extra! extra!"))
+            sent[Conversation(3, "news")] = post.message_id
+            await unread_is(alice, Conversation(3, "news"), 1)
             await unread_is(bob, Conversation(1, "club", 2), 1)
             lists = alice.conversations
+            assert {c.conv: c.last_message.message_id for c in lists.conversations(types=[3])} == {
+                Conversation(3, "news"): post.message_id
+            }
+            # FAQ §13's folding: the main list without channels, and the channel folder.
+            assert {c.conv for c in lists.conversations(types=[0, 1])} | {
+                c.conv for c in lists.conversations(types=[3])
+            } == set(sent)
             assert {c.conv: c.last_message.message_id for c in lists.conversations(types=[0])} == {
                 k: v for k, v in sent.items() if k.type == 0
             }
             assert {c.conv for c in lists.conversations(types=[1])} == {CLUB, Conversation(1, "club", 2)}
             assert {c.conv for c in lists.conversations(types=[1], lines=[2])} == {Conversation(1, "club", 2)}
             # Newest first; the sender's own messages count for nobody.
-            assert [c.conv for c in lists.conversations()][0] == Conversation(1, "club", 2)
-            assert all(c.unread == 0 for c in lists.conversations(types=[0]))
+            assert [c.conv for c in lists.conversations()][0] == Conversation(3, "news")
+            assert all(c.unread == 0 for c in lists.conversations(types=[0, 1]))
             # bob's view names the private chat after alice, the sender.
             assert bob.conversations.get(ALICE) is not None and bob.conversations.get(Conversation(0, "bob")) is None
 
