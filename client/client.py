@@ -46,6 +46,7 @@ from protocol.connection import MAX_KEEPALIVE_SECONDS, ClientConnection
 from protocol.crypto import NONCE_SIZE
 from protocol.events import (
     ConnAck,
+    GoAway,
     Hello,
     Notify,
     Pong,
@@ -117,7 +118,7 @@ class StatusChanged:
 
 
 #: What ``Client.events()`` yields.
-Event = Notify | StatusChanged | RelationsChanged | UserInfoUpdated | ConversationsChanged
+Event = Notify | StatusChanged | RelationsChanged | UserInfoUpdated | ConversationsChanged | GoAway
 
 OnConnected = Callable[["Client", ConnAck], Awaitable[object]]
 
@@ -273,6 +274,7 @@ class Client:
         self._timeout = timeout
         self._on_connected = on_connected
         self._random = random.Random()
+        self._go_away: GoAway | None = None  # the server's last "going away" (§8.7), for the next reconnect
         self.messages = Messages(self, sync=sync_messages, last_seq=last_seq, buffer=message_buffer)
         self.relations = Relations(self, sync=sync_relations, snapshot=relations_snapshot)
         self.users = Users(self)
@@ -439,6 +441,24 @@ class Client:
         if slot.value is None:
             raise ClientClosed(self._status)
         return trio.current_time() - started
+
+    async def set_push_token(self, platform_push_type: int, token: str) -> None:
+        """Upload this device's push token (APNs, FCM, a vendor's), so the server's push webhook can
+        reach it while it is offline. Kept with the session on the server (a reconnect needs no new
+        upload; a logout with ``clear_session`` ends it); an empty token removes it.
+
+        Args:
+            platform_push_type: which push service the token belongs to (0..255, passed through to the
+                app server's push bridge: by convention 1 APNs, 2 FCM).
+            token: the device token, at most 4096 printable characters.
+
+        Raises:
+            ValueError: the server refused the arguments (251).
+            ClientClosed, RequestTimeout: as for ``request``.
+        """
+        response = await self.request("set_push_token", push_type=platform_push_type, token=token)
+        if response.code != 0:
+            raise ValueError(f"set_push_token refused with code {response.code}")
 
     async def disconnect(self, clear_session: bool = False) -> None:
         """Log out: send DISCONNECT, close, set LOGOUT and never reconnect.
@@ -665,6 +685,15 @@ class Client:
 
     async def _reconnect_loop(self) -> _Link | None:
         delay, most = self._backoff
+        go_away, self._go_away = self._go_away, None
+        if go_away is not None:
+            # The server said when (and maybe where) to come back: wait between retry_ms and twice that
+            # (equal jitter below), so the devices of a restarted node do not all reconnect at once.
+            if go_away.redirect:
+                host, _, port = go_away.redirect.rpartition(":")
+                if host and port.isdigit():
+                    self._host, self._port = host.strip("[]"), int(port)
+            delay = max(2 * go_away.retry_ms / 1000, 1e-3)
         try:
             with trio.CancelScope() as self._reconnect_scope:  # disconnect() cancels it
                 while not self._stopping:
@@ -777,6 +806,11 @@ class Client:
                         waiter.fill(True)
             elif kind is ServerError:
                 self._close_link(link, S.SERVER_DOWN, f"server error {event.code}: {event.reason}")
+                return
+            elif kind is GoAway:
+                self._go_away = event  # the reconnect waits retry_ms, and goes to redirect if given
+                self._emit(event)
+                self._close_link(link, S.SERVER_DOWN, f"server going away: {event.reason}")
                 return
             elif kind is ProtocolViolation:
                 log.warning("protocol violation by the server: %s", event.reason)

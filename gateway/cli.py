@@ -22,9 +22,9 @@ import functools
 import gc
 import importlib
 import json
-import logging
 import os
 import sys
+import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
         "--config", type=Path, help="config file (default: DATA/ember.toml, created if missing)"
     )
     serve.set_defaults(run=_serve)
+
+    check = commands.add_parser(
+        "check-config", help="validate a config file; print every key, its value and its source"
+    )
+    check.add_argument("file", type=Path, help="the TOML file (environment variables apply on top)")
+    check.set_defaults(run=_check_config)
 
     admin = commands.add_parser("admin", help="call the admin API")
     admin.add_argument(
@@ -165,6 +171,7 @@ def _parser() -> argparse.ArgumentParser:
     simple(
         "chatroom", "/admin/chatroom/info", "show a chatroom, its member count and counters", "chatroom_id"
     )
+    _admin_commands(calls)  # every endpoint the commands above do not cover, generated from its model
     return parser
 
 
@@ -267,6 +274,93 @@ def _channel_commands(channel: argparse.ArgumentParser) -> None:
     listeners.add_argument("--limit", type=int, default=1000)
 
 
+def _check_config(args: argparse.Namespace) -> int:
+    """Print ``key = value  # source`` for every key (secrets as <secret>); a ConfigError exits 2."""
+    config, sources = Config.load_with_sources(args.file.parent, args.file, os.environ)
+    rows = config.describe(sources)
+    width = max(len(f"{key} = {value}") for key, value, _ in rows)
+    for key, value, source in rows:
+        print(f"{f'{key} = {value}':<{width}}  # {source}")
+    print(f"ember: {args.file} is valid", file=sys.stderr)
+    return 0
+
+
+#: Endpoints without a command of their own: /admin/health is /health's answer.
+NO_COMMAND = frozenset({"/admin/health"})
+
+
+def _covered(calls: Any) -> set[str]:
+    """The endpoint paths the hand-written commands (and their sub-commands) already call."""
+    paths = set()
+    for cmd in calls.choices.values():
+        if cmd.get_default("path"):
+            paths.add(cmd.get_default("path"))
+        for action in cmd._subparsers._group_actions if cmd._subparsers else ():
+            paths |= _covered(action)
+    return paths
+
+
+def _admin_commands(calls: Any) -> None:
+    """A subcommand for every admin endpoint that has no hand-written one, built from the served OpenAPI
+    document and its pydantic models: named by its path after /admin/ (``message-send``); a required text
+    field is a positional argument (in the model's order), every other field an option (nested objects and
+    lists as JSON text); GET endpoints (health, metrics) take none."""
+    from gateway.admin.app import endpoints  # FastAPI and the models: only the admin command needs them
+
+    covered = _covered(calls) | NO_COMMAND
+    for ep in endpoints():
+        if ep.path in covered:
+            continue
+        name = ep.path.removeprefix("/admin/").strip("/").replace("/", "-").replace("_", "-")
+        cmd = calls.add_parser(name, help=ep.summary.rstrip(".").replace("``", "").replace("%", "%%"))
+        fields: list[tuple[str, bool]] = []  # (field, positional)
+        if ep.body is not None:
+            for field, info in ep.body.model_fields.items():
+                kind, is_json = _cli_type(info.annotation)
+                positional = info.is_required() and kind is str and not is_json
+                fields.append((field, positional))
+                if positional:
+                    cmd.add_argument(field, help=info.description)
+                    continue
+                cmd.add_argument(
+                    f"--{field.replace('_', '-')}", dest=field, required=info.is_required(),
+                    type=_json if is_json else _parse_bool if kind is bool else kind,
+                    metavar="JSON" if is_json else None,
+                    help=info.description,
+                )  # fmt: skip
+        cmd.set_defaults(
+            run=_call, path=ep.path, method=ep.method,
+            payload=lambda a, fields=fields: {f: getattr(a, f) for f, _ in fields if getattr(a, f) is not None},
+        )  # fmt: skip
+
+
+def _cli_type(annotation: Any) -> tuple[type, bool]:
+    """(argparse type, given as JSON) for a model field's annotation."""
+    import typing
+
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        annotation = args[0]
+    if annotation in (str, int, bool):
+        return annotation, False
+    return str, True
+
+
+def _json(text: str) -> Any:
+    return json.loads(text)
+
+
+_json.__name__ = "JSON"  # argparse names the type in its message: "invalid JSON value"
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def _serve(args: argparse.Namespace) -> int:
     data = _data_dir(args)
     if args.config is None:
@@ -277,7 +371,9 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     config = Config.load(data, args.config)
-    logging.basicConfig(level=config.log.level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from gateway import logs
+
+    logs.configure(config.log)
     server = importlib.import_module("gateway.server")  # lazily: heavy, and only this command needs it
     from storage import StorageError
 
@@ -344,9 +440,16 @@ def admin_target(url: str | None, secret: str | None, data: Path, env: Mapping[s
 
 def _call(args: argparse.Namespace) -> int:
     url, secret = admin_target(args.url, args.secret, _data_dir(args), os.environ)
-    body, headers = signed_json(secret.encode("utf-8"), args.payload(args), Clock().now_ms())
     try:
-        response = httpx.post(url + args.path, content=body, headers=headers, timeout=10)
+        if getattr(args, "method", "POST") == "GET":
+            response = httpx.get(url + args.path, timeout=10)
+        else:
+            payload = args.payload(args)
+            body, headers = signed_json(secret.encode("utf-8"), payload, Clock().now_ms())
+            response = httpx.post(url + args.path, content=body, headers=headers, timeout=10)
+        if not response.headers.get("content-type", "").startswith("application/json"):
+            print(response.text, end="")  # /metrics: Prometheus text
+            return 0 if response.status_code == 200 else 1
         answer = response.json()
     except httpx.HTTPError as exc:
         raise CliError(f"cannot reach {url}: {exc}") from None

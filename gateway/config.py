@@ -54,13 +54,15 @@ def _key(
     hi: float | None = None,
     choices: tuple[str, ...] | None = None,
     secret: bool = False,
+    optional: bool = False,
 ) -> Any:
     """Declare one config key: its default, meaning and bounds.
 
     Secret keys have the empty string as default, meaning "required", and are
-    left out of ``repr`` so that logging a config object cannot leak them.
+    left out of ``repr`` so that logging a config object cannot leak them. An ``optional`` secret may
+    stay empty (its section's ``_check`` says when it is needed).
     """
-    meta = {"doc": doc, "lo": lo, "hi": hi, "choices": choices, "secret": secret}
+    meta = {"doc": doc, "lo": lo, "hi": hi, "choices": choices, "secret": secret, "optional": optional}
     return field(default=default, repr=not secret, metadata=meta)
 
 
@@ -97,7 +99,7 @@ def _check_type(name: str, typ: type, value: Any, secret: bool) -> Any:
 
 
 def _check_bounds(name: str, value: Any, meta: Mapping[str, Any]) -> None:
-    if meta["secret"] and value == "":
+    if meta["secret"] and value == "" and not meta["optional"]:
         env = f"{ENV_PREFIX}{name.replace('.', '__').upper()}"
         raise ConfigError(f"{name} is required (set it in {CONFIG_FILENAME} or {env})")
     if meta["lo"] is not None and value < meta["lo"]:
@@ -139,6 +141,15 @@ class ServerConfig(_Section):
         900, "Largest keepalive a client may announce.", lo=1, hi=MAX_KEEPALIVE_SECONDS
     )
     node_id: int = _key(0, "This gateway's node id within a cluster (goes into message ids).", lo=0, hi=1023)
+    shutdown_seconds: float = _key(
+        10.0,
+        "On SIGTERM, how long in-flight commits and webhook deliveries may take before the process exits.",
+        lo=0,
+        hi=600,
+    )
+    shutdown_redirect: str = _key(
+        "", "On SIGTERM, the host:port connected clients are told to reconnect to (empty: this address)."
+    )
 
     def _check(self) -> None:
         if not self.min_keepalive_seconds <= self.keepalive_seconds <= self.max_keepalive_seconds:
@@ -346,6 +357,62 @@ class GroupConfig(_Section):
 class LogConfig(_Section):
     SECTION: ClassVar[str] = "log"
     level: str = _key("INFO", "Log level: DEBUG, INFO, WARNING, ERROR or CRITICAL.", choices=_LOG_LEVELS)
+    format: str = _key("text", "Log line format: text (one line per event) or json (JSON lines).", choices=("text", "json"))
+
+
+def _check_url(name: str, url: str) -> None:
+    if url and not (url.startswith("http://") or url.startswith("https://")):
+        raise ConfigError(f"{name}: must be an http:// or https:// URL, or empty")
+
+
+@dataclass(frozen=True)
+class CallbackConfig(_Section):
+    """Webhooks to the app server (gateway/webhooks.py); none by default: no outbound connection at all."""
+
+    SECTION: ClassVar[str] = "callback"
+    secret: str = _key(
+        "",
+        "Webhook signing key (UTF-8 bytes, as admin.secret): X-Sign = HMAC-SHA256(nonce|timestamp|body). "
+        "Required once any webhook URL (callback.* or push.url) is set.",
+        secret=True,
+        optional=True,
+    )
+    user_online_status_url: str = _key(
+        "", "POST {user_id, client_id, platform, status, timestamp, sessions} on every connect and disconnect."
+    )
+    message_forward_url: str = _key("", "POST every stored message (archive, moderation).")
+    queue_size: int = _key(10000, "Events waiting per webhook URL; when full the oldest are dropped.", lo=1)
+    senders: int = _key(4, "Concurrent deliveries per webhook URL.", lo=1, hi=64)
+    timeout_seconds: float = _key(5.0, "One delivery attempt's time limit (connect, send, answer).", lo=0.01)
+    max_attempts: int = _key(
+        5, "Attempts per event (the first included) before it is dead-lettered (counted, logged).", lo=1
+    )
+    retry_base_ms: float = _key(
+        200.0, "First retry waits up to this (full jitter), doubling per attempt up to retry_max_ms.", lo=0
+    )
+    retry_max_ms: float = _key(30000.0, "Longest wait between two attempts.", lo=0)
+
+    def _check(self) -> None:
+        _check_url("callback.user_online_status_url", self.user_online_status_url)
+        _check_url("callback.message_forward_url", self.message_forward_url)
+
+    def key_bytes(self) -> bytes:
+        return self.secret.encode("utf-8")
+
+
+@dataclass(frozen=True)
+class PushConfig(_Section):
+    SECTION: ClassVar[str] = "push"
+    url: str = _key(
+        "", "POST a push request (device token, sender, conversation, ...) for a stored message "
+        "whose recipient has no live connection; signed with callback.secret."
+    )
+    default_content: str = _key(
+        "You have a new message", "Push text for a message without push_content (the body is never pushed)."
+    )
+
+    def _check(self) -> None:
+        _check_url("push.url", self.url)
 
 
 @dataclass(frozen=True)
@@ -364,6 +431,8 @@ class Config:
     log: LogConfig
     group: GroupConfig
     chatroom: ChatroomConfig
+    callback: CallbackConfig
+    push: PushConfig
     data_dir: Path = Path(".")
 
     def __post_init__(self) -> None:
@@ -385,13 +454,43 @@ class Config:
             ConfigError: unreadable file, unknown section or key, wrong type or range,
                 missing secret.
         """
+        return cls.load_with_sources(data_dir, config_path, env)[0]
+
+    @classmethod
+    def load_with_sources(
+        cls, data_dir: Path, config_path: Path | None = None, env: Mapping[str, str] = os.environ
+    ) -> tuple[Config, dict[str, str]]:
+        """``load``, and where each key's value came from: ``"section.key"`` → default, file or env."""
         data_dir = Path(data_dir)
         path = Path(config_path) if config_path is not None else data_dir / CONFIG_FILENAME
         values: dict[str, dict[str, Any]] = {name: {} for name in _sections()}
         if config_path is not None or path.exists():
             _read_file(path, values)
+        from_file = {f"{name}.{key}" for name, table in values.items() for key in table}
         _read_env(env, values)
-        return cls._build(values, data_dir)
+        from_env = {
+            ".".join(var[len(ENV_PREFIX) :].lower().split("__", 1))
+            for var in env
+            if var.startswith(ENV_PREFIX) and "__" in var
+        }
+        config = cls._build(values, data_dir)
+        sources = {}
+        for name, section_cls in _sections().items():
+            for f in dataclasses.fields(section_cls):
+                key = f"{name}.{f.name}"
+                sources[key] = "env" if key in from_env else "file" if key in from_file else "default"
+        return config, sources
+
+    def describe(self, sources: Mapping[str, str]) -> list[tuple[str, str, str]]:
+        """(key, value as TOML, source) for every key; a set secret shows as ``<secret>``, never its value."""
+        rows = []
+        for name, section_cls in _sections().items():
+            section = getattr(self, name)
+            for f in dataclasses.fields(section_cls):
+                value = getattr(section, f.name)
+                shown = ("<secret>" if value else '""') if f.metadata["secret"] else _toml_value(value)
+                rows.append((f"{name}.{f.name}", shown, sources.get(f"{name}.{f.name}", "default")))
+        return rows
 
     @classmethod
     def default(cls, data_dir: Path = Path("."), **sections: Mapping[str, Any]) -> Config:
@@ -417,6 +516,11 @@ class Config:
                 if key not in known:
                     raise ConfigError(f"unknown key {name}.{key}")
             built[name] = section_cls(**values[name])
+        callback = built["callback"]
+        if (callback.user_online_status_url or callback.message_forward_url or built["push"].url) and not (
+            callback.secret
+        ):
+            raise ConfigError("callback.secret is required once a webhook URL (callback.* or push.url) is set")
         storage = built["storage"]
         if not Path(storage.path).is_absolute():
             built["storage"] = dataclasses.replace(storage, path=str(data_dir / storage.path))
@@ -541,6 +645,9 @@ def config_table_markdown() -> str:
     rows = ["| key | default | meaning |", "|---|---|---|"]
     for name, section_cls in _sections().items():
         for f in dataclasses.fields(section_cls):
-            default = "*generated*" if f.metadata["secret"] else f"`{_toml_value(f.default)}`"
+            if f.metadata["secret"]:
+                default = "*none*" if f.metadata["optional"] else "*generated*"
+            else:
+                default = f"`{_toml_value(f.default)}`"
             rows.append(f"| `{name}.{f.name}` | {default} | {f.metadata['doc']} |")
     return "\n".join(rows) + "\n"

@@ -17,6 +17,7 @@ Lifecycle of a connection task::
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections.abc import Iterable
@@ -27,6 +28,7 @@ from gateway import dispatch
 from gateway.outbox import Outbox, cork
 from gateway.reads import ReadPoller
 from gateway.services import Services
+from gateway.webhooks import LOGOUT, OFFLINE, ONLINE
 from protocol import events
 from protocol.codes import ConnectionStatus, ErrorCode, UserStatus
 from protocol.connection import ServerConnection, encode_notify_body
@@ -40,6 +42,8 @@ RATE_WINDOW_SECONDS = 5.0
 # Bounds the request tasks one connection can have open (waiting serial ones included): beyond, 250.
 MAX_IN_FLIGHT_REQUESTS = 64
 CLOSE_FLUSH_SECONDS = 1.0  # how long a closing connection may take to flush its last frames
+#: Connection ids for log lines (``conn=N`` follows one device's connection); per process.
+_connection_ids = itertools.count(1)
 
 
 class GatewayConnection:
@@ -48,7 +52,9 @@ class GatewayConnection:
     __slots__ = (
         "_caller",
         "_early_pushes",
+        "_go_away",
         "_in_flight",
+        "_logout",
         "_nursery",
         "_reading",
         "_reads",
@@ -66,6 +72,7 @@ class GatewayConnection:
         "_violation_reason",
         "last_active",
         "client_id",
+        "conn_id",
         "keepalive_seconds",
         "platform",
         "services",
@@ -83,6 +90,9 @@ class GatewayConnection:
         self.client_id = ""
         self.platform = 0
         self.keepalive_seconds = 0
+        self.conn_id = next(_connection_ids)
+        self._logout = False  # the client's DISCONNECT asked to clear its session
+        self._go_away: tuple[int, str] | None = None  # (retry_ms, redirect) once the server shuts down
         server = services.config.server
         self._proto = ServerConnection(
             server_nonce=os.urandom(32),
@@ -137,9 +147,26 @@ class GatewayConnection:
         self.push_frame_body(encode_notify_body("kicked", {"code": int(status)}))
         self._cut_off()
 
+    def frame_counts(self) -> tuple[int, int]:
+        """(sealed frames sent, received) so far, for /metrics."""
+        return self._proto.frame_counts()
+
+    @property
+    def outbox_queued_bytes(self) -> int:
+        return self._outbox.queued_bytes
+
     def release_idle_keys(self) -> None:
         """Called by the server's sweeper for connections quiet for a while (see server.py)."""
         self._proto.release_keys()
+
+    def go_away(self, retry_ms: int, redirect: str) -> None:
+        """The server is shutting down: stop reading, answer the requests already read, then send a
+        DISCONNECT (docs/PROTOCOL.md §8.7) telling the client when and where to reconnect, and close."""
+        self._go_away = (retry_ms, redirect)
+        if self._reading is not None and not self._reading.is_set():
+            self._stop_reading()  # the task's wait ends: it answers what is in flight, then says goodbye
+        else:
+            self._cut_off()  # still in its handshake or first read: no request can be in flight yet
 
     def replace(self) -> None:
         """A newer connection of the same session took over: close without a word."""
@@ -171,7 +198,7 @@ class GatewayConnection:
                 self._reads.remove(self.stream.socket.fileno())
                 self._nursery.start_soon(self._resume_reading, self._resume_at)
         except Exception:  # noqa: BLE001 - a bug: it ends this one connection, never the poller
-            log.exception("reading failed user=%s", self.user_id)
+            log.exception("reading failed conn=%d user=%s", self.conn_id, self.user_id)
             self._cut_off()
 
     def _take(self, data: bytes, nursery: trio.Nursery) -> bool:
@@ -221,6 +248,9 @@ class GatewayConnection:
                                 await self._requests_done.wait()
                         if self._violation_reason is not None:
                             self._violation(self._violation_reason)
+                if self._go_away is not None and self._sending:
+                    self._sending = False
+                    self._outbox.send(self._proto.goaway("shutdown", *self._go_away))
                 # Give the last frames (answers, CONNACK failure, ERROR, kicked) a moment to leave.
                 # Usually they already have (direct writes): then no scope, no wait.
                 if not self._outbox.drained:
@@ -234,6 +264,7 @@ class GatewayConnection:
                 if self.services.chatrooms is not None:
                     self.services.chatrooms.leave(self)
                 self._on_offline()
+            self.services.metrics.connection_ended(*reversed(self._proto.frame_counts()))
             self._outbox.detach()
             await self.stream.aclose()
 
@@ -268,13 +299,16 @@ class GatewayConnection:
                         self._violation(event.reason)
                         return False
         if connect is None:
-            log.info("handshake timed out peer=%s", self._peer())
+            self.services.metrics.handshake_timeouts += 1
+            log.info("handshake timed out conn=%d peer=%s", self.conn_id, self._peer())
             return False
         status, proof, heads = await self._check(connect)
+        self.services.metrics.handshake(int(status))
         if status != ConnectionStatus.CONNECTED or proof is None:
             log.info(
-                "connect refused user=%s client=%s status=%d", connect.user_id, connect.client_id, status
-            )
+                "connect refused conn=%d user=%s client=%s status=%d",
+                self.conn_id, connect.user_id, connect.client_id, status,
+            )  # fmt: skip
             # Sealed when the proof opened (only SecretKeyMismatch can be clear): see ServerConnection.reject.
             self._outbox.send(self._proto.reject(status))
             return False
@@ -320,6 +354,9 @@ class GatewayConnection:
                     )  # fmt: skip
                     self.services.router.register(self)
                     self._registered = True
+                    webhooks = self.services.webhooks
+                    if webhooks.watch_presence:  # in the callback: in order with the router (see below)
+                        webhooks.presence(self.user_id, self.client_id, self.platform, ONLINE)
                 decided = (status, proof, heads)
             except Exception as exc:  # noqa: BLE001 - raised in the task, which ends this connection
                 decided = exc
@@ -398,12 +435,19 @@ class GatewayConnection:
         early, self._early_pushes = self._early_pushes, []
         for body in early:
             self.push_frame_body(body)
-        log.debug("connected user=%s client=%s platform=%d", self.user_id, self.client_id, self.platform)
+        log.debug(
+            "connected conn=%d user=%s client=%s platform=%d", self.conn_id, self.user_id, self.client_id, self.platform
+        )
 
     def _on_offline(self) -> None:
         # Per-connection lines are DEBUG: at thousands of handshakes a second, INFO lines
         # for each were a measurable share of a handshake's CPU. Refusals stay INFO.
-        log.debug("disconnected user=%s client=%s", self.user_id, self.client_id)
+        log.debug("disconnected conn=%d user=%s client=%s", self.conn_id, self.user_id, self.client_id)
+        services = self.services
+        webhooks = services.webhooks
+        # Not when a newer connection of the same session took over (it reported online already).
+        if webhooks.watch_presence and services.router.connection(self.user_id, self.client_id) is None:
+            webhooks.presence(self.user_id, self.client_id, self.platform, LOGOUT if self._logout else OFFLINE)
         # last_seen is when the device was last online: its disconnect (while connected, the router knows).
         self.services.sessions.went_offline(self.user_id, self.client_id, self.services.clock.now_ms())
 
@@ -426,7 +470,7 @@ class GatewayConnection:
                     if self._take(await self._receive(), nursery):
                         return
                 await self._wait_out_rate_limit()
-            log.info("idle timeout user=%s client=%s", self.user_id, self.client_id)
+            log.info("idle timeout conn=%d user=%s client=%s", self.conn_id, self.user_id, self.client_id)
             return
         self._nursery = nursery
         self._reading = reading = trio.Event()
@@ -438,7 +482,7 @@ class GatewayConnection:
                 await reading.wait()
                 return
         self._stop_reading()
-        log.info("idle timeout user=%s client=%s", self.user_id, self.client_id)
+        log.info("idle timeout conn=%d user=%s client=%s", self.conn_id, self.user_id, self.client_id)
 
     def _handle(self, received: Iterable[events.ServerEvent], nursery: trio.Nursery) -> bool:
         """Act on events; True when the connection must end."""
@@ -451,6 +495,7 @@ class GatewayConnection:
                 self._outbox.send(self._proto.pong())
             elif isinstance(event, events.Disconnect):
                 if event.clear_session:
+                    self._logout = True
                     nursery.start_soon(self._clear_session)
                 return True
             elif isinstance(event, events.ProtocolViolation):
@@ -459,7 +504,9 @@ class GatewayConnection:
         return False
 
     def _violation(self, reason: str) -> None:
-        log.info("protocol violation user=%s peer=%s reason=%s", self.user_id or "-", self._peer(), reason)
+        log.info(
+            "protocol violation conn=%d user=%s peer=%s reason=%s", self.conn_id, self.user_id or "-", self._peer(), reason
+        )
         self._send_error(ErrorCode.INVALID_DATA, reason)
 
     def _send_error(self, code: ErrorCode, reason: str) -> None:
@@ -484,19 +531,19 @@ class GatewayConnection:
     def _start_request(self, request: events.Request, nursery: trio.Nursery) -> None:
         if self._over_rate(request.method):
             self._resume_at = self._rate_window_start + RATE_WINDOW_SECONDS
-            self._reply(request.request_id, ErrorCode.OVER_FREQUENCY, None)
+            self._answer(request.method, request.request_id, ErrorCode.OVER_FREQUENCY, None)
             return
         if self._in_flight >= MAX_IN_FLIGHT_REQUESTS:
-            self._reply(request.request_id, ErrorCode.OVER_FREQUENCY, None)
+            self._answer(request.method, request.request_id, ErrorCode.OVER_FREQUENCY, None)
             return
         caller = self._caller
         if caller is None:  # requests are read only once the session is established: it is fixed now
             caller = self._caller = dispatch.Caller(self.user_id, self.client_id, self.platform)
-        request_id = request.request_id
+        request_id, name = request.request_id, request.method
         try:
             handled = dispatch.dispatch_immediate(
-                self.services, caller, request.method, request.params,
-                lambda code, result: self._reply(request_id, code, result),
+                self.services, caller, name, request.params,
+                lambda code, result: self._answer(name, request_id, code, result),
             )  # fmt: skip
         except Exception:  # noqa: BLE001 - a bug: it ends this one connection, never the server
             self._bug(request.method)
@@ -523,18 +570,25 @@ class GatewayConnection:
             cost = dispatch.CHARGED_AFTER.get(request.method)
             if cost is not None:
                 self._rate_count += cost(code, result)
-            self._reply(request.request_id, code, result)
+            self._answer(request.method, request.request_id, code, result)
         finally:
             self._in_flight -= 1
             if not self._in_flight and self._requests_done is not None:
                 self._requests_done.set()
+
+    def _answer(self, method: str, request_id: int, code: int, result: object) -> None:
+        """Reply, counting the answer by method and code for /metrics (one dict add)."""
+        counts = self.services.metrics.requests
+        key = (method if method in dispatch.KNOWN else "unknown", code)
+        counts[key] = counts.get(key, 0) + 1
+        self._reply(request_id, code, result)
 
     def _reply(self, request_id: int, code: int, result: object) -> None:
         if self._sending:
             self._outbox.send(self._proto.response(request_id, code, result))
 
     def _bug(self, method: str) -> None:
-        log.exception("handler failed method=%s user=%s", method, self.user_id)
+        log.exception("handler failed conn=%d method=%s user=%s", self.conn_id, method, self.user_id)
         if self._sending:
             self._send_error(ErrorCode.SERVER_ERROR, "internal error")
         self._cut_off()

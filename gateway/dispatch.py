@@ -68,6 +68,8 @@ _immediate: dict[str, ImmediateHandler] = {}
 CHARGED_AFTER: dict[str, Cost] = {}
 #: Methods that run one at a time per connection.
 SERIAL: set[str] = set()
+#: Every registered method name (metrics count any other name as "unknown": clients choose names).
+KNOWN: set[str] = set()
 
 
 def method(
@@ -81,6 +83,7 @@ def method(
         if immediate and (cost is not None or serial):
             raise ValueError("an immediate handler is charged on arrival and never waits")
         (_immediate if immediate else _handlers)[name] = fn
+        KNOWN.add(name)
         if cost is not None:
             CHARGED_AFTER[name] = cost
         if serial:

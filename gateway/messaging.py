@@ -22,6 +22,7 @@ import trio.lowlevel
 from gateway.clock import Clock
 from gateway.config import Config
 from gateway.ids import MessageIdGenerator
+from gateway.metrics import Metrics
 from gateway.outbox import cork
 from gateway.router import Router
 from protocol import codec
@@ -50,6 +51,7 @@ from storage.messages import (
 
 if TYPE_CHECKING:
     from gateway.channels import ChannelService
+    from gateway.webhooks import Webhooks
 
 log = logging.getLogger("ember.messaging")
 
@@ -312,6 +314,10 @@ class MessageService:
     def _handed_to_callback(self, msg: Outgoing, result: SendResult) -> None:
         if result.callback is not None and self.channels is not None and not result.duplicate:
             self.channels.callbacks(msg, result.callback)
+        # Set by the server once built (gateway/server.py): counters for /metrics, and the webhooks told
+        # of stored messages (None while no forward or push URL is configured: then nothing is looked at).
+        self.metrics = Metrics()
+        self.webhooks: Webhooks | None = None
 
     # --- building ---------------------------------------------------------------------------------
 
@@ -390,15 +396,27 @@ class MessageService:
             if msg.persist_flag != PERSIST_TRANSPARENT
             else ((u, 0) for u in result.live_only)
         )
+        webhooks = self.webhooks
+        offline: list[str] | None = [] if webhooks is not None else None
+        pushed = 0
         for owner, seq in targets:
             body = None
-            for conn in self.router.connections(owner):
+            conns = self.router.connections(owner)
+            if not conns and offline is not None and owner != msg.from_user:
+                offline.append(owner)
+            for conn in conns:
                 if owner == msg.from_user and conn.client_id == origin_client:
                     continue
                 if body is None:
                     packed = packed or codec.pack(msg.to_wire())
                     body = encode_msg_push(seq, packed)
                 conn.push_frame_body(body)
+                pushed += 1
+        metrics = self.metrics
+        metrics.messages_stored += msg.persist_flag != PERSIST_TRANSPARENT
+        metrics.messages_delivered += pushed
+        if webhooks is not None:
+            webhooks.message_stored(msg, result, offline or [])
 
     def _pushes(self, msg: Outgoing, result: SendResult, origin_client: str | None) -> Iterator[None]:
         """Seal the pushes of one delivery, yielding after every ``FANOUT_CHUNK`` or so."""
@@ -409,11 +427,16 @@ class MessageService:
             else ((u, 0) for u in result.live_only)
         )
         connections = self.router.connections
-        work = 0
+        webhooks = self.webhooks
+        offline: list[str] = []
+        work = pushed = 0
         for owner, seq in targets:
             work += 1
             body = None
-            for conn in connections(owner):
+            conns = connections(owner)
+            if not conns and webhooks is not None and owner != msg.from_user:
+                offline.append(owner)
+            for conn in conns:
                 if owner == msg.from_user and conn.client_id == origin_client:
                     continue
                 if body is None:
@@ -421,9 +444,14 @@ class MessageService:
                     body = encode_msg_push(seq, packed)
                 conn.push_frame_body(body)
                 work += 8
+                pushed += 1
             if work >= FANOUT_CHUNK * 8:
                 work = 0
                 yield
+        self.metrics.messages_stored += msg.persist_flag != PERSIST_TRANSPARENT
+        self.metrics.messages_delivered += pushed
+        if webhooks is not None:
+            webhooks.message_stored(msg, result, offline)
 
     # --- the rest ---------------------------------------------------------------------------------
 

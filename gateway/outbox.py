@@ -97,6 +97,11 @@ class Outbox:
         self.overflowed = False
         self._on_overflow = on_overflow  # the connection ends itself: its client will pull on reconnect
 
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes waiting for the socket (for /metrics)."""
+        return self._queued_bytes
+
     def send(self, data: bytes) -> bool:
         """Write or queue ``data``; never blocks. False once the outbox is closed or overflowed."""
         if self.closed:

@@ -31,6 +31,7 @@ from gateway.reads import HAVE_EPOLL, ReadPoller
 from gateway.router import Router
 from gateway.services import Services
 from gateway.sessions import SessionService
+from gateway.webhooks import Webhooks
 
 log = logging.getLogger("ember.server")
 
@@ -69,11 +70,16 @@ async def serve(
         sessions = SessionService(config, store, router, clock)
         messages = MessageService(config, store, router, clock)
         messages.ids.seed(await store.last_message_id())
-        services = Services(config, store, clock, router, sessions, messages, config.token.key_bytes())
+        webhooks = Webhooks(config, clock, store, router)
+        services = Services(
+            config, store, clock, router, sessions, messages, config.token.key_bytes(), webhooks=webhooks
+        )
         services.groups = GroupService(config, store, messages, clock)
         services.chatrooms = ChatroomService(config, store, router, clock)
         await services.chatrooms.load()
         services.channels = ChannelService(config, store, messages, services.relations, clock)
+        messages.metrics = services.metrics
+        messages.webhooks = webhooks if webhooks.watch_messages else None
         try:
             if read_poller:
                 with ReadPoller() as reads:
@@ -98,12 +104,14 @@ async def _run(
     """The listeners, the admin API and the background tasks, until cancelled."""
     from gateway.admin.app import create_admin_app, serve_admin  # FastAPI is heavy; keep it off other paths
 
+    accepting: list[trio.CancelScope] = []  # one per listener: cancelled to stop accepting
     async with trio.open_nursery() as nursery:
         if handle_signals:
-            nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
+            nursery.start_soon(_stop_on_signal, services, nursery.cancel_scope, accepting)
         nursery.start_soon(_release_idle_keys, services.router)
         nursery.start_soon(_write_last_seen, services.sessions)
         nursery.start_soon(services.messages.fanout.run)
+        await nursery.start(services.webhooks.run)
         if reads is not None:
             nursery.start_soon(reads.run)
         if services.chatrooms is not None:
@@ -111,7 +119,9 @@ async def _run(
         listeners = await trio.open_tcp_listeners(config.server.port, host=config.server.host)
         host, port = listeners[0].socket.getsockname()[:2]
         for listener in listeners:
-            nursery.start_soon(_serve_clients, services, reads, listener)
+            scope = trio.CancelScope()
+            accepting.append(scope)
+            nursery.start_soon(_serve_clients, services, reads, listener, scope)
 
         app = create_admin_app(
             config=config,
@@ -125,6 +135,7 @@ async def _run(
             groups=services.groups,
             chatrooms=services.chatrooms,
             channels=services.channels,
+            services=services,
         )
         urls = await nursery.start(
             functools.partial(
@@ -155,7 +166,9 @@ _ACCEPT_SKIP_ERRNOS = frozenset(
 ACCEPT_BATCH = 128
 
 
-async def _serve_clients(services: Services, reads: ReadPoller | None, listener: trio.SocketListener) -> None:
+async def _serve_clients(
+    services: Services, reads: ReadPoller | None, listener: trio.SocketListener, accepting: trio.CancelScope
+) -> None:
     """Accept client connections until cancelled, each served by its own task.
 
     Not ``trio.serve_tcp``: it accepts one connection per pass of trio's scheduler (a checkpoint after
@@ -170,27 +183,35 @@ async def _serve_clients(services: Services, reads: ReadPoller | None, listener:
     sock.setblocking(False)
     async with trio.open_nursery() as connections:
         try:
-            while True:
-                await trio.lowlevel.wait_readable(sock)
-                for _ in range(ACCEPT_BATCH):
-                    try:
-                        client, _ = sock.accept()
-                    except BlockingIOError:
-                        break
-                    except OSError as exc:
-                        if exc.errno in _ACCEPT_SKIP_ERRNOS:
-                            continue
-                        if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
-                            raise
-                        log.error("accept failed: %s; retrying in 0.1 s", errno.errorcode[exc.errno])
-                        await trio.sleep(0.1)
-                        break
-                    stream = trio.SocketStream(trio.socket.from_stdlib_socket(client))
-                    connections.start_soon(_serve_connection, services, reads, stream)
+            with accepting:  # cancelled at shutdown: accept no more, let the connections end
+                await _accept_loop(services, reads, sock, connections)
         finally:
-            # Stop accepting at once; the connections then end as the nursery is cancelled.
+            # Stop accepting at once; the connections then end by themselves or as the nursery is cancelled.
             trio.lowlevel.notify_closing(sock)
             sock.close()
+
+
+async def _accept_loop(
+    services: Services, reads: ReadPoller | None, sock: socket.socket, connections: trio.Nursery
+) -> None:
+    """Each wake-up of the listening socket accepts every connection waiting, up to ACCEPT_BATCH."""
+    while True:
+        await trio.lowlevel.wait_readable(sock)
+        for _ in range(ACCEPT_BATCH):
+            try:
+                client, _ = sock.accept()
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno in _ACCEPT_SKIP_ERRNOS:
+                    continue
+                if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                    raise
+                log.error("accept failed: %s; retrying in 0.1 s", errno.errorcode[exc.errno])
+                await trio.sleep(0.1)
+                break
+            stream = trio.SocketStream(trio.socket.from_stdlib_socket(client))
+            connections.start_soon(_serve_connection, services, reads, stream)
 
 
 async def _serve_connection(services: Services, reads: ReadPoller | None, stream: trio.SocketStream) -> None:
@@ -232,9 +253,37 @@ async def _flush_last_seen(sessions: SessionService) -> None:
         log.warning("writing last_seen failed: %s", type(exc).__name__)
 
 
-async def _stop_on_signal(scope: trio.CancelScope) -> None:
+#: How long after a shutdown's DISCONNECT (docs/PROTOCOL.md §8.7) a client should wait before reconnecting.
+SHUTDOWN_RETRY_MS = 1000
+
+
+async def _stop_on_signal(services: Services, scope: trio.CancelScope, accepting: list[trio.CancelScope]) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             log.info("received %s: shutting down", signal.Signals(signum).name)
+            with trio.move_on_after(services.config.server.shutdown_seconds):
+                await shutdown_gracefully(services, accepting)
             scope.cancel()
             return
+
+
+async def shutdown_gracefully(services: Services, accepting: list[trio.CancelScope]) -> None:
+    """Stop accepting, send every live connection a DISCONNECT once its requests are answered, wait
+    for them to close, then for the webhooks to deliver what is queued (their offline events too).
+
+    The caller bounds it by ``server.shutdown_seconds`` and then cancels everything; the storage writer
+    commits every operation already handed to it after that, before the process exits (``serve``).
+    """
+    for scope in accepting:
+        scope.cancel()
+    server = services.config.server
+    router = services.router
+    live = list(router.all_connections())
+    for conn in live:
+        conn.go_away(SHUTDOWN_RETRY_MS, server.shutdown_redirect)
+    while any(True for _ in router.all_connections()):  # noqa: ASYNC110 - a handful of passes, once
+        await trio.sleep(0.01)
+    log.info("shutdown: %d connection(s) told to reconnect and closed", len(live))
+    await services.webhooks.drain()
+    pending = sum(q.depth + q.in_flight for q in services.webhooks.queues)
+    log.info("shutdown: webhooks drained (%d left)", pending)

@@ -10,9 +10,11 @@ from gateway.clock import Clock
 from gateway.config import Config
 from gateway.conversations import ConversationService
 from gateway.messaging import MessageService
+from gateway.metrics import Metrics
 from gateway.relations import RelationService
 from gateway.router import Router
 from gateway.sessions import SessionService
+from gateway.webhooks import Webhooks
 
 if TYPE_CHECKING:
     from gateway.channels import ChannelService
@@ -34,6 +36,10 @@ class Services:
     groups: GroupService | None = None  # set by serve(); None only in services built without one
     chatrooms: ChatroomService | None = None  # set by serve(), like groups
     channels: ChannelService | None = None  # set by serve(), like groups
+    #: The webhooks (gateway/webhooks.py); built from the fields above when not given.
+    webhooks: Webhooks = field(default=None)  # type: ignore[assignment]
+    #: Counters for /metrics (gateway/metrics.py).
+    metrics: Metrics = field(default_factory=Metrics)
 
     #: Read and clear marks, the conversation list; built from the fields above.
     conversations: ConversationService = field(init=False)
@@ -41,6 +47,8 @@ class Services:
     def __post_init__(self) -> None:
         self.relations = RelationService(self.config, self.store, self.router, self.clock)
         self.conversations = ConversationService(self.config, self.store, self.relations, self.clock)
+        if self.webhooks is None:
+            self.webhooks = Webhooks(self.config, self.clock, self.store, self.router)
 
     @property
     def group_service(self) -> GroupService:

@@ -105,6 +105,10 @@ def encode_msg_push(seq: int, packed_message: bytes) -> bytes:
     return b"".join((_MSG_PUSH_HEAD, codec.pack(seq), _MSG_PUSH_MIDDLE, packed_message))
 
 
+#: Bounds of a server DISCONNECT's fields (§8.7): a client never waits more than an hour on a server's word.
+MAX_RETRY_MS = 3_600_000
+MAX_REDIRECT_LEN = 261  # a DNS name (253), ":" and a port
+
 class _Sealed:
     """Shared plumbing: decoder, per-direction ciphers, sealed frame encoding."""
 
@@ -122,6 +126,11 @@ class _Sealed:
         for cipher in (self._sender, self._receiver):
             if cipher is not None:
                 cipher.release()
+
+    def frame_counts(self) -> tuple[int, int]:
+        """(sealed frames sent, sealed frames received) so far: the ciphers' counters, free to keep."""
+        sender, receiver = self._sender, self._receiver
+        return (sender.frames if sender else 0, receiver.frames if receiver else 0)
 
     def _seal(self, frame_type: FrameType, plaintext: bytes, request_id: int = 0) -> bytes:
         assert self._sender is not None, "no keys yet"
@@ -302,6 +311,15 @@ class ServerConnection(_Sealed):
     def pong(self) -> bytes:
         return self._seal(FrameType.PONG, b"")
 
+    def goaway(self, reason: str, retry_ms: int, redirect: str = "") -> bytes:
+        """A sealed DISCONNECT (server → client, docs/PROTOCOL.md §8.7): the server is going away; the
+        client reconnects after ``retry_ms`` (to ``redirect``, "host:port", when not empty). Then CLOSED."""
+        if not self._established:
+            raise RuntimeError("goaway() needs an established connection")
+        body = codec.pack({"reason": reason[:200], "retry_ms": int(retry_ms), "redirect": redirect})
+        self.state = State.CLOSED
+        return self._seal(FrameType.DISCONNECT, body)
+
     def error(self, code: int, reason: str) -> bytes:
         """An ERROR frame, sealed once the handshake completed; the connection is CLOSED afterwards."""
         body = codec.pack({"code": int(code), "reason": reason[:200]})
@@ -420,6 +438,14 @@ class ClientConnection(_Sealed):
         if frame.type is FrameType.PONG:
             self._open(frame)
             return events.Pong()
+        if frame.type is FrameType.DISCONNECT:
+            fields = codec.unpack_map(self._open(frame))
+            self.state = State.CLOSED
+            return events.GoAway(  # every key required: a body of another shape is a violation
+                fields.text("reason", max_len=1000),
+                fields.integer("retry_ms", lo=0, hi=MAX_RETRY_MS),
+                fields.text("redirect", max_len=MAX_REDIRECT_LEN, printable=True),
+            )
         raise ProtocolError(f"unexpected {frame.type.name} from the server")
 
     def connect(self, client_time_ms: int) -> bytes:

@@ -87,6 +87,11 @@ class DirectionCipher:
         self._aead: AESGCM | None = None
         self._counter = 0
 
+    @property
+    def frames(self) -> int:
+        """Frames sealed or opened so far in this direction (the counter; metrics read it)."""
+        return self._counter
+
     def release(self) -> None:
         """Free the key schedule until the next seal or open (for idle connections)."""
         self._aead = None

@@ -126,5 +126,15 @@ class ServerError:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class GoAway:
+    """The server is going away (a sealed DISCONNECT, §8.7): reconnect after ``retry_ms``, to
+    ``redirect`` ("host:port") when it is not empty."""
+
+    reason: str
+    retry_ms: int
+    redirect: str = ""
+
+
 ServerEvent = ConnectRequested | Request | BadRequest | Ping | Disconnect | ProtocolViolation
-ClientEvent = Hello | ConnAck | Response | Notify | Pong | ServerError | ProtocolViolation
+ClientEvent = Hello | ConnAck | Response | Notify | Pong | ServerError | GoAway | ProtocolViolation

@@ -292,6 +292,16 @@ def _v7_channels(db: Database) -> None:
     )
 
 
+def _v8_push_tokens(db: Database) -> None:
+    """Device push tokens, one per session (``storage.push_tokens``); a table of their own, not columns
+    of ``sessions``, so the session row (read at every CONNECT) stays as narrow as it was."""
+    db.execute(
+        "CREATE TABLE push_tokens (user_id TEXT NOT NULL, client_id TEXT NOT NULL,"
+        " push_type INTEGER NOT NULL, token TEXT NOT NULL, updated_at INTEGER NOT NULL,"
+        " PRIMARY KEY (user_id, client_id)) WITHOUT ROWID"
+    )
+
+
 #: Every migration ever released, oldest first. Append only.
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     _v1_users_and_sessions,
@@ -301,6 +311,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     _v5_groups,
     _v6_chatrooms,
     _v7_channels,
+    _v8_push_tokens,
 )
 
 #: The ``user_version`` of a fully migrated database.

@@ -51,6 +51,8 @@ from typing import Any, Final, TypeVar
 
 import trio
 
+from storage.commit_stats import CommitStats
+
 T = TypeVar("T")
 
 log = logging.getLogger("ember.storage")
@@ -200,6 +202,7 @@ class Writer:
         self.path = Path(path)
         self.commits = 0
         self.committed_ops = 0
+        self.stats = CommitStats()  # batch sizes and commit latencies, for /metrics
         self._synchronous = synchronous
         self._busy_timeout_ms = busy_timeout_ms
         self._max_batch = max_batch
@@ -541,6 +544,7 @@ class Writer:
 
     def _run_batch(self, conn: sqlite3.Connection, ops: list[_Op]) -> None:
         """Run ``ops`` in one transaction; leave each one's result or error on it."""
+        started = time.perf_counter()
         # Ops that succeeded inside the open transaction: their results only
         # stand if the COMMIT does.
         pending: list[_Op] = []
@@ -593,6 +597,7 @@ class Writer:
             return
         self.commits += 1
         self.committed_ops += len(pending)
+        self.stats.observe(len(pending), time.perf_counter() - started)
 
     def _run_group(self, conn: sqlite3.Connection, ops: list[_Op]) -> bool:
         """Run consecutive ops of one group in one call; False (nothing written) if it raised."""

@@ -231,3 +231,62 @@ def test_real_server_accepts_what_serve_passes() -> None:
     except ImportError:
         pytest.skip("gateway.server not importable yet")
     assert "handle_signals" in inspect.signature(serve).parameters
+
+
+def test_check_config_prints_every_key_with_its_source(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "my.toml"
+    path.write_text(
+        '[admin]\nsecret = "file-secret-value"\n[token]\nkey = "' + "ab" * 32 + '"\n[server]\nport = 9100\n'
+    )
+    monkeypatch.setenv("EMBER_SERVER__PORT", "9200")
+    monkeypatch.setenv("EMBER_LOG__FORMAT", "json")
+    assert main(["check-config", str(path)]) == 0
+    out = capsys.readouterr()
+    lines = {line.split(" = ")[0]: line for line in out.out.splitlines()}
+    assert lines["server.port"].split() == ["server.port", "=", "9200", "#", "env"]
+    assert lines["log.format"].split() == ["log.format", "=", '"json"', "#", "env"]
+    assert lines["admin.secret"].split()[-3:] == ["<secret>", "#", "file"]
+    assert lines["server.host"].split()[-1] == "default" and lines["callback.secret"].split()[2] == '""'
+    assert "file-secret-value" not in out.out + out.err and "ab" * 32 not in out.out
+    from gateway.config import config_table_markdown
+
+    assert len(lines) == config_table_markdown().count("\n| `")  # every key, once
+    monkeypatch.delenv("EMBER_SERVER__PORT")
+    path.write_text('[server]\nport = "x"\n')
+    assert main(["check-config", str(path)]) == 2
+    assert "server.port: expected int" in capsys.readouterr().err
+
+
+def test_every_admin_endpoint_has_a_command() -> None:
+    from gateway.admin.app import endpoints
+    from gateway.cli import NO_COMMAND, _covered, _parser
+
+    parser = _parser()
+    admin = parser._subparsers._group_actions[0].choices["admin"]
+    covered = _covered(admin._subparsers._group_actions[0])
+    assert {e.path for e in endpoints()} - covered == NO_COMMAND
+
+
+async def test_generated_commands_send_messages_and_set_blacklists(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["admin", "--url", server.url, "--data", str(server.data)]
+    for user in ("alice", "bob"):
+        assert await ember(*base, "create-user", user) == 0
+    capsys.readouterr()
+    assert await ember(
+        *base, "message-send", "alice", "--conv", '{"type": 0, "target": "bob"}', "--content", '{"type": 1, "content": "hi"}'
+    ) == 0
+    ack = json.loads(capsys.readouterr().out)["result"]
+    assert ack["seq"] == 1 and ack["message_id"].isdigit()
+    assert await ember(*base, "blacklist-set", "alice", "bob") == 0
+    capsys.readouterr()
+    assert await ember(*base, "blacklist-get", "alice") == 0
+    assert json.loads(capsys.readouterr().out)["result"]["user_ids"] == ["bob"]
+    assert await ember(*base, "health") == 0
+    assert json.loads(capsys.readouterr().out)["result"]["storage_writable"] is True
+    with pytest.raises(SystemExit):  # argparse: usage error, exit status 2
+        await ember(*base, "message-send", "alice", "--conv", "not json", "--content", "{}")
+    assert "argument --conv: invalid JSON value: 'not json'" in capsys.readouterr().err

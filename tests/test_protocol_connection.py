@@ -496,6 +496,7 @@ def test_server_refuses_frames_a_client_never_sends_after_the_handshake(frame_ty
     "frame_type",
     [FrameType.CONNACK, FrameType.HELLO, FrameType.REQUEST, FrameType.PING, FrameType.DISCONNECT],
 )
+# DISCONNECT from the server (docs/PROTOCOL.md §8.7) needs its three keys: {code} is a violation too.
 def test_client_refuses_frames_a_server_never_sends_after_the_handshake(frame_type: FrameType) -> None:
     _, client = handshake()
     assert violation(client.receive_data(sealed_frame(S2C, 1, frame_type, codec.pack({"code": 1}))))

@@ -14,14 +14,16 @@ import base64
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import trio
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from gateway.conversations import ConversationService
@@ -47,13 +49,20 @@ if TYPE_CHECKING:
     from gateway.groups import GroupService
     from gateway.messaging import MessageService
     from gateway.router import Router
+    from gateway.services import Services
     from gateway.sessions import SessionService
     from storage import Store
 
 log = logging.getLogger("gateway.admin")
 
 HEALTH_PATH = "/admin/health"
-UNSIGNED_PATHS = frozenset({HEALTH_PATH, "/openapi.json", "/docs", "/docs/oauth2-redirect"})
+METRICS_PATH = "/metrics"
+#: Probes and the Prometheus scrape are unsigned (they carry no user data); everything else is signed.
+UNSIGNED_PATHS = frozenset(
+    {HEALTH_PATH, "/health", METRICS_PATH, "/openapi.json", "/docs", "/docs/oauth2-redirect"}
+)
+#: How long /health waits for a storage write before it calls storage not writable.
+HEALTH_WRITE_TIMEOUT_SECONDS = 2.0
 
 
 def answer(code: int = ErrorCode.SUCCESS, result: Any = None, msg: str | None = None) -> dict[str, Any]:
@@ -76,6 +85,7 @@ def create_admin_app(
     chatrooms: ChatroomService | None = None,
     conversations: ConversationService | None = None,
     channels: ChannelService | None = None,
+    services: Services | None = None,
 ) -> FastAPI:
     """Build the admin app, wrapped in its signature check.
 
@@ -93,6 +103,7 @@ def create_admin_app(
         conversations: Read marks, clearing and the list (``/admin/conversation/...``); built from
             the others when not given.
         channels: Channels (``/admin/channel/...``); without it those endpoints are absent.
+        services: Everything, for ``/metrics`` (served only when given).
     """
     app = FastAPI(
         title="Ember admin API",
@@ -104,6 +115,7 @@ def create_admin_app(
         strict_content_type=False,
     )
     app.include_router(_routes(store, sessions, router, clock, chatrooms))
+    app.include_router(_operations_routes(store, services))
     app.include_router(_message_routes(messages, chatrooms))
     relations = relations or RelationService(config, store, router, clock)
     app.include_router(_relation_routes(relations))
@@ -116,6 +128,7 @@ def create_admin_app(
     if channels is not None:
         app.include_router(_channel_routes(channels))
     _install_error_answers(app)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.add_middleware(
         SignatureMiddleware,
         key=config.admin.key_bytes(),
@@ -127,15 +140,33 @@ def create_admin_app(
     return app
 
 
+#: What the signature check (``auth``) may answer instead of the endpoint, documented on every signed one.
+SIGNED_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": m.Answer[None], "description": "unsigned, stale, wrongly signed or replayed (code 242)"},
+    413: {"model": m.Answer[None], "description": "body over 1 MiB (code 251)"},
+    429: {"model": m.Answer[None], "description": "too many signed requests in the window (code 250)"},
+}
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document without its 422 answers: a validation error here is HTTP 200 with code 251."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        for item in doc["paths"].values():
+            for op in item.values():
+                op.get("responses", {}).pop("422", None)
+        for name in ("HTTPValidationError", "ValidationError"):
+            doc.get("components", {}).get("schemas", {}).pop(name, None)
+        app.openapi_schema = doc
+    return app.openapi_schema
+
+
 def _routes(
     store: Store, sessions: SessionService, router: Router, clock: Clock, chatrooms: ChatroomService | None = None
 ) -> APIRouter:
-    api = APIRouter(prefix="/admin")
-
-    @api.get("/health", response_model=m.Answer[m.Health])
-    async def health() -> dict[str, Any]:
-        """Liveness probe; unsigned."""
-        return answer(result={"status": "ok"})
+    api = APIRouter(prefix="/admin", responses=SIGNED_RESPONSES)
 
     @api.post("/user/create", response_model=m.Answer[m.UserCreated])
     async def user_create(req: m.UserInfo) -> dict[str, Any]:
@@ -214,9 +245,48 @@ def _routes(
     return api
 
 
+def _operations_routes(store: Store, services: Services | None) -> APIRouter:
+    """Health and metrics: unsigned, for probes and Prometheus."""
+    api = APIRouter()
+
+    async def health() -> dict[str, Any]:
+        """Liveness probe: ``storage_writable`` is whether a write operation commits within 2 s."""
+        writable = False
+        if not store.writer.closing:
+            with trio.move_on_after(HEALTH_WRITE_TIMEOUT_SECONDS):
+                try:
+                    await store.run(_write_probe)
+                    writable = True
+                except Exception as exc:  # noqa: BLE001 - the answer is the point: storage is not writable
+                    log.warning("health: storage write failed: %s", type(exc).__name__)
+        return answer(result={"status": "ok" if writable else "degraded", "storage_writable": writable})
+
+    api.add_api_route(HEALTH_PATH, health, methods=["GET"], response_model=m.Answer[m.Health])
+    api.add_api_route("/health", health, methods=["GET"], response_model=m.Answer[m.Health])
+
+    if services is not None:
+        from gateway.metrics import CONTENT_TYPE, render
+
+        @api.get(
+            METRICS_PATH,
+            response_class=PlainTextResponse,
+            responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}}},
+        )
+        async def metrics() -> PlainTextResponse:
+            """Prometheus text exposition (format 0.0.4) of this process's counters; unsigned."""
+            return PlainTextResponse(render(services), media_type=CONTENT_TYPE)
+
+    return api
+
+
+def _write_probe(conn: Any) -> None:
+    """A write lock taken (the writer's batch runs BEGIN IMMEDIATE) and a commit: nothing changed."""
+    conn.execute("SELECT 1")
+
+
 def _message_routes(messages: MessageService, chatrooms: ChatroomService | None) -> APIRouter:
     """Messages. Message ids go in and out as decimal strings (see ``models``)."""
-    api = APIRouter(prefix="/admin")
+    api = APIRouter(prefix="/admin", responses=SIGNED_RESPONSES)
     store = messages.store
 
     @api.post("/message/send", response_model=m.Answer[m.MessageAck])
@@ -274,7 +344,7 @@ def _message_routes(messages: MessageService, chatrooms: ChatroomService | None)
 
 def _conversation_routes(conversations: ConversationService, store: Store) -> APIRouter:
     """Read marks, clearing and the list, as the user's own devices would (each change pushes heads)."""
-    api = APIRouter(prefix="/admin/conversation")
+    api = APIRouter(prefix="/admin/conversation", responses=SIGNED_RESPONSES)
 
     def conv_of(conv: m.ConversationIn) -> Conversation | None:
         if conv.type not in ConversationType._value2member_map_ or not valid_id(conv.target) or conv.line < 0:
@@ -328,7 +398,7 @@ def _conversation_routes(conversations: ConversationService, store: Store) -> AP
 
 def _relation_routes(relations: RelationService) -> APIRouter:
     """Friends, friend requests, blacklists and settings (SPEC §7, §9); each change pushes heads like a client's."""
-    api = APIRouter(prefix="/admin")
+    api = APIRouter(prefix="/admin", responses=SIGNED_RESPONSES)
     store = relations.store
 
     async def exists(*user_ids: str) -> bool:
@@ -441,7 +511,7 @@ def _group_routes(groups: GroupService) -> APIRouter:
     from gateway.messaging import read_content
     from storage import groups as db
 
-    api = APIRouter(prefix="/admin/group")
+    api = APIRouter(prefix="/admin/group", responses=SIGNED_RESPONSES)
     store = groups.store
 
     def notify(content: m.ContentIn | None) -> dict[str, Any] | None:
@@ -579,7 +649,7 @@ def _group_routes(groups: GroupService) -> APIRouter:
 
 def _chatroom_routes(chatrooms: ChatroomService | None, clock: Clock) -> APIRouter:
     """Chatroom records; members and messages are in the gateway's memory only (docs/ARCHITECTURE.md)."""
-    api = APIRouter(prefix="/admin")
+    api = APIRouter(prefix="/admin", responses=SIGNED_RESPONSES)
 
     @api.post("/chatroom/create", response_model=m.Answer[m.ChatroomCreated])
     async def chatroom_create(req: m.ChatroomIn) -> dict[str, Any]:
@@ -690,6 +760,8 @@ def _install_error_answers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # a body FastAPI cannot decode (e.g. not UTF-8): as malformed JSON
+            return JSONResponse(answer(ErrorCode.INVALID_PARAMETER, msg="body: not valid JSON"))
         msg = "no such endpoint" if exc.status_code == 404 else str(exc.detail).lower()
         return JSONResponse(answer(ErrorCode.NOT_IMPLEMENTED, msg=msg), status_code=exc.status_code)
 
@@ -697,6 +769,39 @@ def _install_error_answers(app: FastAPI) -> None:
     async def bug(request: Request, exc: Exception) -> JSONResponse:
         # Starlette re-raises after this answer, so the traceback reaches the error log.
         return JSONResponse(answer(ErrorCode.SERVER_ERROR), status_code=500)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One admin API operation, as the served app defines it (for ``ember admin``'s generated commands)."""
+
+    path: str
+    method: str
+    body: type[BaseModel] | None
+    summary: str
+
+
+def endpoints() -> list[Endpoint]:
+    """Every operation of the admin app, read off the OpenAPI document the gateway serves; request bodies
+    are named there by their model (``#/components/schemas/UserInfo``), looked up in ``models``."""
+    from gateway.config import Config
+
+    class _NoStore:
+        store = None
+
+    app = create_admin_app(
+        config=Config.default(), store=None, sessions=None, router=None, clock=None,  # type: ignore[arg-type]
+        messages=_NoStore(), services=object(), groups=_NoStore(),  # type: ignore[arg-type]
+    )  # fmt: skip
+    out = []
+    for path, item in app.openapi()["paths"].items():
+        for method, op in item.items():
+            ref = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
+            name = ref.get("$ref", "").rsplit("/", 1)[-1]
+            body = getattr(m, name) if name else None
+            summary = (op.get("description") or op.get("summary") or "").strip().splitlines()[0]
+            out.append(Endpoint(path, method.upper(), body, summary))
+    return out
 
 
 async def serve_admin(

@@ -141,7 +141,8 @@ class SessionList(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok"] = "ok"
+    status: Literal["ok", "degraded"] = Field(description="degraded: storage is not writable")
+    storage_writable: bool = Field(description="a storage write operation committed within 2 s")
 
 
 # ---------------------------------------------------------------------- messages

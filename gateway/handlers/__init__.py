@@ -1,3 +1,3 @@
 """Request handlers, one module per subject; importing this package registers them."""
 
-from gateway.handlers import channels, chatrooms, conversations, groups, messages, relations, users  # noqa: F401
+from gateway.handlers import channels, chatrooms, conversations, groups, messages, push, relations, users  # noqa: F401

@@ -1,0 +1,378 @@
+"""Webhooks to the app server: online status (FAQ §14), push requests, message forwarding (SPEC §9).
+
+Each configured URL gets one ``WebhookQueue``: a bounded queue (``callback.queue_size`` events), split
+into ``callback.senders`` lanes that each deliver one event at a time. An event with an order key (the
+user id, for online status) always goes to the same lane, so one user's events arrive in the order they
+happened; a lane retries its head event (exponential backoff with full jitter, at most
+``callback.max_attempts`` attempts of ``callback.timeout_seconds`` each) before it moves on, and an event
+that used every attempt is dead-lettered (counted, logged). ``put`` never blocks and never awaits:
+messaging only appends to a deque. When the queue is full the oldest event is dropped, counted and
+logged at most once per ``DROP_LOG_SECONDS``. A slow, failing or hanging endpoint therefore only fills
+its own queue.
+
+Every POST is JSON, signed like the admin API: headers ``X-Nonce``, ``X-Timestamp`` and ``X-Sign`` =
+lowercase hex HMAC-SHA256(``callback.secret``, nonce|timestamp|body) (``gateway.admin.signing``), so the
+app server verifies it with the same code. docs/ADMIN_API.md ("Webhooks") has the payloads.
+
+With no URL configured there are no queues, no HTTP client and no task: the gateway opens no outbound
+connection at all (FAQ §11; tests/test_webhooks.py counts connect attempts).
+
+HTTP client: httpx (already the admin CLI's client; its async client runs on trio through anyio), one
+client per gateway with a connection pool, ``trust_env=False`` so no proxy variable redirects events.
+
+Nothing here logs a payload: they carry message text and device tokens.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import random
+import secrets
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from gateway.admin.signing import signed_headers
+from protocol.codes import ConversationType, PersistFlag
+from storage import push_tokens
+
+if TYPE_CHECKING:
+    import httpx
+
+    from gateway.clock import Clock
+    from gateway.config import CallbackConfig, Config
+    from gateway.router import Router
+    from storage import Store
+    from storage.messages import Outgoing, SendResult
+
+log = logging.getLogger("ember.webhooks")
+
+#: A full queue's drops are logged at most once per this many seconds (with the count since the last line).
+DROP_LOG_SECONDS = 10.0
+#: Online-status values (FAQ §14).
+ONLINE, OFFLINE, LOGOUT = "online", "offline", "logout"
+_TRANSPARENT = int(PersistFlag.TRANSPARENT)  # delivered live only, never stored: never forwarded or pushed
+_PRIVATE = int(ConversationType.PRIVATE)
+
+#: Turns one queued event into the bodies to POST (the push queue looks up device tokens this way, off the
+#: hot path); None means the event is posted as it is.
+Prepare = Callable[[dict[str, Any]], Awaitable[list[dict[str, Any]]]]
+
+
+@dataclass(slots=True)
+class _Event:
+    seq: int
+    payload: dict[str, Any]
+    key: str | None = None
+    bodies: list[bytes] | None = field(default=None)
+
+
+def encode(payload: dict[str, Any]) -> bytes:
+    """The exact body bytes of a webhook: compact JSON, UTF-8, keys in the payload's order."""
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+class WebhookQueue:
+    """One URL's bounded queue and its senders. ``run`` until cancelled; ``put`` from anywhere on trio."""
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        config: CallbackConfig,
+        clock: Clock,
+        *,
+        prepare: Prepare | None = None,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.name = name
+        self.url = url
+        self._config = config
+        self._key = config.key_bytes()
+        self._clock = clock
+        self._prepare = prepare
+        self._rng = rng
+        self._lanes: list[deque[_Event]] = [deque() for _ in range(config.senders)]
+        self._wakeups = [trio.Event() for _ in range(config.senders)]
+        self._changed = trio.Event()  # set whenever an event leaves the queue or finishes (for drain)
+        self._next_lane = 0
+        self._seq = 0
+        self._last_drop_log = -DROP_LOG_SECONDS
+        self._drops_unlogged = 0
+        # Read by /metrics.
+        self.depth = 0
+        self.in_flight = 0
+        self.delivered = 0
+        self.retries = 0
+        self.dropped = 0
+        self.dead_letters = 0
+
+    # --- the producer side (never blocks) -------------------------------------------------------
+
+    def put(self, payload: dict[str, Any], key: str | None = None) -> None:
+        """Queue an event; events with the same ``key`` are delivered in the order put."""
+        if self.depth >= self._config.queue_size:
+            self._drop_oldest()
+        if key is None:
+            lane = self._next_lane
+            self._next_lane = (lane + 1) % len(self._lanes)
+        else:
+            lane = hash(key) % len(self._lanes)
+        self._seq += 1
+        self._lanes[lane].append(_Event(self._seq, payload, key))
+        self.depth += 1
+        self._wakeups[lane].set()
+
+    def _drop_oldest(self) -> None:
+        oldest = min((lane for lane in self._lanes if lane), key=lambda lane: lane[0].seq)
+        oldest.popleft()
+        self.depth -= 1
+        self.dropped += 1
+        self._drops_unlogged += 1
+        now = trio.current_time()
+        if now - self._last_drop_log >= DROP_LOG_SECONDS:
+            log.warning(
+                "webhook %s: queue full (%d events), dropped the %d oldest since the last report",
+                self.name, self._config.queue_size, self._drops_unlogged,
+            )  # fmt: skip
+            self._last_drop_log, self._drops_unlogged = now, 0
+
+    # --- the senders ----------------------------------------------------------------------------
+
+    async def run(self, client: httpx.AsyncClient) -> None:
+        async with trio.open_nursery() as nursery:
+            for lane in range(len(self._lanes)):
+                nursery.start_soon(self._sender, lane, client)
+
+    async def drain(self) -> None:
+        """Return once nothing is queued or being delivered (the caller bounds the wait)."""
+        while self.depth or self.in_flight:
+            self._changed = changed = trio.Event() if self._changed.is_set() else self._changed
+            await changed.wait()
+
+    def _notify_changed(self) -> None:
+        self._changed.set()
+
+    async def _sender(self, lane_no: int, client: httpx.AsyncClient) -> None:
+        lane = self._lanes[lane_no]
+        while True:
+            while not lane:
+                self._wakeups[lane_no] = wakeup = trio.Event()
+                await wakeup.wait()
+            event = lane.popleft()
+            self.depth -= 1
+            self.in_flight += 1
+            try:
+                await self._deliver(client, event)
+            finally:
+                self.in_flight -= 1
+                self._notify_changed()
+
+    async def _deliver(self, client: httpx.AsyncClient, event: _Event) -> None:
+        if self._prepare is None:
+            payloads = [event.payload]
+        else:
+            try:
+                payloads = await self._prepare(event.payload)
+            except Exception as exc:  # noqa: BLE001 - e.g. storage closing: this one event is lost, counted
+                self.dead_letters += 1
+                log.warning("webhook %s: preparing an event failed: %s", self.name, type(exc).__name__)
+                return
+        for payload in payloads:
+            await self._deliver_one(client, encode(payload))
+
+    async def _deliver_one(self, client: httpx.AsyncClient, body: bytes) -> None:
+        config = self._config
+        for attempt in range(config.max_attempts):
+            if attempt:
+                self.retries += 1
+                await trio.sleep(self.backoff_seconds(attempt))
+            verdict = await self._attempt(client, body)
+            if verdict == "ok":
+                self.delivered += 1
+                return
+            if verdict == "refused":  # 4xx other than 408/429: sending it again cannot help
+                break
+        self.dead_letters += 1
+        log.warning("webhook %s: event dead-lettered after %d attempt(s)", self.name, attempt + 1)
+
+    def backoff_seconds(self, attempt: int) -> float:
+        """Full jitter: uniform in [0, min(max, base * 2**(attempt-1))]."""
+        config = self._config
+        ceiling = min(config.retry_max_ms, config.retry_base_ms * 2 ** (attempt - 1)) / 1000
+        return ceiling * self._rng()
+
+    async def _attempt(self, client: httpx.AsyncClient, body: bytes) -> str:
+        import httpx
+
+        headers = {
+            **signed_headers(self._key, secrets.token_hex(16), self._clock.now_ms(), body),
+            "content-type": "application/json",
+        }
+        with trio.move_on_after(self._config.timeout_seconds):
+            try:
+                response = await client.post(self.url, content=body, headers=headers)
+            except httpx.HTTPError as exc:
+                log.info("webhook %s: attempt failed: %s", self.name, type(exc).__name__)
+                return "retry"
+            status = response.status_code
+            if 200 <= status < 300:
+                return "ok"
+            log.info("webhook %s: answered HTTP %d", self.name, status)
+            return "retry" if status >= 500 or status in (408, 429) else "refused"
+        log.info("webhook %s: attempt timed out", self.name)
+        return "retry"
+
+
+class Webhooks:
+    """The gateway's webhooks; every method is a no-op for a URL that is not configured."""
+
+    def __init__(self, config: Config, clock: Clock, store: Store, router: Router) -> None:
+        self._config = config
+        self._clock = clock
+        self._store = store
+        self._router = router
+        cb = config.callback
+        self.online = WebhookQueue("online_status", cb.user_online_status_url, cb, clock) if cb.user_online_status_url else None
+        self.forward = (
+            WebhookQueue("message_forward", cb.message_forward_url, cb, clock, prepare=self._forward_bodies)
+            if cb.message_forward_url
+            else None
+        )
+        self.push = (
+            WebhookQueue("push", config.push.url, cb, clock, prepare=self._push_bodies) if config.push.url else None
+        )
+        self.queues = [q for q in (self.online, self.forward, self.push) if q is not None]
+        #: Whether connects and disconnects need reporting here (online status, or the push badge).
+        self.watch_presence = self.online is not None or self.push is not None
+        #: Whether stored messages need reporting (forward or push).
+        self.watch_messages = self.forward is not None or self.push is not None
+        # Push badge: pushes sent to a user since it was last online. Kept in memory (one process).
+        self._badges: dict[str, int] = {}
+        self.pushed = 0
+        #: Do-not-disturb / conversation-silent hook: ``muted(user_id, msg) -> bool`` (True: no push). The
+        #: relations work (user settings) sets it; until then nobody is muted.
+        self.muted: Callable[[str, Outgoing], Awaitable[bool]] | None = None
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Deliver until cancelled. With no URL configured it returns at once, having opened nothing."""
+        if not self.queues:
+            task_status.started()
+            return
+        import httpx
+
+        timeout = self._config.callback.timeout_seconds
+        async with httpx.AsyncClient(trust_env=False, timeout=timeout, follow_redirects=False) as client:
+            async with trio.open_nursery() as nursery:
+                for queue in self.queues:
+                    nursery.start_soon(queue.run, client)
+                task_status.started()
+
+    async def drain(self) -> None:
+        for queue in self.queues:
+            await queue.drain()
+
+    # --- online status --------------------------------------------------------------------------
+
+    def presence(self, user_id: str, client_id: str, platform: int, status: str) -> None:
+        """A device came online, went offline or logged out (``ONLINE``/``OFFLINE``/``LOGOUT``)."""
+        if status == ONLINE:
+            self._badges.pop(user_id, None)
+        if self.online is None:
+            return
+        payload = online_payload(
+            user_id, client_id, platform, status, self._clock.now_ms(), self._router.online_clients(user_id)
+        )
+        self.online.put(payload, key=user_id)
+
+    # --- messages -------------------------------------------------------------------------------
+
+    def message_stored(self, msg: Outgoing, result: SendResult, offline: list[str]) -> None:
+        """A message committed; ``offline`` are its recipients with no live connection (push candidates)."""
+        if msg.persist_flag == _TRANSPARENT:
+            return
+        if self.forward is not None:
+            # The payload is built when it is sent: here only a reference to what exists anyway.
+            self.forward.put({"msg": msg, "result": result})
+        if self.push is not None and offline:
+            for user_id in offline:
+                self.push.put({"user_id": user_id, "msg": msg}, key=user_id)
+
+    @staticmethod
+    async def _forward_bodies(event: dict[str, Any]) -> list[dict[str, Any]]:
+        return [forward_payload(event["msg"], event["result"])]
+
+    async def _push_bodies(self, event: dict[str, Any]) -> list[dict[str, Any]]:
+        """One push request per device token of the recipient's active sessions (none: nothing to send)."""
+        user_id: str = event["user_id"]
+        msg: Outgoing = event["msg"]
+        if self.muted is not None and await self.muted(user_id, msg):
+            return []
+        devices = await self._store.read(push_tokens.push_devices, user_id)
+        if not devices or self._router.connections(user_id):  # came online meanwhile: it will pull
+            return []
+        badge = self._badges[user_id] = self._badges.get(user_id, 0) + 1
+        self.pushed += len(devices)
+        return [push_payload(user_id, d, msg, badge, self._config.push.default_content) for d in devices]
+
+
+
+# --- the payloads (docs/ADMIN_API.md "Webhooks" prints them; tests check the doc against these) --------
+
+
+def online_payload(
+    user_id: str, client_id: str, platform: int, status: str, timestamp: int, sessions: list[tuple[str, int]]
+) -> dict[str, Any]:
+    return {
+        "user_id": user_id,
+        "client_id": client_id,
+        "platform": platform,
+        "status": status,
+        "timestamp": timestamp,
+        "sessions": [{"client_id": c, "platform": p} for c, p in sessions],
+    }
+
+
+def forward_payload(msg: Outgoing, result: SendResult) -> dict[str, Any]:
+    content = dict(msg.content)
+    if "data" in content:
+        content["data"] = base64.b64encode(content["data"]).decode("ascii")
+    return {
+        "message_id": str(msg.message_id),
+        "sender": msg.from_user,
+        "conversation": {"type": msg.conv.type, "target": msg.conv.target, "line": msg.conv.line},
+        "content": content,
+        "server_time": msg.server_time,
+        "to_users": msg.to_users or [],
+        "recipients": sorted(result.seqs),
+    }
+
+
+def push_payload(
+    user_id: str, device: push_tokens.PushDevice, msg: Outgoing, badge: int, default_content: str
+) -> dict[str, Any]:
+    """One push request: never the message body, only push_content (or the configured default)."""
+    content = msg.content
+    # The recipient's view of the conversation: a private chat is named by the other party.
+    target = msg.from_user if msg.conv.type == _PRIVATE else msg.conv.target
+    mentioned = content.get("mentioned_type") == 2 or user_id in content.get("mentioned_targets", ())
+    return {
+        "user_id": user_id,
+        "client_id": device.client_id,
+        "platform": device.platform,
+        "push_type": device.push_type,
+        "device_token": device.token,
+        "sender": msg.from_user,
+        "conversation": {"type": msg.conv.type, "target": target, "line": msg.conv.line},
+        "message_id": str(msg.message_id),
+        "server_time": msg.server_time,
+        "content_type": content["type"],
+        "push_content": content.get("push_content") or default_content,
+        "mentioned": bool(mentioned),
+        "badge": badge,
+    }

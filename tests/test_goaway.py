@@ -1,0 +1,108 @@
+"""docs/PROTOCOL.md §8.7: the server's DISCONNECT ("going away"), its vector, and what the SDK does with it."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+import trio
+import trio.testing
+
+import client
+from gateway.server import SHUTDOWN_RETRY_MS, shutdown_gracefully
+from protocol import events
+from protocol.codes import ConnectionStatus
+from protocol.frames import HEADER_SIZE
+from protocol.token import parse_token
+from tests import vectors_ops
+from tests.harness import start_gateway
+from tests.storage_helpers import held_writer, wait_until
+from tests.test_messaging import Device
+
+TEXT = vectors_ops.DOC.read_text(encoding="utf-8")
+BLOCKS = vectors_ops.read_blocks(TEXT)
+
+
+def doc(name: str) -> bytes:
+    return bytes.fromhex("".join(BLOCKS[name].split()))
+
+
+def test_the_doc_has_the_vectors_and_the_code_makes_them() -> None:
+    assert set(BLOCKS) == set(vectors_ops.OUTPUTS)
+    assert vectors_ops.rewrite(TEXT, vectors_ops.compute(vectors_ops.doc_inputs(TEXT))) == TEXT
+
+
+def test_the_vector_decodes_as_the_doc_says() -> None:
+    assert msgpack.unpackb(doc("goaway_plaintext")) == vectors_ops.GOAWAY
+    frame = doc("goaway_frame")
+    assert frame[3] == 9 and frame[4] == 1  # DISCONNECT, encrypted
+    _, client_conn = vectors_ops.handshake(vectors_ops.doc_inputs(TEXT))
+    [event] = client_conn.receive_data(frame)
+    assert event == events.GoAway("shutdown", 1000, "gw2.example.com:7600")
+    assert len(frame) == HEADER_SIZE + len(doc("goaway_plaintext")) + 16
+
+
+def test_a_clear_or_out_of_range_goaway_is_a_violation() -> None:
+    server, client_conn = vectors_ops.handshake(vectors_ops.doc_inputs(TEXT))
+    from protocol import codec
+    from protocol.frames import FrameType, encode_frame
+
+    [event] = client_conn.receive_data(encode_frame(FrameType.DISCONNECT, codec.pack(vectors_ops.GOAWAY)))
+    assert isinstance(event, events.ProtocolViolation)
+    server, client_conn = vectors_ops.handshake(vectors_ops.doc_inputs(TEXT))
+    [event] = client_conn.receive_data(server.goaway("x", 3_600_001))
+    assert isinstance(event, events.ProtocolViolation)
+    fresh, _ = vectors_ops.handshake(vectors_ops.doc_inputs(TEXT))
+    with pytest.raises(RuntimeError):
+        type(fresh)(server_nonce=b"\0" * 32, server_time_ms=0).goaway("x", 0)
+
+
+async def test_shutdown_answers_requests_then_says_goodbye(nursery: trio.Nursery, tmp_path) -> None:
+    gw = await start_gateway(nursery, tmp_path)
+    await gw.user("bob")
+    bob = await Device.connect(gw, "bob")
+    raw = bob.client
+    writer = gw.services.store.writer
+    async with trio.open_nursery() as inner:
+        async with held_writer(writer):  # the request is read and waits for its commit during the shutdown
+            request_id, frame = raw.proto.request("set_blacklist", {"user_id": "eve", "blocked": True})
+            await raw.send(frame)
+            await wait_until(lambda: writer.queued >= 1)
+            inner.start_soon(shutdown_gracefully, gw.services, [])
+            await trio.testing.wait_all_tasks_blocked()
+    got = []
+    while (event := await raw.next_event()) is not None:
+        got.append(event)
+    assert [type(e) for e in got] == [events.Response, events.GoAway]
+    assert got[0].request_id == request_id and got[0].code == 0
+    assert got[1] == events.GoAway("shutdown", SHUTDOWN_RETRY_MS, "")
+    assert not gw.services.router.connections("bob")
+    await bob.aclose()
+
+
+async def test_the_sdk_reconnects_where_the_redirect_points(nursery: trio.Nursery, tmp_path) -> None:
+    key = "3c" * 32
+    new_home = await start_gateway(nursery, tmp_path / "b", token={"key": key})
+    gw = await start_gateway(
+        nursery, tmp_path / "a", token={"key": key},
+        server={"shutdown_redirect": f"{new_home.host}:{new_home.port}"},
+    )  # fmt: skip
+    for g in (gw, new_home):
+        await g.user("alice")
+    token = await gw.token("alice", "alice-phone")
+    # The same session (same secret) on the node the redirect names, as a shared database would have it.
+    parts = parse_token(token)
+    await new_home.services.store.issue_session(
+        "alice", "alice-phone", parts.platform, parts.secret, new_home.clock.now_ms(), kick_platforms=None
+    )
+    async with client.connect(gw.host, gw.port, token, clock=gw.clock.now_ms, backoff=(0.01, 0.02)) as alice:
+        stream = alice.events()
+        await shutdown_gracefully(gw.services, [])
+        with trio.fail_after(5):
+            async for event in stream:
+                if isinstance(event, events.GoAway):
+                    break
+            await alice.wait_status(ConnectionStatus.CONNECTED)
+        assert new_home.services.router.connections("alice")
+        started = trio.current_time()
+        assert (await alice.request("get_blacklist")).code == 0
+        assert trio.current_time() - started < 5

@@ -1,0 +1,95 @@
+"""Test vectors of docs/PROTOCOL.md §8.7 (the server's DISCONNECT), in blocks of their own kind.
+
+Blocks are fenced ```` ```vector-ops name=NAME ````, so tests/vectors.py (which owns ``vector`` blocks)
+ignores them. The inputs are §10's ``inputs`` block plus the GoAway fields below; the frame is the first
+the server seals after the §10.2 CONNACK (server→client counter 1), on the §10 handshake.
+
+    python tests/vectors_ops.py          # rewrite the blocks from the code
+    python tests/vectors_ops.py --check  # exit 1 if the doc differs
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "PROTOCOL.md"
+BLOCK = re.compile(r"^```vector-ops name=(?P<name>[a-z0-9_]+)[ \t]*\n(?P<body>.*?)^```[ \t]*$", re.M | re.S)
+OUTPUTS = ("goaway_plaintext", "goaway_frame")
+GOAWAY = {"reason": "shutdown", "retry_ms": 1000, "redirect": "gw2.example.com:7600"}
+
+
+def read_blocks(text: str) -> dict[str, str]:
+    return {m["name"]: m["body"] for m in BLOCK.finditer(text)}
+
+
+def handshake(inputs: dict[str, Any]) -> tuple[Any, Any]:
+    """The §10 handshake, up to and including the CONNACK: (server, client) connections."""
+    from protocol.connection import ClientConnection, ServerConnection
+    from protocol.token import issue_token, parse_token
+
+    i = inputs
+    token = issue_token(
+        i["token_key"], user_id=i["user_id"], client_id=i["client_id"], platform=i["platform"],
+        secret=i["secret"], issued_at_ms=i["issued_at_ms"], expires_at_ms=i["expires_at_ms"],
+        nonce=i["credential_nonce"],
+    )  # fmt: skip
+    parts = parse_token(token)
+    server = ServerConnection(server_nonce=i["server_nonce"], server_time_ms=i["hello_time_ms"])
+    client = ClientConnection(
+        user_id=parts.user_id, client_id=parts.client_id, platform=parts.platform, secret=parts.secret,
+        credential=parts.credential, client_nonce=i["client_nonce"], keepalive_seconds=i["announced_keepalive"],
+    )  # fmt: skip
+    client.receive_data(server.hello())
+    server.receive_data(client.connect(i["client_time_ms"]))
+    assert server.authenticate(i["secret"]) is not None
+    client.receive_data(
+        server.accept(server_time_ms=i["connack_time_ms"], keepalive_seconds=i["connack_keepalive"], heads=i["heads"])
+    )
+    return server, client
+
+
+def compute(inputs: dict[str, Any]) -> dict[str, bytes]:
+    from protocol import codec
+
+    server, _ = handshake(inputs)
+    return {
+        "goaway_plaintext": codec.pack(GOAWAY),
+        "goaway_frame": server.goaway(GOAWAY["reason"], GOAWAY["retry_ms"], GOAWAY["redirect"]),
+    }
+
+
+def render(value: bytes) -> str:
+    digits = value.hex()
+    return "".join(digits[k : k + 64] + "\n" for k in range(0, len(digits), 64))
+
+
+def rewrite(text: str, values: dict[str, bytes]) -> str:
+    def replace(match: re.Match[str]) -> str:
+        name = match["name"]
+        return f"```vector-ops name={name}\n{render(values[name])}```" if name in values else match[0]
+
+    return BLOCK.sub(replace, text)
+
+
+def doc_inputs(text: str) -> dict[str, Any]:
+    from tests import vectors
+
+    return vectors.parse_inputs(vectors.read_blocks(text))
+
+
+def main(argv: list[str]) -> int:
+    sys.path.insert(0, str(ROOT))
+    text = DOC.read_text(encoding="utf-8")
+    new = rewrite(text, compute(doc_inputs(text)))
+    if "--check" in argv:
+        return 0 if new == text else 1
+    DOC.write_text(new, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
