@@ -255,9 +255,9 @@ class Webhooks:
         # Push badge: pushes sent to a user since it was last online. Kept in memory (one process).
         self._badges: dict[str, int] = {}
         self.pushed = 0
-        #: Do-not-disturb / conversation-silent hook: ``muted(user_id, msg) -> bool`` (True: no push). The
-        #: relations work (user settings) sets it; until then nobody is muted.
-        self.muted: Callable[[str, Outgoing], Awaitable[bool]] | None = None
+        #: ``muted(user_id, msg) -> bool`` (True: no push): the user's do-not-disturb and conversation-silent
+        #: settings (``settings_mute``); replaceable, e.g. by an app that keeps its own rules.
+        self.muted: Callable[[str, Outgoing], Awaitable[bool]] | None = self.settings_mute
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Deliver until cancelled. With no URL configured it returns at once, having opened nothing."""
@@ -302,6 +302,32 @@ class Webhooks:
         if self.push is not None and offline:
             for user_id in offline:
                 self.push.put({"user_id": user_id, "msg": msg}, key=user_id)
+
+    async def settings_mute(self, user_id: str, msg: Outgoing) -> bool:
+        """Whether the recipient's settings (docs/PROTOCOL.md §12.6) silence this push: the conversation is
+        silent (scope 1, key ``"<type>-<line>-<target>"`` as the recipient names it, value "1"), or now is
+        inside its do-not-disturb window (scope 17, key "", value ``"<start>|<end>"``, minutes of the day,
+        UTC; the window may wrap midnight). A message that mentions the user is pushed anyway."""
+        from protocol.codes import SettingScope
+        from storage import relations as settings
+
+        content = msg.content
+        if content.get("mentioned_type") == 2 or user_id in content.get("mentioned_targets", ()):
+            return False
+        target = msg.from_user if msg.conv.type == _PRIVATE else msg.conv.target
+        key = f"{msg.conv.type}-{msg.conv.line}-{target}"
+        silent = await self._store.read(settings.get_setting, user_id, int(SettingScope.CONVERSATION_SILENT), key)
+        if silent is not None and silent["value"] == "1":
+            return True
+        dnd = await self._store.read(settings.get_setting, user_id, int(SettingScope.DO_NOT_DISTURB), "")
+        if dnd is None:
+            return False
+        start, _, end = dnd["value"].partition("|")
+        if not (start.isdigit() and end.isdigit()):
+            return False
+        minute = self._clock.now_ms() // 60_000 % 1440
+        lo, hi = int(start) % 1440, int(end) % 1440
+        return lo <= minute < hi if lo <= hi else minute >= lo or minute < hi
 
     @staticmethod
     async def _forward_bodies(event: dict[str, Any]) -> list[dict[str, Any]]:

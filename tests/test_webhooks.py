@@ -287,3 +287,36 @@ def test_the_doc_prints_the_payloads_byte_exact() -> None:
     text = (Path(__file__).resolve().parent.parent / "docs" / "ADMIN_API.md").read_text(encoding="utf-8")
     for name, body in doc_examples().items():
         assert body.decode() in text, name
+
+
+async def test_silent_conversations_and_do_not_disturb_suppress_pushes_but_mentions_go_through(
+    nursery: trio.Nursery, tmp_path
+) -> None:
+    receiver = await Receiver().start(nursery)
+    gw = await start_gateway(nursery, tmp_path, **hooks(push_url=receiver.url))
+    for user in ("alice", "bob", "carol"):
+        await gw.user(user)
+    bob = await Device.connect(gw, "bob")
+    assert (await bob.call("set_push_token", push_type=2, token="fcm")).code == 0
+    assert (await bob.call("put_setting", scope=1, key="0-0-alice", value="1")).code == 0  # alice's chat silent
+    minute = gw.clock.now_ms() // 60_000 % 1440
+    window = f"{(minute - 1) % 1440}|{(minute + 1) % 1440}"
+    await bob.aclose()
+    await wait_offline(gw, "bob")
+    alice, carol = await Device.connect(gw, "alice"), await Device.connect(gw, "carol")
+    assert (await alice.send_text("bob", "silent chat")).code == 0
+    assert (await alice.send_text("bob", "but a mention", mentioned_type=1, mentioned_targets=["bob"])).code == 0
+    assert (await carol.send_text("bob", "carol is not silenced")).code == 0
+    await receiver.wait_for(2)
+    assert [(b["sender"], b["mentioned"]) for b in receiver.bodies()] == [("alice", True), ("carol", False)]
+    # Do not disturb, for a window around now: nothing but mentions.
+    bob = await Device.connect(gw, "bob")
+    assert (await bob.call("put_setting", scope=17, key="", value=window)).code == 0
+    await bob.aclose()
+    await wait_offline(gw, "bob")
+    assert (await carol.send_text("bob", "during do not disturb")).code == 0
+    assert (await carol.send_text("bob", "@bob", mentioned_type=2)).code == 0
+    await receiver.wait_for(3)
+    assert receiver.bodies()[2]["mentioned"] is True and len(receiver.requests) == 3
+    for device in (alice, carol):
+        await device.aclose()
