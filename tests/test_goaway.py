@@ -106,3 +106,11 @@ async def test_the_sdk_reconnects_where_the_redirect_points(nursery: trio.Nurser
         started = trio.current_time()
         assert (await alice.request("get_blacklist")).code == 0
         assert trio.current_time() - started < 5
+
+
+def test_the_set_push_token_vector_opens_to_the_request_the_gateway_reads() -> None:
+    server, _ = vectors_ops.handshake(vectors_ops.doc_inputs(TEXT))
+    assert msgpack.unpackb(doc("set_push_token_plaintext")) == {"m": "set_push_token", "p": vectors_ops.PUSH_TOKEN}
+    [request] = server.receive_data(doc("set_push_token_frame"))
+    assert isinstance(request, events.Request) and request.request_id == 1
+    assert (request.method, request.params.raw) == ("set_push_token", vectors_ops.PUSH_TOKEN)

@@ -1,4 +1,5 @@
-"""Test vectors of docs/PROTOCOL.md §8.7 (the server's DISCONNECT), in blocks of their own kind.
+"""Test vectors of docs/PROTOCOL.md §8.7 (the server's DISCONNECT) and §9.10 (``set_push_token``), in blocks
+of their own kind.
 
 Blocks are fenced ```` ```vector-ops name=NAME ````, so tests/vectors.py (which owns ``vector`` blocks)
 ignores them. The inputs are §10's ``inputs`` block plus the GoAway fields below; the frame is the first
@@ -18,8 +19,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "PROTOCOL.md"
 BLOCK = re.compile(r"^```vector-ops name=(?P<name>[a-z0-9_]+)[ \t]*\n(?P<body>.*?)^```[ \t]*$", re.M | re.S)
-OUTPUTS = ("goaway_plaintext", "goaway_frame")
+OUTPUTS = ("goaway_plaintext", "goaway_frame", "set_push_token_plaintext", "set_push_token_frame")
 GOAWAY = {"reason": "shutdown", "retry_ms": 1000, "redirect": "gw2.example.com:7600"}
+PUSH_TOKEN = {"push_type": 1, "token": "9f3c...e1"}
 
 
 def read_blocks(text: str) -> dict[str, str]:
@@ -55,10 +57,14 @@ def handshake(inputs: dict[str, Any]) -> tuple[Any, Any]:
 def compute(inputs: dict[str, Any]) -> dict[str, bytes]:
     from protocol import codec
 
-    server, _ = handshake(inputs)
+    server, client = handshake(inputs)
+    request_id, request = client.request("set_push_token", PUSH_TOKEN)
+    assert request_id == 1
     return {
         "goaway_plaintext": codec.pack(GOAWAY),
         "goaway_frame": server.goaway(GOAWAY["reason"], GOAWAY["retry_ms"], GOAWAY["redirect"]),
+        "set_push_token_plaintext": codec.pack({"m": "set_push_token", "p": PUSH_TOKEN}),
+        "set_push_token_frame": request,
     }
 
 
