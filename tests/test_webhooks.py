@@ -218,12 +218,14 @@ def test_backoff_is_exponential_with_full_jitter_and_capped() -> None:
     assert len(samples) > 40 and all(0 <= s <= 0.4 for s in samples)
 
 
-async def test_a_full_queue_drops_the_oldest_and_keeps_per_user_order() -> None:
+async def test_a_full_queue_drops_the_oldest_and_keeps_per_user_order(caplog: pytest.LogCaptureFixture) -> None:
     cfg = CallbackConfig(secret="s", queue_size=5, senders=2)
     q = WebhookQueue("t", "http://127.0.0.1:1/", cfg, clock=None)  # type: ignore[arg-type]
     for i in range(8):
         q.put({"n": i}, key="u1" if i % 2 else "u2")
     assert (q.depth, q.dropped) == (5, 3)
+    drops = [r for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(drops) == 1  # logged once per DROP_LOG_SECONDS, not once per event
     kept = sorted((e.seq, e.payload["n"]) for lane in q._lanes for e in lane)
     assert [n for _, n in kept] == [3, 4, 5, 6, 7]  # the three oldest went
     for key in ("u1", "u2"):  # one user's events all in one lane, in order
