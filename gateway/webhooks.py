@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import trio
 
 from gateway.admin.signing import signed_headers
@@ -42,8 +43,6 @@ from protocol.codes import ConversationType, PersistFlag
 from storage import push_tokens
 
 if TYPE_CHECKING:
-    import httpx
-
     from gateway.clock import Clock
     from gateway.config import CallbackConfig, Config
     from gateway.router import Router
@@ -77,6 +76,27 @@ def encode(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
+class _Body(httpx.AsyncByteStream):
+    """A request body httpx sends as it is. Not ``content=bytes``: httpx wraps bytes in a stream whose
+    ``__aiter__`` is an async generator, and an attempt cancelled by its timeout mid-send leaves that
+    generator to the garbage collector (a ResourceWarning under trio). This iterator has nothing to close."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data: bytes | None = data
+
+    def __aiter__(self) -> _Body:  # an iterator, not an async generator
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._data is None:
+            raise StopAsyncIteration
+        data, self._data = self._data, None
+        return data
+
+    async def aclose(self) -> None:
+        self._data = None
+
+
 class WebhookQueue:
     """One URL's bounded queue and its senders. ``run`` until cancelled; ``put`` from anywhere on trio."""
 
@@ -102,8 +122,8 @@ class WebhookQueue:
         self._changed = trio.Event()  # set whenever an event leaves the queue or finishes (for drain)
         self._next_lane = 0
         self._seq = 0
-        self._last_drop_log = -DROP_LOG_SECONDS
-        self._drops_unlogged = 0
+        self._last_drop_log = self._last_dead_log = -DROP_LOG_SECONDS
+        self._drops_unlogged = self._dead_unlogged = 0
         # Read by /metrics.
         self.depth = 0
         self.in_flight = 0
@@ -180,8 +200,8 @@ class WebhookQueue:
             try:
                 payloads = await self._prepare(event.payload)
             except Exception as exc:  # noqa: BLE001 - e.g. storage closing: this one event is lost, counted
-                self.dead_letters += 1
                 log.warning("webhook %s: preparing an event failed: %s", self.name, type(exc).__name__)
+                self._dead_letter()
                 return
         for payload in payloads:
             await self._deliver_one(client, encode(payload))
@@ -198,8 +218,20 @@ class WebhookQueue:
                 return
             if verdict == "refused":  # 4xx other than 408/429: sending it again cannot help
                 break
+        self._dead_letter()
+
+    def _dead_letter(self) -> None:
+        """Count an event given up; logged, like drops, at most once per DROP_LOG_SECONDS (an endpoint down
+        for an hour makes a line every 10 s, not one per event)."""
         self.dead_letters += 1
-        log.warning("webhook %s: event dead-lettered after %d attempt(s)", self.name, attempt + 1)
+        self._dead_unlogged += 1
+        now = trio.current_time()
+        if now - self._last_dead_log >= DROP_LOG_SECONDS:
+            log.warning(
+                "webhook %s: %d event(s) dead-lettered since the last report (%d attempts each at most)",
+                self.name, self._dead_unlogged, self._config.max_attempts,
+            )  # fmt: skip
+            self._last_dead_log, self._dead_unlogged = now, 0
 
     def backoff_seconds(self, attempt: int) -> float:
         """Full jitter: uniform in [0, min(max, base * 2**(attempt-1))]."""
@@ -208,24 +240,24 @@ class WebhookQueue:
         return ceiling * self._rng()
 
     async def _attempt(self, client: httpx.AsyncClient, body: bytes) -> str:
-        import httpx
-
         headers = {
             **signed_headers(self._key, secrets.token_hex(16), self._clock.now_ms(), body),
             "content-type": "application/json",
         }
+        request = client.build_request("POST", self.url, headers=headers, content=body)
+        request.stream = _Body(body)  # see _Body
         with trio.move_on_after(self._config.timeout_seconds):
             try:
-                response = await client.post(self.url, content=body, headers=headers)
+                response = await client.send(request)
             except httpx.HTTPError as exc:
-                log.info("webhook %s: attempt failed: %s", self.name, type(exc).__name__)
+                log.debug("webhook %s: attempt failed: %s", self.name, type(exc).__name__)
                 return "retry"
             status = response.status_code
             if 200 <= status < 300:
                 return "ok"
-            log.info("webhook %s: answered HTTP %d", self.name, status)
+            log.debug("webhook %s: answered HTTP %d", self.name, status)
             return "retry" if status >= 500 or status in (408, 429) else "refused"
-        log.info("webhook %s: attempt timed out", self.name)
+        log.debug("webhook %s: attempt timed out", self.name)
         return "retry"
 
 
@@ -264,8 +296,6 @@ class Webhooks:
         if not self.queues:
             task_status.started()
             return
-        import httpx
-
         timeout = self._config.callback.timeout_seconds
         async with httpx.AsyncClient(trust_env=False, timeout=timeout, follow_redirects=False) as client:
             async with trio.open_nursery() as nursery:
