@@ -335,7 +335,7 @@ class Webhooks:
 
     async def settings_mute(self, user_id: str, msg: Outgoing) -> bool:
         """Whether the recipient's settings (docs/PROTOCOL.md §12.6) silence this push: the conversation is
-        silent (scope 1, key ``"<type>-<line>-<target>"`` as the recipient names it, value "1"), or now is
+        silent (scope 1, key ``"<type>-<target>-<line>"`` as the recipient names it, value "1"), or now is
         inside its do-not-disturb window (scope 17, key "", value ``"<start>|<end>"``, minutes of the day,
         UTC; the window may wrap midnight). A message that mentions the user is pushed anyway."""
         from protocol.codes import SettingScope
@@ -345,7 +345,7 @@ class Webhooks:
         if content.get("mentioned_type") == 2 or user_id in content.get("mentioned_targets", ()):
             return False
         target = msg.from_user if msg.conv.type == _PRIVATE else msg.conv.target
-        key = f"{msg.conv.type}-{msg.conv.line}-{target}"
+        key = f"{msg.conv.type}-{target}-{msg.conv.line}"  # docs/PROTOCOL.md §16.1
         silent = await self._store.read(settings.get_setting, user_id, int(SettingScope.CONVERSATION_SILENT), key)
         if silent is not None and silent["value"] == "1":
             return True

@@ -300,7 +300,7 @@ async def test_silent_conversations_and_do_not_disturb_suppress_pushes_but_menti
         await gw.user(user)
     bob = await Device.connect(gw, "bob")
     assert (await bob.call("set_push_token", push_type=2, token="fcm")).code == 0
-    assert (await bob.call("put_setting", scope=1, key="0-0-alice", value="1")).code == 0  # alice's chat silent
+    assert (await bob.call("put_setting", scope=1, key="0-alice-0", value="1")).code == 0  # alice's chat silent
     minute = gw.clock.now_ms() // 60_000 % 1440
     window = f"{(minute - 1) % 1440}|{(minute + 1) % 1440}"
     await bob.aclose()
