@@ -338,14 +338,14 @@ class Webhooks:
         silent (scope 1, key ``"<type>-<target>-<line>"`` as the recipient names it, value "1"), or now is
         inside its do-not-disturb window (scope 17, key "", value ``"<start>|<end>"``, minutes of the day,
         UTC; the window may wrap midnight). A message that mentions the user is pushed anyway."""
-        from protocol.codes import SettingScope
+        from protocol.codes import SettingScope, conversation_setting_key
         from storage import relations as settings
 
         content = msg.content
         if content.get("mentioned_type") == 2 or user_id in content.get("mentioned_targets", ()):
             return False
         target = msg.from_user if msg.conv.type == _PRIVATE else msg.conv.target
-        key = f"{msg.conv.type}-{target}-{msg.conv.line}"  # docs/PROTOCOL.md §16.1
+        key = conversation_setting_key(msg.conv.type, target, msg.conv.line)
         silent = await self._store.read(settings.get_setting, user_id, int(SettingScope.CONVERSATION_SILENT), key)
         if silent is not None and silent["value"] == "1":
             return True

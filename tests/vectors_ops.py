@@ -11,21 +11,24 @@ the server seals after the §10.2 CONNACK (server→client counter 1), on the §
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "PROTOCOL.md"
-BLOCK = re.compile(r"^```vector-ops name=(?P<name>[a-z0-9_]+)[ \t]*\n(?P<body>.*?)^```[ \t]*$", re.M | re.S)
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.vector_blocks import DOC as DOC  # noqa: E402 - re-exported: the tests read vectors_ops.DOC
+from tests.vector_blocks import Fence  # noqa: E402
+
+FENCE = Fence("vector-ops", "operations vectors")
 OUTPUTS = ("goaway_plaintext", "goaway_frame", "set_push_token_plaintext", "set_push_token_frame")
 GOAWAY = {"reason": "shutdown", "retry_ms": 1000, "redirect": "gw2.example.com:7600"}
 PUSH_TOKEN = {"push_type": 1, "token": "9f3c...e1"}
 
 
 def read_blocks(text: str) -> dict[str, str]:
-    return {m["name"]: m["body"] for m in BLOCK.finditer(text)}
+    return FENCE.bodies(text)
 
 
 def handshake(inputs: dict[str, Any]) -> tuple[Any, Any]:
@@ -68,17 +71,8 @@ def compute(inputs: dict[str, Any]) -> dict[str, bytes]:
     }
 
 
-def render(value: bytes) -> str:
-    digits = value.hex()
-    return "".join(digits[k : k + 64] + "\n" for k in range(0, len(digits), 64))
-
-
 def rewrite(text: str, values: dict[str, bytes]) -> str:
-    def replace(match: re.Match[str]) -> str:
-        name = match["name"]
-        return f"```vector-ops name={name}\n{render(values[name])}```" if name in values else match[0]
-
-    return BLOCK.sub(replace, text)
+    return FENCE.rewrite(text, values)
 
 
 def doc_inputs(text: str) -> dict[str, Any]:
@@ -87,15 +81,5 @@ def doc_inputs(text: str) -> dict[str, Any]:
     return vectors.parse_inputs(vectors.read_blocks(text))
 
 
-def main(argv: list[str]) -> int:
-    sys.path.insert(0, str(ROOT))
-    text = DOC.read_text(encoding="utf-8")
-    new = rewrite(text, compute(doc_inputs(text)))
-    if "--check" in argv:
-        return 0 if new == text else 1
-    DOC.write_text(new, encoding="utf-8")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(FENCE.main(sys.argv[1:], lambda text: compute(doc_inputs(text))))
