@@ -303,6 +303,10 @@ class MessageService:
         self.fanout = FanOut()
         #: Set by ``enable_channels``: without it channel sends and history answer 254.
         self.channels: ChannelService | None = None
+        # Set by the server once built (gateway/server.py): counters for /metrics, and the webhooks told
+        # of stored messages (None while no forward or push URL is configured: then nothing is looked at).
+        self.metrics = Metrics()
+        self.webhooks: Webhooks | None = None
 
     def enable_channels(self, channels: ChannelService) -> None:
         """Channel sends follow ``gateway.channels.channel_route``; callback-only ones go to its hook."""
@@ -314,10 +318,6 @@ class MessageService:
     def _handed_to_callback(self, msg: Outgoing, result: SendResult) -> None:
         if result.callback is not None and self.channels is not None and not result.duplicate:
             self.channels.callbacks(msg, result.callback)
-        # Set by the server once built (gateway/server.py): counters for /metrics, and the webhooks told
-        # of stored messages (None while no forward or push URL is configured: then nothing is looked at).
-        self.metrics = Metrics()
-        self.webhooks: Webhooks | None = None
 
     # --- building ---------------------------------------------------------------------------------
 
