@@ -42,7 +42,9 @@ class Running:
         self.gw, self.token, self.stop = gw, token, stop
         self.url = gw.running.admin_url
         self.secret = gw.config.admin.secret.encode()
-        self.http = httpx.Client(timeout=10)
+        # No kept-alive connections: one that Hypercorn closed as idle (after 5 s) would be reused and
+        # fail ("Server disconnected without sending a response"), a race of the test, not of the API.
+        self.http = httpx.Client(timeout=10, limits=httpx.Limits(max_keepalive_connections=0))
 
     def post(self, path: str, body: bytes) -> httpx.Response:
         headers = signed_headers(self.secret, _nonce(), self.gw.clock.now_ms(), body)

@@ -332,7 +332,8 @@ class SettingPut(Request):
 
 class SettingGet(Request):
     user_id: Id
-    scope: int
+    # Bounded: an int past SQLite's 64 bits made the read raise (HTTP 500; found by the contract test).
+    scope: int = Field(ge=0, le=2**31 - 1, description="a setting scope (protocol.codes.SettingScope)")
     key: Annotated[str, Field(max_length=4096)] | None = Field(None, description="absent: every key of the scope")
 
 
