@@ -290,12 +290,13 @@ class CallbackEvent:
 
 
 class ChannelCallbackHook:
-    """Where callback-only messages are handed over: NOT delivered over HTTP yet.
+    """Where callback-only messages are handed over, after their commit (the message itself is stored
+    for its sender only).
 
-    Issue 13's webhook sender (``gateway/webhooks.py``) was not on main when channels
-    were built, so this hook records each event in a bounded in-memory queue
-    (``pending``; oldest dropped past ``CALLBACK_QUEUE``, counted in ``dropped``) for
-    that sender to take (``take``). The message itself is stored for its sender only.
+    Each event goes to ``sink(url, channel_id, msg)``: the server sets it to ``Webhooks.channel_message``,
+    which POSTs it, signed, from the webhook queue (only to hosts in ``callback.channel_hosts``). The
+    hook also keeps the most recent events (``pending``, oldest dropped past ``CALLBACK_QUEUE``, counted
+    in ``dropped``) for tests and tools (``take``).
     """
 
     def __init__(self, limit: int = CALLBACK_QUEUE) -> None:
@@ -303,6 +304,7 @@ class ChannelCallbackHook:
         self.limit = limit
         self.recorded = 0
         self.dropped = 0
+        self.sink: Callable[[str, str, Outgoing], None] | None = None
 
     def __call__(self, msg: Outgoing, url: str) -> None:
         if len(self.pending) >= self.limit:
@@ -310,6 +312,8 @@ class ChannelCallbackHook:
             self.dropped += 1
         self.pending.append(CallbackEvent(url, msg.conv.target, msg.to_wire()))
         self.recorded += 1
+        if self.sink is not None:
+            self.sink(url, msg.conv.target, msg)
 
     def take(self) -> list[CallbackEvent]:
         events = list(self.pending)

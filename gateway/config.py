@@ -381,6 +381,11 @@ class CallbackConfig(_Section):
         "", "POST {user_id, client_id, platform, status, timestamp, sessions} on every connect and disconnect."
     )
     message_forward_url: str = _key("", "POST every stored message (archive, moderation).")
+    channel_hosts: str = _key(
+        "",
+        "Hosts (comma-separated, host or host:port) a channel's callback URL may name; a callback to any other "
+        "host is never contacted (counted as refused). Empty: channel callbacks are not delivered.",
+    )
     queue_size: int = _key(10000, "Events waiting per webhook URL; when full the oldest are dropped.", lo=1)
     senders: int = _key(4, "Concurrent deliveries per webhook URL.", lo=1, hi=64)
     timeout_seconds: float = _key(5.0, "One delivery attempt's time limit (connect, send, answer).", lo=0.01)
@@ -398,6 +403,10 @@ class CallbackConfig(_Section):
 
     def key_bytes(self) -> bytes:
         return self.secret.encode("utf-8")
+
+    @property
+    def channel_host_names(self) -> frozenset[str]:
+        return frozenset(name.strip().lower() for name in self.channel_hosts.split(",") if name.strip())
 
 
 @dataclass(frozen=True)
@@ -517,10 +526,11 @@ class Config:
                     raise ConfigError(f"unknown key {name}.{key}")
             built[name] = section_cls(**values[name])
         callback = built["callback"]
-        if (callback.user_online_status_url or callback.message_forward_url or built["push"].url) and not (
-            callback.secret
-        ):
-            raise ConfigError("callback.secret is required once a webhook URL (callback.* or push.url) is set")
+        webhooks = callback.user_online_status_url or callback.message_forward_url or callback.channel_hosts
+        if (webhooks or built["push"].url) and not callback.secret:
+            raise ConfigError(
+                "callback.secret is required once a webhook URL (callback.* or push.url) or callback.channel_hosts is set"
+            )
         storage = built["storage"]
         if not Path(storage.path).is_absolute():
             built["storage"] = dataclasses.replace(storage, path=str(data_dir / storage.path))

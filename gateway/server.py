@@ -78,6 +78,7 @@ async def serve(
         services.chatrooms = ChatroomService(config, store, router, clock)
         await services.chatrooms.load()
         services.channels = ChannelService(config, store, messages, services.relations, clock)
+        services.channels.callbacks.sink = webhooks.channel_message
         messages.metrics = services.metrics
         messages.webhooks = webhooks if webhooks.watch_messages else None
         try:

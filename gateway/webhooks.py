@@ -34,6 +34,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import httpx
 import trio
@@ -69,6 +70,7 @@ class _Event:
     payload: dict[str, Any]
     key: str | None = None
     bodies: list[bytes] | None = field(default=None)
+    url: str | None = None  # its own URL (a channel's callback), else the queue's
 
 
 def encode(payload: dict[str, Any]) -> bytes:
@@ -134,8 +136,8 @@ class WebhookQueue:
 
     # --- the producer side (never blocks) -------------------------------------------------------
 
-    def put(self, payload: dict[str, Any], key: str | None = None) -> None:
-        """Queue an event; events with the same ``key`` are delivered in the order put."""
+    def put(self, payload: dict[str, Any], key: str | None = None, url: str | None = None) -> None:
+        """Queue an event (to ``url``, else the queue's); events with the same ``key`` are delivered in order."""
         if self.depth >= self._config.queue_size:
             self._drop_oldest()
         if key is None:
@@ -144,7 +146,7 @@ class WebhookQueue:
         else:
             lane = hash(key) % len(self._lanes)
         self._seq += 1
-        self._lanes[lane].append(_Event(self._seq, payload, key))
+        self._lanes[lane].append(_Event(self._seq, payload, key, url=url))
         self.depth += 1
         self._wakeups[lane].set()
 
@@ -204,15 +206,15 @@ class WebhookQueue:
                 self._dead_letter()
                 return
         for payload in payloads:
-            await self._deliver_one(client, encode(payload))
+            await self._deliver_one(client, encode(payload), event.url or self.url)
 
-    async def _deliver_one(self, client: httpx.AsyncClient, body: bytes) -> None:
+    async def _deliver_one(self, client: httpx.AsyncClient, body: bytes, url: str) -> None:
         config = self._config
         for attempt in range(config.max_attempts):
             if attempt:
                 self.retries += 1
                 await trio.sleep(self.backoff_seconds(attempt))
-            verdict = await self._attempt(client, body)
+            verdict = await self._attempt(client, body, url)
             if verdict == "ok":
                 self.delivered += 1
                 return
@@ -239,12 +241,12 @@ class WebhookQueue:
         ceiling = min(config.retry_max_ms, config.retry_base_ms * 2 ** (attempt - 1)) / 1000
         return ceiling * self._rng()
 
-    async def _attempt(self, client: httpx.AsyncClient, body: bytes) -> str:
+    async def _attempt(self, client: httpx.AsyncClient, body: bytes, url: str) -> str:
         headers = {
             **signed_headers(self._key, secrets.token_hex(16), self._clock.now_ms(), body),
             "content-type": "application/json",
         }
-        request = client.build_request("POST", self.url, headers=headers, content=body)
+        request = client.build_request("POST", url, headers=headers, content=body)
         request.stream = _Body(body)  # see _Body
         with trio.move_on_after(self._config.timeout_seconds):
             try:
@@ -279,7 +281,12 @@ class Webhooks:
         self.push = (
             WebhookQueue("push", config.push.url, cb, clock, prepare=self._push_bodies) if config.push.url else None
         )
-        self.queues = [q for q in (self.online, self.forward, self.push) if q is not None]
+        # Channel callbacks: each event carries its channel's URL, and only hosts the operator listed are
+        # ever contacted (a channel owner is a user, and must not make the gateway call internal addresses).
+        self.channel_hosts = cb.channel_host_names
+        self.channel = WebhookQueue("channel_callback", "", cb, clock) if self.channel_hosts else None
+        self.channel_refused = 0  # callbacks to a host not in callback.channel_hosts (or none configured)
+        self.queues = [q for q in (self.online, self.forward, self.push, self.channel) if q is not None]
         #: Whether connects and disconnects need reporting here (online status, or the push badge).
         self.watch_presence = self.online is not None or self.push is not None
         #: Whether stored messages need reporting (forward or push).
@@ -319,6 +326,16 @@ class Webhooks:
             user_id, client_id, platform, status, self._clock.now_ms(), self._router.online_clients(user_id)
         )
         self.online.put(payload, key=user_id)
+
+    # --- channel callbacks ----------------------------------------------------------------------
+
+    def channel_message(self, url: str, channel_id: str, msg: Outgoing) -> None:
+        """A listener's message to a callback-only channel: POSTed to ``url`` if its host is allowed."""
+        host = (urlsplit(url).netloc.rpartition("@")[2] or "").lower()
+        if self.channel is None or not (host in self.channel_hosts or host.split(":")[0] in self.channel_hosts):
+            self.channel_refused += 1
+            return
+        self.channel.put(channel_payload(channel_id, msg), key=channel_id, url=url)
 
     # --- messages -------------------------------------------------------------------------------
 
@@ -406,6 +423,20 @@ def forward_payload(msg: Outgoing, result: SendResult) -> dict[str, Any]:
         "server_time": msg.server_time,
         "to_users": msg.to_users or [],
         "recipients": sorted(result.seqs),
+    }
+
+
+def channel_payload(channel_id: str, msg: Outgoing) -> dict[str, Any]:
+    """A listener's message to a callback-only channel, for the channel's callback URL."""
+    content = dict(msg.content)
+    if "data" in content:
+        content["data"] = base64.b64encode(content["data"]).decode("ascii")
+    return {
+        "channel_id": channel_id,
+        "message_id": str(msg.message_id),
+        "sender": msg.from_user,
+        "content": content,
+        "server_time": msg.server_time,
     }
 
 

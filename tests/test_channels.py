@@ -296,3 +296,36 @@ async def test_a_channel_is_a_conversation_with_unread_posts(gw: Gateway) -> Non
     assert (await ann.call("get_conversations")).result["conversations"][0]["unread"] == 0
     for d in (owner, ann):
         await d.aclose()
+
+
+async def test_a_callback_only_channel_posts_to_its_url_when_the_host_is_allowed(
+    nursery: trio.Nursery, tmp_path
+) -> None:
+    """The listener's message reaches the channel's callback URL over real HTTP, signed; a callback naming a
+    host the operator did not list in callback.channel_hosts is never contacted (counted as refused)."""
+    from tests.http_receiver import Receiver
+
+    receiver = await Receiver().start(nursery)
+    gw = await start_gateway(
+        nursery, tmp_path,
+        callback={"secret": "hook-secret", "channel_hosts": f"127.0.0.1:{receiver.port}", "retry_base_ms": 10},
+    )  # fmt: skip
+    for user in ("owner", "ann"):
+        await gw.user(user)
+    owner, ann = [await Device.connect(gw, u) for u in ("owner", "ann")]
+    allowed = await make_channel(owner, "bot", callback=receiver.url, callback_only=True)
+    elsewhere = await make_channel(owner, "other", callback="http://127.0.0.2:9/hook", callback_only=True)
+    for cid in (allowed, elsewhere):
+        assert (await ann.call("listen_channel", channel_id=cid)).code == 0
+    ack = await post(ann, elsewhere, "never sent")
+    assert ack.code == 0
+    ack = await post(ann, allowed, "to the bot")
+    assert ack.code == 0
+    [request] = await receiver.wait_for(1)
+    assert request.signed_by("hook-secret")
+    body = request.json
+    assert (body["channel_id"], body["message_id"], body["sender"]) == ("bot", str(ack.result["message_id"]), "ann")
+    assert body["content"]["searchable_content"] == "to the bot"
+    assert gw.services.webhooks.channel_refused == 1 and receiver.connections == 1
+    for d in (owner, ann):
+        await d.aclose()

@@ -264,7 +264,7 @@ async def test_the_sdk_uploads_the_push_token(nursery: trio.Nursery, tmp_path) -
 def doc_examples() -> dict[str, bytes]:
     """The payloads docs/ADMIN_API.md prints, made by the gateway's own payload functions."""
     from gateway.admin.signing import sign
-    from gateway.webhooks import encode, forward_payload, online_payload, push_payload
+    from gateway.webhooks import channel_payload, encode, forward_payload, online_payload, push_payload
     from storage.messages import Conversation, Outgoing, SendResult
     from storage.push_tokens import PushDevice
 
@@ -279,6 +279,11 @@ def doc_examples() -> dict[str, bytes]:
         "forward": encode(forward_payload(msg, result)),
         "push": encode(push_payload("bob", PushDevice("bob-phone", 1, 1, "9f3c...e1"), msg, 3, "You have a new message")),
     }
+    to_bot = Outgoing(
+        message_id=264905950861721601, server_time=1767225700500, conv=Conversation(3, "bot"), from_user="ann",
+        content={"type": 1, "searchable_content": "to the bot"}, persist_flag=3,
+    )  # fmt: skip
+    bodies["channel"] = encode(channel_payload("bot", to_bot))
     bodies["sign"] = sign(b"hook-secret", "5d41402abc4b2a76b9719d911017c592", "1767225700000", bodies["online"]).encode()
     return bodies
 
