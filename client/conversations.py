@@ -131,7 +131,8 @@ class _Entry:
         kept = [m for m in self.recent if not message_ids(m.message_id)]
         self.recent = deque(kept, maxlen=RECENT_PER_CONVERSATION)
         if self.last is not None and message_ids(self.last.message_id):
-            self.last = kept[-1] if kept else None
+            # The newest kept one (a rebuild may have added an older message after newer ones).
+            self.last = max(kept, key=lambda m: m.message_id) if kept else None
 
 
 class Conversations:
