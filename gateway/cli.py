@@ -53,6 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CliError, ConfigError) as exc:
         print(f"ember: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `ember admin metrics | head`: the reader left; not an error worth a traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush cannot raise again
+        return 0
 
 
 def _parser() -> argparse.ArgumentParser:
