@@ -28,8 +28,9 @@ the log. The in-memory copy is rebuilt from the log when it might disagree:
 at first use (after a restart or a crash) and after any rollback in the writer
 (``forget``), so it never outlives a write that did not commit.
 
-Only the writer thread touches an ``InboxState``; every method takes the
-writer's connection, inside the writer's transaction.
+Only the writer touches an ``InboxState``, whichever thread holds its connection (a small batch
+runs on the trio thread, see ``storage.writer``); every method takes the writer's connection,
+inside the writer's transaction.
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ class InboxState:
         self._recent_conversations: dict[ConversationKey, list[int]] = {}  # -> message ids, in log order
         self._recent_rows = 0
         self._rows_per_append = 0.0  # moving average of the rows an append brings
+        self._merge_early = False  # set by may_merge: the next append merges, on the writer thread
 
     # --- heads ---------------------------------------------------------------------------------
 
@@ -137,7 +139,7 @@ class InboxState:
         conn.executemany("INSERT INTO inbox_recent (user_id, seq, message_id) VALUES (?, ?, ?)", rows)
         self._recent_rows += len(rows)
         self._rows_per_append += (len(rows) - self._rows_per_append) / 16
-        if self._recent_rows >= self.merge_at():
+        if self._merge_early or self._recent_rows >= self.merge_at():
             self.merge(conn)
             return
         inbox = self._recent_inbox
@@ -160,6 +162,7 @@ class InboxState:
         conn.execute(_MERGE_INBOX)
         conn.execute(_MERGE_CONVERSATIONS)
         conn.execute("DELETE FROM inbox_recent")
+        self._merge_early = False
         self._recent_inbox = {}
         self._recent_conversations = {}
         self._recent_rows = 0
@@ -168,6 +171,23 @@ class InboxState:
         """How many rows in the log make the next append merge it, under the current load."""
         wanted = int(self._rows_per_append * MERGE_ROWS_PER_GROUP_ROW)
         return min(MERGE_ROWS, max(MERGE_ROWS // 8, wanted, 1))
+
+    def may_merge(self, appends: int, rows: int) -> bool:
+        """Could ``appends`` appends, ``rows`` rows in all, merge the log (or first load it)?
+
+        Asked before a batch runs on the trio thread, where a merge's pause would stop every
+        connection (storage.writer). Each append moves the average rows per append at most a
+        sixteenth of the way down, so the merge point cannot fall below the bound used here.
+        A yes also makes the next append merge, early: the batch that was refused runs on the
+        writer thread and merges there, and the batches after it fit again (without this,
+        every batch between the bound and the merge point would go to the thread).
+        """
+        if not self._loaded or self._merge_early:
+            return True
+        lowest_average = self._rows_per_append * (15 / 16) ** appends
+        lowest = min(MERGE_ROWS, max(MERGE_ROWS // 8, int(lowest_average * MERGE_ROWS_PER_GROUP_ROW), 1))
+        self._merge_early = self._recent_rows + rows >= lowest
+        return self._merge_early
 
     @property
     def recent_rows(self) -> int:

@@ -171,7 +171,7 @@ class Store:
         read is counted in the head, and one queued after it is reported after this callback.
         """
         self.writer.submit_nowait(
-            sessions.connect_read, self._inboxes, user_id, client_id, callback=callback, read=True
+            sessions.connect_read, self._inboxes, user_id, client_id, callback=callback, read=True, inline=True
         )
 
     async def list_sessions(self, user_id: str) -> list[SessionRecord]:
@@ -207,6 +207,9 @@ class Store:
             policy,
             callback=callback,
             group=messages.send_message_group,
+            # A private send writes a message row and at most two inbox rows: small enough for the
+            # trio thread. A group send writes a row per member.
+            inline=msg.conv.type != messages.GROUP,
         )
 
     send_nowait = send_private_nowait
@@ -359,6 +362,8 @@ async def _open_writer(
         callback_context=callback_context,
         commit_delay_ms=commit_delay_ms,
         on_rollback=inboxes.forget,  # what it holds may describe writes that were just undone
+        # Inline operations (private sends, CONNECT reads) append at most two inbox rows each.
+        inline_ok=lambda ops: not inboxes.may_merge(appends=ops, rows=2 * ops),
     )
     await writer.start()
     try:

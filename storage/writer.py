@@ -18,6 +18,26 @@ thread per operation would cost more than the SQL itself. Hence:
 * After the COMMIT the thread hands the whole batch back to trio with ONE
   ``run_sync_soon`` call, which sets each operation's event.
 
+Small batches at light load run on the trio thread instead ("inline"). At
+2,000 messages a second a pass of the scheduler brings a send or two, and the
+round trip to the thread and back (queue, thread wake-up, interpreter lock
+hand-offs, ``run_sync_soon`` and trio's wake-up socket) cost more CPU than the
+SQL: bench pairs --rate 2000 spent ~230 µs of gateway CPU per message. So when
+every operation of a pass was submitted with ``inline=True`` (the caller's
+promise that it is small and bounded: a private send, a CONNECT read), there
+are at most ``INLINE_MAX_OPS`` of them, nothing is on its way to or in the
+thread, and the durability is ``NORMAL`` (a commit writes to the page cache and
+does not sync; under ``FULL`` every commit would sync on the trio thread, so
+``FULL`` never runs inline), the flusher runs the batch itself, in the same
+transaction code, on the same connection, and calls the callbacks at once.
+The thread and the loop never use the connection at once: the thread holds
+``_conn_lock`` from taking a list until it is back at its queue, and the trio
+side only try-locks it (and never while anything handed to the thread is still
+unreported, so submission order is kept). Anything that could take long goes
+to the thread as before: bigger batches, a batch whose sends could merge the
+inbox log (``inline_ok``), a WAL restart that is due, a write lock another
+process holds (inline, ``BEGIN IMMEDIATE`` does not wait for it).
+
 Acknowledged means committed: a caller gets its result only once the COMMIT
 succeeded. If the COMMIT fails, every operation of the batch that had succeeded
 gets a ``StorageError`` instead.
@@ -64,6 +84,10 @@ DEFAULT_MAX_BATCH: Final = 1000
 
 #: A batch this big means heavy load: the next one waits ``commit_delay_ms`` to gather more.
 LINGER_MIN_OPS: Final = 64
+
+#: Most operations a batch run on the trio thread may hold (see the module docstring). A private
+#: send costs ~30 µs there and a commit ~50-100 µs, so a batch pauses the loop ~1 ms at most.
+INLINE_MAX_OPS: Final = 32
 
 #: Page size of a new database file, in bytes (see ``_connect``).
 PAGE_SIZE: Final = 2048
@@ -124,7 +148,7 @@ class _Op:
     Either ``done`` (an awaiting caller) or ``callback`` (``submit_nowait``) reports it.
     """
 
-    __slots__ = ("fn", "args", "read", "group", "result", "error", "done", "callback")
+    __slots__ = ("fn", "args", "read", "group", "inline", "result", "error", "done", "callback")
 
     def __init__(
         self,
@@ -133,11 +157,13 @@ class _Op:
         read: bool,
         callback: Callback | None = None,
         group: Group | None = None,
+        inline: bool = False,
     ) -> None:
         self.fn = fn
         self.args = args
         self.read = read
         self.group = group
+        self.inline = inline
         self.result: Any = None
         self.error: BaseException | None = None
         self.callback = callback
@@ -156,6 +182,10 @@ class Writer:
             counted before the batch's callers are woken. For tests and metrics.
         committed_ops: Operations those transactions committed (their average
             batch size is ``committed_ops / commits``).
+        inline_batches: Batches run on the trio thread (see the module docstring).
+        inline_ops: Operations in those batches.
+        inline_longest_s: The longest such batch, wall time, callbacks excluded: the
+            longest pause of the trio loop that running inline has caused.
     """
 
     def __init__(
@@ -169,6 +199,8 @@ class Writer:
         callback_context: Callable[[], AbstractContextManager[object]] = nullcontext,
         commit_delay_ms: float = 0.0,
         on_rollback: Callable[[], None] | None = None,
+        inline_max_ops: int = INLINE_MAX_OPS,
+        inline_ok: Callable[[int], bool] | None = None,
     ) -> None:
         """Prepare a writer; nothing touches the disk until ``start``.
 
@@ -190,6 +222,13 @@ class Writer:
             on_rollback: Called on the writer thread whenever writes are undone
                 (an operation or a group raised, or a transaction failed), so that
                 state the operations keep in memory can be reloaded from the database.
+                Under inline batches it runs on the trio thread, holding the connection.
+            inline_max_ops: Most operations in a batch run on the trio thread; 0 never
+                runs one there. ``FULL`` durability never does.
+            inline_ok: Asked on the trio thread, holding the connection, before a batch
+                of ``n`` inline operations would run there: False sends it to the thread
+                (the store says False when the sends could merge the inbox log, a pause
+                of milliseconds). None: always allowed.
 
         Raises:
             ValueError: ``synchronous`` or ``max_batch`` is out of range.
@@ -203,6 +242,9 @@ class Writer:
         self.commits = 0
         self.committed_ops = 0
         self.stats = CommitStats()  # batch sizes and commit latencies, for /metrics
+        self.inline_batches = 0
+        self.inline_ops = 0
+        self.inline_longest_s = 0.0
         self._synchronous = synchronous
         self._busy_timeout_ms = busy_timeout_ms
         self._max_batch = max_batch
@@ -210,6 +252,16 @@ class Writer:
         self._callback_context = callback_context
         self._commit_delay = commit_delay_ms / 1000
         self._on_rollback = on_rollback or (lambda: None)
+        self._inline_max = inline_max_ops if synchronous == "NORMAL" else 0
+        self._inline_ok = inline_ok
+        # Whoever uses the connection holds this: the thread from taking a list off the queue until
+        # it waits on the queue again, the trio thread for an inline batch (it only try-locks).
+        self._conn_lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None  # set by the thread once connected
+        self._conn_waits = True  # the connection's busy_timeout is busy_timeout_ms (inline: 0)
+        # Operations handed to the thread whose batch has not been reported yet; trio thread only.
+        # While any are, nothing runs inline: it would commit, and report, ahead of them.
+        self._in_thread = 0
         # Trio side: operations not yet handed to the thread, and the flusher that hands them over.
         self._pending: list[_Op] = []
         self._flush_due = trio.Event()
@@ -309,6 +361,7 @@ class Writer:
         callback: Callback,
         read: bool = False,
         group: Group | None = None,
+        inline: bool = False,
     ) -> None:
         """Queue ``fn(conn, *args)`` and return at once; ``callback(result, error)`` reports it.
 
@@ -321,12 +374,15 @@ class Writer:
         ``group``, if given, runs this operation together with the consecutive
         ones that name the same group (see the module docstring).
 
+        ``inline``: the operation is small and bounded (a few rows, no long scan),
+        so it may run on the trio thread under light load (see the module docstring).
+
         Raises:
             StorageError: The writer is closed.
         """
         if self._closing:
             raise StorageError("the store is closed")
-        self._enqueue(_Op(fn, args, read, callback, group))
+        self._enqueue(_Op(fn, args, read, callback, group, inline))
 
     def _enqueue(self, op: _Op) -> None:
         self._pending.append(op)
@@ -345,7 +401,50 @@ class Writer:
     def _hand_over(self) -> None:
         if self._pending:
             ops, self._pending = self._pending, []
+            if self._may_run_inline(ops) and self._run_inline(ops):
+                return
+            self._in_thread += len(ops)
             self._queue.put(ops)
+
+    def _may_run_inline(self, ops: list[_Op]) -> bool:
+        return (
+            len(ops) <= self._inline_max
+            and not self._in_thread
+            and not self._closing
+            and not self._wal_restart_wanted  # the thread finishes the checkpoint after its batch
+            and all(op.inline for op in ops)
+        )
+
+    def _run_inline(self, ops: list[_Op]) -> bool:
+        """Run a small batch on the trio thread and report it; False (nothing done) sends it to the thread."""
+        if not self._conn_lock.acquire(blocking=False):
+            return False  # the thread is finishing up after its last batch (a checkpoint)
+        try:
+            conn = self._conn
+            if conn is None or not (self._inline_ok is None or self._inline_ok(len(ops))):
+                return False
+            started = time.perf_counter()
+            if self._conn_waits:
+                conn.execute("PRAGMA busy_timeout=0")
+                self._conn_waits = False
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error:
+                # Locked by another process (an admin tool?): the thread waits for it, not the loop.
+                return False
+            self._taken += len(ops)
+            try:
+                self._run_batch(conn, ops)
+            except BaseException as exc:  # noqa: BLE001 - as on the thread: every caller gets an answer
+                self._abandon_batch(conn, ops, exc)
+            took = time.perf_counter() - started
+        finally:
+            self._conn_lock.release()
+        self.inline_batches += 1
+        self.inline_ops += len(ops)
+        self.inline_longest_s = max(self.inline_longest_s, took)
+        self._wake(ops)
+        return True
 
     async def aclose(self) -> None:
         """Let queued operations finish and commit, then stop the thread and close the db.
@@ -374,6 +473,10 @@ class Writer:
         # The thread set `_stopped` as its very last act, so this returns at once.
         self._thread.join()
 
+    def _wake_from_thread(self, ops: list[_Op]) -> None:
+        self._in_thread -= len(ops)
+        self._wake(ops)
+
     def _wake(self, ops: list[_Op]) -> None:
         """Called on the trio thread once per batch: report every operation, in submission order."""
         with self._callback_context():
@@ -400,13 +503,22 @@ class Writer:
                 self._startup_error = exc
                 self._call_trio(self._ready.set)
                 return
+            self._conn = conn
             self._call_trio(self._ready.set)
             self._serve(conn)
         finally:
             if conn is not None:
-                conn.close()
+                with self._conn_lock:
+                    self._conn = None
+                    conn.close()
             log.info(
-                "storage writer stopped: %d operations in %d transactions", self.committed_ops, self.commits
+                "storage writer stopped: %d operations in %d transactions;"
+                " on the trio thread %d operations in %d batches, longest %.2f ms",
+                self.committed_ops,
+                self.commits,
+                self.inline_ops,
+                self.inline_batches,
+                self.inline_longest_s * 1000,
             )
             self._call_trio(self._stopped.set)
 
@@ -432,8 +544,14 @@ class Writer:
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: the sqlite3 module must not open transactions
         # behind our back; this thread issues BEGIN/COMMIT itself.
+        # check_same_thread=False: small batches also run on the trio thread, never at the same
+        # time as on this one (``_conn_lock``).
         conn = sqlite3.connect(
-            self.path, isolation_level=None, timeout=self._busy_timeout_ms / 1000, cached_statements=256
+            self.path,
+            isolation_level=None,
+            timeout=self._busy_timeout_ms / 1000,
+            cached_statements=256,
+            check_same_thread=False,
         )
         try:
             # Only a new database takes this (an existing one keeps its page size). A commit writes
@@ -477,35 +595,46 @@ class Writer:
         last_batch_ops = 0
         while not stopping:
             item = self._queue.get()  # the only blocking wait: nothing to do
-            if last_batch_ops >= LINGER_MIN_OPS and self._commit_delay:
-                # Heavy load: more work is surely on its way, and a commit's cost is mostly per
-                # page written, so wait a moment for a bigger batch. Under light load a wait would
-                # only add latency (the rate-2000 bench's p99), so it commits at once.
-                time.sleep(self._commit_delay)
-            ops: list[_Op] = []
-            while True:
-                if item is _STOP:
-                    stopping = True
-                    self._taken += 1
-                    break
-                assert isinstance(item, list)
-                ops.extend(item)
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-            self._taken += len(ops)
-            for start in range(0, len(ops), self._max_batch):
-                batch = ops[start : start + self._max_batch]
-                try:
-                    self._run_batch(conn, batch)
-                except BaseException as exc:  # noqa: BLE001 - a bug must not kill the thread and hang all callers
-                    self._abandon_batch(conn, batch, exc)
-                if not self._call_trio(self._wake, batch):
+            with self._conn_lock:  # the trio thread runs nothing inline until this is released
+                stopping, last_batch_ops = self._serve_one(conn, item, last_batch_ops)
+                if last_batch_ops < 0:
                     return  # trio is gone: nobody is left to wait for results
-            if self._wal_restart_wanted:
-                self._finish_checkpoint(conn)
-            last_batch_ops = len(ops)
+
+    def _serve_one(self, conn: sqlite3.Connection, item: object, last_batch_ops: int) -> tuple[bool, int]:
+        """Run ``item`` and whatever else is queued; (stop marker seen, ops run, or -1 if trio is gone)."""
+        stopping = False
+        if not self._conn_waits:  # an inline batch set it to 0: here, waiting for a lock is fine
+            conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
+            self._conn_waits = True
+        if last_batch_ops >= LINGER_MIN_OPS and self._commit_delay:
+            # Heavy load: more work is surely on its way, and a commit's cost is mostly per
+            # page written, so wait a moment for a bigger batch. Under light load a wait would
+            # only add latency (the rate-2000 bench's p99), so it commits at once.
+            time.sleep(self._commit_delay)
+        ops: list[_Op] = []
+        while True:
+            if item is _STOP:
+                stopping = True
+                self._taken += 1
+                break
+            assert isinstance(item, list)
+            ops.extend(item)
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self._taken += len(ops)
+        for start in range(0, len(ops), self._max_batch):
+            batch = ops[start : start + self._max_batch]
+            try:
+                self._run_batch(conn, batch)
+            except BaseException as exc:  # noqa: BLE001 - a bug must not kill the thread and hang all callers
+                self._abandon_batch(conn, batch, exc)
+            if not self._call_trio(self._wake_from_thread, batch):
+                return stopping, -1
+        if self._wal_restart_wanted:
+            self._finish_checkpoint(conn)
+        return stopping, len(ops)
 
     def _finish_checkpoint(self, conn: sqlite3.Connection) -> None:
         """Copy the WAL's last few frames, between two batches, so that the WAL can start over.
