@@ -77,6 +77,7 @@ async def test_a_small_batch_of_inline_ops_commits_on_the_trio_thread(db_path: P
         await done.wait_for(3)
         assert [result for result, _ in done.seen] == [(0, TRIO_THREAD), (1, TRIO_THREAD), (2, TRIO_THREAD)]
         assert (writer.inline_batches, writer.inline_ops) == (1, 3)
+        assert writer.inline_longest_s > 0 and writer.inline_longest_cpu_s > 0  # the loop pause, measured
         assert peek(db_path, "SELECT n FROM items ORDER BY n") == [(0,), (1,), (2,)]  # committed
         assert writer.queued == 0
         # Without the flag, and past the size limit, batches go to the writer thread.
@@ -228,7 +229,8 @@ async def test_private_sends_commit_inline_and_merges_of_the_log_never_do(db_pat
         message_id = 1
         with trio.fail_after(30):
             while len(merges) < 2:  # the log merges every 512 rows at this rate: ~256 sends
-                result, error = await send(store, message_id, Conversation(int(ConversationType.PRIVATE), "bob"))
+                to_bob = Conversation(int(ConversationType.PRIVATE), "bob")
+                result, error = await send(store, message_id, to_bob)
                 assert error is None and result.seqs
                 message_id += 1
         assert TRIO_THREAD not in merges
