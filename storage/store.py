@@ -208,8 +208,8 @@ class Store:
             callback=callback,
             group=messages.send_message_group,
             # A private send writes a message row and at most two inbox rows: small enough for the
-            # trio thread. A group send writes a row per member.
-            inline=msg.conv.type != messages.GROUP,
+            # trio thread. Any other kind may write a row per member.
+            inline=msg.conv.type == messages.PRIVATE,
         )
 
     send_nowait = send_private_nowait
