@@ -1,7 +1,7 @@
 """Commit batch sizes and latencies, counted by the writer thread for the gateway's /metrics.
 
 Fixed buckets, plain list increments: one ``observe`` per committed batch (not per operation), on the
-writer thread, so the trio thread pays nothing. Readers (the metrics page) take a snapshot; a torn read
+writer thread (or the trio thread, for a small batch the writer commits inline: about a microsecond). Readers (the metrics page) take a snapshot; a torn read
 across two fields is off by one batch at most, which a scrape tolerates.
 """
 
