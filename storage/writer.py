@@ -422,19 +422,20 @@ class Writer:
     def _run_inline(self, ops: list[_Op]) -> bool:
         """Run a small batch on the trio thread and report it; False (nothing done) sends it to the thread."""
         if not self._conn_lock.acquire(blocking=False):
-            return False  # the thread is finishing up after its last batch (a checkpoint)
+            return False  # the thread is still at work (a checkpoint, or batches after the first)
         try:
             conn = self._conn
             if conn is None or not (self._inline_ok is None or self._inline_ok(len(ops))):
                 return False
             started, started_cpu = time.perf_counter(), time.thread_time()
-            if self._conn_waits:
-                conn.execute("PRAGMA busy_timeout=0")
-                self._conn_waits = False
             try:
+                if self._conn_waits:
+                    conn.execute("PRAGMA busy_timeout=0")
+                    self._conn_waits = False
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error:
                 # Locked by another process (an admin tool?): the thread waits for it, not the loop.
+                # (Any other error: the thread meets it too, and reports it to every caller.)
                 return False
             self._taken += len(ops)
             try:
