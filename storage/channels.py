@@ -19,18 +19,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from protocol.codes import ErrorCode, PersistFlag, UserStatus
-from storage.inboxes import ConversationKey, InboxState
-from storage.messages import (
-    _INSERT_CLIENT_MSG_ID,
-    _INSERT_MESSAGE,
-    Outgoing,
-    SendPolicy,
-    SendResult,
-    _index_key,
-    _known_ids,
-    _message_row,
-)
+from protocol.codes import ErrorCode, PersistFlag
+from storage.inboxes import InboxState
+from storage.messages import Outgoing, SendBatch, SendPolicy, SendResult
 
 #: ``ChannelState.DESTROYED``: the one state storage gives meaning to (the channel is gone).
 DESTROYED: Final = 1
@@ -337,33 +328,15 @@ def send_channel_messages(
     and the result's ``callback`` names the URL. Channel operations never run
     inside this group (only sends do), so the listener lists read once here hold.
     """
-    inboxes = ops[0][0]
     msgs = [msg for _, msg, _ in ops]
-    status = dict(
-        conn.execute(
-            "SELECT user_id, status FROM users WHERE user_id IN (SELECT value FROM json_each(?))",
-            (json.dumps(list({m.from_user for m in msgs})),),
-        )
-    )
-    known_ids = _known_ids(conn, msgs)
+    batch = SendBatch(conn, ops[0][0], msgs, {m.from_user for m in msgs})
     channels: dict[str, tuple[ChannelRecord, dict[str, bool]] | None] = {}
-    taken: dict[str, int] = {}
     results: list[SendResult] = []
-    message_rows: list[tuple[Any, ...]] = []
-    inbox_rows: list[tuple[str, int, int]] = []
-    conversations: list[tuple[ConversationKey, int]] = []
-    id_rows: list[tuple[Any, ...]] = []
     for msg, (_, _, policy) in zip(msgs, ops, strict=True):
         sender, channel_id = msg.from_user, msg.conv.target
-        if status.get(sender) in (UserStatus.MUTED, UserStatus.FORBIDDEN):
-            results.append(SendResult(ErrorCode.FORBIDDEN_TO_SEND))
-            continue
-        key = (sender, msg.client_msg_id)
-        if msg.client_msg_id is not None and key in known_ids:
-            known = known_ids[key]
-            results.append(
-                SendResult(ErrorCode.SUCCESS, known.message_id, known.server_time, dict(known.seqs), True)
-            )
+        early = batch.answered_before(msg)
+        if early is not None:
+            results.append(early)
             continue
         if channel_id not in channels:
             channels[channel_id] = _channel_for_send(conn, channel_id)
@@ -408,26 +381,7 @@ def send_channel_messages(
                 SendResult(ErrorCode.SUCCESS, msg.message_id, msg.server_time, live_only=live, callback=callback)
             )
             continue
-        index_key = _index_key(msg)
-        message_rows.append(_message_row(msg, index_key, only_for))
-        conversations.append((index_key, msg.message_id))
-        seqs = {}
-        message_id = msg.message_id
-        current = inboxes.current
-        for owner in owners:
-            seq = (taken.get(owner) or current(conn, owner)) + 1
-            seqs[owner] = taken[owner] = seq
-            inbox_rows.append((owner, seq, message_id))
-        if msg.client_msg_id is not None:
-            id_rows.append((sender, msg.client_msg_id, message_id, msg.server_time, seqs[sender]))
-            known_ids[key] = SendResult(
-                ErrorCode.SUCCESS, message_id, msg.server_time, {sender: seqs[sender]}, duplicate=True
-            )
-        results.append(SendResult(ErrorCode.SUCCESS, message_id, msg.server_time, seqs, callback=callback))
-    if message_rows:
-        conn.executemany(_INSERT_MESSAGE, message_rows)
-        inboxes.append(conn, inbox_rows, conversations)
-    if id_rows:
-        conn.executemany(_INSERT_CLIENT_MSG_ID, id_rows)
-    inboxes.advance(taken)
+        seqs = batch.store(msg, owners, only_for)
+        results.append(SendResult(ErrorCode.SUCCESS, msg.message_id, msg.server_time, seqs, callback=callback))
+    batch.write()
     return results

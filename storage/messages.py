@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, Final
@@ -246,6 +246,76 @@ def _known_ids(conn: sqlite3.Connection, msgs: list[Outgoing]) -> dict[tuple[str
     }
 
 
+class SendBatch:
+    """What one writer group of sends writes, gathered so that each table gets one ``executemany``.
+
+    Shared by the private, group and channel send groups: each checks its own rules, then calls
+    ``answered_before`` (the checks every send starts with) and ``store`` (one message row, an inbox row per
+    owner with the next seq, the client_msg_id). ``write`` flushes it all and moves the inbox heads.
+    ``status`` holds the users table's status of ``user_ids`` (a user missing from it does not exist).
+    """
+
+    __slots__ = ("conn", "inboxes", "status", "known_ids", "taken", "message_rows", "inbox_rows",
+                 "conversations", "id_rows")  # fmt: skip
+
+    def __init__(
+        self, conn: sqlite3.Connection, inboxes: InboxState, msgs: list[Outgoing], user_ids: set[str]
+    ) -> None:
+        self.conn = conn
+        self.inboxes = inboxes
+        self.status: dict[str, int] = dict(
+            conn.execute(
+                "SELECT user_id, status FROM users WHERE user_id IN (SELECT value FROM json_each(?))",
+                (json.dumps(list(user_ids)),),
+            )
+        )
+        self.known_ids = _known_ids(conn, msgs)
+        self.taken: dict[str, int] = {}  # owner -> last seq given out in this group
+        self.message_rows: list[tuple] = []
+        self.inbox_rows: list[tuple[str, int, int]] = []
+        self.conversations: list[tuple[ConversationKey, int]] = []
+        self.id_rows: list[tuple] = []
+
+    def answered_before(self, msg: Outgoing) -> SendResult | None:
+        """The answer of the checks every send starts with: the sender may not send (247), or the message
+        is a resend of a known client_msg_id (the original ack); None when the send goes on."""
+        if self.status.get(msg.from_user) in (UserStatus.MUTED, UserStatus.FORBIDDEN):
+            return SendResult(ErrorCode.FORBIDDEN_TO_SEND)
+        if msg.client_msg_id is not None:
+            known = self.known_ids.get((msg.from_user, msg.client_msg_id))
+            if known is not None:
+                return SendResult(ErrorCode.SUCCESS, known.message_id, known.server_time, dict(known.seqs), True)
+        return None
+
+    def store(self, msg: Outgoing, owners: Iterable[str], only_for: str | None) -> dict[str, int]:
+        """Queue the message row and an inbox row per owner; returns each owner's seq."""
+        index_key = _index_key(msg)
+        self.message_rows.append(_message_row(msg, index_key, only_for))
+        self.conversations.append((index_key, msg.message_id))
+        seqs = {}
+        message_id = msg.message_id
+        taken, current, inbox_rows = self.taken, self.inboxes.current, self.inbox_rows
+        for owner in owners:
+            seq = (taken.get(owner) or current(self.conn, owner)) + 1
+            seqs[owner] = taken[owner] = seq
+            inbox_rows.append((owner, seq, message_id))
+        if msg.client_msg_id is not None:
+            sender = msg.from_user
+            self.id_rows.append((sender, msg.client_msg_id, message_id, msg.server_time, seqs[sender]))
+            self.known_ids[(sender, msg.client_msg_id)] = SendResult(
+                ErrorCode.SUCCESS, message_id, msg.server_time, {sender: seqs[sender]}, duplicate=True
+            )
+        return seqs
+
+    def write(self) -> None:
+        if self.message_rows:
+            self.conn.executemany(_INSERT_MESSAGE, self.message_rows)
+            self.inboxes.append(self.conn, self.inbox_rows, self.conversations)
+        if self.id_rows:
+            self.conn.executemany(_INSERT_CLIENT_MSG_ID, self.id_rows)
+        self.inboxes.advance(self.taken)
+
+
 def send_group_messages(
     conn: sqlite3.Connection, ops: list[tuple[InboxState, Outgoing, SendPolicy]]
 ) -> list[SendResult]:
@@ -261,33 +331,15 @@ def send_group_messages(
     (``group_history``). Group operations never run inside this group (only
     sends do), so the member lists read once here hold for all of it.
     """
-    inboxes = ops[0][0]
     msgs = [msg for _, msg, _ in ops]
-    status = dict(
-        conn.execute(
-            "SELECT user_id, status FROM users WHERE user_id IN (SELECT value FROM json_each(?))",
-            (json.dumps(list({m.from_user for m in msgs})),),
-        )
-    )
-    known_ids = _known_ids(conn, msgs)
+    batch = SendBatch(conn, ops[0][0], msgs, {m.from_user for m in msgs})
     groups: dict[str, tuple[bool, dict[str, int]] | None] = {}  # group id -> (muted, member -> type)
-    taken: dict[str, int] = {}
     results: list[SendResult] = []
-    message_rows: list[tuple] = []
-    inbox_rows: list[tuple[str, int, int]] = []
-    conversations: list[tuple[ConversationKey, int]] = []
-    id_rows: list[tuple] = []
     for msg, (_, _, policy) in zip(msgs, ops, strict=True):
         sender, group_id = msg.from_user, msg.conv.target
-        if status.get(sender) in (UserStatus.MUTED, UserStatus.FORBIDDEN):
-            results.append(SendResult(ErrorCode.FORBIDDEN_TO_SEND))
-            continue
-        key = (sender, msg.client_msg_id)
-        if msg.client_msg_id is not None and key in known_ids:
-            known = known_ids[key]
-            results.append(
-                SendResult(ErrorCode.SUCCESS, known.message_id, known.server_time, dict(known.seqs), True)
-            )
+        early = batch.answered_before(msg)
+        if early is not None:
+            results.append(early)
             continue
         if group_id not in groups:
             groups[group_id] = _group_for_send(conn, group_id)
@@ -315,28 +367,9 @@ def send_group_messages(
         if msg.persist_flag == PERSIST_TRANSPARENT:
             results.append(SendResult(ErrorCode.SUCCESS, msg.message_id, msg.server_time, live_only=list(owners)))
             continue
-        index_key = _index_key(msg)
-        message_rows.append(_message_row(msg, index_key, None))
-        conversations.append((index_key, msg.message_id))
-        seqs = {}
-        message_id = msg.message_id
-        current = inboxes.current
-        for owner in owners:
-            seq = (taken.get(owner) or current(conn, owner)) + 1
-            seqs[owner] = taken[owner] = seq
-            inbox_rows.append((owner, seq, message_id))
-        if msg.client_msg_id is not None:
-            id_rows.append((sender, msg.client_msg_id, message_id, msg.server_time, seqs[sender]))
-            known_ids[key] = SendResult(
-                ErrorCode.SUCCESS, message_id, msg.server_time, {sender: seqs[sender]}, duplicate=True
-            )
-        results.append(SendResult(ErrorCode.SUCCESS, message_id, msg.server_time, seqs))
-    if message_rows:
-        conn.executemany(_INSERT_MESSAGE, message_rows)
-        inboxes.append(conn, inbox_rows, conversations)
-    if id_rows:
-        conn.executemany(_INSERT_CLIENT_MSG_ID, id_rows)
-    inboxes.advance(taken)
+        seqs = batch.store(msg, owners, None)
+        results.append(SendResult(ErrorCode.SUCCESS, msg.message_id, msg.server_time, seqs))
+    batch.write()
     return results
 
 
@@ -395,14 +428,8 @@ def send_private_group(
     heads) is tracked here as the group goes. If anything raises, the writer
     rolls the group back and runs each send alone.
     """
-    inboxes = ops[0][0]
     msgs = [msg for _, msg, _ in ops]
-    status = dict(
-        conn.execute(
-            "SELECT user_id, status FROM users WHERE user_id IN (SELECT value FROM json_each(?))",
-            (json.dumps(list({u for m in msgs for u in (m.from_user, m.conv.target)})),),
-        )
-    )
+    batch = SendBatch(conn, ops[0][0], msgs, {u for m in msgs for u in (m.from_user, m.conv.target)})
     blocked = _pairs_present(
         conn, "blacklist", "user_id", "target", {(m.conv.target, m.from_user) for m in msgs}
     )
@@ -410,38 +437,14 @@ def send_private_group(
         conn, "friends", "user_id", "friend_id",
         {(msg.conv.target, msg.from_user) for _, msg, policy in ops if policy.disable_stranger_chat},
     )  # fmt: skip
-    resends = [[m.from_user, m.client_msg_id] for m in msgs if m.client_msg_id is not None]
-    known_ids = {
-        (row[0], row[1]): SendResult(ErrorCode.SUCCESS, row[2], row[3], {row[0]: row[4]}, duplicate=True)
-        for row in (
-            conn.execute(
-                "SELECT c.from_user, c.client_msg_id, c.message_id, c.server_time, c.seq FROM json_each(?) j"
-                " JOIN client_message_ids c ON c.from_user = j.value ->> 0 AND c.client_msg_id = j.value ->> 1",
-                (json.dumps(resends),),
-            )
-            if resends
-            else ()
-        )
-    }
-    taken: dict[str, int] = {}  # owner -> last seq given out in this group
     results: list[SendResult] = []
-    message_rows: list[tuple] = []
-    inbox_rows: list[tuple[str, int, int]] = []
-    conversations: list[tuple[ConversationKey, int]] = []
-    id_rows: list[tuple] = []
     for msg, (_, _, policy) in zip(msgs, ops, strict=True):
         sender, recipient = msg.from_user, msg.conv.target
-        if status.get(sender) in (UserStatus.MUTED, UserStatus.FORBIDDEN):
-            results.append(SendResult(ErrorCode.FORBIDDEN_TO_SEND))
+        early = batch.answered_before(msg)
+        if early is not None:
+            results.append(early)
             continue
-        key = (sender, msg.client_msg_id)
-        if msg.client_msg_id is not None and key in known_ids:
-            known = known_ids[key]
-            results.append(
-                SendResult(ErrorCode.SUCCESS, known.message_id, known.server_time, dict(known.seqs), True)
-            )
-            continue
-        if recipient not in status:
+        if recipient not in batch.status:
             results.append(SendResult(ErrorCode.NOT_EXIST))
             continue
         owners = [recipient, sender] if recipient != sender else [sender]
@@ -458,27 +461,9 @@ def send_private_group(
         if msg.persist_flag == PERSIST_TRANSPARENT:
             results.append(SendResult(ErrorCode.SUCCESS, msg.message_id, msg.server_time, live_only=owners))
             continue
-        index_key = _index_key(msg)
-        message_rows.append(_message_row(msg, index_key, only_for))
-        conversations.append((index_key, msg.message_id))
-        seqs = {}
-        for owner in owners:
-            seq = taken.get(owner) or inboxes.current(conn, owner)
-            seqs[owner] = taken[owner] = seq + 1
-            inbox_rows.append((owner, seq + 1, msg.message_id))
-        result = SendResult(ErrorCode.SUCCESS, msg.message_id, msg.server_time, seqs)
-        if msg.client_msg_id is not None:
-            id_rows.append((sender, msg.client_msg_id, msg.message_id, msg.server_time, seqs[sender]))
-            known_ids[key] = SendResult(
-                ErrorCode.SUCCESS, msg.message_id, msg.server_time, {sender: seqs[sender]}, duplicate=True
-            )
-        results.append(result)
-    if message_rows:
-        conn.executemany(_INSERT_MESSAGE, message_rows)
-        inboxes.append(conn, inbox_rows, conversations)
-    if id_rows:
-        conn.executemany(_INSERT_CLIENT_MSG_ID, id_rows)
-    inboxes.advance(taken)
+        seqs = batch.store(msg, owners, only_for)
+        results.append(SendResult(ErrorCode.SUCCESS, msg.message_id, msg.server_time, seqs))
+    batch.write()
     return results
 
 
