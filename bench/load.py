@@ -127,6 +127,25 @@ class Scenario:
     async def setup(self) -> dict[str, Any]:
         return {}
 
+    def send_request(
+        self, conn: BenchConn, conv_type: int, target: str, text: str, size: int, sent_ns: int
+    ) -> tuple[int, bytes]:
+        """A ``send_message`` REQUEST whose text is padded to ``size`` bytes, counted as sent (and in the window
+        when its send time lies inside it): ``(request_id, frame)``."""
+        if len(text) < size:
+            text += "x" * (size - len(text))
+        request_id, frame = conn.proto.request(
+            SEND_METHOD,
+            {
+                "conv": {"type": conv_type, "target": target, "line": 0},
+                "content": {"type": 1, "searchable_content": text},
+            },
+        )
+        if self.go_ns <= sent_ns < self.stop_ns:
+            self.window["sent"] += 1
+        self.total["sent"] += 1
+        return request_id, frame
+
     def start_load(self) -> None:
         self.loading = True
 
@@ -322,19 +341,8 @@ class PairsScenario(Scenario):
         n = pair.next_n
         pair.next_n = n + 1
         text = f"{sent_ns} {pair.index} {n} "
-        if len(text) < self.size:
-            text += "x" * (self.size - len(text))
-        request_id, frame = pair.sender.proto.request(
-            SEND_METHOD,
-            {
-                "conv": {"type": 0, "target": pair.target, "line": 0},
-                "content": {"type": 1, "searchable_content": text},
-            },
-        )
+        request_id, frame = self.send_request(pair.sender, 0, pair.target, text, self.size, sent_ns)
         pair.in_flight[request_id] = (n, sent_ns)
-        if self.go_ns <= sent_ns < self.stop_ns:
-            self.window["sent"] += 1
-        self.total["sent"] += 1
         return frame
 
     def start_load(self) -> None:
@@ -527,21 +535,9 @@ class ChatroomScenario(Scenario):
     def _message(self, sent_ns: int) -> bytes:
         n = self.next_n
         self.next_n = n + 1
-        text = f"{sent_ns} {n} "
-        if len(text) < self.size:
-            text += "x" * (self.size - len(text))
         assert self.sender is not None
-        request_id, frame = self.sender.proto.request(
-            SEND_METHOD,
-            {
-                "conv": {"type": 2, "target": self.room, "line": 0},
-                "content": {"type": 1, "searchable_content": text},
-            },
-        )
+        request_id, frame = self.send_request(self.sender, 2, self.room, f"{sent_ns} {n} ", self.size, sent_ns)
         self.in_flight[request_id] = (n, sent_ns)
-        if self.go_ns <= sent_ns < self.stop_ns:
-            self.window["sent"] += 1
-        self.total["sent"] += 1
         return frame
 
     def start_load(self) -> None:
@@ -699,19 +695,9 @@ class GroupScenario(Scenario):
         n = member.next_n
         member.next_n = n + 1
         text = f"{sent_ns} {member.group} {member.index} {n} "
-        if len(text) < self.size:
-            text += "x" * (self.size - len(text))
-        request_id, frame = member.conn.proto.request(
-            SEND_METHOD,
-            {
-                "conv": {"type": 1, "target": self.group_ids[member.group], "line": 0},
-                "content": {"type": 1, "searchable_content": text},
-            },
-        )
+        target = self.group_ids[member.group]
+        request_id, frame = self.send_request(member.conn, 1, target, text, self.size, sent_ns)
         member.in_flight[request_id] = (n, sent_ns)
-        if self.go_ns <= sent_ns < self.stop_ns:
-            self.window["sent"] += 1
-        self.total["sent"] += 1
         return frame
 
     def start_load(self) -> None:
