@@ -61,9 +61,9 @@ class ConversationService:
 
     async def mark_read(self, user_id: str, conv: Conversation, up_to: int, origin: Origin) -> dict[str, int]:
         """Move the read mark to ``up_to``; answers the mark now in force (a later one stays)."""
-        result = await self.store.run(db.advance_mark, user_id, db.READ_SCOPE, conv, up_to, self.clock.now_ms())
-        self.relations.notify(result.changes, origin)
-        return {"read_to": max(up_to, await self.store.read(db.mark_of, user_id, db.READ_SCOPE, conv))}
+        changes, mark = await self.store.run(db.advance_mark, user_id, db.READ_SCOPE, conv, up_to, self.clock.now_ms())
+        self.relations.notify(changes, origin)
+        return {"read_to": mark}
 
     async def clear(self, user_id: str, conv: Conversation, up_to: int, origin: Origin) -> dict[str, int]:
         """Delete the conversation's messages up to ``up_to`` for the user, for good, and leave the clear mark.
@@ -72,8 +72,8 @@ class ConversationService:
         at or below ``up_to`` has committed by then, since ids are handed out in the order sends commit.
         """
         ids = await self.store.read(db.conversation_message_ids, user_id, conv, up_to)
-        result = await self.store.run(db.clear, user_id, conv, up_to, ids, self.clock.now_ms())
-        self.relations.notify(result.changes, origin)
+        changes, _ = await self.store.run(db.clear, user_id, conv, up_to, ids, self.clock.now_ms())
+        self.relations.notify(changes, origin)
         return {"deleted": len(ids)}
 
     async def list(self, user_id: str, before: int, limit: int) -> tuple[dict[str, Any], int]:

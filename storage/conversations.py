@@ -60,12 +60,16 @@ def mark_of(conn: sqlite3.Connection, user_id: str, scope: int, conv: Conversati
 
 def advance_mark(
     conn: sqlite3.Connection, user_id: str, scope: int, conv: Conversation, message_id: int, now_ms: int
-) -> relations.Result:
-    """Move a mark forward to ``message_id`` (a setting change, synced); a mark already there stays."""
+) -> tuple[tuple[relations.Change, ...], int]:
+    """Move a mark forward to ``message_id`` (a setting change, synced); a mark already past it stays.
+
+    Returns the setting changes to push (none when the mark stayed) and the mark now in force.
+    """
     current = mark_of(conn, user_id, scope, conv)
     if message_id <= current:
-        return relations.Result(relations.Outcome.OK, (), relations.heads(conn, user_id)[relations.SETTING])
-    return relations.put_setting(conn, user_id, scope, mark_key(conv), str(message_id), now_ms)
+        return (), current
+    changes = relations.put_setting(conn, user_id, scope, mark_key(conv), str(message_id), now_ms).changes
+    return changes, message_id
 
 
 def conversation_message_ids(
@@ -95,7 +99,7 @@ def clear(
     up_to: int,
     message_ids: Sequence[int],
     now_ms: int,
-) -> relations.Result:
+) -> tuple[tuple[relations.Change, ...], int]:
     """Delete ``message_ids`` (found by ``conversation_message_ids``) for the user and move the clear mark."""
     conn.executemany(
         "INSERT OR IGNORE INTO deleted_messages (user_id, message_id, deleted_at) VALUES (?, ?, ?)",
