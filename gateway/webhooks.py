@@ -331,8 +331,13 @@ class Webhooks:
 
     def channel_message(self, url: str, channel_id: str, msg: Outgoing) -> None:
         """A listener's message to a callback-only channel: POSTed to ``url`` if its host is allowed."""
-        host = (urlsplit(url).netloc.rpartition("@")[2] or "").lower()
-        if self.channel is None or not (host in self.channel_hosts or host.split(":")[0] in self.channel_hosts):
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()  # lowercased, without userinfo, port or IPv6 brackets
+        try:
+            named = {host, f"{host}:{parts.port}"} if parts.port is not None else {host}
+        except ValueError:  # a port out of range: not a URL we call
+            named = set()
+        if self.channel is None or not named & self.channel_hosts:
             self.channel_refused += 1
             return
         self.channel.put(channel_payload(channel_id, msg), key=channel_id, url=url)
