@@ -47,6 +47,7 @@ from protocol.codes import ErrorCode, SettingScope
 from protocol.errors import FieldError
 from storage import Store, relations
 from storage import channels as db
+from storage import users as users_db
 from storage.channels import ChannelRecord
 from storage.messages import Conversation, Outgoing, StoredMessage, channel_history
 from storage.relations import Change
@@ -124,7 +125,7 @@ def _owner(ctx: _Ctx, channel: ChannelRecord) -> None:
 
 
 def op_create(conn: sqlite3.Connection, ctx: _Ctx, channel_id: str, fields: dict[str, Any]) -> Any:
-    if not db.existing_users(conn, [ctx.operator]):
+    if not users_db.existing_users(conn, [ctx.operator]):
         raise ChannelError(ErrorCode.NOT_EXIST)
     if not db.create_channel(conn, channel_id, ctx.operator, fields, ctx.now_ms):
         raise ChannelError(ErrorCode.INVALID_PARAMETER)  # the id is taken
@@ -155,7 +156,7 @@ def op_transfer(conn: sqlite3.Connection, ctx: _Ctx, channel_id: str, new_owner:
     _owner(ctx, channel)
     if new_owner == channel.owner:
         raise ChannelError(ErrorCode.INVALID_PARAMETER)
-    if not db.existing_users(conn, [new_owner]):
+    if not users_db.existing_users(conn, [new_owner]):
         raise ChannelError(ErrorCode.NOT_EXIST)
     if db.remove_listener(conn, channel_id, new_owner):
         ctx.setting(conn, new_owner, LISTENED_CHANNEL, channel_id, False)
@@ -185,7 +186,7 @@ def op_listen(conn: sqlite3.Connection, ctx: _Ctx, channel_id: str, listen: bool
 def op_invite(conn: sqlite3.Connection, ctx: _Ctx, channel_id: str, user_ids: list[str]) -> Any:
     channel = _live(conn, channel_id)
     _owner(ctx, channel)
-    if len(db.existing_users(conn, user_ids)) != len(user_ids):
+    if len(users_db.existing_users(conn, user_ids)) != len(user_ids):
         raise ChannelError(ErrorCode.NOT_EXIST)
     db.add_invites(conn, channel_id, user_ids, ctx.now_ms)
     return None

@@ -58,6 +58,7 @@ from protocol.codes import (
 from protocol.errors import FieldError
 from storage import Store
 from storage import groups as db
+from storage import users as users_db
 from storage.groups import GroupRecord, MemberRecord
 from storage.inboxes import InboxState
 from storage.messages import Conversation, Outgoing, SendResult, store_notification
@@ -220,7 +221,7 @@ def op_create(
     everyone = list(dict.fromkeys([ctx.operator, *members]))
     if len(everyone) > ctx.max_members:
         raise GroupError(ErrorCode.GROUP_EXCEEDS_MAX_MEMBERS)
-    if len(db.existing_users(conn, everyone)) != len(everyone):
+    if len(users_db.existing_users(conn, everyone)) != len(everyone):
         raise GroupError(ErrorCode.NOT_EXIST)
     rows = [(ctx.operator, OWNER)] + [(u, NORMAL) for u in everyone[1:]]
     if not db.create_group(conn, group_id, ctx.operator, fields, rows, ctx.now_ms):
@@ -246,7 +247,7 @@ def op_add(conn: sqlite3.Connection, inboxes: InboxState, ctx: _Ctx, group_id: s
     rows = db.get_members_of(conn, group_id, user_ids)
     if any(row.type != REMOVED for row in rows.values()):
         raise GroupError(ErrorCode.ALREADY_IN_GROUP)
-    if len(db.existing_users(conn, user_ids)) != len(user_ids):
+    if len(users_db.existing_users(conn, user_ids)) != len(user_ids):
         raise GroupError(ErrorCode.NOT_EXIST)
     if group.member_count + len(user_ids) > ctx.max_members:
         raise GroupError(ErrorCode.GROUP_EXCEEDS_MAX_MEMBERS)

@@ -260,15 +260,6 @@ def listened_channels(conn: sqlite3.Connection, user_id: str) -> list[ChannelRec
     return [_channel(row) for row in rows]
 
 
-def existing_users(conn: sqlite3.Connection, user_ids: Iterable[str]) -> set[str]:
-    """Which of ``user_ids`` are users."""
-    return {
-        row[0]
-        for row in conn.execute(
-            "SELECT user_id FROM users WHERE user_id IN (SELECT value FROM json_each(?))",
-            (json.dumps(list(user_ids)),),
-        )
-    }
 
 
 def bulk_create_for_tests_and_bench(

@@ -152,15 +152,6 @@ def member_ids(conn: sqlite3.Connection, group_id: str) -> list[str]:
     ]
 
 
-def existing_users(conn: sqlite3.Connection, user_ids: Iterable[str]) -> set[str]:
-    """Which of ``user_ids`` are users."""
-    return {
-        row[0]
-        for row in conn.execute(
-            "SELECT user_id FROM users WHERE user_id IN (SELECT value FROM json_each(?))",
-            (json.dumps(list(user_ids)),),
-        )
-    }
 
 
 def create_group(

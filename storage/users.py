@@ -7,8 +7,9 @@ own ``Store.run`` operations to stay in one transaction.
 from __future__ import annotations
 
 import dataclasses
+import json
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from protocol.codes import UserStatus
@@ -83,3 +84,13 @@ def set_user_status(
     if status != UserStatus.FORBIDDEN:
         return []
     return end_active_sessions(conn, user_id, "forbidden", now_ms)
+
+def existing_users(conn: sqlite3.Connection, user_ids: Iterable[str]) -> set[str]:
+    """Which of ``user_ids`` are users (one query for any number)."""
+    return {
+        row[0]
+        for row in conn.execute(
+            "SELECT user_id FROM users WHERE user_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(user_ids)),),
+        )
+    }
