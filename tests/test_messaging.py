@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 
 import pytest
 import trio
@@ -13,6 +12,7 @@ from protocol import events
 from protocol.codes import ConnectionStatus as S
 from protocol.codes import ErrorCode, UserStatus
 from tests.harness import Gateway, RawClient, start_gateway
+from tests.storage_helpers import held_writer, wait_until
 
 
 class Device:
@@ -215,7 +215,11 @@ async def test_messages_racing_a_connect_are_in_its_heads_or_pushed(gw: Gateway)
     alice = await Device.connect(gw, "alice")
     bob = await RawClient.open(gw, await gw.token("bob", "bob-phone"))
     assert isinstance(await bob.next_event(), events.Hello)
-    gate = threading.Event()
+    writer = gw.services.store.writer
+
+    async def queued_behind(n: int) -> None:
+        """The gateway has read what was sent and queued it: n operations wait for the writer."""
+        await wait_until(lambda: writer.queued == n)
 
     async def send(text: str) -> None:
         _, frame = alice.client.proto.request(
@@ -223,17 +227,15 @@ async def test_messages_racing_a_connect_are_in_its_heads_or_pushed(gw: Gateway)
             {"conv": {"type": 0, "target": "bob"}, "content": {"type": 1, "searchable_content": text}},
         )
         await alice.client.send(frame)
-        await trio.testing.wait_all_tasks_blocked()  # the gateway has read it and queued the send
 
-    async with trio.open_nursery() as nursery:
-        # Hold the storage writer, so that what follows is queued in this order and runs as one batch.
-        nursery.start_soon(gw.services.store.run, lambda conn: gate.wait())
-        await trio.testing.wait_all_tasks_blocked()
+    # Hold the storage writer, so that what follows is queued in this order and runs as one batch.
+    async with held_writer(writer):
         await send("before")
+        await queued_behind(1)
         await bob.send(bob.proto.connect(gw.clock.now_ms()))
-        await trio.testing.wait_all_tasks_blocked()  # the gateway has queued bob's session read
+        await queued_behind(2)  # bob's session read, behind the first send
         await send("after")
-        gate.set()
+        await queued_behind(3)
 
     ack = await bob.next_event()
     assert isinstance(ack, events.ConnAck) and ack.code == S.CONNECTED
