@@ -259,17 +259,25 @@ class SendBatch:
                  "conversations", "id_rows")  # fmt: skip
 
     def __init__(
-        self, conn: sqlite3.Connection, inboxes: InboxState, msgs: list[Outgoing], user_ids: set[str]
+        self,
+        conn: sqlite3.Connection,
+        inboxes: InboxState,
+        msgs: list[Outgoing],
+        user_ids: set[str],
+        facts: tuple[dict[str, int], dict[tuple[str, str | None], SendResult]] | None = None,
     ) -> None:
         self.conn = conn
         self.inboxes = inboxes
-        self.status: dict[str, int] = dict(
-            conn.execute(
-                "SELECT user_id, status FROM users WHERE user_id IN (SELECT value FROM json_each(?))",
-                (json.dumps(list(user_ids)),),
+        if facts is not None:  # read already (send_private_group's lookups, one statement per message)
+            self.status, self.known_ids = facts
+        else:
+            self.status = dict(
+                conn.execute(
+                    "SELECT user_id, status FROM users WHERE user_id IN (SELECT value FROM json_each(?))",
+                    (json.dumps(list(user_ids)),),
+                )
             )
-        )
-        self.known_ids = _known_ids(conn, msgs)
+            self.known_ids = _known_ids(conn, msgs)
         self.taken: dict[str, int] = {}  # owner -> last seq given out in this group
         self.message_rows: list[tuple] = []
         self.inbox_rows: list[tuple[str, int, int]] = []
@@ -429,14 +437,18 @@ def send_private_group(
     rolls the group back and runs each send alone.
     """
     msgs = [msg for _, msg, _ in ops]
-    batch = SendBatch(conn, ops[0][0], msgs, {u for m in msgs for u in (m.from_user, m.conv.target)})
-    blocked = _pairs_present(
-        conn, "blacklist", "user_id", "target", {(m.conv.target, m.from_user) for m in msgs}
-    )
-    friends = _pairs_present(
-        conn, "friends", "user_id", "friend_id",
-        {(msg.conv.target, msg.from_user) for _, msg, policy in ops if policy.disable_stranger_chat},
-    )  # fmt: skip
+    if len(ops) <= SMALL_GROUP:
+        status, known_ids, blocked, friends = _private_facts(conn, ops)
+        batch = SendBatch(conn, ops[0][0], msgs, set(status), (status, known_ids))
+    else:
+        batch = SendBatch(conn, ops[0][0], msgs, {u for m in msgs for u in (m.from_user, m.conv.target)})
+        blocked = _pairs_present(
+            conn, "blacklist", "user_id", "target", {(m.conv.target, m.from_user) for m in msgs}
+        )
+        friends = _pairs_present(
+            conn, "friends", "user_id", "friend_id",
+            {(msg.conv.target, msg.from_user) for _, msg, policy in ops if policy.disable_stranger_chat},
+        )  # fmt: skip
     results: list[SendResult] = []
     for msg, (_, _, policy) in zip(msgs, ops, strict=True):
         sender, recipient = msg.from_user, msg.conv.target
@@ -465,6 +477,52 @@ def send_private_group(
         results.append(SendResult(ErrorCode.SUCCESS, msg.message_id, msg.server_time, seqs))
     batch.write()
     return results
+
+
+#: A private send group this small reads its facts with one statement per message (``_private_facts``):
+#: at light load most groups hold one or two sends, and four ``json_each`` queries cost more than one
+#: statement of plain ``=`` lookups each (bench/RESULTS.md, "Session 6").
+SMALL_GROUP: Final = 4
+
+# Everything a private send checks, for one (sender, recipient, client_msg_id): both users' status (NULL:
+# no such user), whether the recipient blacklists the sender, whether the recipient has the sender as a
+# friend, and the original of a resend of that client_msg_id (NULLs when there is none).
+_PRIVATE_FACTS: Final = (
+    "SELECT (SELECT status FROM users WHERE user_id = ?1), (SELECT status FROM users WHERE user_id = ?2),"
+    " EXISTS (SELECT 1 FROM blacklist WHERE user_id = ?2 AND target = ?1),"
+    " EXISTS (SELECT 1 FROM friends WHERE user_id = ?2 AND friend_id = ?1),"
+    " c.message_id, c.server_time, c.seq"
+    " FROM (SELECT 1) LEFT JOIN client_message_ids c ON c.from_user = ?1 AND c.client_msg_id = ?3"
+)
+
+
+def _private_facts(
+    conn: sqlite3.Connection, ops: list[tuple[InboxState, Outgoing, SendPolicy]]
+) -> tuple[
+    dict[str, int], dict[tuple[str, str | None], SendResult], set[tuple[str, str]], set[tuple[str, str]]
+]:
+    """What ``send_private_group`` reads for a small group: status by user, known client_msg_ids, the
+    (recipient, sender) pairs blacklisted and those that are friends; one statement per message."""
+    status: dict[str, int] = {}
+    known_ids: dict[tuple[str, str | None], SendResult] = {}
+    blocked: set[tuple[str, str]] = set()
+    friends: set[tuple[str, str]] = set()
+    for _, msg, _ in ops:
+        sender, recipient = msg.from_user, msg.conv.target
+        row = conn.execute(_PRIVATE_FACTS, (sender, recipient, msg.client_msg_id)).fetchone()
+        if row[0] is not None:
+            status[sender] = row[0]
+        if row[1] is not None:
+            status[recipient] = row[1]
+        if row[2]:
+            blocked.add((recipient, sender))
+        if row[3]:
+            friends.add((recipient, sender))
+        if row[4] is not None:
+            known_ids[(sender, msg.client_msg_id)] = SendResult(
+                ErrorCode.SUCCESS, row[4], row[5], {sender: row[6]}, duplicate=True
+            )
+    return status, known_ids, blocked, friends
 
 
 def _pairs_present(
