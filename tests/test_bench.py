@@ -137,3 +137,18 @@ def test_plot_without_matplotlib_fails_clearly(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "matplotlib" in done.stderr and "pip install" in done.stderr
+
+
+@pytest.mark.parametrize("kind", ["echo-raw", "commit"])
+def test_floor_servers_answer_every_message(kind: str) -> None:
+    """bench.floor's servers ack and push every message they are sent (the floor is a real round trip)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.floor", kind, "--rate", "200", "--pairs", "4", "--duration", "0.5",
+         "--warmup", "0.2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads(done.stdout.strip().splitlines()[-1])
+    assert record["sent"] > 0
+    assert record["acks"] == record["pushes"] == record["sent"]
+    assert record["server_cpu_us_per_msg"] >= 0
