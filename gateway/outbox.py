@@ -23,8 +23,7 @@ catches up by pulling, rather than the server holding unbounded memory for it.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import trio
 
@@ -35,17 +34,29 @@ _cork_depth = 0
 _corked: list[Outbox] = []
 
 
-@contextmanager
-def cork() -> Iterator[None]:
-    """Collect frames sent inside the block; write each outbox's share once at the end."""
-    global _cork_depth
-    _cork_depth += 1
-    try:
-        yield
-    finally:
+class _Cork:
+    """``with cork():`` — a class, not a ``@contextmanager`` generator: it is entered twice per message
+    (the read, the commit callbacks), and a generator-based one costs four more Python calls each time."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        global _cork_depth
+        _cork_depth += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        global _cork_depth
         _cork_depth -= 1
         if _cork_depth == 0:
             flush_corked()
+
+
+_CORK = _Cork()
+
+
+def cork() -> _Cork:
+    """Collect frames sent inside the block; write each outbox's share once at the end."""
+    return _CORK
 
 
 def flush_corked() -> None:

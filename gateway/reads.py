@@ -37,6 +37,7 @@ from __future__ import annotations
 import logging
 import select
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from types import TracebackType
 
 import trio
@@ -57,7 +58,10 @@ class ReadPoller:
     epoll set once they have all ended.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, around_pass: Callable[[], AbstractContextManager[object]] = nullcontext) -> None:
+        """``around_pass``: entered around each pass's reads (the server passes ``Writer.gathering``, so
+        what a pass's reads submit to storage is handed over at the pass's end, in the same task step)."""
+        self._around_pass = around_pass
         self._epoll = select.epoll()
         self._readers: dict[int, Callable[[], None]] = {}
         self._removed_in_pass: set[int] = set()  # reported in this pass's batch, but removed before its turn
@@ -92,12 +96,13 @@ class ReadPoller:
             await trio.lowlevel.wait_readable(self._epoll.fileno())
             self.passes += 1
             removed_in_pass.clear()
-            for fd, _events in self._epoll.poll(0, MAX_READY_PER_PASS):
-                on_readable = readers.get(fd)
-                if on_readable is not None:
-                    on_readable()
-                elif fd not in removed_in_pass:  # (else: removed by an earlier reader of this pass)
-                    self._drop_stale(fd)
+            with self._around_pass():
+                for fd, _events in self._epoll.poll(0, MAX_READY_PER_PASS):
+                    on_readable = readers.get(fd)
+                    if on_readable is not None:
+                        on_readable()
+                    elif fd not in removed_in_pass:  # (else: removed by an earlier reader of this pass)
+                        self._drop_stale(fd)
 
     def _drop_stale(self, fd: int) -> None:
         """A registration with no reader was reported: end it before it can be reported again."""

@@ -83,7 +83,7 @@ async def serve(
         messages.webhooks = webhooks if webhooks.watch_messages else None
         try:
             if read_poller:
-                with ReadPoller() as reads:
+                with ReadPoller(around_pass=store.writer.gathering) as reads:
                     await _run(config, services, reads, handle_signals, task_status)
             else:
                 log.info("no read poller (select.epoll %s): one task per connection reads", "off" if HAVE_EPOLL else "missing")

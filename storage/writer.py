@@ -268,6 +268,8 @@ class Writer:
         self._in_thread = 0
         # Trio side: operations not yet handed to the thread, and the flusher that hands them over.
         self._pending: list[_Op] = []
+        self._gathering = 0  # depth of ``gathering()`` blocks: while inside, their end hands over, not the flusher
+        self._gathering_block = _Gathering(self)
         self._flush_due = trio.Event()
         self._flusher = trio.CancelScope()
         # Lists of operations (or _STOP), one per hand-over.
@@ -391,8 +393,17 @@ class Writer:
     def _enqueue(self, op: _Op) -> None:
         self._pending.append(op)
         self._submitted += 1
-        if len(self._pending) == 1:
+        if len(self._pending) == 1 and not self._gathering:
             self._flush_due.set()  # the flusher runs once the tasks already running this pass are done
+
+    def gathering(self) -> _Gathering:
+        """``with writer.gathering():`` operations submitted inside are handed over when it ends, by the caller.
+
+        The read poller wraps each pass in this: the sends its reads submit then run (inline, at light
+        load) in the poller's own task step, instead of waking the flusher task, which costs a task
+        step and one more round of trio's loop (an ``epoll_wait``) per pass. Nested blocks are one.
+        """
+        return self._gathering_block
 
     async def _flush_loop(self) -> None:
         """Hand the pending operations to the thread, one list per pass of the scheduler."""
@@ -814,6 +825,24 @@ class Writer:
         else:
             if conn.in_transaction:
                 conn.execute(f"RELEASE {_SAVEPOINT}")
+
+
+class _Gathering:
+    """``Writer.gathering``'s block; a class rather than a ``@contextmanager`` since it is entered every pass."""
+
+    __slots__ = ("_writer",)
+
+    def __init__(self, writer: Writer) -> None:
+        self._writer = writer
+
+    def __enter__(self) -> None:
+        self._writer._gathering += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        writer = self._writer
+        writer._gathering -= 1
+        if not writer._gathering and writer._pending:
+            writer._hand_over()
 
 
 def _as_deliverable(exc: BaseException) -> BaseException:

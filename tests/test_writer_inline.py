@@ -68,6 +68,28 @@ async def started_writer(db_path: Path, **kwargs: Any) -> Writer:
     return writer
 
 
+async def test_what_a_gathering_block_submits_commits_when_it_ends_without_the_flusher(db_path: Path) -> None:
+    """The read poller's pass: its sends are handed over at the block's end, in the same task step."""
+    writer = await started_writer(db_path)
+    try:
+        done = Outcomes()
+        with writer.gathering():
+            for n in range(3):
+                writer.submit_nowait(insert, n, callback=done, inline=True)
+            with writer.gathering():  # nested: only the outermost block's end hands over
+                writer.submit_nowait(insert, 3, callback=done, inline=True)
+            assert done.seen == []
+        # No await since the block ended: the batch ran and was reported by the block's exit itself.
+        assert [result for result, _ in done.seen] == [(n, TRIO_THREAD) for n in range(4)]
+        assert (writer.inline_batches, writer.inline_ops) == (1, 4)
+        # Outside a block the flusher task hands over, once this task lets it run.
+        writer.submit_nowait(insert, 4, callback=done, inline=True)
+        assert len(done.seen) == 4
+        await done.wait_for(5)
+    finally:
+        await writer.aclose()
+
+
 async def test_a_small_batch_of_inline_ops_commits_on_the_trio_thread(db_path: Path) -> None:
     writer = await started_writer(db_path)
     try:
