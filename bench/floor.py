@@ -16,6 +16,9 @@ here at that rate, wake-ups and cold caches included, so the gateway's figure ca
 
     python -m bench.floor commit --rate 2000 --pairs 50 --duration 5
 
+``--linger-ms`` makes a trio server wait after each wake-up before it reads (the latency-for-CPU trade a
+gateway could make); ``--client-work-us`` makes the clients as busy as ``bench pairs``' own.
+
 Loopback only; the server and the two client processes are this command's children and end with it.
 """
 
@@ -176,7 +179,7 @@ class _Server:
             self.epoll.register(sock.fileno(), select.EPOLLIN)
 
 
-def _serve(kind: str, port: int) -> None:
+def _serve(kind: str, port: int, linger_s: float) -> None:
     server = _Server(kind, port)
     print("ready", flush=True)
     if kind == "echo-raw":
@@ -187,13 +190,16 @@ def _serve(kind: str, port: int) -> None:
     async def run() -> None:
         while True:
             await trio.lowlevel.wait_readable(server.epoll.fileno())
+            if linger_s:  # let more arrive first: fewer passes (and commits), each message later
+                await trio.sleep(linger_s)
             server.pass_(server.epoll.poll(0, 512))
 
     trio.run(run)
 
 
-def _client(port: int, first: int, count: int, interval: float, seconds: float) -> None:
-    """``count`` pairs from ``first``: each sender sends every ``interval`` s (open loop) for ``seconds``."""
+def _client(port: int, first: int, count: int, interval: float, seconds: float, work_s: float) -> None:
+    """``count`` pairs from ``first``: each sender sends every ``interval`` s (open loop) for ``seconds``;
+    ``work_s`` of CPU spent per frame received (``bench pairs``' clients spend ~150 us a frame)."""
     import msgpack
     import trio
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -205,7 +211,12 @@ def _client(port: int, first: int, count: int, interval: float, seconds: float) 
         buffer = bytearray()
         while data := await stream.receive_some(65536):
             buffer += data
-            got[key] += len(_frames(buffer))
+            frames = len(_frames(buffer))
+            got[key] += frames
+            if work_s:
+                busy_until = time.thread_time() + frames * work_s
+                while time.thread_time() < busy_until:
+                    pass
 
     async def pair(index: int) -> None:
         sender = await trio.open_tcp_stream("127.0.0.1", port)
@@ -246,12 +257,14 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _measure(kind: str, rate: float, pairs: int, duration: float, warmup: float) -> dict[str, Any]:
+def _measure(
+    kind: str, rate: float, pairs: int, duration: float, warmup: float, linger_ms: float, client_work_us: float
+) -> dict[str, Any]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     me = [sys.executable, "-m", "bench.floor"]
-    server = subprocess.Popen([*me, "_serve", kind, str(port)], stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen([*me, "_serve", kind, str(port), str(linger_ms / 1000)], stdout=subprocess.PIPE, text=True)
     clients: list[subprocess.Popen[str]] = []
     try:
         assert server.stdout is not None
@@ -260,7 +273,7 @@ def _measure(kind: str, rate: float, pairs: int, duration: float, warmup: float)
         half = pairs // 2
         seconds = warmup + duration + 0.5
         for first, count in ((0, half), (half, pairs - half)):
-            args = [str(port), str(first), str(count), str(pairs / rate), str(seconds)]
+            args = [str(port), str(first), str(count), str(pairs / rate), str(seconds), str(client_work_us / 1e6)]
             clients.append(subprocess.Popen([*me, "_client", *args], stdout=subprocess.PIPE, text=True))
         time.sleep(0.5 + warmup)  # connected, then warmed up
         before, started = _cpu_seconds(server.pid), time.monotonic()
@@ -280,6 +293,8 @@ def _measure(kind: str, rate: float, pairs: int, duration: float, warmup: float)
     return {
         "kind": kind,
         "rate": rate,
+        "linger_ms": linger_ms,
+        "client_work_us": client_work_us,
         "pairs": pairs,
         "duration_s": round(elapsed, 3),
         "server_cpu_s": round(cpu, 3),
@@ -291,11 +306,11 @@ def _measure(kind: str, rate: float, pairs: int, duration: float, warmup: float)
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["_serve"]:
-        _serve(argv[1], int(argv[2]))
+        _serve(argv[1], int(argv[2]), float(argv[3]))
         return 0
     if argv[:1] == ["_client"]:
-        port, first, count, interval, seconds = argv[1:6]
-        _client(int(port), int(first), int(count), float(interval), float(seconds))
+        port, first, count, interval, seconds, work = argv[1:7]
+        _client(int(port), int(first), int(count), float(interval), float(seconds), float(work))
         return 0
     parser = argparse.ArgumentParser(prog="python -m bench.floor", description=__doc__.split("\n\n")[0])
     parser.add_argument("kind", choices=KINDS)
@@ -303,8 +318,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=50, help="sender/receiver pairs (default 50)")
     parser.add_argument("--duration", type=float, default=5, help="measured seconds (default 5)")
     parser.add_argument("--warmup", type=float, default=2, help="seconds of load before measuring (default 2)")
+    parser.add_argument("--linger-ms", type=float, default=0,
+                        help="trio servers: wait this long after a wake-up before reading (default 0)")  # fmt: skip
+    parser.add_argument("--client-work-us", type=float, default=0,
+                        help="CPU the clients spend per frame they receive (default 0)")  # fmt: skip
     args = parser.parse_args(argv)
-    print(json.dumps(_measure(args.kind, args.rate, args.pairs, args.duration, args.warmup)))
+    record = _measure(
+        args.kind, args.rate, args.pairs, args.duration, args.warmup, args.linger_ms, args.client_work_us
+    )
+    print(json.dumps(record))
     return 0
 
 
