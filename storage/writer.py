@@ -765,7 +765,10 @@ class Writer:
 
         ``alone``: the group is the whole batch, so rolling the transaction back undoes exactly its
         writes and no savepoint is needed (two statements fewer; a light-load batch is one group);
-        ``_run_batch`` then begins a new transaction for the ops run one by one.
+        ``_run_batch`` then begins a new transaction for the ops run one by one. (Inline, with
+        ``busy_timeout`` 0, that BEGIN fails if another process took the write lock in between: the batch's
+        callers then get a StorageError and resend, instead of waiting. A group raises only on a bug or a
+        broken constraint, so this is the rare path of a rare path.)
         """
         group = ops[0].group
         assert group is not None
