@@ -678,6 +678,7 @@ def _result(
         result["duplicated"] = sum(max(0, received[key] - expected) for key in acked)
         result["acked_total"] = len(acked)
         result["unanswered"] = sum(f.get("unanswered", 0) for f in finals)
+        result["refused"] = sum(f.get("refused", 0) for f in finals)  # 250: the fan-out backlog was full
         result["delivered_in_window"] = window["delivered_in_window"]
         result["server_cpu_us_per_delivery"] = result["server_cpu_us_per_msg"]
         result["deliveries_per_server_cpu_s"] = (

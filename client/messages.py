@@ -306,7 +306,9 @@ class Messages:
         reconnect, up to ``send_attempts`` tries in all.
 
         Raises:
-            RequestFailed: the server refused it (e.g. 246 blacklisted, 247 muted, 251).
+            RequestFailed: the server refused it (e.g. 246 blacklisted, 247 muted, 251). 250 (the
+                connection's rate limit, or for a group or channel the server's fan-out backlog) means
+                not stored: send again in a second or so with the same ``client_msg_id``.
             ClientClosed: every attempt lost its connection, or the client stopped.
             RequestTimeout: no answer within ``timeout`` (per attempt). The message may
                 have been stored: resend with the same ``client_msg_id`` to find out.

@@ -351,6 +351,11 @@ class SettingConfig(_Section):
 class GroupConfig(_Section):
     SECTION: ClassVar[str] = "group"
     max_members: int = _key(2000, "Most members a group may have (else 240, on create too).", lo=1)
+    max_fanout_backlog: int = _key(
+        50_000,
+        "Group and channel sends are refused (250) while deliveries to this many owners wait to be pushed.",
+        lo=1,
+    )
 
 
 @dataclass(frozen=True)

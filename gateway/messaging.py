@@ -229,19 +229,27 @@ class FanOut:
     """
 
     def __init__(self) -> None:
-        self._queue: deque[Iterator[None]] = deque()
+        self._queue: deque[tuple[Iterator[None], int]] = deque()  # (pushes, owners)
         self._wake = trio.Event()
         self.running = False
         #: Chunks sealed outside the callback that made them (for tests and metrics).
         self.deferred_chunks = 0
+        #: Owners of the queued deliveries (each finished delivery's leave at once): the backlog that
+        #: ``MessageService.fanout_backlogged`` bounds. Counted per process, like the queue itself.
+        self.queued_owners = 0
 
-    def add(self, pushes: Iterator[None]) -> None:
+    def add(self, pushes: Iterator[None], owners: int = 0) -> None:
         if not self.running:
             for _ in pushes:
                 pass
             return
-        self._queue.append(pushes)
+        self._queue.append((pushes, owners))
+        self.queued_owners += owners
         self._wake.set()
+
+    def _finished(self) -> None:
+        _, owners = self._queue.popleft()
+        self.queued_owners -= owners
 
     @property
     def pending(self) -> int:
@@ -254,7 +262,7 @@ class FanOut:
                 await self._wake.wait()
                 self._wake = trio.Event()
                 while self._queue:
-                    pushes = self._queue[0]
+                    pushes = self._queue[0][0]
                     self.deferred_chunks += 1
                     with cork():
                         try:
@@ -263,13 +271,15 @@ class FanOut:
                             log.exception("fan-out of a delivery failed; its devices will pull")
                             done = True
                         if done:
-                            self._queue.popleft()
+                            self._finished()
                     await trio.lowlevel.checkpoint()
         finally:
             self.running = False
             while self._queue:  # cancelled (the server stops): what is left goes out now
+                pushes = self._queue[0][0]
+                self._finished()
                 try:
-                    for _ in self._queue.popleft():
+                    for _ in pushes:
                         pass
                 except Exception:  # noqa: BLE001 - as above
                     log.exception("fan-out of a delivery failed while stopping")
@@ -344,6 +354,14 @@ class MessageService:
 
     # --- sending ----------------------------------------------------------------------------------
 
+    @property
+    def fanout_backlogged(self) -> bool:
+        """Deliveries to ``group.max_fanout_backlog`` owners or more wait in ``FanOut``: group and channel
+        sends are refused (250) until it drains. Acks come at commit, before the pushes, so without this
+        bound senders in big groups could queue pushes faster than they go out: memory and every push's
+        delay (private ones queue behind) would grow without limit."""
+        return self.fanout.queued_owners >= self.config.group.max_fanout_backlog
+
     def send_nowait(self, msg: Outgoing, reply: Reply, origin_client: str | None) -> None:
         """Queue the send; ``reply(code, result)`` and the pushes follow the commit."""
 
@@ -387,7 +405,8 @@ class MessageService:
         message's pushes go through ``FanOut``, a chunk per pass of the loop.
         """
         if msg.conv.type != PRIVATE or self.fanout.pending:
-            self.fanout.add(self._pushes(msg, result, origin_client))
+            owners = len(result.seqs) if msg.persist_flag != PERSIST_TRANSPARENT else len(result.live_only)
+            self.fanout.add(self._pushes(msg, result, origin_client), owners)
             return
         # A private message has one or two owners: sealed here, with no generator in between.
         packed = None  # the message map, encoded once for all its owners

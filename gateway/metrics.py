@@ -171,6 +171,11 @@ def render(services: Services) -> str:
         writer.inline_longest_cpu_s,
     )  # fmt: skip
     page.one("ember_outbox_queued_bytes", "gauge", "Bytes waiting in connections' outboxes.", outbox_bytes)
+    page.one(
+        "ember_fanout_queued_owners", "gauge",
+        "Owners of group and channel deliveries waiting to be pushed (group.max_fanout_backlog bounds it).",
+        services.messages.fanout.queued_owners,
+    )  # fmt: skip
     queues = hooks.queues
     for name, kind, doc, attr in (
         ("ember_webhook_queue_depth", "gauge", "Events waiting per webhook.", "depth"),

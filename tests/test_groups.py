@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -338,3 +339,45 @@ async def test_members_sync_by_version_paged_with_tombstones(gw: Gateway) -> Non
     assert (await ann.call("get_common_groups", user_id="cat")).result == {"group_ids": ["g", "h"]}
     assert (await ann.call("get_common_groups", user_id="dan")).result == {"group_ids": []}
     await ann.aclose()
+
+
+async def test_group_sends_get_250_while_the_fan_out_backlog_is_full(nursery: trio.Nursery, tmp_path) -> None:
+    """Past group.max_fanout_backlog queued owners a group send is refused before it is stored; private sends
+    are not; once the backlog drains the same send (same client_msg_id) is stored and pushed."""
+    gw = await start_gateway(nursery, tmp_path, group={"max_fanout_backlog": 3})
+    for user in USERS:
+        await gw.user(user)
+    await make_group(gw, "g", members=("ann", "bob"))
+    ann, bob = await Device.connect(gw, "ann"), await Device.connect(gw, "bob")
+    fanout = gw.services.messages.fanout
+    # A big delivery in progress ahead of everything: a real queue entry of 5 owners, pushed a step per pass
+    # until released (as a 2,000-member message would be, without 2,000 connections in a test).
+    released = trio.Event()
+
+    def big_delivery() -> Iterator[None]:
+        while not released.is_set():
+            yield
+
+    fanout.add(big_delivery(), 5)
+    assert fanout.queued_owners == 5 and gw.services.messages.fanout_backlogged
+    refused = await group_send(ann, "g", "wait", client_msg_id="m1")
+    assert refused.code == E.OVER_FREQUENCY
+    private = await ann.call(
+        "send_message", conv={"type": 0, "target": "bob"}, content={"type": 1, "searchable_content": "psst"}
+    )
+    assert private.code == 0  # private sends are not refused (their push waits behind the big one)
+    assert fanout.queued_owners == 5 + 2
+    released.set()
+    with trio.fail_after(5):
+        while fanout.pending:  # noqa: ASYNC110 - the fan-out advances a chunk per pass
+            await trio.lowlevel.checkpoint()
+    assert fanout.queued_owners == 0
+    assert (await bob.push()).data["message"]["content"]["searchable_content"] == "psst"
+    ack = await group_send(ann, "g", "wait", client_msg_id="m1")
+    assert ack.code == 0 and ack.result["message_id"] != private.result["message_id"]
+    assert (await bob.push()).data["message"]["content"]["searchable_content"] == "wait"
+    # The refused send left nothing behind: bob's inbox holds the group's creation notice, psst, and wait once.
+    texts = [m["message"]["content"].get("searchable_content") for m in await bob.pull_all()]
+    assert texts == [None, "psst", "wait"]
+    for device in (ann, bob):
+        await device.aclose()

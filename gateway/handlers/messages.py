@@ -5,7 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.dispatch import Caller, Reply, method
-from gateway.messaging import CHATROOM, MAX_HISTORY, MAX_PULL, PulledPage, RequestRejected, read_conversation
+from gateway.messaging import (
+    CHANNEL,
+    CHATROOM,
+    GROUP,
+    MAX_HISTORY,
+    MAX_PULL,
+    PulledPage,
+    RequestRejected,
+    read_conversation,
+)
 from gateway.services import Services
 from protocol.codec import Fields
 from protocol.codes import ErrorCode
@@ -22,6 +31,8 @@ def send_message(services: Services, caller: Caller, params: Fields, reply: Repl
             raise RequestRejected(ErrorCode.NOT_IMPLEMENTED)
         reply(*services.chatrooms.send(msg, caller.client_id))
         return
+    if (msg.conv.type == GROUP or msg.conv.type == CHANNEL) and services.messages.fanout_backlogged:
+        raise RequestRejected(ErrorCode.OVER_FREQUENCY)  # not stored; the SDK sends it again later
     services.messages.send_nowait(msg, reply, caller.client_id)
 
 
