@@ -22,9 +22,9 @@ from gateway.clock import Clock
 from gateway.config import Config
 from gateway.router import Router
 from protocol import codec
-from protocol.codes import SERVER_SETTING_SCOPES, ErrorCode, valid_setting_scope
+from protocol.codes import SERVER_SETTING_SCOPES, ErrorCode, SettingScope, valid_setting_scope
 from protocol.connection import encode_notify_body
-from storage import Store, relations
+from storage import Store, conversations, relations
 from storage.relations import Change, Outcome, RequestPolicy
 
 #: The NOTIFY topic of a stream's new head.
@@ -45,6 +45,8 @@ _CODES: Final = {
 
 #: Streams that ``friend.hosting`` turns off (settings stay: they are not relations).
 HOSTED_STREAMS: Final = frozenset({relations.FRIEND, relations.FRIEND_REQUEST, relations.BLACKLIST})
+#: The conversation read mark's scope (docs/PROTOCOL.md §16.1), which a device's put_setting only moves forward.
+READ_SCOPE: Final = int(SettingScope.CONVERSATION_READ)
 
 Origin = tuple[str, str] | None  # (user_id, client_id) of the device that asked, or None (admin API)
 
@@ -188,9 +190,19 @@ class RelationService:
     async def put_setting(
         self, user_id: str, scope: int, key: str, value: str, origin: Origin
     ) -> tuple[int, Any]:
+        """Set a setting (``origin`` None: the admin API). A device's read mark (scope 11) moves only forward,
+        as ``mark_read`` moves it, so two devices marking at once cannot move it back; only the admin API
+        overwrites it (to correct a mark)."""
         if self.setting_problem(scope, key, value) is not None:
             return ErrorCode.INVALID_PARAMETER, None
-        result = await self.store.run(relations.put_setting, user_id, scope, key, value, self.clock.now_ms())
+        now = self.clock.now_ms()
+        if scope == READ_SCOPE and origin is not None:
+            mark = _message_id(value)
+            if mark is None:
+                return ErrorCode.INVALID_PARAMETER, None
+            result = await self.store.run(conversations.advance_mark_setting, user_id, scope, key, mark, now)
+        else:
+            result = await self.store.run(relations.put_setting, user_id, scope, key, value, now)
         return self._done(result, origin), {"version": result.value}
 
     # --- sync -------------------------------------------------------------------------------------
@@ -201,6 +213,14 @@ class RelationService:
             return ErrorCode.FUNCTION_DISABLED, None
         page: relations.Page = await self.store.read(relations.SYNC[stream], user_id, after, limit)
         return ErrorCode.SUCCESS, pack_page(page, self.config.server.max_frame_bytes * 3 // 4)
+
+
+def _message_id(value: str) -> int | None:
+    """A read mark's value: a message id in decimal (1..2^63-1), else None."""
+    if not value.isdigit() or len(value) > 19:
+        return None
+    mark = int(value)
+    return mark if 1 <= mark <= 2**63 - 1 else None
 
 
 _ITEMS_KEY: Final = codec.pack("items")

@@ -72,6 +72,17 @@ def advance_mark(
     return changes, message_id
 
 
+def advance_mark_setting(
+    conn: sqlite3.Connection, user_id: str, scope: int, key: str, message_id: int, now_ms: int
+) -> relations.Result:
+    """``relations.put_setting`` for a mark written as a setting (a device's ``put_setting`` on scope 11):
+    it moves only forward, like ``advance_mark``; a mark at or past ``message_id`` stays. Value: the setting head."""
+    found = relations.get_setting(conn, user_id, scope, key)
+    if found is not None and _as_id(found["value"]) >= message_id:
+        return relations.put_setting(conn, user_id, scope, key, found["value"], now_ms)  # unchanged: no version
+    return relations.put_setting(conn, user_id, scope, key, str(message_id), now_ms)
+
+
 def conversation_message_ids(
     conn: sqlite3.Connection, user_id: str, conv: Conversation, up_to: int
 ) -> list[int]:

@@ -273,3 +273,41 @@ async def test_the_admin_api_marks_clears_and_lists_over_real_http(gw: Gateway) 
             assert bad["code"] == ErrorCode.INVALID_PARAMETER
             unknown = await admin.call("conversation/list", {"user_id": "nobody"})
             assert unknown["code"] == ErrorCode.NOT_EXIST
+
+
+async def test_a_devices_put_setting_on_the_read_mark_only_moves_it_forward(gw: Gateway) -> None:
+    """Scope 11 written as a plain setting by a device follows mark_read's rule; the admin API overwrites."""
+    import httpx
+
+    from tests.test_admin_messages import Admin
+
+    key = db.mark_key(ALICE)
+    scope = SettingScope.CONVERSATION_READ
+
+    async def mark() -> int:
+        return await gw.services.store.read(db.mark_of, "bob", db.READ_SCOPE, ALICE)
+
+    with trio.fail_after(LIMIT):
+        async with httpx.AsyncClient(timeout=5) as http, sdk(gw, "alice") as alice, sdk(gw, "bob") as bob:
+            first = await alice.messages.send(Conversation(0, "bob"), text("one"))
+            second = await alice.messages.send(Conversation(0, "bob"), text("two"))
+            moved = await bob.relations.put_setting(scope, key, str(second.message_id))
+            assert await mark() == second.message_id
+            # An older mark (another device, late) leaves it: the answer is the setting head as it stands.
+            assert await bob.relations.put_setting(scope, key, str(first.message_id)) == moved
+            assert await mark() == second.message_id
+            for bad in ("not an id", "", "0", str(2**63)):
+                with pytest.raises(RequestFailed) as refused:
+                    await bob.relations.put_setting(scope, key, bad)
+                assert refused.value.code == ErrorCode.INVALID_PARAMETER
+            assert await mark() == second.message_id
+            # Other scopes are plain settings still: a device may set them back and forth.
+            top = SettingScope.CONVERSATION_TOP
+            await bob.relations.put_setting(top, key, "1")
+            await bob.relations.put_setting(top, key, "")
+            # The admin API corrects a mark: it overwrites, backwards too.
+            put = await Admin(gw, http).call(
+                "user/put_setting", {"user_id": "bob", "scope": int(scope), "key": key, "value": str(first.message_id)}
+            )
+            assert put["code"] == 0
+            assert await mark() == first.message_id
