@@ -76,6 +76,10 @@ PERSIST_TRANSPARENT = int(PersistFlag.TRANSPARENT)
 PULL_RATE_LIMITED_WAIT_SECONDS = 1.0
 #: Sends tried in all, the first included, when connections drop before the ack.
 DEFAULT_SEND_ATTEMPTS = 3
+#: A send answered 250 (not stored: the connection's rate limit, or for a group or channel the server's fan-out
+#: backlog, docs/PROTOCOL.md §8.1) is sent again this many times, after the reconnect backoff doubling from its
+#: first delay (with the default backoff 0.2, 0.4, 0.8, 1.6 s), before ``send`` reports it.
+SEND_REFUSED_RETRIES = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,9 +310,9 @@ class Messages:
         reconnect, up to ``send_attempts`` tries in all.
 
         Raises:
-            RequestFailed: the server refused it (e.g. 246 blacklisted, 247 muted, 251). 250 (the
-                connection's rate limit, or for a group or channel the server's fan-out backlog) means
-                not stored: send again in a second or so with the same ``client_msg_id``.
+            RequestFailed: the server refused it (e.g. 246 blacklisted, 247 muted, 251). A 250 (the
+                connection's rate limit, or for a group or channel the server's fan-out backlog: not
+                stored) is retried first, ``SEND_REFUSED_RETRIES`` times with backoff, same id.
             ClientClosed: every attempt lost its connection, or the client stopped.
             RequestTimeout: no answer within ``timeout`` (per attempt). The message may
                 have been stored: resend with the same ``client_msg_id`` to find out.
@@ -318,15 +322,22 @@ class Messages:
         if to_users is not None:
             params["to_users"] = list(to_users)
         attempt = 1
+        refused = 0
         while True:
             try:
                 response = await self._client.request("send_message", params, timeout=timeout)
-                break
             except ClientClosed:
                 if attempt >= self._send_attempts or self._client._stopped:
                     raise
                 attempt += 1
                 log.info("connection dropped before the ack; resending (attempt %d)", attempt)
+                continue
+            if response.code != ErrorCode.OVER_FREQUENCY or refused >= SEND_REFUSED_RETRIES:
+                break
+            # Not stored; the server asks for a pause (§8.1). The same client_msg_id keeps a resend safe.
+            first, most = self._client._backoff
+            await trio.sleep(min(most, first * 2**refused))
+            refused += 1
         if not response.ok:
             raise RequestFailed("send_message", response.code, response.result)
         result = response.result

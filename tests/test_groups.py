@@ -381,3 +381,39 @@ async def test_group_sends_get_250_while_the_fan_out_backlog_is_full(nursery: tr
     assert texts == [None, "psst", "wait"]
     for device in (ann, bob):
         await device.aclose()
+
+
+async def test_the_sdk_resends_a_group_message_refused_for_the_backlog(nursery: trio.Nursery, tmp_path) -> None:
+    """client.Messages.send retries a 250 with backoff and the same client_msg_id: one message, stored once."""
+    from client import Conversation
+    from tests.storage_helpers import wait_until
+    from tests.test_client_sync import sdk
+
+    gw = await start_gateway(nursery, tmp_path, group={"max_fanout_backlog": 1})
+    for user in USERS:
+        await gw.user(user)
+    await make_group(gw, "g", members=("ann", "bob"))
+    released = trio.Event()
+
+    def big_delivery() -> Iterator[None]:
+        while not released.is_set():
+            yield
+
+    fanout, metrics = gw.services.messages.fanout, gw.services.metrics
+    fanout.add(big_delivery(), 1)
+    with trio.fail_after(10):
+        async with sdk(gw, "ann", backoff=(0.05, 0.2)) as ann:
+            async with trio.open_nursery() as inner:
+                acks: list[Any] = []
+
+                async def send() -> None:
+                    acks.append(await ann.messages.send(Conversation(1, "g"), {"type": 1, "searchable_content": "hi"}))
+
+                inner.start_soon(send)
+                await wait_until(lambda: metrics.requests.get(("send_message", E.OVER_FREQUENCY), 0) >= 1)
+                assert acks == []  # refused, and being retried
+                released.set()
+            assert len(acks) == 1
+    page = await gw.services.store.pull("bob", 0, 10)
+    texts = [m.content.get("searchable_content") for _, m in page.messages]
+    assert texts.count("hi") == 1  # stored once, though sent twice or more
