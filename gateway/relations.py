@@ -217,7 +217,7 @@ class RelationService:
 
 def _message_id(value: str) -> int | None:
     """A read mark's value: a message id in decimal (1..2^63-1), else None."""
-    if not value.isdigit() or len(value) > 19:
+    if not (value.isascii() and value.isdigit()) or len(value) > 19:  # ASCII: int() takes other digits too
         return None
     mark = int(value)
     return mark if 1 <= mark <= 2**63 - 1 else None

@@ -296,7 +296,7 @@ async def test_a_devices_put_setting_on_the_read_mark_only_moves_it_forward(gw: 
             # An older mark (another device, late) leaves it: the answer is the setting head as it stands.
             assert await bob.relations.put_setting(scope, key, str(first.message_id)) == moved
             assert await mark() == second.message_id
-            for bad in ("not an id", "", "0", str(2**63)):
+            for bad in ("not an id", "", "0", str(2**63), "²", "\u0663", "-5", " 7"):
                 with pytest.raises(RequestFailed) as refused:
                     await bob.relations.put_setting(scope, key, bad)
                 assert refused.value.code == ErrorCode.INVALID_PARAMETER
