@@ -30,6 +30,7 @@ from protocol.codec import Fields
 from protocol.codes import (
     DEFAULT_PERSIST_FLAG,
     MAX_ID_LEN,
+    MESSAGE_ID_MAX,
     NOTIFICATION_CONTENT_TYPES,
     ContentType,
     ConversationType,
@@ -517,18 +518,18 @@ class MessageService:
         if not self.config.message.remote_history:
             return ErrorCode.FUNCTION_DISABLED, None
         if conv.type == GROUP:
-            found = await self.store.group_history(user_id, conv, before_id or 2**63 - 1, count)
+            found = await self.store.group_history(user_id, conv, before_id or MESSAGE_ID_MAX, count)
             if found is None:
                 return ErrorCode.NOT_IN_GROUP, None
             return ErrorCode.SUCCESS, {"messages": [m.to_wire() for m in found]}
         if conv.type == CHANNEL:
             if self.channels is None:
                 return ErrorCode.NOT_IMPLEMENTED, None
-            code, posts = await self.channels.history(user_id, conv, before_id or 2**63 - 1, count)
+            code, posts = await self.channels.history(user_id, conv, before_id or MESSAGE_ID_MAX, count)
             if code != ErrorCode.SUCCESS:
                 return code, None
             return ErrorCode.SUCCESS, {"messages": [m.to_wire() for m in posts]}
         messages: list[StoredMessage] = await self.store.remote_history(
-            user_id, conv, before_id or 2**63 - 1, count
+            user_id, conv, before_id or MESSAGE_ID_MAX, count
         )
         return ErrorCode.SUCCESS, {"messages": [m.to_wire() for m in messages]}

@@ -22,7 +22,13 @@ from gateway.clock import Clock
 from gateway.config import Config
 from gateway.router import Router
 from protocol import codec
-from protocol.codes import SERVER_SETTING_SCOPES, ErrorCode, SettingScope, valid_setting_scope
+from protocol.codes import (
+    SERVER_SETTING_SCOPES,
+    ErrorCode,
+    SettingScope,
+    decimal_message_id,
+    valid_setting_scope,
+)
 from protocol.connection import encode_notify_body
 from storage import Store, conversations, relations
 from storage.relations import Change, Outcome, RequestPolicy
@@ -197,7 +203,7 @@ class RelationService:
             return ErrorCode.INVALID_PARAMETER, None
         now = self.clock.now_ms()
         if scope == READ_SCOPE and origin is not None:
-            mark = _message_id(value)
+            mark = decimal_message_id(value)
             if mark is None:
                 return ErrorCode.INVALID_PARAMETER, None
             result = await self.store.run(conversations.advance_mark_setting, user_id, scope, key, mark, now)
@@ -213,14 +219,6 @@ class RelationService:
             return ErrorCode.FUNCTION_DISABLED, None
         page: relations.Page = await self.store.read(relations.SYNC[stream], user_id, after, limit)
         return ErrorCode.SUCCESS, pack_page(page, self.config.server.max_frame_bytes * 3 // 4)
-
-
-def _message_id(value: str) -> int | None:
-    """A read mark's value: a message id in decimal (1..2^63-1), else None."""
-    if not (value.isascii() and value.isdigit()) or len(value) > 19:  # ASCII: int() takes other digits too
-        return None
-    mark = int(value)
-    return mark if 1 <= mark <= 2**63 - 1 else None
 
 
 _ITEMS_KEY: Final = codec.pack("items")

@@ -14,6 +14,22 @@ from typing import Final
 MAX_ID_LEN: Final = 64
 
 
+#: The largest message id (ids are signed 64-bit: gateway.ids), and so of any seq or id bound a request names.
+MESSAGE_ID_MAX: Final = 2**63 - 1
+
+
+def decimal_message_id(text: str) -> int | None:
+    """A message id written in decimal (the admin API's ids, a read mark's setting value), or None.
+
+    ASCII digits only (``str.isdigit`` also passes superscripts, which ``int`` refuses, and other scripts'
+    digits, which it takes), no leading zero, 1..``MESSAGE_ID_MAX``.
+    """
+    if not (text.isascii() and text.isdigit()) or text[0] == "0" or len(text) > 19:
+        return None
+    value = int(text)
+    return value if value <= MESSAGE_ID_MAX else None
+
+
 def valid_id(value: object) -> bool:
     """Whether ``value`` is a well-formed id (user, client, group, conversation target; SPEC §1).
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from protocol.codes import MAX_PLATFORM, valid_id
+from protocol.codes import MAX_PLATFORM, decimal_message_id, valid_id
 
 T = TypeVar("T")
 
@@ -150,11 +150,8 @@ class Health(BaseModel):
 # Message ids are 64-bit and already past 2**53, the largest integer a JavaScript number
 # (and jq before 1.7) holds exactly, so the admin API writes and reads them as decimal strings.
 
-MESSAGE_ID_MAX = 2**63 - 1
-
-
 def _check_message_id(value: str) -> str:
-    if not (value.isascii() and value.isdigit() and value[0] != "0" and int(value) <= MESSAGE_ID_MAX):
+    if decimal_message_id(value) is None:
         raise ValueError("must be a message id as a string of decimal digits")
     return value
 

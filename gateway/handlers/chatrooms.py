@@ -14,9 +14,7 @@ from gateway.dispatch import Caller, Reply, method
 from gateway.messaging import RequestRejected
 from gateway.services import Services
 from protocol.codec import Fields
-from protocol.codes import ErrorCode
-
-MESSAGE_ID_MAX = 2**63 - 1
+from protocol.codes import MESSAGE_ID_MAX, ErrorCode
 
 
 def _service(services: Services) -> ChatroomService:

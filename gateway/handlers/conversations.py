@@ -10,9 +10,7 @@ from gateway.messaging import read_conversation
 from gateway.services import Services
 from protocol import codec
 from protocol.codec import Fields
-from protocol.codes import ErrorCode
-
-MESSAGE_ID_MAX = 2**63 - 1
+from protocol.codes import MESSAGE_ID_MAX, ErrorCode
 
 
 @method("mark_read")

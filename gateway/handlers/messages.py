@@ -17,9 +17,7 @@ from gateway.messaging import (
 )
 from gateway.services import Services
 from protocol.codec import Fields
-from protocol.codes import ErrorCode
-
-MESSAGE_ID_MAX = 2**63 - 1
+from protocol.codes import MESSAGE_ID_MAX, ErrorCode
 
 
 @method("send_message", immediate=True)
