@@ -320,7 +320,7 @@ def send_channel_messages(
     inside this group (only sends do), so the listener lists read once here hold.
     """
     msgs = [msg for _, msg, _ in ops]
-    batch = SendBatch(conn, ops[0][0], msgs, {m.from_user for m in msgs})
+    batch = SendBatch.read(conn, ops[0][0], msgs, {m.from_user for m in msgs})
     channels: dict[str, tuple[ChannelRecord, dict[str, bool]] | None] = {}
     results: list[SendResult] = []
     for msg, (_, _, policy) in zip(msgs, ops, strict=True):

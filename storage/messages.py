@@ -252,7 +252,8 @@ class SendBatch:
     Shared by the private, group and channel send groups: each checks its own rules, then calls
     ``answered_before`` (the checks every send starts with) and ``store`` (one message row, an inbox row per
     owner with the next seq, the client_msg_id). ``write`` flushes it all and moves the inbox heads.
-    ``status`` holds the users table's status of ``user_ids`` (a user missing from it does not exist).
+    ``status`` holds the users table's status of the users concerned (one missing from it does not exist);
+    ``read`` builds a batch with both facts read in bulk, a small private group reads its own (``_private_facts``).
     """
 
     __slots__ = ("conn", "inboxes", "status", "known_ids", "taken", "message_rows", "inbox_rows",
@@ -262,27 +263,31 @@ class SendBatch:
         self,
         conn: sqlite3.Connection,
         inboxes: InboxState,
-        msgs: list[Outgoing],
-        user_ids: set[str],
-        facts: tuple[dict[str, int], dict[tuple[str, str | None], SendResult]] | None = None,
+        status: dict[str, int],
+        known_ids: dict[tuple[str, str | None], SendResult],
     ) -> None:
         self.conn = conn
         self.inboxes = inboxes
-        if facts is not None:  # read already (send_private_group's lookups, one statement per message)
-            self.status, self.known_ids = facts
-        else:
-            self.status = dict(
-                conn.execute(
-                    "SELECT user_id, status FROM users WHERE user_id IN (SELECT value FROM json_each(?))",
-                    (json.dumps(list(user_ids)),),
-                )
-            )
-            self.known_ids = _known_ids(conn, msgs)
+        self.status = status
+        self.known_ids = known_ids
         self.taken: dict[str, int] = {}  # owner -> last seq given out in this group
         self.message_rows: list[tuple] = []
         self.inbox_rows: list[tuple[str, int, int]] = []
         self.conversations: list[tuple[ConversationKey, int]] = []
         self.id_rows: list[tuple] = []
+
+    @classmethod
+    def read(
+        cls, conn: sqlite3.Connection, inboxes: InboxState, msgs: list[Outgoing], user_ids: set[str]
+    ) -> SendBatch:
+        """A batch for ``msgs``, with ``status`` read for ``user_ids``: one query per kind of fact."""
+        status = dict(
+            conn.execute(
+                "SELECT user_id, status FROM users WHERE user_id IN (SELECT value FROM json_each(?))",
+                (json.dumps(list(user_ids)),),
+            )
+        )
+        return cls(conn, inboxes, status, _known_ids(conn, msgs))
 
     def answered_before(self, msg: Outgoing) -> SendResult | None:
         """The answer of the checks every send starts with: the sender may not send (247), or the message
@@ -340,7 +345,7 @@ def send_group_messages(
     sends do), so the member lists read once here hold for all of it.
     """
     msgs = [msg for _, msg, _ in ops]
-    batch = SendBatch(conn, ops[0][0], msgs, {m.from_user for m in msgs})
+    batch = SendBatch.read(conn, ops[0][0], msgs, {m.from_user for m in msgs})
     groups: dict[str, tuple[bool, dict[str, int]] | None] = {}  # group id -> (muted, member -> type)
     results: list[SendResult] = []
     for msg, (_, _, policy) in zip(msgs, ops, strict=True):
@@ -439,9 +444,9 @@ def send_private_group(
     msgs = [msg for _, msg, _ in ops]
     if len(ops) <= SMALL_GROUP:
         status, known_ids, blocked, friends = _private_facts(conn, ops)
-        batch = SendBatch(conn, ops[0][0], msgs, set(status), (status, known_ids))
+        batch = SendBatch(conn, ops[0][0], status, known_ids)
     else:
-        batch = SendBatch(conn, ops[0][0], msgs, {u for m in msgs for u in (m.from_user, m.conv.target)})
+        batch = SendBatch.read(conn, ops[0][0], msgs, {u for m in msgs for u in (m.from_user, m.conv.target)})
         blocked = _pairs_present(
             conn, "blacklist", "user_id", "target", {(m.conv.target, m.from_user) for m in msgs}
         )
@@ -484,13 +489,14 @@ def send_private_group(
 #: statement of plain ``=`` lookups each (bench/RESULTS.md, "Session 6").
 SMALL_GROUP: Final = 4
 
-# Everything a private send checks, for one (sender, recipient, client_msg_id): both users' status (NULL:
-# no such user), whether the recipient blacklists the sender, whether the recipient has the sender as a
-# friend, and the original of a resend of that client_msg_id (NULLs when there is none).
+# Everything a private send checks, for one (sender, recipient, client_msg_id, friends-only): both users'
+# status (NULL: no such user), whether the recipient blacklists the sender, whether the recipient has the
+# sender as a friend (looked up only in friends-only mode), and the original of a resend of that
+# client_msg_id (NULLs when there is none).
 _PRIVATE_FACTS: Final = (
     "SELECT (SELECT status FROM users WHERE user_id = ?1), (SELECT status FROM users WHERE user_id = ?2),"
     " EXISTS (SELECT 1 FROM blacklist WHERE user_id = ?2 AND target = ?1),"
-    " EXISTS (SELECT 1 FROM friends WHERE user_id = ?2 AND friend_id = ?1),"
+    " CASE WHEN ?4 THEN EXISTS (SELECT 1 FROM friends WHERE user_id = ?2 AND friend_id = ?1) ELSE 0 END,"
     " c.message_id, c.server_time, c.seq"
     " FROM (SELECT 1) LEFT JOIN client_message_ids c ON c.from_user = ?1 AND c.client_msg_id = ?3"
 )
@@ -507,9 +513,11 @@ def _private_facts(
     known_ids: dict[tuple[str, str | None], SendResult] = {}
     blocked: set[tuple[str, str]] = set()
     friends: set[tuple[str, str]] = set()
-    for _, msg, _ in ops:
+    for _, msg, policy in ops:
         sender, recipient = msg.from_user, msg.conv.target
-        row = conn.execute(_PRIVATE_FACTS, (sender, recipient, msg.client_msg_id)).fetchone()
+        row = conn.execute(
+            _PRIVATE_FACTS, (sender, recipient, msg.client_msg_id, policy.disable_stranger_chat)
+        ).fetchone()
         if row[0] is not None:
             status[sender] = row[0]
         if row[1] is not None:
