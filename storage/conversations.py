@@ -65,22 +65,28 @@ def advance_mark(
 
     Returns the setting changes to push (none when the mark stayed) and the mark now in force.
     """
-    current = mark_of(conn, user_id, scope, conv)
-    if message_id <= current:
-        return (), current
-    changes = relations.put_setting(conn, user_id, scope, mark_key(conv), str(message_id), now_ms).changes
-    return changes, message_id
+    moved, mark = _advance(conn, user_id, scope, mark_key(conv), message_id, now_ms)
+    return (moved.changes if moved is not None else ()), mark
 
 
 def advance_mark_setting(
     conn: sqlite3.Connection, user_id: str, scope: int, key: str, message_id: int, now_ms: int
 ) -> relations.Result:
     """``relations.put_setting`` for a mark written as a setting (a device's ``put_setting`` on scope 11):
-    it moves only forward, like ``advance_mark``; a mark at or past ``message_id`` stays. Value: the setting head."""
+    the same rule as ``advance_mark``. Value: the setting head."""
+    moved, _ = _advance(conn, user_id, scope, key, message_id, now_ms)
+    return moved if moved is not None else relations.Result(relations.Outcome.OK, (), relations.setting_head(conn, user_id))
+
+
+def _advance(
+    conn: sqlite3.Connection, user_id: str, scope: int, key: str, message_id: int, now_ms: int
+) -> tuple[relations.Result | None, int]:
+    """The one rule of both marks, only forward: the put's result (None when the mark stayed), the mark in force."""
     found = relations.get_setting(conn, user_id, scope, key)
-    if found is not None and _as_id(found["value"]) >= message_id:
-        return relations.put_setting(conn, user_id, scope, key, found["value"], now_ms)  # unchanged: no version
-    return relations.put_setting(conn, user_id, scope, key, str(message_id), now_ms)
+    current = _as_id(found["value"]) if found is not None else 0
+    if message_id <= current:
+        return None, current
+    return relations.put_setting(conn, user_id, scope, key, str(message_id), now_ms), message_id
 
 
 def conversation_message_ids(

@@ -513,6 +513,11 @@ def _setting(row: Sequence[Any]) -> dict[str, Any]:
             "deleted": False}  # fmt: skip
 
 
+def setting_head(conn: sqlite3.Connection, user_id: str) -> int:
+    """The user's ``setting`` stream head (the version ``put_setting`` answers)."""
+    return _head(conn, user_id, SETTING)
+
+
 def get_setting(conn: sqlite3.Connection, user_id: str, scope: int, key: str) -> dict[str, Any] | None:
     row = conn.execute(
         "SELECT scope, key, value, updated_at, version FROM user_settings WHERE user_id = ? AND scope = ? AND key = ?",
