@@ -239,7 +239,8 @@ class FanOut:
         #: ``MessageService.fanout_backlogged`` bounds. Counted per process, like the queue itself.
         self.queued_owners = 0
 
-    def add(self, pushes: Iterator[None], owners: int = 0) -> None:
+    def add(self, pushes: Iterator[None], owners: int) -> None:
+        """Queue one delivery; ``owners``: how many owners it pushes to (the backlog it adds)."""
         if not self.running:
             for _ in pushes:
                 pass
