@@ -91,6 +91,15 @@ class Scenario:
         if self.measuring:
             self.window[name] += n
 
+    def delivered(self, sent_ns: int, now_ns: int) -> None:
+        """Count one message pushed to a member, and its latency when it was sent inside the window."""
+        self.total["delivered"] += 1
+        if self.measuring:
+            self.window["delivered_in_window"] += 1
+        if self.go_ns <= sent_ns < self.stop_ns:
+            self.window["delivered"] += 1
+            self.latency.record_ns(now_ns - sent_ns)
+
     def error(self, kind: str) -> None:
         self.total["errors"] += 1
         self.errors[kind] += 1  # every phase: a failed connect phase must say why
@@ -434,12 +443,7 @@ class PairsScenario(Scenario):
                 except (KeyError, TypeError, ValueError):
                     self.error("unexpected msg push")
                     continue
-                self.total["delivered"] += 1
-                if self.measuring:
-                    self.window["delivered_in_window"] += 1
-                if self.go_ns <= sent_ns < self.stop_ns:
-                    self.window["delivered"] += 1
-                    self.latency.record_ns(now - sent_ns)
+                self.delivered(sent_ns, now)
                 if n in pair.awaiting:
                     pair.awaiting.discard(n)
                 else:
@@ -611,12 +615,7 @@ class ChatroomScenario(Scenario):
                     continue
                 self.received[n] += 1
                 self.last_delivery = trio.current_time()
-                self.total["delivered"] += 1
-                if self.measuring:
-                    self.window["delivered_in_window"] += 1
-                if self.go_ns <= sent_ns < self.stop_ns:
-                    self.window["delivered"] += 1
-                    self.latency.record_ns(now - sent_ns)
+                self.delivered(sent_ns, now)
 
     async def drain(self) -> None:
         """Until the sender's acks are in and no push has come for ``QUIET_SECONDS`` (bounded).
@@ -732,13 +731,8 @@ class GroupScenario(Scenario):
                         self.error("unexpected msg push")
                         continue
                     self.received[f"{group_s}:{index_s}:{n_s}"] += 1
-                    self.total["delivered"] += 1
                     self.last_delivery_ns = now
-                    if self.measuring:
-                        self.window["delivered_in_window"] += 1
-                    if self.go_ns <= sent_ns < self.stop_ns:
-                        self.window["delivered"] += 1
-                        self.latency.record_ns(now - sent_ns)
+                    self.delivered(sent_ns, now)
                 elif isinstance(event, events.Response):
                     entry = member.in_flight.pop(event.request_id, None)
                     if entry is None:
