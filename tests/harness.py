@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import trio
 
+import client
 from gateway.clock import ManualClock
 from gateway.config import Config
 from gateway.server import Running, serve
@@ -69,6 +72,22 @@ async def start_gateway(
     clock = clock or ManualClock()
     running = await nursery.start(functools.partial(serve, config, clock=clock, read_poller=read_poller))
     return Gateway(running, clock, config)
+
+
+#: Reconnect backoff of SDK clients in tests (first, max): retries in 10-50 ms rather than the SDK's seconds.
+FAST_BACKOFF = (0.01, 0.05)
+
+
+@asynccontextmanager
+async def sdk(
+    gw: Gateway, user: str, device: str = "phone", platform: int = 2, **kwargs: Any
+) -> AsyncIterator[client.Client]:
+    """An SDK client for ``user`` on ``device`` (a client id of its own), on the gateway's clock, fast backoff."""
+    token = await gw.token(user, f"{user}-{device}", platform)
+    kwargs.setdefault("clock", gw.clock.now_ms)
+    kwargs.setdefault("backoff", FAST_BACKOFF)
+    async with client.connect(gw.host, gw.port, token, **kwargs) as c:
+        yield c
 
 
 def client_for(token: str, **override: Any) -> ClientConnection:

@@ -9,8 +9,7 @@ something: tests wait on the SDK's stream or status, each bounded by trio.fail_a
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest
@@ -29,10 +28,10 @@ from client import (
 )
 from client.messages import PULL_LIMIT
 from storage.messages import Outgoing
+from tests import harness
 from tests.harness import Gateway, start_gateway
 
 S = ConnectionStatus
-FAST = (0.01, 0.05)
 TO_BOB = Conversation(ConversationType.PRIVATE, "bob")
 LIMIT = 10  # seconds for any one test
 
@@ -53,17 +52,12 @@ async def gw(nursery: trio.Nursery, tmp_path) -> Gateway:
     return gw
 
 
-@asynccontextmanager
-async def sdk(
+def sdk(
     gw: Gateway, user: str, device: str = "phone", platform: int = 2, **kwargs: Any
-) -> AsyncIterator[client.Client]:
-    """An SDK client for ``user`` on ``device`` (a client id of its own), syncing by default."""
-    token = await gw.token(user, f"{user}-{device}", platform)
+) -> AbstractAsyncContextManager[client.Client]:
+    """``harness.sdk``, syncing messages by default."""
     kwargs.setdefault("sync_messages", True)
-    kwargs.setdefault("clock", gw.clock.now_ms)
-    kwargs.setdefault("backoff", FAST)
-    async with client.connect(gw.host, gw.port, token, **kwargs) as c:
-        yield c
+    return harness.sdk(gw, user, device, platform, **kwargs)
 
 
 async def take(c: client.Client, n: int) -> list[Message]:

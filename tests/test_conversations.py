@@ -7,8 +7,7 @@ the SDK's list (``Conversations.wait_until``), bounded by ``trio.fail_after``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest
@@ -19,9 +18,9 @@ from client import Conversation, ConversationInfo, ConversationsChanged, Request
 from protocol.codes import ErrorCode, SettingScope
 from storage import conversations as db
 from storage.messages import pull_rows
+from tests import harness
 from tests.harness import Gateway, start_gateway
 
-FAST = (0.01, 0.05)
 LIMIT = 10
 ALICE = Conversation(0, "alice")
 CAROL = Conversation(0, "carol")
@@ -44,15 +43,13 @@ async def gw(nursery: trio.Nursery, tmp_path) -> Gateway:
     return gw
 
 
-@asynccontextmanager
-async def sdk(gw: Gateway, user: str, device: str = "phone", platform: int = 2, **kwargs: Any) -> AsyncIterator[client.Client]:
-    token = await gw.token(user, f"{user}-{device}", platform)
+def sdk(
+    gw: Gateway, user: str, device: str = "phone", platform: int = 2, **kwargs: Any
+) -> AbstractAsyncContextManager[client.Client]:
+    """``harness.sdk``, syncing messages and relations by default."""
     kwargs.setdefault("sync_messages", True)
     kwargs.setdefault("sync_relations", True)
-    kwargs.setdefault("clock", gw.clock.now_ms)
-    kwargs.setdefault("backoff", FAST)
-    async with client.connect(gw.host, gw.port, token, **kwargs) as c:
-        yield c
+    return harness.sdk(gw, user, device, platform, **kwargs)
 
 
 def summary(infos: list[ConversationInfo]) -> list[tuple[Conversation, int, int, int]]:

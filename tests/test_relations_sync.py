@@ -6,8 +6,7 @@ Real gateway, real sockets, the SDK's ``sync_relations``; waits are on the SDK's
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest
@@ -17,9 +16,9 @@ import client
 from client import RelationsChanged
 from protocol.codes import SettingScope
 from storage import relations
+from tests import harness
 from tests.harness import Gateway, start_gateway
 
-FAST = (0.01, 0.05)
 LIMIT = 10
 DAY = 86400
 
@@ -32,16 +31,12 @@ async def gw(nursery: trio.Nursery, tmp_path) -> Gateway:
     return gw
 
 
-@asynccontextmanager
-async def sdk(
+def sdk(
     gw: Gateway, user: str, device: str = "phone", platform: int = 2, **kwargs: Any
-) -> AsyncIterator[client.Client]:
-    token = await gw.token(user, f"{user}-{device}", platform)
+) -> AbstractAsyncContextManager[client.Client]:
+    """``harness.sdk``, syncing relations by default."""
     kwargs.setdefault("sync_relations", True)
-    kwargs.setdefault("clock", gw.clock.now_ms)
-    kwargs.setdefault("backoff", FAST)
-    async with client.connect(gw.host, gw.port, token, **kwargs) as c:
-        yield c
+    return harness.sdk(gw, user, device, platform, **kwargs)
 
 
 def copy_of(c: client.Client) -> dict[str, Any]:
