@@ -38,6 +38,10 @@ import tempfile
 import time
 from typing import Any
 
+import msgpack
+import trio
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 KINDS = ("echo-raw", "echo-trio", "crypto", "commit")
 _LENGTH = struct.Struct(">I")  # each frame: a 4-byte length, then the bytes
 _NONCE = struct.Struct(">4xQ")  # a per-direction counter, as Ember's frames use
@@ -69,8 +73,6 @@ class _Peer:
 
 class _Server:
     def __init__(self, kind: str, port: int) -> None:
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
         self.kind = kind
         self.aead = AESGCM(_KEY)
         self.listener = socket.create_server(("127.0.0.1", port), backlog=1024)
@@ -118,8 +120,6 @@ class _Server:
                 elif self.kind in ("echo-raw", "echo-trio"):
                     work.append((peer, frame))
                 else:
-                    import msgpack
-
                     plain = self.aead.decrypt(_NONCE.pack(peer.opened), frame, None)
                     peer.opened += 1
                     work.append((peer, msgpack.unpackb(plain)))
@@ -135,8 +135,6 @@ class _Server:
                     push = request + bytes(75)  # the size of a sealed push
                     os.write(receiver.fd, _LENGTH.pack(len(push)) + push)
                 continue
-            import msgpack
-
             ack = {"id": request["id"], "c": 0, "r": {"message_id": self.message_id, "server_time": 1, "seq": 1}}
             self._send(peer, msgpack.packb(ack))
             if receiver is not None:
@@ -148,8 +146,6 @@ class _Server:
         os.write(peer.fd, _LENGTH.pack(len(sealed)) + sealed)
 
     def _commit(self, work: list[tuple[_Peer, Any]]) -> None:
-        import msgpack
-
         db = self.db
         assert db is not None
         db.execute("BEGIN IMMEDIATE")
@@ -185,7 +181,6 @@ def _serve(kind: str, port: int, linger_s: float) -> None:
     if kind == "echo-raw":
         while True:
             server.pass_(server.epoll.poll(-1, 512))
-    import trio
 
     async def run() -> None:
         while True:
@@ -200,10 +195,6 @@ def _serve(kind: str, port: int, linger_s: float) -> None:
 def _client(port: int, first: int, count: int, interval: float, seconds: float, work_s: float) -> None:
     """``count`` pairs from ``first``: each sender sends every ``interval`` s (open loop) for ``seconds``;
     ``work_s`` of CPU spent per frame received (``bench pairs``' clients spend ~150 us a frame)."""
-    import msgpack
-    import trio
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
     aead = AESGCM(_KEY)
     got = {"acks": 0, "pushes": 0, "sent": 0}
 
