@@ -74,11 +74,12 @@ async def test_the_sdk_keeps_its_membership_alive_and_rejoins_after_a_reconnect(
         async with sdk(gw, "alice") as alice, sdk(gw, "bob") as bob:
             await alice.chatrooms.join("lobby")
             await bob.chatrooms.join("lobby")
-            # Idle after 3 s: the SDK's heartbeat (a join every idle/3, at least 1 s) keeps alice in.
-            member = service._by_device[("alice", "alice-phone")]
+            # Idle after 3 s: the SDK's heartbeat (a join every idle/3, at least 1 s) keeps both in. Wait for
+            # bob's heartbeat too: on a busy machine it could otherwise fall behind the clock and bob expire.
+            members = [service._by_device[("alice", "alice-phone")], service._by_device[("bob", "bob-phone")]]
             for _ in range(2):
                 gw.clock.advance(2)
-                await wait_until(lambda: member.last_active_ms == gw.clock.now_ms())
+                await wait_until(lambda: all(m.last_active_ms == gw.clock.now_ms() for m in members))
             assert service.where("alice", "alice-phone") == "lobby"  # 4 s after joining
             # The gateway drops alice's connection: the new one joins the room again by itself.
             gw.services.router.connection("alice", "alice-phone").replace()
