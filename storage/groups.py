@@ -6,7 +6,8 @@ which runs these functions on the writer thread inside one operation, so a
 check and the change it allows are in the same transaction.
 
 Versions: ``info_version`` goes up by one with every change of the group's own
-fields; ``member_version`` with every change of its member list (a member
+fields, ``member_count`` included (so adding and removing members move it too);
+``member_version`` with every change of its member list (a member
 added, removed, its type, alias or extra changed), and each changed member row
 takes the new ``member_version`` as its ``version``. A device that holds
 version v asks for the rows above v; removed members stay as tombstones
@@ -186,10 +187,13 @@ def create_group(
 
 
 def _bump_members(conn: sqlite3.Connection, group_id: str, count_delta: int, now_ms: int) -> int:
+    """A change of the member list: the next member_version. A change of the count is also a change of the
+    info (``member_count`` is one of its fields, docs/PROTOCOL.md §13.1), so it moves info_version too:
+    else a device asking with the info version it holds would be told "unchanged" and keep the old count."""
     row = conn.execute(
-        "UPDATE groups SET member_version = member_version + 1, member_count = member_count + ?, updated_at = ?"
-        " WHERE group_id = ? RETURNING member_version",
-        (count_delta, now_ms, group_id),
+        "UPDATE groups SET member_version = member_version + 1, member_count = member_count + ?,"
+        " info_version = info_version + (? != 0), updated_at = ? WHERE group_id = ? RETURNING member_version",
+        (count_delta, count_delta, now_ms, group_id),
     ).fetchone()
     return int(row[0])
 
@@ -265,10 +269,8 @@ def dismiss_group(conn: sqlite3.Connection, group_id: str, now_ms: int) -> None:
     count = conn.execute(
         "SELECT member_count FROM groups WHERE group_id = ?", (group_id,)
     ).fetchone()[0]
-    version = _bump_members(conn, group_id, -count, now_ms)
-    conn.execute(
-        "UPDATE groups SET dismissed = 1, info_version = info_version + 1 WHERE group_id = ?", (group_id,)
-    )
+    version = _bump_members(conn, group_id, -count, now_ms)  # the count drops to 0: info_version moves
+    conn.execute("UPDATE groups SET dismissed = 1 WHERE group_id = ?", (group_id,))
     conn.execute(
         "UPDATE group_members SET type = ?, version = ?, updated_at = ? WHERE group_id = ? AND type != ?",
         (REMOVED, version, now_ms, group_id, REMOVED),
