@@ -8,7 +8,9 @@ The cache: ``info(group_id)`` and ``members(group_id)`` fetch on demand (FAQ §9
 and keep what they got with its version; the next call sends the version held
 and gets only what changed (the info: nothing when it is current; the members:
 the rows changed since, paged, removed members as tombstones that leave the
-cache). Group notification messages (content types 104–123) that reach this
+cache; a page flagged ``reset`` — the version held is older than the server's
+tombstone retention — is the list from 0, and the cached members are dropped and
+rebuilt from it). Group notification messages (content types 104–123) that reach this
 device — pushed or pulled, with ``sync_messages`` through ``received()``, else
 from the ``msg`` pushes on ``events()`` — are applied to the cache at once
 (name, mute, members added, kicked, managers, ...), and each one yields a
@@ -150,6 +152,8 @@ class Groups:
         self._seen = _Seen(SEEN_NOTIFICATIONS)  # notifications already applied (pushed and pulled: dedup)
         self._events_tx, self._events_rx = trio.open_memory_channel[GroupChange](event_buffer)
         self.dropped_events = 0
+        #: member pages flagged ``reset`` received (the cached members dropped and fetched from 0)
+        self.resets = 0
 
     def events(self) -> trio.MemoryReceiveChannel[GroupChange]:
         """What changed the cache, in order: ``GroupEvent`` for each notification applied, ``GroupSynced``
@@ -297,6 +301,12 @@ class Groups:
                 "get_group_members", None, group_id=group_id, since_version=since, after_version=after_version,
                 after_user=after_user, limit=MEMBERS_PAGE,
             )  # fmt: skip
+            if page.get("reset") is True:
+                # Removals we had not seen were purged: this is the first page of the list from 0 (§13.4).
+                log.info("group %s: member version %d is below the purge horizon; fetching the list from 0",
+                         group_id, since)  # fmt: skip
+                self.resets += 1
+                rows, since = {}, 0
             for raw in page["members"]:
                 member = GroupMember.from_wire(raw)
                 if member.type == GroupMemberType.REMOVED:

@@ -14,6 +14,11 @@ copy of the user's four streams — ``friends``, ``requests`` (sent and received
 - items flagged ``deleted`` (tombstones) remove what they name, so a device away for a month
   converges, deletions included; a head below the version (a restored server) starts the stream
   over from 0;
+- the server keeps tombstones for a retention (default 90 days): a device that held a version from
+  before the deletions it purged gets a page flagged ``reset`` (the stream from 0), and the copy of
+  that stream is dropped and rebuilt from it; while a sync from 0 is under way each request also
+  carries ``full_sync_head`` (the first page's head), so that a long stream is not reset again page
+  after page;
 - after a pull that changed a stream, a ``RelationsChanged(stream, version)`` goes to
   ``Client.events()``.
 
@@ -128,11 +133,15 @@ class Relations:
             s: int(snapshot.versions.get(s, 0)) if snapshot else 0 for s in STREAMS
         }
         self._server: dict[str, int] = dict(self.versions)  # the newest head the server told us
+        # While a stream is being synced from 0: the head of its first page (sent as full_sync_head); else 0.
+        self._full_sync_head: dict[str, int] = {s: 0 for s in STREAMS}
         self._locks = {s: trio.Lock() for s in STREAMS}
         self._wake = trio.Event()
         self._changed = trio.Event()
         #: sync pages fetched so far (for tests and metrics)
         self.pages = 0
+        #: ``reset`` pages received: a stream's copy dropped and rebuilt from 0 (for tests and metrics)
+        self.resets = 0
 
     @property
     def syncing(self) -> bool:
@@ -280,7 +289,12 @@ class Relations:
             changed = False
             while True:
                 after = self.versions[stream]
-                response = await self._client.request(_METHODS[stream], after=after, limit=SYNC_LIMIT)
+                if after == 0:
+                    self._full_sync_head[stream] = 0  # a sync from 0 starts: its first page sets it
+                params: dict[str, int] = {"after": after, "limit": SYNC_LIMIT}
+                if self._full_sync_head[stream]:
+                    params["full_sync_head"] = self._full_sync_head[stream]
+                response = await self._client.request(_METHODS[stream], params)
                 if response.code == ErrorCode.FUNCTION_DISABLED:  # friend.hosting off: nothing to keep
                     self._server[stream] = self.versions[stream]
                     break
@@ -288,7 +302,14 @@ class Relations:
                     raise RequestFailed(_METHODS[stream], response.code)
                 self.pages += 1
                 items, head = response.result["items"], response.result["head"]
-                if head < after:  # the server's stream is behind ours (a restored database): start over
+                if response.result.get("reset") is True:
+                    # Tombstones we had not seen were purged: this page is the stream from 0 (§12.1).
+                    log.info("%s: version %d is below the server's purge horizon; syncing it from 0", stream, after)
+                    self.resets += 1
+                    self._clear(stream)
+                    self.versions[stream] = 0
+                    changed = True
+                elif head < after:  # the server's stream is behind ours (a restored database): start over
                     log.warning(
                         "%s head %d below our version %d: syncing it again from 0", stream, head, after
                     )
@@ -297,6 +318,8 @@ class Relations:
                     self._server[stream] = head
                     changed = True
                     continue
+                if self.versions[stream] == 0:
+                    self._full_sync_head[stream] = head
                 for item in items:
                     self._apply(stream, item)
                     self.versions[stream] = max(self.versions[stream], item["version"])
@@ -304,6 +327,7 @@ class Relations:
                 if not items or self.versions[stream] >= head:
                     self.versions[stream] = max(self.versions[stream], head)
                     self._server[stream] = max(self._server[stream], head)
+                    self._full_sync_head[stream] = 0
                     break
             if changed:
                 self._changed.set()

@@ -224,6 +224,16 @@ class StorageConfig(_Section):
         lo=0,
         hi=50,
     )
+    # Tombstone retention (gateway/tombstones.py).
+    tombstone_retention_seconds: int = _key(
+        90 * 86400,
+        "How long a deletion's tombstone (friend, blacklist, setting, group member) is kept for devices to sync;"
+        " a device away longer syncs the stream again from 0. 0: kept for good.",
+        lo=0,
+    )
+    tombstone_purge_interval_seconds: float = _key(
+        3600.0, "How often tombstones older than the retention are removed.", lo=0.01, hi=86400
+    )
 
     def _check(self) -> None:
         if not self.path.strip():

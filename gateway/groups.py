@@ -512,14 +512,24 @@ class GroupService:
 def _members_page(
     conn: sqlite3.Connection, caller: str | None, group_id: str, since: int, after: tuple[int, str], limit: int
 ) -> tuple[int, Any]:
-    """In one read transaction: the membership check, the page and the version it is part of."""
+    """In one read transaction: the membership check, the page and the version it is part of.
+
+    A device holding a version below the group's member horizon may have missed a removal whose tombstone
+    was purged: it gets the first page from 0 instead (``after`` ignored), flagged ``reset`` (§13.4).
+    """
     group = db.get_group(conn, group_id)
     if group is None or group.dismissed:
         return ErrorCode.NOT_EXIST, None
     if caller is not None and _member(conn, group_id, caller) is None:
         return ErrorCode.NOT_IN_GROUP, None
+    reset = 0 < since < db.member_horizon(conn, group_id)
+    if reset:
+        since, after = 0, (0, "")
     rows = db.list_members(conn, group_id, since, after, limit)
-    return ErrorCode.SUCCESS, {"member_version": group.member_version, "members": [m.to_wire() for m in rows]}
+    page: dict[str, Any] = {"member_version": group.member_version, "members": [m.to_wire() for m in rows]}
+    if reset:
+        page["reset"] = True
+    return ErrorCode.SUCCESS, page
 
 
 def _unique(user_ids: list[str]) -> list[str]:

@@ -213,20 +213,28 @@ class RelationService:
 
     # --- sync -------------------------------------------------------------------------------------
 
-    async def sync(self, user_id: str, stream: str, after: int, limit: int) -> tuple[int, Any]:
-        """One page of ``stream`` after version ``after``: ``{items, head}``; it fits one RESPONSE frame."""
+    async def sync(
+        self, user_id: str, stream: str, after: int, limit: int, full_sync_head: int = 0
+    ) -> tuple[int, Any]:
+        """One page of ``stream`` after version ``after``: ``{items, head}``, or the page from 0 flagged
+        ``reset`` when ``after`` is below the stream's purge horizon (``relations.sync_page``); it fits one
+        RESPONSE frame."""
         if stream in HOSTED_STREAMS and not self.hosting:
             return ErrorCode.FUNCTION_DISABLED, None
-        page: relations.Page = await self.store.read(relations.SYNC[stream], user_id, after, limit)
+        page: relations.Page = await self.store.read(
+            relations.sync_page, stream, user_id, after, full_sync_head, limit
+        )
         return ErrorCode.SUCCESS, pack_page(page, self.config.server.max_frame_bytes * 3 // 4)
 
 
 _ITEMS_KEY: Final = codec.pack("items")
 _HEAD_KEY: Final = codec.pack("head")
+_RESET_TAIL: Final = codec.pack("reset") + codec.pack(True)
 
 
 def pack_page(page: relations.Page, budget: int) -> codec.Packed:
-    """``{items, head}`` packed, each item once: the items that fit ``budget`` bytes (at least one).
+    """``{items, head}`` (``{items, head, reset: true}`` for a reset page) packed, each item once: the items
+    that fit ``budget`` bytes (at least one).
 
     The same bytes as packing the map with the items kept; the rest come in the next page.
     """
@@ -238,5 +246,6 @@ def pack_page(page: relations.Page, budget: int) -> codec.Packed:
         if used > budget and packed:
             break
         packed.append(data)
-    parts = [codec.map_header(2), _ITEMS_KEY, codec.array_header(len(packed)), *packed, _HEAD_KEY]
-    return codec.Packed(b"".join([*parts, codec.pack(page.head)]), len(packed))
+    parts = [codec.map_header(3 if page.reset else 2), _ITEMS_KEY, codec.array_header(len(packed)), *packed]
+    tail = [_HEAD_KEY, codec.pack(page.head), _RESET_TAIL if page.reset else b""]
+    return codec.Packed(b"".join([*parts, *tail]), len(packed))

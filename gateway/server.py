@@ -112,6 +112,7 @@ async def _run(
         nursery.start_soon(_release_idle_keys, services.router)
         nursery.start_soon(_write_last_seen, services.sessions)
         nursery.start_soon(services.messages.fanout.run)
+        nursery.start_soon(services.tombstones.run)
         await nursery.start(services.webhooks.run)
         if reads is not None:
             nursery.start_soon(reads.run)

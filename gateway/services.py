@@ -14,6 +14,7 @@ from gateway.metrics import Metrics
 from gateway.relations import RelationService
 from gateway.router import Router
 from gateway.sessions import SessionService
+from gateway.tombstones import TombstonePurge
 from gateway.webhooks import Webhooks
 
 if TYPE_CHECKING:
@@ -43,10 +44,13 @@ class Services:
 
     #: Read and clear marks, the conversation list; built from the fields above.
     conversations: ConversationService = field(init=False)
+    #: Removes tombstones past the retention (gateway/tombstones.py); built from the fields above.
+    tombstones: TombstonePurge = field(init=False)
 
     def __post_init__(self) -> None:
         self.relations = RelationService(self.config, self.store, self.router, self.clock)
         self.conversations = ConversationService(self.config, self.store, self.relations, self.clock)
+        self.tombstones = TombstonePurge(self.config, self.store, self.clock)
         if self.webhooks is None:
             self.webhooks = Webhooks(self.config, self.clock, self.store, self.router)
 

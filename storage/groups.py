@@ -6,11 +6,15 @@ which runs these functions on the writer thread inside one operation, so a
 check and the change it allows are in the same transaction.
 
 Versions: ``info_version`` goes up by one with every change of the group's own
-fields; ``member_version`` with every change of its member list (a member
+fields, ``member_count`` included (so adding and removing members move it too);
+``member_version`` with every change of its member list (a member
 added, removed, its type, alias or extra changed), and each changed member row
 takes the new ``member_version`` as its ``version``. A device that holds
 version v asks for the rows above v; removed members stay as tombstones
-(type 4) so that it learns who left.
+(type 4) so that it learns who left, until they are older than the retention:
+``purge_tombstones`` removes them and raises the group's ``member_horizon`` to
+the highest version it removed, and a device holding a version below it gets
+the member list again from 0 (docs/PROTOCOL.md §13.4).
 
 Member types are ``protocol.codes.GroupMemberType`` numbers; storage only needs
 to know which one is the tombstone.
@@ -186,10 +190,13 @@ def create_group(
 
 
 def _bump_members(conn: sqlite3.Connection, group_id: str, count_delta: int, now_ms: int) -> int:
+    """A change of the member list: the next member_version. A change of the count is also a change of the
+    info (``member_count`` is one of its fields, docs/PROTOCOL.md §13.1), so it moves info_version too:
+    else a device asking with the info version it holds would be told "unchanged" and keep the old count."""
     row = conn.execute(
-        "UPDATE groups SET member_version = member_version + 1, member_count = member_count + ?, updated_at = ?"
-        " WHERE group_id = ? RETURNING member_version",
-        (count_delta, now_ms, group_id),
+        "UPDATE groups SET member_version = member_version + 1, member_count = member_count + ?,"
+        " info_version = info_version + (? != 0), updated_at = ? WHERE group_id = ? RETURNING member_version",
+        (count_delta, count_delta, now_ms, group_id),
     ).fetchone()
     return int(row[0])
 
@@ -265,10 +272,8 @@ def dismiss_group(conn: sqlite3.Connection, group_id: str, now_ms: int) -> None:
     count = conn.execute(
         "SELECT member_count FROM groups WHERE group_id = ?", (group_id,)
     ).fetchone()[0]
-    version = _bump_members(conn, group_id, -count, now_ms)
-    conn.execute(
-        "UPDATE groups SET dismissed = 1, info_version = info_version + 1 WHERE group_id = ?", (group_id,)
-    )
+    version = _bump_members(conn, group_id, -count, now_ms)  # the count drops to 0: info_version moves
+    conn.execute("UPDATE groups SET dismissed = 1 WHERE group_id = ?", (group_id,))
     conn.execute(
         "UPDATE group_members SET type = ?, version = ?, updated_at = ? WHERE group_id = ? AND type != ?",
         (REMOVED, version, now_ms, group_id, REMOVED),
@@ -295,6 +300,37 @@ def list_members(
         (group_id, since_version, after[0], after[1], limit),
     )
     return [_member(row) for row in rows]
+
+
+def member_horizon(conn: sqlite3.Connection, group_id: str) -> int:
+    """The highest ``version`` of a member tombstone purged from the group (0: none ever was)."""
+    row = conn.execute("SELECT member_horizon FROM groups WHERE group_id = ?", (group_id,)).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def purge_tombstones(conn: sqlite3.Connection, cutoff_ms: int, limit: int) -> int:
+    """Remove up to ``limit`` member tombstones last changed before ``cutoff_ms``, oldest first, raising each
+    group's ``member_horizon`` to the highest version removed from it; how many were removed.
+
+    ``type = 4`` is written out (not bound) so that SQLite can use the partial index of tombstones.
+    """
+    rows = conn.execute(
+        f"SELECT group_id, user_id, version FROM group_members WHERE type = {REMOVED} AND updated_at < ?"
+        " ORDER BY updated_at LIMIT ?",
+        (cutoff_ms, limit),
+    ).fetchall()
+    highest: dict[str, int] = {}
+    for group_id, _, version in rows:
+        highest[group_id] = max(highest.get(group_id, 0), version)
+    conn.executemany(
+        "UPDATE groups SET member_horizon = max(member_horizon, ?) WHERE group_id = ?",
+        [(version, group_id) for group_id, version in highest.items()],
+    )
+    conn.executemany(
+        f"DELETE FROM group_members WHERE group_id = ? AND user_id = ? AND type = {REMOVED}",
+        [row[:2] for row in rows],
+    )
+    return len(rows)
 
 
 def user_groups(conn: sqlite3.Connection, user_id: str) -> list[GroupRecord]:

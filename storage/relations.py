@@ -15,6 +15,12 @@ leaves a *tombstone* (``relation_tombstones``) carrying the version of the delet
 the row back removes it. A device that was away for a month pulls from the version it
 holds and converges, deletions included.
 
+**Retention.** Tombstones do not stay for good: ``purge_tombstones`` removes those older than
+the retention (``gateway.tombstones`` runs it) and raises the stream's *horizon*
+(``relation_heads.horizon``) to the highest version it removed. A device holding a version
+below the horizon may have missed one of those deletions, so ``sync_page`` answers it with the
+stream from 0 flagged ``reset``: it drops its copy and takes the new one (docs/PROTOCOL.md §12.1).
+
 A friend request is one row per (from, to): the latest request from A to B. It is in two
 streams, A's (sent) and B's (received), with a version in each (``from_version``,
 ``to_version``).
@@ -92,10 +98,12 @@ class Result:
 @dataclass(frozen=True, slots=True)
 class Page:
     """One page of a stream: ``items`` (dicts, oldest change first, each with ``version`` and
-    ``deleted``) and the stream's ``head`` in the same snapshot."""
+    ``deleted``) and the stream's ``head`` in the same snapshot. ``reset``: the page is the stream
+    from 0, answering a device whose version is below the horizon (it drops its copy first)."""
 
     items: list[dict[str, Any]]
     head: int
+    reset: bool = False
 
 
 _IN_CHUNK: Final = 500
@@ -115,12 +123,13 @@ def _allocate(conn: sqlite3.Connection, user_id: str, stream: str, count: int = 
 
 
 def _tombstone(
-    conn: sqlite3.Connection, user_id: str, stream: str, item: str, version: int, scope: int = 0
+    conn: sqlite3.Connection, user_id: str, stream: str, item: str, version: int, now_ms: int, scope: int = 0
 ) -> None:
     conn.execute(
-        "INSERT INTO relation_tombstones (user_id, stream, scope, item, version) VALUES (?, ?, ?, ?, ?)"
-        " ON CONFLICT (user_id, stream, scope, item) DO UPDATE SET version = excluded.version",
-        (user_id, stream, scope, item, version),
+        "INSERT INTO relation_tombstones (user_id, stream, scope, item, version, deleted_at)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user_id, stream, scope, item) DO UPDATE SET"
+        " version = excluded.version, deleted_at = excluded.deleted_at",
+        (user_id, stream, scope, item, version, now_ms),
     )
 
 
@@ -197,7 +206,7 @@ def delete_friend(conn: sqlite3.Connection, user_id: str, friend_id: str, now_ms
     for owner, other in ((user_id, friend_id), (friend_id, user_id)):
         if conn.execute("DELETE FROM friends WHERE user_id = ? AND friend_id = ?", (owner, other)).rowcount:
             version = _allocate(conn, owner, FRIEND)
-            _tombstone(conn, owner, FRIEND, other, version)
+            _tombstone(conn, owner, FRIEND, other, version, now_ms)
             changes.append(Change(owner, FRIEND, version))
     return Result(Outcome.OK, tuple(changes))
 
@@ -454,7 +463,7 @@ def set_blacklist(conn: sqlite3.Connection, user_id: str, target: str, blocked: 
         ).rowcount:
             return Result(Outcome.OK)
         version = _allocate(conn, user_id, BLACKLIST)
-        _tombstone(conn, user_id, BLACKLIST, target, version)
+        _tombstone(conn, user_id, BLACKLIST, target, version, now_ms)
     return Result(Outcome.OK, (Change(user_id, BLACKLIST, version),))
 
 
@@ -504,7 +513,7 @@ def put_setting(
         conn.execute(
             "DELETE FROM user_settings WHERE user_id = ? AND scope = ? AND key = ?", (user_id, scope, key)
         )
-        _tombstone(conn, user_id, SETTING, key, version, scope)
+        _tombstone(conn, user_id, SETTING, key, version, now_ms, scope)
     return Result(Outcome.OK, (Change(user_id, SETTING, version),), version)
 
 
@@ -555,3 +564,61 @@ SYNC: Final = {
     BLACKLIST: sync_blacklist,
     SETTING: sync_settings,
 }
+
+
+# ------------------------------------------------------------------------------------ retention
+
+
+def horizon(conn: sqlite3.Connection, user_id: str, stream: str) -> int:
+    """The highest version of a tombstone purged from the user's stream (0: none ever was)."""
+    row = conn.execute(
+        "SELECT horizon FROM relation_heads WHERE user_id = ? AND stream = ?", (user_id, stream)
+    ).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def needs_reset(after: int, full_sync_head: int, horizon_version: int) -> bool:
+    """Whether a device asking from ``after`` may have missed a purged tombstone.
+
+    A purged tombstone has a version at most ``horizon_version``. A device holding ``after`` has seen
+    every change up to it, so it misses none when ``after`` reaches the horizon; 0 holds nothing, so
+    nothing can be missing. A device still in the middle of a sync from 0 (pages are read one by
+    one) holds only rows that were live at its first page, whose ``head`` it sends along as
+    ``full_sync_head``: a tombstone it could need was made after that page, so its version is above
+    that head as well as above ``after``. Without this, a stream longer than one page whose horizon
+    lies past the first page's last version would be reset again at every page, for ever.
+    """
+    return after > 0 and max(after, full_sync_head) < horizon_version
+
+
+def sync_page(
+    conn: sqlite3.Connection, stream: str, user_id: str, after: int, full_sync_head: int, limit: int
+) -> Page:
+    """One sync page of ``stream`` (``SYNC``), or, when the device is below the horizon (``needs_reset``),
+    the first page from 0 flagged ``reset``. One read: the horizon and the page are from the same snapshot."""
+    if needs_reset(after, full_sync_head, horizon(conn, user_id, stream)):
+        page = SYNC[stream](conn, user_id, 0, limit)
+        return Page(page.items, page.head, reset=True)
+    return SYNC[stream](conn, user_id, after, limit)
+
+
+def purge_tombstones(conn: sqlite3.Connection, cutoff_ms: int, limit: int) -> int:
+    """Remove up to ``limit`` tombstones made before ``cutoff_ms``, oldest first, raising each stream's
+    horizon to the highest version removed from it; how many were removed (fewer than ``limit``: no more)."""
+    rows = conn.execute(
+        "SELECT user_id, stream, scope, item, version FROM relation_tombstones WHERE deleted_at < ?"
+        " ORDER BY deleted_at LIMIT ?",
+        (cutoff_ms, limit),
+    ).fetchall()
+    highest: dict[tuple[str, str], int] = {}
+    for user_id, stream, _, _, version in rows:
+        highest[(user_id, stream)] = max(highest.get((user_id, stream), 0), version)
+    conn.executemany(
+        "UPDATE relation_heads SET horizon = max(horizon, ?) WHERE user_id = ? AND stream = ?",
+        [(version, user_id, stream) for (user_id, stream), version in highest.items()],
+    )
+    conn.executemany(
+        "DELETE FROM relation_tombstones WHERE user_id = ? AND stream = ? AND scope = ? AND item = ?",
+        [row[:4] for row in rows],
+    )
+    return len(rows)

@@ -302,6 +302,27 @@ def _v8_push_tokens(db: Database) -> None:
     )
 
 
+def _v11_tombstone_retention(db: Database) -> None:
+    """Tombstones are purged after ``storage.tombstone_retention_seconds`` (``gateway.tombstones``).
+
+    A relation tombstone records when it was made (``deleted_at``; those made before this migration
+    count from the migration, so every one is kept for a full retention after the upgrade); a member
+    tombstone already has it (``updated_at`` of its type-4 row). Each stream keeps its *horizon*, the
+    highest version of a tombstone purged from it (``relation_heads.horizon``,
+    ``groups.member_horizon``): a device holding a version below it may have missed a deletion and is
+    told to sync the stream again from 0. The two age indexes let a purge find the oldest tombstones
+    without scanning the tables (the member one holds only tombstone rows).
+    """
+    db.execute("ALTER TABLE relation_tombstones ADD COLUMN deleted_at INTEGER NOT NULL DEFAULT 0")
+    db.execute(
+        "UPDATE relation_tombstones SET deleted_at = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
+    )
+    db.execute("CREATE INDEX relation_tombstones_age ON relation_tombstones (deleted_at)")
+    db.execute("ALTER TABLE relation_heads ADD COLUMN horizon INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE groups ADD COLUMN member_horizon INTEGER NOT NULL DEFAULT 0")
+    db.execute("CREATE INDEX group_members_removed ON group_members (updated_at) WHERE type = 4")
+
+
 #: Every migration ever released, oldest first. Append only.
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     _v1_users_and_sessions,
@@ -312,6 +333,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     _v6_chatrooms,
     _v7_channels,
     _v8_push_tokens,
+    _v11_tombstone_retention,
 )
 
 #: The ``user_version`` of a fully migrated database.

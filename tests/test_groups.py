@@ -6,12 +6,14 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 import trio
 
 from protocol.codes import ErrorCode as E
 from protocol.codes import GroupMemberType as T
 from tests.harness import Gateway, start_gateway
+from tests.test_admin_messages import Admin
 from tests.test_messaging import Device
 
 USERS = ("owner", "mgr", "ann", "bob", "cat", "dan", "eve")
@@ -417,3 +419,49 @@ async def test_the_sdk_resends_a_group_message_refused_for_the_backlog(nursery: 
     page = await gw.services.store.pull("bob", 0, 10)
     texts = [m.content.get("searchable_content") for _, m in page.messages]
     assert texts.count("hi") == 1  # stored once, though sent twice or more
+
+
+async def test_a_held_info_version_goes_stale_with_every_change_of_the_member_count(gw: Gateway) -> None:
+    """§13.1: ``member_count`` is an info field, so adding, kicking and quitting move ``info_version``; a device
+    asking with the version it holds gets the new count, not "unchanged". Client requests and the admin API."""
+    await make_group(gw, "g", members=("ann", "bob"))
+    ann, owner, bob = [await Device.connect(gw, user) for user in ("ann", "owner", "bob")]
+    held = (await ann.call("get_group_info", group_id="g")).result
+
+    async def info_after(change: Any) -> dict[str, Any]:
+        nonlocal held
+        assert await change() == 0
+        answer = (await ann.call("get_group_info", group_id="g", info_version=held["info_version"])).result
+        assert answer["info_version"] > held["info_version"] and answer["group"] is not None, answer
+        held = answer["group"]
+        return held
+
+    async def code_of(response: Any) -> int:
+        return (await response).code
+
+    async with httpx.AsyncClient() as http:
+        admin = Admin(gw, http)
+
+        async def admin_call(action: str, payload: dict[str, Any]) -> int:
+            return (await admin.call(action, payload))["code"]
+
+        assert held["group"]["member_count"] == 3
+        held = held["group"]
+        steps = [
+            (lambda: code_of(owner.call("add_group_members", group_id="g", user_ids=["cat"])), 4),
+            (lambda: code_of(owner.call("kick_group_members", group_id="g", user_ids=["cat"])), 3),
+            (lambda: code_of(bob.call("quit_group", group_id="g")), 2),
+            (lambda: admin_call("group/add", {"group_id": "g", "user_ids": ["dan", "eve"]}), 4),
+            (lambda: admin_call("group/kick", {"group_id": "g", "user_ids": ["dan"]}), 3),
+            (lambda: admin_call("group/quit", {"group_id": "g", "user_id": "eve"}), 2),
+        ]
+        for change, count in steps:
+            assert (await info_after(change))["member_count"] == count
+        # A member's own fields change no info field: the held version stays current.
+        assert await run_op(gw, "alias ann", "ann", "g") == 0
+        same = (await ann.call("get_group_info", group_id="g", info_version=held["info_version"])).result
+        assert same["group"] is None and same["info_version"] == held["info_version"]
+        assert await admin_call("group/dismiss", {"group_id": "g"}) == 0
+    assert (await ann.call("get_group_info", group_id="g", info_version=held["info_version"])).code == E.NOT_EXIST
+    for d in (ann, owner, bob):
+        await d.aclose()

@@ -20,6 +20,7 @@ DOCUMENTED = {
     "handle_friend_request_plaintext": {"m": "handle_friend_request", "p": {"user_id": "alice", "accept": True}},
     "sync_friends_plaintext": {"m": "sync_friends", "p": {"after": 0, "limit": 500}},
     "put_setting_plaintext": {"m": "put_setting", "p": {"scope": 3, "key": "0-bob-0", "value": "1"}},
+    "sync_friends_full_plaintext": {"m": "sync_friends", "p": {"after": 2, "limit": 500, "full_sync_head": 4}},
     "head_notify_plaintext": {"t": "head", "d": {"stream": "friend", "head": 4}},
     "sync_friends_response_plaintext": {
         "c": 0,
@@ -40,6 +41,17 @@ DOCUMENTED = {
                  "created_at": T0, "updated_at": T0 + M, "version": 2, "deleted": False},
             ],
             "head": 2,
+        },
+    },
+    "sync_friends_reset_response_plaintext": {
+        "c": 0,
+        "r": {
+            "items": [
+                {"friend_id": "bob", "alias": "Bobby", "extra": "", "created_at": T0 + M,
+                 "updated_at": T0 + 2 * M, "version": 2, "deleted": False},
+            ],
+            "head": 4,
+            "reset": True,
         },
     },
     "sync_settings_response_plaintext": {
@@ -83,3 +95,5 @@ def test_a_packed_page_is_the_plain_map_of_the_items_that_fit() -> None:
         packed = pack_page(Page(items, 9), budget)
         assert packed.data == msgpack.packb({"items": items[:kept], "head": 9}), budget
         assert packed.items == kept
+    reset = pack_page(Page(items, 9, reset=True), 3 * one)
+    assert reset.data == msgpack.packb({"items": items[:3], "head": 9, "reset": True})

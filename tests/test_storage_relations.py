@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 
 from sqlite_utils import Database
 
@@ -57,3 +58,28 @@ def test_pages_interleave_rows_and_tombstones_by_version() -> None:
         after = page.items[-1]["version"]
     assert seen == [("c", 3, False), ("d", 4, False), ("b", 5, True), ("a", 6, False)]
     assert page.head == 6
+
+
+def test_tombstones_from_before_the_retention_migration_count_from_the_upgrade() -> None:
+    """Tombstones made before ``deleted_at`` existed get the upgrade's time: each is kept a full retention
+    after it, not purged by the first pass as if it were from 1970."""
+    from storage.schema import _v11_tombstone_retention
+
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    db = Database(conn, recursive_triggers=False, execute_plugins=False)
+    index = MIGRATIONS.index(_v11_tombstone_retention)
+    for migration in MIGRATIONS[:index]:
+        migration(db)
+    conn.execute(f"PRAGMA user_version = {index}")
+    conn.execute("INSERT INTO relation_heads (user_id, stream, version) VALUES ('u', 'friend', 2)")
+    conn.execute("INSERT INTO relation_tombstones (user_id, stream, scope, item, version) VALUES ('u', 'friend', 0, 'f', 2)")
+    before_ms = time.time_ns() // 1_000_000
+    migrate(conn)
+    after_ms = time.time_ns() // 1_000_000
+    (deleted_at,) = conn.execute("SELECT deleted_at FROM relation_tombstones").fetchone()
+    assert before_ms - 1 <= deleted_at <= after_ms + 1
+    assert relations.horizon(conn, "u", "friend") == 0
+    assert relations.purge_tombstones(conn, before_ms - 1, 10) == 0  # younger than any cutoff before the upgrade
+    assert relations.purge_tombstones(conn, after_ms + 2, 10) == 1
+    assert relations.horizon(conn, "u", "friend") == 2
+    assert relations.sync_page(conn, relations.FRIEND, "u", 1, 0, 10).reset

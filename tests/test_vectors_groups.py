@@ -44,3 +44,20 @@ def test_the_vectors_decode_as_section_13_says() -> None:
     members = msgpack.unpackb(doc("members_response_plaintext"))["r"]
     assert members["member_version"] == 6
     assert [(m["user_id"], m["type"], m["version"]) for m in members["members"]] == [("carol", 4, 5), ("dan", 0, 6)]
+
+
+def test_the_reset_vector_decodes_as_section_13_4_says() -> None:
+    t = v.INPUTS["server_time"]
+    row = {"alias": "", "extra": "", "join_time": t, "version": 1}
+    assert msgpack.unpackb(doc("members_reset_response_plaintext")) == {
+        "c": 0,
+        "r": {
+            "member_version": 3,
+            "members": [
+                {"user_id": "alice", "type": 2, **row},
+                {"user_id": "bob", "type": 0, **row},
+                {"user_id": "dan", "type": 0, **row, "join_time": t + 2000, "version": 3},
+            ],
+            "reset": True,
+        },
+    }

@@ -19,6 +19,7 @@ digits, made by the gateway's own code from those inputs (``gateway.groups.notif
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,12 +28,14 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script
     sys.path.insert(0, str(ROOT))
 
-from gateway.groups import notification_content  # noqa: E402
+from gateway.groups import _members_page, notification_content  # noqa: E402
 from protocol import codec  # noqa: E402
 from protocol.codes import GroupNotification  # noqa: E402
 from protocol.connection import encode_msg_push, encode_response_body  # noqa: E402
+from storage import groups as groups_db  # noqa: E402
 from storage.groups import GroupRecord, MemberRecord  # noqa: E402
 from storage.messages import Conversation, Outgoing  # noqa: E402
+from storage.schema import migrate  # noqa: E402
 from tests.vector_blocks import DOC as DOC  # noqa: E402 - re-exported: the tests read v.DOC
 from tests.vector_blocks import Fence  # noqa: E402
 
@@ -56,6 +59,7 @@ OUTPUTS = (
     "quiet_quit_content",
     "info_response_plaintext",
     "members_response_plaintext",
+    "members_reset_response_plaintext",
 )
 
 
@@ -87,7 +91,23 @@ def compute(inputs: dict[str, Any] = INPUTS) -> dict[str, bytes]:
     out["members_response_plaintext"] = encode_response_body(
         0, {"member_version": add_version, "members": [r.to_wire() for r in rows]}
     )
+    out["members_reset_response_plaintext"] = encode_response_body(*_reset_page(inputs))
     return out
+
+
+def _reset_page(inputs: dict[str, Any]) -> tuple[int, Any]:
+    """The real storage and gateway code on a fresh database: the group is created (member version 1),
+    carol quits a second later (2), dan is added a second after (3); then the retention passes carol's
+    tombstone (horizon 2) and a device holding version 1 asks for the page after (1, "zz")."""
+    gid, owner, t = inputs["group_id"], inputs["owner"], inputs["server_time"]
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    migrate(conn)
+    members = [(owner, 2)] + [(user, 0) for user in inputs["members"]]
+    assert groups_db.create_group(conn, gid, owner, {"name": "club"}, members, t)
+    groups_db.remove_members(conn, gid, ["carol"], t + 1000)
+    groups_db.add_members(conn, gid, inputs["added"], t + 2000)
+    assert groups_db.purge_tombstones(conn, t + 1500, 500) == 1
+    return _members_page(conn, None, gid, 1, (1, "zz"), 200)
 
 
 def read_blocks(text: str) -> dict[str, str]:

@@ -49,6 +49,7 @@ REQUESTS: dict[str, tuple[str, dict[str, Any]]] = {
     "handle_friend_request_plaintext": ("handle_friend_request", {"user_id": "alice", "accept": True}),
     "sync_friends_plaintext": ("sync_friends", {"after": 0, "limit": 500}),
     "put_setting_plaintext": ("put_setting", {"scope": 3, "key": "0-bob-0", "value": "1"}),
+    "sync_friends_full_plaintext": ("sync_friends", {"after": 2, "limit": 500, "full_sync_head": 4}),
 }
 NAMES = (
     *REQUESTS,
@@ -56,7 +57,10 @@ NAMES = (
     "sync_friends_response_plaintext",
     "sync_friend_requests_response_plaintext",
     "sync_settings_response_plaintext",
+    "sync_friends_reset_response_plaintext",
 )
+#: The retention cutoff of the reset vector: carol's deletion (T0+4 min) is older, the setting's (T0+6) not.
+PURGE_CUTOFF = T0 + 4 * MINUTE + 30_000
 
 
 def _story() -> sqlite3.Connection:
@@ -81,7 +85,10 @@ def _story() -> sqlite3.Connection:
 def _page(page: relations.Page) -> bytes:
     """The RESPONSE body as the gateway makes it (``pack_page``), which must equal packing the plain map."""
     body = encode_response_body(0, pack_page(page, 2**20))
-    assert body == encode_response_body(0, {"items": page.items, "head": page.head})
+    plain: dict[str, Any] = {"items": page.items, "head": page.head}
+    if page.reset:
+        plain["reset"] = True
+    assert body == encode_response_body(0, plain)
     return body
 
 
@@ -95,6 +102,11 @@ def compute() -> dict[str, bytes]:
         relations.sync_friend_requests(conn, "bob", 0, 500)
     )
     out["sync_settings_response_plaintext"] = _page(relations.sync_settings(conn, "alice", 0, 500))
+    # The retention passes carol's deletion: alice's friend horizon becomes 4, and a device holding 1 is reset.
+    assert relations.purge_tombstones(conn, PURGE_CUTOFF, 500) == 2  # alice's tombstone of carol, and carol's
+    reset = relations.sync_page(conn, relations.FRIEND, "alice", 1, 0, 500)
+    assert reset.reset
+    out["sync_friends_reset_response_plaintext"] = _page(reset)
     return out
 
 

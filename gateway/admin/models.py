@@ -464,6 +464,9 @@ class GroupMemberOut(BaseModel):
 class GroupMembersOut(BaseModel):
     member_version: int
     members: list[GroupMemberOut]
+    reset: bool = Field(
+        False, description="since_version was below the purge horizon: this is the list from 0, drop the copy"
+    )
 
 
 class UserGroupOut(BaseModel):

@@ -165,9 +165,13 @@ def _sync(stream: str) -> Any:
     async def handler(services: Services, caller: Caller, params: Fields) -> tuple[int, Any]:
         after = params.integer("after", lo=0, hi=VERSION_MAX, default=0)
         limit = params.integer("limit", lo=1, hi=MAX_SYNC, default=MAX_SYNC)
-        return await services.relations.sync(caller.user_id, stream, after, limit)
+        full_sync_head = params.integer("full_sync_head", lo=0, hi=VERSION_MAX, default=0)
+        return await services.relations.sync(caller.user_id, stream, after, limit, full_sync_head)
 
-    handler.__doc__ = f"{{after?, limit?}} → {{items, head}}: the {stream} stream's changes after ``after``."
+    handler.__doc__ = (
+        f"{{after?, limit?, full_sync_head?}} → {{items, head, reset?}}: the {stream} stream's changes after"
+        " ``after`` (from 0 with ``reset`` when ``after`` is below the purge horizon)."
+    )
     return handler
 
 
