@@ -144,12 +144,22 @@ class ConversationList:
 
 
 def list_conversations(
-    conn: sqlite3.Connection, user_id: str, before: int, limit: int, min_time: int, classify: Classify
+    conn: sqlite3.Connection,
+    user_id: str,
+    before: int,
+    limit: int,
+    min_time: int,
+    classify: Classify,
+    types: frozenset[int] | None = None,
+    lines: frozenset[int] | None = None,
 ) -> ConversationList:
     """The user's conversations, newest last message first, those whose last message is older than ``before``.
 
     ``before`` 0: from the newest. With ``min_time`` (roaming off) only messages at least that young count, as
-    a new device's pull sees them. Reads committed tables only (a reader connection runs it).
+    a new device's pull sees them. ``types`` / ``lines`` (None: all) keep only conversations of those types
+    and lines (FAQ §13: the list without channels, then the channels). Reads committed tables only (a reader
+    connection runs it). A filter saves the decoding of the rows it drops, not their reading: ``scanned``
+    still counts every inbox row read.
     """
     start = first_seq_since(conn, user_id, min_time) if min_time > 0 else 1
     marks = {
@@ -167,7 +177,8 @@ def list_conversations(
         )
         for row in rows:
             scanned += 1
-            _take(by_conv, marks, user_id, row, classify)
+            if (types is None or row[1] in types) and (lines is None or row[3] in lines):
+                _take(by_conv, marks, user_id, row, classify)
     entries = sorted(by_conv.values(), key=lambda e: e.last.message_id, reverse=True)
     if before:
         entries = [e for e in entries if e.last.message_id < before]
