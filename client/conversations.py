@@ -212,12 +212,21 @@ class Conversations:
         self._on_setting(_CLEAR_SCOPE, mark_key(conv), str(up_to))
         return int(result["deleted"])
 
-    async def rebuild(self) -> None:
-        """Fill the list from the server (a fresh install): every conversation, its last message, unread counts."""
+    async def rebuild(self, types: Iterable[int] | None = None, lines: Iterable[int] | None = None) -> None:
+        """Fill the list from the server (a fresh install): every conversation, its last message, unread counts.
+
+        ``types`` / ``lines`` ask the server for only those conversations (``get_conversations``' filters,
+        docs/PROTOCOL.md §16.3), e.g. ``types=[0, 1]`` first and the channels (``[3]``) later (FAQ §13).
+        """
         before = 0
         changed: list[Conversation] = []
+        only: dict[str, list[int]] = {}
+        if types is not None:
+            only["types"] = [int(t) for t in types]
+        if lines is not None:
+            only["lines"] = [int(line) for line in lines]
         while True:
-            result = await self._call("get_conversations", before=before, limit=REBUILD_PAGE)
+            result = await self._call("get_conversations", before=before, limit=REBUILD_PAGE, **only)
             self.pages += 1
             rows = result["conversations"]
             for row in rows:

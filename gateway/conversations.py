@@ -14,12 +14,15 @@ names the user.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Final
 
 from gateway.clock import Clock
 from gateway.config import Config
 from gateway.relations import Origin, RelationService
-from protocol.codes import ContentType, PersistFlag
+from protocol.codec import Fields
+from protocol.codes import ContentType, ConversationType, PersistFlag
+from protocol.errors import FieldError
 from storage import Store
 from storage import conversations as db
 from storage.messages import Conversation
@@ -29,6 +32,11 @@ MAX_CONVERSATIONS_PAGE: Final = 200
 #: ``get_conversations`` is charged after it answers: this much, plus one unit per this many inbox rows read.
 LIST_BASE_COST: Final = 1.0
 LIST_ROWS_PER_UNIT: Final = 1000
+
+#: Most items of a ``types`` / ``lines`` filter (duplicates count; a bigger filter is 251).
+MAX_FILTER_TYPES: Final = 16
+MAX_FILTER_LINES: Final = 64
+_LINE_MAX: Final = 2**31 - 1
 
 _COUNTED: Final = int(PersistFlag.PERSIST_AND_COUNT)
 _SHOWN: Final = frozenset({int(PersistFlag.PERSIST), _COUNTED})
@@ -50,6 +58,39 @@ def classifier(user_id: str) -> db.Classify:
         return db.UNREAD
 
     return classify
+
+
+@dataclass(frozen=True, slots=True)
+class ListFilter:
+    """Which conversations a list keeps (FAQ §13): None keeps every type / every line."""
+
+    types: frozenset[int] | None = None
+    lines: frozenset[int] | None = None
+
+
+def read_filter(params: Fields) -> ListFilter:
+    """``types`` and ``lines`` of a list request (absent or nil: no filter); FieldError (251) names the field.
+
+    ``types``: 1..16 known conversation types (0 private, 1 group, 2 chatroom, 3 channel; chatrooms are never
+    in the list, so ``[2]`` lists nothing). ``lines``: 1..64 ints 0..2^31-1. An empty array is refused rather
+    than read as "all" or "none": either reading would surprise half the callers.
+    """
+    types = lines = None
+    if params.raw.get("types") is not None:
+        items = params.array("types", max_len=MAX_FILTER_TYPES)
+        if not items:
+            raise FieldError(params.path("types"), "at least 1 item")
+        if not all(i.__class__ is int and i in ConversationType._value2member_map_ for i in items):
+            raise FieldError(params.path("types"), "items must be conversation types 0..3")
+        types = frozenset(items)
+    if params.raw.get("lines") is not None:
+        items = params.array("lines", max_len=MAX_FILTER_LINES)
+        if not items:
+            raise FieldError(params.path("lines"), "at least 1 item")
+        if not all(i.__class__ is int and 0 <= i <= _LINE_MAX for i in items):
+            raise FieldError(params.path("lines"), f"items must be integers 0..{_LINE_MAX}")
+        lines = frozenset(items)
+    return ListFilter(types, lines)
 
 
 class ConversationService:
@@ -76,13 +117,17 @@ class ConversationService:
         self.relations.notify(changes, origin)
         return {"deleted": len(ids)}
 
-    async def list(self, user_id: str, before: int, limit: int) -> tuple[dict[str, Any], int]:
-        """A page of the user's conversations, and the inbox rows it read (for the rate limit)."""
+    async def list(
+        self, user_id: str, before: int, limit: int, only: ListFilter | None = None
+    ) -> tuple[dict[str, Any], int]:
+        """A page of the user's conversations (``only`` those types and lines), and the inbox rows it read
+        (for the rate limit)."""
+        only = only or ListFilter()
         min_time = 0
         if not self.config.message.roaming:
             min_time = self.clock.now_ms() - self.config.message.compensate_seconds * 1000
         page: db.ConversationList = await self.store.read(
-            db.list_conversations, user_id, before, limit, min_time, classifier(user_id)
+            db.list_conversations, user_id, before, limit, min_time, classifier(user_id), only.types, only.lines
         )
         answer = answer_of(page)
         return answer, page.scanned

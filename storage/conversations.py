@@ -11,7 +11,9 @@ rows, newest message per conversation, the unread ones counted. It is meant for 
 (a fresh install), not for every screen refresh: the SDK keeps its own list from what it syncs. The pass costs
 O(inbox) on a reader connection; with roaming off only the young part of the inbox is read. A backend with
 more room (PostgreSQL) would keep a per-user conversation table updated by the send, which costs a row
-update per recipient per message that SQLite's single writer should not pay on the hot path.
+update per recipient per message that SQLite's single writer should not pay on the hot path (~7 µs per
+private message measured, bench/RESULTS.md "Session 7", which also lists what such a table must handle
+beyond the upsert).
 """
 
 from __future__ import annotations
@@ -144,12 +146,22 @@ class ConversationList:
 
 
 def list_conversations(
-    conn: sqlite3.Connection, user_id: str, before: int, limit: int, min_time: int, classify: Classify
+    conn: sqlite3.Connection,
+    user_id: str,
+    before: int,
+    limit: int,
+    min_time: int,
+    classify: Classify,
+    types: frozenset[int] | None = None,
+    lines: frozenset[int] | None = None,
 ) -> ConversationList:
     """The user's conversations, newest last message first, those whose last message is older than ``before``.
 
     ``before`` 0: from the newest. With ``min_time`` (roaming off) only messages at least that young count, as
-    a new device's pull sees them. Reads committed tables only (a reader connection runs it).
+    a new device's pull sees them. ``types`` / ``lines`` (None: all) keep only conversations of those types
+    and lines (FAQ §13: the list without channels, then the channels). Reads committed tables only (a reader
+    connection runs it). A filter saves the decoding of the rows it drops, not their reading: ``scanned``
+    still counts every inbox row read.
     """
     start = first_seq_since(conn, user_id, min_time) if min_time > 0 else 1
     marks = {
@@ -167,7 +179,8 @@ def list_conversations(
         )
         for row in rows:
             scanned += 1
-            _take(by_conv, marks, user_id, row, classify)
+            if (types is None or row[1] in types) and (lines is None or row[3] in lines):
+                _take(by_conv, marks, user_id, row, classify)
     entries = sorted(by_conv.values(), key=lambda e: e.last.message_id, reverse=True)
     if before:
         entries = [e for e in entries if e.last.message_id < before]

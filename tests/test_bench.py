@@ -152,3 +152,23 @@ def test_floor_servers_answer_every_message(kind: str) -> None:
     assert record["sent"] > 0
     assert record["acks"] == record["pushes"] == record["sent"]
     assert record["server_cpu_us_per_msg"] >= 0
+
+
+def test_convlist_reads_the_whole_inbox_it_filled() -> None:
+    """bench.convlist fills the user's inbox through storage and times pages over all of it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.convlist", "--messages", "300", "--convs", "30", "--repeat", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "filled 300 messages over 30 conversations" in done.stdout
+    assert "(300 inbox rows read)" in done.stdout
+
+
+def test_conv_upsert_measures_all_three_kinds() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.conv_upsert", "--rounds", "1", "--messages", "1000"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [line.split()[0] for line in done.stdout.splitlines()] == ["base", "table", "table-noindex"]

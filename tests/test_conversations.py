@@ -308,3 +308,120 @@ async def test_a_devices_put_setting_on_the_read_mark_only_moves_it_forward(gw: 
             )
             assert put["code"] == 0
             assert await mark() == first.message_id
+
+
+async def _filtered_story(gw: Gateway) -> dict[Conversation, int]:
+    """alice gets a private chat, the club on lines 0 and 2, and a channel post: conversation -> last id."""
+    sent: dict[Conversation, int] = {}
+    async with sdk(gw, "bob") as bob, sdk(gw, "carol") as carol:
+        sent[Conversation(0, "bob")] = (await bob.messages.send(Conversation(0, "alice"), text("a"))).message_id
+        sent[CLUB] = (await carol.messages.send(CLUB, text("b"))).message_id
+        sent[Conversation(1, "club", 2)] = (await bob.messages.send(Conversation(1, "club", 2), text("c"))).message_id
+        code, _ = await gw.services.channels.create("carol", "news", {"name": "News"}, admin=True)
+        assert code == 0
+        assert (await gw.services.channels.listen("alice", "news", True))[0] == 0
+        sent[Conversation(3, "news")] = (await carol.messages.send(Conversation(3, "news"), text("d"))).message_id
+        sent[Conversation(0, "carol", 5)] = (
+            await carol.messages.send(Conversation(0, "alice", 5), text("e"))
+        ).message_id
+    return sent
+
+
+async def _pages(c: client.Client, limit: int, **only: Any) -> list[dict[str, Any]]:
+    """Every entry of ``get_conversations`` with these filters, paged ``limit`` at a time."""
+    rows: list[dict[str, Any]] = []
+    before = 0
+    while True:
+        response = await c.request("get_conversations", {"before": before, "limit": limit, **only})
+        assert response.ok, response.result
+        rows += response.result["conversations"]
+        if not response.result["more"]:
+            return rows
+        before = rows[-1]["last_message"]["message_id"]
+
+
+def _conv_of(row: dict[str, Any]) -> Conversation:
+    return Conversation(row["conv"]["type"], row["conv"]["target"], row["conv"]["line"])
+
+
+async def test_get_conversations_filters_by_type_and_line_and_pages_within_the_filter(gw: Gateway) -> None:
+    with trio.fail_after(LIMIT):
+        sent = await _filtered_story(gw)
+        async with sdk(gw, "alice", sync_messages=False) as alice:
+            everything = await _pages(alice, 50)
+            assert {_conv_of(row): row["last_message"]["message_id"] for row in everything} == sent
+            for only in (
+                {"types": [0, 1]},  # FAQ §13: the main list without channels ...
+                {"types": [3]},  # ... and the channel folder
+                {"types": [1], "lines": [2]},
+                {"lines": [0]},
+                {"lines": [5, 2]},
+                {"types": [2]},  # chatrooms are never in the list
+                {"types": [0, 0, 3]},
+            ):
+                want = [
+                    row
+                    for row in everything
+                    if row["conv"]["type"] in only.get("types", range(4)) and row["conv"]["line"] in only.get("lines", (0, 2, 5))
+                ]
+                # The same entries, counts and order as the unfiltered list, whatever the page size.
+                assert await _pages(alice, 50, **only) == want, only
+                assert await _pages(alice, 1, **only) == want, only
+            # The SDK's rebuild asks for the same: a fresh install that wants only the channel folder.
+            await alice.conversations.rebuild(types=[3])
+            assert [c.conv for c in alice.conversations.conversations()] == [Conversation(3, "news")]
+            await alice.conversations.rebuild(types=[0], lines=[5])
+            assert {c.conv for c in alice.conversations.conversations()} == {
+                Conversation(3, "news"), Conversation(0, "carol", 5)
+            }
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"types": []}, "types"),
+        ({"types": [9]}, "types"),
+        ({"types": [-1]}, "types"),
+        ({"types": ["0"]}, "types"),
+        ({"types": [True]}, "types"),
+        ({"types": 0}, "types"),
+        ({"types": [0] * 17}, "types"),
+        ({"lines": []}, "lines"),
+        ({"lines": [-1]}, "lines"),
+        ({"lines": [2**31]}, "lines"),
+        ({"lines": [1.0]}, "lines"),
+        ({"lines": {"a": 1}}, "lines"),
+        ({"lines": list(range(65))}, "lines"),
+    ],
+)
+async def test_bad_list_filters_get_251_naming_the_field(gw: Gateway, params: dict[str, Any], field: str) -> None:
+    with trio.fail_after(LIMIT):
+        async with sdk(gw, "alice", sync_messages=False, sync_relations=False) as alice:
+            response = await alice.request("get_conversations", params)
+            assert response.code == ErrorCode.INVALID_PARAMETER
+            assert response.result["field"] == field
+
+
+async def test_the_admin_list_takes_the_same_filters_over_real_http(gw: Gateway) -> None:
+    import httpx
+
+    from tests.test_admin_messages import Admin
+
+    with trio.fail_after(LIMIT):
+        sent = await _filtered_story(gw)
+        async with httpx.AsyncClient(timeout=5) as http:
+            admin = Admin(gw, http)
+
+            async def listed(**only: Any) -> dict[Conversation, str]:
+                answer = await admin.call("conversation/list", {"user_id": "alice", **only})
+                assert answer["code"] == 0, answer
+                return {_conv_of(row): row["last_message_id"] for row in answer["result"]["conversations"]}
+
+            assert await listed() == {conv: str(i) for conv, i in sent.items()}
+            assert set(await listed(types=[0, 1])) == {c for c in sent if c.type in (0, 1)}
+            assert set(await listed(types=[3])) == {Conversation(3, "news")}
+            assert set(await listed(types=[0], lines=[5])) == {Conversation(0, "carol", 5)}
+            for bad, field in (({"types": [7]}, "types"), ({"lines": []}, "lines"), ({"types": ["1"]}, "types"),
+                               ({"lines": [-3]}, "lines")):  # fmt: skip
+                answer = await admin.call("conversation/list", {"user_id": "alice", **bad})
+                assert answer["code"] == ErrorCode.INVALID_PARAMETER and field in answer["msg"], answer

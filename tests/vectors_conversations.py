@@ -41,6 +41,10 @@ REQUESTS: dict[str, tuple[str, dict[str, Any]]] = {
         {"conv": {"type": 0, "target": "alice", "line": 0}, "message_id": SECOND},
     ),
     "get_conversations_plaintext": ("get_conversations", {"before": 0, "limit": 50}),
+    "get_conversations_filtered_plaintext": (
+        "get_conversations",
+        {"before": 0, "limit": 50, "types": [0, 1], "lines": [0]},
+    ),
 }
 NAMES = (*REQUESTS, "get_conversations_response_plaintext")
 
@@ -66,6 +70,9 @@ def compute() -> dict[str, bytes]:
     out = {name: codec.pack({"m": method, "p": params}) for name, (method, params) in REQUESTS.items()}
     page = conversations.list_conversations(_story(), "bob", 0, 50, 0, classifier("bob"))
     answer = answer_of(page)
+    filtered = conversations.list_conversations(_story(), "bob", 0, 50, 0, classifier("bob"), frozenset({0, 1}),
+                                                frozenset({0}))  # fmt: skip
+    assert answer_of(filtered) == answer  # what the doc says of the filtered request in this story
     body = encode_response_body(0, codec.Packed(codec.pack(answer), page.scanned))
     assert body == encode_response_body(0, answer)
     out["get_conversations_response_plaintext"] = body

@@ -6,8 +6,10 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
 
-from gateway.conversations import ConversationService
+from gateway.conversations import ConversationService, read_filter
+from protocol.codec import Fields
 from protocol.codes import ConversationType, ErrorCode, valid_id
+from protocol.errors import FieldError
 from storage.messages import Conversation
 
 from . import models as m
@@ -49,10 +51,15 @@ def routes(conversations: ConversationService, store: Store) -> APIRouter:
 
     @api.post("/list", response_model=m.Answer[m.ConversationList])
     async def conversation_list(req: m.ConversationListQuery) -> dict[str, Any]:
-        """The user's conversations, newest last message first, with read marks and unread counts."""
+        """The user's conversations, newest last message first, with read marks and unread counts; ``types`` and
+        ``lines`` keep only those (FAQ §13: the list without channels, then the channels)."""
+        try:
+            only = read_filter(Fields({"types": req.types, "lines": req.lines}))
+        except FieldError as exc:
+            return answer(ErrorCode.INVALID_PARAMETER, msg=f"{exc.field}: {exc.problem}")
         if not await store.get_users([req.user_id]):
             return answer(ErrorCode.NOT_EXIST)
-        page, _ = await conversations.list(req.user_id, int(req.before or 0), req.limit)
+        page, _ = await conversations.list(req.user_id, int(req.before or 0), req.limit, only)
         rows = [
             {
                 "conv": row["conv"],

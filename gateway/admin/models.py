@@ -11,7 +11,7 @@ import base64
 import json
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
 
 from protocol.codes import MAX_PLATFORM, decimal_message_id, valid_id
 
@@ -554,6 +554,10 @@ class ConversationListQuery(Request):
     user_id: Id
     before: MessageId | None = Field(None, description="only conversations whose last message is older; absent: newest")
     limit: int = Field(50, ge=1, le=200)
+    types: list[StrictInt] | None = Field(
+        None, description="only these conversation types (0 private, 1 group, 3 channel), 1-16 items; absent: all"
+    )
+    lines: list[StrictInt] | None = Field(None, description="only these lines (0..2^31-1), 1-64 items; absent: all")
 
 
 class ConversationOut(BaseModel):

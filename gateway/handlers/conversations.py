@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.conversations import LIST_BASE_COST, LIST_ROWS_PER_UNIT, MAX_CONVERSATIONS_PAGE
+from gateway.conversations import LIST_BASE_COST, LIST_ROWS_PER_UNIT, MAX_CONVERSATIONS_PAGE, read_filter
 from gateway.dispatch import Caller, method
 from gateway.messaging import read_conversation
 from gateway.services import Services
@@ -39,8 +39,9 @@ def list_cost(code: int, result: Any) -> float:
 
 @method("get_conversations", cost=list_cost, serial=True)
 async def get_conversations(services: Services, caller: Caller, params: Fields) -> tuple[int, Any]:
-    """{before?, limit?} → {conversations: [...], more}: newest last message first."""
+    """{before?, limit?, types?, lines?} → {conversations: [...], more}: newest last message first."""
     before = params.integer("before", lo=0, hi=MESSAGE_ID_MAX, default=0)
     limit = params.integer("limit", lo=1, hi=MAX_CONVERSATIONS_PAGE, default=50)
-    answer, scanned = await services.conversations.list(caller.user_id, before, limit)
+    only = read_filter(params)
+    answer, scanned = await services.conversations.list(caller.user_id, before, limit, only)
     return ErrorCode.SUCCESS, codec.Packed(codec.pack(answer), scanned)
