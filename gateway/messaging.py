@@ -38,7 +38,7 @@ from protocol.codes import (
     GroupMemberType,
     PersistFlag,
 )
-from protocol.connection import encode_msg_push, encode_notify_body
+from protocol.connection import encode_msg_push, encode_notify_body, encode_update_push
 from protocol.errors import FieldError
 from storage import Store
 from storage.messages import (
@@ -64,8 +64,6 @@ CHANNEL = int(ConversationType.CHANNEL)
 PERSIST_FLAGS = frozenset(int(f) for f in PersistFlag)
 RECALL_CONTENT_TYPE = int(ContentType.RECALL)
 UPDATE_CONTENT_TYPE = int(ContentType.UPDATE)
-#: The NOTIFY topic of an update notice (docs/PROTOCOL.md §9.11): the ``msg`` shape under a topic of its own.
-MESSAGE_UPDATED_TOPIC = "message_updated"
 PERSIST_TRANSPARENT = int(PersistFlag.TRANSPARENT)
 MAX_PULL = 500
 MAX_HISTORY = 100
@@ -559,8 +557,6 @@ class MessageService:
     def _update_pushes(self, notice: Outgoing, result: SendResult, origin_client: str | None) -> Iterator[None]:
         """``message_updated`` to every live device of every holder but the calling one, a chunk at a time."""
         packed = codec.pack(notice.to_wire())
-        head = codec.map_header(2) + codec.pack("t") + codec.pack(MESSAGE_UPDATED_TOPIC) + codec.pack("d")
-        middle = codec.map_header(2) + codec.pack("seq")
         work = 0
         for owner, seq in result.seqs.items():
             body = None
@@ -568,7 +564,7 @@ class MessageService:
                 if owner == notice.from_user and conn.client_id == origin_client:
                     continue
                 if body is None:
-                    body = b"".join((head, middle, codec.pack(seq), codec.pack("message"), packed))
+                    body = encode_update_push(seq, packed)
                 conn.push_frame_body(body)
                 work += 8
             work += 1
