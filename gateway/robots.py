@@ -118,7 +118,6 @@ class RobotService:
     async def load(self) -> None:
         for robot in await self.store.read(db.all_robots):
             self._keep(robot)
-        self.messages.robot_hook = self.message_stored
 
     def _keep(self, robot: db.RobotRecord) -> None:
         self.robots[robot.robot_id] = robot
@@ -126,10 +125,16 @@ class RobotService:
             self.with_callback[robot.robot_id] = robot
         else:
             self.with_callback.pop(robot.robot_id, None)
+        self._hook()
 
     def _forget(self, robot_id: str) -> None:
         self.robots.pop(robot_id, None)
         self.with_callback.pop(robot_id, None)
+        self._hook()
+
+    def _hook(self) -> None:
+        """The delivery path calls us only while some robot has a callback: otherwise it costs nothing."""
+        self.messages.robot_hook = self.message_stored if self.with_callback else None
 
     def secret_of(self, robot_id: str) -> bytes | None:
         """The key that signs this robot's API calls (``auth.SignatureMiddleware``); None: no such robot."""
