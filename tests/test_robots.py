@@ -218,3 +218,27 @@ async def test_no_robot_host_listed_means_no_callback_is_sent(nursery: trio.Nurs
         assert gw.services.webhooks.robot is None and gw.services.webhooks.robot_refused == 1
         await ann.aclose()
     assert receiver.connections == 0
+
+
+async def test_ember_admin_robot_commands(nursery: trio.Nursery, tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.cli import main
+    from gateway.clock import Clock
+
+    gw = await start_gateway(nursery, tmp_path, clock=Clock())  # the CLI signs with the wall clock
+    await gw.user("boss")
+    base = ["admin", "--url", gw.running.admin_url, "--secret", gw.config.admin.secret, "robot"]
+
+    async def ember(*argv: str) -> tuple[int, Any]:
+        code = await trio.to_thread.run_sync(main, [*base, *argv])
+        out = capsys.readouterr()
+        return code, json.loads(out.out or out.err)
+
+    code, out = await ember("create", "boss", "--id", "helper", "--name", "Helper", "--callback", "https://b.example/cb")
+    assert code == 0 and out["result"]["robot_id"] == "helper" and len(out["result"]["secret"]) == 64
+    code, out = await ember("update", "helper", "--extra", '{"tier":1}', "--rotate-secret")
+    assert code == 0 and len(out["result"]["secret"]) == 64
+    code, out = await ember("info", "helper")
+    assert out["result"]["robot_extra"] == '{"tier":1}' and out["result"]["callback"] == "https://b.example/cb"
+    assert [r["robot_id"] for r in (await ember("list", "boss"))[1]["result"]["robots"]] == ["helper"]
+    assert (await ember("destroy", "helper"))[0] == 0
+    assert (await ember("info", "helper"))[0] == 1
