@@ -525,7 +525,7 @@ class MessageService:
         """Replace a message's content for everyone who has it (docs/PROTOCOL.md §9.11).
 
         ``operator`` None: the admin API, any message. Otherwise only its sender, and (unless ``any_type``,
-        a robot's own message) only content types in ``message.client_update_types`` (248). With
+        a robot's own message) only from and to content types in ``message.client_update_types`` (248). With
         ``distribute`` an update notice (type 81) goes to every holder's inbox and to their live devices as
         ``message_updated``; without, only the stored content changes (pulls and history show it).
         """
@@ -539,8 +539,8 @@ class MessageService:
         }
         notice = Outgoing(self.ids.next_id(), now, Conversation(PRIVATE, ""), operator or "", notice_content, 1)
 
-        def may_update(message: StoredMessage) -> bool:
-            return any_type or message.content.get("type") in allowed
+        def may_update(message: StoredMessage) -> bool:  # a user: the old type and the new one are listed
+            return any_type or (message.content.get("type") in allowed and content["type"] in allowed)
 
         result = await self.store.update_message(
             operator, message_id, content, notice if distribute else None, None if operator is None else may_update

@@ -105,6 +105,9 @@ async def test_a_user_updates_its_own_message_of_an_allowed_type_and_the_sdk_han
         [notice] = await take(bob, 1)
         assert notice.updated_message_id == ack.message_id
         assert notice.updated_content is not None and notice.updated_content["searchable_content"] == "v2"
+        with pytest.raises(Exception) as refused:  # into a type that is not listed either
+            await ann.messages.update(ack.message_id, {"type": 2, "content": "other"})
+        assert getattr(refused.value, "code", None) == ErrorCode.NOT_RIGHT
         voice = await ann.messages.send(Conversation(0, "bob"), {"type": 2, "content": "blob"})
         with pytest.raises(Exception) as refused:  # type 2 is not in message.client_update_types
             await ann.messages.update(voice.message_id, {"type": 2, "content": "other"})
