@@ -242,3 +242,39 @@ async def test_ember_admin_robot_commands(nursery: trio.Nursery, tmp_path, capsy
     assert [r["robot_id"] for r in (await ember("list", "boss"))[1]["result"]["robots"]] == ["helper"]
     assert (await ember("destroy", "helper"))[0] == 0
     assert (await ember("info", "helper"))[0] == 1
+
+
+async def test_bad_reply_bodies_and_replies_to_robots_are_not_sent(nursery: trio.Nursery, tmp_path) -> None:
+    """A callback answering garbage, a reply the rules refuse, or a reply to another robot's message: nothing is
+    sent, each is counted, and the gateway goes on serving (the next message still reaches the callback)."""
+    answers = iter([b"not json", b'{"reply": {"type": 80}}', b'{"reply": "text"}', b'{"ok": true}'])
+    receiver = await Receiver(answer=lambda r: next(answers, b'{"reply": {"type": 1, "searchable_content": "pong"}}')).start(nursery)
+    gw = await start_gateway(nursery, tmp_path, callback={"robot_hosts": f"127.0.0.1:{receiver.port}", "retry_base_ms": 10})
+    for user in ("boss", "ann"):
+        await gw.user(user)
+    async with httpx.AsyncClient() as http:
+        admin = Admin(gw, http)
+        await make_robot(admin, receiver)
+        ann = await Device.connect(gw, "ann")
+        for i in range(4):
+            assert (await ann.send_text("bot", f"m{i}")).code == 0
+        await receiver.wait_for(4)
+        robots = gw.services.robots
+        # A robot writing to the bot: its message is posted, but the bot's reply body is not sent.
+        other = await make_robot(admin, None, "other")
+        assert (await other.send_text({"type": 0, "target": "bot"}, "robot talk"))["code"] == 0
+        await receiver.wait_for(5)
+        assert (await ann.send_text("bot", "ping")).code == 0
+        reply = await ann.push()
+        assert reply.data["message"]["content"]["searchable_content"] == "pong"
+        assert robots.replies_sent == 1 and robots.replies_refused == 3
+        # Bad robot API input: the field is named; a chatroom is not for robots.
+        bad = await other.call("message/send", {"conv": {"type": 0, "target": "ann"}, "content": {"type": 80}})
+        assert bad["code"] == ErrorCode.INVALID_PARAMETER and bad["msg"].startswith("content.type")
+        room = await other.call("message/send", {"conv": {"type": 2, "target": "r"}, "content": {"type": 1}})
+        assert room["code"] == ErrorCode.NOT_IMPLEMENTED
+        extra = await other.call("update_profile", {"extra": "{not json"})
+        assert extra["code"] == ErrorCode.INVALID_PARAMETER and "extra" in extra["msg"]
+        response = await other.post("/robot/message/send", None)
+        assert response.status_code == 200 and response.json()["code"] == ErrorCode.INVALID_PARAMETER
+        await ann.aclose()
