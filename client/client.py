@@ -64,7 +64,7 @@ from .chatrooms import CHATROOM_QUIT_TOPIC, Chatrooms
 from .conversations import Conversations, ConversationsChanged
 from .errors import ClientClosed, ConnectError, RequestTimeout
 from .groups import Groups
-from .messages import MESSAGE_DELETED_TOPIC, MSG_TOPIC, Messages, parse_message
+from .messages import MESSAGE_DELETED_TOPIC, MESSAGE_UPDATED_TOPIC, MSG_TOPIC, Messages, parse_message
 from .relations import HEAD_TOPIC, Relations, RelationsChanged, Snapshot
 from .users import UserInfoUpdated, Users
 
@@ -786,6 +786,10 @@ class Client:
                         pushed = parse_message(event.data.get("message"), 0)
                         if pushed is not None:
                             self.groups._observe(pushed)
+                elif event.topic == MESSAGE_UPDATED_TOPIC:
+                    if self.messages.syncing:
+                        self.messages._on_push(event.data)  # the notice sits in the inbox like a msg push
+                        continue
                 elif event.topic == HEAD_TOPIC:
                     if self.relations.syncing:
                         self.relations._on_head(event.data)

@@ -51,6 +51,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeGuard
 
+import msgpack
 import trio
 
 from protocol.codes import ConnectionStatus, ContentType, ErrorCode, PersistFlag
@@ -65,12 +66,15 @@ log = logging.getLogger("ember.client.messages")
 #: The NOTIFY topics of messages.
 MSG_TOPIC = "msg"
 MESSAGE_DELETED_TOPIC = "message_deleted"
+#: An update notice (content type 81, docs/PROTOCOL.md §9.11): the ``msg`` shape, handed over like any message.
+MESSAGE_UPDATED_TOPIC = "message_updated"
 
 #: Messages asked for per pull (the server allows up to 500).
 PULL_LIMIT = 100
 #: Message ids remembered for dedup, newest first out last.
 SEEN_IDS = 10_000
 RECALL_CONTENT_TYPE = int(ContentType.RECALL)
+UPDATE_CONTENT_TYPE = int(ContentType.UPDATE)
 PERSIST_TRANSPARENT = int(PersistFlag.TRANSPARENT)
 #: How long a pull refused with 250 waits before asking again (the server's window is 5 s).
 PULL_RATE_LIMITED_WAIT_SECONDS = 1.0
@@ -130,6 +134,27 @@ class Message:
             return int(json.loads(self.content.get("content", ""))["message_id"])
         except (ValueError, KeyError, TypeError):
             return None
+
+    @property
+    def updated_message_id(self) -> int | None:
+        """For an update notice (content type 81): the id of the message whose content changed."""
+        if self.content_type != UPDATE_CONTENT_TYPE:
+            return None
+        try:
+            return int(json.loads(self.content.get("content", ""))["message_id"])
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    @property
+    def updated_content(self) -> Mapping[str, Any] | None:
+        """For an update notice: the message's new content map, to show in place of the old one."""
+        if self.content_type != UPDATE_CONTENT_TYPE or not isinstance(self.content.get("data"), bytes):
+            return None
+        try:
+            content = msgpack.unpackb(self.content["data"])
+        except (ValueError, msgpack.UnpackException):
+            return None
+        return content if isinstance(content, dict) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,6 +382,14 @@ class Messages:
     async def recall(self, message_id: int) -> RecallAck:
         """Replace a message for everyone with a recall notice (content type 80)."""
         result = await self._call("recall_message", message_id=message_id)
+        ack = RecallAck(result["message_id"], result["seq"])
+        self._own(ack.message_id, ack.seq)
+        return ack
+
+    async def update(self, message_id: int, content: Mapping[str, Any]) -> RecallAck:
+        """Replace one of this user's messages' content for everyone (only the content types the server's
+        ``message.client_update_types`` lists: else 248). Every holder gets an update notice (type 81)."""
+        result = await self._call("update_message", message_id=message_id, content=dict(content))
         ack = RecallAck(result["message_id"], result["seq"])
         self._own(ack.message_id, ack.seq)
         return ack

@@ -157,6 +157,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _group_commands(calls.add_parser("group", help="hosted groups: ember admin group COMMAND ..."))
     _channel_commands(calls.add_parser("channel", help="channels: ember admin channel COMMAND ..."))
+    _robot_commands(calls.add_parser("robot", help="robots: ember admin robot COMMAND ..."))
     room = simple("create-chatroom", "/admin/chatroom/create", "create or update a chatroom", "chatroom_id")
     for name in CHATROOM_FIELDS:
         room.add_argument(f"--{name}", default="", help=f"the room's {name}")
@@ -236,6 +237,43 @@ def _group_commands(group: argparse.ArgumentParser) -> None:
     command("user-groups", "user_groups", "the groups a user is in", lambda a: {"user_id": a.user_id}, "user_id")
     command("common", "common", "the groups two users are both in",
             lambda a: {"user_id": a.user_id, "other": a.other}, "user_id", "other")  # fmt: skip
+
+
+def _robot_commands(robot: argparse.ArgumentParser) -> None:
+    """``ember admin robot ...``: create, update, destroy, info, list (docs/ADMIN_API.md "Robots")."""
+    calls = robot.add_subparsers(required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str, payload: Any, positional: str) -> argparse.ArgumentParser:
+        cmd = calls.add_parser(name, help=help_text)
+        cmd.add_argument(positional)
+        cmd.set_defaults(run=_call, path=f"/admin/robot/{name}", payload=payload)
+        return cmd
+
+    def given(a: argparse.Namespace, **fields: str) -> dict[str, Any]:
+        return {key: getattr(a, attr) for key, attr in fields.items() if getattr(a, attr) is not None}
+
+    create = command(
+        "create", "create a robot owned by OWNER (the answer shows its secret, once)",
+        lambda a: {"owner": a.owner, **given(a, robot_id="id", name="name", callback="callback", robot_extra="extra")},
+        "owner",
+    )  # fmt: skip
+    create.add_argument("--id", help="robot id (default: generated)")
+    for name in ("name", "callback", "extra"):
+        create.add_argument(f"--{name}")
+    update = command(
+        "update", "change a robot's owner, callback or robot_extra, or rotate its secret (shown once)",
+        lambda a: {
+            "robot_id": a.robot_id, "rotate_secret": a.rotate_secret,
+            **given(a, owner="owner", callback="callback", robot_extra="extra"),
+        },
+        "robot_id",
+    )  # fmt: skip
+    for name in ("owner", "callback", "extra"):
+        update.add_argument(f"--{name}")
+    update.add_argument("--rotate-secret", action="store_true")
+    command("destroy", "end a robot's API access at once and forbid its user", lambda a: {"robot_id": a.robot_id}, "robot_id")
+    command("info", "show a robot (never its secret)", lambda a: {"robot_id": a.robot_id}, "robot_id")
+    command("list", "the robots a user owns", lambda a: {"owner": a.owner}, "owner")
 
 
 def _channel_commands(channel: argparse.ArgumentParser) -> None:

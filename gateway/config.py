@@ -291,6 +291,22 @@ class MessageConfig(_Section):
     chatroom_history: bool = _key(
         True, "Keep each chatroom's recent messages in memory for load_chatroom_history (else it answers 220)."
     )
+    # --- message update (issue 22) ---
+    client_update_types: str = _key(
+        "",
+        "Content types (comma-separated integers) whose messages their sender may update with update_message "
+        "(else 248). Empty: none; a robot may always update its own messages, the admin API any.",
+    )
+
+    def _check(self) -> None:
+        try:
+            _ = self.client_update_type_set
+        except ValueError:
+            raise ConfigError("message.client_update_types: must be comma-separated integers") from None
+
+    @property
+    def client_update_type_set(self) -> frozenset[int]:
+        return frozenset(int(part) for part in self.client_update_types.split(",") if part.strip())
 
 
 @dataclass(frozen=True)
@@ -401,6 +417,12 @@ class CallbackConfig(_Section):
         "Hosts (comma-separated, host or host:port) a channel's callback URL may name; a callback to any other "
         "host is never contacted (counted as refused). Empty: channel callbacks are not delivered.",
     )
+    # --- robots (issue 22) ---
+    robot_hosts: str = _key(
+        "",
+        "Hosts (comma-separated, host or host:port) a robot's callback URL may name; a callback to any other "
+        "host is never contacted (counted as refused). Empty: robot callbacks are not delivered.",
+    )
     queue_size: int = _key(10000, "Events waiting per webhook URL; when full the oldest are dropped.", lo=1)
     senders: int = _key(4, "Concurrent deliveries per webhook URL.", lo=1, hi=64)
     timeout_seconds: float = _key(5.0, "One delivery attempt's time limit (connect, send, answer).", lo=0.01)
@@ -422,6 +444,10 @@ class CallbackConfig(_Section):
     @property
     def channel_host_names(self) -> frozenset[str]:
         return frozenset(name.strip().lower() for name in self.channel_hosts.split(",") if name.strip())
+
+    @property
+    def robot_host_names(self) -> frozenset[str]:
+        return frozenset(name.strip().lower() for name in self.robot_hosts.split(",") if name.strip())
 
 
 @dataclass(frozen=True)

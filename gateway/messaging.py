@@ -38,7 +38,7 @@ from protocol.codes import (
     GroupMemberType,
     PersistFlag,
 )
-from protocol.connection import encode_msg_push, encode_notify_body
+from protocol.connection import encode_msg_push, encode_notify_body, encode_update_push
 from protocol.errors import FieldError
 from storage import Store
 from storage.messages import (
@@ -63,6 +63,7 @@ CHATROOM = int(ConversationType.CHATROOM)
 CHANNEL = int(ConversationType.CHANNEL)
 PERSIST_FLAGS = frozenset(int(f) for f in PersistFlag)
 RECALL_CONTENT_TYPE = int(ContentType.RECALL)
+UPDATE_CONTENT_TYPE = int(ContentType.UPDATE)
 PERSIST_TRANSPARENT = int(PersistFlag.TRANSPARENT)
 MAX_PULL = 500
 MAX_HISTORY = 100
@@ -119,9 +120,9 @@ def read_content(fields: Fields, config: Config, *, key: str = "content", server
     c = fields.mapping(key)
     limit = config.message.max_text_bytes
     content: dict[str, Any] = {"type": c.integer("type", lo=0, hi=2**31 - 1)}
-    if content["type"] == RECALL_CONTENT_TYPE:
-        # Only the server makes recall notices: a sent one could make SDKs hide any message id.
-        raise FieldError("content.type", f"{RECALL_CONTENT_TYPE} is reserved for recall notices")
+    if content["type"] == RECALL_CONTENT_TYPE or content["type"] == UPDATE_CONTENT_TYPE:
+        # Only the server makes recall and update notices: a sent one could make SDKs rewrite any message.
+        raise FieldError("content.type", f"{content['type']} is reserved for recall and update notices")
     if content["type"] in NOTIFICATION_CONTENT_TYPES and not server_made:
         # Group notifications too: a forged one would make SDKs rewrite their group caches.
         raise FieldError("content.type", "100..199 are reserved for server notifications")
@@ -319,6 +320,8 @@ class MessageService:
         # of stored messages (None while no forward or push URL is configured: then nothing is looked at).
         self.metrics = Metrics()
         self.webhooks: Webhooks | None = None
+        #: Set by ``RobotService.load``: told of every stored delivery, hands robots' copies to their callbacks.
+        self.robot_hook: Callable[[Outgoing, SendResult], None] | None = None
 
     def enable_channels(self, channels: ChannelService) -> None:
         """Channel sends follow ``gateway.channels.channel_route``; callback-only ones go to its hook."""
@@ -406,6 +409,8 @@ class MessageService:
         they are in no inbox. A private message goes out at once; a group
         message's pushes go through ``FanOut``, a chunk per pass of the loop.
         """
+        if self.robot_hook is not None:
+            self.robot_hook(msg, result)
         if msg.conv.type != PRIVATE or self.fanout.pending:
             owners = len(result.seqs) if msg.persist_flag != PERSIST_TRANSPARENT else len(result.live_only)
             self.fanout.add(self._pushes(msg, result, origin_client), owners)
@@ -512,6 +517,60 @@ class MessageService:
             return result.code, None
         self.deliver(notice, result, origin_client)
         return ErrorCode.SUCCESS, {"message_id": notice.message_id, "seq": result.seqs.get(operator, 0)}
+
+    async def update(
+        self, operator: str | None, message_id: int, content: dict[str, Any], origin_client: str | None, *,
+        any_type: bool = False, distribute: bool = True,
+    ) -> tuple[int, Any]:  # fmt: skip
+        """Replace a message's content for everyone who has it (docs/PROTOCOL.md §9.11).
+
+        ``operator`` None: the admin API, any message. Otherwise only its sender, and (unless ``any_type``,
+        a robot's own message) only from and to content types in ``message.client_update_types`` (248). With
+        ``distribute`` an update notice (type 81) goes to every holder's inbox and to their live devices as
+        ``message_updated``; without, only the stored content changes (pulls and history show it).
+        """
+        now = self.clock.now_ms()
+        allowed = self.config.message.client_update_type_set
+        notice_content = {
+            "type": UPDATE_CONTENT_TYPE,
+            "content": json.dumps({"operator": operator or "", "message_id": str(message_id)}),
+            "data": codec.pack(content),
+            "persist_flag": 1,
+        }
+        notice = Outgoing(self.ids.next_id(), now, Conversation(PRIVATE, ""), operator or "", notice_content, 1)
+
+        def may_update(message: StoredMessage) -> bool:  # a user: the old type and the new one are listed
+            return any_type or (message.content.get("type") in allowed and content["type"] in allowed)
+
+        result = await self.store.update_message(
+            operator, message_id, content, notice if distribute else None, None if operator is None else may_update
+        )
+        if result.code != ErrorCode.SUCCESS:
+            return result.code, None
+        if not distribute:
+            return ErrorCode.SUCCESS, {"message_id": 0, "seq": 0}
+        if self.robot_hook is not None:
+            self.robot_hook(notice, result)
+        self.fanout.add(self._update_pushes(notice, result, origin_client), len(result.seqs))
+        return ErrorCode.SUCCESS, {"message_id": notice.message_id, "seq": result.seqs.get(operator or "", 0)}
+
+    def _update_pushes(self, notice: Outgoing, result: SendResult, origin_client: str | None) -> Iterator[None]:
+        """``message_updated`` to every live device of every holder but the calling one, a chunk at a time."""
+        packed = codec.pack(notice.to_wire())
+        work = 0
+        for owner, seq in result.seqs.items():
+            body = None
+            for conn in self.router.connections(owner):
+                if owner == notice.from_user and conn.client_id == origin_client:
+                    continue
+                if body is None:
+                    body = encode_update_push(seq, packed)
+                conn.push_frame_body(body)
+                work += 8
+            work += 1
+            if work >= FANOUT_CHUNK * 8:
+                work = 0
+                yield
 
     async def remote_history(
         self, user_id: str, conv: Conversation, before_id: int, count: int

@@ -28,6 +28,7 @@ from gateway.groups import GroupService
 from gateway.messaging import MessageService
 from gateway.outbox import cork
 from gateway.reads import HAVE_EPOLL, ReadPoller
+from gateway.robots import RobotService
 from gateway.router import Router
 from gateway.services import Services
 from gateway.sessions import SessionService
@@ -79,6 +80,9 @@ async def serve(
         await services.chatrooms.load()
         services.channels = ChannelService(config, store, messages, services.relations, clock)
         services.channels.callbacks.sink = webhooks.channel_message
+        services.robots = RobotService(config, store, messages, sessions, clock)
+        services.robots.webhooks = webhooks
+        await services.robots.load()
         messages.metrics = services.metrics
         messages.webhooks = webhooks if webhooks.watch_messages else None
         try:
@@ -138,6 +142,7 @@ async def _run(
             chatrooms=services.chatrooms,
             channels=services.channels,
             services=services,
+            robots=services.robots,
         )
         urls = await nursery.start(
             functools.partial(

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from gateway.channels import ChannelService
     from gateway.chatrooms import ChatroomService
     from gateway.groups import GroupService
+    from gateway.robots import RobotService
 
 
 @dataclass
@@ -37,6 +38,7 @@ class Services:
     groups: GroupService | None = None  # set by serve(); None only in services built without one
     chatrooms: ChatroomService | None = None  # set by serve(), like groups
     channels: ChannelService | None = None  # set by serve(), like groups
+    robots: RobotService | None = None  # set by serve(), like groups
     #: The webhooks (gateway/webhooks.py); built from the fields above when not given.
     webhooks: Webhooks = field(default=None)  # type: ignore[assignment]
     #: Counters for /metrics (gateway/metrics.py).

@@ -62,6 +62,10 @@ _PRIVATE = int(ConversationType.PRIVATE)
 #: Turns one queued event into the bodies to POST (the push queue looks up device tokens this way, off the
 #: hot path); None means the event is posted as it is.
 Prepare = Callable[[dict[str, Any]], Awaitable[list[dict[str, Any]]]]
+#: Takes the body of an event's 2xx answer (at most ``MAX_ANSWER_BYTES``), awaited in the event's lane.
+Answered = Callable[[bytes], Awaitable[None]]
+#: The longest answer body read for ``on_answer``; a longer one is not read (and not acted on).
+MAX_ANSWER_BYTES = 256 * 1024
 
 
 @dataclass(slots=True)
@@ -71,6 +75,8 @@ class _Event:
     key: str | None = None
     bodies: list[bytes] | None = field(default=None)
     url: str | None = None  # its own URL (a channel's callback), else the queue's
+    sign_key: bytes | None = None  # its own signing key (a robot's secret), else callback.secret
+    on_answer: Answered | None = None  # called with a 2xx answer's body (a robot's reply), else it is ignored
 
 
 def encode(payload: dict[str, Any]) -> bytes:
@@ -136,8 +142,12 @@ class WebhookQueue:
 
     # --- the producer side (never blocks) -------------------------------------------------------
 
-    def put(self, payload: dict[str, Any], key: str | None = None, url: str | None = None) -> None:
-        """Queue an event (to ``url``, else the queue's); events with the same ``key`` are delivered in order."""
+    def put(
+        self, payload: dict[str, Any], key: str | None = None, url: str | None = None,
+        sign_key: bytes | None = None, on_answer: Answered | None = None,
+    ) -> None:  # fmt: skip
+        """Queue an event (to ``url``, else the queue's; signed with ``sign_key``, else ``callback.secret``);
+        events with the same ``key`` are delivered in order. ``on_answer`` gets a 2xx answer's body."""
         if self.depth >= self._config.queue_size:
             self._drop_oldest()
         if key is None:
@@ -146,7 +156,7 @@ class WebhookQueue:
         else:
             lane = hash(key) % len(self._lanes)
         self._seq += 1
-        self._lanes[lane].append(_Event(self._seq, payload, key, url=url))
+        self._lanes[lane].append(_Event(self._seq, payload, key, url=url, sign_key=sign_key, on_answer=on_answer))
         self.depth += 1
         self._wakeups[lane].set()
 
@@ -206,17 +216,24 @@ class WebhookQueue:
                 self._dead_letter()
                 return
         for payload in payloads:
-            await self._deliver_one(client, encode(payload), event.url or self.url)
+            await self._deliver_one(client, encode(payload), event)
 
-    async def _deliver_one(self, client: httpx.AsyncClient, body: bytes, url: str) -> None:
+    async def _deliver_one(self, client: httpx.AsyncClient, body: bytes, event: _Event) -> None:
         config = self._config
+        url = event.url or self.url
+        answer: list[bytes] = []
         for attempt in range(config.max_attempts):
             if attempt:
                 self.retries += 1
                 await trio.sleep(self.backoff_seconds(attempt))
-            verdict = await self._attempt(client, body, url)
+            verdict = await self._attempt(client, body, url, event.sign_key, answer if event.on_answer else None)
             if verdict == "ok":
                 self.delivered += 1
+                if event.on_answer is not None and answer and answer[0]:
+                    try:
+                        await event.on_answer(answer[0])
+                    except Exception:  # noqa: BLE001 - a bug acting on one answer must not stop the lane
+                        log.exception("webhook %s: acting on an answer failed", self.name)
                 return
             if verdict == "refused":  # 4xx other than 408/429: sending it again cannot help
                 break
@@ -241,16 +258,26 @@ class WebhookQueue:
         ceiling = min(config.retry_max_ms, config.retry_base_ms * 2 ** (attempt - 1)) / 1000
         return ceiling * self._rng()
 
-    async def _attempt(self, client: httpx.AsyncClient, body: bytes, url: str) -> str:
+    async def _attempt(
+        self, client: httpx.AsyncClient, body: bytes, url: str, sign_key: bytes | None = None,
+        answer: list[bytes] | None = None,
+    ) -> str:  # fmt: skip
+        """One POST; with ``answer`` given, a 2xx answer's body (at most MAX_ANSWER_BYTES) is appended to it."""
         headers = {
-            **signed_headers(self._key, secrets.token_hex(16), self._clock.now_ms(), body),
+            **signed_headers(sign_key or self._key, secrets.token_hex(16), self._clock.now_ms(), body),
             "content-type": "application/json",
         }
         request = client.build_request("POST", url, headers=headers, content=body)
         request.stream = _Body(body)  # see _Body
         with trio.move_on_after(self._config.timeout_seconds):
             try:
-                response = await client.send(request)
+                response = await client.send(request, stream=answer is not None)
+                if answer is not None:
+                    try:
+                        if 200 <= response.status_code < 300:
+                            answer.append(await _read_bounded(response))
+                    finally:
+                        await response.aclose()
             except httpx.HTTPError as exc:
                 log.debug("webhook %s: attempt failed: %s", self.name, type(exc).__name__)
                 return "retry"
@@ -261,6 +288,29 @@ class WebhookQueue:
             return "retry" if status >= 500 or status in (408, 429) else "refused"
         log.debug("webhook %s: attempt timed out", self.name)
         return "retry"
+
+
+async def _read_bounded(response: httpx.Response) -> bytes:
+    """The answer's body, or b"" when it is longer than MAX_ANSWER_BYTES (not read further)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            return b""
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def host_allowed(url: str, hosts: frozenset[str]) -> bool:
+    """Whether ``url`` names one of ``hosts`` (a host, or host:port), as ``callback.channel_hosts`` lists them."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()  # lowercased, without userinfo, port or IPv6 brackets
+    try:
+        named = {host, f"{host}:{parts.port}"} if parts.port is not None else {host}
+    except ValueError:  # a port out of range: not a URL we call
+        return False
+    return bool(named & hosts)
 
 
 class Webhooks:
@@ -286,7 +336,12 @@ class Webhooks:
         self.channel_hosts = cb.channel_host_names
         self.channel = WebhookQueue("channel_callback", "", cb, clock) if self.channel_hosts else None
         self.channel_refused = 0  # callbacks to a host not in callback.channel_hosts (or none configured)
-        self.queues = [q for q in (self.online, self.forward, self.push, self.channel) if q is not None]
+        # Robot callbacks (issue 22): the same rule, with callback.robot_hosts; each event is signed with its
+        # robot's own secret, so the robot's server verifies it with what it already holds.
+        self.robot_hosts = cb.robot_host_names
+        self.robot = WebhookQueue("robot_callback", "", cb, clock) if self.robot_hosts else None
+        self.robot_refused = 0  # robot callbacks to a host not in callback.robot_hosts (or none configured)
+        self.queues = [q for q in (self.online, self.forward, self.push, self.channel, self.robot) if q is not None]
         #: Whether connects and disconnects need reporting here (online status, or the push badge).
         self.watch_presence = self.online is not None or self.push is not None
         #: Whether stored messages need reporting (forward or push).
@@ -331,16 +386,22 @@ class Webhooks:
 
     def channel_message(self, url: str, channel_id: str, msg: Outgoing) -> None:
         """A listener's message to a callback-only channel: POSTed to ``url`` if its host is allowed."""
-        parts = urlsplit(url)
-        host = (parts.hostname or "").lower()  # lowercased, without userinfo, port or IPv6 brackets
-        try:
-            named = {host, f"{host}:{parts.port}"} if parts.port is not None else {host}
-        except ValueError:  # a port out of range: not a URL we call
-            named = set()
-        if self.channel is None or not named & self.channel_hosts:
+        if self.channel is None or not host_allowed(url, self.channel_hosts):
             self.channel_refused += 1
             return
         self.channel.put(channel_payload(channel_id, msg), key=channel_id, url=url)
+
+    # --- robot callbacks ------------------------------------------------------------------------
+
+    def robot_message(
+        self, url: str, secret: bytes, payload: dict[str, Any], on_answer: Answered | None
+    ) -> None:
+        """A message stored for a robot's inbox: POSTed to its callback ``url`` if the host is allowed,
+        signed with the robot's ``secret``; ``on_answer`` gets the 2xx answer's body (a reply)."""
+        if self.robot is None or not host_allowed(url, self.robot_hosts):
+            self.robot_refused += 1
+            return
+        self.robot.put(payload, key=payload["robot_id"], url=url, sign_key=secret, on_answer=on_answer)
 
     # --- messages -------------------------------------------------------------------------------
 

@@ -119,6 +119,13 @@ class UserStatus(enum.IntEnum):
     FORBIDDEN = 2  # may not connect (-3); live connections are closed
 
 
+class UserType(enum.IntEnum):
+    """What kind of account a user is (WildfireChat's numbers); shown in user info so clients can badge robots."""
+
+    NORMAL = 0
+    ROBOT = 1  # made by the admin API's robot/create; it acts through the robot API (docs/ADMIN_API.md "Robots")
+
+
 class Platform(enum.IntEnum):
     """Device platform a session is bound to (SPEC §1)."""
 
@@ -184,6 +191,7 @@ class ContentType(enum.IntEnum):
     """Content types the server itself gives meaning to (SPEC §5, §8)."""
 
     RECALL = 80  # a recall notice; only the server makes them
+    UPDATE = 81  # a message-update notice (docs/PROTOCOL.md §9.11); only the server makes them
 
 
 #: Content types reserved for server-made notifications (groups: 104…123); clients may not send them.

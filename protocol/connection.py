@@ -105,6 +105,15 @@ def encode_msg_push(seq: int, packed_message: bytes) -> bytes:
     return b"".join((_MSG_PUSH_HEAD, codec.pack(seq), _MSG_PUSH_MIDDLE, packed_message))
 
 
+# {"t": "message_updated", "d": {"seq": <seq>, "message": <notice>}}, split the same way (docs/PROTOCOL.md §9.11).
+_UPDATE_PUSH_HEAD = codec.pack({"t": "message_updated", "d": {"seq": 0, "message": 0}}).split(b"\x00" + _MSG_PUSH_MIDDLE)[0]
+
+
+def encode_update_push(seq: int, packed_notice: bytes) -> bytes:
+    """``encode_notify_body("message_updated", {"seq": seq, "message": n})`` from ``n`` already packed."""
+    return b"".join((_UPDATE_PUSH_HEAD, codec.pack(seq), _MSG_PUSH_MIDDLE, packed_notice))
+
+
 #: Bounds of a server DISCONNECT's fields (§8.7): a client never waits more than an hour on a server's word.
 MAX_RETRY_MS = 3_600_000
 MAX_REDIRECT_LEN = 261  # a DNS name (253), ":" and a port

@@ -831,6 +831,57 @@ def recall(
     return SendResult(ErrorCode.SUCCESS, notice.message_id, notice.server_time, seqs)
 
 
+UPDATE_CONTENT_TYPE: Final = int(ContentType.UPDATE)
+
+
+def update(
+    conn: sqlite3.Connection,
+    inboxes: InboxState,
+    operator: str | None,
+    message_id: int,
+    content: dict,
+    notice: Outgoing | None,
+    may_update: Callable[[StoredMessage], bool] | None = None,
+) -> SendResult:
+    """Replace a message's content for everyone who has it, and deliver an update notice (type 81).
+
+    ``operator`` None is the admin API (any message); otherwise only the sender, and only when
+    ``may_update(message)`` (the gateway's rule: which content types). The notice (ids and content set by
+    the caller; its conversation, sender and ``to_users`` here from the original) goes to every inbox that
+    still holds the message, so a device that was offline pulls it. Codes: 253 unknown or recalled,
+    248 not the sender or a type that may not be updated.
+    """
+    found = _holders(conn, message_id)
+    if found is None or found[0].content.get("type") == RECALL_CONTENT_TYPE:
+        return SendResult(ErrorCode.NOT_EXIST)
+    message, holders = found
+    if operator is not None and (message.from_user != operator or (may_update is not None and not may_update(message))):
+        return SendResult(ErrorCode.NOT_RIGHT)
+    conn.execute(
+        "UPDATE messages SET content = ? WHERE message_id = ?", (msgpack.packb(content, use_bin_type=True), message_id)
+    )
+    if notice is None:  # not distributed: only the stored content changes
+        return SendResult(ErrorCode.SUCCESS)
+    notice.conv = message.conv
+    notice.from_user = message.from_user
+    if not holders:
+        return SendResult(ErrorCode.SUCCESS, notice.message_id, notice.server_time, {})
+    hidden_from_target = (
+        message.conv.type == PRIVATE and holders == [message.from_user] and message.conv.target != message.from_user
+    )
+    notice.to_users = list(message.to_users) if message.to_users else None
+    seqs = _append(conn, inboxes, notice, holders, message.from_user if hidden_from_target else None)
+    return SendResult(ErrorCode.SUCCESS, notice.message_id, notice.server_time, seqs)
+
+
+def held_message(conn: sqlite3.Connection, user_id: str, message_id: int) -> StoredMessage | None:
+    """The message if ``user_id`` still holds it (a party to it who did not delete it), else None."""
+    found = _holders(conn, message_id)
+    if found is None or user_id not in found[1]:
+        return None
+    return found[0]
+
+
 def remote_history(
     conn: sqlite3.Connection,
     user_id: str,

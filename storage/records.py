@@ -48,6 +48,7 @@ class UserRecord:
         status: A ``protocol.codes.UserStatus`` value.
         created_at: Milliseconds since the epoch.
         updated_at: Milliseconds since the epoch of the last info or status change.
+        type: A ``protocol.codes.UserType`` value: 1 for a robot (set only by robot/create).
     """
 
     user_id: str
@@ -64,6 +65,7 @@ class UserRecord:
     status: int = 0
     created_at: int = 0
     updated_at: int = 0
+    type: int = 0  # protocol.codes.UserType (migration _v12_robots); last, as its column is
 
 
 @dataclass(frozen=True, slots=True)

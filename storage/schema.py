@@ -323,6 +323,19 @@ def _v11_tombstone_retention(db: Database) -> None:
     db.execute("CREATE INDEX group_members_removed ON group_members (updated_at) WHERE type = 4")
 
 
+def _v12_robots(db: Database) -> None:
+    """Robots (issue 22): a robot is a user (``users.type`` 1, so user info shows it) with a row here: its
+    owner (a user), the secret that signs its robot API calls and its callbacks, a callback URL and
+    ``robot_extra``. ``robots_by_owner`` serves robot/list."""
+    db.execute("ALTER TABLE users ADD COLUMN type INTEGER NOT NULL DEFAULT 0")
+    db.execute(
+        "CREATE TABLE robots (robot_id TEXT PRIMARY KEY, owner TEXT NOT NULL, secret TEXT NOT NULL,"
+        " callback TEXT NOT NULL, robot_extra TEXT NOT NULL, created_at INTEGER NOT NULL,"
+        " updated_at INTEGER NOT NULL) WITHOUT ROWID"
+    )
+    db.execute("CREATE INDEX robots_by_owner ON robots (owner, robot_id)")
+
+
 #: Every migration ever released, oldest first. Append only.
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     _v1_users_and_sessions,
@@ -334,6 +347,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     _v7_channels,
     _v8_push_tokens,
     _v11_tombstone_retention,
+    _v12_robots,
 )
 
 #: The ``user_version`` of a fully migrated database.

@@ -265,6 +265,18 @@ class Store:
             messages.recall, self._inboxes, operator, message_id, window_ms, notice, group_recall
         )
 
+    async def update_message(
+        self,
+        operator: str | None,
+        message_id: int,
+        content: dict[str, Any],
+        notice: Outgoing | None,
+        may_update: Callable[[StoredMessage], bool] | None = None,
+    ) -> SendResult:
+        return await self.writer.submit(
+            messages.update, self._inboxes, operator, message_id, content, notice, may_update
+        )
+
     async def group_history(
         self, user_id: str, conv: Conversation, before_id: int, count: int
     ) -> list[StoredMessage] | None:

@@ -1,12 +1,14 @@
 """A real HTTP/1.1 receiver on 127.0.0.1 for webhook tests: raw trio sockets, keep-alive, three behaviours.
 
-``mode``: "ok" answers 204, "fail" answers 500, "hang" reads the request and never answers. Each
+``mode``: "ok" answers 204, "fail" answers 500, "hang" reads the request and never answers; with
+``answer`` given, "ok" answers 200 with the body it returns for the request (a robot's reply). Each
 request is recorded (headers lowercased, body bytes, parsed JSON) and wakes ``wait_for``.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,8 +33,9 @@ class Received:
 
 
 class Receiver:
-    def __init__(self, mode: str = "ok") -> None:
+    def __init__(self, mode: str = "ok", answer: Callable[[Received], bytes] | None = None) -> None:
         self.mode = mode
+        self.answer = answer
         self.requests: list[Received] = []
         self.connections = 0
         self.port = 0
@@ -86,6 +89,13 @@ class Receiver:
                 self._changed.set()
                 if self.mode == "hang":
                     await trio.sleep_forever()
+                if self.mode == "ok" and self.answer is not None:
+                    reply = self.answer(self.requests[-1])
+                    await stream.send_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+                        + str(len(reply)).encode() + b"\r\n\r\n" + reply
+                    )
+                    continue
                 status = b"204 No Content" if self.mode == "ok" else b"500 Internal Server Error"
                 await stream.send_all(b"HTTP/1.1 " + status + b"\r\ncontent-length: 0\r\n\r\n")
         except trio.BrokenResourceError:

@@ -36,8 +36,16 @@ from protocol.connection import encode_notify_body
 from protocol.errors import FieldError
 from storage.records import UserRecord
 
-from . import channel_routes, chatroom_routes, conversation_routes, group_routes, relation_routes
+from . import (
+    channel_routes,
+    chatroom_routes,
+    conversation_routes,
+    group_routes,
+    relation_routes,
+    robot_routes,
+)
 from . import models as m
+from . import robot_models as rm
 from .answers import SIGNED_RESPONSES, answer
 from .auth import NonceCache, SignatureMiddleware
 
@@ -48,6 +56,7 @@ if TYPE_CHECKING:
     from gateway.config import Config
     from gateway.groups import GroupService
     from gateway.messaging import MessageService
+    from gateway.robots import RobotService
     from gateway.router import Router
     from gateway.services import Services
     from gateway.sessions import SessionService
@@ -79,6 +88,7 @@ def create_admin_app(
     conversations: ConversationService | None = None,
     channels: ChannelService | None = None,
     services: Services | None = None,
+    robots: RobotService | None = None,
 ) -> FastAPI:
     """Build the admin app, wrapped in its signature check.
 
@@ -97,6 +107,8 @@ def create_admin_app(
             the others when not given.
         channels: Channels (``/admin/channel/...``); without it those endpoints are absent.
         services: Everything, for ``/metrics`` (served only when given).
+        robots: Robots (``/admin/robot/...``, ``/admin/message/update`` and the robot API ``/robot/...``,
+            signed with each robot's own secret); without it those endpoints are absent.
     """
     app = FastAPI(
         title="Ember admin API",
@@ -120,6 +132,9 @@ def create_admin_app(
     app.include_router(chatroom_routes.routes(chatrooms, clock))
     if channels is not None:
         app.include_router(channel_routes.routes(channels))
+    if robots is not None:
+        app.include_router(robot_routes.admin_routes(robots))
+        app.include_router(robot_routes.robot_api(robots, groups))
     _install_error_answers(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.add_middleware(
@@ -129,6 +144,7 @@ def create_admin_app(
         window_ms=config.admin.max_clock_skew_seconds * 1000,
         unsigned_paths=UNSIGNED_PATHS,
         nonces=NonceCache(),
+        robot_key=robots.secret_of if robots is not None else None,
     )
     return app
 
@@ -369,23 +385,29 @@ class Endpoint:
 
 
 def endpoints() -> list[Endpoint]:
-    """Every operation of the admin app, read off the OpenAPI document the gateway serves; request bodies
+    """Every operation of the admin app (not the robot API's), read off the OpenAPI document the gateway serves; request bodies
     are named there by their model (``#/components/schemas/UserInfo``), looked up in ``models``."""
     from gateway.config import Config
 
     class _NoStore:
         store = None
+        messages = None
+
+        def secret_of(self, robot_id: str) -> None:
+            return None
 
     app = create_admin_app(
         config=Config.default(), store=None, sessions=None, router=None, clock=None,  # type: ignore[arg-type]
-        messages=_NoStore(), services=object(), groups=_NoStore(),  # type: ignore[arg-type]
+        messages=_NoStore(), services=object(), groups=_NoStore(), robots=_NoStore(),  # type: ignore[arg-type]
     )  # fmt: skip
     out = []
     for path, item in app.openapi()["paths"].items():
+        if path.startswith("/robot/"):  # the robot API: signed by a robot's own secret, not an admin operation
+            continue
         for method, op in item.items():
             ref = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
             name = ref.get("$ref", "").rsplit("/", 1)[-1]
-            body = getattr(m, name) if name else None
+            body = (getattr(m, name, None) or getattr(rm, name)) if name else None
             summary = (op.get("description") or op.get("summary") or "").strip().splitlines()[0]
             out.append(Endpoint(path, method.upper(), body, summary))
     return out

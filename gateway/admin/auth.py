@@ -43,6 +43,12 @@ MAX_BODY_BYTES = 1 << 20
 
 _MAX_TIMESTAMP_DIGITS = 16
 
+#: The robot API (issue 22): paths under this prefix are signed with a robot's own secret, never the admin's.
+ROBOT_PREFIX = "/robot/"
+ROBOT_HEADER = b"x-robot-id"
+#: Where an accepted robot call's robot id is left in the ASGI scope, for the route.
+ROBOT_SCOPE_KEY = "ember.robot_id"
+
 
 class NonceCache:
     """Nonces of accepted requests, each kept until its timestamp leaves the window."""
@@ -79,6 +85,9 @@ class SignatureMiddleware:
         window_ms: How far ``X-Timestamp`` may be from now, either way.
         unsigned_paths: Paths served without a signature (health, API docs).
         nonces: The replay store.
+        robot_key: For paths under ``ROBOT_PREFIX``, the second credential source: the robot named by the
+            ``X-Robot-Id`` header → its secret's bytes (None: no such robot, 401). The admin key never
+            signs those paths, and a robot's never signs the others. Nonces and window are shared.
     """
 
     def __init__(
@@ -90,9 +99,11 @@ class SignatureMiddleware:
         window_ms: int,
         unsigned_paths: frozenset[str],
         nonces: NonceCache | None = None,
+        robot_key: Callable[[str], bytes | None] | None = None,
     ) -> None:
         self._app = app
         self._key = key
+        self._robot_key = robot_key
         self._clock = clock
         self._window_ms = window_ms
         self._unsigned = unsigned_paths
@@ -103,6 +114,18 @@ class SignatureMiddleware:
             await self._app(scope, receive, send)
             return
         headers = {name.lower(): value for name, value in scope["headers"]}
+        key = self._key
+        robot_id = None
+        if scope["path"].startswith(ROBOT_PREFIX):
+            robot_raw = headers.get(ROBOT_HEADER)
+            found = None
+            if robot_raw is not None and self._robot_key is not None:
+                robot_id = robot_raw.decode("latin-1")
+                found = self._robot_key(robot_id)
+            if found is None:
+                await _refuse(scope, receive, send, 401, "missing or unknown X-Robot-Id")
+                return
+            key = found
         nonce_raw = headers.get(b"x-nonce")
         timestamp_raw = headers.get(b"x-timestamp")
         sign_raw = headers.get(b"x-sign")
@@ -129,7 +152,7 @@ class SignatureMiddleware:
         if body is None:
             await _refuse(scope, receive, send, 413, "request body too large", ErrorCode.INVALID_PARAMETER)
             return
-        expected = sign(self._key, nonce, timestamp, body).encode("ascii")
+        expected = sign(key, nonce, timestamp, body).encode("ascii")
         if not hmac.compare_digest(expected, sign_raw):
             await _refuse(scope, receive, send, 401, "bad X-Sign")
             return
@@ -141,6 +164,12 @@ class SignatureMiddleware:
         if verdict == "full":
             await _refuse(scope, receive, send, 429, "too many signed requests", ErrorCode.OVER_FREQUENCY)
             return
+        if robot_id is not None:
+            # The key may have changed while the body was read (destroyed, rotated): the call is refused.
+            if self._robot_key is None or self._robot_key(robot_id) != key:
+                await _refuse(scope, receive, send, 401, "missing or unknown X-Robot-Id")
+                return
+            scope = {**scope, ROBOT_SCOPE_KEY: robot_id}
         await self._app(scope, _replay(body, receive), send)
 
 

@@ -117,6 +117,7 @@ class UserOut(BaseModel):
     status: int = Field(description="0 normal, 1 muted, 2 forbidden")
     created_at: int
     updated_at: int
+    type: int = Field(0, description="0 a normal user, 1 a robot (robot/create)")
 
 
 class TokenOut(BaseModel):

@@ -13,6 +13,7 @@ from gateway.messaging import (
     MAX_PULL,
     PulledPage,
     RequestRejected,
+    read_content,
     read_conversation,
 )
 from gateway.services import Services
@@ -75,6 +76,14 @@ async def delete_message(services: Services, caller: Caller, params: Fields) -> 
 async def recall_message(services: Services, caller: Caller, params: Fields) -> tuple[int, Any]:
     message_id = params.integer("message_id", lo=1, hi=MESSAGE_ID_MAX)
     return await services.messages.recall(caller.user_id, message_id, caller.client_id)
+
+
+@method("update_message")
+async def update_message(services: Services, caller: Caller, params: Fields) -> tuple[int, Any]:
+    """Replace one of the caller's messages' content, for the types ``message.client_update_types`` lists."""
+    message_id = params.integer("message_id", lo=1, hi=MESSAGE_ID_MAX)
+    content = read_content(params, services.config)
+    return await services.messages.update(caller.user_id, message_id, content, caller.client_id)
 
 
 @method("load_remote_history")

@@ -9,7 +9,7 @@ from gateway.services import Services
 from protocol.codec import Fields
 from protocol.codes import ErrorCode
 from protocol.errors import FieldError
-from storage.records import USER_INFO_FIELDS
+from storage.records import USER_INFO_FIELDS, UserRecord
 
 MAX_USERS_PER_REQUEST = 100
 #: Every field a user sees of its own info; others see ``user.public_fields`` of it (plus id and updated_at).
@@ -38,12 +38,18 @@ async def get_user_info(services: Services, caller: Caller, params: Fields) -> t
     records = await services.store.get_users(list(dict.fromkeys(user_ids)))
     public = ("user_id", *services.config.user.public_field_names, "updated_at")
     changed = [r for r in records if known is None or known.get(r.user_id) != r.updated_at]
-    answer: dict[str, Any] = {
-        "users": [{f: getattr(r, f) for f in (ALL_FIELDS if r.user_id == caller.user_id else public)} for r in changed]
-    }
+    answer: dict[str, Any] = {"users": [_info(r, ALL_FIELDS if r.user_id == caller.user_id else public) for r in changed]}
     if known is not None:
         answer["unchanged"] = [r.user_id for r in records if known.get(r.user_id) == r.updated_at]
     return ErrorCode.SUCCESS, answer
+
+
+def _info(record: UserRecord, fields: tuple[str, ...]) -> dict[str, Any]:
+    """The fields shown, and ``type`` when it is not 0 (1: a robot, for a badge; docs/PROTOCOL.md §9.2)."""
+    info = {f: getattr(record, f) for f in fields}
+    if record.type:
+        info["type"] = record.type
+    return info
 
 
 def _known(params: Fields) -> dict[str, int] | None:
