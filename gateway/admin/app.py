@@ -40,6 +40,7 @@ from . import channel_routes, chatroom_routes, conversation_routes, group_routes
 from . import models as m
 from .answers import SIGNED_RESPONSES, answer
 from .auth import NonceCache, SignatureMiddleware
+from .body_guard import BodyGuard
 
 if TYPE_CHECKING:
     from gateway.channels import ChannelService
@@ -122,6 +123,7 @@ def create_admin_app(
         app.include_router(channel_routes.routes(channels))
     _install_error_answers(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.add_middleware(BodyGuard)  # added first, so it runs inside (after) the signature check
     app.add_middleware(
         SignatureMiddleware,
         key=config.admin.key_bytes(),

@@ -125,7 +125,7 @@ class SignatureMiddleware:
         if abs(now - int(timestamp)) > self._window_ms:
             await _refuse(scope, receive, send, 401, "stale X-Timestamp: check the clock")
             return
-        body = await _read_body(receive)
+        body = await read_body(receive)
         if body is None:
             await _refuse(scope, receive, send, 413, "request body too large", ErrorCode.INVALID_PARAMETER)
             return
@@ -141,10 +141,10 @@ class SignatureMiddleware:
         if verdict == "full":
             await _refuse(scope, receive, send, 429, "too many signed requests", ErrorCode.OVER_FREQUENCY)
             return
-        await self._app(scope, _replay(body, receive), send)
+        await self._app(scope, replay(body, receive), send)
 
 
-async def _read_body(receive: Receive) -> bytes | None:
+async def read_body(receive: Receive) -> bytes | None:
     """The whole request body, or None if it exceeds ``MAX_BODY_BYTES``."""
     chunks: list[bytes] = []
     size = 0
@@ -161,18 +161,18 @@ async def _read_body(receive: Receive) -> bytes | None:
             return b"".join(chunks)
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+def replay(body: bytes, receive: Receive) -> Receive:
     """A ``receive`` that yields the already-read body once, then defers to the real one."""
     sent = False
 
-    async def replay() -> Message:
+    async def once() -> Message:
         nonlocal sent
         if not sent:
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
         return await receive()
 
-    return replay
+    return once
 
 
 async def _refuse(
