@@ -58,7 +58,12 @@ def refused(answer: dict, field: str) -> None:
 
 
 def test_json_depth_counts_brackets_outside_strings_without_recursing() -> None:
-    assert json_depth(DEEP_JSON) == 4000
+    assert json_depth(DEEP_JSON) == MAX_JSON_DEPTH + 1  # it stops counting past the limit
+    assert json_depth("[" * 40 + "]" * 40, 100) == 40
+    assert json_depth('[{"a": [1, {"b": "]]]"}]}' + " []" * 40) == 4
+    # Escapes: \" stays inside the string, \\ ends its escape; a run of them is one linear scan.
+    assert json_depth('["\\\\", [[' + "[" * 40 + "]" * 43) == MAX_JSON_DEPTH + 1
+    assert json_depth('["' + '\\"' * 100_000 + '", ' + "[" * 40 + "]" * 41) == MAX_JSON_DEPTH + 1
     assert json_depth('{"a": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}') <= MAX_JSON_DEPTH
     assert json_depth('["\\"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["]') <= MAX_JSON_DEPTH
     assert json_text_problem(DEEP_JSON) == f"JSON nested deeper than {MAX_JSON_DEPTH}"
