@@ -490,7 +490,8 @@ class GatewayConnection:
             if isinstance(event, events.Request):
                 self._start_request(event, nursery)
             elif isinstance(event, events.BadRequest):
-                self._reply(event.request_id, ErrorCode.INVALID_PARAMETER, None)
+                where = None if event.field is None else {"field": event.field, "problem": event.problem}
+                self._reply(event.request_id, ErrorCode.INVALID_PARAMETER, where)
             elif isinstance(event, events.Ping):
                 self._outbox.send(self._proto.pong())
             elif isinstance(event, events.Disconnect):

@@ -40,6 +40,7 @@ from protocol.codes import (
 )
 from protocol.connection import encode_msg_push, encode_notify_body, encode_update_push
 from protocol.errors import FieldError
+from protocol.limits import json_text_problem
 from storage import Store
 from storage.messages import (
     Conversation,
@@ -122,10 +123,10 @@ def read_content(fields: Fields, config: Config, *, key: str = "content", server
     content: dict[str, Any] = {"type": c.integer("type", lo=0, hi=2**31 - 1)}
     if content["type"] == RECALL_CONTENT_TYPE or content["type"] == UPDATE_CONTENT_TYPE:
         # Only the server makes recall and update notices: a sent one could make SDKs rewrite any message.
-        raise FieldError("content.type", f"{content['type']} is reserved for recall and update notices")
+        raise FieldError(c.path("type"), f"{content['type']} is reserved for recall and update notices")
     if content["type"] in NOTIFICATION_CONTENT_TYPES and not server_made:
         # Group notifications too: a forged one would make SDKs rewrite their group caches.
-        raise FieldError("content.type", "100..199 are reserved for server notifications")
+        raise FieldError(c.path("type"), "100..199 are reserved for server notifications")
     persist = DEFAULT_PERSIST_FLAG
     for key in _CONTENT_OPTIONAL.intersection(c.raw):
         if key in _CONTENT_TEXT:
@@ -139,7 +140,7 @@ def read_content(fields: Fields, config: Config, *, key: str = "content", server
         elif key == "persist_flag":
             persist = c.integer("persist_flag", lo=0, hi=255, default=DEFAULT_PERSIST_FLAG)
             if persist not in PERSIST_FLAGS:
-                raise FieldError("content.persist_flag", "must be 0, 1, 3 or 4")
+                raise FieldError(c.path("persist_flag"), "must be 0, 1, 3 or 4")
             continue
         elif key == "expire_duration":
             value = c.integer("expire_duration", lo=0, hi=2**53, default=0)
@@ -152,7 +153,7 @@ def read_content(fields: Fields, config: Config, *, key: str = "content", server
         else:  # extra
             value = _text(c, "extra", limit)
             if value:
-                check_json("content.extra", value)
+                check_json(c.path("extra"), value)
         if value:
             content[key] = value
     content["persist_flag"] = persist
@@ -160,11 +161,21 @@ def read_content(fields: Fields, config: Config, *, key: str = "content", server
 
 
 def check_json(field: str, text: str) -> None:
-    """``extra`` fields are the customer's extension point and must be JSON text (else 251)."""
-    try:
-        json.loads(text)
-    except ValueError:
-        raise FieldError(field, "must be JSON text") from None
+    """``extra`` fields are the customer's extension point and must be JSON text (else 251), nested at
+    most ``protocol.limits.MAX_JSON_DEPTH`` deep: the one JSON-text check of both edges."""
+    problem = json_text_problem(text)
+    if problem is not None:
+        raise FieldError(field, problem)
+
+
+def read_notify_content(raw: dict[str, Any], config: Config) -> dict[str, Any]:
+    """A group operation's ``notify_content`` (client method or admin endpoint): a content map read by
+    ``read_content``'s rules, errors named ``notify_content.<field>``. Its ``type`` is ignored and may be
+    missing (the operation's own replaces it); ``persist_flag`` defaults to 1, as the default notification's."""
+    content = dict(raw)
+    content.setdefault("type", 0)  # checked for shape only
+    content.setdefault("persist_flag", 1)
+    return read_content(Fields({"notify_content": content}), config, key="notify_content", server_made=True)
 
 
 # The keys of a pull answer and of its message maps, packed once. The order is message_wire's, so the

@@ -56,6 +56,7 @@ from .frames import (
     encode_frame,
     encode_header,
 )
+from .limits import value_problem
 from .token import TokenParts
 
 MAX_METHOD_LEN = 64
@@ -228,6 +229,10 @@ class ServerConnection(_Sealed):
                 params = codec.Fields(fields.mapping("p", default={}).raw)
             except FieldError as exc:
                 return events.BadRequest(frame.request_id, str(exc))
+            # The one edge check every method's params pass before any handler reads them (issue 20).
+            deep = value_problem(params.raw, check_text=False)
+            if deep is not None:
+                return events.BadRequest(frame.request_id, f"{deep[0]}: {deep[1]}", field=deep[0], problem=deep[1])
             return events.Request(frame.request_id, method, params)
         if frame.type is FrameType.PING:
             if self._open(frame):

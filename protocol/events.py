@@ -64,10 +64,15 @@ class Request:
 
 @dataclass(frozen=True, slots=True)
 class BadRequest:
-    """A REQUEST whose body is a map but names no valid method or params: answer 251."""
+    """A REQUEST whose body is a map but names no valid method or params: answer 251.
+
+    ``field`` (with ``problem``): the params part that failed the edge check (too deep), for ``r``.
+    """
 
     request_id: int
     reason: str
+    field: str | None = None
+    problem: str = ""
 
 
 @dataclass(frozen=True, slots=True)

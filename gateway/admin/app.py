@@ -48,6 +48,7 @@ from . import models as m
 from . import robot_models as rm
 from .answers import SIGNED_RESPONSES, answer
 from .auth import NonceCache, SignatureMiddleware
+from .body_guard import BodyGuard
 
 if TYPE_CHECKING:
     from gateway.channels import ChannelService
@@ -137,6 +138,7 @@ def create_admin_app(
         app.include_router(robot_routes.robot_api(robots, groups))
     _install_error_answers(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.add_middleware(BodyGuard)  # added first, so it runs inside (after) the signature check
     app.add_middleware(
         SignatureMiddleware,
         key=config.admin.key_bytes(),

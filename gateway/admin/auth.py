@@ -148,7 +148,7 @@ class SignatureMiddleware:
         if abs(now - int(timestamp)) > self._window_ms:
             await _refuse(scope, receive, send, 401, "stale X-Timestamp: check the clock")
             return
-        body = await _read_body(receive)
+        body = await read_body(receive)
         if body is None:
             await _refuse(scope, receive, send, 413, "request body too large", ErrorCode.INVALID_PARAMETER)
             return
@@ -170,10 +170,10 @@ class SignatureMiddleware:
                 await _refuse(scope, receive, send, 401, "missing or unknown X-Robot-Id")
                 return
             scope = {**scope, ROBOT_SCOPE_KEY: robot_id}
-        await self._app(scope, _replay(body, receive), send)
+        await self._app(scope, replay(body, receive), send)
 
 
-async def _read_body(receive: Receive) -> bytes | None:
+async def read_body(receive: Receive) -> bytes | None:
     """The whole request body, or None if it exceeds ``MAX_BODY_BYTES``."""
     chunks: list[bytes] = []
     size = 0
@@ -190,18 +190,18 @@ async def _read_body(receive: Receive) -> bytes | None:
             return b"".join(chunks)
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+def replay(body: bytes, receive: Receive) -> Receive:
     """A ``receive`` that yields the already-read body once, then defers to the real one."""
     sent = False
 
-    async def replay() -> Message:
+    async def once() -> Message:
         nonlocal sent
         if not sent:
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
         return await receive()
 
-    return replay
+    return once
 
 
 async def _refuse(

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
 
-from protocol.codec import Fields
 from protocol.codes import ErrorCode
 from protocol.errors import FieldError
 
@@ -21,20 +20,19 @@ if TYPE_CHECKING:
 
 def routes(groups: GroupService) -> APIRouter:
     """Hosted groups: every operation with every right (only facts are checked), and the reads."""
-    from gateway.messaging import read_content
+    from gateway.messaging import read_notify_content
     from storage import groups as db
 
     api = APIRouter(prefix="/admin/group", responses=SIGNED_RESPONSES)
     store = groups.store
 
-    def notify(content: m.ContentIn | None) -> dict[str, Any] | None:
+    def notify(content: m.NotifyContentIn | None) -> dict[str, Any] | None:
         if content is None:
             return None
         raw = content.model_dump(exclude_none=True)
         if "data" in raw:
             raw["data"] = base64.b64decode(raw["data"], validate=True)
-        raw.setdefault("persist_flag", 1)
-        return read_content(Fields({"content": raw}), groups.config, server_made=True)
+        return read_notify_content(raw, groups.config)
 
     async def run(req: m.GroupOp, call: Callable[[str, dict[str, Any] | None], Awaitable[tuple[int, Any]]]) -> dict[str, Any]:
         try:

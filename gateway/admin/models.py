@@ -8,12 +8,12 @@ silently ignored. The models also make FastAPI's OpenAPI document exact.
 from __future__ import annotations
 
 import base64
-import json
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
 
 from protocol.codes import MAX_PLATFORM, decimal_message_id, valid_id
+from protocol.limits import json_text_problem
 
 T = TypeVar("T")
 
@@ -28,12 +28,12 @@ def _check_id(value: str) -> str:
 
 
 def _check_json(value: str) -> str:
-    # ``extra`` is the customer's extension point (SPEC §5): JSON text, so it can grow.
+    # ``extra`` is the customer's extension point (SPEC §5): JSON text, so it can grow. The client
+    # protocol's check (protocol.limits): depth-bounded before it is parsed, so it never recurses deep.
     if value:
-        try:
-            json.loads(value)
-        except ValueError:
-            raise ValueError("must be JSON text or empty") from None
+        problem = json_text_problem(value)
+        if problem is not None:
+            raise ValueError(f"{problem} or empty" if problem == "must be JSON text" else problem)
     return value
 
 
@@ -205,7 +205,14 @@ class ContentIn(Request):
     expire_duration: int | None = None
     mentioned_type: int | None = Field(None, description="0 none, 1 users, 2 everyone")
     mentioned_targets: list[str] | None = None
-    extra: str | None = Field(None, description="JSON text")
+    extra: Annotated[str, AfterValidator(_check_json)] | None = Field(None, description="JSON text")
+
+
+class NotifyContentIn(ContentIn):
+    """A group operation's ``notify_content``: a content whose ``type`` is ignored (the operation's own
+    replaces it), so it may be missing; ``persist_flag`` defaults to 1. 251 names ``notify_content.<field>``."""
+
+    type: int | None = Field(None, description="ignored: the notification keeps the operation's type")  # type: ignore[assignment]
 
 
 class MessageSend(Request):
@@ -363,7 +370,7 @@ class GroupOp(Request):
     operator: Id | None = Field(
         None, description="who the notification names as operator (its `o`); default the group's owner"
     )
-    notify_content: ContentIn | None = Field(
+    notify_content: NotifyContentIn | None = Field(
         None, description="replaces the notification's default content; its type is the operation's"
     )
 
@@ -379,7 +386,7 @@ class GroupCreate(Request):
     members: Annotated[list[Id], Field(max_length=2000)] = Field(
         default_factory=list, description="initial members besides the owner"
     )
-    notify_content: ContentIn | None = None
+    notify_content: NotifyContentIn | None = None
 
 
 class GroupCreated(BaseModel):

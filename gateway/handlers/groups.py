@@ -11,7 +11,7 @@ from typing import Any
 
 from gateway.dispatch import Caller, method
 from gateway.groups import GroupService
-from gateway.messaging import read_content
+from gateway.messaging import read_notify_content
 from gateway.services import Services
 from protocol.codec import Fields
 from protocol.codes import ErrorCode
@@ -24,10 +24,7 @@ def _notify(services: Services, params: Fields) -> dict[str, Any] | None:
     """``notify_content``: a content map replacing the default notification's (its type is kept)."""
     if params.raw.get("notify_content") is None:
         return None
-    raw = dict(params.mapping("notify_content").raw)
-    raw.setdefault("type", 0)  # checked for shape only: the operation's own type replaces it
-    raw.setdefault("persist_flag", 1)  # as the default notification's
-    return read_content(Fields({"notify_content": raw}), services.config, key="notify_content", server_made=True)
+    return read_notify_content(dict(params.mapping("notify_content").raw), services.config)
 
 
 def _svc(services: Services) -> GroupService:
