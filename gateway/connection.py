@@ -25,7 +25,7 @@ from collections.abc import Iterable
 import trio
 
 from gateway import dispatch
-from gateway.outbox import Outbox, cork
+from gateway.outbox import CUT_LOG_INTERVAL_MS, Outbox, OutboxBudget, cork
 from gateway.reads import ReadPoller
 from gateway.services import Services
 from gateway.webhooks import LOGOUT, OFFLINE, ONLINE
@@ -44,6 +44,15 @@ MAX_IN_FLIGHT_REQUESTS = 64
 CLOSE_FLUSH_SECONDS = 1.0  # how long a closing connection may take to flush its last frames
 #: Connection ids for log lines (``conn=N`` follows one device's connection); per process.
 _connection_ids = itertools.count(1)
+
+
+async def report_unlogged_cuts(budget: OutboxBudget) -> None:
+    """Once a second, log how many slow-reader cuts the rate limit kept out of the log (run by the server):
+    a thousand readers cut in one burst make their first line at once and this one a second later."""
+    while True:
+        await trio.sleep(CUT_LOG_INTERVAL_MS / 1000)
+        for reason, count in budget.unlogged_due():
+            log.warning("slow readers cut off without a line of their own: %d reason=%s", count, reason)
 
 
 class GatewayConnection:

@@ -28,7 +28,7 @@ A cut outbox drops what it holds at once (the bytes are credited back before the
 returns), refuses every later frame, and asks its connection to end (``on_overflow``): the connection closes
 without flushing (its peer is not reading) and the client catches up by pulling when it reconnects. The
 budget only counts; the connection logs the cut (``OutboxBudget.cut_to_log`` keeps that to a line a second
-per reason) and ``/metrics`` reads the counters.
+per reason, and ``unlogged_due`` gives the count of the rest a second later) and ``/metrics`` reads the counters.
 
 What costs what: a direct write (the common case) touches no budget; a queued one adds to two integers and
 a set. Only a write that takes the total past the budget looks for the largest backlogs, among the outboxes
@@ -167,6 +167,20 @@ class OutboxBudget:
         unlogged, self._unlogged[reason] = self._unlogged[reason], 0
         self._last_logged_ms[reason] = now
         return unlogged
+
+    def unlogged_due(self) -> list[tuple[str, int]]:
+        """(reason, count) of the cuts not logged yet, for each reason whose interval has passed since its last
+        line; taken as logged now. So a burst of cuts that ends still gets its count into the log, a second
+        after its first line (``gateway.connection.report_unlogged_cuts`` asks once a second)."""
+        now = self._now_ms()
+        due = []
+        for reason, count in self._unlogged.items():
+            last = self._last_logged_ms[reason]
+            if count and (last is None or not 0 <= now - last < CUT_LOG_INTERVAL_MS):
+                due.append((reason, count))
+                self._unlogged[reason] = 0
+                self._last_logged_ms[reason] = now
+        return due
 
 
 def _backlog_of(outbox: Outbox) -> int:
