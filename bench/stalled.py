@@ -154,7 +154,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             rss_peak = peak_rss_kib(pid)
             log_path = target.log_path
             log_text = log_path.read_text(errors="replace") if log_path and log_path.exists() else ""
-            cut_lines = sum(1 for line in log_text.splitlines() if "slow reader cut off" in line)
+            lines = [line for line in log_text.splitlines() if "slow reader cut off conn=" in line]
+            cut_lines = len(lines)
+            unlogged = sum(int(line.rsplit("unlogged_cuts_since_last_line=", 1)[1].split()[0]) for line in lines)
+            summaries = [line for line in log_text.splitlines() if "cut off without a line of their own" in line]
             connections = int(sum(v for k, v in m.items() if k.startswith("ember_connections{")))
         finally:
             await admin.aclose()
@@ -181,7 +184,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "cuts_budget": int(m.get('ember_outbox_cuts_total{reason="budget"}', 0)),
         "cuts_connection_bound": int(m.get('ember_outbox_cuts_total{reason="connection_bound"}', 0)),
         "connections_left": connections,
-        "cut_log_lines": cut_lines,
+        "cut_log_lines": cut_lines,  # one per logged cut, at most one a second per reason
+        "cut_summary_lines": len(summaries),  # "N cut off without a line of their own", a second after a burst
+        "cuts_in_summaries": sum(int(line.split(": ")[-1].split()[0]) for line in summaries),
+        # Every cut the log accounts for: its own line, or counted in a later one (cut line or summary).
+        "cuts_in_log": cut_lines + unlogged + sum(int(line.split(": ")[-1].split()[0]) for line in summaries),
         "rss_samples_mib": [(t, round(kib / 1024)) for t, kib in samples[:: max(1, len(samples) // 20)]],
         "machine": machine_description(),
     }
