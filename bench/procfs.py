@@ -60,6 +60,15 @@ def rss_kib(pid: int) -> int:
     raise ValueError(f"no VmRSS for pid {pid}")
 
 
+def peak_rss_kib(pid: int) -> int:
+    """The largest resident set size the process has had (VmHWM) in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise ValueError(f"no VmHWM for pid {pid}")
+
+
 def max_open_files(pid: int) -> int | None:
     """The soft open-file limit of another process, from /proc/<pid>/limits (None if unknown)."""
     try:

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,11 +62,18 @@ class Target:
 
 
 def _config_text(
-    admin_secret: str, token_key: str, log_level: str, request_rate_limit: int, group_max_members: int = 2000
+    admin_secret: str,
+    token_key: str,
+    log_level: str,
+    request_rate_limit: int,
+    group_max_members: int = 2000,
+    server: Mapping[str, int] | None = None,
 ) -> str:
+    server_lines = "".join(f"{key} = {value}\n" for key, value in (server or {}).items())
     return (
         "# Written by bench/ for one benchmark run.\n"
-        f'[admin]\nsecret = "{admin_secret}"\n\n'
+        + (f"[server]\n{server_lines}\n" if server_lines else "")
+        + f'[admin]\nsecret = "{admin_secret}"\n\n'
         f'[token]\nkey = "{token_key}"\n\n'
         f"[client]\nrequest_rate_limit = {request_rate_limit}\n\n"
         f"[group]\nmax_members = {group_max_members}\n\n"
@@ -88,13 +95,20 @@ async def spawn_gateway(
     keep_data: bool = False,
     request_rate_limit: int | None = None,
     group_max_members: int = 2000,
+    server: Mapping[str, int] | None = None,
 ) -> AsyncIterator[Target]:
+    """``server``: integer keys of the [server] section (e.g. ``outbox_budget_bytes``) to set for the run."""
     data = Path(tempfile.mkdtemp(prefix="ember-bench-"))
     admin_secret, token_key = secrets.token_hex(32), secrets.token_hex(32)
     config = data / "ember.toml"
     config.write_text(
         _config_text(
-            admin_secret, token_key, log_level, request_rate_limit or SPAWN_REQUEST_RATE_LIMIT, group_max_members
+            admin_secret,
+            token_key,
+            log_level,
+            request_rate_limit or SPAWN_REQUEST_RATE_LIMIT,
+            group_max_members,
+            server,
         )
     )
     config.chmod(0o600)
@@ -205,15 +219,20 @@ class Admin:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def call(self, path: str, payload: dict[str, Any]) -> Any:
+    async def answer(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """The whole answer (``code``, ``msg``, ``result``), whatever its code."""
         body, headers = signed_json(self._key, payload, int(time.time() * 1000))
         try:
             response = await self._client.post(path, content=body, headers=headers)
-            answer = response.json()
+            answer: dict[str, Any] = response.json()
         except httpx.HTTPError as exc:
             raise BenchError(f"admin API {path}: {type(exc).__name__}: {exc}") from None
         except ValueError:
             raise BenchError(f"admin API {path}: HTTP {response.status_code} without JSON") from None
+        return answer
+
+    async def call(self, path: str, payload: dict[str, Any]) -> Any:
+        answer = await self.answer(path, payload)
         if answer.get("code") != 0:
             raise BenchError(f"admin API {path} answered code {answer.get('code')}: {answer.get('msg')}")
         return answer["result"]

@@ -150,6 +150,19 @@ class ServerConfig(_Section):
     shutdown_redirect: str = _key(
         "", "On SIGTERM, the host:port connected clients are told to reconnect to (empty: this address)."
     )
+    # Slow readers (gateway/outbox.py): what one connection, and all of them together, may hold unsent.
+    outbox_max_bytes: int = _key(
+        4 * 1024 * 1024,
+        "Bytes one connection may have waiting for its socket (a peer that stopped reading); beyond, it is "
+        "closed and its client pulls what it missed on reconnect.",
+        lo=65536,
+    )
+    outbox_budget_bytes: int = _key(
+        512 * 1024 * 1024,
+        "Bytes all connections together may have waiting for their sockets; beyond, the connections with the "
+        "largest backlogs are closed first, until the total is under it again (0: no process-wide bound).",
+        lo=0,
+    )
 
     def _check(self) -> None:
         if not self.min_keepalive_seconds <= self.keepalive_seconds <= self.max_keepalive_seconds:

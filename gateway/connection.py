@@ -25,7 +25,7 @@ from collections.abc import Iterable
 import trio
 
 from gateway import dispatch
-from gateway.outbox import Outbox, cork
+from gateway.outbox import CUT_LOG_INTERVAL_MS, Outbox, OutboxBudget, cork
 from gateway.reads import ReadPoller
 from gateway.services import Services
 from gateway.webhooks import LOGOUT, OFFLINE, ONLINE
@@ -44,6 +44,15 @@ MAX_IN_FLIGHT_REQUESTS = 64
 CLOSE_FLUSH_SECONDS = 1.0  # how long a closing connection may take to flush its last frames
 #: Connection ids for log lines (``conn=N`` follows one device's connection); per process.
 _connection_ids = itertools.count(1)
+
+
+async def report_unlogged_cuts(budget: OutboxBudget) -> None:
+    """Once a second, log how many slow-reader cuts the rate limit kept out of the log (run by the server):
+    a thousand readers cut in one burst make their first line at once and this one a second later."""
+    while True:
+        await trio.sleep(CUT_LOG_INTERVAL_MS / 1000)
+        for reason, count in budget.unlogged_due():
+            log.warning("slow readers cut off without a line of their own: %d reason=%s", count, reason)
 
 
 class GatewayConnection:
@@ -104,7 +113,12 @@ class GatewayConnection:
         # cycle, and every ended connection would wait for the cyclic garbage collector instead of going at
         # once (that made handshakes ~20 % dearer and put GC pauses in their p99). The task's end stops
         # the reading.
-        self._outbox = Outbox(stream, on_overflow=self._main.cancel)
+        self._outbox = Outbox(
+            stream,
+            max_queued_bytes=server.outbox_max_bytes,
+            on_overflow=self._main.cancel,
+            budget=services.outbox_budget,
+        )
         self._registered = False
         self._rate_window_start = 0.0
         self._rate_count = 0.0  # units spent in the current window (dispatch: a pull costs what it returned)
@@ -152,8 +166,9 @@ class GatewayConnection:
         return self._proto.frame_counts()
 
     @property
-    def outbox_queued_bytes(self) -> int:
-        return self._outbox.queued_bytes
+    def outbox_backlog_bytes(self) -> int:
+        """What the outbox holds for the socket (queued and in flight): what its bounds count."""
+        return self._outbox.backlog_bytes
 
     def release_idle_keys(self) -> None:
         """Called by the server's sweeper for connections quiet for a while (see server.py)."""
@@ -248,6 +263,8 @@ class GatewayConnection:
                                 await self._requests_done.wait()
                         if self._violation_reason is not None:
                             self._violation(self._violation_reason)
+                if self._outbox.cut_reason is not None:
+                    self._log_cut(self._outbox.cut_reason)
                 if self._go_away is not None and self._sending:
                     self._sending = False
                     self._outbox.send(self._proto.goaway("shutdown", *self._go_away))
@@ -503,6 +520,20 @@ class GatewayConnection:
                 self._violation_reason = event.reason  # answered after the requests before it
                 return True
         return False
+
+    def _log_cut(self, reason: str) -> None:
+        """The outbox gave up on this peer (its own bound or the process budget): say so, at most a line a
+        second per reason (a thousand stalled readers cut at once make one line, and the next says how many)."""
+        budget = self.services.outbox_budget
+        unlogged = budget.cut_to_log(reason)
+        if unlogged is None:
+            return
+        log.warning(
+            "slow reader cut off conn=%d user=%s client=%s reason=%s backlog_bytes=%d"
+            " outbox_max_bytes=%d outbox_budget_bytes=%d unlogged_cuts_since_last_line=%d",
+            self.conn_id, self.user_id or "-", self.client_id or "-", reason, self._outbox.cut_backlog_bytes,
+            self.services.config.server.outbox_max_bytes, budget.limit_bytes, unlogged,
+        )  # fmt: skip
 
     def _violation(self, reason: str) -> None:
         log.info(

@@ -9,7 +9,8 @@ off state the gateway already keeps is computed only when scraped:
   live connections plus the totals of ended ones (added once per connection, at its end);
 - writer queue depth, commit batch sizes and latencies: the storage writer (``storage.commit_stats``,
   observed once per batch, on the writer thread or, for a small batch committed inline, the trio thread);
-- outbox bytes queued: the live connections' outboxes;
+- outbox bytes waiting, the budget and its cuts: ``Services.outbox_budget`` (gateway/outbox.py), which every
+  outbox charges as bytes queue and credits as they leave, and counts each cut in by reason;
 - webhook queues: their own counters (``gateway.webhooks``);
 - process CPU and RSS: ``os.times`` and ``/proc/self/statm``.
 
@@ -119,7 +120,7 @@ def render(services: Services) -> str:
     m = services.metrics
     page = _Page()
     by_platform: dict[int, int] = {}
-    frames_in, frames_out, outbox_bytes = m.frames_in_closed, m.frames_out_closed, 0
+    frames_in, frames_out = m.frames_in_closed, m.frames_out_closed
     for conn in services.router.all_connections():
         by_platform[conn.platform] = by_platform.get(conn.platform, 0) + 1
         counts = getattr(conn, "frame_counts", None)
@@ -127,7 +128,6 @@ def render(services: Services) -> str:
             sent, received = counts()
             frames_out += sent
             frames_in += received
-        outbox_bytes += getattr(conn, "outbox_queued_bytes", 0)
     page.family(
         "ember_connections", "gauge", "Live client connections (past CONNACK) by platform.",
         [({"platform": p}, n) for p, n in sorted(by_platform.items())],
@@ -170,7 +170,22 @@ def render(services: Services) -> str:
         "The most trio-thread CPU an inline transaction took: the longest loop pause it caused.",
         writer.inline_longest_cpu_s,
     )  # fmt: skip
-    page.one("ember_outbox_queued_bytes", "gauge", "Bytes waiting in connections' outboxes.", outbox_bytes)
+    budget = services.outbox_budget
+    page.one(
+        "ember_outbox_queued_bytes", "gauge",
+        "Bytes waiting in connections' outboxes for their sockets (queued or being written), all connections.",
+        budget.total_bytes,
+    )  # fmt: skip
+    page.one(
+        "ember_outbox_budget_bytes", "gauge", "server.outbox_budget_bytes: the bound on that total (0: none).",
+        budget.limit_bytes,
+    )  # fmt: skip
+    page.family(
+        "ember_outbox_cuts_total", "counter",
+        "Connections closed because their outbox was full: reason connection_bound (server.outbox_max_bytes) "
+        "or budget (server.outbox_budget_bytes, largest backlogs first).",
+        [({"reason": r}, n) for r, n in budget.cuts.items()],
+    )  # fmt: skip
     page.one(
         "ember_fanout_queued_owners", "gauge",
         "Owners of group and channel deliveries waiting to be pushed (group.max_fanout_backlog bounds it).",

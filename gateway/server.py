@@ -23,7 +23,7 @@ from gateway.channels import ChannelService
 from gateway.chatrooms import ChatroomService
 from gateway.clock import Clock
 from gateway.config import Config
-from gateway.connection import GatewayConnection
+from gateway.connection import GatewayConnection, report_unlogged_cuts
 from gateway.groups import GroupService
 from gateway.messaging import MessageService
 from gateway.outbox import cork
@@ -115,6 +115,7 @@ async def _run(
             nursery.start_soon(_stop_on_signal, services, nursery.cancel_scope, accepting)
         nursery.start_soon(_release_idle_keys, services.router)
         nursery.start_soon(_write_last_seen, services.sessions)
+        nursery.start_soon(report_unlogged_cuts, services.outbox_budget)
         nursery.start_soon(services.messages.fanout.run)
         nursery.start_soon(services.tombstones.run)
         await nursery.start(services.webhooks.run)

@@ -11,6 +11,7 @@ from gateway.config import Config
 from gateway.conversations import ConversationService
 from gateway.messaging import MessageService
 from gateway.metrics import Metrics
+from gateway.outbox import OutboxBudget
 from gateway.relations import RelationService
 from gateway.router import Router
 from gateway.sessions import SessionService
@@ -48,11 +49,14 @@ class Services:
     conversations: ConversationService = field(init=False)
     #: Removes tombstones past the retention (gateway/tombstones.py); built from the fields above.
     tombstones: TombstonePurge = field(init=False)
+    #: What every connection's outbox holds, and its bound (server.outbox_budget_bytes); built from config.
+    outbox_budget: OutboxBudget = field(init=False)
 
     def __post_init__(self) -> None:
         self.relations = RelationService(self.config, self.store, self.router, self.clock)
         self.conversations = ConversationService(self.config, self.store, self.relations, self.clock)
         self.tombstones = TombstonePurge(self.config, self.store, self.clock)
+        self.outbox_budget = OutboxBudget(self.config.server.outbox_budget_bytes, self.clock.now_ms)
         if self.webhooks is None:
             self.webhooks = Webhooks(self.config, self.clock, self.store, self.router)
 
