@@ -224,6 +224,11 @@ class StorageConfig(_Section):
         lo=0,
         hi=50,
     )
+    max_queued_operations: int = _key(
+        20_000,
+        "Most storage operations waiting for the writer; past it, sends and other writes are refused (250).",
+        lo=1,
+    )
 
     def _check(self) -> None:
         if not self.path.strip():
