@@ -102,7 +102,10 @@ async def test_a_full_disk_answers_250_says_so_and_recovers_once_space_is_freed(
     caplog.set_level(logging.INFO, logger="ember.storage")
     acked: dict[str, int] = {}  # client text -> message id, every send answered 0
     async with trio.open_nursery() as nursery:
-        gw = await start_gateway(nursery, small_fs, admin={"secret": ADMIN_SECRET})
+        # No rate limit in the way: every 250 here is the full disk's.
+        gw = await start_gateway(
+            nursery, small_fs, admin={"secret": ADMIN_SECRET}, client={"request_rate_limit": 1_000_000}
+        )
         for user in ("alice", "bob"):
             await gw.user(user)
         alice = await Device.connect(gw, "alice")
