@@ -80,8 +80,8 @@ PERSIST_TRANSPARENT = int(PersistFlag.TRANSPARENT)
 PULL_RATE_LIMITED_WAIT_SECONDS = 1.0
 #: Sends tried in all, the first included, when connections drop before the ack.
 DEFAULT_SEND_ATTEMPTS = 3
-#: A send answered 250 (not stored: the connection's rate limit, or for a group or channel the server's fan-out
-#: backlog, docs/PROTOCOL.md §8.1) is sent again this many times, after the reconnect backoff doubling from its
+#: A send answered 250 (not stored: the connection's rate limit, for a group or channel the server's fan-out
+#: backlog, or the server's storage full or busy, docs/PROTOCOL.md §8.1) is sent again this many times, after the reconnect backoff doubling from its
 #: first delay (with the default backoff 0.2, 0.4, 0.8, 1.6 s), before ``send`` reports it.
 SEND_REFUSED_RETRIES = 4
 
@@ -336,8 +336,8 @@ class Messages:
 
         Raises:
             RequestFailed: the server refused it (e.g. 246 blacklisted, 247 muted, 251). A 250 (the
-                connection's rate limit, or for a group or channel the server's fan-out backlog: not
-                stored) is retried first, ``SEND_REFUSED_RETRIES`` times with backoff, same id.
+                connection's rate limit, for a group or channel the server's fan-out backlog, or its storage
+                full or busy: not stored) is retried first, ``SEND_REFUSED_RETRIES`` times with backoff, same id.
             ClientClosed: every attempt lost its connection, or the client stopped.
             RequestTimeout: no answer within ``timeout`` (per attempt). The message may
                 have been stored: resend with the same ``client_msg_id`` to find out.

@@ -247,6 +247,11 @@ class StorageConfig(_Section):
     tombstone_purge_interval_seconds: float = _key(
         3600.0, "How often tombstones older than the retention are removed.", lo=0.01, hi=86400
     )
+    max_queued_operations: int = _key(
+        20_000,
+        "Most storage operations waiting for the writer; past it, sends and other writes are refused (250).",
+        lo=1,
+    )
 
     def _check(self) -> None:
         if not self.path.strip():

@@ -19,12 +19,15 @@ nothing by running two at once, and pipelined ones must not fill the reader
 connections that every other user's pulls share).
 
 A ``FieldError`` raised while reading params becomes 251; a ``RequestRejected``
-its code; an unknown method is 254. Anything else a handler raises is a bug:
-the connection driver logs it and closes that one connection.
+its code; a ``StorageRetryLater`` (the disk is full, or the storage writer's queue is:
+nothing was written) 250, which clients retry; any other ``StorageError`` (the storage
+failed, not the handler) 4; an unknown method is 254. Anything else a handler raises is
+a bug: the connection driver logs it and closes that one connection.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +37,9 @@ from gateway.services import Services
 from protocol.codec import Fields
 from protocol.codes import ErrorCode
 from protocol.errors import FieldError
+from storage import StorageError, StorageRetryLater
+
+log = logging.getLogger("gateway.dispatch")
 
 
 class PullMark:
@@ -109,6 +115,8 @@ def dispatch_immediate(services: Services, caller: Caller, name: str, params: Fi
         reply(*invalid(exc))
     except RequestRejected as exc:
         reply(exc.code, None)
+    except StorageRetryLater:
+        reply(ErrorCode.OVER_FREQUENCY, None)
     return True
 
 
@@ -122,6 +130,11 @@ async def dispatch(services: Services, caller: Caller, name: str, params: Fields
         return invalid(exc)
     except RequestRejected as exc:
         return exc.code, None
+    except StorageRetryLater:
+        return ErrorCode.OVER_FREQUENCY, None
+    except StorageError as exc:  # the storage writer logged the cause; the connection is not at fault
+        log.error("%s failed in storage: %s", name, exc)
+        return ErrorCode.SERVER_ERROR, None
 
 
 def methods() -> list[str]:

@@ -41,7 +41,7 @@ from protocol.codes import (
 from protocol.connection import encode_msg_push, encode_notify_body, encode_update_push
 from protocol.errors import FieldError
 from protocol.limits import json_text_problem
-from storage import Store
+from storage import StorageError, StorageRetryLater, Store
 from storage.messages import (
     Conversation,
     Outgoing,
@@ -314,6 +314,17 @@ def group_recall_check(member_type: int) -> bool:
     return member_type in PRIVILEGED
 
 
+def _send_failed(error: BaseException | None) -> int:
+    """The answer to a send that did not commit, logged as it deserves (never with the message itself)."""
+    if isinstance(error, StorageRetryLater):
+        return ErrorCode.OVER_FREQUENCY  # nothing stored; the writer logs a full disk itself, every 10 s at most
+    if isinstance(error, StorageError):  # the batch failed: the writer has logged why
+        log.error("send failed to commit: %s", error)
+    else:  # the send's own code raised: a bug, so the traceback (it holds code, not the message)
+        log.error("send failed: its storage operation raised", exc_info=error)
+    return ErrorCode.SERVER_ERROR
+
+
 class MessageService:
     def __init__(self, config: Config, store: Store, router: Router, clock: Clock) -> None:
         self.config = config
@@ -383,8 +394,7 @@ class MessageService:
 
         def committed(result: SendResult | None, error: BaseException | None) -> None:
             if error is not None or result is None:
-                log.error("send failed to commit: %s", type(error).__name__)
-                reply(ErrorCode.SERVER_ERROR, None)
+                reply(_send_failed(error), None)
                 return
             reply(result.code, self._ack(result, msg.from_user))
             if result.code == ErrorCode.SUCCESS and not result.duplicate:
@@ -392,7 +402,10 @@ class MessageService:
                 if result.callback is not None:
                     self._handed_to_callback(msg, result)
 
-        self.store.send_private_nowait(msg, self.policy, committed)
+        try:
+            self.store.send_private_nowait(msg, self.policy, committed)
+        except StorageError as exc:  # refused before queueing: the writer is backlogged, closing or dead
+            reply(ErrorCode.OVER_FREQUENCY if isinstance(exc, StorageRetryLater) else ErrorCode.SERVER_ERROR, None)
 
     async def send(self, msg: Outgoing) -> tuple[int, Any]:
         """The same, awaited (admin API): returns (code, ack)."""

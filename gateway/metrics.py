@@ -7,7 +7,7 @@ off state the gateway already keeps is computed only when scraped:
 - connections by platform: the router's live connections;
 - frames in and out: each connection's cipher counters (every sealed frame advances one), summed over
   live connections plus the totals of ended ones (added once per connection, at its end);
-- writer queue depth, commit batch sizes and latencies: the storage writer (``storage.commit_stats``,
+- writer queue depth, disk full, commit batch sizes and latencies: the storage writer (``storage.commit_stats``,
   observed once per batch, on the writer thread or, for a small batch committed inline, the trio thread);
 - outbox bytes waiting, the budget and its cuts: ``Services.outbox_budget`` (gateway/outbox.py), which every
   outbox charges as bytes queue and credits as they leave, and counts each cut in by reason;
@@ -161,6 +161,11 @@ def render(services: Services) -> str:
     page.histogram("ember_commit_batch_size", "Operations per committed transaction.", writer.stats.batch_size)
     page.histogram("ember_commit_seconds", "Time from BEGIN to the end of COMMIT.", writer.stats.latency)
     page.one("ember_writer_queue_depth", "gauge", "Storage operations waiting for the writer thread.", writer.queued)
+    page.one(
+        "ember_storage_disk_full", "gauge",
+        "1 while storage writes fail because the disk is full (answered 250), else 0.",
+        int(writer.disk_full),
+    )  # fmt: skip
     page.one(
         "ember_commits_inline_total", "counter", "Transactions committed on the trio thread (small batches).",
         writer.inline_batches,

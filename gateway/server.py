@@ -66,6 +66,7 @@ async def serve(
         synchronous=config.storage.synchronous,
         callback_context=cork,
         commit_delay_ms=config.storage.commit_delay_ms,
+        max_queued=config.storage.max_queued_operations,
     ) as store:
         router = Router()
         sessions = SessionService(config, store, router, clock)

@@ -22,7 +22,7 @@ from storage.records import (
 )
 from storage.schema import SCHEMA_VERSION
 from storage.store import Store, open_store
-from storage.writer import StorageError
+from storage.writer import StorageError, StorageFull, StorageRetryLater, WriterBacklogged
 
 __all__ = [
     "END_REASONS",
@@ -32,7 +32,10 @@ __all__ = [
     "IssueResult",
     "SessionRecord",
     "StorageError",
+    "StorageFull",
+    "StorageRetryLater",
     "Store",
     "UserRecord",
+    "WriterBacklogged",
     "open_store",
 ]

@@ -40,7 +40,7 @@ from storage.records import (
     UserRecord,
 )
 from storage.schema import migrate
-from storage.writer import Callback, Writer
+from storage.writer import DEFAULT_MAX_QUEUED, Callback, Writer
 
 T = TypeVar("T")
 
@@ -332,6 +332,7 @@ async def open_store(
     callback_context: Callable[[], AbstractContextManager[object]] = nullcontext,
     commit_delay_ms: float = 0.0,
     readers: int = DEFAULT_READERS,
+    max_queued: int = DEFAULT_MAX_QUEUED,
 ) -> AsyncIterator[Store]:
     """Open (creating and migrating if needed) the database at ``path``; close it on exit.
 
@@ -349,12 +350,12 @@ async def open_store(
             open: a store holds ``<path>.lock`` exclusively for its life (see ``storage.guard``).
         ValueError: ``synchronous`` is neither value.
 
-    ``callback_context`` and ``commit_delay_ms`` are passed to ``Writer``;
+    ``callback_context``, ``commit_delay_ms`` and ``max_queued`` are passed to ``Writer``;
     ``readers`` is how many reader connections serve reads.
     """
     check_sqlite_version()
     with DatabaseLock(path):  # the writer's in-memory state is right only for a database's one writer
-        async with _open_writer(path, synchronous, callback_context, commit_delay_ms, readers) as store:
+        async with _open_writer(path, synchronous, callback_context, commit_delay_ms, readers, max_queued) as store:
             yield store
 
 
@@ -365,6 +366,7 @@ async def _open_writer(
     callback_context: Callable[[], AbstractContextManager[object]],
     commit_delay_ms: float,
     readers: int,
+    max_queued: int,
 ) -> AsyncIterator[Store]:
     inboxes = InboxState()
     writer = Writer(
@@ -376,6 +378,7 @@ async def _open_writer(
         on_rollback=inboxes.forget,  # what it holds may describe writes that were just undone
         # Inline operations (private sends, CONNECT reads) append at most two inbox rows each.
         inline_ok=lambda ops: not inboxes.may_merge(appends=ops, rows=2 * ops),
+        max_queued=max_queued,
     )
     await writer.start()
     try:

@@ -43,6 +43,16 @@ Acknowledged means committed: a caller gets its result only once the COMMIT
 succeeded. If the COMMIT fails, every operation of the batch that had succeeded
 gets a ``StorageError`` instead.
 
+When things go wrong (docs/ARCHITECTURE.md, "Storage layout"): a submit is
+refused at once past ``max_queued`` waiting operations (``WriterBacklogged``),
+once closing, or once the thread has died (an exception outside any batch: it
+is logged with its traceback and every unreported caller gets a
+``StorageError``). A full disk (SQLITE_FULL, by error code) fails the batch's
+callers with ``StorageFull`` and puts the writer in the ``disk_full`` state
+until a write commits again with room on the file system; every batch retries,
+and a probe does while nobody writes. Both are ``StorageRetryLater``: nothing
+was written, and the gateway answers 250.
+
 An operation is a plain function ``fn(conn, *args)`` run on the writer thread.
 It must not manage transactions itself (no BEGIN/COMMIT/ROLLBACK; savepoints are
 fine), must return materialized values (not cursors), and must not block on
@@ -115,6 +125,20 @@ DEFAULT_BUSY_TIMEOUT_MS: Final = 5000
 # parameters, so the value is checked against this set before being formatted in.
 _SYNCHRONOUS_MODES: Final = frozenset({"NORMAL", "FULL"})
 
+#: Most operations that may wait for the writer thread (submitted, not yet taken); past it a
+#: submit raises ``WriterBacklogged``. ``storage.max_queued_operations`` sets it for the gateway.
+DEFAULT_MAX_QUEUED: Final = 20_000
+
+#: While the disk is full the writer says so in the log at most this often (every failed batch would).
+DISK_FULL_LOG_SECONDS: Final = 10.0
+#: While the disk is full and nothing else writes, a probe write is tried this often, so that the
+#: state (``/health``, the metric) clears soon after space is freed even on an idle gateway.
+DISK_FULL_PROBE_SECONDS: Final = 1.0
+#: The disk-full state ends with a write that commits while the file system has this much free.
+#: Without a margin it flickered: a failed commit leaves the blocks it did get in the WAL file, so
+#: the next, smaller write (a probe) fits in them and commits while the sends still fail.
+DISK_FULL_CLEAR_BYTES: Final = 1 << 20
+
 # Put on the queue by aclose(); always the last item ever queued, because the
 # trio side refuses new operations once it is closing.
 _STOP: Final = object()
@@ -130,6 +154,25 @@ class StorageError(Exception):
     reaches its caller unchanged; this type means the failure was not that
     operation's own.
     """
+
+
+class StorageRetryLater(StorageError):
+    """Nothing was written, and the same operation may well succeed in a moment: try again later.
+
+    The gateway answers it 250 (docs/PROTOCOL.md §8.1), the code a client already resends on.
+    """
+
+
+class StorageFull(StorageRetryLater):
+    """SQLite reported SQLITE_FULL: the file system (or the database's size limit) is full.
+
+    The writer retries with every later batch, and probes once a second while nothing else
+    writes, so writes commit again as soon as space is freed (``Writer.disk_full``).
+    """
+
+
+class WriterBacklogged(StorageRetryLater):
+    """``max_queued`` operations already wait for the writer: refused at submit, never queued."""
 
 
 #: Called on the trio thread once an operation's batch has committed (or failed):
@@ -204,6 +247,7 @@ class Writer:
         on_rollback: Callable[[], None] | None = None,
         inline_max_ops: int = INLINE_MAX_OPS,
         inline_ok: Callable[[int], bool] | None = None,
+        max_queued: int = DEFAULT_MAX_QUEUED,
     ) -> None:
         """Prepare a writer; nothing touches the disk until ``start``.
 
@@ -232,15 +276,19 @@ class Writer:
                 of ``n`` inline operations would run there: False sends it to the thread
                 (the store says False when the sends could merge the inbox log, a pause
                 of milliseconds). None: always allowed.
+            max_queued: Most operations waiting for the thread (submitted, not yet taken);
+                a submit past it raises ``WriterBacklogged`` (nothing queued).
 
         Raises:
-            ValueError: ``synchronous`` or ``max_batch`` is out of range.
+            ValueError: ``synchronous``, ``max_batch`` or ``max_queued`` is out of range.
         """
         synchronous = synchronous.upper()
         if synchronous not in _SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {sorted(_SYNCHRONOUS_MODES)}, not {synchronous!r}")
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
+        if max_queued < 1:
+            raise ValueError("max_queued must be at least 1")
         self.path = Path(path)
         self.commits = 0
         self.committed_ops = 0
@@ -285,11 +333,39 @@ class Writer:
         self._checkpointer: threading.Thread | None = None
         self._stop_checkpoints = threading.Event()
         self._wal_restart_wanted = False  # set by the checkpointer, acted on by the writer thread
+        # A submit is refused once ``queued`` reaches this: ``max_queued``, or -1 once the writer is closing
+        # or dead, so that the hot path pays one comparison for all three (``_refuse`` tells them apart).
+        self._room = max_queued
+        self._max_queued = max_queued
+        self._failure: BaseException | None = None  # what stopped the writer thread, if it died
+        # The ops the thread has taken and not reported yet (``_taken_ops[_reported:]``), so that if the
+        # thread dies their callers still hear of it. Thread side, two assignments per round.
+        self._taken_ops: list[_Op] = []
+        self._reported = 0
+        # Disk full (SQLITE_FULL): set by whichever thread holds the connection when a batch meets it,
+        # cleared by the next batch that commits a write. Read by /health and /metrics.
+        self._disk_full = False
+        self._full_refusals = 0  # operations failed for it since the last log line
+        self._full_log = _Every(DISK_FULL_LOG_SECONDS)
+        self._checkpoint_log = _Every(DISK_FULL_LOG_SECONDS)
+        self._full_since = 0.0  # time.monotonic() when it began
+        self._full_logged = False  # the current episode's "full" line was logged: so will its end be
+        self._probing = False  # a probe task is running (trio thread)
 
     @property
     def closing(self) -> bool:
         """True once ``aclose`` has begun: new operations are refused."""
         return self._closing
+
+    @property
+    def disk_full(self) -> bool:
+        """The last batch that tried to write met SQLITE_FULL; cleared by the next one that commits a write."""
+        return self._disk_full
+
+    @property
+    def failure(self) -> BaseException | None:
+        """What stopped the writer thread, if an internal error did; every operation is refused since."""
+        return self._failure
 
     @property
     def queued(self) -> int:
@@ -321,7 +397,7 @@ class Writer:
         with trio.CancelScope(shield=True):
             await self._ready.wait()
         if self._startup_error is not None:
-            self._closing = True
+            self._closing, self._room = True, -1
             await self._wait_stopped()
             raise StorageError(f"cannot open database {self.path}") from self._startup_error
         self._checkpointer = threading.Thread(
@@ -347,11 +423,13 @@ class Writer:
             What ``fn`` returned, once the transaction it ran in has committed.
 
         Raises:
-            StorageError: The writer is closed, or the batch failed to commit.
+            StorageFull: The disk is full; nothing was written (a subclass of ``StorageRetryLater``).
+            WriterBacklogged: ``max_queued`` operations already wait; nothing was queued (likewise).
+            StorageError: The writer is closed or its thread died, or the batch failed to commit.
             Exception: Whatever ``fn`` raised (its changes were rolled back).
         """
-        if self._closing:
-            raise StorageError("the store is closed")
+        if self._submitted - self._taken >= self._room:
+            self._refuse()
         op = _Op(fn, args, read)
         self._enqueue(op)
         assert op.done is not None
@@ -384,11 +462,20 @@ class Writer:
         so it may run on the trio thread under light load (see the module docstring).
 
         Raises:
-            StorageError: The writer is closed.
+            WriterBacklogged: ``max_queued`` operations already wait; nothing was queued.
+            StorageError: The writer is closed, or its thread died.
         """
+        if self._submitted - self._taken >= self._room:
+            self._refuse()
+        self._enqueue(_Op(fn, args, read, callback, group, inline))
+
+    def _refuse(self) -> None:
+        """Raise why no operation can be queued now (``_room`` says that one cannot)."""
+        if self._failure is not None:
+            raise _storage_error("the storage writer stopped after an internal error", self._failure)
         if self._closing:
             raise StorageError("the store is closed")
-        self._enqueue(_Op(fn, args, read, callback, group, inline))
+        raise WriterBacklogged(f"{self._max_queued} storage operations are already waiting")
 
     def _enqueue(self, op: _Op) -> None:
         self._pending.append(op)
@@ -425,7 +512,7 @@ class Writer:
         return (
             len(ops) <= self._inline_max
             and not self._in_thread
-            and not self._closing
+            and self._room >= 0  # neither closing nor dead
             and not self._wal_restart_wanted  # the thread finishes the checkpoint after its batch
             and all(op.inline for op in ops)
         )
@@ -467,21 +554,26 @@ class Writer:
         """Let queued operations finish and commit, then stop the thread and close the db.
 
         Idempotent. Waits without blocking the trio loop, shielded from
-        cancellation so the connection is really closed when this returns.
+        cancellation so the connection is really closed when this returns:
+        the gateway closes its store while its nursery is being cancelled,
+        and an unshielded wait for the checkpointer there used to raise
+        ``Cancelled`` before the stop marker was queued, leaving the writer
+        thread running (and the database open) after the store had "closed".
         """
         if self._thread is None:
             return
-        if self._checkpointer is not None:
-            self._stop_checkpoints.set()
-            await trio.to_thread.run_sync(self._checkpointer.join)  # at most one checkpoint's time
-            self._checkpointer = None
-        if not self._closing:
-            self._closing = True
-            self._flusher.cancel()
-            self._hand_over()
-            self._submitted += 1
-            self._queue.put(_STOP)
-        await self._wait_stopped()
+        with trio.CancelScope(shield=True):
+            if self._checkpointer is not None:
+                self._stop_checkpoints.set()
+                await trio.to_thread.run_sync(self._checkpointer.join)  # at most one checkpoint's time
+                self._checkpointer = None
+            if not self._closing:
+                self._closing, self._room = True, -1
+                self._flusher.cancel()
+                self._hand_over()
+                self._submitted += 1
+                self._queue.put(_STOP)
+            await self._wait_stopped()
 
     async def _wait_stopped(self) -> None:
         with trio.CancelScope(shield=True):
@@ -506,6 +598,49 @@ class Writer:
                 else:
                     assert op.done is not None
                     op.done.set()
+        if self._disk_full and not self._probing:
+            self._probing = True
+            trio.lowlevel.spawn_system_task(self._probe_space, name=f"ember-storage-probe:{self.path.name}")
+
+    async def _probe_space(self) -> None:
+        """While the disk is full, try a small write every ``DISK_FULL_PROBE_SECONDS``.
+
+        Any batch that commits a write clears the state; this covers a gateway nobody writes to (clients
+        back off after a 250), so that /health and the metric say so soon after space is freed.
+        """
+        try:
+            while self._disk_full and self._room >= 0:
+                await trio.sleep(DISK_FULL_PROBE_SECONDS)
+                if not self.free_space_ok():
+                    continue  # a statfs, not a write: no commit could end the state yet
+                try:
+                    await self.submit(space_probe)
+                except StorageError:
+                    pass  # still full (or closing): the loop's condition decides
+        finally:
+            self._probing = False
+
+    def _writer_died(self, unreported: list[_Op]) -> None:
+        """On the trio thread, once the writer thread has died: fail everything not yet reported.
+
+        ``unreported`` are the ops the thread had taken; behind them come the lists handed over since
+        (still on the queue: nobody will take them now) and the ops not handed over yet. From now on
+        ``_room`` refuses every submit, so nothing joins them.
+        """
+        self._room = -1
+        waiting = list(unreported)
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, list):
+                waiting.extend(item)
+        self._in_thread -= len(waiting)
+        waiting.extend(self._pending)
+        self._pending = []
+        _fail(waiting, "the storage writer stopped after an internal error", self._failure)
+        self._wake(waiting)
 
     # --------------------------------------------------------------- thread side
 
@@ -522,7 +657,10 @@ class Writer:
                 return
             self._conn = conn
             self._call_trio(self._ready.set)
-            self._serve(conn)
+            try:
+                self._serve(conn)
+            except BaseException as exc:  # noqa: BLE001 - callers must hear of it, or they wait forever
+                self._died(exc)
         finally:
             if conn is not None:
                 with self._conn_lock:
@@ -540,6 +678,22 @@ class Writer:
             )
             self._call_trio(self._stopped.set)
 
+    def _died(self, exc: BaseException) -> None:
+        """The thread's loop raised outside any batch (a bug, or a broken hook): stop for good, loudly.
+
+        Going on could commit over in-memory state that no longer matches the database, so the writer
+        refuses everything from now on; the callers of every operation not yet reported get a
+        ``StorageError`` (``_writer_died``), and /health says storage is not writable.
+        """
+        log.critical("the storage writer thread stopped after an internal error; every write fails now", exc_info=exc)
+        with self._conn_lock:
+            self._conn = None  # no inline batch may use it from now on
+        self._failure = exc
+        self._room = -1
+        unreported = self._taken_ops[self._reported :]
+        self._taken_ops = []
+        self._call_trio(self._writer_died, unreported)
+
     def _checkpoint_loop(self) -> None:
         """Copy committed WAL pages into the database file, off the commit path.
 
@@ -552,7 +706,8 @@ class Writer:
                 try:
                     _busy, wal_frames, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 except sqlite3.Error as exc:
-                    log.warning("WAL checkpoint failed: %s", exc)
+                    if self._checkpoint_log.due():  # on a full disk it fails every round
+                        log.warning("WAL checkpoint failed: %s", exc)
                     continue
                 if wal_frames >= WAL_RESTART_FRAMES:
                     self._wal_restart_wanted = True
@@ -618,15 +773,20 @@ class Writer:
                 if last_batch_ops < 0:
                     return  # trio is gone: nobody is left to wait for results
                 if self._wal_restart_wanted:
-                    if last and not self._call_trio(self._wake_from_thread, last):
+                    if last and not self._report(last):
                         return
                     last = []
                     self._finish_checkpoint(conn)
             # Released before the last batch's callers hear of it: they often submit again at
             # once, and that batch can then run inline instead of finding the connection taken
             # (which sent it here, and the next one after it, and so on).
-            if last and not self._call_trio(self._wake_from_thread, last):
+            if last and not self._report(last):
                 return
+
+    def _report(self, batch: list[_Op]) -> bool:
+        """Hand a batch's outcomes to the trio thread; False if trio has exited."""
+        self._reported += len(batch)  # first: should the thread die after this, these are not failed twice
+        return self._call_trio(self._wake_from_thread, batch)
 
     def _serve_queued(
         self, conn: sqlite3.Connection, item: object, last_batch_ops: int
@@ -657,9 +817,10 @@ class Writer:
             except queue.Empty:
                 break
         self._taken += len(ops)
+        self._taken_ops, self._reported = ops, 0
         last: list[_Op] = []
         for start in range(0, len(ops), self._max_batch):
-            if last and not self._call_trio(self._wake_from_thread, last):
+            if last and not self._report(last):
                 return stopping, -1, []
             last = ops[start : start + self._max_batch]
             try:
@@ -684,7 +845,8 @@ class Writer:
         try:
             busy, _frames, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error as exc:
-            log.warning("WAL checkpoint failed: %s", exc)
+            if self._checkpoint_log.due():
+                log.warning("WAL checkpoint failed: %s", exc)
             return
         self._wal_restart_wanted = bool(busy)  # the checkpointer was at work: try after the next batch
 
@@ -697,15 +859,18 @@ class Writer:
                 conn.execute("ROLLBACK")
         except sqlite3.Error:
             pass  # nothing more to do; the next BEGIN will report a broken connection
+        failed = [op for op in ops if op.error is None]  # an op's own error stands: its writes were rolled back
+        _fail(failed, "internal error in the storage writer", exc)
+        if _is_full(exc):
+            self._note_full(len(failed))
+        else:
+            log.error("storage: a batch of %d operations failed outside any of them", len(ops), exc_info=exc)
         self._on_rollback()
-        for op in ops:
-            if op.error is None:  # an op's own error stands: its writes were rolled back
-                op.result = None
-                op.error = _storage_error("internal error in the storage writer", exc)
 
     def _run_batch(self, conn: sqlite3.Connection, ops: list[_Op]) -> None:
         """Run ``ops`` in one transaction; leave each one's result or error on it."""
         started = time.perf_counter()
+        changes = conn.total_changes  # rows written before this batch: did it write any (``_space_back``)?
         # Ops that succeeded inside the open transaction: their results only
         # stand if the COMMIT does.
         pending: list[_Op] = []
@@ -724,9 +889,10 @@ class Writer:
                     # Most likely locked by another process past busy_timeout:
                     # retrying per op would multiply that wait, so give up on
                     # the rest of the batch.
-                    for rest in ops[index:]:
-                        rest.error = _storage_error("could not start a transaction", exc)
+                    _fail(ops[index:], "could not start a transaction", exc)
+                    self._note_failure("could not start a transaction", exc, len(ops) - index)
                     return
+            first = index
             if end - index > 1:
                 grouped = self._run_group(conn, ops[index:end], alone=index == 0 and end == len(ops))
                 if not grouped:
@@ -741,7 +907,11 @@ class Writer:
                 # SQLite itself rolls the whole transaction back on some errors
                 # (disk full, I/O error), or the op ended it against the rules.
                 # Either way the earlier ops' writes are lost or unknown.
-                _fail(pending, "the transaction was aborted by another operation in its batch", None)
+                # Disk full is the usual reason: then they are told so, and may retry.
+                cause = next((done.error for done in ops[first:end] if done.error is not None), None)
+                _fail(pending, "the transaction was aborted by another operation in its batch", cause)
+                if pending and _is_full(cause):
+                    self._note_full(len(pending))
                 pending = []
                 self._on_rollback()
         if not conn.in_transaction:
@@ -755,10 +925,69 @@ class Writer:
                 conn.execute("ROLLBACK")
             self._on_rollback()
             _fail(pending, "commit failed", exc)
+            self._note_failure("commit failed", exc, len(pending))
             return
         self.commits += 1
         self.committed_ops += len(pending)
         self.stats.observe(len(pending), time.perf_counter() - started)
+        if (
+            self._disk_full
+            and (conn.total_changes != changes or any(op.fn is space_probe for op in ops))
+            and self.free_space_ok()
+        ):
+            self._space_back()
+
+    def _note_failure(self, what: str, exc: sqlite3.Error, ops: int) -> None:
+        """A BEGIN or COMMIT failed and ``ops`` operations with it: disk full, or worth a line of its own."""
+        if _is_full(exc):
+            self._note_full(ops)
+        else:
+            log.error("storage: %s: %s (%d operations failed)", what, exc, ops)
+
+    def _note_full(self, ops: int) -> None:
+        """SQLITE_FULL failed ``ops`` operations: the writer is in the disk-full state until a write commits."""
+        if not self._disk_full:
+            self._disk_full = True
+            self._full_since = time.monotonic()
+        self._full_refusals += ops
+        if self._full_log.due():
+            log.error(
+                "storage: the disk is full (SQLITE_FULL) under %s: %d operations refused (250) since the last"
+                " such line; writes commit again as soon as space is freed",
+                self.path,
+                self._full_refusals,
+            )
+            self._full_refusals = 0
+            self._full_logged = True
+
+    def _space_back(self) -> None:
+        self._disk_full = False
+        if self._full_logged:  # at most one pair of lines per DISK_FULL_LOG_SECONDS, like the first
+            self._full_logged = False
+            log.warning(
+                "storage: writes commit again under %s, after %.1f s of a full disk (%d more operations refused)",
+                self.path,
+                time.monotonic() - self._full_since,
+                self._full_refusals,
+            )
+            self._full_refusals = 0
+
+    def free_space_ok(self) -> bool:
+        """The database's file system has ``DISK_FULL_CLEAR_BYTES`` free (True where that cannot be asked)."""
+        if not hasattr(os, "statvfs"):  # Windows: then the first write that commits ends the state
+            return True
+        try:
+            fs = os.statvfs(self.path.parent)
+        except OSError:
+            return True
+        return fs.f_bavail * fs.f_frsize >= DISK_FULL_CLEAR_BYTES
+
+    def _op_error(self, exc: BaseException) -> BaseException:
+        """What an op's caller gets for the exception it raised (a full disk is not the op's own fault)."""
+        if _is_full(exc):
+            self._note_full(1)
+            return _storage_error("the disk is full", exc)
+        return _as_deliverable(exc)
 
     def _run_group(self, conn: sqlite3.Connection, ops: list[_Op], alone: bool = False) -> bool:
         """Run consecutive ops of one group in one call; False (nothing written) if it raised.
@@ -778,8 +1007,7 @@ class Writer:
             results = group(conn, [op.args for op in ops])
             if len(results) != len(ops):
                 raise RuntimeError(f"group {group.__name__} gave {len(results)} results for {len(ops)} ops")
-        except Exception:  # noqa: BLE001 - the ops run again one by one and get their own errors
-            log.debug("group %s failed; running its %d operations one by one", group.__name__, len(ops))
+        except Exception as exc:  # noqa: BLE001 - the ops run again one by one and get their own errors
             if conn.in_transaction:
                 if alone:
                     conn.execute("ROLLBACK")
@@ -787,6 +1015,11 @@ class Writer:
                     conn.execute(f"ROLLBACK TO {_GROUP_SAVEPOINT}")
                     conn.execute(f"RELEASE {_GROUP_SAVEPOINT}")
             self._on_rollback()
+            if _is_full(exc):  # each op alone would meet it too: fail them all at once
+                _fail(ops, "the disk is full", exc)
+                self._note_full(len(ops))
+                return True
+            log.debug("group %s failed; running its %d operations one by one", group.__name__, len(ops), exc_info=True)
             return False
         if not alone:
             conn.execute(f"RELEASE {_GROUP_SAVEPOINT}")
@@ -799,7 +1032,7 @@ class Writer:
             try:
                 op.result = op.fn(conn, *op.args)
             except BaseException as exc:  # noqa: BLE001 - delivered to the caller
-                op.error = _as_deliverable(exc)
+                op.error = self._op_error(exc)
             return
         if alone:
             # The only op of its transaction: rolling the transaction back undoes exactly its
@@ -808,7 +1041,7 @@ class Writer:
             try:
                 op.result = op.fn(conn, *op.args)
             except BaseException as exc:  # noqa: BLE001 - delivered to the caller
-                op.error = _as_deliverable(exc)
+                op.error = self._op_error(exc)
                 op.result = None
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")  # _run_batch sees the transaction gone and reloads state
@@ -817,7 +1050,7 @@ class Writer:
         try:
             op.result = op.fn(conn, *op.args)
         except BaseException as exc:  # noqa: BLE001 - delivered to the caller
-            op.error = _as_deliverable(exc)
+            op.error = self._op_error(exc)
             op.result = None
             # The error may already have destroyed the whole transaction, in
             # which case the savepoint is gone too (the caller checks that).
@@ -860,10 +1093,49 @@ def _as_deliverable(exc: BaseException) -> BaseException:
     return _storage_error("operation raised a non-Exception", exc)
 
 
+def _is_full(exc: BaseException | None) -> bool:
+    """SQLITE_FULL ("database or disk is full"), by its error code (the extended code's low byte)."""
+    if isinstance(exc, StorageFull):
+        return True
+    code = getattr(exc, "sqlite_errorcode", None) if isinstance(exc, sqlite3.Error) else None
+    return code is not None and code & 0xFF == sqlite3.SQLITE_FULL
+
+
 def _storage_error(message: str, cause: BaseException | None) -> StorageError:
-    error = StorageError(message)
+    """``StorageError(message)`` caused by ``cause``, and worded with it; ``StorageFull`` for a full disk."""
+    if cause is None:
+        return StorageError(message)
+    error = (StorageFull if _is_full(cause) else StorageError)(f"{message}: {cause}")
     error.__cause__ = cause
     return error
+
+
+def space_probe(conn: sqlite3.Connection) -> None:
+    """An operation that changes nothing yet writes a page at its commit: does the disk take a write?
+
+    Setting ``user_version`` to its own value rewrites the database header's page, so the commit appends
+    a WAL frame: it fails with SQLITE_FULL when the disk is full, and once it commits the writer leaves
+    that state. (An empty transaction commits on a full disk too: it writes nothing.)
+    """
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    conn.execute(f"PRAGMA user_version = {version}")  # an int read from SQLite, not caller text
+
+
+class _Every:
+    """``due()`` is True at most once per ``seconds``: for log lines that could come with every batch."""
+
+    __slots__ = ("_next", "_seconds")
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._next = float("-inf")
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now < self._next:
+            return False
+        self._next = now + self._seconds
+        return True
 
 
 def _fail(ops: list[_Op], message: str, cause: BaseException | None) -> None:

@@ -138,7 +138,7 @@ async def admin(make_admin: MakeAdmin) -> Admin:
 async def test_health_and_openapi_are_unsigned(admin: Admin) -> None:
     health = await admin.http.get(admin.url + "/admin/health")
     assert health.status_code == 200
-    assert health.json() == {"code": 0, "msg": "success", "result": {"status": "ok", "storage_writable": True}}
+    assert health.json() == {"code": 0, "msg": "success", "result": {"status": "ok", "storage_writable": True, "disk_full": False}}
     schema = (await admin.http.get(admin.url + "/openapi.json")).json()
     for path in ("/admin/user/create", "/admin/user/get", "/admin/user/update_block_status",
                  "/admin/user/get_token", "/admin/session/list", "/admin/session/kick",

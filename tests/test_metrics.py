@@ -80,7 +80,7 @@ async def test_metrics_count_what_a_scenario_did(nursery: trio.Nursery, tmp_path
     assert 1 <= m["ember_commits_inline_total"] <= m["ember_commit_batch_size_count"]
     assert 0 < m["ember_commit_inline_max_cpu_seconds"] < 1
     assert m["process_cpu_seconds_total"] > 0 and m["process_resident_memory_bytes"] > 10_000_000
-    assert health == {"code": 0, "msg": "success", "result": {"status": "ok", "storage_writable": True}}
+    assert health == {"code": 0, "msg": "success", "result": {"status": "ok", "storage_writable": True, "disk_full": False}}
     await alice.aclose()
     await bob.aclose()
 
@@ -106,4 +106,4 @@ async def test_health_says_storage_is_not_writable_once_the_writer_is_closing(nu
     async with httpx.AsyncClient() as http:
         health = (await http.get(gw.running.admin_url + "/admin/health")).json()
     gw.services.store.writer._closing = False
-    assert health["result"] == {"status": "degraded", "storage_writable": False}
+    assert health["result"] == {"status": "degraded", "storage_writable": False, "disk_full": False}

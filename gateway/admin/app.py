@@ -35,6 +35,7 @@ from protocol.codes import ConversationType, ErrorCode
 from protocol.connection import encode_notify_body
 from protocol.errors import FieldError
 from storage.records import UserRecord
+from storage.writer import StorageFull, StorageRetryLater, space_probe
 
 from . import (
     channel_routes,
@@ -254,16 +255,26 @@ def _operations_routes(store: Store, services: Services | None) -> APIRouter:
     api = APIRouter()
 
     async def health() -> dict[str, Any]:
-        """Liveness probe: ``storage_writable`` is whether a write operation commits within 2 s."""
+        """Liveness probe: ``storage_writable`` is whether a write (a page, really written) commits within 2 s."""
+        writer = store.writer
         writable = False
-        if not store.writer.closing:
+        if not writer.closing and writer.failure is None:
             with trio.move_on_after(HEALTH_WRITE_TIMEOUT_SECONDS):
                 try:
-                    await store.run(_write_probe)
-                    writable = True
+                    await store.run(space_probe)
+                    # A probe of one page can commit where a send cannot: the state decides (storage.writer).
+                    writable = not writer.disk_full
+                except StorageFull:
+                    pass  # the writer logs a full disk itself, every 10 s at most; the answer says it
                 except Exception as exc:  # noqa: BLE001 - the answer is the point: storage is not writable
-                    log.warning("health: storage write failed: %s", type(exc).__name__)
-        return answer(result={"status": "ok" if writable else "degraded", "storage_writable": writable})
+                    log.warning("health: storage write failed: %s", exc)
+        return answer(
+            result={
+                "status": "ok" if writable else "degraded",
+                "storage_writable": writable,
+                "disk_full": writer.disk_full,
+            }
+        )
 
     api.add_api_route(HEALTH_PATH, health, methods=["GET"], response_model=m.Answer[m.Health])
     api.add_api_route("/health", health, methods=["GET"], response_model=m.Answer[m.Health])
@@ -281,11 +292,6 @@ def _operations_routes(store: Store, services: Services | None) -> APIRouter:
             return PlainTextResponse(render(services), media_type=CONTENT_TYPE)
 
     return api
-
-
-def _write_probe(conn: Any) -> None:
-    """A write lock taken (the writer's batch runs BEGIN IMMEDIATE) and a commit: nothing changed."""
-    conn.execute("SELECT 1")
 
 
 def _message_routes(messages: MessageService, chatrooms: ChatroomService | None) -> APIRouter:
@@ -369,6 +375,13 @@ def _install_error_answers(app: FastAPI) -> None:
             return JSONResponse(answer(ErrorCode.INVALID_PARAMETER, msg="body: not valid JSON"))
         msg = "no such endpoint" if exc.status_code == 404 else str(exc.detail).lower()
         return JSONResponse(answer(ErrorCode.NOT_IMPLEMENTED, msg=msg), status_code=exc.status_code)
+
+    @app.exception_handler(StorageRetryLater)
+    async def retry_later(request: Request, exc: StorageRetryLater) -> JSONResponse:
+        # Nothing was written: the disk is full, or the writer's queue is. 250 is the client protocol's
+        # "retry in a moment" too (docs/ADMIN_API.md "Answers").
+        msg = "storage is full: retry later" if isinstance(exc, StorageFull) else "storage is busy: retry later"
+        return JSONResponse(answer(ErrorCode.OVER_FREQUENCY, msg=msg))
 
     @app.exception_handler(Exception)
     async def bug(request: Request, exc: Exception) -> JSONResponse:

@@ -143,7 +143,10 @@ class SessionList(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok", "degraded"] = Field(description="degraded: storage is not writable")
-    storage_writable: bool = Field(description="a storage write operation committed within 2 s")
+    storage_writable: bool = Field(description="a storage write (one page, really written) committed within 2 s")
+    disk_full: bool = Field(
+        description="the last write met a full disk (SQLITE_FULL); writes are answered 250 until one commits again"
+    )
 
 
 # ---------------------------------------------------------------------- messages
