@@ -125,7 +125,7 @@ class ServerConfig(_Section):
         86400, "Largest client clock error accepted at CONNECT (else -9).", lo=0
     )
     handshake_timeout_seconds: float = _key(
-        10.0, "Drop a connection whose handshake has not completed after this long.", lo=0.1
+        10.0, "Drop a connection whose handshake has not completed after this long (storage read late: ERROR 4).", lo=0.1
     )
     max_frame_bytes: int = _key(
         262144, "Largest frame accepted; a longer one closes the connection.", lo=1024, hi=2**31 - 1

@@ -6,13 +6,15 @@ to the state machine, and acts on the events; the rules of the handshake
 
 Lifecycle of a connection task::
 
-    HELLO ─► wait for CONNECT (handshake_timeout) ─► one storage read (session, user status, sync heads)
+    HELLO ─► wait for CONNECT ─► one storage read (session, user status, sync heads); both within
+          handshake_timeout from accept, else the socket closes (no CONNECT) or a clear ERROR 4 (read late)
           ─► checks and, if they pass, register with the router (both in the read's callback)
           ─► CONNACK, then any pushes that came meanwhile
           ─► reads: the first by the task itself, then the socket joins the shared ``ReadPoller``, which calls
              ``on_readable`` per read; the task waits for the end (end of stream, DISCONNECT, violation, kick)
              or the idle timeout (1.5 × keepalive)
-          ─► answer requests still in flight and flush (both briefly), unregister, close the socket
+          ─► answer the requests read (sends: at their commit) and flush, both briefly (going away, within
+             server.shutdown_seconds, then the DISCONNECT), unregister, close the socket
 """
 
 from __future__ import annotations
@@ -327,7 +329,10 @@ class GatewayConnection:
 
     async def _handshake(self) -> bool:
         connect: events.ConnectRequested | None = None
-        with trio.move_on_after(self.services.config.server.handshake_timeout_seconds):
+        # One deadline for the whole handshake, CONNECT's storage read included: a stuck or overloaded
+        # writer must not hold every new connection (and its socket) for as long as it is stuck.
+        deadline = trio.current_time() + self.services.config.server.handshake_timeout_seconds
+        with trio.move_on_at(deadline):
             while connect is None:
                 data = await self._receive()
                 if not data:
@@ -342,7 +347,14 @@ class GatewayConnection:
             self.services.metrics.handshake_timeouts += 1
             log.info("handshake timed out conn=%d peer=%s", self.conn_id, self._peer())
             return False
-        status, proof, heads = await self._check(connect)
+        with trio.move_on_at(deadline) as reading:
+            status, proof, heads = await self._check(connect)
+        if reading.cancelled_caught:
+            self.services.metrics.handshake_timeouts += 1
+            log.warning("connect read timed out conn=%d user=%s: storage busy", self.conn_id, connect.user_id)
+            # No key without the session: a clear ERROR 4, which a client retries (docs/PROTOCOL.md §8.6).
+            self._send_error(ErrorCode.SERVER_ERROR, "server busy")
+            return False
         self.services.metrics.handshake(int(status))
         if status != ConnectionStatus.CONNECTED or proof is None:
             log.info(

@@ -7,15 +7,18 @@ import os
 import pytest
 import trio
 
+import client as sdk
 from gateway.server import ACCEPT_BATCH
 from protocol import events
 from protocol.codec import unpack
+from protocol.codes import TERMINAL_STATUSES, UserStatus
 from protocol.codes import ConnectionStatus as S
-from protocol.codes import UserStatus
 from protocol.frames import FrameDecoder, FrameType
 from protocol.token import encode_token, issue_token, parse_token
 from storage import open_store
+from tests import vectors
 from tests.harness import Gateway, RawClient, start_gateway
+from tests.storage_helpers import held_writer
 
 
 @pytest.fixture
@@ -345,3 +348,26 @@ async def test_last_seen_keeps_the_latest_disconnect(gw: Gateway) -> None:
     await sessions.flush_last_seen()  # nothing left: no write
     listed = {s.client_id: s.last_seen for s in await gw.services.store.list_sessions("alice")}
     assert listed == {"c1": now + 2000, "c2": now + 3000}
+
+
+async def test_a_connect_whose_storage_read_is_late_gets_a_retryable_error(nursery: trio.Nursery, tmp_path) -> None:
+    """A stuck writer holds CONNECT's storage read: the handshake's own deadline ends the wait with a clear
+    ERROR 4 (docs/PROTOCOL.md §8.6), which the SDK reports as ServerDown and retries; never a token status."""
+    gw = await start_gateway(nursery, tmp_path / "gw", server={"handshake_timeout_seconds": 0.3})
+    await gw.user("alice")
+    token = await gw.token("alice")
+    writer = gw.services.store.writer
+    async with held_writer(writer):  # stuck until the block ends (at most 5 s)
+        with trio.fail_after(4):  # the answer comes while the writer is still stuck
+            raw = await RawClient.open(gw, token)
+            assert await raw.handshake(gw.clock.now_ms()) == events.ServerError(*vectors.BUSY_ERROR)  # §10
+            assert await raw.closed_by_server()
+            await raw.aclose()
+            with pytest.raises(sdk.ConnectError) as refused:
+                async with sdk.connect(gw.host, gw.port, token, clock=gw.clock.now_ms, reconnect=False):
+                    pass
+        assert refused.value.status == S.SERVER_DOWN and refused.value.status not in TERMINAL_STATUSES
+    await writer.submit(lambda conn: None)  # the late reads have answered (callbacks run in queue order) ...
+    assert not gw.services.router.connections("alice")  # ... and registered no connection
+    assert gw.services.metrics.handshake_timeouts == 2
+    assert (await connack(gw, token)).code == S.CONNECTED  # with the writer free, the same token connects
