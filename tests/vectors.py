@@ -15,8 +15,8 @@ documented inputs into exactly the documented bytes, and that the documented
 bytes decode to the documented values. When a wire change is *intended*, refresh
 the blocks from the code with::
 
-    /work/venv/bin/python tests/vectors.py          # rewrites docs/PROTOCOL.md in place
-    /work/venv/bin/python tests/vectors.py --check  # exit 1 if the doc is stale
+    python tests/vectors.py          # rewrites docs/PROTOCOL.md in place
+    python tests/vectors.py --check  # exit 1 if the doc is stale
 """
 
 from __future__ import annotations
