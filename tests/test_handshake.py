@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 
 import pytest
 import trio
@@ -333,6 +334,30 @@ async def test_last_seen_is_written_before_the_store_closes(tmp_path) -> None:
     async with open_store(gw.config.storage.path) as store:
         session = await store.get_session("alice", "c1")
     assert session is not None and session.last_seen == issued + 90_000
+
+
+async def test_a_failed_last_seen_write_is_written_by_the_next_flush(gw: Gateway) -> None:
+    await gw.user("alice")
+    await gw.token("alice", "c1")
+    now = gw.clock.now_ms()
+    sessions, store = gw.services.sessions, gw.services.store
+
+    def refuse_session_updates(conn: sqlite3.Connection, on: bool) -> None:
+        if on:  # a real SQLite failure of the write, on the writer's own connection
+            conn.execute(
+                "CREATE TEMP TRIGGER refuse BEFORE UPDATE ON sessions BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
+        else:
+            conn.execute("DROP TRIGGER refuse")
+
+    sessions.went_offline("alice", "c1", now + 1000)
+    await store.run(refuse_session_updates, True)
+    with pytest.raises(sqlite3.IntegrityError):
+        await sessions.flush_last_seen()
+    await store.run(refuse_session_updates, False)
+    await sessions.flush_last_seen()
+    session = await store.get_session("alice", "c1")
+    assert session is not None and session.last_seen == now + 1000
 
 
 async def test_last_seen_keeps_the_latest_disconnect(gw: Gateway) -> None:
