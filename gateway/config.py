@@ -424,6 +424,10 @@ class PushConfig(_Section):
     default_content: str = _key(
         "You have a new message", "Push text for a message without push_content (the body is never pushed)."
     )
+    max_badge_users: int = _key(
+        100000, "Most users whose push badge count is kept in memory; the least recently pushed is "
+        "forgotten first (its badge starts again at 1).", lo=1
+    )
 
     def _check(self) -> None:
         _check_url("push.url", self.url)
