@@ -173,9 +173,7 @@ def _append(
     key = _index_key(msg)
     conn.execute(_INSERT_MESSAGE, _message_row(msg, key, only_for))
     seqs = {owner: inboxes.take(conn, owner) for owner in dict.fromkeys(owners)}
-    inboxes.append(
-        conn, [(owner, seq, msg.message_id) for owner, seq in seqs.items()], [(key, msg.message_id)]
-    )
+    inboxes.append(conn, [(owner, seq, msg.message_id) for owner, seq in seqs.items()])
     return seqs
 
 
@@ -256,8 +254,7 @@ class SendBatch:
     ``read`` builds a batch with both facts read in bulk, a small private group reads its own (``_private_facts``).
     """
 
-    __slots__ = ("conn", "inboxes", "status", "known_ids", "taken", "message_rows", "inbox_rows",
-                 "conversations", "id_rows")  # fmt: skip
+    __slots__ = ("conn", "inboxes", "status", "known_ids", "taken", "message_rows", "inbox_rows", "id_rows")
 
     def __init__(
         self,
@@ -273,7 +270,6 @@ class SendBatch:
         self.taken: dict[str, int] = {}  # owner -> last seq given out in this group
         self.message_rows: list[tuple] = []
         self.inbox_rows: list[tuple[str, int, int]] = []
-        self.conversations: list[tuple[ConversationKey, int]] = []
         self.id_rows: list[tuple] = []
 
     @classmethod
@@ -304,7 +300,6 @@ class SendBatch:
         """Queue the message row and an inbox row per owner; returns each owner's seq."""
         index_key = _index_key(msg)
         self.message_rows.append(_message_row(msg, index_key, only_for))
-        self.conversations.append((index_key, msg.message_id))
         seqs = {}
         message_id = msg.message_id
         taken, current, inbox_rows = self.taken, self.inboxes.current, self.inbox_rows
@@ -323,7 +318,7 @@ class SendBatch:
     def write(self) -> None:
         if self.message_rows:
             self.conn.executemany(_INSERT_MESSAGE, self.message_rows)
-            self.inboxes.append(self.conn, self.inbox_rows, self.conversations)
+            self.inboxes.append(self.conn, self.inbox_rows)
         if self.id_rows:
             self.conn.executemany(_INSERT_CLIENT_MSG_ID, self.id_rows)
         self.inboxes.advance(self.taken)
