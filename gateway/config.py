@@ -143,7 +143,8 @@ class ServerConfig(_Section):
     node_id: int = _key(0, "This gateway's node id within a cluster (goes into message ids).", lo=0, hi=1023)
     shutdown_seconds: float = _key(
         10.0,
-        "On SIGTERM, how long in-flight commits and webhook deliveries may take before the process exits.",
+        "On SIGTERM, how long answers to the requests already read, commits and webhook deliveries may take "
+        "before the process exits.",
         lo=0,
         hi=600,
     )
