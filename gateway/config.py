@@ -125,7 +125,7 @@ class ServerConfig(_Section):
         86400, "Largest client clock error accepted at CONNECT (else -9).", lo=0
     )
     handshake_timeout_seconds: float = _key(
-        10.0, "Drop a connection whose handshake has not completed after this long.", lo=0.1
+        10.0, "Drop a connection whose handshake has not completed after this long (storage read late: ERROR 4).", lo=0.1
     )
     max_frame_bytes: int = _key(
         262144, "Largest frame accepted; a longer one closes the connection.", lo=1024, hi=2**31 - 1
@@ -143,7 +143,8 @@ class ServerConfig(_Section):
     node_id: int = _key(0, "This gateway's node id within a cluster (goes into message ids).", lo=0, hi=1023)
     shutdown_seconds: float = _key(
         10.0,
-        "On SIGTERM, how long in-flight commits and webhook deliveries may take before the process exits.",
+        "On SIGTERM, how long answers to the requests already read, commits and webhook deliveries may take "
+        "before the process exits.",
         lo=0,
         hi=600,
     )
@@ -477,6 +478,10 @@ class PushConfig(_Section):
     )
     default_content: str = _key(
         "You have a new message", "Push text for a message without push_content (the body is never pushed)."
+    )
+    max_badge_users: int = _key(
+        100000, "Most users whose push badge count is kept in memory; the least recently pushed is "
+        "forgotten first (its badge starts again at 1).", lo=1
     )
 
     def _check(self) -> None:

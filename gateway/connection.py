@@ -6,13 +6,15 @@ to the state machine, and acts on the events; the rules of the handshake
 
 Lifecycle of a connection task::
 
-    HELLO ─► wait for CONNECT (handshake_timeout) ─► one storage read (session, user status, sync heads)
+    HELLO ─► wait for CONNECT ─► one storage read (session, user status, sync heads); both within
+          handshake_timeout from accept, else the socket closes (no CONNECT) or a clear ERROR 4 (read late)
           ─► checks and, if they pass, register with the router (both in the read's callback)
           ─► CONNACK, then any pushes that came meanwhile
           ─► reads: the first by the task itself, then the socket joins the shared ``ReadPoller``, which calls
              ``on_readable`` per read; the task waits for the end (end of stream, DISCONNECT, violation, kick)
              or the idle timeout (1.5 × keepalive)
-          ─► answer requests still in flight and flush (both briefly), unregister, close the socket
+          ─► answer the requests read (sends: at their commit) and flush, both briefly (going away, within
+             server.shutdown_seconds, then the DISCONNECT), unregister, close the socket
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class GatewayConnection:
     """Serves one accepted socket until either side ends it."""
 
     __slots__ = (
+        "_awaiting_replies",
         "_caller",
         "_early_pushes",
         "_go_away",
@@ -70,6 +73,7 @@ class GatewayConnection:
         "_requests_done",
         "_main",
         "_outbox",
+        "_own_wait",
         "_paused",
         "_proto",
         "_rate_count",
@@ -124,7 +128,12 @@ class GatewayConnection:
         self._rate_count = 0.0  # units spent in the current window (dispatch: a pull costs what it returned)
         self._resume_at: float | None = None  # over the rate limit: read nothing more until then
         self._paused: trio.CancelScope | None = None  # the task that resumes the poller's reading
-        self._in_flight = 0
+        self._in_flight = 0  # request tasks
+        # Immediate requests (dispatch) whose answer is still to come: sends waiting for their commit.
+        self._awaiting_replies = 0
+        # While the task itself reads or waits out the rate limit (no poller reads for it): a go-away
+        # cancels it, to end the reading but not the connection.
+        self._own_wait: trio.CancelScope | None = None
         self._serial: trio.Lock | None = None  # made at the first serial request (most connections never pull)
         self._requests_done: trio.Event | None = None  # made when the end waits for in-flight requests
         self._violation_reason: str | None = None
@@ -178,10 +187,14 @@ class GatewayConnection:
         """The server is shutting down: stop reading, answer the requests already read, then send a
         DISCONNECT (docs/PROTOCOL.md §8.7) telling the client when and where to reconnect, and close."""
         self._go_away = (retry_ms, redirect)
+        if self._requests_done is not None:
+            return  # reading has ended and its task answers the last requests: it says goodbye after them
         if self._reading is not None and not self._reading.is_set():
             self._stop_reading()  # the task's wait ends: it answers what is in flight, then says goodbye
+        elif self._own_wait is not None:
+            self._own_wait.cancel()  # the same where the task reads for itself (first read, no poller)
         else:
-            self._cut_off()  # still in its handshake or first read: no request can be in flight yet
+            self._cut_off()  # still in its handshake: no request has been read yet
 
     def replace(self) -> None:
         """A newer connection of the same session took over: close without a word."""
@@ -241,11 +254,28 @@ class GatewayConnection:
             assert self._reads is not None
             self._reads.add(self.stream.socket.fileno(), self.on_readable)
 
-    async def _wait_out_rate_limit(self) -> None:
-        """The same pause where this connection's own task reads (its first read; no poller)."""
+    async def _wait_out_rate_limit(self) -> bool:
+        """The same pause where this connection's own task reads (its first read; no poller). True when
+        the server went away meanwhile (``go_away``): reading must end."""
         if self._resume_at is not None:
-            await trio.sleep_until(self._resume_at)
+            with trio.CancelScope() as self._own_wait:
+                try:
+                    await trio.sleep_until(self._resume_at)
+                finally:
+                    self._own_wait = None
             self._resume_at = None
+        return self._go_away is not None
+
+    async def _own_read(self, nursery: trio.Nursery, deadline: float) -> bool:
+        """One read by the task itself, until ``deadline`` at most; True when reading must end (the read's
+        events say so, or the server went away meanwhile)."""
+        with trio.move_on_at(deadline) as self._own_wait:
+            try:
+                data = await self._receive()
+            finally:
+                self._own_wait = None
+            return self._take(data, nursery)
+        return self._go_away is not None
 
     # --- the connection task --------------------------------------------------------------------
 
@@ -257,10 +287,8 @@ class GatewayConnection:
                     self._outbox.send(self._proto.hello())
                     if await self._handshake():
                         await self._read_loop(nursery)
-                        if self._in_flight:  # requests read before the end still get answers, within a bound
-                            self._requests_done = trio.Event()
-                            with trio.move_on_after(CLOSE_FLUSH_SECONDS):
-                                await self._requests_done.wait()
+                        if self._in_flight or self._awaiting_replies:
+                            await self._answer_the_rest()
                         if self._violation_reason is not None:
                             self._violation(self._violation_reason)
                 if self._outbox.cut_reason is not None:
@@ -285,6 +313,20 @@ class GatewayConnection:
             self._outbox.detach()
             await self.stream.aclose()
 
+    async def _answer_the_rest(self) -> None:
+        """Wait, within a bound, until every request read before the end is answered (sends included:
+        their acks come with their commits). Going away, the bound is the shutdown's own
+        (``server.shutdown_seconds``, which the server also enforces): a client told to reconnect must not
+        be left to resend what was stored (docs/PROTOCOL.md §8.7)."""
+        self._requests_done = trio.Event()
+        bound = CLOSE_FLUSH_SECONDS if self._go_away is None else self.services.config.server.shutdown_seconds
+        with trio.move_on_after(bound):
+            await self._requests_done.wait()
+
+    def _request_ended(self) -> None:
+        if not self._in_flight and not self._awaiting_replies and self._requests_done is not None:
+            self._requests_done.set()
+
     async def _receive(self) -> bytes:
         """The peer's next bytes; ``b""`` at end of stream or when the connection broke.
 
@@ -304,7 +346,10 @@ class GatewayConnection:
 
     async def _handshake(self) -> bool:
         connect: events.ConnectRequested | None = None
-        with trio.move_on_after(self.services.config.server.handshake_timeout_seconds):
+        # One deadline for the whole handshake, CONNECT's storage read included: a stuck or overloaded
+        # writer must not hold every new connection (and its socket) for as long as it is stuck.
+        deadline = trio.current_time() + self.services.config.server.handshake_timeout_seconds
+        with trio.move_on_at(deadline):
             while connect is None:
                 data = await self._receive()
                 if not data:
@@ -319,7 +364,14 @@ class GatewayConnection:
             self.services.metrics.handshake_timeouts += 1
             log.info("handshake timed out conn=%d peer=%s", self.conn_id, self._peer())
             return False
-        status, proof, heads = await self._check(connect)
+        with trio.move_on_at(deadline) as reading:
+            status, proof, heads = await self._check(connect)
+        if reading.cancelled_caught:
+            self.services.metrics.handshake_timeouts += 1
+            log.warning("connect read timed out conn=%d user=%s: storage busy", self.conn_id, connect.user_id)
+            # No key without the session: a clear ERROR 4, which a client retries (docs/PROTOCOL.md §8.6).
+            self._send_error(ErrorCode.SERVER_ERROR, "server busy")
+            return False
         self.services.metrics.handshake(int(status))
         if status != ConnectionStatus.CONNECTED or proof is None:
             log.info(
@@ -477,16 +529,12 @@ class GatewayConnection:
         # The first read is the task's own. Many connections send one thing and go (a device that
         # connects, pulls and leaves; the connect bench): joining the poller would cost them two
         # epoll_ctl calls and one more wake-up, which a connection earns back only by going on talking.
-        with trio.move_on_at(self.last_active + idle):
-            if self._take(await self._receive(), nursery):
-                return
-        await self._wait_out_rate_limit()
+        if await self._own_read(nursery, self.last_active + idle) or await self._wait_out_rate_limit():
+            return
         if self._reads is None:  # no poller (no epoll here): this task goes on reading, as it did before
             while trio.current_time() - self.last_active < idle:
-                with trio.move_on_at(self.last_active + idle):
-                    if self._take(await self._receive(), nursery):
-                        return
-                await self._wait_out_rate_limit()
+                if await self._own_read(nursery, self.last_active + idle) or await self._wait_out_rate_limit():
+                    return
             log.info("idle timeout conn=%d user=%s client=%s", self.conn_id, self.user_id, self.client_id)
             return
         self._nursery = nursery
@@ -572,15 +620,25 @@ class GatewayConnection:
         if caller is None:  # requests are read only once the session is established: it is fixed now
             caller = self._caller = dispatch.Caller(self.user_id, self.client_id, self.platform)
         request_id, name = request.request_id, request.method
+        answered = False
+
+        def reply(code: int, result: object) -> None:  # now, or from the commit's callback (a send)
+            nonlocal answered
+            if not answered:
+                answered = True
+                self._answer(name, request_id, code, result)
+                self._awaiting_replies -= 1
+                self._request_ended()
+
+        self._awaiting_replies += 1
         try:
-            handled = dispatch.dispatch_immediate(
-                self.services, caller, name, request.params,
-                lambda code, result: self._answer(name, request_id, code, result),
-            )  # fmt: skip
+            handled = dispatch.dispatch_immediate(self.services, caller, name, request.params, reply)
         except Exception:  # noqa: BLE001 - a bug: it ends this one connection, never the server
             self._bug(request.method)
             return
         if not handled:
+            answered = True
+            self._awaiting_replies -= 1
             self._in_flight += 1
             nursery.start_soon(self._run_request, caller, request)
 
@@ -605,8 +663,7 @@ class GatewayConnection:
             self._answer(request.method, request.request_id, code, result)
         finally:
             self._in_flight -= 1
-            if not self._in_flight and self._requests_done is not None:
-                self._requests_done.set()
+            self._request_ended()
 
     def _answer(self, method: str, request_id: int, code: int, result: object) -> None:
         """Reply, counting the answer by method and code for /metrics (one dict add)."""

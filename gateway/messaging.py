@@ -536,10 +536,10 @@ class MessageService:
         }
         notice = Outgoing(self.ids.next_id(), now, Conversation(PRIVATE, ""), operator, content, 1)
         window_ms = self.config.message.recall_seconds * 1000 if enforce_window else 2**62
-        result = await self.store.recall_message(operator, message_id, window_ms, notice, group_recall_check)
-        if result.code != ErrorCode.SUCCESS:
+        result, stored = await self.store.recall_message(operator, message_id, window_ms, notice, group_recall_check)
+        if stored is None:
             return result.code, None
-        self.deliver(notice, result, origin_client)
+        self.deliver(stored, result, origin_client)
         return ErrorCode.SUCCESS, {"message_id": notice.message_id, "seq": result.seqs.get(operator, 0)}
 
     async def update(

@@ -136,7 +136,7 @@ def render(services: Services) -> str:
         "ember_handshakes_total", "counter", "Handshakes answered, by CONNACK status code.",
         [({"status": s}, n) for s, n in sorted(m.handshakes.items())],
     )  # fmt: skip
-    page.one("ember_handshake_timeouts_total", "counter", "Connections dropped before CONNECT.", m.handshake_timeouts)
+    page.one("ember_handshake_timeouts_total", "counter", "Connections dropped as their handshake timed out.", m.handshake_timeouts)
     page.one("ember_frames_in_total", "counter", "Sealed frames received from clients.", frames_in)
     page.one("ember_frames_out_total", "counter", "Sealed frames sent to clients.", frames_out)
     page.family(

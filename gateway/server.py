@@ -1,10 +1,12 @@
 """The gateway process: storage, the client TCP listener and the admin API under one trio nursery.
 
 Shutdown is graceful: on SIGINT/SIGTERM (or cancellation) the listeners stop,
-live connections close, and only then does the storage writer stop, after
-committing everything already handed to it — an acknowledged write is never
-lost, and a write whose ack did not go out is resent by the client (it carries
-an idempotency id) after it reconnects.
+live connections answer the requests they have read (sends included: their
+acks follow their commits) and close, and only then does the storage writer
+stop, after committing everything already handed to it — an acknowledged write
+is never lost, and a write whose ack did not go out within
+``server.shutdown_seconds`` is resent by the client (it carries an idempotency
+id) after it reconnects.
 """
 
 from __future__ import annotations

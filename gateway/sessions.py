@@ -157,8 +157,19 @@ class SessionService:
             self._last_seen[key] = now_ms
 
     async def flush_last_seen(self) -> None:
-        """Write the disconnect times collected so far, in one storage operation (none if there are none)."""
+        """Write the disconnect times collected so far, in one storage operation (none if there are none).
+
+        A write that fails (or is cancelled) puts its times back, for the next flush: writing one twice is
+        harmless, as last_seen only moves forward. Times noted meanwhile are kept either way.
+        """
         if self._last_seen:
-            items = [(user_id, client_id, ms) for (user_id, client_id), ms in self._last_seen.items()]
-            self._last_seen = {}
-            await self._store.run(session_rows.touch_sessions_each, items)
+            batch, self._last_seen = self._last_seen, {}
+            try:
+                await self._store.run(
+                    session_rows.touch_sessions_each, [(user, client, ms) for (user, client), ms in batch.items()]
+                )
+            except BaseException:
+                for key, ms in batch.items():
+                    if ms > self._last_seen.get(key, -1):
+                        self._last_seen[key] = ms
+                raise

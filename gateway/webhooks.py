@@ -346,7 +346,9 @@ class Webhooks:
         self.watch_presence = self.online is not None or self.push is not None
         #: Whether stored messages need reporting (forward or push).
         self.watch_messages = self.forward is not None or self.push is not None
-        # Push badge: pushes sent to a user since it was last online. Kept in memory (one process).
+        # Push badge: pushes sent to a user since it was last online. Kept in memory (one process), for at most
+        # push.max_badge_users users, least recently pushed first (the dict's order): users who never come back
+        # online would otherwise each keep an entry for as long as the process runs.
         self._badges: dict[str, int] = {}
         self.pushed = 0
         #: ``muted(user_id, msg) -> bool`` (True: no push): the user's do-not-disturb and conversation-silent
@@ -416,6 +418,11 @@ class Webhooks:
             for user_id in offline:
                 self.push.put({"user_id": user_id, "msg": msg}, key=user_id)
 
+    @property
+    def badge_users(self) -> int:
+        """How many users' push badge counts are kept (at most ``push.max_badge_users``)."""
+        return len(self._badges)
+
     async def settings_mute(self, user_id: str, msg: Outgoing) -> bool:
         """Whether the recipient's settings (docs/PROTOCOL.md §12.6) silence this push: the conversation is
         silent (scope 1, key ``"<type>-<target>-<line>"`` as the recipient names it, value "1"), or now is
@@ -453,9 +460,13 @@ class Webhooks:
         if self.muted is not None and await self.muted(user_id, msg):
             return []
         devices = await self._store.read(push_tokens.push_devices, user_id)
-        if not devices or self._router.connections(user_id):  # came online meanwhile: it will pull
+        if not devices or self._router.connections(user_id):  # no device to push to, or online meanwhile
+            self._badges.pop(user_id, None)  # (it will pull): no badge to keep counting
             return []
-        badge = self._badges[user_id] = self._badges.get(user_id, 0) + 1
+        badge = self._badges.pop(user_id, 0) + 1  # re-inserted: the most recently pushed is last
+        self._badges[user_id] = badge
+        if len(self._badges) > self._config.push.max_badge_users:
+            del self._badges[next(iter(self._badges))]
         self.pushed += len(devices)
         return [push_payload(user_id, d, msg, badge, self._config.push.default_content) for d in devices]
 

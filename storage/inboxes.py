@@ -6,9 +6,9 @@ it writes, and an index keyed by user (``inbox``) or by conversation
 per recipient and one for the conversation. Written at every commit, that was
 three scattered pages per message, half of the writer's CPU at window 1.
 So a send appends its inbox rows to ``inbox_recent``, a plain log whose new
-rows share its last page whoever they belong to, and the writer keeps a copy
-of that log in memory (per user, for heads; per conversation) — reads themselves
-run on reader connections over the tables (``storage.readers``). Once enough
+rows share its last page whoever they belong to, and the writer keeps what
+it needs of that log in memory: each user's highest seq in it and its row count
+(reads run on reader connections over the tables, ``storage.readers``). Once enough
 rows have piled up, ``merge`` moves them all into ``inbox`` and
 ``conversation_index`` in one statement each, sorted, so a user's page takes
 many rows at once; the log is then emptied.
@@ -24,7 +24,7 @@ The tables are the truth, in every committed state: a user's inbox is their
 rows in ``inbox`` followed by their rows in ``inbox_recent`` (a merge moves the
 whole log, so the merged seqs of a user are all below the ones still in the
 log), and a message is in its conversation's index, or its inbox rows are in
-the log. The in-memory copy is rebuilt from the log when it might disagree:
+the log. What is kept in memory is reloaded from the log when it might disagree:
 at first use (after a restart or a crash) and after any rollback in the writer
 (``forget``), so it never outlives a write that did not commit.
 
@@ -51,10 +51,7 @@ ConversationKey = tuple[int, str, int]
 
 _seq = itemgetter(0)
 
-_LOAD_RECENT = (
-    "SELECT r.user_id, r.seq, r.message_id, m.conv_type, m.conv_key, m.conv_line"
-    " FROM inbox_recent r LEFT JOIN messages m ON m.message_id = r.message_id ORDER BY r.rowid"
-)
+_LOAD_RECENT = "SELECT user_id, MAX(seq), COUNT(*) FROM inbox_recent GROUP BY user_id"
 # Sorted by key, so that each page of the index is found once and takes its rows in order.
 _MERGE_INBOX = (
     "INSERT INTO inbox (user_id, seq, message_id)"
@@ -70,7 +67,7 @@ _MERGE_CONVERSATIONS = (
 
 
 class InboxState:
-    """Last seq per user (a cache), and a copy of ``inbox_recent``; writer thread only.
+    """Last seq per user (a cache), and each user's last seq in ``inbox_recent``; writer thread only.
 
     Args:
         max_heads: Most heads cached; past it the cache starts over (each head reloads when next used).
@@ -79,9 +76,8 @@ class InboxState:
     def __init__(self, max_heads: int = 200_000) -> None:
         self._heads: dict[str, int] = {}
         self._max_heads = max_heads
-        self._loaded = False  # the copy below matches inbox_recent
-        self._recent_inbox: dict[str, list[tuple[int, int]]] = {}  # user -> [(seq, message_id)], seq order
-        self._recent_conversations: dict[ConversationKey, list[int]] = {}  # -> message ids, in log order
+        self._loaded = False  # the two below match inbox_recent
+        self._recent_heads: dict[str, int] = {}  # user -> highest seq in the log
         self._recent_rows = 0
         self._rows_per_append = 0.0  # moving average of the rows an append brings
         self._merge_early = False  # set by may_merge: the next append merges, on the writer thread
@@ -93,10 +89,8 @@ class InboxState:
         head = self._heads.get(user_id)
         if head is None:
             self._load(conn)
-            recent = self._recent_inbox.get(user_id)
-            if recent:
-                head = recent[-1][0]
-            else:
+            head = self._recent_heads.get(user_id)
+            if head is None:
                 row = conn.execute("SELECT MAX(seq) FROM inbox WHERE user_id = ?", (user_id,)).fetchone()
                 head = row[0] or 0
             if len(self._heads) >= self._max_heads:
@@ -115,7 +109,7 @@ class InboxState:
         self._heads.update(taken)
 
     def forget(self) -> None:
-        """Reload heads and the copy of the log from the tables when next used.
+        """Reload heads and what is kept of the log from the tables when next used.
 
         The writer calls this after any rollback; tests call it after changing the tables under us.
         """
@@ -124,16 +118,10 @@ class InboxState:
 
     # --- rows ----------------------------------------------------------------------------------
 
-    def append(
-        self,
-        conn: sqlite3.Connection,
-        rows: list[tuple[str, int, int]],
-        conversations: list[tuple[ConversationKey, int]],
-    ) -> None:
-        """Store inbox rows (user_id, seq, message_id) of messages just inserted, and their conversations.
+    def append(self, conn: sqlite3.Connection, rows: list[tuple[str, int, int]]) -> None:
+        """Store inbox rows (user_id, seq, message_id) of messages just inserted, each user's in seq order.
 
-        ``conversations`` names each of those messages once, with its conversation. Merges the log
-        when it has grown long enough (see the module docstring).
+        Merges the log when it has grown long enough (see the module docstring).
         """
         self._load(conn)  # first: a load after the insert would copy these rows twice
         conn.executemany("INSERT INTO inbox_recent (user_id, seq, message_id) VALUES (?, ?, ?)", rows)
@@ -142,20 +130,9 @@ class InboxState:
         if self._merge_early or self._recent_rows >= self.merge_at():
             self.merge(conn)
             return
-        inbox = self._recent_inbox
-        for user_id, seq, message_id in rows:
-            entries = inbox.get(user_id)
-            if entries is None:
-                inbox[user_id] = [(seq, message_id)]
-            else:
-                entries.append((seq, message_id))
-        by_conversation = self._recent_conversations
-        for key, message_id in conversations:
-            ids = by_conversation.get(key)
-            if ids is None:
-                by_conversation[key] = [message_id]
-            else:
-                ids.append(message_id)
+        heads = self._recent_heads
+        for user_id, seq, _ in rows:
+            heads[user_id] = seq
 
     def merge(self, conn: sqlite3.Connection) -> None:
         """Move every row of the log into ``inbox`` and ``conversation_index``, and empty it."""
@@ -163,8 +140,7 @@ class InboxState:
         conn.execute(_MERGE_CONVERSATIONS)
         conn.execute("DELETE FROM inbox_recent")
         self._merge_early = False
-        self._recent_inbox = {}
-        self._recent_conversations = {}
+        self._recent_heads = {}
         self._recent_rows = 0
 
     def merge_at(self) -> int:
@@ -197,16 +173,10 @@ class InboxState:
     def _load(self, conn: sqlite3.Connection) -> None:
         if self._loaded:
             return
-        inbox: dict[str, list[tuple[int, int]]] = {}
-        conversations: dict[ConversationKey, list[int]] = {}
-        seen: set[int] = set()
+        heads: dict[str, int] = {}
         rows = 0
-        for user_id, seq, message_id, conv_type, conv_key, conv_line in conn.execute(_LOAD_RECENT):
-            rows += 1
-            inbox.setdefault(user_id, []).append((seq, message_id))
-            # A message has a row per owner (index it once); a deleted one has none (nothing to index).
-            if conv_type is not None and message_id not in seen:
-                seen.add(message_id)
-                conversations.setdefault((conv_type, conv_key, conv_line), []).append(message_id)
-        self._recent_inbox, self._recent_conversations, self._recent_rows = inbox, conversations, rows
+        for user_id, seq, count in conn.execute(_LOAD_RECENT):
+            heads[user_id] = seq
+            rows += count
+        self._recent_heads, self._recent_rows = heads, rows
         self._loaded = True

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from operator import itemgetter
 from typing import Any, Final
 
@@ -173,9 +173,7 @@ def _append(
     key = _index_key(msg)
     conn.execute(_INSERT_MESSAGE, _message_row(msg, key, only_for))
     seqs = {owner: inboxes.take(conn, owner) for owner in dict.fromkeys(owners)}
-    inboxes.append(
-        conn, [(owner, seq, msg.message_id) for owner, seq in seqs.items()], [(key, msg.message_id)]
-    )
+    inboxes.append(conn, [(owner, seq, msg.message_id) for owner, seq in seqs.items()])
     return seqs
 
 
@@ -256,8 +254,7 @@ class SendBatch:
     ``read`` builds a batch with both facts read in bulk, a small private group reads its own (``_private_facts``).
     """
 
-    __slots__ = ("conn", "inboxes", "status", "known_ids", "taken", "message_rows", "inbox_rows",
-                 "conversations", "id_rows")  # fmt: skip
+    __slots__ = ("conn", "inboxes", "status", "known_ids", "taken", "message_rows", "inbox_rows", "id_rows")
 
     def __init__(
         self,
@@ -273,7 +270,6 @@ class SendBatch:
         self.taken: dict[str, int] = {}  # owner -> last seq given out in this group
         self.message_rows: list[tuple] = []
         self.inbox_rows: list[tuple[str, int, int]] = []
-        self.conversations: list[tuple[ConversationKey, int]] = []
         self.id_rows: list[tuple] = []
 
     @classmethod
@@ -304,7 +300,6 @@ class SendBatch:
         """Queue the message row and an inbox row per owner; returns each owner's seq."""
         index_key = _index_key(msg)
         self.message_rows.append(_message_row(msg, index_key, only_for))
-        self.conversations.append((index_key, msg.message_id))
         seqs = {}
         message_id = msg.message_id
         taken, current, inbox_rows = self.taken, self.inboxes.current, self.inbox_rows
@@ -323,7 +318,7 @@ class SendBatch:
     def write(self) -> None:
         if self.message_rows:
             self.conn.executemany(_INSERT_MESSAGE, self.message_rows)
-            self.inboxes.append(self.conn, self.inbox_rows, self.conversations)
+            self.inboxes.append(self.conn, self.inbox_rows)
         if self.id_rows:
             self.conn.executemany(_INSERT_CLIENT_MSG_ID, self.id_rows)
         self.inboxes.advance(self.taken)
@@ -792,43 +787,47 @@ def recall(
     window_ms: int,
     notice: Outgoing,
     group_recall: GroupRecallCheck | None = None,
-) -> SendResult:
+) -> tuple[SendResult, Outgoing | None]:
     """Replace a message with a recall notice for everyone, and deliver the notice.
 
-    ``notice`` is the type-80 message to append (its conversation and ids are
-    set here from the original). Codes: 253 unknown or already recalled,
-    248 not the sender (in a group: nor allowed by ``group_recall`` for the
-    operator's member type), 24 past the window. The notice goes to those who
-    still have the message.
+    ``notice`` is the type-80 message to append; what is stored is a copy with the original's
+    conversation, sender and ``to_users``, returned with the result on success (None otherwise).
+    ``notice`` itself is left as it was: this runs on the writer thread, and the caller's object is
+    the caller's. Codes: 253 unknown or already recalled, 248 not the sender (in a group: nor
+    allowed by ``group_recall`` for the operator's member type), 24 past the window. The notice
+    goes to those who still have the message.
     """
     found = _holders(conn, message_id)
     if found is None or found[0].content.get("type") == RECALL_CONTENT_TYPE:
-        return SendResult(ErrorCode.NOT_EXIST)
+        return SendResult(ErrorCode.NOT_EXIST), None
     message, holders = found
     if message.from_user != operator:
         if message.conv.type != GROUP or group_recall is None:
-            return SendResult(ErrorCode.NOT_RIGHT)
+            return SendResult(ErrorCode.NOT_RIGHT), None
         row = conn.execute(
             "SELECT type FROM group_members WHERE group_id = ? AND user_id = ?", (message.conv.target, operator)
         ).fetchone()
         if row is None or row[0] == MEMBER_REMOVED or not group_recall(row[0]):
-            return SendResult(ErrorCode.NOT_RIGHT)
+            return SendResult(ErrorCode.NOT_RIGHT), None
     if notice.server_time - message.server_time > window_ms:
-        return SendResult(ErrorCode.RECALL_TIME_EXPIRED)
+        return SendResult(ErrorCode.RECALL_TIME_EXPIRED), None
     conn.execute(
         "UPDATE messages SET content = ? WHERE message_id = ?",
         (msgpack.packb(notice.content, use_bin_type=True), message_id),
     )
-    notice.conv = message.conv
-    notice.from_user = message.from_user
+    stored = replace(
+        notice,
+        conv=message.conv,
+        from_user=message.from_user,
+        to_users=list(message.to_users) if message.to_users else None,
+    )
     if not holders:
-        return SendResult(ErrorCode.SUCCESS, notice.message_id, notice.server_time, {})
+        return SendResult(ErrorCode.SUCCESS, stored.message_id, stored.server_time, {}), stored
     hidden_from_target = (
         message.conv.type == PRIVATE and holders == [message.from_user] and message.conv.target != message.from_user
     )
-    notice.to_users = list(message.to_users) if message.to_users else None
-    seqs = _append(conn, inboxes, notice, holders, message.from_user if hidden_from_target else None)
-    return SendResult(ErrorCode.SUCCESS, notice.message_id, notice.server_time, seqs)
+    seqs = _append(conn, inboxes, stored, holders, message.from_user if hidden_from_target else None)
+    return SendResult(ErrorCode.SUCCESS, stored.message_id, stored.server_time, seqs), stored
 
 
 UPDATE_CONTENT_TYPE: Final = int(ContentType.UPDATE)

@@ -260,7 +260,8 @@ class Store:
         window_ms: int,
         notice: Outgoing,
         group_recall: messages.GroupRecallCheck | None = None,
-    ) -> SendResult:
+    ) -> tuple[SendResult, Outgoing | None]:
+        """``messages.recall``: the result, and the notice as stored (None unless it succeeded)."""
         return await self.writer.submit(
             messages.recall, self._inboxes, operator, message_id, window_ms, notice, group_recall
         )

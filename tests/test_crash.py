@@ -56,8 +56,11 @@ class Server:
 
 
 @asynccontextmanager
-async def ember_serve(data: Path, log: Path) -> AsyncIterator[Server]:
-    """``ember serve`` on ``data``; killed (by its own pid) on exit if still running."""
+async def ember_serve(data: Path, log: Path, **settings: str) -> AsyncIterator[Server]:
+    """``ember serve`` on ``data``; killed (by its own pid) on exit if still running.
+
+    ``settings`` are more environment settings, e.g. ``EMBER_STORAGE__SYNCHRONOUS="FULL"``.
+    """
     port, admin_port = free_port(), free_port()
     env = {
         **os.environ,
@@ -68,6 +71,7 @@ async def ember_serve(data: Path, log: Path) -> AsyncIterator[Server]:
         "EMBER_CLIENT__REQUEST_RATE_LIMIT": "1000000",
         "EMBER_LOG__LEVEL": "WARNING",
         "PYTHONPATH": str(REPO),
+        **settings,
     }
     with log.open("ab") as out:
         process = await trio.lowlevel.open_process(
@@ -302,4 +306,48 @@ async def test_sigterm_shuts_down_gracefully_and_keeps_every_ack(tmp_path: Path)
             stored = [m["message_id"] for m in await bob.pull_all()]
             assert set(acked) <= set(stored)
             assert stored == sorted(stored)
+            await bob.stream.aclose()
+
+
+PIPELINED_SENDS = 40
+
+
+async def test_sigterm_answers_every_send_read_before_it(tmp_path: Path) -> None:
+    """docs/PROTOCOL.md §8.7: the requests the server has read are answered before its DISCONNECT.
+
+    The PONG behind the sends proves the server read them all before the signal; with synchronous = FULL
+    their commits are still pending at the writer when it arrives. Each must be acknowledged before the
+    DISCONNECT (a client without client_msg_ids would otherwise send them again), and each is stored.
+    """
+    data, log = tmp_path / "data", tmp_path / "ember.log"
+    with trio.fail_after(30):
+        async with ember_serve(data, log, EMBER_STORAGE__SYNCHRONOUS="FULL") as server:
+            for user in ("alice", "bob"):
+                await admin_call(server, "user/create", {"user_id": user})
+            tokens = {
+                user: (await admin_call(
+                    server, "user/get_token", {"user_id": user, "client_id": f"{user}-1", "platform": 2}
+                ))["token"]
+                for user in ("alice", "bob")
+            }  # fmt: skip
+            alice = await Client.connect(server, tokens["alice"])
+            sent = [alice.proto.request("send_message", send_params(f"s-{i}")) for i in range(PIPELINED_SENDS)]
+            await alice.stream.send_all(b"".join(frame for _, frame in sent) + alice.proto.ping())
+            before_pong = []
+            while not isinstance(event := await alice.next_event(), events.Pong):
+                before_pong.append(event)
+            os.kill(server.process.pid, signal.SIGTERM)
+            while await alice.read():  # everything up to the close
+                pass
+            got = before_pong + alice.events
+            assert await server.process.wait() == 0
+            await alice.stream.aclose()
+        assert isinstance(got[-1], events.GoAway), got[-1:]
+        answers = {e.request_id: e for e in got[:-1] if isinstance(e, events.Response)}
+        assert sorted(answers) == sorted(request_id for request_id, _ in sent), f"{len(answers)} answers"
+        assert all(e.code == 0 for e in answers.values())
+        async with ember_serve(data, log) as server:
+            bob = await Client.connect(server, tokens["bob"])
+            stored = [m["message_id"] for m in await bob.pull_all()]
+            assert stored == sorted(e.result["message_id"] for e in answers.values())
             await bob.stream.aclose()

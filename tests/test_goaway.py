@@ -79,6 +79,35 @@ async def test_shutdown_answers_requests_then_says_goodbye(nursery: trio.Nursery
     await bob.aclose()
 
 
+@pytest.mark.parametrize("read_poller", [True, False], ids=["poller", "own-reads"])
+async def test_shutdown_acks_sends_whose_commit_is_pending(nursery: trio.Nursery, tmp_path, read_poller) -> None:
+    """Sends are answered from their commit's callback, not by a request task: going away waits for those
+    answers too. Without the poller the connection's task reads for itself: going away then ends that
+    read, not the connection."""
+    gw = await start_gateway(nursery, tmp_path, read_poller=read_poller)
+    for user in ("alice", "bob"):
+        await gw.user(user)
+    alice = await Device.connect(gw, "alice")
+    raw = alice.client
+    writer = gw.services.store.writer
+    sends = [
+        raw.proto.request("send_message", {"conv": {"type": 0, "target": "bob"}, "content": {"type": 1}})
+        for _ in range(5)
+    ]
+    async with trio.open_nursery() as inner:
+        async with held_writer(writer):  # the sends are read and wait for their commit during the shutdown
+            await raw.send(b"".join(frame for _, frame in sends))
+            await wait_until(lambda: writer.queued >= len(sends))
+            inner.start_soon(shutdown_gracefully, gw.services, [])
+            await trio.testing.wait_all_tasks_blocked()
+    got = []
+    while (event := await raw.next_event()) is not None:
+        got.append(event)
+    assert [type(e) for e in got] == [events.Response] * len(sends) + [events.GoAway]
+    assert [(e.request_id, e.code) for e in got[:-1]] == [(request_id, 0) for request_id, _ in sends]
+    await raw.aclose()
+
+
 async def test_the_sdk_reconnects_where_the_redirect_points(nursery: trio.Nursery, tmp_path) -> None:
     key = "3c" * 32
     new_home = await start_gateway(nursery, tmp_path / "b", token={"key": key})

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 
 import pytest
 import trio
 
+import client as sdk
 from gateway.server import ACCEPT_BATCH
 from protocol import events
 from protocol.codec import unpack
+from protocol.codes import TERMINAL_STATUSES, UserStatus
 from protocol.codes import ConnectionStatus as S
-from protocol.codes import UserStatus
 from protocol.frames import FrameDecoder, FrameType
 from protocol.token import encode_token, issue_token, parse_token
 from storage import open_store
+from tests import vectors
 from tests.harness import Gateway, RawClient, start_gateway
+from tests.storage_helpers import held_writer
 
 
 @pytest.fixture
@@ -332,6 +336,30 @@ async def test_last_seen_is_written_before_the_store_closes(tmp_path) -> None:
     assert session is not None and session.last_seen == issued + 90_000
 
 
+async def test_a_failed_last_seen_write_is_written_by_the_next_flush(gw: Gateway) -> None:
+    await gw.user("alice")
+    await gw.token("alice", "c1")
+    now = gw.clock.now_ms()
+    sessions, store = gw.services.sessions, gw.services.store
+
+    def refuse_session_updates(conn: sqlite3.Connection, on: bool) -> None:
+        if on:  # a real SQLite failure of the write, on the writer's own connection
+            conn.execute(
+                "CREATE TEMP TRIGGER refuse BEFORE UPDATE ON sessions BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
+        else:
+            conn.execute("DROP TRIGGER refuse")
+
+    sessions.went_offline("alice", "c1", now + 1000)
+    await store.run(refuse_session_updates, True)
+    with pytest.raises(sqlite3.IntegrityError):
+        await sessions.flush_last_seen()
+    await store.run(refuse_session_updates, False)
+    await sessions.flush_last_seen()
+    session = await store.get_session("alice", "c1")
+    assert session is not None and session.last_seen == now + 1000
+
+
 async def test_last_seen_keeps_the_latest_disconnect(gw: Gateway) -> None:
     await gw.user("alice")
     await gw.token("alice", "c1")
@@ -345,3 +373,26 @@ async def test_last_seen_keeps_the_latest_disconnect(gw: Gateway) -> None:
     await sessions.flush_last_seen()  # nothing left: no write
     listed = {s.client_id: s.last_seen for s in await gw.services.store.list_sessions("alice")}
     assert listed == {"c1": now + 2000, "c2": now + 3000}
+
+
+async def test_a_connect_whose_storage_read_is_late_gets_a_retryable_error(nursery: trio.Nursery, tmp_path) -> None:
+    """A stuck writer holds CONNECT's storage read: the handshake's own deadline ends the wait with a clear
+    ERROR 4 (docs/PROTOCOL.md §8.6), which the SDK reports as ServerDown and retries; never a token status."""
+    gw = await start_gateway(nursery, tmp_path / "gw", server={"handshake_timeout_seconds": 0.3})
+    await gw.user("alice")
+    token = await gw.token("alice")
+    writer = gw.services.store.writer
+    async with held_writer(writer):  # stuck until the block ends (at most 5 s)
+        with trio.fail_after(4):  # the answer comes while the writer is still stuck
+            raw = await RawClient.open(gw, token)
+            assert await raw.handshake(gw.clock.now_ms()) == events.ServerError(*vectors.BUSY_ERROR)  # §10
+            assert await raw.closed_by_server()
+            await raw.aclose()
+            with pytest.raises(sdk.ConnectError) as refused:
+                async with sdk.connect(gw.host, gw.port, token, clock=gw.clock.now_ms, reconnect=False):
+                    pass
+        assert refused.value.status == S.SERVER_DOWN and refused.value.status not in TERMINAL_STATUSES
+    await writer.submit(lambda conn: None)  # the late reads have answered (callbacks run in queue order) ...
+    assert not gw.services.router.connections("alice")  # ... and registered no connection
+    assert gw.services.metrics.handshake_timeouts == 2
+    assert (await connack(gw, token)).code == S.CONNECTED  # with the writer free, the same token connects

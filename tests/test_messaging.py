@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -11,6 +12,7 @@ import trio.testing
 from protocol import events
 from protocol.codes import ConnectionStatus as S
 from protocol.codes import ErrorCode, UserStatus
+from storage.messages import Conversation, Outgoing
 from tests.harness import Gateway, RawClient, start_gateway
 from tests.storage_helpers import held_writer, wait_until
 
@@ -364,6 +366,22 @@ async def test_recall_within_the_window_replaces_it_for_everyone(gw: Gateway) ->
     assert (await alice.call("recall_message", message_id=sent)).code == ErrorCode.NOT_EXIST
     for d in (alice, alice_desktop, bob):
         await d.aclose()
+
+
+async def test_recall_stores_a_copy_of_the_notice_and_leaves_the_callers_alone(gw: Gateway) -> None:
+    """Store.recall_message runs on the writer thread: it must not write to the object its caller holds."""
+    alice = await Device.connect(gw, "alice")
+    sent = (await alice.send_text("bob", "oops")).result["message_id"]
+    notice = Outgoing(
+        gw.services.messages.ids.next_id(), gw.clock.now_ms(), Conversation(0, ""), "alice",
+        {"type": 80, "content": "{}", "persist_flag": 1}, 1,
+    )  # fmt: skip
+    before = copy.deepcopy(notice)
+    result, stored = await gw.services.store.recall_message("alice", sent, 120_000, notice)
+    assert result.code == 0 and notice == before
+    assert stored is not None and (stored.conv, stored.from_user) == (Conversation(0, "bob"), "alice")
+    assert (stored.message_id, stored.content) == (notice.message_id, notice.content)
+    await alice.aclose()
 
 
 async def test_recall_after_the_window_is_refused(gw: Gateway) -> None:

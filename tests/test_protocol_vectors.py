@@ -183,6 +183,11 @@ def test_error_frame_decodes_to_inputs() -> None:
     ]
 
 
+def test_busy_error_frame_decodes_to_the_servers_busy_answer() -> None:
+    # The gateway sends exactly this event (tests/test_handshake.py, a late storage read).
+    assert _client_after_connect().receive_data(doc("busy_error_frame")) == [events.ServerError(*vectors.BUSY_ERROR)]
+
+
 # --- bytes ↔ prose: the vectors follow the rules the doc states, checked from scratch ------------
 
 

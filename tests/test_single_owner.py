@@ -1,6 +1,6 @@
 """A second ``ember serve`` on a data folder that a running gateway owns refuses to start.
 
-Two real processes: the writer's in-memory state (inbox heads, the log's copy) is right only for a
+Two real processes: the writer's in-memory state (inbox heads, the log's heads) is right only for a
 database's one writer, so a second one must not get as far as handing out seqs.
 """
 

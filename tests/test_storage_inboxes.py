@@ -178,7 +178,7 @@ def test_the_log_is_merged_sooner_when_sends_come_few_at_a_time() -> None:
         for _ in range(messages):
             message_id += 1
             rows += [("alice", message_id, message_id), ("bob", message_id, message_id)]
-        state.append(conn, rows, [])
+        state.append(conn, rows)
 
     for _ in range(64):
         append_group(25)

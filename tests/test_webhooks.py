@@ -146,6 +146,34 @@ async def test_push_goes_only_to_an_offline_recipient_with_a_device_token(nurser
     await alice.aclose()
 
 
+async def test_the_badge_counts_stay_bounded_for_users_who_never_come_back(nursery: trio.Nursery, tmp_path) -> None:
+    receiver = await Receiver().start(nursery)
+    config = hooks(push_url=receiver.url)
+    config["push"]["max_badge_users"] = 2
+    gw = await start_gateway(nursery, tmp_path, **config)
+    await gw.user("alice")
+    away = ["u1", "u2", "u3", "u4"]
+    for user in away:  # each leaves a device token, goes offline and never comes back
+        await gw.user(user)
+        device = await Device.connect(gw, user)
+        assert (await device.call("set_push_token", push_type=1, token=f"{user}-token")).code == 0
+        await device.aclose()
+        await wait_offline(gw, user)
+    alice = await Device.connect(gw, "alice")
+    webhooks = gw.services.webhooks
+    for _ in range(2):
+        for user in away:
+            assert (await alice.send_text(user, "hello")).code == 0
+            await receiver.wait_for(len(receiver.requests) + 1)
+    # The two pushed last keep counting; the others were forgotten, and count from 1 each time.
+    badges = [(b["user_id"], b["badge"]) for b in receiver.bodies()]
+    assert badges == [("u1", 1), ("u2", 1), ("u3", 1), ("u4", 1), ("u1", 1), ("u2", 1), ("u3", 1), ("u4", 1)]
+    assert webhooks.badge_users == 2
+    assert (await alice.send_text("u4", "again")).code == 0
+    assert (await receiver.wait_for(9))[-1].json["badge"] == 2
+    await alice.aclose()
+
+
 async def test_a_logged_out_device_is_not_pushed(nursery: trio.Nursery, tmp_path) -> None:
     receiver = await Receiver().start(nursery)
     gw = await start_gateway(nursery, tmp_path, **hooks(push_url=receiver.url, forward_url=receiver.url))

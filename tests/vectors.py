@@ -15,8 +15,8 @@ documented inputs into exactly the documented bytes, and that the documented
 bytes decode to the documented values. When a wire change is *intended*, refresh
 the blocks from the code with::
 
-    /work/venv/bin/python tests/vectors.py          # rewrites docs/PROTOCOL.md in place
-    /work/venv/bin/python tests/vectors.py --check  # exit 1 if the doc is stale
+    python tests/vectors.py          # rewrites docs/PROTOCOL.md in place
+    python tests/vectors.py --check  # exit 1 if the doc is stale
 """
 
 from __future__ import annotations
@@ -70,7 +70,11 @@ OUTPUTS = (
     "sealed_reject_frame",
     "reject_frame",
     "error_frame",
+    "busy_error_frame",
 )
+
+#: The ERROR in place of a CONNACK when the session's storage read is late (§5.2): code 4, this reason.
+BUSY_ERROR = (4, "server busy")
 
 #: Encrypted frames: (key direction, counter, plaintext block). The doc's table says the same.
 SEALED_FRAMES = {
@@ -209,6 +213,9 @@ def compute(inputs: dict[str, Any]) -> dict[str, bytes | str]:
     out["reject_frame"] = fresh.reject(ConnectionStatus(i["reject_code"]))
     fresh = ServerConnection(server_nonce=i["server_nonce"], server_time_ms=i["hello_time_ms"])
     out["error_frame"] = fresh.error(i["error_code"], i["error_reason"])
+    fresh = ServerConnection(server_nonce=i["server_nonce"], server_time_ms=i["hello_time_ms"])
+    fresh.receive_data(out["connect_frame"])  # read CONNECT, opened no proof: it holds no key
+    out["busy_error_frame"] = fresh.error(*BUSY_ERROR)
 
     assert codec.unpack(out["request_plaintext"]) == {"m": i["request_method"], "p": i["request_params"]}
     return {name: out[name] for name in OUTPUTS}
