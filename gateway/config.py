@@ -184,8 +184,9 @@ class TokenConfig(_Section):
     SECTION: ClassVar[str] = "token"
     key: str = _key(
         "",
-        "Server key sealing tokens: 64 hex characters (32 bytes). Changing it invalidates every token. "
-        "Required; generated on first start.",
+        "Server key sealing tokens: 64 hex characters (32 bytes). Changing it invalidates every token, and "
+        "every stored session (their secrets are sealed under a key derived from it): devices get -6 until "
+        "they get new tokens. Required; generated on first start.",
         secret=True,
     )
     expire_seconds: int = _key(0, "Token lifetime; 0 means tokens never expire.", lo=0)

@@ -65,6 +65,7 @@ async def serve(
         synchronous=config.storage.synchronous,
         callback_context=cork,
         commit_delay_ms=config.storage.commit_delay_ms,
+        server_key=config.token.key_bytes(),  # session secrets are sealed under it (storage.sealing)
     ) as store:
         router = Router()
         sessions = SessionService(config, store, router, clock)

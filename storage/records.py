@@ -72,9 +72,11 @@ class SessionRecord:
 
     Attributes:
         platform: A ``protocol.codes.Platform`` value.
-        secret: The 32-byte session secret. A deleted session keeps it, so the
-            gateway can still check a client's proof and answer Kickedoff (-7)
-            rather than SecretKeyMismatch (-6).
+        secret: The 32-byte session secret, in clear (the database holds it sealed:
+            ``storage.sealing``), or None when it does not open with this server's key
+            (sealed under another ``token.key``): no proof can match it then (-6). A
+            deleted session keeps it, so the gateway can still check a client's proof
+            and answer Kickedoff (-7) rather than SecretKeyMismatch (-6).
         state: ``"active"`` or ``"deleted"``.
         deleted_reason: One of ``END_REASONS`` when deleted, else ``None``.
         created_at: When the row was first created (ms); kept across re-issues.
@@ -85,7 +87,7 @@ class SessionRecord:
     user_id: str
     client_id: str
     platform: int
-    secret: bytes
+    secret: bytes | None
     state: str
     deleted_reason: str | None
     created_at: int

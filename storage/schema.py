@@ -77,7 +77,7 @@ def _v1_users_and_sessions(db: Database) -> None:
             "user_id": str,
             "client_id": str,
             "platform": int,
-            "secret": bytes,  # 32 bytes; kept after deletion to tell -7 from -6
+            "secret": bytes,  # 32 bytes (sealed since v9: 60); kept after deletion to tell -7 from -6
             "state": str,  # 'active' | 'deleted'
             "deleted_reason": str,  # NULL while active; see records.END_REASONS
             "created_at": int,
@@ -302,6 +302,20 @@ def _v8_push_tokens(db: Database) -> None:
     )
 
 
+def _v9_sealed_session_secrets(db: Database) -> None:
+    """From v9 ``sessions.secret`` holds the secret sealed under the server's key (``storage.sealing``).
+
+    A migration has no key, so this one only lists the rows an older version wrote in clear; the store
+    seals them when it opens with its key (``storage.sessions.seal_unsealed``), in one transaction that
+    also empties the list. A store never reads or writes a secret before that has run.
+    """
+    db.execute(
+        "CREATE TABLE unsealed_sessions (user_id TEXT NOT NULL, client_id TEXT NOT NULL,"
+        " PRIMARY KEY (user_id, client_id)) WITHOUT ROWID"
+    )
+    db.execute("INSERT INTO unsealed_sessions (user_id, client_id) SELECT user_id, client_id FROM sessions")
+
+
 #: Every migration ever released, oldest first. Append only.
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     _v1_users_and_sessions,
@@ -312,6 +326,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     _v6_chatrooms,
     _v7_channels,
     _v8_push_tokens,
+    _v9_sealed_session_secrets,
 )
 
 #: The ``user_version`` of a fully migrated database.
