@@ -22,6 +22,7 @@ import functools
 import gc
 import importlib
 import json
+import logging
 import os
 import sys
 import types
@@ -34,7 +35,7 @@ import trio
 
 from gateway.admin.signing import signed_json
 from gateway.clock import Clock
-from gateway.config import Config, ConfigError, ensure_config
+from gateway.config import CONFIG_FILENAME, Config, ConfigError, ensure_config
 
 DEFAULT_DATA = "ember-data"
 CHATROOM_FIELDS = ("title", "portrait", "extra")
@@ -415,6 +416,7 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway import logs
 
     logs.configure(config.log)
+    warn_if_open_to_others(data, args.config or data / CONFIG_FILENAME)
     server = importlib.import_module("gateway.server")  # lazily: heavy, and only this command needs it
     from storage import StorageError
 
@@ -425,6 +427,20 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"ember: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def warn_if_open_to_others(data: Path, config_file: Path) -> None:
+    """Log one warning per path that the group or other local users may open: the data folder (the
+    database's files are kept 0600 whatever it is, but their names and anything else put there show) and
+    the config file (it holds admin.secret and token.key). Only the path and its mode are logged."""
+    log = logging.getLogger("ember.serve")
+    for path, kind, private in ((data, "data folder", "700"), (config_file, "config file", "600")):
+        try:
+            mode = path.stat().st_mode & 0o777
+        except OSError:
+            continue  # no config file: everything comes from the environment
+        if mode & 0o077 and sys.platform != "win32":
+            log.warning("%s %s is open to other users (mode %04o): chmod %s %s", kind, path, mode, private, path)
 
 
 #: Allocations between two young-generation collections (Python's default is 700). Bench, window 10,

@@ -198,8 +198,9 @@ class TokenConfig(_Section):
     SECTION: ClassVar[str] = "token"
     key: str = _key(
         "",
-        "Server key sealing tokens: 64 hex characters (32 bytes). Changing it invalidates every token. "
-        "Required; generated on first start.",
+        "Server key sealing tokens: 64 hex characters (32 bytes). Changing it invalidates every token, and "
+        "every stored session (their secrets are sealed under a key derived from it): devices get -6 until "
+        "they get new tokens. Required; generated on first start.",
         secret=True,
     )
     expire_seconds: int = _key(0, "Token lifetime; 0 means tokens never expire.", lo=0)
@@ -370,13 +371,19 @@ class FriendConfig(_Section):
         True, "Host friends, friend requests and blacklists; off, every relation call answers 220."
     )
     repeat_request_seconds: int = _key(
-        7 * _DAY, "A new request to the same user while the earlier one is pending and younger than this: 16.", lo=0
+        7 * _DAY, "A new request to the same user while the earlier one is pending and younger than this: 16. "
+        "Smallest 0: a new request may follow at once.",
+        lo=0,
     )
     reject_request_seconds: int = _key(
-        30 * _DAY, "A new request to a user who rejected the earlier one less than this ago: 18.", lo=0
+        30 * _DAY, "A new request to a user who rejected the earlier one less than this ago: 18. "
+        "Smallest 0: a rejected request may be sent again at once.",
+        lo=0,
     )
     request_expiration_seconds: int = _key(
-        7 * _DAY, "Handling a friend request this old or older answers 19.", lo=1
+        7 * _DAY, "Handling a friend request this old or older answers 19. Smallest 1: it cannot be turned off "
+        "(a large value keeps requests that long).",
+        lo=1,
     )
     max_reason_bytes: int = _key(1024, "Largest reason text of a friend request (else 251).", lo=0, hi=65536)
     max_alias_bytes: int = _key(256, "Largest friend alias (else 251).", lo=1, hi=65536)

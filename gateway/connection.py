@@ -448,7 +448,7 @@ class GatewayConnection:
 
         Past the proof, only what it authenticates is acted on: its platform, never CONNECT's clear copy.
         """
-        if session is None:
+        if session is None or session.secret is None:  # None: sealed under another token.key
             return ConnectionStatus.SECRET_KEY_MISMATCH, None
         proof = self._proto.authenticate(session.secret)
         if proof is None:

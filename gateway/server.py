@@ -69,6 +69,7 @@ async def serve(
         callback_context=cork,
         commit_delay_ms=config.storage.commit_delay_ms,
         max_queued=config.storage.max_queued_operations,
+        server_key=config.token.key_bytes(),  # session secrets are sealed under it (storage.sealing)
     ) as store:
         router = Router()
         sessions = SessionService(config, store, router, clock)

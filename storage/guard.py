@@ -22,6 +22,12 @@ on the same file would hand out the same seqs. So a store holds an exclusive loc
 its whole life (``DatabaseLock``): ``fcntl.flock`` on Unix, ``msvcrt.locking`` on Windows. The kernel drops
 the lock when the process ends in any way (SIGKILL included), so a crash never leaves a stale lock; the pid
 written in the file is only for the message.
+
+**The owner's files.** The database holds every message; its files are made the owner's alone (0600) before
+SQLite opens them (``tighten_database_files``). Not with the umask: it is the whole process's, and another
+thread creating a file meanwhile would get it too. SQLite creates ``-wal`` and ``-shm`` itself with the
+database file's own permissions, so creating that file 0600 is enough for new databases; the files of a
+database an older version made (0644) are chmod-ed to 0600 at open, and the caller logs it.
 """
 
 from __future__ import annotations
@@ -53,6 +59,39 @@ def check_sqlite_version(found: tuple[int, int, int] = sqlite3.sqlite_version_in
             " Python's sqlite3 module uses the SQLite library it was built with; use a Python built"
             " with a newer one"
         )
+
+
+#: The files SQLite keeps beside a database (write-ahead log, shared memory index, rollback journal).
+SIDE_SUFFIXES: Final = ("-wal", "-shm", "-journal")
+
+
+def tighten_database_files(database: str | os.PathLike[str]) -> list[Path]:
+    """Create the database file 0600 if missing, and make it, its side files and its lock file 0600.
+
+    Returns:
+        The existing files whose mode let the group or others in (now 0600), for the caller to report.
+        Nothing is done on Windows, whose files have no such modes.
+    """
+    if sys.platform == "win32":
+        return []
+    path = Path(database)
+    # O_CREAT with an explicit mode: the file SQLite then opens, and so its -wal and -shm, are 0600.
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    except OSError as exc:
+        raise StorageError(f"cannot open database {path}: {exc.strerror}") from exc
+    tightened = []
+    for file in (path, *(path.with_name(path.name + suffix) for suffix in (*SIDE_SUFFIXES, LOCK_SUFFIX))):
+        try:
+            mode = file.stat().st_mode & 0o777
+            if mode & 0o077:
+                os.chmod(file, 0o600)
+                tightened.append(file)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:  # e.g. owned by another user: refuse rather than serve from an open file
+            raise StorageError(f"cannot make {file} private (mode 0600): {exc.strerror}") from exc
+    return tightened
 
 
 def lock_path(database: str | os.PathLike[str]) -> Path:

@@ -65,7 +65,7 @@ class UserRecord:
     status: int = 0
     created_at: int = 0
     updated_at: int = 0
-    type: int = 0  # protocol.codes.UserType (migration _v12_robots); last, as its column is
+    type: int = 0  # protocol.codes.UserType (migration _v11_robots); last, as its column is
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +74,11 @@ class SessionRecord:
 
     Attributes:
         platform: A ``protocol.codes.Platform`` value.
-        secret: The 32-byte session secret. A deleted session keeps it, so the
-            gateway can still check a client's proof and answer Kickedoff (-7)
-            rather than SecretKeyMismatch (-6).
+        secret: The 32-byte session secret, in clear (the database holds it sealed:
+            ``storage.sealing``), or None when it does not open with this server's key
+            (sealed under another ``token.key``): no proof can match it then (-6). A
+            deleted session keeps it, so the gateway can still check a client's proof
+            and answer Kickedoff (-7) rather than SecretKeyMismatch (-6).
         state: ``"active"`` or ``"deleted"``.
         deleted_reason: One of ``END_REASONS`` when deleted, else ``None``.
         created_at: When the row was first created (ms); kept across re-issues.
@@ -87,7 +89,7 @@ class SessionRecord:
     user_id: str
     client_id: str
     platform: int
-    secret: bytes
+    secret: bytes | None
     state: str
     deleted_reason: str | None
     created_at: int

@@ -77,7 +77,7 @@ def _v1_users_and_sessions(db: Database) -> None:
             "user_id": str,
             "client_id": str,
             "platform": int,
-            "secret": bytes,  # 32 bytes; kept after deletion to tell -7 from -6
+            "secret": bytes,  # 32 bytes (sealed since v9: 60); kept after deletion to tell -7 from -6
             "state": str,  # 'active' | 'deleted'
             "deleted_reason": str,  # NULL while active; see records.END_REASONS
             "created_at": int,
@@ -302,7 +302,21 @@ def _v8_push_tokens(db: Database) -> None:
     )
 
 
-def _v11_tombstone_retention(db: Database) -> None:
+def _v9_sealed_session_secrets(db: Database) -> None:
+    """From v9 ``sessions.secret`` holds the secret sealed under the server's key (``storage.sealing``).
+
+    A migration has no key, so this one only lists the rows an older version wrote in clear; the store
+    seals them when it opens with its key (``storage.sessions.seal_unsealed``), in one transaction that
+    also empties the list. A store never reads or writes a secret before that has run.
+    """
+    db.execute(
+        "CREATE TABLE unsealed_sessions (user_id TEXT NOT NULL, client_id TEXT NOT NULL,"
+        " PRIMARY KEY (user_id, client_id)) WITHOUT ROWID"
+    )
+    db.execute("INSERT INTO unsealed_sessions (user_id, client_id) SELECT user_id, client_id FROM sessions")
+
+
+def _v10_tombstone_retention(db: Database) -> None:
     """Tombstones are purged after ``storage.tombstone_retention_seconds`` (``gateway.tombstones``).
 
     A relation tombstone records when it was made (``deleted_at``; those made before this migration
@@ -323,7 +337,7 @@ def _v11_tombstone_retention(db: Database) -> None:
     db.execute("CREATE INDEX group_members_removed ON group_members (updated_at) WHERE type = 4")
 
 
-def _v12_robots(db: Database) -> None:
+def _v11_robots(db: Database) -> None:
     """Robots (issue 22): a robot is a user (``users.type`` 1, so user info shows it) with a row here: its
     owner (a user), the secret that signs its robot API calls and its callbacks, a callback URL and
     ``robot_extra``. ``robots_by_owner`` serves robot/list."""
@@ -346,8 +360,9 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     _v6_chatrooms,
     _v7_channels,
     _v8_push_tokens,
-    _v11_tombstone_retention,
-    _v12_robots,
+    _v9_sealed_session_secrets,
+    _v10_tombstone_retention,
+    _v11_robots,
 )
 
 #: The ``user_version`` of a fully migrated database.

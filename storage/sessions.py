@@ -4,6 +4,10 @@ A session is the row behind a token: one per (user_id, client_id). Ending a
 session marks it ``deleted`` with a reason and keeps its secret, so the gateway
 can still check a client's proof and tell "you were kicked" (-7) from "no such
 session" (-6).
+
+The ``secret`` column holds the secret sealed (``storage.sealing``): the functions that write or read it
+take the store's ``SecretSeal``, and the records they return carry the secret in clear, or None when it
+does not open with this server's key.
 """
 
 from __future__ import annotations
@@ -11,10 +15,11 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 from collections.abc import Collection, Sequence
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from storage.records import SESSION_ACTIVE, SESSION_DELETED, IssueResult, SessionRecord
 from storage.relations import heads as relation_heads
+from storage.sealing import SecretSeal
 
 if TYPE_CHECKING:
     from storage.inboxes import InboxState
@@ -45,8 +50,15 @@ def _keys(rows: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return sorted((user_id, client_id) for user_id, client_id in rows)
 
 
+def _record(seal: SecretSeal, row: Any) -> SessionRecord:
+    """A row (secret sealed) as a record (secret in clear, or None if it does not open)."""
+    record = SessionRecord(*row)
+    return dataclasses.replace(record, secret=seal.open(record.user_id, record.client_id, row[3]))
+
+
 def issue_session(
     conn: sqlite3.Connection,
+    seal: SecretSeal,
     user_id: str,
     client_id: str,
     platform: int,
@@ -72,20 +84,22 @@ def issue_session(
             " RETURNING user_id, client_id",
             ("kicked", now_ms, user_id, client_id, *platforms),
         ).fetchall()
-    row = conn.execute(_UPSERT, (user_id, client_id, platform, secret, now_ms, now_ms, now_ms)).fetchone()
-    return IssueResult(session=SessionRecord(*row), ended=_keys(ended))
+    sealed = seal.seal(user_id, client_id, secret)
+    row = conn.execute(_UPSERT, (user_id, client_id, platform, sealed, now_ms, now_ms, now_ms)).fetchone()
+    session = dataclasses.replace(SessionRecord(*row), secret=secret)
+    return IssueResult(session=session, ended=_keys(ended))
 
 
-def get_session(conn: sqlite3.Connection, user_id: str, client_id: str) -> SessionRecord | None:
+def get_session(conn: sqlite3.Connection, seal: SecretSeal, user_id: str, client_id: str) -> SessionRecord | None:
     """The session in any state, or None."""
     row = conn.execute(f"{_SELECT} WHERE user_id = ? AND client_id = ?", (user_id, client_id)).fetchone()
-    return None if row is None else SessionRecord(*row)
+    return None if row is None else _record(seal, row)
 
 
-def list_sessions(conn: sqlite3.Connection, user_id: str) -> list[SessionRecord]:
+def list_sessions(conn: sqlite3.Connection, seal: SecretSeal, user_id: str) -> list[SessionRecord]:
     """All of the user's sessions, any state, newest issued first."""
     rows = conn.execute(f"{_SELECT} WHERE user_id = ? ORDER BY issued_at DESC, client_id", (user_id,))
-    return [SessionRecord(*row) for row in rows]
+    return [_record(seal, row) for row in rows]
 
 
 def end_session(conn: sqlite3.Connection, user_id: str, client_id: str, reason: str, now_ms: int) -> bool:
@@ -127,7 +141,7 @@ def touch_sessions_each(conn: sqlite3.Connection, items: Sequence[tuple[str, str
 
 
 def connect_read(
-    conn: sqlite3.Connection, inboxes: InboxState, user_id: str, client_id: str
+    conn: sqlite3.Connection, seal: SecretSeal, inboxes: InboxState, user_id: str, client_id: str
 ) -> tuple[SessionRecord | None, int | None, dict[str, int]]:
     """What a CONNECT needs to know, in one read: the session (any state), the user's status, the sync heads.
 
@@ -136,6 +150,52 @@ def connect_read(
     without one, so made-up user ids do not fill the heads cache.
     """
     row = conn.execute("SELECT status FROM users WHERE user_id = ?", (user_id,)).fetchone()
-    session = get_session(conn, user_id, client_id)
+    session = get_session(conn, seal, user_id, client_id)
     heads = {} if session is None else {"msg": inboxes.current(conn, user_id), **relation_heads(conn, user_id)}
     return session, None if row is None else row[0], heads
+
+
+# --- at open: sealing what older versions wrote in clear -----------------------------------------
+
+
+def seal_unsealed(conn: sqlite3.Connection, seal: SecretSeal) -> int:
+    """Seal the secrets that migration v9 listed in ``unsealed_sessions`` (written in clear before v9).
+
+    Runs once at open, on the writer's connection before any operation (its own transaction, so a crash
+    leaves every row either sealed and unlisted or clear and listed). ``secure_delete`` zeroes the clear
+    bytes the updates free, and the WAL is truncated afterwards, so no copy of them stays in the files.
+
+    Returns:
+        How many secrets were sealed (0: nothing was listed, nothing was written).
+    """
+    if conn.execute("SELECT 1 FROM unsealed_sessions LIMIT 1").fetchone() is None:
+        return 0
+    conn.execute("PRAGMA secure_delete = ON")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            rows = conn.execute(
+                "SELECT s.user_id, s.client_id, s.secret FROM unsealed_sessions u"
+                " JOIN sessions s ON s.user_id = u.user_id AND s.client_id = u.client_id"
+            ).fetchall()
+            conn.executemany(
+                "UPDATE sessions SET secret = ? WHERE user_id = ? AND client_id = ?",
+                [(seal.seal(user_id, client_id, secret), user_id, client_id) for user_id, client_id, secret in rows],
+            )
+            conn.execute("DELETE FROM unsealed_sessions")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    finally:
+        conn.execute("PRAGMA secure_delete = OFF")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the clear pages' old frames leave the WAL file
+    return len(rows)
+
+
+def opens_with(conn: sqlite3.Connection, seal: SecretSeal) -> bool:
+    """Whether a stored secret (any one; True when there is none) opens with ``seal``: False means the
+    database was sealed under another server key."""
+    row = conn.execute("SELECT user_id, client_id, secret FROM sessions LIMIT 1").fetchone()
+    return row is None or seal.open(row[0], row[1], row[2]) is not None

@@ -11,7 +11,10 @@ call fails at once instead of costing a trip through the queue.
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from pathlib import Path
@@ -19,7 +22,7 @@ from typing import Any, TypeVar
 
 from protocol.codes import UserStatus
 from storage import chatrooms, messages, relations, sessions, users
-from storage.guard import DatabaseLock, check_sqlite_version
+from storage.guard import DatabaseLock, check_sqlite_version, tighten_database_files
 from storage.inboxes import InboxState
 from storage.messages import (
     Conversation,
@@ -40,9 +43,12 @@ from storage.records import (
     UserRecord,
 )
 from storage.schema import migrate
-from storage.writer import DEFAULT_MAX_QUEUED, Callback, Writer
+from storage.sealing import SecretSeal
+from storage.writer import DEFAULT_MAX_QUEUED, Callback, StorageError, Writer
 
 T = TypeVar("T")
+
+log = logging.getLogger("ember.storage")
 
 
 class Store:
@@ -58,11 +64,19 @@ class Store:
             are there for tests and metrics).
     """
 
-    def __init__(self, writer: Writer, inboxes: InboxState, readers: Readers) -> None:
+    def __init__(
+        self, writer: Writer, inboxes: InboxState, readers: Readers, seal: SecretSeal | None = None
+    ) -> None:
         self.writer = writer
         self.readers = readers
         self.path: Path = writer.path
         self._inboxes = inboxes  # used only inside operations, i.e. on the writer thread
+        self._seal = seal
+
+    def _secrets(self) -> SecretSeal:
+        if self._seal is None:
+            raise StorageError("this store was opened without server_key: it cannot read or write session secrets")
+        return self._seal
 
     async def aclose(self) -> None:
         """Commit what is queued and close the database (``open_store`` does this for you)."""
@@ -156,12 +170,12 @@ class Store:
             raise ValueError(f"a session secret is {SECRET_BYTES} bytes")
         kick = None if kick_platforms is None else frozenset(int(p) for p in kick_platforms)
         return await self.writer.submit(
-            sessions.issue_session, user_id, client_id, int(platform), secret, now_ms, kick
+            sessions.issue_session, self._secrets(), user_id, client_id, int(platform), secret, now_ms, kick
         )
 
     async def get_session(self, user_id: str, client_id: str) -> SessionRecord | None:
         """The session in any state, or None."""
-        return await self.read(sessions.get_session, user_id, client_id)
+        return await self.read(sessions.get_session, self._secrets(), user_id, client_id)
 
     def connect_read_nowait(self, user_id: str, client_id: str, callback: Callback) -> None:
         """Read what a CONNECT needs; ``callback((session, user_status, inbox_head), error)`` reports it.
@@ -171,12 +185,19 @@ class Store:
         read is counted in the head, and one queued after it is reported after this callback.
         """
         self.writer.submit_nowait(
-            sessions.connect_read, self._inboxes, user_id, client_id, callback=callback, read=True, inline=True
+            sessions.connect_read,
+            self._secrets(),
+            self._inboxes,
+            user_id,
+            client_id,
+            callback=callback,
+            read=True,
+            inline=True,
         )
 
     async def list_sessions(self, user_id: str) -> list[SessionRecord]:
         """All of the user's sessions, any state, newest issued first."""
-        return await self.read(sessions.list_sessions, user_id)
+        return await self.read(sessions.list_sessions, self._secrets(), user_id)
 
     async def end_session(self, user_id: str, client_id: str, reason: str, now_ms: int) -> bool:
         """Active → deleted with ``reason``; False if there is no active session.
@@ -334,6 +355,7 @@ async def open_store(
     commit_delay_ms: float = 0.0,
     readers: int = DEFAULT_READERS,
     max_queued: int = DEFAULT_MAX_QUEUED,
+    server_key: bytes | None = None,
 ) -> AsyncIterator[Store]:
     """Open (creating and migrating if needed) the database at ``path``; close it on exit.
 
@@ -353,10 +375,19 @@ async def open_store(
 
     ``callback_context``, ``commit_delay_ms`` and ``max_queued`` are passed to ``Writer``;
     ``readers`` is how many reader connections serve reads.
+
+    ``server_key`` (``token.key``'s 32 bytes) is what session secrets are sealed under
+    (``storage.sealing``); at open the store seals those an older version left in clear. A store opened
+    without it serves everything but sessions: their methods raise ``StorageError``.
+
+    The database files are the owner's alone (0600): see ``storage.guard.tighten_database_files``.
     """
     check_sqlite_version()
+    seal = None if server_key is None else SecretSeal(server_key)
     with DatabaseLock(path):  # the writer's in-memory state is right only for a database's one writer
-        async with _open_writer(path, synchronous, callback_context, commit_delay_ms, readers, max_queued) as store:
+        for tightened in tighten_database_files(path):
+            log.warning("%s was readable by other users: its mode is now 0600", tightened)
+        async with _open_writer(path, synchronous, callback_context, commit_delay_ms, readers, max_queued, seal) as store:
             yield store
 
 
@@ -368,12 +399,13 @@ async def _open_writer(
     commit_delay_ms: float,
     readers: int,
     max_queued: int,
+    seal: SecretSeal | None,
 ) -> AsyncIterator[Store]:
     inboxes = InboxState()
     writer = Writer(
         path,
         synchronous=synchronous,
-        setup=migrate,
+        setup=functools.partial(_prepare, seal),
         callback_context=callback_context,
         commit_delay_ms=commit_delay_ms,
         on_rollback=inboxes.forget,  # what it holds may describe writes that were just undone
@@ -386,11 +418,27 @@ async def _open_writer(
         pool = Readers(path, count=readers)  # after the writer: it creates and migrates the file
         await pool.start()
         try:
-            yield Store(writer, inboxes, pool)
+            yield Store(writer, inboxes, pool, seal)
         finally:
             await pool.aclose()
     finally:
         await writer.aclose()
+
+
+def _prepare(seal: SecretSeal | None, conn: sqlite3.Connection) -> None:
+    """The writer's setup: migrate, then (with a key) seal what older versions left in clear."""
+    migrate(conn)
+    if seal is None:
+        return
+    sealed = sessions.seal_unsealed(conn, seal)
+    if sealed:
+        log.info("sealed %d session secrets that an older version had stored in clear", sealed)
+    if not sessions.opens_with(conn, seal):
+        log.warning(
+            "the stored session secrets were sealed under another token.key (the key changed, or the"
+            " database came from another server): every existing session gets -6 SecretKeyMismatch"
+            " until its device gets a new token"
+        )
 
 
 def _check_user(user: UserRecord) -> None:

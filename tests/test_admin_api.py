@@ -109,7 +109,7 @@ async def make_admin(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Mak
                     "storage": {"path": str(db)}, **sections}
         config = Config.default(tmp_path, **sections)
         clock, router = ManualClock(), RecordingRouter()
-        store = await stack.enter_async_context(open_store(config.storage.path))
+        store = await stack.enter_async_context(open_store(config.storage.path, server_key=config.token.key_bytes()))
         sessions = SessionService(config, store, router, clock, token_rng=lambda n: FIXED_SECRET[:n])
         messages = MessageService(config, store, router, clock)
         app = create_admin_app(config=config, store=store, sessions=sessions, router=router, clock=clock,

@@ -326,6 +326,7 @@ async def test_a_callback_only_channel_posts_to_its_url_when_the_host_is_allowed
     body = request.json
     assert (body["channel_id"], body["message_id"], body["sender"]) == ("bot", str(ack.result["message_id"]), "ann")
     assert body["content"]["searchable_content"] == "to the bot"
+    assert body["content"]["persist_flag"] == 3  # as docs/ADMIN_API.md's example shows: the validated content
     assert gw.services.webhooks.channel_refused == 1 and receiver.connections == 1
     for d in (owner, ann):
         await d.aclose()

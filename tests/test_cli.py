@@ -64,7 +64,7 @@ async def server(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Server]
     ensure_config(data)
     config = Config.load(data, env={})
     clock, router = Clock(), RecordingRouter()  # real wall clock: the CLI signs with it
-    async with open_store(config.storage.path) as store:
+    async with open_store(config.storage.path, server_key=config.token.key_bytes()) as store:
         sessions = SessionService(config, store, router, clock)
         messages = MessageService(config, store, router, clock)
         app = create_admin_app(

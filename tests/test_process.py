@@ -20,6 +20,7 @@ import client
 from gateway.admin.signing import signed_json
 from gateway.clock import Clock
 from protocol.events import GoAway
+from protocol.token import parse_token
 from tests.harness import RawClient
 from tests.http_receiver import Receiver
 from tests.test_messaging import Device
@@ -56,13 +57,15 @@ class Proc:
             self.stderr += chunk
 
 
-async def start(tmp_path: Path, extra: str = "") -> Proc:
+async def start(tmp_path: Path, extra: str = "", folder_mode: int = 0o700, config_mode: int = 0o600) -> Proc:
     data = tmp_path / "data"
-    data.mkdir()
+    data.mkdir(mode=folder_mode)
+    data.chmod(folder_mode)  # whatever the umask
     (data / "ember.toml").write_text(
         f'[server]\nport = 0\nshutdown_seconds = 5\n[admin]\nport = 0\nsecret = "{ADMIN_SECRET}"\n'
         f'[token]\nkey = "{TOKEN_KEY}"\n{extra}'
     )
+    (data / "ember.toml").chmod(config_mode)
     connect_log = tmp_path / "connects.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("EMBER_")}
     env |= {"EMBER_TEST_CONNECT_LOG": str(connect_log), "PYTHONPATH": str(ROOT)}
@@ -84,8 +87,11 @@ class _Gw:
         self.clock = Clock()
 
 
-async def scenario(proc: Proc) -> None:
-    """Users, tokens, messages, a logout, /metrics and /health: everything but webhooks is exercised."""
+async def scenario(proc: Proc) -> dict[str, str]:
+    """Users, tokens, messages, a logout, /metrics and /health: everything but webhooks is exercised.
+
+    Returns the tokens issued, by user.
+    """
     tokens = {}
     async with httpx.AsyncClient() as http:
 
@@ -110,6 +116,7 @@ async def scenario(proc: Proc) -> None:
         await alice.aclose()
         assert (await http.get(proc.admin_url + "/metrics")).status_code == 200
         assert (await http.get(proc.admin_url + "/health")).json()["result"]["storage_writable"]
+    return tokens
 
 
 async def stop(proc: Proc) -> int:
@@ -166,3 +173,31 @@ async def test_sigterm_tells_clients_to_reconnect_delivers_webhooks_and_exits_0(
     log = proc.stderr.decode()
     assert "shutdown: 1 connection(s) told to reconnect and closed" in log
     assert "shutdown: webhooks drained (0 left)" in log
+
+
+async def test_files_stay_private_open_ones_are_named_and_no_secret_is_stored_in_clear(tmp_path: Path) -> None:
+    """Under the usual umask (022) a data folder and config as a user might make them: 0755 and 0644."""
+    old_umask = os.umask(0o022)  # the child inherits it: SQLite on its own would make 0644 files
+    try:
+        proc = await start(tmp_path, folder_mode=0o755, config_mode=0o644)
+    finally:
+        os.umask(old_umask)
+    data = tmp_path / "data"
+    try:
+        tokens = await scenario(proc)
+        files = {name: os.stat(data / name).st_mode & 0o777 for name in os.listdir(data) if name.startswith("ember.db")}
+        assert set(files) == {"ember.db", "ember.db-wal", "ember.db-shm", "ember.db.lock"}, files
+        assert set(files.values()) == {0o600}, files
+        assert await stop(proc) == 0
+    finally:
+        if proc.process.returncode is None:
+            proc.process.kill()
+    log = proc.stderr.decode()
+    warnings = [line for line in log.splitlines() if "is open to other users" in line]
+    assert len(warnings) == 2, log
+    assert f"data folder {data} is open to other users (mode 0755)" in warnings[0]
+    assert f"config file {data / 'ember.toml'} is open to other users (mode 0644)" in warnings[1]
+    assert ADMIN_SECRET not in log and TOKEN_KEY not in log
+    stored = b"".join((data / name).read_bytes() for name in os.listdir(data) if name.startswith("ember.db"))
+    for token in tokens.values():
+        assert parse_token(token).secret not in stored

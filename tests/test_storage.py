@@ -32,6 +32,7 @@ from storage import (
 from storage.writer import Writer
 from tests.storage_helpers import held_writer, peek, wait_until
 
+SERVER_KEY = bytes(range(64, 96))  # what session secrets are sealed under (token.key's bytes)
 SECRET_A = bytes(range(32))
 SECRET_B = bytes(range(1, 33))
 T0 = 1_700_000_000_000
@@ -44,7 +45,7 @@ def db_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def store(db_path: Path) -> AsyncIterator[Store]:
-    async with open_store(db_path) as opened:
+    async with open_store(db_path, server_key=SERVER_KEY) as opened:
         yield opened
 
 
@@ -102,10 +103,10 @@ async def test_synchronous_full_and_invalid(db_path: Path) -> None:
 
 
 async def test_reopen_is_idempotent_and_keeps_data(db_path: Path) -> None:
-    async with open_store(db_path) as store:
+    async with open_store(db_path, server_key=SERVER_KEY) as store:
         assert await store.create_user(UserRecord("alice", name="Alice", created_at=T0, updated_at=T0))
         await store.issue_session("alice", "c1", Platform.IOS, SECRET_A, T0, kick_platforms=None)
-    async with open_store(db_path) as store:
+    async with open_store(db_path, server_key=SERVER_KEY) as store:
         assert (await store.get_user("alice")) == UserRecord(
             "alice", name="Alice", created_at=T0, updated_at=T0
         )

@@ -63,11 +63,11 @@ def test_pages_interleave_rows_and_tombstones_by_version() -> None:
 def test_tombstones_from_before_the_retention_migration_count_from_the_upgrade() -> None:
     """Tombstones made before ``deleted_at`` existed get the upgrade's time: each is kept a full retention
     after it, not purged by the first pass as if it were from 1970."""
-    from storage.schema import _v11_tombstone_retention
+    from storage.schema import _v10_tombstone_retention
 
     conn = sqlite3.connect(":memory:", isolation_level=None)
     db = Database(conn, recursive_triggers=False, execute_plugins=False)
-    index = MIGRATIONS.index(_v11_tombstone_retention)
+    index = MIGRATIONS.index(_v10_tombstone_retention)
     for migration in MIGRATIONS[:index]:
         migration(db)
     conn.execute(f"PRAGMA user_version = {index}")

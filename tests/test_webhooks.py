@@ -307,9 +307,9 @@ def doc_examples() -> dict[str, bytes]:
         "forward": encode(forward_payload(msg, result)),
         "push": encode(push_payload("bob", PushDevice("bob-phone", 1, 1, "9f3c...e1"), msg, 3, "You have a new message")),
     }
-    to_bot = Outgoing(
+    to_bot = Outgoing(  # content as the gateway validated it: persist_flag is always set (3 by default)
         message_id=264905950861721601, server_time=1767225700500, conv=Conversation(3, "bot"), from_user="ann",
-        content={"type": 1, "searchable_content": "to the bot"}, persist_flag=3,
+        content={"type": 1, "searchable_content": "to the bot", "persist_flag": 3}, persist_flag=3,
     )  # fmt: skip
     bodies["channel"] = encode(channel_payload("bot", to_bot))
     bodies["sign"] = sign(b"hook-secret", "5d41402abc4b2a76b9719d911017c592", "1767225700000", bodies["online"]).encode()
