@@ -24,7 +24,7 @@ def db_path(tmp_path: Path) -> Path:
 
 
 async def test_reads_are_answered_while_the_writer_is_busy(db_path: Path) -> None:
-    async with open_store(db_path) as store:
+    async with open_store(db_path, server_key=bytes(32)) as store:
         assert await store.create_user(UserRecord("alice", name="Alice"))
         async with held_writer(store.writer):  # the writer thread is stuck in an operation
             with trio.fail_after(5):
