@@ -29,7 +29,6 @@ attempts.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import random
 import time
@@ -56,6 +55,7 @@ from protocol.events import (
 from protocol.events import (
     Response as _WireResponse,
 )
+from protocol.timers import KeepaliveTimer, TimerAction
 from protocol.token import TokenError, parse_token
 
 from ._outbox import Outbox
@@ -197,10 +197,7 @@ class _Link:
         self.outbox = Outbox(_OUTBOX_LIMIT_BYTES)
         self.pending: dict[int, _Slot] = {}
         self.pongs: deque[_Slot | None] = deque()  # one entry per PING sent; PONGs come in order
-        now = trio.current_time()
-        self.last_rx = now
-        self.last_tx = now
-        self.last_ping = -math.inf
+        self.timer = KeepaliveTimer(self.keepalive, trio.current_time())  # when to PING, when the server is lost
         self.scope: trio.CancelScope | None = None
         self.end_status: ConnectionStatus | None = None
         self.draining = False  # DISCONNECT queued: flush, half-close, wait for the server's close
@@ -561,14 +558,13 @@ class Client:
                 return self._link
             await self.wait_status(*_OPEN)
 
-    def _queue(self, link: _Link, frame: bytes) -> None:
+    def _queue(self, link: _Link, frame: bytes, *, ping: bool = False) -> None:
         link.outbox.put(frame)
-        link.last_tx = trio.current_time()
+        link.timer.sent(trio.current_time(), ping=ping)
 
     def _send_ping(self, link: _Link, slot: _Slot | None) -> None:
         link.pongs.append(slot)
-        self._queue(link, link.conn.ping())
-        link.last_ping = link.last_tx
+        self._queue(link, link.conn.ping(), ping=True)
 
     async def _open_link(self) -> _Link:
         """TCP connect and handshake, within ``timeout`` per attempt; a clear −6 is tried again first.
@@ -763,7 +759,7 @@ class Client:
                 if not data:
                     self._close_link(link, S.SERVER_DOWN, "server closed the connection")
                     return
-                link.last_rx = trio.current_time()
+                link.timer.received(trio.current_time())
                 self._dispatch(link, link.conn.receive_data(data))
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self._close_link(link, S.SERVER_DOWN, f"read failed: {type(exc.__cause__ or exc).__name__}")
@@ -836,24 +832,16 @@ class Client:
             self._close_link(link, S.SERVER_DOWN, f"write failed: {type(exc.__cause__ or exc).__name__}")
 
     async def _keepalive_loop(self, link: _Link) -> None:
-        """PING when nothing was sent for keepalive/2 (the server closes after 1.5×keepalive of
-        silence) or, as a probe, when nothing was received for keepalive/2; the transport is
-        lost when nothing at all was received for a whole keepalive."""
-        half = link.keepalive / 2
+        """PING and give up on the server when ``protocol.timers.KeepaliveTimer`` says (docs/PROTOCOL.md §8.4)."""
+        timer = link.timer
         while not link.draining:
-            now = trio.current_time()
-            if now - link.last_rx >= link.keepalive:
+            action = timer.handle_timer(trio.current_time())
+            if action is TimerAction.SERVER_LOST:
                 self._close_link(link, S.SERVER_DOWN, f"nothing received for {link.keepalive} s")
                 return
-            probe = link.last_ping < link.last_rx  # no PING since the last thing received
-            if now - link.last_tx >= half or (probe and now - link.last_rx >= half):
+            if action is TimerAction.SEND_PING:
                 self._send_ping(link, None)
-                probe = False
-            wake = min(link.last_tx + half, link.last_rx + link.keepalive)
-            if probe:
-                wake = min(wake, link.last_rx + half)
-            await trio.sleep_until(wake)
-
+            await trio.sleep_until(timer.get_timer())
 
 def _single(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
     exc: BaseException = group

@@ -34,6 +34,7 @@ from gateway.webhooks import LOGOUT, OFFLINE, ONLINE
 from protocol import events
 from protocol.codes import ConnectionStatus, ErrorCode, UserStatus
 from protocol.connection import ServerConnection, encode_notify_body
+from protocol.timers import IdleTimer, TimerAction
 from protocol.token import TokenError, open_credential
 from storage import SessionRecord
 
@@ -65,6 +66,7 @@ class GatewayConnection:
         "_caller",
         "_early_pushes",
         "_go_away",
+        "_idle",
         "_in_flight",
         "_logout",
         "_nursery",
@@ -83,7 +85,6 @@ class GatewayConnection:
         "_serial",
         "_sending",
         "_violation_reason",
-        "last_active",
         "client_id",
         "conn_id",
         "keepalive_seconds",
@@ -137,7 +138,7 @@ class GatewayConnection:
         self._serial: trio.Lock | None = None  # made at the first serial request (most connections never pull)
         self._requests_done: trio.Event | None = None  # made when the end waits for in-flight requests
         self._violation_reason: str | None = None
-        self.last_active = trio.current_time()  # trio's clock: when the peer last sent anything
+        self._idle = IdleTimer(trio.current_time())  # trio's clock; silence counts from the accept
         # True from CONNACK until an ERROR goes out. Not the state machine's state: that closes
         # for reading at a violation, while answers to the requests before it must still go out.
         self._sending = False
@@ -173,6 +174,11 @@ class GatewayConnection:
     def frame_counts(self) -> tuple[int, int]:
         """(sealed frames sent, received) so far, for /metrics."""
         return self._proto.frame_counts()
+
+    @property
+    def last_active(self) -> float:
+        """When the peer last sent anything (trio's clock), for the sweeper that releases idle keys."""
+        return self._idle.last_received
 
     @property
     def outbox_backlog_bytes(self) -> int:
@@ -233,7 +239,7 @@ class GatewayConnection:
         """Act on one read's bytes (``b""``: the end of the stream); True when reading must end."""
         if not data:
             return True
-        self.last_active = trio.current_time()
+        self._idle.received(trio.current_time())
         with cork():  # one read's answers leave in one write
             return self._handle(self._proto.receive_data(data), nursery)
 
@@ -499,6 +505,7 @@ class GatewayConnection:
                 heads=heads,
             )
         )
+        self._idle.set_keepalive(self.keepalive_seconds)
         self._sending = True
         self._proto.release_keys()  # many connections then sit idle: hold no key schedule until used
         early, self._early_pushes = self._early_pushes, []
@@ -525,15 +532,15 @@ class GatewayConnection:
         # Anything the client pipelined behind its CONNECT was buffered until the keys existed.
         if self._handle(self._proto.receive_data(b""), nursery):
             return
-        idle = 1.5 * self.keepalive_seconds
+        idle = self._idle
         # The first read is the task's own. Many connections send one thing and go (a device that
         # connects, pulls and leaves; the connect bench): joining the poller would cost them two
         # epoll_ctl calls and one more wake-up, which a connection earns back only by going on talking.
-        if await self._own_read(nursery, self.last_active + idle) or await self._wait_out_rate_limit():
+        if await self._own_read(nursery, idle.get_timer()) or await self._wait_out_rate_limit():
             return
         if self._reads is None:  # no poller (no epoll here): this task goes on reading, as it did before
-            while trio.current_time() - self.last_active < idle:
-                if await self._own_read(nursery, self.last_active + idle) or await self._wait_out_rate_limit():
+            while idle.handle_timer(trio.current_time()) is TimerAction.NONE:
+                if await self._own_read(nursery, idle.get_timer()) or await self._wait_out_rate_limit():
                     return
             log.info("idle timeout conn=%d user=%s client=%s", self.conn_id, self.user_id, self.client_id)
             return
@@ -542,8 +549,8 @@ class GatewayConnection:
         self._reads.add(self.stream.socket.fileno(), self.on_readable)
         # The idle deadline is moved once per idle period, not per read (moving a deadline costs a
         # heap update in trio's scheduler): when it passes, only a connection quiet since is idle.
-        while trio.current_time() - self.last_active < idle:
-            with trio.move_on_at(self.last_active + idle):
+        while idle.handle_timer(trio.current_time()) is TimerAction.NONE:
+            with trio.move_on_at(idle.get_timer()):
                 await reading.wait()
                 return
         self._stop_reading()

@@ -30,7 +30,8 @@ class LiveConnection(Protocol):
 
     def release_idle_keys(self) -> None: ...
 
-    last_active: float
+    @property
+    def last_active(self) -> float: ...
 
 
 class Router:

@@ -25,7 +25,9 @@ a server can give without the secret (and so the one anyone could forge).
 
 A peer's protocol error never raises out of ``receive_data``: it becomes a
 final ``ProtocolViolation`` event after any events decoded before it, and the
-connection is CLOSED.
+connection is CLOSED. Which frames each state reads is tabled in
+``protocol.states`` (tested against these classes); the keepalive and idle
+deadlines are ``protocol.timers``, which the drivers feed their clock.
 """
 
 from __future__ import annotations
