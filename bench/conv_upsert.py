@@ -1,7 +1,7 @@
 """What a per-user conversation table would add to a private send: ``python -m bench.conv_upsert [--rounds N]``.
 
 A prototype measurement for issue 20 point 8, not a feature: the table does not exist in the schema. Runs
-``storage.messages.send_message_group`` on a temporary SQLite file (WAL, synchronous NORMAL, as the
+``storage.sends.send_message_group`` on a temporary SQLite file (WAL, synchronous NORMAL, as the
 gateway opens it) for 50 pairs of users, groups of 20 private sends per transaction (about what
 ``pairs --window 10`` hands the writer), and prints the process CPU per message three ways, alternating:
 
@@ -25,10 +25,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from storage import messages
+from storage import sends
 from storage.inboxes import InboxState
-from storage.messages import Conversation, Outgoing, SendBatch, SendPolicy, send_message_group
+from storage.messages import Conversation, Outgoing
 from storage.schema import migrate
+from storage.sends import SendBatch, SendPolicy, send_message_group
 
 _TABLE = (
     "CREATE TABLE conversation_list (user_id TEXT NOT NULL, conv_type INTEGER NOT NULL,"
@@ -55,7 +56,7 @@ def _with_upsert(write: Callable[[SendBatch], None]) -> Callable[[SendBatch], No
         by_id = {row[0]: row for row in batch.message_rows}
         rows = []
         for owner, seq, message_id in batch.inbox_rows:
-            row = by_id[message_id]  # storage.messages._message_row's columns
+            row = by_id[message_id]  # storage.messages.message_row's columns
             conv_type, target, line, sender, server_time = row[1], row[2], row[3], row[5], row[7]
             view = sender if target == owner else target  # a private chat is named after the other side
             rows.append((owner, conv_type, view, line, message_id, seq, server_time, int(sender != owner), 0))
@@ -77,7 +78,7 @@ def run(kind: str, count: int) -> float:
             conn.execute(_TABLE)
             if kind == "table":
                 conn.execute(_INDEX)
-            messages.SendBatch.write = _with_upsert(original)  # type: ignore[method-assign, assignment]
+            sends.SendBatch.write = _with_upsert(original)  # type: ignore[method-assign, assignment]
         try:
             users = [f"u{i:03d}" for i in range(2 * PAIRS)]
             conn.executemany("INSERT INTO users (user_id, created_at, updated_at) VALUES (?, 0, 0)", [(u,) for u in users])
@@ -101,7 +102,7 @@ def run(kind: str, count: int) -> float:
                 assert conn.execute("SELECT COUNT(*) FROM conversation_list").fetchone()[0] == 2 * PAIRS
             conn.close()
         finally:
-            messages.SendBatch.write = original  # type: ignore[method-assign]
+            sends.SendBatch.write = original  # type: ignore[method-assign]
     return took / count * 1e6
 
 

@@ -21,8 +21,9 @@ from pathlib import Path
 from gateway.conversations import classifier
 from storage import conversations
 from storage.inboxes import InboxState
-from storage.messages import Conversation, Outgoing, SendPolicy, send_message_group
+from storage.messages import Conversation, Outgoing
 from storage.schema import migrate
+from storage.sends import SendPolicy, send_message_group
 
 T0 = 1767225600000  # 2026-01-01T00:00:00Z
 FIRST_ID = 7_000_000_000_000_000

@@ -3,7 +3,7 @@
 Opens a store on a temporary folder, creates a group and a channel of N users each (in bulk, through
 storage), then runs awaited sends from the owner into each, alternating rounds, and prints the process
 CPU per send (the writer thread's storage work: the checks, one message row, N+1 inbox rows, the log).
-No gateway and no sockets: it compares the two send runs of ``storage.messages.send_message_group``.
+No gateway and no sockets: it compares the two send runs of ``storage.sends.send_message_group``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import storage
 from gateway.channels import channel_route
 from gateway.messaging import group_send_check
 from storage import channels, groups
-from storage.messages import Conversation, Outgoing, SendPolicy
+from storage.messages import Conversation, Outgoing
+from storage.sends import SendPolicy
 
 
 async def run(members: int, sends: int, rounds: int) -> dict[int, list[float]]:

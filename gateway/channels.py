@@ -337,7 +337,7 @@ class ChannelService:
         self.relations = relations
         self.clock = clock
         self.callbacks = ChannelCallbackHook()
-        messages.enable_channels(self)
+        messages.enable_channels(self, channel_route)
 
     async def _apply(
         self, fn: Callable[..., Any], operator: str, admin: bool, origin: Origin, *args: Any

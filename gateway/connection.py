@@ -27,6 +27,7 @@ from collections.abc import Iterable
 import trio
 
 from gateway import dispatch
+from gateway.methods import METHODS
 from gateway.outbox import CUT_LOG_INTERVAL_MS, Outbox, OutboxBudget, cork
 from gateway.reads import ReadPoller
 from gateway.services import Services
@@ -611,7 +612,7 @@ class GatewayConnection:
         now = trio.current_time()
         if now - self._rate_window_start >= RATE_WINDOW_SECONDS:
             self._rate_window_start, self._rate_count = now, 0.0
-        if method not in dispatch.CHARGED_AFTER:
+        if method not in METHODS.charged_after:
             self._rate_count += 1
         return self._rate_count > self.services.config.client.request_rate_limit
 
@@ -639,7 +640,7 @@ class GatewayConnection:
 
         self._awaiting_replies += 1
         try:
-            handled = dispatch.dispatch_immediate(self.services, caller, name, request.params, reply)
+            handled = METHODS.dispatch_immediate(self.services, caller, name, request.params, reply)
         except Exception:  # noqa: BLE001 - a bug: it ends this one connection, never the server
             self._bug(request.method)
             return
@@ -652,19 +653,19 @@ class GatewayConnection:
     async def _run_request(self, caller: dispatch.Caller, request: events.Request) -> None:
         try:
             try:
-                if request.method in dispatch.SERIAL:
+                if request.method in METHODS.serial:
                     if self._serial is None:
                         self._serial = trio.Lock()
                     async with self._serial:
-                        code, result = await dispatch.dispatch(
+                        code, result = await METHODS.dispatch(
                             self.services, caller, request.method, request.params
                         )
                 else:
-                    code, result = await dispatch.dispatch(self.services, caller, request.method, request.params)
+                    code, result = await METHODS.dispatch(self.services, caller, request.method, request.params)
             except Exception:  # noqa: BLE001 - a bug: it ends this one connection, never the server
                 self._bug(request.method)
                 return
-            cost = dispatch.CHARGED_AFTER.get(request.method)
+            cost = METHODS.charged_after.get(request.method)
             if cost is not None:
                 self._rate_count += cost(code, result)
             self._answer(request.method, request.request_id, code, result)
@@ -675,7 +676,7 @@ class GatewayConnection:
     def _answer(self, method: str, request_id: int, code: int, result: object) -> None:
         """Reply, counting the answer by method and code for /metrics (one dict add)."""
         counts = self.services.metrics.requests
-        key = (method if method in dispatch.KNOWN else "unknown", code)
+        key = (method if method in METHODS.known else "unknown", code)
         counts[key] = counts.get(key, 0) + 1
         self._reply(request_id, code, result)
 

@@ -14,7 +14,7 @@ import json
 import logging
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 import trio.lowlevel
@@ -46,13 +46,12 @@ from storage.messages import (
     Conversation,
     Outgoing,
     PulledRows,
-    SendPolicy,
     SendResult,
     StoredMessage,
 )
+from storage.sends import ChannelRoute, SendPolicy
 
 if TYPE_CHECKING:
-    from gateway.channels import ChannelService
     from gateway.webhooks import Webhooks
 
 log = logging.getLogger("ember.messaging")
@@ -325,6 +324,20 @@ def _send_failed(error: BaseException | None) -> int:
     return ErrorCode.SERVER_ERROR
 
 
+class ChannelSends(Protocol):
+    """What the send path asks of the channel service (``gateway.channels.ChannelService``), which
+    depends on this module: typed here so that this module need not import it back."""
+
+    @property
+    def callbacks(self) -> Callable[[Outgoing, str], None]:
+        """Takes a channel message stored for its callback URL (``SendResult.callback``)."""
+        ...
+
+    async def history(
+        self, user_id: str, conv: Conversation, before_id: int, count: int
+    ) -> tuple[int, list[StoredMessage]]: ...
+
+
 class MessageService:
     def __init__(self, config: Config, store: Store, router: Router, clock: Clock) -> None:
         self.config = config
@@ -337,7 +350,7 @@ class MessageService:
         )
         self.fanout = FanOut()
         #: Set by ``enable_channels``: without it channel sends and history answer 254.
-        self.channels: ChannelService | None = None
+        self.channels: ChannelSends | None = None
         # Set by the server once built (gateway/server.py): counters for /metrics, and the webhooks told
         # of stored messages (None while no forward or push URL is configured: then nothing is looked at).
         self.metrics = Metrics()
@@ -345,10 +358,8 @@ class MessageService:
         #: Set by ``RobotService.load``: told of every stored delivery, hands robots' copies to their callbacks.
         self.robot_hook: Callable[[Outgoing, SendResult], None] | None = None
 
-    def enable_channels(self, channels: ChannelService) -> None:
-        """Channel sends follow ``gateway.channels.channel_route``; callback-only ones go to its hook."""
-        from gateway.channels import channel_route
-
+    def enable_channels(self, channels: ChannelSends, channel_route: ChannelRoute) -> None:
+        """Channel sends follow ``channel_route`` (``gateway.channels``'); callback-only ones go to its hook."""
         self.channels = channels
         self.policy = dataclasses.replace(self.policy, channel_route=channel_route)
 

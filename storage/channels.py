@@ -1,5 +1,5 @@
 """Channels (conversation type 3): plain ``fn(conn, ...)`` queries over ``channels``, ``channel_listeners``
-and ``channel_invites``, and the writer's run of channel sends.
+and ``channel_invites``; the writer's run of channel sends builds on them in ``storage.sends``.
 
 Facts only: the channel's fields and version, who listens (and which listeners are
 managers), who was invited to a private channel. The rules (who may post, listen,
@@ -19,13 +19,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from protocol.codes import ErrorCode, PersistFlag
-from storage.inboxes import InboxState
-from storage.messages import Outgoing, SendBatch, SendPolicy, SendResult
-
 #: ``ChannelState.DESTROYED``: the one state storage gives meaning to (the channel is gone).
 DESTROYED: Final = 1
-PERSIST_TRANSPARENT: Final = int(PersistFlag.TRANSPARENT)
 
 #: The channel fields an update may set (column names).
 CHANNEL_FIELDS: Final = frozenset(
@@ -281,98 +276,8 @@ def bulk_create_for_tests_and_bench(
     )
 
 
-# ------------------------------------------------------------------------------------- sending
-
-
-def _channel_for_send(conn: sqlite3.Connection, channel_id: str) -> tuple[ChannelRecord, dict[str, bool]] | None:
-    channel = get_channel(conn, channel_id)
-    if channel is None or channel.destroyed:
-        return None
-    listeners = {
-        row[0]: bool(row[1])
-        for row in conn.execute("SELECT user_id, manager FROM channel_listeners WHERE channel_id = ?", (channel_id,))
-    }
-    return channel, listeners
-
-
 #: Sender roles ``SendPolicy.channel_route`` is asked about (``ListenerRole``'s numbers in the gateway).
 ROLE_NONE: Final = -1  # neither owner nor listener
 ROLE_LISTENER: Final = 0
 ROLE_MANAGER: Final = 1
 ROLE_OWNER: Final = 2
-
-
-def send_channel_messages(
-    conn: sqlite3.Connection, ops: list[tuple[InboxState, Outgoing, SendPolicy]]
-) -> list[SendResult]:
-    """Check and store channel messages, in order: one message row, one inbox row per owner, in bulk.
-
-    Checks for each message, in order: the sender may send at all (247), a resend
-    of a known client_msg_id (the original ack), the channel exists and is not
-    destroyed (253), then the gateway's rule (``policy.channel_route``) for the
-    sender's role (owner, manager, listener, none) and the channel's
-    ``callback_only``: a code, or where the message goes (``ROUTE_*``).
-    ``ROUTE_LISTENERS`` owners: every listener, the owner and the sender, or with
-    ``to_users`` (listeners or the owner only, else 21) those and the sender.
-    ``ROUTE_OWNER``: the owner and the sender, ``to_users`` set to ``[owner]``.
-    ``ROUTE_CALLBACK``: the sender only (``only_for``), ``to_users`` ``[owner]``,
-    and the result's ``callback`` names the URL. Channel operations never run
-    inside this group (only sends do), so the listener lists read once here hold.
-    """
-    msgs = [msg for _, msg, _ in ops]
-    batch = SendBatch.read(conn, ops[0][0], msgs, {m.from_user for m in msgs})
-    channels: dict[str, tuple[ChannelRecord, dict[str, bool]] | None] = {}
-    results: list[SendResult] = []
-    for msg, (_, _, policy) in zip(msgs, ops, strict=True):
-        sender, channel_id = msg.from_user, msg.conv.target
-        early = batch.answered_before(msg)
-        if early is not None:
-            results.append(early)
-            continue
-        if channel_id not in channels:
-            channels[channel_id] = _channel_for_send(conn, channel_id)
-        found = channels[channel_id]
-        if found is None:
-            results.append(SendResult(ErrorCode.NOT_EXIST))
-            continue
-        if policy.channel_route is None:
-            results.append(SendResult(ErrorCode.NOT_IMPLEMENTED))
-            continue
-        channel, listeners = found
-        if sender == channel.owner:
-            role = ROLE_OWNER
-        elif sender in listeners:
-            role = ROLE_MANAGER if listeners[sender] else ROLE_LISTENER
-        else:
-            role = ROLE_NONE
-        code, route = policy.channel_route(role, channel.callback_only)
-        if code:
-            results.append(SendResult(code))
-            continue
-        only_for = None
-        callback = None
-        owners: Any
-        if route == ROUTE_LISTENERS:
-            if msg.to_users:
-                if not all(u in listeners or u == channel.owner for u in msg.to_users):
-                    results.append(SendResult(ErrorCode.NOT_IN_CHANNEL))
-                    continue
-                owners = dict.fromkeys((*msg.to_users, sender))
-            else:
-                owners = {**listeners, channel.owner: False, sender: False}
-        else:
-            msg.to_users = [channel.owner]  # the message says where it went; never to another listener
-            if route == ROUTE_OWNER:
-                owners = dict.fromkeys((channel.owner, sender))
-            else:
-                owners, only_for, callback = [sender], sender, channel.callback
-        if msg.persist_flag == PERSIST_TRANSPARENT:
-            live = [sender] if route == ROUTE_CALLBACK else list(owners)
-            results.append(
-                SendResult(ErrorCode.SUCCESS, msg.message_id, msg.server_time, live_only=live, callback=callback)
-            )
-            continue
-        seqs = batch.store(msg, owners, only_for)
-        results.append(SendResult(ErrorCode.SUCCESS, msg.message_id, msg.server_time, seqs, callback=callback))
-    batch.write()
-    return results

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from operator import itemgetter
 from typing import Any, Final
 
 import msgpack
 
-from protocol.codes import ContentType, ConversationType, ErrorCode, PersistFlag, UserStatus
+from protocol.codes import ContentType, ConversationType, ErrorCode, PersistFlag
 from storage.inboxes import ConversationKey, InboxState
 
 # Plain ints on the hot path (an IntEnum compares slower); their meaning lives in protocol.codes.
@@ -135,11 +135,11 @@ def conversation_key(conv: Conversation, from_user: str) -> str:
     return conv.target
 
 
-_INSERT_MESSAGE: Final = (
+INSERT_MESSAGE: Final = (
     "INSERT INTO messages (message_id, conv_type, conv_target, conv_line, conv_key, from_user, content,"
     " server_time, to_users, persist_flag, only_for) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_INSERT_CLIENT_MSG_ID: Final = (
+INSERT_CLIENT_MSG_ID: Final = (
     "INSERT INTO client_message_ids (from_user, client_msg_id, message_id, server_time, seq)"
     " VALUES (?, ?, ?, ?, ?)"
 )
@@ -149,12 +149,12 @@ _INSERT_CLIENT_MSG_ID: Final = (
 _pack_content = msgpack.Packer(use_bin_type=True).pack
 
 
-def _index_key(msg: Outgoing) -> ConversationKey:
+def message_index_key(msg: Outgoing) -> ConversationKey:
     """The message's conversation as ``conversation_index`` keys it."""
     return (msg.conv.type, conversation_key(msg.conv, msg.from_user), msg.conv.line)
 
 
-def _message_row(msg: Outgoing, key: ConversationKey, only_for: str | None) -> tuple:
+def message_row(msg: Outgoing, key: ConversationKey, only_for: str | None) -> tuple:
     return (
         msg.message_id, msg.conv.type, msg.conv.target, msg.conv.line, key[1], msg.from_user,
         _pack_content(msg.content), msg.server_time,
@@ -170,227 +170,11 @@ def _append(
     only_for: str | None = None,
 ) -> dict[str, int]:
     """Insert the message row and one inbox row per owner; return owner → seq."""
-    key = _index_key(msg)
-    conn.execute(_INSERT_MESSAGE, _message_row(msg, key, only_for))
+    key = message_index_key(msg)
+    conn.execute(INSERT_MESSAGE, message_row(msg, key, only_for))
     seqs = {owner: inboxes.take(conn, owner) for owner in dict.fromkeys(owners)}
     inboxes.append(conn, [(owner, seq, msg.message_id) for owner, seq in seqs.items()])
     return seqs
-
-
-#: The gateway's rule for who may send into a group: ``(sender's member type, group muted) -> code``.
-GroupSendCheck = Callable[[int, bool], int]
-#: The gateway's rule for channel sends: ``(sender's role, callback_only) -> (code, route)``
-#: (roles and routes: ``storage.channels.ROLE_*``, ``ROUTE_*``).
-ChannelRoute = Callable[[int, bool], tuple[int, int]]
-
-
-@dataclass(frozen=True, slots=True)
-class SendPolicy:
-    """The config switches a send obeys (SPEC §5), and the gateway's rule for group senders (SPEC §8).
-
-    Without ``group_check`` every current member may send; without ``channel_route`` channel sends
-    answer 254.
-    """
-
-    blacklist_strategy: int = 0
-    disable_stranger_chat: bool = False
-    group_check: GroupSendCheck | None = None
-    channel_route: ChannelRoute | None = None
-
-
-def send_message(
-    conn: sqlite3.Connection, inboxes: InboxState, msg: Outgoing, policy: SendPolicy
-) -> SendResult:
-    """Check and store one message of any conversation type built so far (private or group)."""
-    return send_message_group(conn, [(inboxes, msg, policy)])[0]
-
-
-def send_message_group(
-    conn: sqlite3.Connection, ops: list[tuple[InboxState, Outgoing, SendPolicy]]
-) -> list[SendResult]:
-    """Consecutive sends of every kind: each run of private, group or channel sends, grouped.
-
-    Seqs handed out by a run are in ``InboxState`` before the next run starts, so
-    the runs together give exactly what the sends one by one give.
-    """
-    if all(msg.conv.type != GROUP and msg.conv.type != CHANNEL for _, msg, _ in ops):
-        return send_private_group(conn, ops)  # the common case: no runs to split
-    from storage.channels import send_channel_messages  # storage.channels builds on this module
-
-    runs = {GROUP: send_group_messages, CHANNEL: send_channel_messages}
-    results: list[SendResult] = []
-    start = 0
-    while start < len(ops):
-        kind = ops[start][1].conv.type
-        end = start + 1
-        while end < len(ops) and ops[end][1].conv.type == kind:
-            end += 1
-        results += runs.get(kind, send_private_group)(conn, ops[start:end])
-        start = end
-    return results
-
-
-def _known_ids(conn: sqlite3.Connection, msgs: list[Outgoing]) -> dict[tuple[str, str | None], SendResult]:
-    resends = [[m.from_user, m.client_msg_id] for m in msgs if m.client_msg_id is not None]
-    if not resends:
-        return {}
-    return {
-        (row[0], row[1]): SendResult(ErrorCode.SUCCESS, row[2], row[3], {row[0]: row[4]}, duplicate=True)
-        for row in conn.execute(
-            "SELECT c.from_user, c.client_msg_id, c.message_id, c.server_time, c.seq FROM json_each(?) j"
-            " JOIN client_message_ids c ON c.from_user = j.value ->> 0 AND c.client_msg_id = j.value ->> 1",
-            (json.dumps(resends),),
-        )
-    }
-
-
-class SendBatch:
-    """What one writer group of sends writes, gathered so that each table gets one ``executemany``.
-
-    Shared by the private, group and channel send groups: each checks its own rules, then calls
-    ``answered_before`` (the checks every send starts with) and ``store`` (one message row, an inbox row per
-    owner with the next seq, the client_msg_id). ``write`` flushes it all and moves the inbox heads.
-    ``status`` holds the users table's status of the users concerned (one missing from it does not exist);
-    ``read`` builds a batch with both facts read in bulk, a small private group reads its own (``_private_facts``).
-    """
-
-    __slots__ = ("conn", "inboxes", "status", "known_ids", "taken", "message_rows", "inbox_rows", "id_rows")
-
-    def __init__(
-        self,
-        conn: sqlite3.Connection,
-        inboxes: InboxState,
-        status: dict[str, int],
-        known_ids: dict[tuple[str, str | None], SendResult],
-    ) -> None:
-        self.conn = conn
-        self.inboxes = inboxes
-        self.status = status
-        self.known_ids = known_ids
-        self.taken: dict[str, int] = {}  # owner -> last seq given out in this group
-        self.message_rows: list[tuple] = []
-        self.inbox_rows: list[tuple[str, int, int]] = []
-        self.id_rows: list[tuple] = []
-
-    @classmethod
-    def read(
-        cls, conn: sqlite3.Connection, inboxes: InboxState, msgs: list[Outgoing], user_ids: set[str]
-    ) -> SendBatch:
-        """A batch for ``msgs``, with ``status`` read for ``user_ids``: one query per kind of fact."""
-        status = dict(
-            conn.execute(
-                "SELECT user_id, status FROM users WHERE user_id IN (SELECT value FROM json_each(?))",
-                (json.dumps(list(user_ids)),),
-            )
-        )
-        return cls(conn, inboxes, status, _known_ids(conn, msgs))
-
-    def answered_before(self, msg: Outgoing) -> SendResult | None:
-        """The answer of the checks every send starts with: the sender may not send (247), or the message
-        is a resend of a known client_msg_id (the original ack); None when the send goes on."""
-        if self.status.get(msg.from_user) in (UserStatus.MUTED, UserStatus.FORBIDDEN):
-            return SendResult(ErrorCode.FORBIDDEN_TO_SEND)
-        if msg.client_msg_id is not None:
-            known = self.known_ids.get((msg.from_user, msg.client_msg_id))
-            if known is not None:
-                return SendResult(ErrorCode.SUCCESS, known.message_id, known.server_time, dict(known.seqs), True)
-        return None
-
-    def store(self, msg: Outgoing, owners: Iterable[str], only_for: str | None) -> dict[str, int]:
-        """Queue the message row and an inbox row per owner; returns each owner's seq."""
-        index_key = _index_key(msg)
-        self.message_rows.append(_message_row(msg, index_key, only_for))
-        seqs = {}
-        message_id = msg.message_id
-        taken, current, inbox_rows = self.taken, self.inboxes.current, self.inbox_rows
-        for owner in owners:
-            seq = (taken.get(owner) or current(self.conn, owner)) + 1
-            seqs[owner] = taken[owner] = seq
-            inbox_rows.append((owner, seq, message_id))
-        if msg.client_msg_id is not None:
-            sender = msg.from_user
-            self.id_rows.append((sender, msg.client_msg_id, message_id, msg.server_time, seqs[sender]))
-            self.known_ids[(sender, msg.client_msg_id)] = SendResult(
-                ErrorCode.SUCCESS, message_id, msg.server_time, {sender: seqs[sender]}, duplicate=True
-            )
-        return seqs
-
-    def write(self) -> None:
-        if self.message_rows:
-            self.conn.executemany(_INSERT_MESSAGE, self.message_rows)
-            self.inboxes.append(self.conn, self.inbox_rows)
-        if self.id_rows:
-            self.conn.executemany(_INSERT_CLIENT_MSG_ID, self.id_rows)
-        self.inboxes.advance(self.taken)
-
-
-def send_group_messages(
-    conn: sqlite3.Connection, ops: list[tuple[InboxState, Outgoing, SendPolicy]]
-) -> list[SendResult]:
-    """Check and store group messages, in order: one message row, one inbox row per owner, in bulk.
-
-    Checks for each message, in order: the sender may send at all (247), a
-    resend of a known client_msg_id (the original ack), the group exists and is
-    not dismissed (253), the sender is a current member (9), the gateway's rule
-    for the sender's member type and the group's mute (``policy.group_check``:
-    248 silenced, 241 muted), ``to_users`` and user mentions name only members
-    (9). Owners: every current member, or with ``to_users`` those users and the
-    sender; nobody else gets an inbox row, and history hides it from the rest
-    (``group_history``). Group operations never run inside this group (only
-    sends do), so the member lists read once here hold for all of it.
-    """
-    msgs = [msg for _, msg, _ in ops]
-    batch = SendBatch.read(conn, ops[0][0], msgs, {m.from_user for m in msgs})
-    groups: dict[str, tuple[bool, dict[str, int]] | None] = {}  # group id -> (muted, member -> type)
-    results: list[SendResult] = []
-    for msg, (_, _, policy) in zip(msgs, ops, strict=True):
-        sender, group_id = msg.from_user, msg.conv.target
-        early = batch.answered_before(msg)
-        if early is not None:
-            results.append(early)
-            continue
-        if group_id not in groups:
-            groups[group_id] = _group_for_send(conn, group_id)
-        group = groups[group_id]
-        if group is None:
-            results.append(SendResult(ErrorCode.NOT_EXIST))
-            continue
-        muted, members = group
-        member_type = members.get(sender)
-        if member_type is None:
-            results.append(SendResult(ErrorCode.NOT_IN_GROUP))
-            continue
-        if policy.group_check is not None:
-            code = policy.group_check(member_type, muted)
-            if code:
-                results.append(SendResult(code))
-                continue
-        mentioned = msg.content.get("mentioned_targets") if msg.content.get("mentioned_type") == 1 else None
-        if (msg.to_users and not members.keys() >= set(msg.to_users)) or (
-            mentioned and not members.keys() >= set(mentioned)
-        ):
-            results.append(SendResult(ErrorCode.NOT_IN_GROUP))
-            continue
-        owners: Any = dict.fromkeys((*msg.to_users, sender)) if msg.to_users else members
-        if msg.persist_flag == PERSIST_TRANSPARENT:
-            results.append(SendResult(ErrorCode.SUCCESS, msg.message_id, msg.server_time, live_only=list(owners)))
-            continue
-        seqs = batch.store(msg, owners, None)
-        results.append(SendResult(ErrorCode.SUCCESS, msg.message_id, msg.server_time, seqs))
-    batch.write()
-    return results
-
-
-def _group_for_send(conn: sqlite3.Connection, group_id: str) -> tuple[bool, dict[str, int]] | None:
-    row = conn.execute("SELECT mute, dismissed FROM groups WHERE group_id = ?", (group_id,)).fetchone()
-    if row is None or row[1]:
-        return None
-    members = dict(
-        conn.execute(
-            "SELECT user_id, type FROM group_members WHERE group_id = ? AND type != ?", (group_id, MEMBER_REMOVED)
-        ).fetchall()
-    )
-    return bool(row[0]), members
 
 
 def store_notification(
@@ -403,143 +187,6 @@ def store_notification(
         return SendResult(ErrorCode.SUCCESS, msg.message_id, msg.server_time)
     seqs = _append(conn, inboxes, msg, owners)
     return SendResult(ErrorCode.SUCCESS, msg.message_id, msg.server_time, seqs)
-
-
-def send_private(
-    conn: sqlite3.Connection, inboxes: InboxState, msg: Outgoing, policy: SendPolicy
-) -> SendResult:
-    """Check and store one private message (or find the original of a resend): a group of one.
-
-    One implementation of the rules serves both: the writer runs consecutive
-    sends as a group, and a send alone (the admin API's, or one whose group
-    raised) goes through here.
-    """
-    return send_private_group(conn, [(inboxes, msg, policy)])[0]
-
-
-def send_private_group(
-    conn: sqlite3.Connection, ops: list[tuple[InboxState, Outgoing, SendPolicy]]
-) -> list[SendResult]:
-    """Check and store private messages (or find the originals of resends), in order.
-
-    Checks for each message, in order: the sender may send (247), a resend of
-    a known client_msg_id (the original ack), the recipient exists (253), the
-    recipient's blacklist (246, or a silent drop: reported as sent, it reaches
-    only the sender's own devices and the recipient's history never shows it),
-    friends-only mode (248). A message to oneself has one owner.
-
-    The writer runs consecutive sends through this (see ``storage.writer``): one
-    query per kind of check for the whole group and one ``executemany`` per
-    table, instead of about seven statements and a savepoint per message. Nothing
-    a send checks (users, blacklists, friends) can change inside a group, since
-    only sends are in it; what sends change themselves (client_msg_ids, inbox
-    heads) is tracked here as the group goes. If anything raises, the writer
-    rolls the group back and runs each send alone.
-    """
-    msgs = [msg for _, msg, _ in ops]
-    if len(ops) <= SMALL_GROUP:
-        status, known_ids, blocked, friends = _private_facts(conn, ops)
-        batch = SendBatch(conn, ops[0][0], status, known_ids)
-    else:
-        batch = SendBatch.read(conn, ops[0][0], msgs, {u for m in msgs for u in (m.from_user, m.conv.target)})
-        blocked = _pairs_present(
-            conn, "blacklist", "user_id", "target", {(m.conv.target, m.from_user) for m in msgs}
-        )
-        friends = _pairs_present(
-            conn, "friends", "user_id", "friend_id",
-            {(msg.conv.target, msg.from_user) for _, msg, policy in ops if policy.disable_stranger_chat},
-        )  # fmt: skip
-    results: list[SendResult] = []
-    for msg, (_, _, policy) in zip(msgs, ops, strict=True):
-        sender, recipient = msg.from_user, msg.conv.target
-        early = batch.answered_before(msg)
-        if early is not None:
-            results.append(early)
-            continue
-        if recipient not in batch.status:
-            results.append(SendResult(ErrorCode.NOT_EXIST))
-            continue
-        owners = [recipient, sender] if recipient != sender else [sender]
-        only_for = None
-        if recipient != sender:
-            if (recipient, sender) in blocked:
-                if policy.blacklist_strategy == 0:
-                    results.append(SendResult(ErrorCode.IN_BLACKLIST))
-                    continue
-                owners, only_for = [sender], sender  # as in send_private: a silent drop
-            elif policy.disable_stranger_chat and (recipient, sender) not in friends:
-                results.append(SendResult(ErrorCode.NOT_RIGHT))
-                continue
-        if msg.persist_flag == PERSIST_TRANSPARENT:
-            results.append(SendResult(ErrorCode.SUCCESS, msg.message_id, msg.server_time, live_only=owners))
-            continue
-        seqs = batch.store(msg, owners, only_for)
-        results.append(SendResult(ErrorCode.SUCCESS, msg.message_id, msg.server_time, seqs))
-    batch.write()
-    return results
-
-
-#: A private send group this small reads its facts with one statement per message (``_private_facts``):
-#: at light load most groups hold one or two sends, and four ``json_each`` queries cost more than one
-#: statement of plain ``=`` lookups each (bench/RESULTS.md, "Session 6").
-SMALL_GROUP: Final = 4
-
-# Everything a private send checks, for one (sender, recipient, client_msg_id, friends-only): both users'
-# status (NULL: no such user), whether the recipient blacklists the sender, whether the recipient has the
-# sender as a friend (looked up only in friends-only mode), and the original of a resend of that
-# client_msg_id (NULLs when there is none).
-_PRIVATE_FACTS: Final = (
-    "SELECT (SELECT status FROM users WHERE user_id = ?1), (SELECT status FROM users WHERE user_id = ?2),"
-    " EXISTS (SELECT 1 FROM blacklist WHERE user_id = ?2 AND target = ?1),"
-    " CASE WHEN ?4 THEN EXISTS (SELECT 1 FROM friends WHERE user_id = ?2 AND friend_id = ?1) ELSE 0 END,"
-    " c.message_id, c.server_time, c.seq"
-    " FROM (SELECT 1) LEFT JOIN client_message_ids c ON c.from_user = ?1 AND c.client_msg_id = ?3"
-)
-
-
-def _private_facts(
-    conn: sqlite3.Connection, ops: list[tuple[InboxState, Outgoing, SendPolicy]]
-) -> tuple[
-    dict[str, int], dict[tuple[str, str | None], SendResult], set[tuple[str, str]], set[tuple[str, str]]
-]:
-    """What ``send_private_group`` reads for a small group: status by user, known client_msg_ids, the
-    (recipient, sender) pairs blacklisted and those that are friends; one statement per message."""
-    status: dict[str, int] = {}
-    known_ids: dict[tuple[str, str | None], SendResult] = {}
-    blocked: set[tuple[str, str]] = set()
-    friends: set[tuple[str, str]] = set()
-    for _, msg, policy in ops:
-        sender, recipient = msg.from_user, msg.conv.target
-        row = conn.execute(
-            _PRIVATE_FACTS, (sender, recipient, msg.client_msg_id, policy.disable_stranger_chat)
-        ).fetchone()
-        if row[0] is not None:
-            status[sender] = row[0]
-        if row[1] is not None:
-            status[recipient] = row[1]
-        if row[2]:
-            blocked.add((recipient, sender))
-        if row[3]:
-            friends.add((recipient, sender))
-        if row[4] is not None:
-            known_ids[(sender, msg.client_msg_id)] = SendResult(
-                ErrorCode.SUCCESS, row[4], row[5], {sender: row[6]}, duplicate=True
-            )
-    return status, known_ids, blocked, friends
-
-
-def _pairs_present(
-    conn: sqlite3.Connection, table: str, first: str, second: str, pairs: set[tuple[str, str]]
-) -> set[tuple[str, str]]:
-    """Which of ``pairs`` are rows of ``table`` (keyed by ``first``, ``second``); one query for all."""
-    if not pairs:
-        return set()
-    # Table and column names are this module's constants, never input; the values are bound.
-    sql = (
-        f"SELECT t.{first}, t.{second} FROM json_each(?) j"
-        f" JOIN {table} t ON t.{first} = j.value ->> 0 AND t.{second} = j.value ->> 1"
-    )
-    return {(row[0], row[1]) for row in conn.execute(sql, (json.dumps([list(p) for p in pairs]),))}
 
 
 @dataclass(frozen=True, slots=True)

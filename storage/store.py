@@ -21,14 +21,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from protocol.codes import UserStatus
-from storage import chatrooms, messages, relations, sessions, users
+from storage import chatrooms, messages, relations, sends, sessions, users
 from storage.guard import DatabaseLock, check_sqlite_version, tighten_database_files
 from storage.inboxes import InboxState
 from storage.messages import (
     Conversation,
     Outgoing,
     PullResult,
-    SendPolicy,
     SendResult,
     StoredMessage,
 )
@@ -44,6 +43,7 @@ from storage.records import (
 )
 from storage.schema import migrate
 from storage.sealing import SecretSeal
+from storage.sends import SendPolicy
 from storage.writer import DEFAULT_MAX_QUEUED, Callback, StorageError, Writer
 
 T = TypeVar("T")
@@ -222,12 +222,12 @@ class Store:
         Sends queued by one task are stored, and reported, in the order queued.
         """
         self.writer.submit_nowait(
-            messages.send_message,
+            sends.send_message,
             self._inboxes,
             msg,
             policy,
             callback=callback,
-            group=messages.send_message_group,
+            group=sends.send_message_group,
             # A private send writes a message row and at most two inbox rows: small enough for the
             # trio thread. Any other kind may write a row per member.
             inline=msg.conv.type == messages.PRIVATE,
@@ -237,7 +237,7 @@ class Store:
 
     async def send_private(self, msg: Outgoing, policy: SendPolicy) -> SendResult:
         """A send (private or group), awaited."""
-        return await self.writer.submit(messages.send_message, self._inboxes, msg, policy)
+        return await self.writer.submit(sends.send_message, self._inboxes, msg, policy)
 
     async def run_with_inboxes(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(conn, inboxes, *args)`` on the writer: for services' writes that append to inboxes."""

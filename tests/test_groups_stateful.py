@@ -22,8 +22,9 @@ from protocol.codes import ErrorCode as E
 from storage import UserRecord
 from storage import groups as db
 from storage.inboxes import InboxState
-from storage.messages import Conversation, Outgoing, SendPolicy, send_message
+from storage.messages import Conversation, Outgoing
 from storage.schema import migrate
+from storage.sends import SendPolicy, send_message
 from storage.users import create_user
 
 USERS = ("u0", "u1", "u2", "u3", "u4")

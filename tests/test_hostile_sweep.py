@@ -27,8 +27,8 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway import dispatch
 from gateway.admin.signing import signed_headers
+from gateway.methods import METHODS
 from protocol import events
 from protocol.codes import ErrorCode
 from tests.harness import Gateway, start_gateway
@@ -260,7 +260,7 @@ def test_every_client_method_answers_hostile_params_without_code_4(running: Runn
     paths = [(n,) for n in names]
     paths += [("conv", k) for k in ("type", "target", "line")]
     paths += [(outer, k) for outer in ("content", "notify_content") for k in CONTENT_FIELDS]
-    methods = dispatch.methods()
+    methods = METHODS.names()
     assert len(methods) >= 50
 
     token = running.run(running.gw.token, "alice", "alice-sweep", 2)
@@ -332,7 +332,7 @@ def _client_paths() -> list[tuple[str, ...]]:
 
 
 async def _every_param(device: Device, paths: list[tuple[str, ...]]) -> None:
-    for name in dispatch.methods():
+    for name in METHODS.names():
         for where in paths:
             answer = await _call(device, name, plant(BASE_PARAMS, where, DEEP_JSON_TEXT))
             assert answer.code != ErrorCode.SERVER_ERROR, (name, where, answer)

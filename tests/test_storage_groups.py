@@ -26,13 +26,11 @@ from storage.inboxes import InboxState
 from storage.messages import (
     Conversation,
     Outgoing,
-    SendPolicy,
     SendResult,
     conversation_key,
-    send_private,
-    send_private_group,
 )
 from storage.schema import migrate
+from storage.sends import SendPolicy, send_private, send_private_group
 from storage.users import create_user
 from tests.storage_helpers import held_writer
 

@@ -18,8 +18,9 @@ from sqlite_utils import Database
 from protocol.codes import ErrorCode
 from storage import StorageError, Store, UserRecord, inboxes, open_store
 from storage.inboxes import InboxState
-from storage.messages import Conversation, Outgoing, SendPolicy
+from storage.messages import Conversation, Outgoing
 from storage.schema import MIGRATIONS, migrate
+from storage.sends import SendPolicy
 from tests.storage_helpers import held_writer, peek, wait_until
 
 POLICY = SendPolicy()

@@ -18,7 +18,8 @@ import trio
 import storage.writer
 from protocol.codes import ConversationType
 from storage import Store, UserRecord, open_store
-from storage.messages import Conversation, Outgoing, SendPolicy
+from storage.messages import Conversation, Outgoing
+from storage.sends import SendPolicy
 from storage.writer import INLINE_MAX_OPS, Writer
 from tests.storage_helpers import held_writer, peek
 

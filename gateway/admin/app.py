@@ -280,7 +280,7 @@ def _operations_routes(store: Store, services: Services | None) -> APIRouter:
     api.add_api_route("/health", health, methods=["GET"], response_model=m.Answer[m.Health])
 
     if services is not None:
-        from gateway.metrics import CONTENT_TYPE, render
+        from gateway.metrics_page import CONTENT_TYPE, render
 
         @api.get(
             METRICS_PATH,

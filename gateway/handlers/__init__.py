@@ -1,3 +1,1 @@
-"""Request handlers, one module per subject; importing this package registers them."""
-
-from gateway.handlers import channels, chatrooms, conversations, groups, messages, push, relations, users  # noqa: F401
+"""Request handlers, one module per subject; ``gateway.methods`` lists them and builds the method registry."""
