@@ -4,7 +4,7 @@ Why not prometheus-client: its counters take a lock and look up label children o
 the hot path does a plain dict or attribute add (tens of nanoseconds) and everything that can be read
 off state the gateway already keeps is computed only when scraped:
 
-- connections by platform: the router's live connections;
+- connections by platform: this node's live connections (``Delivery.census``);
 - frames in and out: each connection's cipher counters (every sealed frame advances one), summed over
   live connections plus the totals of ended ones (added once per connection, at its end);
 - writer queue depth, commit batch sizes and latencies: the storage writer (``storage.commit_stats``,
@@ -118,16 +118,10 @@ def render(services: Services) -> str:
     """The whole ``/metrics`` page."""
     m = services.metrics
     page = _Page()
-    by_platform: dict[int, int] = {}
-    frames_in, frames_out, outbox_bytes = m.frames_in_closed, m.frames_out_closed, 0
-    for conn in services.router.all_connections():
-        by_platform[conn.platform] = by_platform.get(conn.platform, 0) + 1
-        counts = getattr(conn, "frame_counts", None)
-        if counts is not None:
-            sent, received = counts()
-            frames_out += sent
-            frames_in += received
-        outbox_bytes += getattr(conn, "outbox_queued_bytes", 0)
+    live = services.delivery.census()  # this node's live connections
+    by_platform = live.by_platform
+    frames_in, frames_out = m.frames_in_closed + live.frames_in, m.frames_out_closed + live.frames_out
+    outbox_bytes = live.outbox_bytes
     page.family(
         "ember_connections", "gauge", "Live client connections (past CONNACK) by platform.",
         [({"platform": p}, n) for p, n in sorted(by_platform.items())],
