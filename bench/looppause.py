@@ -125,7 +125,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             async with trio.open_nursery() as opening:
                 for user in online:
                     opening.start_soon(connect, user)
-            while sum(len(services.router.connections(u)) for u in online) < len(online):  # noqa: ASYNC110
+            while sum(len(services.delivery.node.connections(u)) for u in online) < len(online):  # noqa: ASYNC110
                 await trio.sleep(0.05)
             await trio.sleep(0.5)
             code, sender_token = await services.sessions.get_token(users[0], "sender", 3)

@@ -38,19 +38,22 @@ import logging
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import trio
 
 from gateway.clock import Clock
+from gateway.cluster import LiveConnection
 from gateway.config import Config
-from gateway.router import LiveConnection, Router
 from protocol import codec
 from protocol.codes import ErrorCode, PersistFlag, UserStatus
 from protocol.connection import encode_msg_push, encode_notify_body
 from storage import Store
 from storage.messages import Outgoing
 from storage.records import ChatroomRecord
+
+if TYPE_CHECKING:
+    from gateway.delivery import Delivery
 
 log = logging.getLogger("ember.chatrooms")
 
@@ -137,11 +140,11 @@ class Room:
 
 
 class ChatroomService:
-    def __init__(self, config: Config, store: Store, router: Router, clock: Clock) -> None:
+    def __init__(self, config: Config, store: Store, delivery: Delivery, clock: Clock) -> None:
         self.config = config
         self.settings = config.chatroom
         self.store = store
-        self.router = router
+        self.delivery = delivery
         self.clock = clock
         self.rooms: dict[str, Room] = {}
         self.stats = ChatroomStats()
@@ -225,7 +228,7 @@ class ChatroomService:
         room = self.rooms.get(chatroom_id)
         if room is None:
             return ErrorCode.NOT_EXIST, None
-        conn = self.router.connection(user_id, client_id)
+        conn = self.delivery.connection_here(user_id, client_id)  # the request came over it: on this node
         if conn is None:  # the connection ended while the request ran
             return ErrorCode.SERVER_ERROR, None
         current = self._by_device.get((user_id, client_id))
@@ -243,7 +246,7 @@ class ChatroomService:
             room = self.rooms.get(chatroom_id)
             if room is None:
                 return ErrorCode.NOT_EXIST, None
-            if self.router.connection(user_id, client_id) is not conn:
+            if self.delivery.connection_here(user_id, client_id) is not conn:
                 return ErrorCode.SERVER_ERROR, None
             current = self._by_device.get((user_id, client_id))
             if current is not None:

@@ -8,7 +8,7 @@ Lifecycle of a connection task::
 
     HELLO ─► wait for CONNECT ─► one storage read (session, user status, sync heads); both within
           handshake_timeout from accept, else the socket closes (no CONNECT) or a clear ERROR 4 (read late)
-          ─► checks and, if they pass, register with the router (both in the read's callback)
+          ─► checks and, if they pass, register with presence (both in the read's callback)
           ─► CONNACK, then any pushes that came meanwhile
           ─► reads: the first by the task itself, then the socket joins the shared ``ReadPoller``, which calls
              ``on_readable`` per read; the task waits for the end (end of stream, DISCONNECT, violation, kick)
@@ -143,11 +143,11 @@ class GatewayConnection:
         # True from CONNACK until an ERROR goes out. Not the state machine's state: that closes
         # for reading at a violation, while answers to the requests before it must still go out.
         self._sending = False
-        # Pushes that arrive between registering with the router and sending CONNACK wait here.
+        # Pushes that arrive between registering with presence and sending CONNACK wait here.
         self._early_pushes: list[bytes] = []
         self._caller: dispatch.Caller | None = None  # who the requests come from, made at the first one
 
-    # --- called by the router (never block) -----------------------------------------------------
+    # --- called by presence and the notice bus (never block) --------------------------------------
 
     def push_frame_body(self, body: bytes) -> None:
         """Seal and send a NOTIFY body made once by ``encode_notify_body``."""
@@ -312,7 +312,7 @@ class GatewayConnection:
         finally:
             self._stop_reading()  # before the socket closes: its number may be reused at once
             if self._registered:
-                self.services.router.unregister(self)
+                self.services.delivery.unregister(self)
                 if self.services.chatrooms is not None:
                     self.services.chatrooms.leave(self)
                 self._on_offline()
@@ -397,7 +397,7 @@ class GatewayConnection:
         """Read the session, user status and sync heads in one storage operation and run the checks.
 
         Returns the status, the proof (None when it did not open) and the user's sync heads. On
-        CONNECTED the connection is registered with the router when this returns.
+        CONNECTED the connection is registered with presence when this returns.
 
         Why the checks and the registration run in the read's callback, not after the await: storage
         callbacks run on the trio thread in the writer's queue order, and a message send pushes from its
@@ -428,10 +428,10 @@ class GatewayConnection:
                     self.user_id, self.client_id, self.platform = (
                         connect.user_id, connect.client_id, proof.platform
                     )  # fmt: skip
-                    self.services.router.register(self)
+                    self.services.delivery.register(self)
                     self._registered = True
                     webhooks = self.services.webhooks
-                    if webhooks.watch_presence:  # in the callback: in order with the router (see below)
+                    if webhooks.watch_presence:  # in the callback: in order with presence (see below)
                         webhooks.presence(self.user_id, self.client_id, self.platform, ONLINE)
                 decided = (status, proof, heads)
             except Exception as exc:  # noqa: BLE001 - raised in the task, which ends this connection
@@ -523,9 +523,9 @@ class GatewayConnection:
         services = self.services
         webhooks = services.webhooks
         # Not when a newer connection of the same session took over (it reported online already).
-        if webhooks.watch_presence and services.router.connection(self.user_id, self.client_id) is None:
+        if webhooks.watch_presence and not services.delivery.session_online(self.user_id, self.client_id):
             webhooks.presence(self.user_id, self.client_id, self.platform, LOGOUT if self._logout else OFFLINE)
-        # last_seen is when the device was last online: its disconnect (while connected, the router knows).
+        # last_seen is when the device was last online: its disconnect (while connected, presence knows).
         self.services.sessions.went_offline(self.user_id, self.client_id, self.services.clock.now_ms())
 
     async def _read_loop(self, nursery: trio.Nursery) -> None:

@@ -24,7 +24,6 @@ from gateway.config import Config
 from gateway.ids import MessageIdGenerator
 from gateway.metrics import Metrics
 from gateway.outbox import cork
-from gateway.router import Router
 from protocol import codec
 from protocol.codec import Fields
 from protocol.codes import (
@@ -38,7 +37,7 @@ from protocol.codes import (
     GroupMemberType,
     PersistFlag,
 )
-from protocol.connection import encode_msg_push, encode_notify_body, encode_update_push
+from protocol.connection import encode_notify_body
 from protocol.errors import FieldError
 from protocol.limits import json_text_problem
 from storage import StorageError, StorageRetryLater, Store
@@ -52,6 +51,7 @@ from storage.messages import (
 from storage.sends import ChannelRoute, SendPolicy
 
 if TYPE_CHECKING:
+    from gateway.delivery import Delivery
     from gateway.webhooks import Webhooks
 
 log = logging.getLogger("ember.messaging")
@@ -339,10 +339,10 @@ class ChannelSends(Protocol):
 
 
 class MessageService:
-    def __init__(self, config: Config, store: Store, router: Router, clock: Clock) -> None:
+    def __init__(self, config: Config, store: Store, delivery: Delivery, clock: Clock) -> None:
         self.config = config
         self.store = store
-        self.router = router
+        self.delivery = delivery
         self.clock = clock
         self.ids = MessageIdGenerator(clock, config.server.node_id)
         self.policy = SendPolicy(
@@ -450,65 +450,66 @@ class MessageService:
             owners = len(result.seqs) if msg.persist_flag != PERSIST_TRANSPARENT else len(result.live_only)
             self.fanout.add(self._pushes(msg, result, origin_client), owners)
             return
-        # A private message has one or two owners: sealed here, with no generator in between.
-        packed = None  # the message map, encoded once for all its owners
+        # A private message has one or two owners: pushed here, with no generator in between.
+        packed = codec.pack(msg.to_wire())  # the message map, encoded once for all its owners
         targets = (
             result.seqs.items()
             if msg.persist_flag != PERSIST_TRANSPARENT
             else ((u, 0) for u in result.live_only)
         )
         webhooks = self.webhooks
-        offline: list[str] | None = [] if webhooks is not None else None
+        recipients: list[str] | None = [] if webhooks is not None else None
+        push = self.delivery.push_message
+        sender = msg.from_user
         pushed = 0
         for owner, seq in targets:
-            body = None
-            conns = self.router.connections(owner)
-            if not conns and offline is not None and owner != msg.from_user:
-                offline.append(owner)
-            for conn in conns:
-                if owner == msg.from_user and conn.client_id == origin_client:
-                    continue
-                if body is None:
-                    packed = packed or codec.pack(msg.to_wire())
-                    body = encode_msg_push(seq, packed)
-                conn.push_frame_body(body)
-                pushed += 1
+            if owner == sender:
+                pushed += push(owner, seq, packed, origin_client)
+            else:
+                pushed += push(owner, seq, packed)
+                if recipients is not None:
+                    recipients.append(owner)
         metrics = self.metrics
         metrics.messages_stored += msg.persist_flag != PERSIST_TRANSPARENT
         metrics.messages_delivered += pushed
         if webhooks is not None:
-            webhooks.message_stored(msg, result, offline or [])
+            assert recipients is not None
+            # Asked in the same step as the pushes (no await between): the same answer they saw.
+            webhooks.message_stored(msg, result, self.delivery.offline(recipients))
 
     def _pushes(self, msg: Outgoing, result: SendResult, origin_client: str | None) -> Iterator[None]:
         """Seal the pushes of one delivery, yielding after every ``FANOUT_CHUNK`` or so."""
-        packed = None  # the message map, encoded once for all its owners
+        packed = codec.pack(msg.to_wire())  # the message map, encoded once for all its owners
         targets = (
             result.seqs.items()
             if msg.persist_flag != PERSIST_TRANSPARENT
             else ((u, 0) for u in result.live_only)
         )
-        connections = self.router.connections
+        push = self.delivery.push_message
+        offline_of = self.delivery.offline
         webhooks = self.webhooks
+        sender = msg.from_user
+        recipients: list[str] = []  # this chunk's owners but the sender, when webhooks want the offline ones
         offline: list[str] = []
         work = pushed = 0
         for owner, seq in targets:
             work += 1
-            body = None
-            conns = connections(owner)
-            if not conns and webhooks is not None and owner != msg.from_user:
-                offline.append(owner)
-            for conn in conns:
-                if owner == msg.from_user and conn.client_id == origin_client:
-                    continue
-                if body is None:
-                    packed = packed or codec.pack(msg.to_wire())
-                    body = encode_msg_push(seq, packed)
-                conn.push_frame_body(body)
-                work += 8
-                pushed += 1
+            if owner == sender:
+                sent = push(owner, seq, packed, origin_client)
+            else:
+                sent = push(owner, seq, packed)
+                if webhooks is not None:
+                    recipients.append(owner)
+            work += 8 * sent
+            pushed += sent
             if work >= FANOUT_CHUNK * 8:
                 work = 0
+                if recipients:  # asked before the yield: in the same step as this chunk's pushes
+                    offline += offline_of(recipients)
+                    recipients.clear()
                 yield
+        if recipients:
+            offline += offline_of(recipients)
         self.metrics.messages_stored += msg.persist_flag != PERSIST_TRANSPARENT
         self.metrics.messages_delivered += pushed
         if webhooks is not None:
@@ -529,9 +530,7 @@ class MessageService:
         if not await self.store.delete_message(user_id, message_id, self.clock.now_ms()):
             return ErrorCode.NOT_EXIST
         body = encode_notify_body("message_deleted", {"message_id": message_id})
-        for conn in self.router.connections(user_id):
-            if conn.client_id != origin_client:
-                conn.push_frame_body(body)
+        self.delivery.push(user_id, body, origin_client)
         return ErrorCode.SUCCESS
 
     async def recall(
@@ -592,16 +591,13 @@ class MessageService:
     def _update_pushes(self, notice: Outgoing, result: SendResult, origin_client: str | None) -> Iterator[None]:
         """``message_updated`` to every live device of every holder but the calling one, a chunk at a time."""
         packed = codec.pack(notice.to_wire())
+        push = self.delivery.push_update
         work = 0
         for owner, seq in result.seqs.items():
-            body = None
-            for conn in self.router.connections(owner):
-                if owner == notice.from_user and conn.client_id == origin_client:
-                    continue
-                if body is None:
-                    body = encode_update_push(seq, packed)
-                conn.push_frame_body(body)
-                work += 8
+            if owner == notice.from_user:
+                work += 8 * push(owner, seq, packed, origin_client)
+            else:
+                work += 8 * push(owner, seq, packed)
             work += 1
             if work >= FANOUT_CHUNK * 8:
                 work = 0

@@ -4,7 +4,7 @@ Why not prometheus-client: its counters take a lock and look up label children o
 the hot path does a plain dict or attribute add (tens of nanoseconds) and everything that can be read
 off state the gateway already keeps is computed only when scraped:
 
-- connections by platform: the router's live connections;
+- connections by platform: this node's live connections (``Delivery.census``);
 - frames in and out: each connection's cipher counters (every sealed frame advances one), summed over
   live connections plus the totals of ended ones (added once per connection, at its end);
 - writer queue depth, disk full, commit batch sizes and latencies: the storage writer (``storage.commit_stats``,

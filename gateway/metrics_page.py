@@ -74,15 +74,9 @@ def render(services: Services) -> str:
     """The whole ``/metrics`` page."""
     m = services.metrics
     page = _Page()
-    by_platform: dict[int, int] = {}
-    frames_in, frames_out = m.frames_in_closed, m.frames_out_closed
-    for conn in services.router.all_connections():
-        by_platform[conn.platform] = by_platform.get(conn.platform, 0) + 1
-        counts = getattr(conn, "frame_counts", None)
-        if counts is not None:
-            sent, received = counts()
-            frames_out += sent
-            frames_in += received
+    live = services.delivery.census()  # this node's live connections
+    by_platform = live.by_platform
+    frames_in, frames_out = m.frames_in_closed + live.frames_in, m.frames_out_closed + live.frames_out
     page.family(
         "ember_connections", "gauge", "Live client connections (past CONNACK) by platform.",
         [({"platform": p}, n) for p, n in sorted(by_platform.items())],

@@ -16,11 +16,10 @@ push, made after the commit, finds it (held until its CONNACK is out).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from gateway.clock import Clock
 from gateway.config import Config
-from gateway.router import Router
 from protocol import codec
 from protocol.codes import (
     SERVER_SETTING_SCOPES,
@@ -32,6 +31,9 @@ from protocol.codes import (
 from protocol.connection import encode_notify_body
 from storage import Store, conversations, relations
 from storage.relations import Change, Outcome, RequestPolicy
+
+if TYPE_CHECKING:
+    from gateway.delivery import Delivery
 
 #: The NOTIFY topic of a stream's new head.
 HEAD_TOPIC: Final = "head"
@@ -58,10 +60,10 @@ Origin = tuple[str, str] | None  # (user_id, client_id) of the device that asked
 
 
 class RelationService:
-    def __init__(self, config: Config, store: Store, router: Router, clock: Clock) -> None:
+    def __init__(self, config: Config, store: Store, delivery: Delivery, clock: Clock) -> None:
         self.config = config
         self.store = store
-        self.router = router
+        self.delivery = delivery
         self.clock = clock
         friend = config.friend
         self.policy = RequestPolicy(
@@ -82,13 +84,12 @@ class RelationService:
         for change in changes:
             key = (change.user_id, change.stream)
             last[key] = max(last.get(key, 0), change.head)
+        offline = set(self.delivery.offline({user_id for user_id, _ in last}))  # nobody to encode a head for
         for (user_id, stream), head in last.items():
-            body = None
-            for conn in self.router.connections(user_id):
-                if origin is not None and (user_id, conn.client_id) == origin:
-                    continue
-                body = body or encode_notify_body(HEAD_TOPIC, {"stream": stream, "head": head})
-                conn.push_frame_body(body)
+            if user_id in offline:
+                continue
+            except_client = origin[1] if origin is not None and origin[0] == user_id else None
+            self.delivery.push(user_id, encode_notify_body(HEAD_TOPIC, {"stream": stream, "head": head}), except_client)
 
     def _done(self, result: relations.Result, origin: Origin) -> int:
         if result.ok:

@@ -26,12 +26,12 @@ from gateway.chatrooms import ChatroomService
 from gateway.clock import Clock
 from gateway.config import Config
 from gateway.connection import GatewayConnection, report_unlogged_cuts
+from gateway.delivery import Delivery
 from gateway.groups import GroupService
 from gateway.messaging import MessageService
 from gateway.outbox import cork
 from gateway.reads import HAVE_EPOLL, ReadPoller
 from gateway.robots import RobotService
-from gateway.router import Router
 from gateway.services import Services
 from gateway.sessions import SessionService
 from gateway.webhooks import Webhooks
@@ -71,16 +71,16 @@ async def serve(
         max_queued=config.storage.max_queued_operations,
         server_key=config.token.key_bytes(),  # session secrets are sealed under it (storage.sealing)
     ) as store:
-        router = Router()
-        sessions = SessionService(config, store, router, clock)
-        messages = MessageService(config, store, router, clock)
+        delivery = Delivery.single_node()  # one process: its own connections are all there is
+        sessions = SessionService(config, store, delivery, clock)
+        messages = MessageService(config, store, delivery, clock)
         messages.ids.seed(await store.last_message_id())
-        webhooks = Webhooks(config, clock, store, router)
+        webhooks = Webhooks(config, clock, store, delivery)
         services = Services(
-            config, store, clock, router, sessions, messages, config.token.key_bytes(), webhooks=webhooks
+            config, store, clock, delivery, sessions, messages, config.token.key_bytes(), webhooks=webhooks
         )
         services.groups = GroupService(config, store, messages, clock)
-        services.chatrooms = ChatroomService(config, store, router, clock)
+        services.chatrooms = ChatroomService(config, store, delivery, clock)
         await services.chatrooms.load()
         services.channels = ChannelService(config, store, messages, services.relations, clock)
         services.channels.callbacks.sink = webhooks.channel_message
@@ -117,7 +117,7 @@ async def _run(
     async with trio.open_nursery() as nursery:
         if handle_signals:
             nursery.start_soon(_stop_on_signal, services, nursery.cancel_scope, accepting)
-        nursery.start_soon(_release_idle_keys, services.router)
+        nursery.start_soon(_release_idle_keys, services.delivery)
         nursery.start_soon(_write_last_seen, services.sessions)
         nursery.start_soon(report_unlogged_cuts, services.outbox_budget)
         nursery.start_soon(services.messages.fanout.run)
@@ -138,7 +138,7 @@ async def _run(
             config=config,
             store=services.store,
             sessions=services.sessions,
-            router=services.router,
+            delivery=services.delivery,
             clock=services.clock,
             messages=services.messages,
             relations=services.relations,
@@ -239,13 +239,10 @@ async def _serve_connection(services: Services, reads: ReadPoller | None, stream
 IDLE_KEY_RELEASE_SECONDS = 5.0
 
 
-async def _release_idle_keys(router: Router) -> None:
+async def _release_idle_keys(delivery: Delivery) -> None:
     while True:
         await trio.sleep(IDLE_KEY_RELEASE_SECONDS)
-        quiet_since = trio.current_time() - IDLE_KEY_RELEASE_SECONDS
-        for conn in router.all_connections():
-            if conn.last_active < quiet_since:
-                conn.release_idle_keys()
+        delivery.release_idle_keys(quiet_since=trio.current_time() - IDLE_KEY_RELEASE_SECONDS)
 
 
 #: How often disconnect times are written to last_seen (see SessionService.went_offline).
@@ -289,13 +286,11 @@ async def shutdown_gracefully(services: Services, accepting: list[trio.CancelSco
     for scope in accepting:
         scope.cancel()
     server = services.config.server
-    router = services.router
-    live = list(router.all_connections())
-    for conn in live:
-        conn.go_away(SHUTDOWN_RETRY_MS, server.shutdown_redirect)
-    while any(True for _ in router.all_connections()):  # noqa: ASYNC110 - a handful of passes, once
+    delivery = services.delivery
+    told = delivery.go_away(SHUTDOWN_RETRY_MS, server.shutdown_redirect)
+    while delivery.connected_here():  # noqa: ASYNC110 - a handful of passes, once
         await trio.sleep(0.01)
-    log.info("shutdown: %d connection(s) told to reconnect and closed", len(live))
+    log.info("shutdown: %d connection(s) told to reconnect and closed", told)
     await services.webhooks.drain()
     pending = sum(q.depth + q.in_flight for q in services.webhooks.queues)
     log.info("shutdown: webhooks drained (%d left)", pending)

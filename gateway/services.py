@@ -9,11 +9,11 @@ import storage
 from gateway.clock import Clock
 from gateway.config import Config
 from gateway.conversations import ConversationService
+from gateway.delivery import Delivery
 from gateway.messaging import MessageService
 from gateway.metrics import Metrics
 from gateway.outbox import OutboxBudget
 from gateway.relations import RelationService
-from gateway.router import Router
 from gateway.sessions import SessionService
 from gateway.tombstones import TombstonePurge
 from gateway.webhooks import Webhooks
@@ -30,7 +30,8 @@ class Services:
     config: Config
     store: storage.Store
     clock: Clock
-    router: Router
+    #: Who is online and the pushes, kicks and closes (gateway/delivery.py): the only way to live devices.
+    delivery: Delivery
     sessions: SessionService
     messages: MessageService
     token_key: bytes
@@ -53,12 +54,12 @@ class Services:
     outbox_budget: OutboxBudget = field(init=False)
 
     def __post_init__(self) -> None:
-        self.relations = RelationService(self.config, self.store, self.router, self.clock)
+        self.relations = RelationService(self.config, self.store, self.delivery, self.clock)
         self.conversations = ConversationService(self.config, self.store, self.relations, self.clock)
         self.tombstones = TombstonePurge(self.config, self.store, self.clock)
         self.outbox_budget = OutboxBudget(self.config.server.outbox_budget_bytes, self.clock.now_ms)
         if self.webhooks is None:
-            self.webhooks = Webhooks(self.config, self.clock, self.store, self.router)
+            self.webhooks = Webhooks(self.config, self.clock, self.store, self.delivery)
 
     @property
     def group_service(self) -> GroupService:

@@ -1,7 +1,7 @@
 """Session rules (SPEC §2): issuing tokens, kicking, destroying, forbidding.
 
 The storage layer does the row changes atomically; this module decides *which*
-sessions end and tells the router to close the live connections that held them.
+sessions end and tells ``gateway.delivery`` to close the live connections that held them.
 Every public method returns an ``ErrorCode`` (errors are values at the edge);
 an exception here is a bug or a storage failure.
 
@@ -22,7 +22,7 @@ from storage.records import SECRET_BYTES, UserRecord
 if TYPE_CHECKING:
     from gateway.clock import Clock
     from gateway.config import Config
-    from gateway.router import Router
+    from gateway.delivery import Delivery
     from storage import Store
 
 _USER_STATUSES = frozenset(int(s) for s in UserStatus)
@@ -39,7 +39,7 @@ class SessionService:
     Args:
         config: The gateway configuration.
         store: The open storage.
-        router: The live-connection registry, told to close ended sessions.
+        delivery: Told to close the live connections of ended sessions.
         clock: Wall time for timestamps and token expiry.
         token_rng: Source of session secrets; tests may make it deterministic.
     """
@@ -48,13 +48,13 @@ class SessionService:
         self,
         config: Config,
         store: Store,
-        router: Router,
+        delivery: Delivery,
         clock: Clock,
         token_rng: Callable[[int], bytes] = os.urandom,
     ) -> None:
         self._config = config
         self._store = store
-        self._router = router
+        self._delivery = delivery
         self._clock = clock
         self._rng = token_rng
         self._token_key = config.token.key_bytes()
@@ -91,7 +91,7 @@ class SessionService:
         )
         status = self._ended_status()
         for ended_user, ended_client in result.ended:
-            self._router.close_session(ended_user, ended_client, status)
+            self._delivery.kick(ended_user, ended_client, status)
         expire = self._config.token.expire_seconds
         token = issue_token(
             self._token_key,
@@ -125,7 +125,7 @@ class SessionService:
             return ErrorCode.INVALID_PARAMETER
         if not await self._store.end_session(user_id, client_id, reason, self._clock.now_ms()):
             return ErrorCode.NOT_EXIST
-        self._router.close_session(user_id, client_id, status)
+        self._delivery.kick(user_id, client_id, status)
         return ErrorCode.SUCCESS
 
     async def set_block_status(self, user_id: str, status: int) -> int:
@@ -140,7 +140,7 @@ class SessionService:
         if ended is None:
             return ErrorCode.NOT_EXIST
         if status == UserStatus.FORBIDDEN:
-            self._router.close_user(user_id, ConnectionStatus.REJECTED)
+            self._delivery.close_user(user_id, ConnectionStatus.REJECTED)
         return ErrorCode.SUCCESS
 
     # --- last_seen ------------------------------------------------------------------------------

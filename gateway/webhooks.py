@@ -46,7 +46,7 @@ from storage import push_tokens
 if TYPE_CHECKING:
     from gateway.clock import Clock
     from gateway.config import CallbackConfig, Config
-    from gateway.router import Router
+    from gateway.delivery import Delivery
     from storage import Store
     from storage.messages import Outgoing, SendResult
 
@@ -316,11 +316,11 @@ def host_allowed(url: str, hosts: frozenset[str]) -> bool:
 class Webhooks:
     """The gateway's webhooks; every method is a no-op for a URL that is not configured."""
 
-    def __init__(self, config: Config, clock: Clock, store: Store, router: Router) -> None:
+    def __init__(self, config: Config, clock: Clock, store: Store, delivery: Delivery) -> None:
         self._config = config
         self._clock = clock
         self._store = store
-        self._router = router
+        self._delivery = delivery
         cb = config.callback
         self.online = WebhookQueue("online_status", cb.user_online_status_url, cb, clock) if cb.user_online_status_url else None
         self.forward = (
@@ -380,7 +380,7 @@ class Webhooks:
         if self.online is None:
             return
         payload = online_payload(
-            user_id, client_id, platform, status, self._clock.now_ms(), self._router.online_clients(user_id)
+            user_id, client_id, platform, status, self._clock.now_ms(), self._delivery.online_clients(user_id)
         )
         self.online.put(payload, key=user_id)
 
@@ -460,7 +460,7 @@ class Webhooks:
         if self.muted is not None and await self.muted(user_id, msg):
             return []
         devices = await self._store.read(push_tokens.push_devices, user_id)
-        if not devices or self._router.connections(user_id):  # no device to push to, or online meanwhile
+        if not devices or self._delivery.is_online(user_id):  # no device to push to, or online meanwhile
             self._badges.pop(user_id, None)  # (it will pull): no badge to keep counting
             return []
         badge = self._badges.pop(user_id, 0) + 1  # re-inserted: the most recently pushed is last

@@ -1,7 +1,7 @@
 """The admin HTTP API over real HTTP: Hypercorn on 127.0.0.1:0, a real SQLite store, httpx.
 
-The only stand-in is ``RecordingRouter``, a double for the live-connection
-registry, so tests can see which sessions the API asked to close.
+The only stand-in is ``RecordingNode``, a double for this node's live connections (presence and the
+notice bus behind ``gateway.delivery``), so tests can see which sessions the API asked to close.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import functools
 import itertools
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +24,9 @@ from gateway.admin.app import create_admin_app, serve_admin
 from gateway.admin.auth import NonceCache
 from gateway.admin.signing import sign, signed_headers
 from gateway.clock import ManualClock
+from gateway.cluster.local import Router
 from gateway.config import Config
+from gateway.delivery import Delivery
 from gateway.messaging import MessageService
 from gateway.sessions import SessionService
 from protocol.codes import ConnectionStatus, ErrorCode, Platform
@@ -37,15 +39,17 @@ FIXED_SECRET = bytes(range(100, 132))
 DOC = Path(__file__).resolve().parent.parent / "docs" / "ADMIN_API.md"
 
 
-class RecordingRouter:
-    """Test double for gateway.router.Router: records close requests, reports configured online clients."""
+class RecordingNode(Router):
+    """Test double for gateway.cluster.local.Router: records close requests, reports configured online
+    clients; nobody is connected (pushes reach no one: they are tested against a real gateway)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.closed_sessions: list[tuple[str, str, ConnectionStatus]] = []
         self.closed_users: list[tuple[str, ConnectionStatus]] = []
         self.online: dict[str, list[tuple[str, int]]] = {}
 
-    def close_session(self, user_id: str, client_id: str, status: ConnectionStatus) -> None:
+    def kick(self, user_id: str, client_id: str, status: ConnectionStatus) -> None:
         self.closed_sessions.append((user_id, client_id, status))
 
     def close_user(self, user_id: str, status: ConnectionStatus) -> None:
@@ -54,16 +58,13 @@ class RecordingRouter:
     def online_clients(self, user_id: str) -> list[tuple[str, int]]:
         return list(self.online.get(user_id, []))
 
-    def connections(self, user_id: str) -> Iterator[Any]:
-        return iter(())  # nobody is connected: pushes are tested against a real gateway
-
 
 @dataclass
 class Admin:
     url: str
     http: httpx.AsyncClient
     config: Config
-    router: RecordingRouter
+    node: RecordingNode
     clock: ManualClock
     nonces: Any = field(default_factory=lambda: (f"n{i}" for i in itertools.count()))
 
@@ -108,18 +109,19 @@ async def make_admin(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Mak
         sections = {"admin": {"secret": ADMIN_SECRET}, "token": {"key": TOKEN_KEY},
                     "storage": {"path": str(db)}, **sections}
         config = Config.default(tmp_path, **sections)
-        clock, router = ManualClock(), RecordingRouter()
+        clock, node = ManualClock(), RecordingNode()
+        delivery = Delivery(node)
         store = await stack.enter_async_context(open_store(config.storage.path, server_key=config.token.key_bytes()))
-        sessions = SessionService(config, store, router, clock, token_rng=lambda n: FIXED_SECRET[:n])
-        messages = MessageService(config, store, router, clock)
-        app = create_admin_app(config=config, store=store, sessions=sessions, router=router, clock=clock,
+        sessions = SessionService(config, store, delivery, clock, token_rng=lambda n: FIXED_SECRET[:n])
+        messages = MessageService(config, store, delivery, clock)
+        app = create_admin_app(config=config, store=store, sessions=sessions, delivery=delivery, clock=clock,
                                messages=messages)
         shutdown = trio.Event()
         shutdowns.append(shutdown)
         urls = await nursery.start(
             functools.partial(serve_admin, app, "127.0.0.1", 0, shutdown_trigger=shutdown.wait))
         http = await stack.enter_async_context(httpx.AsyncClient(timeout=5))
-        return Admin(urls[0], http, config, router, clock)
+        return Admin(urls[0], http, config, node, clock)
 
     yield make
     for shutdown in shutdowns:
@@ -326,10 +328,10 @@ async def test_block_status(admin: Admin) -> None:
 
     assert (await admin.call("/admin/user/update_block_status", {"user_id": "bob", "status": 1}))["code"] == 0
     assert (await admin.call("/admin/user/get", {"user_id": "bob"}))["result"]["status"] == 1
-    assert admin.router.closed_users == []  # muted users stay connected
+    assert admin.node.closed_users == []  # muted users stay connected
 
     assert (await admin.call("/admin/user/update_block_status", {"user_id": "bob", "status": 2}))["code"] == 0
-    assert admin.router.closed_users == [("bob", ConnectionStatus.REJECTED)]
+    assert admin.node.closed_users == [("bob", ConnectionStatus.REJECTED)]
     sessions = (await admin.call("/admin/session/list", {"user_id": "bob"}))["result"]["sessions"]
     assert {(s["state"], s["deleted_reason"]) for s in sessions} == {("deleted", "forbidden")}
 
@@ -364,9 +366,9 @@ async def test_get_token_kicks_the_same_platform_class(admin: Admin) -> None:
     await admin.user("erin")
     await admin.token("erin", "iphone", Platform.IOS)
     await admin.token("erin", "mac", Platform.MACOS)
-    assert admin.router.closed_sessions == []
+    assert admin.node.closed_sessions == []
     await admin.token("erin", "android", Platform.ANDROID)  # mobile class: kicks the iPhone only
-    assert admin.router.closed_sessions == [("erin", "iphone", ConnectionStatus.SECRET_KEY_MISMATCH)]
+    assert admin.node.closed_sessions == [("erin", "iphone", ConnectionStatus.SECRET_KEY_MISMATCH)]
     sessions = {s["client_id"]: s for s in
                 (await admin.call("/admin/session/list", {"user_id": "erin"}))["result"]["sessions"]}
     assert sessions["iphone"]["state"] == "deleted" and sessions["iphone"]["deleted_reason"] == "kicked"
@@ -374,7 +376,7 @@ async def test_get_token_kicks_the_same_platform_class(admin: Admin) -> None:
     # The same client_id taken over by another user: that user's session is ended too.
     await admin.user("frank")
     await admin.token("frank", "mac", Platform.WINDOWS)
-    assert admin.router.closed_sessions[-1] == ("erin", "mac", ConnectionStatus.SECRET_KEY_MISMATCH)
+    assert admin.node.closed_sessions[-1] == ("erin", "mac", ConnectionStatus.SECRET_KEY_MISMATCH)
 
 
 async def test_kickoff_event_flag_changes_the_status(make_admin: MakeAdmin) -> None:
@@ -382,9 +384,9 @@ async def test_kickoff_event_flag_changes_the_status(make_admin: MakeAdmin) -> N
     await admin.user("gina")
     await admin.token("gina", "a", Platform.IOS)
     await admin.token("gina", "b", Platform.HARMONY)
-    assert admin.router.closed_sessions == [("gina", "a", ConnectionStatus.KICKED_OFF)]
+    assert admin.node.closed_sessions == [("gina", "a", ConnectionStatus.KICKED_OFF)]
     assert (await admin.call("/admin/session/kick", {"user_id": "gina", "client_id": "b"}))["code"] == 0
-    assert admin.router.closed_sessions[-1] == ("gina", "b", ConnectionStatus.KICKED_OFF)
+    assert admin.node.closed_sessions[-1] == ("gina", "b", ConnectionStatus.KICKED_OFF)
 
 
 async def test_multi_endpoint_does_not_kick(make_admin: MakeAdmin) -> None:
@@ -392,7 +394,7 @@ async def test_multi_endpoint_does_not_kick(make_admin: MakeAdmin) -> None:
     await admin.user("hal")
     for client in ("p1", "p2", "p3"):
         assert (await admin.token("hal", client, Platform.ANDROID))["code"] == 0
-    assert admin.router.closed_sessions == []
+    assert admin.node.closed_sessions == []
     sessions = (await admin.call("/admin/session/list", {"user_id": "hal"}))["result"]["sessions"]
     assert [s["state"] for s in sessions] == ["active"] * 3
 
@@ -402,7 +404,7 @@ async def test_session_list_shows_online_and_never_the_secret(admin: Admin) -> N
     await admin.user("ivy")
     token = (await admin.token("ivy", "tab", Platform.IPAD))["result"]["token"]
     await admin.token("ivy", "pc", Platform.LINUX)
-    admin.router.online["ivy"] = [("tab", Platform.IPAD)]
+    admin.node.online["ivy"] = [("tab", Platform.IPAD)]
     response = await admin.post("/admin/session/list", {"user_id": "ivy"})
     listed = response.json()["result"]
     assert listed["user_id"] == "ivy"
@@ -423,11 +425,11 @@ async def test_kick_and_destroy(admin: Admin) -> None:
     await admin.token("jo", "c2", Platform.WINDOWS)
     kick = {"user_id": "jo", "client_id": "c1"}
     assert (await admin.call("/admin/session/kick", kick))["code"] == 0
-    assert admin.router.closed_sessions == [("jo", "c1", ConnectionStatus.SECRET_KEY_MISMATCH)]
+    assert admin.node.closed_sessions == [("jo", "c1", ConnectionStatus.SECRET_KEY_MISMATCH)]
     assert (await admin.call("/admin/session/kick", kick))["code"] == ErrorCode.NOT_EXIST  # already ended
     destroy = {"user_id": "jo", "client_id": "c2"}
     assert (await admin.call("/admin/session/destroy", destroy))["code"] == 0
-    assert admin.router.closed_sessions[-1] == ("jo", "c2", ConnectionStatus.SECRET_KEY_MISMATCH)
+    assert admin.node.closed_sessions[-1] == ("jo", "c2", ConnectionStatus.SECRET_KEY_MISMATCH)
     assert (await admin.call("/admin/session/destroy", destroy))["code"] == ErrorCode.NOT_EXIST
     assert (await admin.call("/admin/session/kick", {"user_id": "jo", "client_id": "nope"}))["code"] == 253
     reasons = {s["client_id"]: s["deleted_reason"] for s in

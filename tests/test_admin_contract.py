@@ -116,7 +116,7 @@ def _document() -> dict[str, Any]:
 
     cfg = Config.default()
     return create_admin_app(
-        config=cfg, store=None, sessions=None, router=None, clock=None, messages=_NoMessages(),  # type: ignore[arg-type]
+        config=cfg, store=None, sessions=None, delivery=None, clock=None, messages=_NoMessages(),  # type: ignore[arg-type]
     ).openapi()
 
 

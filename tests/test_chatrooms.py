@@ -304,7 +304,7 @@ async def test_a_member_that_never_reads_loses_its_oldest_then_is_cut_off_while_
     # From here carol never reads: a small receive buffer so that the server's socket fills soon.
     slow.client.stream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     service = rooms(gw)
-    carol_conn = gw.services.router.connection("carol", "carol-phone")
+    carol_conn = gw.services.delivery.node.connection("carol", "carol-phone")
     total = 300
     got: list[float] = []
     sent_at: list[float] = []
@@ -336,6 +336,6 @@ async def test_a_member_that_never_reads_loses_its_oldest_then_is_cut_off_while_
     # Carol's socket never drains: after stall_seconds she is out of the room, her connection still up.
     await wait_until(lambda: service.where("carol", "carol-phone") is None)
     assert stats.cut_off == 1
-    assert gw.services.router.connection("carol", "carol-phone") is carol_conn
+    assert gw.services.delivery.node.connection("carol", "carol-phone") is carol_conn
     assert (await say(alice, "lobby", "after")).code == 0
     await slow.aclose()

@@ -22,7 +22,9 @@ import trio
 from gateway.admin.app import create_admin_app, serve_admin
 from gateway.cli import CliError, admin_target, main
 from gateway.clock import Clock
+from gateway.cluster.local import Router
 from gateway.config import Config, ensure_config
+from gateway.delivery import Delivery
 from gateway.messaging import MessageService
 from gateway.sessions import SessionService
 from protocol.codes import ConnectionStatus
@@ -30,23 +32,16 @@ from protocol.token import parse_token
 from storage import open_store
 
 
-class RecordingRouter:
-    """Test double for gateway.router.Router: nobody is online; close requests are recorded."""
+class RecordingNode(Router):
+    """Test double for gateway.cluster.local.Router: nobody is online (relation changes push to no one);
+    close requests are recorded."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.closed: list[tuple[str, str, ConnectionStatus]] = []
 
-    def close_session(self, user_id: str, client_id: str, status: ConnectionStatus) -> None:
+    def kick(self, user_id: str, client_id: str, status: ConnectionStatus) -> None:
         self.closed.append((user_id, client_id, status))
-
-    def close_user(self, user_id: str, status: ConnectionStatus) -> None:
-        pass
-
-    def online_clients(self, user_id: str) -> list[tuple[str, int]]:
-        return []
-
-    def connections(self, user_id: str) -> tuple[()]:
-        return ()  # nobody is online: relation changes push to no one
 
 
 @dataclass
@@ -54,7 +49,7 @@ class Server:
     url: str
     data: Path
     config: Config
-    router: RecordingRouter
+    node: RecordingNode
 
 
 @pytest.fixture
@@ -63,16 +58,17 @@ async def server(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Server]
     data = tmp_path / "data"
     ensure_config(data)
     config = Config.load(data, env={})
-    clock, router = Clock(), RecordingRouter()  # real wall clock: the CLI signs with it
+    clock, node = Clock(), RecordingNode()  # real wall clock: the CLI signs with it
+    delivery = Delivery(node)
     async with open_store(config.storage.path, server_key=config.token.key_bytes()) as store:
-        sessions = SessionService(config, store, router, clock)
-        messages = MessageService(config, store, router, clock)
+        sessions = SessionService(config, store, delivery, clock)
+        messages = MessageService(config, store, delivery, clock)
         app = create_admin_app(
-            config=config, store=store, sessions=sessions, router=router, clock=clock, messages=messages
+            config=config, store=store, sessions=sessions, delivery=delivery, clock=clock, messages=messages
         )
         shutdown = trio.Event()
         urls = await nursery.start(functools.partial(serve_admin, app, "127.0.0.1", 0, shutdown_trigger=shutdown.wait))
-        yield Server(urls[0], data, config, router)
+        yield Server(urls[0], data, config, node)
         shutdown.set()
 
 
@@ -98,7 +94,7 @@ async def test_admin_commands_over_http(server: Server, capsys: pytest.CaptureFi
 
     assert await ember(*base, "get-token", "alice", "phone2", "--platform", "2") == 0  # kicks "phone"
     capsys.readouterr()
-    assert server.router.closed == [("alice", "phone", ConnectionStatus.SECRET_KEY_MISMATCH)]
+    assert server.node.closed == [("alice", "phone", ConnectionStatus.SECRET_KEY_MISMATCH)]
 
     assert await ember(*base, "sessions", "alice") == 0
     listed = json.loads(capsys.readouterr().out)["result"]["sessions"]

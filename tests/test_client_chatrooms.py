@@ -82,7 +82,7 @@ async def test_the_sdk_keeps_its_membership_alive_and_rejoins_after_a_reconnect(
                 await wait_until(lambda: all(m.last_active_ms == gw.clock.now_ms() for m in members))
             assert service.where("alice", "alice-phone") == "lobby"  # 4 s after joining
             # The gateway drops alice's connection: the new one joins the room again by itself.
-            gw.services.router.connection("alice", "alice-phone").replace()
+            gw.services.delivery.node.connection("alice", "alice-phone").replace()
             await alice.wait_status(client.ConnectionStatus.SERVER_DOWN)
             await alice.wait_status(client.ConnectionStatus.CONNECTED)
             await wait_until(lambda: service.where("alice", "alice-phone") == "lobby")

@@ -286,7 +286,7 @@ async def test_a_reconnect_mid_stream_catches_up(gw: Gateway) -> None:
                 got.append(await anext(stream))
                 if len(got) == 40:
                     skew[0] = 10 * 86_400_000  # beyond server.max_clock_skew_seconds
-                    conn = gw.services.router.connection("bob", "bob-phone")
+                    conn = gw.services.delivery.node.connection("bob", "bob-phone")
                     conn.replace()
             assert texts(got) == [f"r{i}" for i in range(total)]
             assert [m.seq for m in got] == list(range(1, total + 1))
@@ -308,7 +308,7 @@ async def test_a_send_whose_ack_is_lost_with_the_connection_is_resent_once(gw: G
         if len(tries) > 1:
             send_nowait(msg, reply, origin_client)
             return
-        conn = gw.services.router.connection(msg.from_user, origin_client)
+        conn = gw.services.delivery.node.connection(msg.from_user, origin_client)
 
         def drop_connection_instead(code: int, result: Any) -> None:
             lost_acks.append((code, result))  # committed, but the ack never leaves

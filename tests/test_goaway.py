@@ -75,7 +75,7 @@ async def test_shutdown_answers_requests_then_says_goodbye(nursery: trio.Nursery
     assert [type(e) for e in got] == [events.Response, events.GoAway]
     assert got[0].request_id == request_id and got[0].code == 0
     assert got[1] == events.GoAway("shutdown", SHUTDOWN_RETRY_MS, "")
-    assert not gw.services.router.connections("bob")
+    assert not gw.services.delivery.node.connections("bob")
     await bob.aclose()
 
 
@@ -131,7 +131,7 @@ async def test_the_sdk_reconnects_where_the_redirect_points(nursery: trio.Nurser
                 if isinstance(event, events.GoAway):
                     break
             await alice.wait_status(ConnectionStatus.CONNECTED)
-        assert new_home.services.router.connections("alice")
+        assert new_home.services.delivery.node.connections("alice")
         started = trio.current_time()
         assert (await alice.request("get_blacklist")).code == 0
         assert trio.current_time() - started < 5

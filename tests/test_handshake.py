@@ -393,6 +393,6 @@ async def test_a_connect_whose_storage_read_is_late_gets_a_retryable_error(nurse
                     pass
         assert refused.value.status == S.SERVER_DOWN and refused.value.status not in TERMINAL_STATUSES
     await writer.submit(lambda conn: None)  # the late reads have answered (callbacks run in queue order) ...
-    assert not gw.services.router.connections("alice")  # ... and registered no connection
+    assert not gw.services.delivery.node.connections("alice")  # ... and registered no connection
     assert gw.services.metrics.handshake_timeouts == 2
     assert (await connack(gw, token)).code == S.CONNECTED  # with the writer free, the same token connects

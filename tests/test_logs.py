@@ -81,7 +81,7 @@ async def _scenario(nursery: trio.Nursery, tmp_path, out: io.StringIO, fmt: str)
         await bob.push()
         await bob.aclose()
         with trio.fail_after(5):
-            while gw.services.router.connections("bob"):  # noqa: ASYNC110
+            while gw.services.delivery.node.connections("bob"):  # noqa: ASYNC110
                 await trio.sleep(0.005)
         assert (await alice.send_text("bob", BODIES[1], push_content=PUSH_TEXT)).code == 0
         await receiver.wait_for(6)  # online x2, forward x2, offline, push

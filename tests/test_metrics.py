@@ -92,7 +92,7 @@ async def test_frames_of_ended_connections_stay_counted(nursery: trio.Nursery, t
     assert (await alice.call("get_blacklist")).code == 0
     await alice.aclose()
     with trio.fail_after(5):
-        while gw.services.router.connections("alice"):  # noqa: ASYNC110
+        while gw.services.delivery.node.connections("alice"):  # noqa: ASYNC110
             await trio.sleep(0.005)
     async with httpx.AsyncClient() as http:
         m = parse((await http.get(gw.running.admin_url + "/metrics")).text)

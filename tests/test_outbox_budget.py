@@ -37,7 +37,7 @@ async def stalled_reader(gw: Gateway, user: str) -> tuple[RawClient, object]:
     client = RawClient(trio.SocketStream(sock), client_for(await gw.token(user, f"{user}-phone")))
     ack = await client.handshake(gw.clock.now_ms())
     assert isinstance(ack, events.ConnAck) and ack.code == ConnectionStatus.CONNECTED, ack
-    conn = gw.services.router.connection(user, f"{user}-phone")
+    conn = gw.services.delivery.node.connection(user, f"{user}-phone")
     assert conn is not None
     return client, conn
 
@@ -69,7 +69,7 @@ class Pusher:
 async def gone(gw: Gateway, user: str) -> None:
     """Until the gateway has unregistered the user's connection (its task logs the cut before that)."""
     with trio.fail_after(5):
-        while gw.services.router.connections(user):  # noqa: ASYNC110 - the router has no event to wait on
+        while gw.services.delivery.node.connections(user):  # noqa: ASYNC110 - the router has no event to wait on
             await trio.sleep(0.005)
 
 
@@ -125,7 +125,7 @@ async def test_over_the_budget_the_largest_backlogs_are_cut_first_and_the_rest_g
     # The others go on: the one that reads gets its messages, the stalled ones are still connected.
     assert (await alice.send_text("bob", "still here")).code == 0
     assert (await bob.push()).data["message"]["content"]["searchable_content"] == "still here"
-    assert gw.services.router.connections("mid") and gw.services.router.connections("small")
+    assert gw.services.delivery.node.connections("mid") and gw.services.delivery.node.connections("small")
 
     # Now "mid" is the largest when the budget is passed again: it goes next. Within the same second (the
     # gateway's clock has not moved), its cut is counted but not logged.
@@ -158,7 +158,7 @@ async def test_over_the_budget_the_largest_backlogs_are_cut_first_and_the_rest_g
     assert m['ember_outbox_cuts_total{reason="connection_bound"}'] == 0
     assert m["ember_outbox_budget_bytes"] == BUDGET
     assert m["ember_outbox_queued_bytes"] == budget.total_bytes <= BUDGET
-    assert gw.services.router.connections("alice") and gw.services.router.connections("bob")
+    assert gw.services.delivery.node.connections("alice") and gw.services.delivery.node.connections("bob")
     for client, _ in readers.values():
         await client.aclose()
     await alice.aclose()

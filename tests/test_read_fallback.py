@@ -30,7 +30,7 @@ async def test_messages_flow_with_no_read_poller(tmp_path: Path) -> None:
                 assert answer.result["seq"] == n
                 push = await bob.next_event()
                 assert isinstance(push, events.Notify) and push.data["seq"] == n, push
-            connections = list(gw.services.router.all_connections())
+            connections = list(gw.services.delivery.node.all_connections())
             assert len(connections) == 2 and all(conn._reads is None for conn in connections)
             await alice.aclose()
             await bob.aclose()

@@ -196,7 +196,7 @@ async def test_a_logged_out_device_is_not_pushed(nursery: trio.Nursery, tmp_path
 
 async def wait_offline(gw: Gateway, user_id: str) -> None:
     with trio.fail_after(5):
-        while gw.services.router.connections(user_id):  # noqa: ASYNC110 - the server's end of the socket
+        while gw.services.delivery.node.connections(user_id):  # noqa: ASYNC110 - the server's end of the socket
             await trio.sleep(0.005)
 
 

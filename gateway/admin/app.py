@@ -56,10 +56,10 @@ if TYPE_CHECKING:
     from gateway.chatrooms import ChatroomService
     from gateway.clock import Clock
     from gateway.config import Config
+    from gateway.delivery import Delivery
     from gateway.groups import GroupService
     from gateway.messaging import MessageService
     from gateway.robots import RobotService
-    from gateway.router import Router
     from gateway.services import Services
     from gateway.sessions import SessionService
     from storage import Store
@@ -81,7 +81,7 @@ def create_admin_app(
     config: Config,
     store: Store,
     sessions: SessionService,
-    router: Router,
+    delivery: Delivery,
     clock: Clock,
     messages: MessageService,
     relations: RelationService | None = None,
@@ -98,7 +98,7 @@ def create_admin_app(
         config: Gives the signing key and the timestamp window.
         store: Users and sessions.
         sessions: The session rules (tokens, kicks, blocking).
-        router: Tells which sessions have a live connection.
+        delivery: Tells which sessions have a live connection (and pushes, for the relations built here).
         clock: Wall time for signatures and timestamps.
         messages: Sending, recalling and deleting messages (and the pushes that follow).
         relations: Friends, friend requests, blacklists and settings (and their head pushes);
@@ -121,10 +121,10 @@ def create_admin_app(
         # app servers (curl) often omit Content-Type: read any body as JSON.
         strict_content_type=False,
     )
-    app.include_router(_routes(store, sessions, router, clock, chatrooms))
+    app.include_router(_routes(store, sessions, delivery, clock, chatrooms))
     app.include_router(_operations_routes(store, services))
     app.include_router(_message_routes(messages, chatrooms))
-    relations = relations or RelationService(config, store, router, clock)
+    relations = relations or RelationService(config, store, delivery, clock)
     app.include_router(relation_routes.routes(relations))
     app.include_router(
         conversation_routes.routes(conversations or ConversationService(config, store, relations, clock), store)
@@ -169,7 +169,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
 
 
 def _routes(
-    store: Store, sessions: SessionService, router: Router, clock: Clock, chatrooms: ChatroomService | None = None
+    store: Store, sessions: SessionService, delivery: Delivery, clock: Clock, chatrooms: ChatroomService | None = None
 ) -> APIRouter:
     api = APIRouter(prefix="/admin", responses=SIGNED_RESPONSES)
 
@@ -221,7 +221,7 @@ def _routes(
         """A user's sessions, active and deleted, with whether each is online. Never the secrets."""
         if await store.get_user(req.user_id) is None:
             return answer(ErrorCode.NOT_EXIST)
-        online = {client_id for client_id, _ in router.online_clients(req.user_id)}
+        online = {client_id for client_id, _ in delivery.online_clients(req.user_id)}
         rows = [
             {
                 "client_id": s.client_id,
@@ -344,9 +344,7 @@ def _message_routes(messages: MessageService, chatrooms: ChatroomService | None)
         if holders is None:
             return answer(ErrorCode.NOT_EXIST)
         body = encode_notify_body("message_deleted", {"message_id": message_id})
-        for user_id in holders:
-            for conn in messages.router.connections(user_id):
-                conn.push_frame_body(body)
+        messages.delivery.push_to_each(holders, body)
         return answer(result={"message_id": req.message_id, "user_ids": holders})
 
     return api
@@ -412,7 +410,7 @@ def endpoints() -> list[Endpoint]:
             return None
 
     app = create_admin_app(
-        config=Config.default(), store=None, sessions=None, router=None, clock=None,  # type: ignore[arg-type]
+        config=Config.default(), store=None, sessions=None, delivery=None, clock=None,  # type: ignore[arg-type]
         messages=_NoStore(), services=object(), groups=_NoStore(), robots=_NoStore(),  # type: ignore[arg-type]
     )  # fmt: skip
     out = []
