@@ -175,10 +175,9 @@ def _sync(stream: str) -> Any:
     return handler
 
 
-for _stream, _name in (
-    (relations.FRIEND, "sync_friends"),
-    (relations.FRIEND_REQUEST, "sync_friend_requests"),
-    (relations.BLACKLIST, "sync_blacklist"),
-    (relations.SETTING, "sync_settings"),
-):
-    method(_name)(_sync(_stream))
+# Module attributes, not a loop: the method registry takes the marked functions a module defines by name
+# (gateway.dispatch.MethodRegistry); handlers made in a loop and bound to nothing would be skipped.
+sync_friends = method("sync_friends")(_sync(relations.FRIEND))
+sync_friend_requests = method("sync_friend_requests")(_sync(relations.FRIEND_REQUEST))
+sync_blacklist = method("sync_blacklist")(_sync(relations.BLACKLIST))
+sync_settings = method("sync_settings")(_sync(relations.SETTING))
