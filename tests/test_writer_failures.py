@@ -12,7 +12,7 @@ import httpx
 import pytest
 import trio
 
-import storage.messages
+import storage.sends
 from protocol import events
 from storage import StorageError, WriterBacklogged
 from storage.inboxes import InboxState
@@ -140,7 +140,7 @@ async def test_a_send_whose_own_code_raises_is_logged_with_its_traceback_not_its
 ) -> None:
     """Before, the log said "send failed to commit: LookupError": no traceback, nothing to find the bug by."""
     body = "the body nobody may log"
-    real_send = storage.messages.send_message
+    real_send = storage.sends.send_message
 
     def send_with_a_bug(conn: sqlite3.Connection, *args: Any) -> Any:
         msg = args[1]
@@ -148,7 +148,7 @@ async def test_a_send_whose_own_code_raises_is_logged_with_its_traceback_not_its
             raise LookupError("bug in send_with_a_bug")
         return real_send(conn, *args)
 
-    monkeypatch.setattr(storage.messages, "send_message", send_with_a_bug)
+    monkeypatch.setattr(storage.sends, "send_message", send_with_a_bug)
     gw = await start_gateway(nursery, tmp_path)
     for user in ("alice", "bob"):
         await gw.user(user)
