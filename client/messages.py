@@ -128,17 +128,16 @@ class Message:
     @property
     def recalled_message_id(self) -> int | None:
         """For a recall notice (content type 80): the id of the message it replaced."""
-        if self.content_type != RECALL_CONTENT_TYPE:
-            return None
-        try:
-            return int(json.loads(self.content.get("content", ""))["message_id"])
-        except (ValueError, KeyError, TypeError):
-            return None
+        return self._notice_target(RECALL_CONTENT_TYPE)
 
     @property
     def updated_message_id(self) -> int | None:
         """For an update notice (content type 81): the id of the message whose content changed."""
-        if self.content_type != UPDATE_CONTENT_TYPE:
+        return self._notice_target(UPDATE_CONTENT_TYPE)
+
+    def _notice_target(self, notice_type: int) -> int | None:
+        """The ``message_id`` a server notice of ``notice_type`` names in its JSON ``content``, if this is one."""
+        if self.content_type != notice_type:
             return None
         try:
             return int(json.loads(self.content.get("content", ""))["message_id"])

@@ -9,7 +9,7 @@ the LISTEN/NOTIFY bus in front of it. Only ``gateway.delivery`` (and the tests) 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from gateway.cluster import LiveConnection
@@ -76,6 +76,19 @@ class Router:
         return pushed
 
     def push_message(self, user_id: str, seq: int, packed_message: bytes, except_client: str | None = None) -> int:
+        return self._push_encoded(user_id, encode_msg_push, seq, packed_message, except_client)
+
+    def push_update(self, user_id: str, seq: int, packed_notice: bytes, except_client: str | None = None) -> int:
+        return self._push_encoded(user_id, encode_update_push, seq, packed_notice, except_client)
+
+    def _push_encoded(
+        self,
+        user_id: str,
+        encode: Callable[[int, bytes], bytes],
+        seq: int,
+        packed: bytes,
+        except_client: str | None,
+    ) -> int:
         # Runs for every owner of every message, most often for one device or none: no generator, no copy,
         # and the body is encoded only once a device is to get it.
         sessions = self._users.get(user_id)
@@ -87,22 +100,7 @@ class Router:
             if conn.client_id == except_client:
                 continue
             if body is None:
-                body = encode_msg_push(seq, packed_message)
-            conn.push_frame_body(body)
-            pushed += 1
-        return pushed
-
-    def push_update(self, user_id: str, seq: int, packed_notice: bytes, except_client: str | None = None) -> int:
-        sessions = self._users.get(user_id)
-        if not sessions:
-            return 0
-        body = None
-        pushed = 0
-        for conn in sessions.values():
-            if conn.client_id == except_client:
-                continue
-            if body is None:
-                body = encode_update_push(seq, packed_notice)
+                body = encode(seq, packed)
             conn.push_frame_body(body)
             pushed += 1
         return pushed
