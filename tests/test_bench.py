@@ -172,3 +172,20 @@ def test_conv_upsert_measures_all_three_kinds() -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert [line.split()[0] for line in done.stdout.splitlines()] == ["base", "table", "table-noindex"]
+
+
+def test_light_runs_floor_and_ember_interleaved_and_reports_their_ratio() -> None:
+    """``python -m bench light`` runs bench.floor commit and bench pairs --rate in turn and compares them."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "light", "--spawn", "--runs", "1", "--rate", "400", "--pairs", "4",
+         "--duration", "2", "--warmup", "0.3"],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads(done.stdout.strip().splitlines()[-1])
+    assert record["scenario"] == "light" and record["runs"] == 1
+    assert record["acked"] > 0 and record["undelivered"] == 0
+    assert record["floor_cpu_us_per_msg"] > 0 and record["ember_cpu_us_per_msg"] > 0
+    # One run: the ratio of the medians is that run's own ratio.
+    assert record["ratio"] == record["pair_ratios"][0] > 0
+    assert isinstance(record["met"], bool)
