@@ -56,7 +56,10 @@ was written, and the gateway answers 250.
 An operation is a plain function ``fn(conn, *args)`` run on the writer thread.
 It must not manage transactions itself (no BEGIN/COMMIT/ROLLBACK; savepoints are
 fine), must return materialized values (not cursors), and must not block on
-anything but the database: while it runs, every other caller waits.
+anything but the database: while it runs, every other caller waits. A rule's
+refusal is ``storage.engine.Refused(code)``: the writer undoes the operation's
+writes as for any exception and raises it to the caller, but does not reload
+the in-memory state (``on_rollback``) for it: a rule refuses before it writes.
 
 Grouped operations: the hot path (a message send) may also name a ``group``
 function, ``group(conn, [args, ...]) -> [result, ...]``, that does the work of
@@ -83,6 +86,8 @@ from typing import Any, Final, TypeVar
 import trio
 
 from storage.commit_stats import CommitStats
+from storage.engine import Refused
+from storage.sqlite.engine import SQLITE
 
 T = TypeVar("T")
 
@@ -884,7 +889,7 @@ class Writer:
                     end += 1
             if not conn.in_transaction:
                 try:
-                    conn.execute("BEGIN IMMEDIATE")
+                    SQLITE.begin(conn)
                 except sqlite3.Error as exc:
                     # Most likely locked by another process past busy_timeout:
                     # retrying per op would multiply that wait, so give up on
@@ -903,26 +908,25 @@ class Writer:
             if grouped:
                 pending.extend(done for done in ops[index:end] if done.error is None)
                 index = end
-            if not conn.in_transaction:
+            if SQLITE.transaction_failed(conn):
                 # SQLite itself rolls the whole transaction back on some errors
-                # (disk full, I/O error), or the op ended it against the rules.
+                # (disk full, I/O error), or the op ended it against the rules,
+                # or an op alone in its transaction raised (``_run_one``).
                 # Either way the earlier ops' writes are lost or unknown.
                 # Disk full is the usual reason: then they are told so, and may retry.
                 cause = next((done.error for done in ops[first:end] if done.error is not None), None)
                 _fail(pending, "the transaction was aborted by another operation in its batch", cause)
                 if pending and _is_full(cause):
                     self._note_full(len(pending))
+                if pending or not isinstance(cause, Refused):  # a refusal alone changed no memory
+                    self._on_rollback()
                 pending = []
-                self._on_rollback()
-        if not conn.in_transaction:
+        if SQLITE.transaction_failed(conn):
             return
         try:
-            conn.execute("COMMIT")
+            SQLITE.commit(conn)  # rolls back if it fails: the next batch begins afresh
         except sqlite3.Error as exc:
-            # e.g. a deferred foreign key violation, or an I/O error. A failed
-            # COMMIT may leave the transaction open: roll it back for the next batch.
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            # e.g. a deferred foreign key violation, or an I/O error.
             self._on_rollback()
             _fail(pending, "commit failed", exc)
             self._note_failure("commit failed", exc, len(pending))
@@ -1057,7 +1061,8 @@ class Writer:
             if conn.in_transaction:
                 conn.execute(f"ROLLBACK TO {_SAVEPOINT}")
                 conn.execute(f"RELEASE {_SAVEPOINT}")
-            self._on_rollback()
+            if not isinstance(exc, Refused):  # a rule refuses before it changes memory (``Refused``)
+                self._on_rollback()
         else:
             if conn.in_transaction:
                 conn.execute(f"RELEASE {_SAVEPOINT}")
@@ -1095,10 +1100,7 @@ def _as_deliverable(exc: BaseException) -> BaseException:
 
 def _is_full(exc: BaseException | None) -> bool:
     """SQLITE_FULL ("database or disk is full"), by its error code (the extended code's low byte)."""
-    if isinstance(exc, StorageFull):
-        return True
-    code = getattr(exc, "sqlite_errorcode", None) if isinstance(exc, sqlite3.Error) else None
-    return code is not None and code & 0xFF == sqlite3.SQLITE_FULL
+    return isinstance(exc, StorageFull) or SQLITE.is_disk_full(exc)
 
 
 def _storage_error(message: str, cause: BaseException | None) -> StorageError:
