@@ -1,9 +1,11 @@
-"""The SQLite engine and what only SQLite needs: the connections' PRAGMAs, the WAL checkpointer, the lock file.
+"""What only SQLite needs, apart from the queries (which are written once for every engine).
 
 ``engine`` (the ``storage.engine.Engine`` for SQLite, registered here for ``sqlite3.Connection``),
-``connect`` (opening the writer's, the readers' and the checkpointer's connections; the WAL checkpoint
-loop), ``guard`` (the SQLite version check and the one-owner lock file). The writer thread itself
-(``storage.writer``) is SQLite's too, inline commits included: a PostgreSQL backend brings its own.
+``connect`` (the writer's, the readers' and the checkpointer's connections with their PRAGMAs; the
+PASSIVE WAL checkpoint), ``guard`` (the SQLite version check, the one-owner lock file, the files' mode).
+Still outside this package (docs/ARCHITECTURE.md, "Storage engines"): the writer thread itself
+(``storage.writer``, inline commits and the checkpointer's schedule included) and the schema history
+(``storage.schema``).
 """
 
 import sqlite3
