@@ -23,7 +23,7 @@ from typing import Final
 
 from sqlite_utils import Database
 
-from storage.writer import StorageError
+from storage.errors import StorageError
 
 Migration = Callable[[Database], None]
 
