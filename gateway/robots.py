@@ -38,6 +38,7 @@ from protocol.errors import FieldError
 from storage import robots as db
 from storage.messages import Outgoing, SendResult, StoredMessage, held_message
 from storage.records import UserRecord
+from storage.sealing import SecretSeal
 
 if TYPE_CHECKING:
     from gateway.clock import Clock
@@ -116,7 +117,7 @@ class RobotService:
         self.replies_refused = 0  # bad reply bodies, refused sends, replies to robots
 
     async def load(self) -> None:
-        for robot in await self.store.read(db.all_robots):
+        for robot in await self.store.read(db.all_robots, self.store.robot_seal):
             self._keep(robot)
 
     def _keep(self, robot: db.RobotRecord) -> None:
@@ -132,6 +133,11 @@ class RobotService:
         self.with_callback.pop(robot_id, None)
         self._hook()
 
+    def _seal(self) -> SecretSeal:
+        if self.store.robot_seal is None:  # a store opened without token.key: no secret can be kept
+            raise RequestRejected(ErrorCode.SERVER_ERROR)
+        return self.store.robot_seal
+
     def _hook(self) -> None:
         """The delivery path calls us only while some robot has a callback: otherwise it costs nothing."""
         self.messages.robot_hook = self.message_stored if self.with_callback else None
@@ -139,7 +145,8 @@ class RobotService:
     def secret_of(self, robot_id: str) -> bytes | None:
         """The key that signs this robot's API calls (``auth.SignatureMiddleware``); None: no such robot."""
         robot = self.robots.get(robot_id)
-        return None if robot is None else robot.secret.encode("utf-8")
+        # A secret that did not open (another server's key) signs nothing: the robot is refused.
+        return None if robot is None or robot.secret is None else robot.secret.encode("utf-8")
 
     # --- the admin API --------------------------------------------------------------------------
 
@@ -153,7 +160,7 @@ class RobotService:
         rid = robot_id or "robot-" + secrets.token_hex(8)
         record = db.RobotRecord(rid, owner, secret or secrets.token_hex(SECRET_BYTES), callback, robot_extra, now, now)
         user = UserRecord(rid, created_at=now, updated_at=now, type=int(UserType.ROBOT), **info)
-        verdict = await self.store.run(db.create_robot, record, user)
+        verdict = await self.store.run(db.create_robot, self._seal(), record, user)
         if verdict == "no_owner":
             return ErrorCode.NOT_EXIST, None
         if verdict == "taken":
@@ -169,7 +176,7 @@ class RobotService:
             fields["secret"] = secrets.token_hex(SECRET_BYTES)
         if "owner" in fields and not await self.store.get_user(fields["owner"]):
             return ErrorCode.NOT_EXIST, None
-        robot = await self.store.run(db.update_robot, robot_id, fields, self.clock.now_ms())
+        robot = await self.store.run(db.update_robot, self._seal(), robot_id, fields, self.clock.now_ms())
         if robot is None:
             return ErrorCode.NOT_EXIST, None
         self._keep(robot)
@@ -186,11 +193,11 @@ class RobotService:
         return await self.sessions.set_block_status(robot_id, 2)
 
     async def info(self, robot_id: str) -> dict[str, Any] | None:
-        robot = await self.store.read(db.get_robot, robot_id)
+        robot = await self.store.read(db.get_robot, self.store.robot_seal, robot_id)
         return None if robot is None else robot_view(robot)
 
     async def of_owner(self, owner: str) -> list[dict[str, Any]]:
-        return [robot_view(r) for r in await self.store.read(db.robots_of, owner)]
+        return [robot_view(r) for r in await self.store.read(db.robots_of, self.store.robot_seal, owner)]
 
     async def set_callback(self, robot_id: str, url: str) -> int:
         code, _ = await self.update(robot_id, {"callback": url}, False)
@@ -211,6 +218,8 @@ class RobotService:
         for robot, seq in found:
             if robot.robot_id == msg.from_user:
                 continue  # its own message (another of its sends): never posted back
+            if robot.secret is None:
+                continue  # its stored secret did not open (another server's key): nothing to sign with
             self.callbacks_handed += 1
             on_answer = None
             if msg.from_user not in self.robots:

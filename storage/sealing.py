@@ -32,21 +32,25 @@ from protocol import codec
 
 #: The HKDF label of the at-rest key: no other key of the server is derived with it.
 SEAL_INFO: Final = b"ember/1 session secret at rest"
+#: The label of the robots' at-rest key (``storage.robots``): a key of its own, so that a sealed robot
+#: secret can never be opened as a session's, whatever the two rows' ids.
+ROBOT_SEAL_INFO: Final = b"ember/1 robot secret at rest"
 NONCE_BYTES: Final = 12
 TAG_BYTES: Final = 16
 
 
 class SecretSeal:
-    """Seals and opens session secrets for one server key. Thread-safe (it holds only the key).
+    """Seals and opens secrets for one server key. Thread-safe (it holds only the key).
 
     Args:
         server_key: The server's key material: ``token.key``'s 32 bytes.
+        info: The HKDF label of this seal's key: ``SEAL_INFO`` (sessions) or ``ROBOT_SEAL_INFO``.
     """
 
-    def __init__(self, server_key: bytes) -> None:
+    def __init__(self, server_key: bytes, info: bytes = SEAL_INFO) -> None:
         if len(server_key) != 32:
             raise ValueError("the server key is 32 bytes")
-        key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=SEAL_INFO).derive(server_key)
+        key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(server_key)
         self._aead = AESGCM(key)
 
     def seal(self, user_id: str, client_id: str, secret: bytes) -> bytes:

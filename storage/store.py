@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from protocol.codes import UserStatus
-from storage import chatrooms, messages, relations, sends, sessions, users
+from storage import chatrooms, messages, relations, robots, sends, sessions, users
 from storage.inboxes import InboxState
 from storage.messages import (
     Conversation,
@@ -41,7 +41,7 @@ from storage.records import (
     UserRecord,
 )
 from storage.schema import migrate
-from storage.sealing import SecretSeal
+from storage.sealing import ROBOT_SEAL_INFO, SecretSeal
 from storage.sends import SendPolicy
 from storage.sqlite.guard import DatabaseLock, check_sqlite_version, tighten_database_files
 from storage.writer import DEFAULT_MAX_QUEUED, Callback, StorageError, Writer
@@ -65,13 +65,20 @@ class Store:
     """
 
     def __init__(
-        self, writer: Writer, inboxes: InboxState, readers: Readers, seal: SecretSeal | None = None
+        self,
+        writer: Writer,
+        inboxes: InboxState,
+        readers: Readers,
+        seal: SecretSeal | None = None,
+        robot_seal: SecretSeal | None = None,
     ) -> None:
         self.writer = writer
         self.readers = readers
         self.path: Path = writer.path
         self._inboxes = inboxes  # used only inside operations, i.e. on the writer thread
         self._seal = seal
+        #: Seals robots' secrets at rest (``storage.robots`` takes it); None without a server key.
+        self.robot_seal = robot_seal
 
     def _secrets(self) -> SecretSeal:
         if self._seal is None:
@@ -384,10 +391,13 @@ async def open_store(
     """
     check_sqlite_version()
     seal = None if server_key is None else SecretSeal(server_key)
+    robot_seal = None if server_key is None else SecretSeal(server_key, info=ROBOT_SEAL_INFO)
     with DatabaseLock(path):  # the writer's in-memory state is right only for a database's one writer
         for tightened in tighten_database_files(path):
             log.warning("%s was readable by other users: its mode is now 0600", tightened)
-        async with _open_writer(path, synchronous, callback_context, commit_delay_ms, readers, max_queued, seal) as store:
+        async with _open_writer(
+            path, synchronous, callback_context, commit_delay_ms, readers, max_queued, seal, robot_seal
+        ) as store:
             yield store
 
 
@@ -400,12 +410,13 @@ async def _open_writer(
     readers: int,
     max_queued: int,
     seal: SecretSeal | None,
+    robot_seal: SecretSeal | None = None,
 ) -> AsyncIterator[Store]:
     inboxes = InboxState()
     writer = Writer(
         path,
         synchronous=synchronous,
-        setup=functools.partial(_prepare, seal),
+        setup=functools.partial(_prepare, seal, robot_seal),
         callback_context=callback_context,
         commit_delay_ms=commit_delay_ms,
         on_rollback=inboxes.forget,  # what it holds may describe writes that were just undone
@@ -418,18 +429,23 @@ async def _open_writer(
         pool = Readers(path, count=readers)  # after the writer: it creates and migrates the file
         await pool.start()
         try:
-            yield Store(writer, inboxes, pool, seal)
+            yield Store(writer, inboxes, pool, seal, robot_seal)
         finally:
             await pool.aclose()
     finally:
         await writer.aclose()
 
 
-def _prepare(seal: SecretSeal | None, conn: sqlite3.Connection) -> None:
+def _prepare(seal: SecretSeal | None, robot_seal: SecretSeal | None, conn: sqlite3.Connection) -> None:
     """The writer's setup: migrate, then (with a key) seal what older versions left in clear."""
     migrate(conn)
     if seal is None:
         return
+    if robot_seal is not None:
+        sealed_robots = _seal_clear_robots(conn, robot_seal)
+        if sealed_robots:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the clear values' old frames leave the WAL
+            log.info("sealed %d robot secrets that an older version had stored in clear", sealed_robots)
     sealed = sessions.seal_unsealed(conn, seal)
     if sealed:
         log.info("sealed %d session secrets that an older version had stored in clear", sealed)
@@ -439,6 +455,25 @@ def _prepare(seal: SecretSeal | None, conn: sqlite3.Connection) -> None:
             " database came from another server): every existing session gets -6 SecretKeyMismatch"
             " until its device gets a new token"
         )
+
+
+def _seal_clear_robots(conn: sqlite3.Connection, robot_seal: SecretSeal) -> int:
+    """``robots.seal_clear`` in a transaction of its own, with the freed clear bytes zeroed."""
+    if conn.execute("SELECT 1 FROM robots WHERE secret NOT LIKE 'sealed1:%' LIMIT 1").fetchone() is None:
+        return 0
+    conn.execute("PRAGMA secure_delete = ON")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            sealed = robots.seal_clear(conn, robot_seal)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    finally:
+        conn.execute("PRAGMA secure_delete = OFF")
+    return sealed
 
 
 def _check_user(user: UserRecord) -> None:

@@ -4,6 +4,7 @@ What a local user, a copied database or a backup could read: the files' modes (0
 tightened at open), warnings for a data folder or config open to others, and the ``sessions.secret``
 column, which holds each secret sealed under the server's key (``storage.sealing``). A database under
 another key lets nobody connect, and one written in clear by v8 is sealed at open with its sessions kept.
+Robots' secrets (``robots.secret``) are sealed the same way under a key of their own.
 """
 
 from __future__ import annotations
@@ -15,16 +16,19 @@ import sqlite3
 import stat
 from pathlib import Path
 
+import httpx
 import pytest
 import trio
 from sqlite_utils import Database
 
+from client.robot import RobotCallFailed, RobotClient
 from gateway.cli import warn_if_open_to_others
 from protocol.codes import ConnectionStatus
 from protocol.token import issue_token, parse_token
 from storage import StorageError, UserRecord, open_store, schema
 from tests.harness import Gateway, RawClient, start_gateway
 from tests.storage_helpers import peek
+from tests.test_admin_messages import Admin
 from tests.test_handshake import connack
 
 KEY_A = "a1" * 32
@@ -196,3 +200,77 @@ async def test_a_v8_database_with_clear_secrets_is_sealed_at_start_and_its_sessi
     [(stored,)] = peek(db, "SELECT secret FROM sessions")
     assert stored != secret
     assert secret not in raw_bytes(db)  # not even in freed space or old WAL frames
+
+
+# ------------------------------------------------------------------ robot secrets
+
+
+async def create_robot(gw: Gateway, http: httpx.AsyncClient) -> str:
+    """A robot "bot" owned by alice, through the admin API; its secret (shown this once)."""
+    await gw.user("alice")
+    created = await Admin(gw, http).call("robot/create", {"owner": "alice", "robot_id": "bot", "name": "Bot"})
+    assert created["code"] == 0, created
+    return str(created["result"]["secret"])
+
+
+async def robot_profile_code(gw: Gateway, http: httpx.AsyncClient, secret: str) -> int:
+    robot = RobotClient(gw.running.admin_url, "bot", secret, clock=gw.clock.now_ms, http=http)
+    try:
+        return int((await robot.call("profile"))["code"])
+    except RobotCallFailed as failed:
+        return failed.status
+
+
+async def test_no_robot_secret_is_stored_in_clear(nursery: trio.Nursery, tmp_path: Path) -> None:
+    gw = await start_gateway(nursery, tmp_path, token={"key": KEY_A})
+    async with httpx.AsyncClient() as http:
+        secret = await create_robot(gw, http)
+        assert await robot_profile_code(gw, http, secret) == 0  # the sealed secret is the one that signs
+        rotated = await Admin(gw, http).call("robot/update", {"robot_id": "bot", "rotate_secret": True})
+        new_secret = rotated["result"]["secret"]
+        assert await robot_profile_code(gw, http, new_secret) == 0
+    db = Path(gw.config.storage.path)
+    [(stored,)] = peek(db, "SELECT secret FROM robots WHERE robot_id = 'bot'")
+    assert stored.startswith("sealed1:") and new_secret not in stored
+    assert secret.encode() not in raw_bytes(db) and new_secret.encode() not in raw_bytes(db)
+
+
+async def test_a_clear_robot_secret_of_an_older_version_is_sealed_at_start_and_still_signs(
+    nursery: trio.Nursery, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with trio.open_nursery() as first:
+        gw = await start_gateway(first, tmp_path, token={"key": KEY_A})
+        async with httpx.AsyncClient() as http:
+            await create_robot(gw, http)
+        first.cancel_scope.cancel()
+    db = Path(gw.config.storage.path)
+    clear = "c0" * 32
+    conn = sqlite3.connect(db, isolation_level=None)  # what stop 18 wrote: the secret as it was given
+    conn.execute("UPDATE robots SET secret = ? WHERE robot_id = 'bot'", (clear,))
+    conn.close()
+    with caplog.at_level(logging.INFO, logger="ember.storage"):
+        gw = await start_gateway(nursery, tmp_path, token={"key": KEY_A})
+    assert any("sealed 1 robot secrets" in r.getMessage() for r in caplog.records)
+    [(stored,)] = peek(db, "SELECT secret FROM robots WHERE robot_id = 'bot'")
+    assert stored.startswith("sealed1:")
+    async with httpx.AsyncClient() as http:
+        assert await robot_profile_code(gw, http, clear) == 0
+
+
+async def test_a_robot_secret_sealed_under_another_server_key_signs_nothing(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    async with trio.open_nursery() as first:
+        gw = await start_gateway(first, tmp_path / "a", token={"key": KEY_A})
+        async with httpx.AsyncClient() as http:
+            secret = await create_robot(gw, http)
+        first.cancel_scope.cancel()
+    (tmp_path / "b").mkdir()
+    for p in database_files(Path(gw.config.storage.path)):
+        shutil.copy(p, tmp_path / "b" / p.name)
+    gw = await start_gateway(nursery, tmp_path / "b", token={"key": KEY_B})
+    async with httpx.AsyncClient() as http:
+        assert await robot_profile_code(gw, http, secret) == 401  # refused, never a guess at the key
+        # The admin can give it a new secret, sealed under this server's key.
+        rotated = await Admin(gw, http).call("robot/update", {"robot_id": "bot", "rotate_secret": True})
+        assert await robot_profile_code(gw, http, rotated["result"]["secret"]) == 0
