@@ -74,6 +74,10 @@ async def start_gateway(
     return Gateway(running, clock, config)
 
 
+#: Seconds a test waits for /openapi.json: its first request builds the document (~0.5 s of CPU, in a
+#: worker thread), which takes several seconds on a busy machine; httpx's default is 5 s.
+OPENAPI_TIMEOUT = 60.0
+
 #: Reconnect backoff of SDK clients in tests (first, max): retries in 10-50 ms rather than the SDK's seconds.
 FAST_BACKOFF = (0.01, 0.05)
 

@@ -10,6 +10,7 @@ import functools
 import itertools
 import json
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from gateway.sessions import SessionService
 from protocol.codes import ConnectionStatus, ErrorCode, Platform
 from protocol.token import open_credential, parse_token
 from storage import open_store
+from tests.harness import OPENAPI_TIMEOUT
 
 ADMIN_SECRET = "test-admin-secret"
 TOKEN_KEY = "5a" * 32
@@ -141,7 +143,7 @@ async def test_health_and_openapi_are_unsigned(admin: Admin) -> None:
     health = await admin.http.get(admin.url + "/admin/health")
     assert health.status_code == 200
     assert health.json() == {"code": 0, "msg": "success", "result": {"status": "ok", "storage_writable": True, "disk_full": False}}
-    schema = (await admin.http.get(admin.url + "/openapi.json")).json()
+    schema = (await admin.http.get(admin.url + "/openapi.json", timeout=OPENAPI_TIMEOUT)).json()
     for path in ("/admin/user/create", "/admin/user/get", "/admin/user/update_block_status",
                  "/admin/user/get_token", "/admin/session/list", "/admin/session/kick",
                  "/admin/session/destroy", "/admin/message/send", "/admin/message/recall",
@@ -149,6 +151,40 @@ async def test_health_and_openapi_are_unsigned(admin: Admin) -> None:
         assert path in schema["paths"]
     docs = await admin.http.get(admin.url + "/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+class LongestStep(trio.abc.Instrument):
+    """The most CPU time (of the trio thread) that one task step took: how long the loop was held."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self._started: float | None = None  # None: the step that added us, begun before we could time it
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self._started = time.thread_time()
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        if self._started is not None:
+            self.longest = max(self.longest, time.thread_time() - self._started)
+
+
+async def test_the_first_openapi_request_does_not_hold_the_trio_loop(admin: Admin) -> None:
+    """The document costs about half a second of CPU to build: in a worker thread, never in one loop step."""
+    await admin.http.get(admin.url + "/admin/health")  # the app's first request builds its middleware
+    steps = LongestStep()
+    process_cpu, loop_cpu = time.process_time(), time.thread_time()
+    trio.lowlevel.add_instrument(steps)
+    try:
+        first = await admin.http.get(admin.url + "/openapi.json", timeout=OPENAPI_TIMEOUT)
+    finally:
+        trio.lowlevel.remove_instrument(steps)
+    other_threads_cpu = (time.process_time() - process_cpu) - (time.thread_time() - loop_cpu)
+    assert "/admin/user/create" in first.json()["paths"]
+    # CPU times, not wall time, compared within the run, so neither a busy nor a fast machine moves the
+    # verdict: the build ran in another thread, and no step of the loop took a share of it.
+    assert steps.longest < 0.5 * other_threads_cpu, (steps.longest, other_threads_cpu)
+    again = await admin.http.get(admin.url + "/openapi.json", timeout=OPENAPI_TIMEOUT)
+    assert again.json() == first.json()  # built once, then served from the cache
 
 
 # ------------------------------------------------------------------ authentication

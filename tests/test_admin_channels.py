@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from protocol.codes import ErrorCode
-from tests.harness import Gateway, start_gateway
+from tests.harness import OPENAPI_TIMEOUT, Gateway, start_gateway
 from tests.test_admin_messages import Admin
 from tests.test_messaging import Device
 
@@ -66,7 +66,7 @@ async def test_channel_lifecycle_through_the_admin_api(gw: Gateway, admin: Admin
 
 
 async def test_every_channel_endpoint_is_typed_in_openapi(gw: Gateway, admin: Admin) -> None:
-    paths = (await admin.http.get(f"{gw.running.admin_url}/openapi.json")).json()["paths"]
+    paths = (await admin.http.get(f"{gw.running.admin_url}/openapi.json", timeout=OPENAPI_TIMEOUT)).json()["paths"]
     channel_paths = sorted(p for p in paths if p.startswith("/admin/channel/"))
     assert channel_paths == [f"/admin/channel/{n}" for n in ("create", "destroy", "info", "listeners", "post")]
     for path in channel_paths:

@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from protocol.codes import ErrorCode
-from tests.harness import Gateway, start_gateway
+from tests.harness import OPENAPI_TIMEOUT, Gateway, start_gateway
 from tests.test_admin_messages import Admin
 from tests.test_messaging import Device
 
@@ -74,7 +74,7 @@ async def test_group_lifecycle_through_the_admin_api(gw: Gateway, admin: Admin) 
 
 
 async def test_every_group_endpoint_is_typed_in_openapi(gw: Gateway, admin: Admin) -> None:
-    response = await admin.http.get(f"{gw.running.admin_url}/openapi.json")
+    response = await admin.http.get(f"{gw.running.admin_url}/openapi.json", timeout=OPENAPI_TIMEOUT)
     paths = response.json()["paths"]
     group_paths = sorted(p for p in paths if p.startswith("/admin/group/"))
     assert len(group_paths) == 16

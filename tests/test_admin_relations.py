@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from protocol.codes import ErrorCode
-from tests.harness import Gateway, start_gateway
+from tests.harness import OPENAPI_TIMEOUT, Gateway, start_gateway
 from tests.test_admin_messages import Admin
 from tests.test_messaging import Device
 
@@ -142,7 +142,7 @@ async def test_hosting_off_answers_220(nursery: trio.Nursery, tmp_path) -> None:
 
 
 async def test_every_relation_endpoint_is_typed_in_the_openapi_document(gw: Gateway, admin: Admin) -> None:
-    schema = (await admin.http.get(f"{gw.running.admin_url}/openapi.json")).json()
+    schema = (await admin.http.get(f"{gw.running.admin_url}/openapi.json", timeout=OPENAPI_TIMEOUT)).json()
     for action in (
         "friend/send_request", "friend/handle_request", "friend/add", "friend/list", "friend/delete",
         "friend/set_alias", "friend/status", "blacklist/list", "blacklist/set", "user/put_setting",

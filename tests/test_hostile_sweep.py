@@ -31,7 +31,7 @@ from gateway.admin.signing import signed_headers
 from gateway.methods import METHODS
 from protocol import events
 from protocol.codes import ErrorCode
-from tests.harness import Gateway, start_gateway
+from tests.harness import OPENAPI_TIMEOUT, Gateway, start_gateway
 from tests.test_admin_contract import _inline
 from tests.test_messaging import Device
 
@@ -174,7 +174,7 @@ def _paths(schema: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[s
 
 
 def _served_operations(running: Running) -> list[tuple[str, dict[str, Any]]]:
-    doc = running.http.get(running.url + "/openapi.json").json()
+    doc = running.http.get(running.url + "/openapi.json", timeout=OPENAPI_TIMEOUT).json()
     components = doc.get("components", {}).get("schemas", {})
     ops = []
     for path, item in sorted(doc["paths"].items()):

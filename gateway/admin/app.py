@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 import trio
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 from pydantic import BaseModel
@@ -117,6 +118,9 @@ def create_admin_app(
         version="1",
         description="Signed JSON API for app servers. See docs/ADMIN_API.md for signing.",
         redoc_url=None,
+        # Served by our own routes below: FastAPI's would build the document on the trio thread.
+        openapi_url=None,
+        docs_url=None,
         # Every request is signed, so the CSRF guard this gives browsers is moot, and
         # app servers (curl) often omit Content-Type: read any body as JSON.
         strict_content_type=False,
@@ -139,6 +143,7 @@ def create_admin_app(
         app.include_router(robot_routes.robot_api(robots, groups))
     _install_error_answers(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    _install_openapi_routes(app)
     app.add_middleware(BodyGuard)  # added first, so it runs inside (after) the signature check
     app.add_middleware(
         SignatureMiddleware,
@@ -166,6 +171,34 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             doc.get("components", {}).get("schemas", {}).pop(name, None)
         app.openapi_schema = doc
     return app.openapi_schema
+
+
+def _install_openapi_routes(app: FastAPI) -> None:
+    """``/openapi.json`` and ``/docs``, unsigned, with the document built off the trio thread.
+
+    Building it walks every route's pydantic models: about a second of CPU here (several on a busy
+    machine). FastAPI's own route does it inside the request, on the thread that also serves every
+    client connection, so the first GET, which anyone may send, paused the whole gateway that long. Here it
+    is built once, in a worker thread, and every later request gets the cached document.
+    """
+    building = trio.Lock()
+    rendered: list[bytes] = []  # the document as JSON bytes, once built
+
+    def build() -> bytes:
+        return bytes(JSONResponse(app.openapi()).body)  # the rendering too: off the loop
+
+    async def openapi_document(request: Request) -> Response:
+        if not rendered:
+            async with building:  # one build, however many ask at once
+                if not rendered:
+                    rendered.append(await trio.to_thread.run_sync(build))
+        return Response(rendered[0], media_type="application/json")
+
+    async def swagger_page(request: Request) -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - Swagger UI")
+
+    app.add_route("/openapi.json", openapi_document, include_in_schema=False)
+    app.add_route("/docs", swagger_page, include_in_schema=False)
 
 
 def _routes(
