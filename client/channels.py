@@ -22,16 +22,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
 from protocol.codes import ConversationType, ErrorCode, SettingScope
 
+from .core import Core
 from .errors import RequestFailed
-
-if TYPE_CHECKING:
-    from .client import Client
+from .relations import Relations
 
 CHANNEL = int(ConversationType.CHANNEL)
 MY_CHANNEL = int(SettingScope.MY_CHANNEL)
@@ -87,8 +86,9 @@ ChannelChange = ChannelSynced | ChannelGone
 class Channels:
     """``Client.channels``: channel operations, the info cache and its events."""
 
-    def __init__(self, client: Client, *, event_buffer: int = 1000) -> None:
-        self._client = client
+    def __init__(self, core: Core, relations: Relations, *, event_buffer: int = 1000) -> None:
+        self._core = core
+        self._relations = relations  # what this user owns and listens to are settings
         self._cache: dict[str, ChannelInfo] = {}
         self._events_tx, self._events_rx = trio.open_memory_channel[ChannelChange](event_buffer)
         self.dropped_events = 0
@@ -110,12 +110,12 @@ class Channels:
 
     def owned(self) -> list[str]:
         """The channels this user owns, from the synced setting stream (scope 8), sorted."""
-        return sorted(key for (scope, key), s in self._client.relations.settings.items() if scope == MY_CHANNEL and s.value)
+        return sorted(key for (scope, key), s in self._relations.settings.items() if scope == MY_CHANNEL and s.value)
 
     def listened(self) -> list[str]:
         """The channels this user listens to, from the synced setting stream (scope 9), sorted."""
         return sorted(
-            key for (scope, key), s in self._client.relations.settings.items() if scope == LISTENED_CHANNEL and s.value
+            key for (scope, key), s in self._relations.settings.items() if scope == LISTENED_CHANNEL and s.value
         )
 
     # --- operations ------------------------------------------------------------------------------
@@ -222,8 +222,8 @@ class Channels:
     async def _call(self, method: str, **params: Any) -> Any:
         if method in _MOVES_SETTINGS:
             # This device is not pushed its own change: with sync_relations the setting stream is pulled now.
-            return await self._client.relations._call(method, ("setting",), **params)
-        response = await self._client.request(method, params)
+            return await self._relations.call_and_pull(method, ("setting",), **params)
+        response = await self._core.request(method, params)
         if not response.ok:
             raise RequestFailed(method, response.code, response.result)
         return response.result

@@ -22,17 +22,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
 from protocol.codes import ConversationType
 
+from .core import Core, LinkView
 from .errors import ClientClosed, RequestFailed, RequestTimeout
 from .messages import Conversation, Message, SendAck, parse_message
-
-if TYPE_CHECKING:
-    from .client import Client, _Link
 
 log = logging.getLogger("ember.client.chatrooms")
 
@@ -86,14 +84,13 @@ ChatroomEvent = Message | ChatroomLeft
 class Chatrooms:
     """``Client.chatrooms``."""
 
-    def __init__(self, client: Client, *, buffer: int = 1000) -> None:
-        if buffer < 1:
-            raise ValueError("chatroom_buffer must be at least 1")
-        self._client = client
+    def __init__(self, core: Core, *, buffer: int = 1000) -> None:
+        # buffer is a connect option (chatroom_buffer), checked there (client.options).
+        self._core = core
         self._tx, self._rx = trio.open_memory_channel[ChatroomEvent](buffer)
         self._current: str | None = None
         self._idle_seconds = 0
-        self._joined_on: _Link | None = None  # the connection the server knows the membership with
+        self._joined_on: LinkView | None = None  # the connection the server knows the membership with
         self._changed = trio.Event()
         # One membership request at a time: a heartbeat join of the old room must not overtake the app's
         # join of a new one (or its quit) and put the device back where it was.
@@ -117,7 +114,7 @@ class Chatrooms:
             result = await self._call("join_chatroom", chatroom_id=chatroom_id)
             self._current = chatroom_id
             self._idle_seconds = result["idle_seconds"]
-            self._joined_on = self._client._link
+            self._joined_on = self._core.link
         self._wake()
         return Joined(chatroom_id, result["member_count"], result["idle_seconds"], result.get("quit"))
 
@@ -163,14 +160,14 @@ class Chatrooms:
         return self._current
 
     async def _call(self, method: str, **params: Any) -> Any:
-        response = await self._client.request(method, params)
+        response = await self._core.request(method, params)
         if not response.ok:
             raise RequestFailed(method, response.code, response.result)
         return response.result
 
     # --- the connection's side -----------------------------------------------------------------
 
-    def _on_push(self, data: Any) -> bool:
+    def on_push(self, data: Any) -> bool:
         """A ``msg`` NOTIFY: True when it was a room message (taken here), False for inbox messages."""
         if not isinstance(data, dict) or data.get("seq") != 0:
             return False
@@ -185,7 +182,7 @@ class Chatrooms:
             self._put(message)
         return True
 
-    def _on_quit(self, data: Any) -> None:
+    def on_quit(self, data: Any) -> None:
         room = data.get("chatroom_id") if isinstance(data, dict) else None
         reason = data.get("reason") if isinstance(data, dict) else None
         if isinstance(room, str) and room == self._current:
@@ -210,7 +207,12 @@ class Chatrooms:
         self._changed.set()
         self._changed = trio.Event()
 
-    async def _keep_alive(self, link: _Link) -> None:
+    catches_up = False  # the re-join runs in serve_link, without holding the status at RECEIVING
+
+    async def catch_up(self, link: LinkView) -> None:
+        return None
+
+    async def serve_link(self, link: LinkView) -> None:
         """One per connection: re-join after a reconnect, then join again every idle_seconds / 3."""
         try:
             while True:
@@ -230,11 +232,11 @@ class Chatrooms:
         except (ClientClosed, RequestTimeout):
             return  # the connection is gone; the next one re-joins
 
-    async def _rejoin(self, room: str, link: _Link) -> None:
+    async def _rejoin(self, room: str, link: LinkView) -> None:
         async with self._lock:
             if self._current != room:
                 return  # the app moved on meanwhile
-            response = await self._client.request("join_chatroom", chatroom_id=room)
+            response = await self._core.request("join_chatroom", chatroom_id=room)
         if self._current != room:
             return
         if response.ok:

@@ -1,12 +1,14 @@
-"""The SDK's connection: a thin trio driver over ``protocol.ClientConnection``.
+"""The SDK's client: statuses, requests, pushes and the sub-APIs, over one link at a time.
 
-One ``Client`` owns at most one live TCP connection (a *link*) at a time. Each
-link runs three tasks in its own nursery: a reader (bytes → state machine →
-events), a writer (drains the outbox, one ``send_all`` per wakeup) and a
-keepalive. A supervisor task serves links one after another: when a link is
-lost it waits (exponential backoff with jitter) and opens a new one with a
-fresh client nonce, until ``disconnect()``, a terminal status, or
-``reconnect=False`` stops it for good.
+One ``Client`` holds at most one live connection (a *link*, ``client.link``) at a time. The link runs
+its reader, writer and keepalive in a nursery of the client's; a supervisor task serves links one after
+another: when a link is lost the dialer waits (exponential backoff with jitter) and opens a new one with
+a fresh client nonce, until ``disconnect()``, a terminal status, or ``reconnect=False`` stops it for good.
+
+The client is also the composition root of the SDK (``client.core``): it builds the sub-APIs
+(``messages``, ``relations``, ``users``, ``groups``, ``conversations``, ``chatrooms``, ``channels``), each
+of which sees only the ``Core`` the client hands it, subscribes them to one another's signals and to the
+NOTIFY topics they take (``_wire``), and runs the per-link work of each (``LinkObserver``).
 
 Statuses (``protocol.codes.ConnectionStatus``) follow WildfireChat's SDK:
 
@@ -28,45 +30,42 @@ attempts.
 
 from __future__ import annotations
 
+import inspect
 import logging
-import os
-import random
-import time
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import trio
 
-from protocol.codes import TERMINAL_STATUSES, ConnectionStatus, ErrorCode
-from protocol.connection import MAX_KEEPALIVE_SECONDS, ClientConnection
-from protocol.crypto import NONCE_SIZE
-from protocol.events import (
-    ConnAck,
-    GoAway,
-    Hello,
-    Notify,
-    Pong,
-    ProtocolViolation,
-    ServerError,
-)
-from protocol.events import (
-    Response as _WireResponse,
-)
-from protocol.timers import KeepaliveTimer, TimerAction
-from protocol.token import TokenError, parse_token
+from protocol.codes import TERMINAL_STATUSES, ConnectionStatus
+from protocol.events import ConnAck, GoAway, Notify
+from protocol.token import parse_token
 
-from ._outbox import Outbox
 from .channels import Channels
 from .chatrooms import CHATROOM_QUIT_TOPIC, Chatrooms
 from .conversations import Conversations, ConversationsChanged
-from .errors import ClientClosed, ConnectError, RequestTimeout
+from .core import LinkObserver, LinkView, Pushes, Response
+from .errors import ClientClosed, RequestTimeout
 from .groups import Groups
-from .messages import MESSAGE_DELETED_TOPIC, MESSAGE_UPDATED_TOPIC, MSG_TOPIC, Messages, parse_message
-from .relations import HEAD_TOPIC, Relations, RelationsChanged, Snapshot
+from .link import CLEAR_MISMATCH_ATTEMPTS, Dialer, Link, Secrets, server_status
+from .messages import MESSAGE_DELETED_TOPIC, MESSAGE_UPDATED_TOPIC, MSG_TOPIC, Messages
+from .options import ConnectOptions
+from .relations import HEAD_TOPIC, Relations, RelationsChanged
 from .users import UserInfoUpdated, Users
+
+__all__ = [
+    "CLEAR_MISMATCH_ATTEMPTS",  # here since before the link had a module of its own (client.link)
+    "KICKED_TOPIC",
+    "Client",
+    "ConnectOptions",
+    "Event",
+    "OnConnected",
+    "Response",
+    "StatusChanged",
+    "connect",
+]
 
 log = logging.getLogger("ember.client")
 
@@ -75,39 +74,10 @@ S = ConnectionStatus
 #: Statuses in which a link is open and requests go out.
 _OPEN = frozenset({S.CONNECTED, S.RECEIVING})
 
-#: Failure codes a server may send, in a CONNACK or a ``kicked`` push.
-_SERVER_FAILURES = frozenset(
-    {S.REJECTED, S.TOKEN_INCORRECT, S.SECRET_KEY_MISMATCH, S.KICKED_OFF, S.TIME_INCONSISTENT, S.NOT_LICENSED}
-)
-
 #: The NOTIFY topic the server sends right before closing a kicked or forbidden connection.
 KICKED_TOPIC = "kicked"
 
-#: Attempts in a row that must each get a clear −6 before the SDK reports SecretKeyMismatch (see
-#: ``Client._open_link``): with the default backoff about 1.4 s of retrying; a sealed −6 is final at once.
-CLEAR_MISMATCH_ATTEMPTS = 4
-
-_RECV_BYTES = 65536
-_OUTBOX_LIMIT_BYTES = 1 << 20
 _CLOSE_GRACE_SECONDS = 1.0
-_DEFAULT_KEEPALIVE_SECONDS = 60
-
-
-@dataclass(frozen=True, slots=True)
-class Response:
-    """A request's answer.
-
-    Attributes:
-        code: ``protocol.codes.ErrorCode`` (a plain int if this SDK does not know the code).
-        result: the method's result, as decoded from MessagePack.
-    """
-
-    code: int
-    result: Any = None
-
-    @property
-    def ok(self) -> bool:
-        return self.code == ErrorCode.SUCCESS
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,52 +93,6 @@ Event = Notify | StatusChanged | RelationsChanged | UserInfoUpdated | Conversati
 OnConnected = Callable[["Client", ConnAck], Awaitable[object]]
 
 
-def _wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def _error_code(code: int) -> int:
-    try:
-        return ErrorCode(code)
-    except ValueError:
-        return code
-
-
-def _server_status(code: object, default: ConnectionStatus) -> ConnectionStatus:
-    """A failure status the server sent, or ``default`` when the value is not one."""
-    if isinstance(code, int) and not isinstance(code, bool) and code in _SERVER_FAILURES:
-        return ConnectionStatus(code)
-    return default
-
-
-class _Secrets:
-    """The token's secret parts, kept out of every repr."""
-
-    __slots__ = ("credential", "secret")
-
-    def __init__(self, secret: bytes, credential: bytes) -> None:
-        self.secret = secret
-        self.credential = credential
-
-    def __repr__(self) -> str:
-        return "<redacted>"
-
-
-class _Slot:
-    """One awaited answer: ``value`` stays None if the link closed first."""
-
-    __slots__ = ("event", "value")
-
-    def __init__(self) -> None:
-        self.event = trio.Event()
-        self.value: Any = None
-
-    def fill(self, value: Any) -> None:
-        if not self.event.is_set():
-            self.value = value
-            self.event.set()
-
-
 class _StatusWaiter:
     __slots__ = ("event", "status", "wanted")
 
@@ -178,29 +102,26 @@ class _StatusWaiter:
         self.status: ConnectionStatus | None = None
 
 
-class _Link:
-    """One TCP connection whose handshake succeeded."""
+class _Core:
+    """What the sub-APIs see of their client (``client.core.Core``), and nothing more."""
 
-    def __init__(
-        self,
-        stream: trio.SocketStream,
-        conn: ClientConnection,
-        connack: ConnAck,
-        backlog: list[Any],
-        keepalive: int,
-    ) -> None:
-        self.stream = stream
-        self.conn = conn
-        self.connack = connack
-        self.backlog = backlog  # events that arrived in the same read as the CONNACK
-        self.keepalive = connack.keepalive_seconds or keepalive or _DEFAULT_KEEPALIVE_SECONDS
-        self.outbox = Outbox(_OUTBOX_LIMIT_BYTES)
-        self.pending: dict[int, _Slot] = {}
-        self.pongs: deque[_Slot | None] = deque()  # one entry per PING sent; PONGs come in order
-        self.timer = KeepaliveTimer(self.keepalive, trio.current_time())  # when to PING, when the server is lost
-        self.scope: trio.CancelScope | None = None
-        self.end_status: ConnectionStatus | None = None
-        self.draining = False  # DISCONNECT queued: flush, half-close, wait for the server's close
+    __slots__ = ("_client", "backoff", "emit", "receiving", "request", "user_id")
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self.user_id = client.user_id
+        self.backoff = client._backoff
+        self.request = client.request
+        self.receiving = client.receiving
+        self.emit = client._emit
+
+    @property
+    def stopped(self) -> bool:
+        return self._client._stopped
+
+    @property
+    def link(self) -> LinkView | None:
+        return self._client._link
 
 
 class Client:
@@ -223,78 +144,87 @@ class Client:
             ``client.channels``.
     """
 
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        token: str,
-        *,
-        keepalive_seconds: int,
-        reconnect: bool,
-        user_id: str | None,
-        client_id: str | None,
-        platform: int | None,
-        clock: Callable[[], int] | None,
-        backoff: tuple[float, float],
-        timeout: float,
-        event_buffer: int,
-        on_connected: OnConnected | None,
-        sync_messages: bool = False,
-        last_seq: int = 0,
-        message_buffer: int = 1000,
-        sync_relations: bool = False,
-        relations_snapshot: Snapshot | None = None,
-        chatroom_buffer: int = 1000,
-    ) -> None:
-        if not 0 <= keepalive_seconds <= MAX_KEEPALIVE_SECONDS:
-            raise ValueError(f"keepalive_seconds must be in 0..{MAX_KEEPALIVE_SECONDS}")
-        first, most = backoff
-        if not 0 < first <= most:
-            raise ValueError("backoff must be (first, max) with 0 < first <= max")
-        if not timeout > 0:
-            raise ValueError("timeout must be positive")
-        if event_buffer < 1:
-            raise ValueError("event_buffer must be at least 1")
-        try:
-            parts = parse_token(token)
-        except TokenError:
-            raise ConnectError(S.TOKEN_INCORRECT) from None
-        self.user_id = parts.user_id if user_id is None else user_id
-        self.client_id = parts.client_id if client_id is None else client_id
-        self.platform = parts.platform if platform is None else platform
-        self._secrets = _Secrets(parts.secret, parts.credential)
-        self._host, self._port = host, port
-        self._keepalive = keepalive_seconds
-        self._reconnect = reconnect
-        self._clock = clock or _wall_clock_ms
+    def __init__(self, options: ConnectOptions) -> None:
+        parts = parse_token(options.token)  # well-formed: ConnectOptions checked it
+        self.user_id = parts.user_id if options.user_id is None else options.user_id
+        self.client_id = parts.client_id if options.client_id is None else options.client_id
+        self.platform = parts.platform if options.platform is None else options.platform
+        first, most = options.backoff
         self._backoff = (first, most)
-        self._timeout = timeout
-        self._on_connected = on_connected
-        self._random = random.Random()
-        self._go_away: GoAway | None = None  # the server's last "going away" (§8.7), for the next reconnect
-        self.messages = Messages(self, sync=sync_messages, last_seq=last_seq, buffer=message_buffer)
-        self.relations = Relations(self, sync=sync_relations, snapshot=relations_snapshot)
-        self.users = Users(self)
-        self.groups = Groups(self)
-        self.conversations = Conversations(self)
-        self.chatrooms = Chatrooms(self, buffer=chatroom_buffer)
-        self.channels = Channels(self)
+        self._timeout = options.timeout
+        self._reconnect = options.reconnect
+        self._on_connected = options.on_connected
+        self._dialer = Dialer(
+            host=options.host,
+            port=options.port,
+            user_id=self.user_id,
+            client_id=self.client_id,
+            platform=self.platform,
+            secrets=Secrets(parts.secret, parts.credential),
+            keepalive_seconds=options.keepalive_seconds,
+            timeout=options.timeout,
+            backoff=self._backoff,
+            clock=options.clock,
+            on_push=self._on_push,
+            on_close=self._set_status,
+        )
 
         self._status = S.UNCONNECTED
         self._waiters: set[_StatusWaiter] = set()
-        self._events_tx, self._events_rx = trio.open_memory_channel[Event](event_buffer)
+        self._events_tx, self._events_rx = trio.open_memory_channel[Event](options.event_buffer)
         self._dropped_events = 0
-        self._link: _Link | None = None
+        self._link: Link | None = None
         self._connack: ConnAck | None = None
         self._receiving_depth = 0
-        self._reconnect_scope: trio.CancelScope | None = None
         self._stopping = False
         self._finished = trio.Event()
+
+        core = _Core(self)
+        self.relations = Relations(core, sync=options.sync_relations, snapshot=options.relations_snapshot)
+        self.messages = Messages(
+            core,
+            sync=options.sync_messages,
+            last_seq=options.last_seq,
+            buffer=options.message_buffer,
+            set_blacklist=self.relations.set_blacklist,
+        )
+        self.users = Users(core)
+        self.groups = Groups(core)
+        self.conversations = Conversations(core)
+        self.chatrooms = Chatrooms(core, buffer=options.chatroom_buffer)
+        self.channels = Channels(core, self.relations)
+        #: Sub-APIs with work on every link; their catch-ups run in this order.
+        self._link_observers: tuple[LinkObserver, ...] = (self.chatrooms, self.messages, self.relations)
+        self._pushes = Pushes()
+        self._wire()
+
+    def _wire(self) -> None:
+        """Who hears what. Where two subscribers share a signal or a topic, they hear it in this order."""
+        # A message handed over updates the group cache first (a group notification), then the list.
+        self.messages.handed_over.subscribe(self.groups.observe)
+        self.messages.handed_over.subscribe(self.conversations.observe)
+        self.messages.sent.subscribe(self.conversations.observe)
+        self.messages.deleted.subscribe(self.conversations.on_deleted)
+        self.relations.setting_changed.subscribe(self.conversations.on_setting)
+
+        # msg: a chatroom message (seq 0, conv type 2) goes to chatrooms.events(); with the inbox sync on
+        # the sync takes the rest (and update notices, which sit in the inbox like a msg); with it off
+        # they go to events(), and the group cache still sees them.
+        self._pushes.take(MSG_TOPIC, self.chatrooms.on_push)
+        if self.messages.syncing:
+            self._pushes.take(MSG_TOPIC, self.messages.on_push)
+            self._pushes.take(MESSAGE_UPDATED_TOPIC, self.messages.on_push)
+        else:
+            self._pushes.watch(MSG_TOPIC, self.groups.on_push)
+        if self.relations.syncing:
+            self._pushes.take(HEAD_TOPIC, self.relations.on_head)  # RelationsChanged after the pull instead
+        self._pushes.watch(CHATROOM_QUIT_TOPIC, self.chatrooms.on_quit)
+        self._pushes.watch(MESSAGE_DELETED_TOPIC, self.conversations.on_deleted)
 
     def __repr__(self) -> str:
         return (
             f"<Client {self.user_id!r}/{self.client_id!r} platform={self.platform} "
-            f"{self._host}:{self._port} status={self._status.name}>"
+            f"{self._dialer.host}:{self._dialer.port} status={self._status.name}>"
         )
 
     # --- public surface ------------------------------------------------------------------------
@@ -398,22 +328,12 @@ class Client:
         try:
             with trio.fail_after(limit):
                 link = await self._wait_link()
-                await link.outbox.wait_room()
-                if link.end_status is not None:
-                    raise ClientClosed(self._status)
-                # Seal and queue with no checkpoint in between: frames leave in sealing order.
-                request_id, frame = link.conn.request(method, merged)
-                slot = link.pending[request_id] = _Slot()
-                self._queue(link, frame)
-                try:
-                    await slot.event.wait()
-                finally:
-                    link.pending.pop(request_id, None)
+                response = await link.request(method, merged)
         except trio.TooSlowError:
             raise RequestTimeout(method, limit) from None
-        if slot.value is None:
+        if response is None:
             raise ClientClosed(self._status)
-        return slot.value
+        return response
 
     async def ping(self, *, timeout: float | None = None) -> float:  # noqa: ASYNC109 - as request()
         """Send a PING and wait for its PONG.
@@ -429,13 +349,11 @@ class Client:
         try:
             with trio.fail_after(limit):
                 link = await self._wait_link()
-                slot = _Slot()
                 started = trio.current_time()
-                self._send_ping(link, slot)
-                await slot.event.wait()
+                answered = await link.ping()
         except trio.TooSlowError:
             raise RequestTimeout("ping", limit) from None
-        if slot.value is None:
+        if not answered:
             raise ClientClosed(self._status)
         return trio.current_time() - started
 
@@ -471,22 +389,17 @@ class Client:
         if not self._stopping:
             self._set_status(S.LOGOUT)
             self._stopping = True
+            self._dialer.stop()  # a reconnect under way ends; none starts
             link = self._link
-            if link is not None and link.end_status is None and not link.draining:
-                link.draining = True
-                link.outbox.put(link.conn.disconnect(clear_session))
-            else:
-                if clear_session:
-                    log.warning("disconnect(clear_session=True) with no open connection: session kept")
-                if self._reconnect_scope is not None:
-                    self._reconnect_scope.cancel()
+            if (link is None or not link.disconnect(clear_session)) and clear_session:
+                log.warning("disconnect(clear_session=True) with no open connection: session kept")
         with trio.move_on_after(_CLOSE_GRACE_SECONDS):
             await self._finished.wait()
             return
         link = self._link
         if link is not None:
             log.info("server did not close after DISCONNECT; closing")
-            self._close_link(link, S.LOGOUT, "disconnect grace period over")
+            link.close(S.LOGOUT, "disconnect grace period over")
         await self._finished.wait()
 
     @contextmanager
@@ -497,7 +410,7 @@ class Client:
         Does nothing when no connection is open.
         """
         link = self._link
-        if link is None or link.end_status is not None:
+        if link is None or link.closed:
             yield
             return
         self._receiving_depth += 1
@@ -536,10 +449,22 @@ class Client:
         except (trio.WouldBlock, trio.EndOfChannel, trio.BrokenResourceError, trio.ClosedResourceError):
             self._dropped_events += 1
 
+    def _on_push(self, link: Link, event: Notify | GoAway) -> None:
+        """What the link's reader got from the server besides answers; never blocks."""
+        if isinstance(event, GoAway):
+            self._emit(event)  # the link closes next, and the dialer waits as the server asked
+            return
+        if self._pushes.deliver(event.topic, event.data):
+            return  # a sub-API took it (see _wire)
+        self._emit(event)
+        if event.topic == KICKED_TOPIC:
+            code = event.data.get("code") if isinstance(event.data, dict) else None
+            link.close(server_status(code, S.KICKED_OFF), "kicked by the server")
+
     def _finish(self) -> None:
         self._finished.set()
         self._events_tx.close()
-        self.messages._close()
+        self.messages.finish()
         for waiter in self._waiters:
             waiter.event.set()  # unmatched waiters raise ClientClosed
 
@@ -548,9 +473,7 @@ class Client:
         """Stopped for good, or stopping: no request will be sent again."""
         return self._stopping or self._finished.is_set()
 
-    # --- connections ---------------------------------------------------------------------------
-
-    async def _wait_link(self) -> _Link:
+    async def _wait_link(self) -> Link:
         while True:
             if self._stopping or self._finished.is_set():
                 raise ClientClosed(self._status)
@@ -558,108 +481,9 @@ class Client:
                 return self._link
             await self.wait_status(*_OPEN)
 
-    def _queue(self, link: _Link, frame: bytes, *, ping: bool = False) -> None:
-        link.outbox.put(frame)
-        link.timer.sent(trio.current_time(), ping=ping)
-
-    def _send_ping(self, link: _Link, slot: _Slot | None) -> None:
-        link.pongs.append(slot)
-        self._queue(link, link.conn.ping(), ping=True)
-
-    async def _open_link(self) -> _Link:
-        """TCP connect and handshake, within ``timeout`` per attempt; a clear −6 is tried again first.
-
-        A clear −6 is the one CONNACK anyone on the path can forge (docs/PROTOCOL.md §7), and −6 is
-        terminal: believed at once, one injected frame would make the app fetch a new token, which
-        under the one-device rule logs the user's other device out. So it is reported only after
-        ``CLEAR_MISMATCH_ATTEMPTS`` attempts in a row, with the reconnect backoff between them; a
-        sealed −6 (the session really is gone) is final at once.
-
-        Raises:
-            ConnectError: the server's failure status, or SERVER_DOWN.
-        """
-        delay, most = self._backoff
-        for attempt in range(1, CLEAR_MISMATCH_ATTEMPTS + 1):
-            try:
-                return await self._open_link_once()
-            except ConnectError as exc:
-                if not exc.clear or attempt == CLEAR_MISMATCH_ATTEMPTS or self._stopping:
-                    raise
-            log.info("clear SecretKeyMismatch (attempt %d of %d): trying again", attempt, CLEAR_MISMATCH_ATTEMPTS)
-            await trio.sleep(delay / 2 + self._random.uniform(0, delay / 2))
-            delay = min(delay * 2, most)
-        raise AssertionError("unreachable")
-
-    async def _open_link_once(self) -> _Link:
-        conn = ClientConnection(
-            user_id=self.user_id,
-            client_id=self.client_id,
-            platform=self.platform,
-            secret=self._secrets.secret,
-            credential=self._secrets.credential,
-            client_nonce=os.urandom(NONCE_SIZE),
-            keepalive_seconds=self._keepalive,
-        )
-        with trio.move_on_after(self._timeout) as deadline:
-            try:
-                stream = await trio.open_tcp_stream(self._host, self._port)
-            except OSError as exc:
-                log.info("cannot reach %s:%s: %s", self._host, self._port, exc.strerror or type(exc).__name__)
-                raise ConnectError(S.SERVER_DOWN) from None
-            try:
-                connack, backlog = await self._handshake(stream, conn)
-            except BaseException:
-                await trio.aclose_forcefully(stream)
-                raise
-            return _Link(stream, conn, connack, backlog, self._keepalive)
-        assert deadline.cancelled_caught
-        log.info("handshake with %s:%s timed out after %g s", self._host, self._port, self._timeout)
-        raise ConnectError(S.SERVER_DOWN)
-
-    async def _handshake(
-        self, stream: trio.SocketStream, conn: ClientConnection
-    ) -> tuple[ConnAck, list[Any]]:
-        while True:
-            try:
-                data = await stream.receive_some(_RECV_BYTES)
-            except trio.BrokenResourceError:
-                data = b""
-            if not data:
-                log.info("server closed the connection during the handshake")
-                raise ConnectError(S.SERVER_DOWN)
-            events = conn.receive_data(data)
-            for index, event in enumerate(events):
-                if isinstance(event, Hello):
-                    try:
-                        await stream.send_all(conn.connect(self._clock()))
-                    except trio.BrokenResourceError:
-                        raise ConnectError(S.SERVER_DOWN) from None
-                elif isinstance(event, ConnAck):
-                    if event.code == S.CONNECTED:
-                        return event, events[index + 1 :]
-                    status = _server_status(event.code, S.SERVER_DOWN)
-                    log.info("server refused the connection: %s%s", status.name, "" if event.sealed else " (clear)")
-                    raise ConnectError(status, clear=not event.sealed)
-                elif isinstance(event, ServerError):
-                    log.warning("server error during the handshake: code %s, %s", event.code, event.reason)
-                    raise ConnectError(S.SERVER_DOWN)
-                elif isinstance(event, ProtocolViolation):
-                    log.warning("protocol violation during the handshake: %s", event.reason)
-                    raise ConnectError(S.SERVER_DOWN)
-
-    def _close_link(self, link: _Link, status: ConnectionStatus, why: str) -> None:
-        """End a link (the first call decides its status) and cancel its tasks."""
-        if link.end_status is None:
-            link.end_status = S.LOGOUT if link.draining else status
-            log.log(logging.DEBUG if link.draining else logging.INFO, "connection closed: %s", why)
-            self._set_status(link.end_status)
-            link.outbox.close()
-        if link.scope is not None:
-            link.scope.cancel()
-
     # --- the tasks -----------------------------------------------------------------------------
 
-    async def _supervise(self, link: _Link | None, task_status: trio.TaskStatus[None]) -> None:
+    async def _supervise(self, link: Link | None, task_status: trio.TaskStatus[None]) -> None:
         """Serve links one after another until the client stops for good."""
         started = False
 
@@ -675,173 +499,40 @@ class Client:
                 ready()
                 if self._stopping or not self._reconnect or self._status in TERMINAL_STATUSES:
                     return
-                link = await self._reconnect_loop()
+                link = await self._dialer.reconnect(link.going_away, self._set_status)
         finally:
             self._finish()
 
-    async def _reconnect_loop(self) -> _Link | None:
-        delay, most = self._backoff
-        go_away, self._go_away = self._go_away, None
-        if go_away is not None:
-            # The server said when (and maybe where) to come back: wait between retry_ms and twice that
-            # (equal jitter below), so the devices of a restarted node do not all reconnect at once.
-            if go_away.redirect:
-                host, _, port = go_away.redirect.rpartition(":")
-                if host and port.isdigit():
-                    self._host, self._port = host.strip("[]"), int(port)
-            delay = max(2 * go_away.retry_ms / 1000, 1e-3)
-        try:
-            with trio.CancelScope() as self._reconnect_scope:  # disconnect() cancels it
-                while not self._stopping:
-                    await trio.sleep(delay / 2 + self._random.uniform(0, delay / 2))  # "equal jitter"
-                    delay = min(delay * 2, most)
-                    self._set_status(S.CONNECTING)
-                    try:
-                        return await self._open_link()
-                    except ConnectError as exc:
-                        self._set_status(exc.status)
-                        if exc.status in TERMINAL_STATUSES:
-                            return None
-            return None
-        finally:
-            self._reconnect_scope = None
-
-    async def _serve(self, link: _Link, ready: Callable[[], None]) -> None:
-        """Run one link until it ends: reader, writer and keepalive, then ``on_connected``."""
+    async def _serve(self, link: Link, ready: Callable[[], None]) -> None:
+        """Run one link until it ends: its own tasks and the sub-APIs' per-link work, then ``on_connected``."""
         try:
             if self._stopping:
                 return
             async with trio.open_nursery() as nursery:
-                link.scope = nursery.cancel_scope
                 self._link = link
                 self._connack = link.connack
                 self._receiving_depth = 0
-                nursery.start_soon(self._read_loop, link)
-                nursery.start_soon(self._write_loop, link)
-                nursery.start_soon(self._keepalive_loop, link)
-                nursery.start_soon(self.chatrooms._keep_alive, link)
-                syncing = self.messages.syncing
-                if syncing:
-                    nursery.start_soon(self.messages._pull_worker, link)
-                if self.relations.syncing:
-                    nursery.start_soon(self.relations._worker, link)
-                if self._on_connected is None and not syncing and not self.relations.syncing:
+                link.start(nursery)
+                for observer in self._link_observers:
+                    nursery.start_soon(observer.serve_link, link)
+                catching_up = [o for o in self._link_observers if o.catches_up]
+                if self._on_connected is None and not catching_up:
                     self._set_status(S.CONNECTED)
                 else:
                     with self.receiving():
                         try:
-                            if syncing:
-                                await self.messages._catch_up(link)
-                            if self.relations.syncing:
-                                await self.relations._catch_up(link)
+                            for observer in catching_up:
+                                await observer.catch_up(link)
                             if self._on_connected is not None:
                                 await self._on_connected(self, link.connack)
                         except ClientClosed:
                             pass  # the link dropped while catching up; the supervisor carries on
                 ready()
         finally:
-            self._close_link(link, S.SERVER_DOWN, "connection ended")
+            link.close(S.SERVER_DOWN, "connection ended")
             self._link = None
-            for slot in link.pending.values():
-                slot.fill(None)
-            for pong in link.pongs:
-                if pong is not None:
-                    pong.fill(None)
-            await trio.aclose_forcefully(link.stream)
+            await link.aclose()
 
-    async def _read_loop(self, link: _Link) -> None:
-        try:
-            if link.backlog:
-                self._dispatch(link, link.backlog)
-                link.backlog = []
-            while True:
-                data = await link.stream.receive_some(_RECV_BYTES)
-                if not data:
-                    self._close_link(link, S.SERVER_DOWN, "server closed the connection")
-                    return
-                link.timer.received(trio.current_time())
-                self._dispatch(link, link.conn.receive_data(data))
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self._close_link(link, S.SERVER_DOWN, f"read failed: {type(exc.__cause__ or exc).__name__}")
-
-    def _dispatch(self, link: _Link, events: list[Any]) -> None:
-        for event in events:
-            kind = type(event)
-            if kind is _WireResponse:
-                slot = link.pending.pop(event.request_id, None)
-                if slot is not None:
-                    slot.fill(Response(_error_code(event.code), event.result))
-            elif kind is Notify:
-                if event.topic == MSG_TOPIC:
-                    if self.chatrooms._on_push(event.data):
-                        continue  # a chatroom message (seq 0, conv type 2): client.chatrooms.events()
-                    if self.messages.syncing:
-                        self.messages._on_push(event.data)
-                        continue
-                    if isinstance(event.data, dict):
-                        pushed = parse_message(event.data.get("message"), 0)
-                        if pushed is not None:
-                            self.groups._observe(pushed)
-                elif event.topic == MESSAGE_UPDATED_TOPIC:
-                    if self.messages.syncing:
-                        self.messages._on_push(event.data)  # the notice sits in the inbox like a msg push
-                        continue
-                elif event.topic == HEAD_TOPIC:
-                    if self.relations.syncing:
-                        self.relations._on_head(event.data)
-                        continue
-                elif event.topic == CHATROOM_QUIT_TOPIC:
-                    self.chatrooms._on_quit(event.data)
-                elif event.topic == MESSAGE_DELETED_TOPIC:
-                    self.conversations._on_deleted(event.data)
-                self._emit(event)
-                if event.topic == KICKED_TOPIC:
-                    code = event.data.get("code") if isinstance(event.data, dict) else None
-                    self._close_link(link, _server_status(code, S.KICKED_OFF), "kicked by the server")
-                    return
-            elif kind is Pong:
-                if link.pongs:
-                    waiter = link.pongs.popleft()
-                    if waiter is not None:
-                        waiter.fill(True)
-            elif kind is ServerError:
-                self._close_link(link, S.SERVER_DOWN, f"server error {event.code}: {event.reason}")
-                return
-            elif kind is GoAway:
-                self._go_away = event  # the reconnect waits retry_ms, and goes to redirect if given
-                self._emit(event)
-                self._close_link(link, S.SERVER_DOWN, f"server going away: {event.reason}")
-                return
-            elif kind is ProtocolViolation:
-                log.warning("protocol violation by the server: %s", event.reason)
-                self._close_link(link, S.SERVER_DOWN, "protocol violation")
-                return
-            else:  # pragma: no cover - the state machine yields no other event once OPEN
-                self._close_link(link, S.SERVER_DOWN, f"unexpected {kind.__name__}")
-                return
-
-    async def _write_loop(self, link: _Link) -> None:
-        try:
-            while True:
-                data = await link.outbox.take()
-                await link.stream.send_all(data)
-                if link.draining and not link.outbox:
-                    await link.stream.send_eof()  # DISCONNECT is out; the reader waits for the close
-                    return
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self._close_link(link, S.SERVER_DOWN, f"write failed: {type(exc.__cause__ or exc).__name__}")
-
-    async def _keepalive_loop(self, link: _Link) -> None:
-        """PING and give up on the server when ``protocol.timers.KeepaliveTimer`` says (docs/PROTOCOL.md §8.4)."""
-        timer = link.timer
-        while not link.draining:
-            action = timer.handle_timer(trio.current_time())
-            if action is TimerAction.SERVER_LOST:
-                self._close_link(link, S.SERVER_DOWN, f"nothing received for {link.keepalive} s")
-                return
-            if action is TimerAction.SEND_PING:
-                self._send_ping(link, None)
-            await trio.sleep_until(timer.get_timer())
 
 def _single(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
     exc: BaseException = group
@@ -850,99 +541,46 @@ def _single(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
     return None if isinstance(exc, BaseExceptionGroup) else exc
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _parameters_of(options: Callable[P, object]) -> Callable[[Callable[..., R]], Callable[P, R]]:
+    """Give the decorated function ``options``' parameters, declared there once: for type checkers
+    (the ParamSpec) and for ``help()`` and ``inspect.signature`` (``__signature__``) alike."""
+
+    def decorate(function: Callable[..., R]) -> Callable[P, R]:
+        parameters = inspect.signature(options).replace(return_annotation=inspect.Signature.empty)
+        function.__signature__ = parameters  # type: ignore[attr-defined]
+        return function
+
+    return decorate
+
+
+@_parameters_of(ConnectOptions)
 @asynccontextmanager
-async def connect(
-    host: str,
-    port: int,
-    token: str,
-    *,
-    keepalive_seconds: int = 60,
-    reconnect: bool = True,
-    user_id: str | None = None,
-    client_id: str | None = None,
-    platform: int | None = None,
-    clock: Callable[[], int] | None = None,
-    backoff: tuple[float, float] = (0.2, 10.0),
-    timeout: float = 10.0,  # noqa: ASYNC109 - also bounds background reconnects, beyond a caller's reach
-    event_buffer: int = 1000,
-    on_connected: OnConnected | None = None,
-    sync_messages: bool = False,
-    last_seq: int = 0,
-    message_buffer: int = 1000,
-    sync_relations: bool = False,
-    relations_snapshot: Snapshot | None = None,
-    chatroom_buffer: int = 1000,
-) -> AsyncIterator[Client]:
+async def connect(*args: Any, **kwargs: Any) -> AsyncIterator[Client]:
     """Connect to a gateway; leaving the block disconnects (keeping the session).
+
+    ``connect(host, port, token, **options)``: the parameters, their defaults and what each does are
+    ``client.options.ConnectOptions``' fields (host, port, token, keepalive_seconds, reconnect, user_id,
+    client_id, platform, clock, backoff, timeout, event_buffer, on_connected, sync_messages, last_seq,
+    message_buffer, sync_relations, relations_snapshot, chatroom_buffer).
 
     ``async with connect(...) as c`` returns once the first CONNACK succeeded (and
     ``on_connected`` returned). An exception raised in the block comes out as
     itself, not wrapped in an exception group.
 
-    Args:
-        host: gateway host.
-        port: gateway client port.
-        token: the token from the app server; never logged or shown in a repr.
-        keepalive_seconds: keepalive announced in CONNECT (0 lets the server
-            choose); the one the CONNACK returns is used.
-        reconnect: reconnect after the transport is lost, with backoff.
-        user_id: replaces the token's clear user id (for tests and tools).
-        client_id: replaces the token's clear client id.
-        platform: replaces the token's clear platform.
-        clock: client wall clock in ms for the CONNECT proof (default: system time).
-        backoff: (first, max) reconnect delay in seconds; it doubles after each
-            failed attempt and each wait is uniform in [delay/2, delay].
-        timeout: bound of each TCP connect + handshake, and default bound of
-            ``request`` and ``ping``.
-        event_buffer: capacity of the event stream (see ``Client.events``).
-        on_connected: ``async def hook(client, connack)`` run after every successful
-            (re)connect while the status is RECEIVING, e.g. to pull from
-            ``connack.heads``. Its requests may be made; a ``ClientClosed`` from it
-            is ignored (the link dropped), any other exception ends the client.
-        sync_messages: keep the inbox in sync and hand messages over through
-            ``client.messages.received()`` (see ``client.messages``); ``msg``
-            pushes then stay off ``events()``. Each (re)connect first pulls what
-            the CONNACK's ``heads["msg"]`` says is missing, then runs ``on_connected``.
-        last_seq: with ``sync_messages``, the inbox seq the app had reached
-            (``client.messages.last_seq``, persisted); 0 for a new install.
-        message_buffer: with ``sync_messages``, how many messages may wait for the
-            app; beyond it the sync pulls later instead of buffering.
-        sync_relations: keep local copies of the friend list, friend requests,
-            blacklist and settings in sync (see ``client.relations``); ``head``
-            pushes then stay off ``events()``, which gets ``RelationsChanged`` instead.
-        relations_snapshot: with ``sync_relations``, the copies the app persisted
-            (``client.relations.snapshot()``); the first pull asks only for what changed since.
-        chatroom_buffer: capacity of ``client.chatrooms.events()`` (oldest dropped when full).
-
     Raises:
+        ValueError: an option is out of range.
         ConnectError: the first attempt failed; ``status`` is the server's code or
             SERVER_DOWN (TCP refused, handshake broken or timed out); a malformed
             token gives TOKEN_INCORRECT.
     """
-    client = Client(
-        host,
-        port,
-        token,
-        keepalive_seconds=keepalive_seconds,
-        reconnect=reconnect,
-        user_id=user_id,
-        client_id=client_id,
-        platform=platform,
-        clock=clock,
-        backoff=backoff,
-        timeout=timeout,
-        event_buffer=event_buffer,
-        on_connected=on_connected,
-        sync_messages=sync_messages,
-        last_seq=last_seq,
-        message_buffer=message_buffer,
-        sync_relations=sync_relations,
-        relations_snapshot=relations_snapshot,
-        chatroom_buffer=chatroom_buffer,
-    )
-    del token
+    client = Client(ConnectOptions(*args, **kwargs))
+    del args, kwargs  # the token
     client._set_status(S.CONNECTING)
-    link = await client._open_link()
+    link = await client._dialer.open()
     single: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:

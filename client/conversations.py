@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import trio
 
@@ -37,11 +37,9 @@ from protocol.codes import (
     parse_conversation_setting_key,
 )
 
+from .core import Core
 from .errors import RequestFailed
 from .messages import Conversation, Message, parse_message
-
-if TYPE_CHECKING:
-    from .client import Client
 
 #: Most recent messages kept per conversation: what the last message falls back to when the newest is deleted.
 RECENT_PER_CONVERSATION: Final = 20
@@ -136,10 +134,15 @@ class _Entry:
 
 
 class Conversations:
-    """The local conversation list (see the module docstring)."""
+    """The local conversation list (see the module docstring).
 
-    def __init__(self, client: Client) -> None:
-        self._client = client
+    The client feeds it (``client.core``): ``observe`` every message handed over or sent here,
+    ``on_setting`` every setting the relation sync brings, ``on_deleted`` each ``message_deleted`` push and
+    each delete from here.
+    """
+
+    def __init__(self, core: Core) -> None:
+        self._core = core
         self._entries: dict[Conversation, _Entry] = {}
         self._changed = trio.Event()
         #: get_conversations pages fetched by ``rebuild`` (for tests and metrics)
@@ -197,7 +200,7 @@ class Conversations:
             up_to = entry.last.message_id
         result = await self._call("mark_read", conv=conv.to_wire(), message_id=up_to)
         read_to = int(result["read_to"])
-        self._on_setting(SettingScope.CONVERSATION_READ, mark_key(conv), str(read_to))
+        self.on_setting(SettingScope.CONVERSATION_READ, mark_key(conv), str(read_to))
         return read_to
 
     async def clear(self, conv: Conversation, up_to: int | None = None) -> int:
@@ -209,7 +212,7 @@ class Conversations:
                 return 0
             up_to = entry.last.message_id
         result = await self._call("clear_conversation", conv=conv.to_wire(), message_id=up_to)
-        self._on_setting(_CLEAR_SCOPE, mark_key(conv), str(up_to))
+        self.on_setting(_CLEAR_SCOPE, mark_key(conv), str(up_to))
         return int(result["deleted"])
 
     async def rebuild(self, types: Iterable[int] | None = None, lines: Iterable[int] | None = None) -> None:
@@ -250,7 +253,7 @@ class Conversations:
         self._report(changed)
 
     async def _call(self, method: str, **params: Any) -> Any:
-        response = await self._client.request(method, params)
+        response = await self._core.request(method, params)
         if not response.ok:
             raise RequestFailed(method, response.code, response.result)
         return response.result
@@ -260,11 +263,11 @@ class Conversations:
     def _view(self, message: Message) -> Conversation:
         """A private chat is named after the other side (the server stores the recipient as the target)."""
         conv = message.conv
-        if conv.type == ConversationType.PRIVATE and conv.target == self._client.user_id:
+        if conv.type == ConversationType.PRIVATE and conv.target == self._core.user_id:
             return Conversation(conv.type, message.from_user, conv.line)
         return conv
 
-    def _observe(self, message: Message) -> None:
+    def observe(self, message: Message) -> None:
         """A message handed over or sent here; never blocks."""
         if message.conv.type == _CHATROOM:
             return
@@ -281,7 +284,7 @@ class Conversations:
         entry.recent.append(message)
         if entry.last is None or message.message_id > entry.last.message_id:
             entry.last = message
-        me = self._client.user_id
+        me = self._core.user_id
         if (
             flag == _COUNTED
             and message.from_user != me
@@ -294,7 +297,7 @@ class Conversations:
                 entry.mention_ids.add(message.message_id)
         self._wake()
 
-    def _on_setting(self, scope: int, key: str, value: str | None) -> None:
+    def on_setting(self, scope: int, key: str, value: str | None) -> None:
         """A setting arrived from the sync (``value`` None: removed), or this device moved a mark."""
         if scope not in _SCOPES:
             return
@@ -324,7 +327,7 @@ class Conversations:
             entry.draft = value or ""
         self._report([conv])
 
-    def _on_deleted(self, data: Any) -> None:
+    def on_deleted(self, data: Any) -> None:
         """``message_deleted`` (another device of this user deleted it), or a delete from here."""
         message_id = data.get("message_id") if isinstance(data, Mapping) else data
         if not isinstance(message_id, int) or isinstance(message_id, bool):
@@ -345,7 +348,7 @@ class Conversations:
 
     def _report(self, convs: list[Conversation]) -> None:
         if convs:
-            self._client._emit(ConversationsChanged(tuple(dict.fromkeys(convs))))
+            self._core.emit(ConversationsChanged(tuple(dict.fromkeys(convs))))
         self._wake()
 
     def _wake(self) -> None:

@@ -29,18 +29,15 @@ import json
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
 from protocol.codes import ConversationType, GroupMemberType, GroupNotification, PersistFlag
 
+from .core import Core
 from .errors import RequestFailed
-from .messages import _Seen
-
-if TYPE_CHECKING:
-    from .client import Client
-    from .messages import Message
+from .messages import Message, SeenIds, parse_message
 
 log = logging.getLogger("ember.client.groups")
 
@@ -146,10 +143,10 @@ class _Cached:
 class Groups:
     """``Client.groups``: group operations, the cache and its events."""
 
-    def __init__(self, client: Client, *, event_buffer: int = 1000) -> None:
-        self._client = client
+    def __init__(self, core: Core, *, event_buffer: int = 1000) -> None:
+        self._core = core
         self._cache: dict[str, _Cached] = {}
-        self._seen = _Seen(SEEN_NOTIFICATIONS)  # notifications already applied (pushed and pulled: dedup)
+        self._seen = SeenIds(SEEN_NOTIFICATIONS)  # notifications already applied (pushed and pulled: dedup)
         self._events_tx, self._events_rx = trio.open_memory_channel[GroupChange](event_buffer)
         self.dropped_events = 0
         #: member pages flagged ``reset`` received (the cached members dropped and fetched from 0)
@@ -327,7 +324,14 @@ class Groups:
 
     # --- notifications ---------------------------------------------------------------------------
 
-    def _observe(self, message: Message) -> None:
+    def on_push(self, data: Any) -> None:
+        """A ``msg`` push the inbox sync did not take (it is off): a group notification still updates the cache."""
+        if isinstance(data, dict):
+            pushed = parse_message(data.get("message"), 0)
+            if pushed is not None:
+                self.observe(pushed)
+
+    def observe(self, message: Message) -> None:
         """A message reached this device (pushed or pulled): apply it if it is a group notification."""
         if message.conv.type != GROUP or message.content_type not in NOTIFICATION_TYPES:
             return
@@ -351,7 +355,7 @@ class Groups:
 
     def _apply(self, group_id: str, kind: int, operator: str, data: Mapping[str, Any]) -> bool:
         """Apply a notification to the cache; True when this user left the group with it."""
-        me = self._client.user_id
+        me = self._core.user_id
         listed = [u for u in data.get("ms", ()) if isinstance(u, str)]
         if kind == N.DISMISS or (kind == N.KICK_MEMBERS and me in listed) or (kind == N.QUIT and operator == me):
             self._cache.pop(group_id, None)
@@ -413,7 +417,7 @@ class Groups:
     async def _call(self, method: str, notify_content: Mapping[str, Any] | None, **params: Any) -> Any:
         if notify_content is not None:
             params["notify_content"] = dict(notify_content)
-        response = await self._client.request(method, params)
+        response = await self._core.request(method, params)
         if not response.ok:
             raise RequestFailed(method, response.code, response.result)
         return response.result

@@ -47,19 +47,17 @@ import json
 import logging
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeGuard
+from typing import Any, TypeGuard
 
 import msgpack
 import trio
 
 from protocol.codes import ConnectionStatus, ContentType, ErrorCode, PersistFlag
 
+from .core import Core, LinkView, Signal
 from .errors import ClientClosed, RequestFailed, RequestTimeout
-
-if TYPE_CHECKING:
-    from .client import Client, _Link
 
 log = logging.getLogger("ember.client.messages")
 
@@ -216,7 +214,7 @@ def parse_message(raw: Any, seq: int) -> Message | None:
 
 
 @dataclass(slots=True)
-class _Seen:
+class SeenIds:
     """The most recent message ids handed over (or sent from here): bounded dedup memory."""
 
     limit: int
@@ -236,24 +234,31 @@ class _Seen:
 
 
 class Messages:
-    """``Client.messages``: message methods, and the inbox sync when it is on."""
+    """``Client.messages``: message methods, and the inbox sync when it is on.
+
+    What it learns it publishes, for the client to route (``client.core``): ``handed_over`` (a message
+    given to the app), ``sent`` (one this device sent and the server stored), ``deleted`` (a message id
+    this device deleted). ``on_push``, ``serve_link``, ``catch_up`` and ``finish`` are the client's hooks.
+    """
 
     def __init__(
         self,
-        client: Client,
+        core: Core,
         *,
         sync: bool,
         last_seq: int,
         buffer: int,
+        set_blacklist: Callable[[str, bool], Awaitable[None]],
         send_attempts: int = DEFAULT_SEND_ATTEMPTS,
     ) -> None:
-        if last_seq < 0:
-            raise ValueError("last_seq must be >= 0")
-        if buffer < 1:
-            raise ValueError("message_buffer must be at least 1")
+        # last_seq and buffer are connect options, checked there (client.options).
         if send_attempts < 1:
             raise ValueError("send_attempts must be at least 1")
-        self._client = client
+        self._core = core
+        self._set_blacklist = set_blacklist
+        self.handed_over: Signal[Message] = Signal()
+        self.sent: Signal[Message] = Signal()
+        self.deleted: Signal[int] = Signal()
         self._sync = sync
         self._capacity = buffer
         self._send_attempts = send_attempts
@@ -261,7 +266,7 @@ class Messages:
         self._consumed = last_seq  # seq of the last counted message the app took
         self._buffer: deque[Message] = deque()
         self._counted = 0  # buffered messages with a seq
-        self._seen = _Seen(SEEN_IDS)
+        self._seen = SeenIds(SEEN_IDS)
         self._want_pull = False
         self._pull_wakeup = trio.Event()
         self._pull_lock = trio.Lock()
@@ -349,9 +354,9 @@ class Messages:
         refused = 0
         while True:
             try:
-                response = await self._client.request("send_message", params, timeout=timeout)
+                response = await self._core.request("send_message", params, timeout=timeout)
             except ClientClosed:
-                if attempt >= self._send_attempts or self._client._stopped:
+                if attempt >= self._send_attempts or self._core.stopped:
                     raise
                 attempt += 1
                 log.info("connection dropped before the ack; resending (attempt %d)", attempt)
@@ -359,7 +364,7 @@ class Messages:
             if response.code != ErrorCode.OVER_FREQUENCY or refused >= SEND_REFUSED_RETRIES:
                 break
             # Not stored; the server asks for a pause (§8.1). The same client_msg_id keeps a resend safe.
-            first, most = self._client._backoff
+            first, most = self._core.backoff
             await trio.sleep(min(most, first * 2**refused))
             refused += 1
         if not response.ok:
@@ -368,15 +373,15 @@ class Messages:
         ack = SendAck(result["message_id"], result["server_time"], result["seq"], cmid)
         self._own(ack.message_id, ack.seq)
         if ack.seq:  # stored: it is this conversation's newest message on every device, this one included
-            mine = Message(ack.seq, ack.message_id, conv, self._client.user_id, dict(content), ack.server_time,
+            mine = Message(ack.seq, ack.message_id, conv, self._core.user_id, dict(content), ack.server_time,
                            tuple(params.get("to_users", ())))  # fmt: skip
-            self._client.conversations._observe(mine)
+            self.sent.publish(mine)
         return ack
 
     async def delete(self, message_id: int) -> None:
         """Delete a message for this user only, for good; other devices get ``message_deleted``."""
         await self._call("delete_message", message_id=message_id)
-        self._client.conversations._on_deleted(message_id)
+        self.deleted.publish(message_id)
 
     async def recall(self, message_id: int) -> RecallAck:
         """Replace a message for everyone with a recall notice (content type 80)."""
@@ -403,13 +408,13 @@ class Messages:
 
     async def set_blacklist(self, user_id: str, blocked: bool) -> None:
         """The same as ``Client.relations.set_blacklist`` (which also updates the synced copy)."""
-        await self._client.relations.set_blacklist(user_id, blocked)
+        await self._set_blacklist(user_id, blocked)
 
     async def get_blacklist(self) -> list[str]:
         return list((await self._call("get_blacklist"))["user_ids"])
 
     async def _call(self, method: str, **params: Any) -> Any:
-        response = await self._client.request(method, params)
+        response = await self._core.request(method, params)
         if not response.ok:
             raise RequestFailed(method, response.code, response.result)
         return response.result
@@ -426,8 +431,13 @@ class Messages:
         elif seq > self._tail:
             self._gap()
 
+    def on_push(self, data: Any) -> bool:
+        """A ``msg`` (or ``message_updated``) NOTIFY with the sync on, called by the reader: the sync takes
+        it (True); never blocks."""
+        self._on_push(data)
+        return True
+
     def _on_push(self, data: Any) -> None:
-        """A ``msg`` NOTIFY, called by the reader: never blocks."""
         seq = data.get("seq") if isinstance(data, dict) else None
         if not _is_int(seq) or seq < 0:
             log.warning("ignored a malformed msg push")
@@ -464,8 +474,7 @@ class Messages:
         self._hand_over(message)
 
     def _hand_over(self, message: Message) -> None:
-        self._client.groups._observe(message)  # a group notification updates the group cache first
-        self._client.conversations._observe(message)
+        self.handed_over.publish(message)  # the group cache first (a group notification), then the list
         self._buffer.append(message)
         self._arrived.set()
 
@@ -473,12 +482,16 @@ class Messages:
         self._want_pull = True
         self._pull_wakeup.set()
 
-    def _close(self) -> None:
+    def finish(self) -> None:
         """The client stopped for good: ``received()`` ends once the buffer is empty."""
         self._closed = True
         self._arrived.set()
 
-    async def _catch_up(self, link: _Link) -> None:
+    @property
+    def catches_up(self) -> bool:
+        return self._sync
+
+    async def catch_up(self, link: LinkView) -> None:
         """Run by the client after each successful handshake, while the status is RECEIVING."""
         head = link.connack.heads.get("msg")
         if not _is_int(head):
@@ -496,8 +509,10 @@ class Messages:
         if self._want_pull:
             await self._pull(link)
 
-    async def _pull_worker(self, link: _Link) -> None:
-        """One per connection: pulls when a gap is noted and there is room for what it brings."""
+    async def serve_link(self, link: LinkView) -> None:
+        """One per connection with the sync on: pulls when a gap is noted and there is room for what it brings."""
+        if not self._sync:
+            return
         try:
             while True:
                 await self._pull_wakeup.wait()
@@ -507,19 +522,19 @@ class Messages:
         except ClientClosed:
             return  # the connection is gone; the next one catches up
 
-    async def _pull(self, link: _Link) -> None:
+    async def _pull(self, link: LinkView) -> None:
         """Pull (one pull at a time) until caught up or the buffer is full."""
         async with self._pull_lock:
             if not self._want_pull or len(self._buffer) >= self._capacity:
                 return  # a pull that ran while this one waited did the work
             try:
-                with self._client.receiving():
+                with self._core.receiving():
                     await self._pull_pages()
             except (RequestTimeout, RequestFailed) as exc:
                 # Retrying on this connection could spin; a reconnect retries with backoff.
                 log.warning("pull failed: %s; reconnecting to retry", exc)
                 self._want_pull = True
-                self._client._close_link(link, ConnectionStatus.SERVER_DOWN, "pull failed")
+                link.close(ConnectionStatus.SERVER_DOWN, "pull failed")
 
     async def _pull_pages(self) -> None:
         while self._want_pull:
@@ -532,7 +547,7 @@ class Messages:
                     limit = min(self._page, room)
                     self._pulls += 1
                     try:
-                        response = await self._client.request("pull", after_seq=self._tail, limit=limit)
+                        response = await self._core.request("pull", after_seq=self._tail, limit=limit)
                     except BaseException:
                         # Lost (usually with its connection, which cancels this task). One cause
                         # repeats forever: a page larger than the client's frame limit (a

@@ -32,16 +32,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import trio
 
 from protocol.codes import ErrorCode, FriendRequestStatus
 
+from .core import Core, LinkView, Signal
 from .errors import ClientClosed, RequestFailed, RequestTimeout
-
-if TYPE_CHECKING:
-    from .client import Client, _Link
 
 log = logging.getLogger("ember.client.relations")
 
@@ -115,11 +113,17 @@ class Snapshot:
 
 
 class Relations:
-    """Relation calls and, with ``sync``, the local copies (see the module docstring)."""
+    """Relation calls and, with ``sync``, the local copies (see the module docstring).
 
-    def __init__(self, client: Client, *, sync: bool, snapshot: Snapshot | None = None) -> None:
-        self._client = client
+    Each setting the sync brings (set, or removed: ``None``) is published on ``setting_changed`` as
+    ``(scope, key, value)``, for the client to route (``client.core``). ``on_head``, ``serve_link`` and
+    ``catch_up`` are the client's hooks.
+    """
+
+    def __init__(self, core: Core, *, sync: bool, snapshot: Snapshot | None = None) -> None:
+        self._core = core
         self._sync = sync
+        self.setting_changed: Signal[int, str, str | None] = Signal()
         #: friend id → Friend
         self.friends: dict[str, Friend] = dict(snapshot.friends) if snapshot else {}
         #: (from_user, to_user) → FriendRequest, both directions
@@ -162,7 +166,7 @@ class Relations:
     @property
     def unread_request_count(self) -> int:
         """Pending requests this user received and has not marked read (from the local copy)."""
-        me = self._client.user_id
+        me = self._core.user_id
         return sum(
             1
             for r in self.requests.values()
@@ -183,40 +187,40 @@ class Relations:
 
     async def send_request(self, user_id: str, reason: str = "", extra: str = "") -> None:
         """Ask ``user_id`` to be friends. Raises RequestFailed: 16, 18, 23, 246, 251, 253, 220."""
-        await self._call(
+        await self.call_and_pull(
             "send_friend_request", (FRIEND_REQUEST,), user_id=user_id, reason=reason, extra=extra
         )
 
     async def handle_request(self, user_id: str, accept: bool) -> None:
         """Accept or reject the request from ``user_id``. Raises RequestFailed: 19 expired, 253 none pending."""
-        await self._call("handle_friend_request", (FRIEND_REQUEST, FRIEND), user_id=user_id, accept=accept)
+        await self.call_and_pull("handle_friend_request", (FRIEND_REQUEST, FRIEND), user_id=user_id, accept=accept)
 
     async def mark_requests_read(self, until: int | None = None) -> int:
         """Mark received requests made at or before ``until`` (ms; default: now) read; how many were."""
         params = {} if until is None else {"until": until}
-        return int((await self._call("mark_friend_requests_read", (FRIEND_REQUEST,), **params))["count"])
+        return int((await self.call_and_pull("mark_friend_requests_read", (FRIEND_REQUEST,), **params))["count"])
 
     async def delete_friend(self, user_id: str) -> None:
-        await self._call("delete_friend", (FRIEND,), user_id=user_id)
+        await self.call_and_pull("delete_friend", (FRIEND,), user_id=user_id)
 
     async def set_alias(self, user_id: str, alias: str) -> None:
-        await self._call("set_friend_alias", (FRIEND,), user_id=user_id, alias=alias)
+        await self.call_and_pull("set_friend_alias", (FRIEND,), user_id=user_id, alias=alias)
 
     async def set_extra(self, user_id: str, extra: str) -> None:
-        await self._call("set_friend_extra", (FRIEND,), user_id=user_id, extra=extra)
+        await self.call_and_pull("set_friend_extra", (FRIEND,), user_id=user_id, extra=extra)
 
     async def set_blacklist(self, user_id: str, blocked: bool) -> None:
-        await self._call("set_blacklist", (BLACKLIST,), user_id=user_id, blocked=blocked)
+        await self.call_and_pull("set_blacklist", (BLACKLIST,), user_id=user_id, blocked=blocked)
 
     async def put_setting(self, scope: int, key: str, value: str) -> int:
         """Set a setting ("" removes it); returns the setting stream's version after it."""
         return int(
-            (await self._call("put_setting", (SETTING,), scope=scope, key=key, value=value))["version"]
+            (await self.call_and_pull("put_setting", (SETTING,), scope=scope, key=key, value=value))["version"]
         )
 
     async def get_setting(self, scope: int, key: str) -> Setting | None:
         """Ask the server for one setting (None if unset)."""
-        response = await self._client.request("get_setting", scope=scope, key=key)
+        response = await self._core.request("get_setting", scope=scope, key=key)
         if response.code == ErrorCode.NOT_EXIST:
             return None
         if not response.ok:
@@ -229,8 +233,15 @@ class Relations:
         for stream in streams or STREAMS:
             await self._pull(stream)
 
-    async def _call(self, method: str, streams: tuple[str, ...], **params: Any) -> Any:
-        response = await self._client.request(method, params)
+    async def call_and_pull(self, method: str, streams: tuple[str, ...], **params: Any) -> Any:
+        """Make a call that changes ``streams`` and return its result; with the sync on, pull those streams
+        at once (this device is not pushed its own change). Also for the other sub-APIs whose calls move
+        these streams (``client.channels``: a listen is a setting).
+
+        Raises:
+            RequestFailed: the server refused the call.
+        """
+        response = await self._core.request(method, params)
         if not response.ok:
             raise RequestFailed(method, response.code, response.result)
         if self._sync:
@@ -243,6 +254,11 @@ class Relations:
 
     # --- sync ------------------------------------------------------------------------------------
 
+    def on_head(self, data: Any) -> bool:
+        """A ``head`` NOTIFY with the sync on: the sync takes it (True); never blocks."""
+        self._on_head(data)
+        return True
+
     def _on_head(self, data: Any) -> None:
         """A ``head`` NOTIFY: remember the server's head and wake the pull task if we are behind."""
         if not isinstance(data, dict):
@@ -254,7 +270,11 @@ class Relations:
         if head != self.versions[stream]:
             self._wake.set()
 
-    async def _catch_up(self, link: _Link) -> None:
+    @property
+    def catches_up(self) -> bool:
+        return self._sync
+
+    async def catch_up(self, link: LinkView) -> None:
         heads = link.connack.heads or {}
         for stream in STREAMS:
             head = heads.get(stream, 0)
@@ -266,15 +286,17 @@ class Relations:
                     log.info("sync of %s refused with %s; trying again later", stream, exc.code)
                     self._wake.set()
 
-    async def _worker(self, link: _Link) -> None:
-        """Pull streams that pushes said are behind, until the link ends."""
-        while link.end_status is None:
+    async def serve_link(self, link: LinkView) -> None:
+        """With the sync on: pull streams that pushes said are behind, until the link ends."""
+        if not self._sync:
+            return
+        while not link.closed:
             await self._wake.wait()
             self._wake = trio.Event()
             for stream in STREAMS:
                 if self._server[stream] != self.versions[stream]:
                     try:
-                        with self._client.receiving():
+                        with self._core.receiving():
                             await self._pull(stream)
                     except (ClientClosed, RequestTimeout):
                         return  # the next link catches up from its CONNACK
@@ -294,7 +316,7 @@ class Relations:
                 params: dict[str, int] = {"after": after, "limit": SYNC_LIMIT}
                 if self._full_sync_head[stream]:
                     params["full_sync_head"] = self._full_sync_head[stream]
-                response = await self._client.request(_METHODS[stream], params)
+                response = await self._core.request(_METHODS[stream], params)
                 if response.code == ErrorCode.FUNCTION_DISABLED:  # friend.hosting off: nothing to keep
                     self._server[stream] = self.versions[stream]
                     break
@@ -332,7 +354,7 @@ class Relations:
             if changed:
                 self._changed.set()
                 self._changed = trio.Event()
-                self._client._emit(RelationsChanged(stream, self.versions[stream]))
+                self._core.emit(RelationsChanged(stream, self.versions[stream]))
 
     def _clear(self, stream: str) -> None:
         copies: dict[str, dict[Any, Any]] = {
@@ -362,9 +384,9 @@ class Relations:
                 self.blacklist[item["user_id"]] = item["created_at"]
         elif deleted:
             self.settings.pop((item["scope"], item["key"]), None)
-            self._client.conversations._on_setting(item["scope"], item["key"], None)
+            self.setting_changed.publish(item["scope"], item["key"], None)
         else:
             self.settings[(item["scope"], item["key"])] = Setting(
                 item["scope"], item["key"], item["value"], item["updated_at"]
             )
-            self._client.conversations._on_setting(item["scope"], item["key"], item["value"])
+            self.setting_changed.publish(item["scope"], item["key"], item["value"])

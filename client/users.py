@@ -11,12 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
+from .core import Core
 from .errors import RequestFailed
-
-if TYPE_CHECKING:
-    from .client import Client
 
 #: Ids per get_user_info request (the server's most).
 USERS_PER_REQUEST: Final = 100
@@ -43,8 +41,8 @@ class UserInfoUpdated:
 
 
 class Users:
-    def __init__(self, client: Client) -> None:
-        self._client = client
+    def __init__(self, core: Core) -> None:
+        self._core = core
         #: user id → UserInfo
         self.cache: dict[str, UserInfo] = {}
         #: get_user_info requests made so far (for tests and metrics)
@@ -65,7 +63,7 @@ class Users:
             params: dict[str, Any] = {"user_ids": chunk, "refresh": refresh}
             if known:
                 params["known"] = known
-            response = await self._client.request("get_user_info", params)
+            response = await self._core.request("get_user_info", params)
             self.requests += 1
             if not response.ok:
                 raise RequestFailed("get_user_info", response.code, response.result)
@@ -75,5 +73,5 @@ class Users:
                     updated.append(info)
                 self.cache[info.user_id] = info
         if updated:
-            self._client._emit(UserInfoUpdated(tuple(updated)))
+            self._core.emit(UserInfoUpdated(tuple(updated)))
         return [self.cache[u] for u in ids if u in self.cache]

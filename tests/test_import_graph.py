@@ -18,15 +18,7 @@ import gateway.handlers
 from gateway.dispatch import MethodRegistry, method
 from gateway.methods import HANDLER_MODULES, METHODS
 
-# client.client and its sub-APIs still form one cycle (issue 21's client part is open): a strict xfail, so
-# this test fails the day the cycle goes and the mark (and the import contract's exclusion) must go too.
 PACKAGES = ("protocol", "storage", "gateway", "client", "bench")
-CYCLE_CASES = [
-    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="client.client <-> sub-APIs: open"))
-    if p == "client"
-    else p
-    for p in PACKAGES
-]
 
 
 def strongly_connected(graph: grimp.ImportGraph) -> list[list[str]]:
@@ -82,7 +74,7 @@ def test_strongly_connected_finds_a_cycle_and_only_cycles() -> None:
     assert strongly_connected(graph) == [["a", "b", "c"]]
 
 
-@pytest.mark.parametrize("package", CYCLE_CASES)
+@pytest.mark.parametrize("package", PACKAGES)
 def test_no_import_cycles(package: str) -> None:
     graph = grimp.build_graph(*PACKAGES, cache_dir=None)  # grimp's cache can lag behind a fresh edit
     cycles = [c for c in strongly_connected(graph) if c[0].split(".")[0] == package]

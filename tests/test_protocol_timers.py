@@ -1,6 +1,6 @@
 """protocol.timers: the keepalive and idle rules of docs/PROTOCOL.md §8.4, on made-up times (no clock, no sleep).
 
-The drivers (gateway/connection.py, client/client.py) are tested over real sockets in test_gateway_limits.py and
+The drivers (gateway/connection.py, client/link.py) are tested over real sockets in test_gateway_limits.py and
 test_client_sdk.py; here each rule is pinned to exact deadlines.
 """
 
