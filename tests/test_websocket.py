@@ -8,8 +8,14 @@ violations, going away — are the ones TCP connections get.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import socket
+import subprocess
+import sys
+from types import SimpleNamespace
 
+import httpx
 import pytest
 import trio
 import trio.testing
@@ -17,6 +23,8 @@ from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection
 
 from client import Conversation, ConversationType
+from gateway.admin.signing import signed_json
+from gateway.clock import Clock
 from gateway.net.websocket import WsSettings, parse_networks
 from gateway.server import SHUTDOWN_RETRY_MS, shutdown_gracefully
 from protocol import codec, events
@@ -332,3 +340,77 @@ async def test_invalid_utf8_text_closes_1007_and_a_clients_close_is_echoed(nurse
         assert await alice.client.next_event() is None
         assert alice.client.close is not None and alice.client.close.code == 1000
         await alice.aclose()
+
+
+async def test_sigterm_on_a_real_process_says_goodbye_over_websocket_too(tmp_path) -> None:
+    """``ember serve`` with a WebSocket port: SIGTERM sends the WebSocket client its DISCONNECT and a Close
+    1001, the listener stops accepting, and the process exits 0 (the in-process test above checks that the
+    requests read before are answered first)."""
+    from tests import test_process
+
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    ws_port = free_port()
+    (data / "ember.toml").write_text(
+        f'[server]\nport = 0\nws_port = {ws_port}\nshutdown_seconds = 5\n'
+        f'[admin]\nport = 0\nsecret = "{test_process.ADMIN_SECRET}"\n[token]\nkey = "{test_process.TOKEN_KEY}"\n'
+    )
+    (data / "ember.toml").chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMBER_")} | {"PYTHONPATH": str(test_process.ROOT)}
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "gateway.cli", "serve", "--data", str(data)],
+        stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    proc = test_process.Proc(process, tmp_path / "unused.log")
+    try:
+        match = await proc.read_until(rb"listening gateway=(\S+):(\d+) admin=(\S+) websocket=(\S+):(\d+)/ws ")
+        assert int(match[5]) == ws_port
+        proc.host, proc.port, proc.admin_url = match[1].decode(), int(match[2]), match[3].decode()
+        async with httpx.AsyncClient() as http:
+
+            async def call(path: str, payload: dict) -> dict:
+                body, headers = signed_json(test_process.ADMIN_SECRET.encode(), payload, Clock().now_ms())
+                answer = (await http.post(proc.admin_url + path, content=body, headers=headers)).json()
+                assert answer["code"] == 0, answer
+                return answer["result"]
+
+            await call("/admin/user/create", {"user_id": "alice"})
+            token = (await call("/admin/user/get_token", {"user_id": "alice", "client_id": "alice-web", "platform": 5}))["token"]
+        gw = SimpleNamespace(host=proc.host, running=SimpleNamespace(ws_port=ws_port), clock=Clock())
+        alice = Device(await WsRawClient.connected(gw, token))  # type: ignore[arg-type]
+        assert (await alice.call("get_blacklist")).code == 0
+        with trio.fail_after(LIMIT):
+            process.send_signal(signal.SIGTERM)
+            assert await alice.client.next_event() == events.GoAway("shutdown", SHUTDOWN_RETRY_MS, "")
+            assert await alice.client.next_event() is None
+            assert alice.client.close is not None and alice.client.close.code == 1001
+            await alice.aclose()
+            await proc.rest()
+            assert await process.wait() == 0
+        assert "shutdown: 1 connection(s) told to reconnect and closed" in proc.stderr.decode()
+    finally:
+        if process.returncode is None:
+            process.kill()
+
+
+async def test_websocket_pings_do_not_keep_a_silent_protocol_connection_alive(nursery: trio.Nursery, tmp_path) -> None:
+    """The idle rule is the protocol's (§8.4): only binary messages count. A client that sends nothing but
+    WebSocket pings is closed once it has been silent for 1.5 × keepalive, its pings answered until then."""
+    gw = await start_ws(nursery, tmp_path, min_keepalive_seconds=1, keepalive_seconds=1)
+    await gw.user("alice")
+    with trio.fail_after(LIMIT):
+        raw = await WsRawClient.connected(gw, await gw.token("alice", "alice-web", 5), keepalive_seconds=1)
+        await raw.send(raw.proto.ping())  # one protocol PING first: later reads are the read poller's
+        assert isinstance(await raw.next_event(), events.Pong)
+        pongs = 0
+        while True:
+            await raw.ws.ping(b"still here")
+            event = await raw.ws.next_event()
+            if isinstance(event, Pong):
+                pongs += 1
+                await trio.sleep(0.2)
+                continue
+            break
+        assert isinstance(event, CloseConnection) and event.code == 1000
+        assert pongs >= 1
+        await raw.aclose()
