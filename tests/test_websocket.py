@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -30,20 +29,13 @@ from gateway.server import SHUTDOWN_RETRY_MS, shutdown_gracefully
 from protocol import codec, events
 from protocol.codes import ConnectionStatus, ErrorCode
 from tests import harness
-from tests.harness import Gateway, start_gateway
+from tests.harness import Gateway, free_port, start_gateway
 from tests.storage_helpers import held_writer, wait_until
 from tests.test_messaging import Device
 from tests.vector_blocks import DOC, Fence
 from tests.ws_client import Pong, WsClient, WsRawClient, WsRefused, open_ws
 
 LIMIT = 10  # seconds for any one test
-
-
-def free_port() -> int:
-    """A port nothing listens on now, for server.ws_port (0 there means off, not "any")."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def start_ws(nursery: trio.Nursery, tmp_path, **server) -> Gateway:

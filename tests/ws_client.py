@@ -178,6 +178,8 @@ class WsRawClient:
             return False
         if isinstance(event, CloseConnection):
             self.close = event
+            while await self.ws.next_event() is not None:  # the server closes the socket after its Close:
+                pass  # "closed" means that here, as over TCP (the Close may come before the last writes commit)
             return False
         assert isinstance(event, BytesMessage), event
         message = bytes(event.data)
