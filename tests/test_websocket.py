@@ -7,6 +7,7 @@ violations, going away — are the ones TCP connections get.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -24,7 +25,8 @@ from wsproto.events import BytesMessage, CloseConnection
 from client import Conversation, ConversationType
 from gateway.admin.signing import signed_json
 from gateway.clock import Clock
-from gateway.net.websocket import WsSettings, parse_networks
+from gateway.connection import GatewayConnection
+from gateway.net.websocket import WsSettings, WsTransport, parse_networks
 from gateway.server import SHUTDOWN_RETRY_MS, shutdown_gracefully
 from protocol import codec, events
 from protocol.codes import ConnectionStatus, ErrorCode
@@ -406,3 +408,32 @@ async def test_websocket_pings_do_not_keep_a_silent_protocol_connection_alive(nu
         assert isinstance(event, CloseConnection) and event.code == 1000
         assert pongs >= 1
         await raw.aclose()
+
+
+async def test_an_ended_websocket_connection_is_freed_at_once_not_by_the_cycle_collector(
+    nursery: trio.Nursery, tmp_path
+) -> None:
+    """As tests/test_reads.py checks for TCP: no reference cycle through a connection or its transport."""
+    gw = await start_ws(nursery, tmp_path)
+    await gw.user("alice")
+    token = await gw.token("alice")
+    gc.collect()
+    gc.disable()
+    kinds = (GatewayConnection, WsTransport)
+    before = {id(obj) for obj in gc.get_objects() if isinstance(obj, kinds)}  # other tests' leftovers
+    try:
+        with trio.fail_after(LIMIT):
+            for _ in range(5):
+                client = await WsRawClient.connected(gw, token)
+                await client.send(client.proto.ping())  # the task's own read
+                assert isinstance(await client.next_event(), events.Pong)
+                await client.send(client.proto.ping())  # the poller's
+                assert isinstance(await client.next_event(), events.Pong)
+                await client.send(client.proto.disconnect())
+                assert await client.closed_by_server()
+                await client.aclose()
+            await gw.services.store.inbox_head("alice")  # a storage round trip: the last one has ended
+        alive = [obj for obj in gc.get_objects() if isinstance(obj, kinds) and id(obj) not in before]
+        assert len(alive) <= 2, f"{len(alive)} ended connections or transports still alive"
+    finally:
+        gc.enable()

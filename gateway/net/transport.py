@@ -50,9 +50,13 @@ class Transport(Protocol):
 
     fd: int
     outbox: Outbox
-    send: Callable[[bytes], bool]
     ended: bool
     violation: str | None
+
+    @property
+    def send(self) -> Callable[[bytes], bool]:
+        """Send one frame (an attribute or a method: the connection looks it up once)."""
+        ...
 
     @property
     def peer(self) -> str: ...

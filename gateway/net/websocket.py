@@ -149,7 +149,6 @@ class WsTransport:
         "max_message_bytes",
         "outbox",
         "peer",
-        "send",
         "stream",
         "violation",
     )
@@ -168,7 +167,6 @@ class WsTransport:
         self._peer_gone = False  # end of stream: no Close can be delivered
         self.ended = False
         self.violation: str | None = None
-        self.send: Callable[[bytes], bool] = self._send_message
 
     def open_outbox(
         self, *, max_queued_bytes: int, on_overflow: Callable[[], object], budget: OutboxBudget
@@ -176,8 +174,11 @@ class WsTransport:
         self.outbox = Outbox(self.stream, max_queued_bytes=max_queued_bytes, on_overflow=on_overflow, budget=budget)
         return self.outbox
 
-    def _send_message(self, frame: bytes) -> bool:
-        """One protocol frame as one binary message (framed now, before the outbox joins anything)."""
+    def send(self, frame: bytes) -> bool:
+        """One protocol frame as one binary message (framed now, before the outbox joins anything).
+
+        A method, not a bound method kept in an attribute as TCP's is: that would be a reference cycle, and
+        every ended connection would wait for the cyclic collector (tests/test_websocket.py checks)."""
         ws = self._ws
         if ws.state is not ConnectionState.OPEN:
             return False  # a Close went or came: no data message may follow (RFC 6455 §5.5.1)
