@@ -110,16 +110,23 @@ async def test_only_the_ws_path_upgrades(nursery: trio.Nursery, tmp_path) -> Non
             assert refused.value.status == 404
         ws = await open_ws(gw, path="/ws?v=1")  # the query is ignored
         await ws.aclose()
-        for request in (
-            b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n",  # plain HTTP, no upgrade
-            b"\x16\x03\x01 not http\r\n\r\n",  # e.g. TLS spoken to a plain listener
+        old_version = (
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n"
+        )
+        for request, status in (
+            (b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),  # plain HTTP, no upgrade
+            (b"\x16\x03\x01 not http\r\n\r\n", b"400"),  # e.g. TLS spoken to a plain listener
+            (old_version, b"426"),
         ):
             async with await trio.open_tcp_stream(gw.host, gw.running.ws_port) as stream:
                 await stream.send_all(request)
                 answer = b""
                 while chunk := await stream.receive_some(4096):
                     answer += chunk
-                assert answer.startswith(b"HTTP/1.1 400 "), answer
+                assert answer.startswith(b"HTTP/1.1 " + status + b" "), answer
+                if status == b"426":
+                    assert b"\r\nSec-WebSocket-Version: 13\r\n" in answer
 
 
 async def test_a_text_message_closes_with_1003(nursery: trio.Nursery, tmp_path) -> None:
