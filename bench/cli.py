@@ -130,6 +130,11 @@ def _parser() -> argparse.ArgumentParser:
         help="pairs: wait this long after the window for acks and deliveries (default 10 s)",
     )
     gw = p.add_argument_group("gateway")
+    gw.add_argument(
+        "--transport", choices=("tcp", "ws"), default="tcp",
+        help="what the clients speak: tcp (server.port), or ws, the WebSocket listener (docs/PROTOCOL.md §2.2; "
+        "--spawn opens it; with --target, HOST:PORT is then the WebSocket port)",
+    )  # fmt: skip
     gw.add_argument("--spawn", action="store_true", help="start a gateway on a temporary data folder")
     gw.add_argument("--target", metavar="HOST:PORT", help="a running gateway's client port")
     gw.add_argument("--admin", metavar="URL", help="its admin API base URL")
@@ -388,7 +393,8 @@ def _jobs(
     common = {
         "scenario": args.scenario,
         "host": target.host,
-        "port": target.port,
+        "port": target.ws_port if args.transport == "ws" and target.spawned else target.port,
+        "transport": args.transport,
         "source_addrs": sources if sources != [None] else [],
         "keepalive": args.keepalive,
         "concurrency": max(1, args.concurrency // args.procs),
@@ -466,6 +472,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     keep_data=args.keep_data,
                     request_rate_limit=_flood_rate_limit(args),
                     group_max_members=max(2000, args.members),
+                    ws=args.transport == "ws",
                 )
             )
         else:
@@ -526,7 +533,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         result["setup"] = {"users": users, "seconds": round(setup_s, 2), "per_s": round(users / setup_s, 1)}
         result["source_addrs"] = len(sources)
         result["open_file_limit"] = limit.soft
-        result["gateway"] = {"spawned": target.spawned, "pid": pid, "host": target.host, "port": target.port}
+        result["gateway"] = {
+            "spawned": target.spawned, "pid": pid, "host": target.host, "port": target.port,
+            "transport": args.transport,
+        }  # fmt: skip
         result["machine"] = machine_description()
         return result
 

@@ -67,6 +67,7 @@ class Scenario:
         self.port: int = spec["port"]
         self.sources: list[str | None] = spec.get("source_addrs") or [None]
         self.keepalive: int = spec.get("keepalive", 60)
+        self.transport: str = spec.get("transport", "tcp")  # "ws": port is the WebSocket listener's
         self.connect_timeout: float = spec.get("connect_timeout", 30.0)
         self.conns: list[BenchConn] = []
         self.loading = False
@@ -108,7 +109,7 @@ class Scenario:
 
     async def connect(self, token: str, index: int, limiter: trio.CapacityLimiter) -> BenchConn | None:
         """Open and authenticate one connection; None (and an error counted) on failure."""
-        conn = BenchConn(token, self.keepalive)
+        conn = BenchConn(token, self.keepalive, self.transport)
         async with limiter:
             try:
                 with trio.fail_after(self.connect_timeout):
@@ -215,7 +216,7 @@ class ConnectScenario(Scenario):
     async def _loop(self, token: str, index: int) -> None:
         source = self.source(index)
         while self.loading:
-            conn = BenchConn(token, self.keepalive)
+            conn = BenchConn(token, self.keepalive, self.transport)
             start = time.perf_counter_ns()
             try:
                 with trio.fail_after(self.connect_timeout):

@@ -55,6 +55,7 @@ class Target:
     pid: int | None
     spawned: bool
     data_dir: Path | None = None
+    ws_port: int = 0  # the WebSocket listener (spawned with ws=True), else 0
 
     @property
     def log_path(self) -> Path | None:
@@ -96,8 +97,10 @@ async def spawn_gateway(
     request_rate_limit: int | None = None,
     group_max_members: int = 2000,
     server: Mapping[str, int] | None = None,
+    ws: bool = False,
 ) -> AsyncIterator[Target]:
-    """``server``: integer keys of the [server] section (e.g. ``outbox_budget_bytes``) to set for the run."""
+    """``server``: integer keys of the [server] section (e.g. ``outbox_budget_bytes``) to set for the run;
+    ``ws``: also open the WebSocket listener (``Target.ws_port``)."""
     data = Path(tempfile.mkdtemp(prefix="ember-bench-"))
     admin_secret, token_key = secrets.token_hex(32), secrets.token_hex(32)
     config = data / "ember.toml"
@@ -116,6 +119,9 @@ async def spawn_gateway(
     admin_port = free_loopback_port()
     while admin_port == port:
         admin_port = free_loopback_port()
+    ws_port = 0
+    while ws and ws_port in (0, port, admin_port):
+        ws_port = free_loopback_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("EMBER_")}
     env.update(
         EMBER_DATA=str(data),
@@ -123,8 +129,10 @@ async def spawn_gateway(
         EMBER_SERVER__PORT=str(port),
         EMBER_ADMIN__HOST="127.0.0.1",
         EMBER_ADMIN__PORT=str(admin_port),
+        EMBER_SERVER__WS_PORT=str(ws_port),
+        EMBER_SERVER__WS_HOST="127.0.0.1",
     )
-    target = Target("127.0.0.1", port, f"http://127.0.0.1:{admin_port}", admin_secret, None, True, data)
+    target = Target("127.0.0.1", port, f"http://127.0.0.1:{admin_port}", admin_secret, None, True, data, ws_port)
     assert target.log_path is not None
     log = os.open(target.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -33,6 +34,9 @@ class Gateway:
     running: Running
     clock: ManualClock
     config: Config
+    #: What ``RawClient.open`` speaks to this gateway: "tcp", or "ws" (``tests.ws_client.WsRawClient``, the
+    #: same members over the WebSocket listener), so that one test runs over both transports.
+    transport: str = "tcp"
 
     @property
     def host(self) -> str:
@@ -62,16 +66,27 @@ async def start_gateway(
     data_dir: Path,
     clock: ManualClock | None = None,
     read_poller: bool = True,
+    transport: str = "tcp",
     **sections: dict[str, Any],
 ) -> Gateway:
+    """``transport="ws"`` also opens the WebSocket listener and makes ``RawClient.open`` use it."""
     sections.setdefault("server", {})
     sections["server"] = {"port": 0, **sections["server"]}
+    if transport == "ws":
+        sections["server"].setdefault("ws_port", free_port())
     sections["admin"] = {"port": 0, **sections.get("admin", {})}
     await trio.Path(data_dir).mkdir(parents=True, exist_ok=True)
     config = Config.default(data_dir, **sections)
     clock = clock or ManualClock()
     running = await nursery.start(functools.partial(serve, config, clock=clock, read_poller=read_poller))
-    return Gateway(running, clock, config)
+    return Gateway(running, clock, config, transport)
+
+
+def free_port() -> int:
+    """A port nothing listens on now, for server.ws_port (0 there means off, not "any")."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 #: Seconds a test waits for /openapi.json: its first request builds the document (~0.5 s of CPU, in a
@@ -122,7 +137,12 @@ class RawClient:
         self.sent: list[bytes] = []
 
     @classmethod
-    async def open(cls, gw: Gateway, token: str, **override: Any) -> RawClient:
+    async def open(cls, gw: Gateway, token: str, **override: Any) -> Any:
+        """Over the gateway's transport (``Gateway.transport``): a RawClient, or a WsRawClient (same members)."""
+        if gw.transport == "ws":
+            from tests.ws_client import WsRawClient  # it builds on this module
+
+            return await WsRawClient.open(gw, token, **override)
         stream = await trio.open_tcp_stream(gw.host, gw.port)
         return cls(stream, client_for(token, **override))
 
@@ -146,7 +166,7 @@ class RawClient:
         return await self.next_event()
 
     @classmethod
-    async def connected(cls, gw: Gateway, token: str, **override: Any) -> RawClient:
+    async def connected(cls, gw: Gateway, token: str, **override: Any) -> Any:
         """``open`` and ``handshake``, asserting the gateway answered CONNECTED."""
         client = await cls.open(gw, token, **override)
         ack = await client.handshake(gw.clock.now_ms())

@@ -83,6 +83,14 @@ def test_pairs_smoke(tmp_path: Path) -> None:
     assert record["latency_ack"]["count"] == record["acked"]
 
 
+def test_pairs_over_websocket_smoke(tmp_path: Path) -> None:
+    """``--transport ws``: the same load through the WebSocket listener (docs/PROTOCOL.md §2.2)."""
+    record = bench(tmp_path, "pairs", "--pairs", "4", "--window", "2", "--transport", "ws")
+    assert record["gateway"]["transport"] == "ws"
+    assert record["delivered"] > 0 and record["errors"] == 0
+    assert record["delivered"] == record["acked"] == record["sent"]
+
+
 def test_group_smoke(tmp_path: Path) -> None:
     record = bench(tmp_path, "group", "--members", "12", "--groups", "2", "--senders", "2", "--window", "2")
     assert record["scenario"] == "group"

@@ -22,9 +22,10 @@ from tests.harness import Gateway, RawClient, start_gateway
 from tests.storage_helpers import held_writer
 
 
-@pytest.fixture
-async def gw(nursery: trio.Nursery, tmp_path) -> Gateway:
-    return await start_gateway(nursery, tmp_path / "gw")
+@pytest.fixture(params=["tcp", "ws"])
+async def gw(nursery: trio.Nursery, tmp_path, request: pytest.FixtureRequest) -> Gateway:
+    """Each test that uses it runs over both transports (docs/PROTOCOL.md §2.2), so they cannot drift."""
+    return await start_gateway(nursery, tmp_path / "gw", transport=request.param)
 
 
 async def connack(gw: Gateway, token: str, client_time_ms: int | None = None, **override) -> events.ConnAck:
@@ -292,7 +293,7 @@ async def test_tampered_reordered_or_replayed_frame_closes_the_connection(gw: Ga
         wire = second + first
     else:
         wire = first + first
-    await client.stream.send_all(wire)
+    await client.send(wire)  # in one write over TCP; over WebSocket, a message per frame
     assert await client.closed_by_server()
     kinds = [type(e) for e in client.received]
     # A replay is caught at the second copy, after the first was answered; the others at once.

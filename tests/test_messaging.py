@@ -77,9 +77,10 @@ def texts(items: list[dict]) -> list[str]:
     return [m["message"]["content"].get("searchable_content") for m in items]
 
 
-@pytest.fixture
-async def gw(nursery: trio.Nursery, tmp_path) -> Gateway:
-    gw = await start_gateway(nursery, tmp_path)
+@pytest.fixture(params=["tcp", "ws"])
+async def gw(nursery: trio.Nursery, tmp_path, request: pytest.FixtureRequest) -> Gateway:
+    """Each test that uses it runs over both transports (docs/PROTOCOL.md §2.2), so they cannot drift."""
+    gw = await start_gateway(nursery, tmp_path, transport=request.param)
     for user in ("alice", "bob", "carol"):
         await gw.user(user)
     return gw
