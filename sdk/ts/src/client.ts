@@ -101,6 +101,8 @@ export interface ClientEvents extends Record<string, unknown> {
   status: number;
   /** Every new message, once: pushed or pulled, in seq order (seq 0: transparent or chatroom). */
   message: Message;
+  /** A message this device sent, once acknowledged (the sending device gets the ack, not a push: §9.3). */
+  sent: Message;
   recalled: RecalledEvent;
   updated: UpdatedEvent;
   deleted: { messageId: bigint };
@@ -647,12 +649,28 @@ export class EmberClient extends Emitter<ClientEvents> {
       }
       if (answer.code !== 0) throw new RequestError("send_message", answer.code, answer.result);
       const result = asMap(answer.result, "send_message");
-      return {
+      const sent: SendResult = {
         messageId: idField(result, "message_id"),
         serverTime: intField(result, "server_time"),
         seq: intField(result, "seq"),
         clientMsgId,
       };
+      // Our own message is the next entry of our inbox: move the seq so the next push is not taken for a gap.
+      if (sent.seq === this.seq + 1 && this.pulling === undefined) {
+        this.seq = sent.seq;
+        this.emit("seq", this.seq);
+      }
+      const message: Message = {
+        messageId: sent.messageId,
+        conv: { type: conv.type, target: conv.target, line: conv.line ?? 0 },
+        from: this.userId,
+        content: { persist_flag: 3, ...content },
+        serverTime: sent.serverTime,
+        seq: sent.seq,
+      };
+      if (options.toUsers !== undefined && options.toUsers.length > 0) message.toUsers = options.toUsers;
+      this.emit("sent", message);
+      return sent;
     }
   }
 

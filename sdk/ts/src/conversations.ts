@@ -30,6 +30,7 @@ export class ConversationList extends Emitter<{ changed: ConversationView[] }> {
   constructor(private readonly client: EmberClient) {
     super();
     client.on("message", (message) => this.onMessage(message));
+    client.on("sent", (message) => this.onMessage(message));
     client.on("relations", ({ stream, items }) => {
       if (stream === "setting") this.onSettings(items);
     });
