@@ -131,11 +131,26 @@ test("§8.7 going away and §9.10 set_push_token, on the §10 handshake", async 
   eqHex(await c2s.seal(FrameType.REQUEST, 1, push), hex("vector-ops", "set_push_token_frame"));
 });
 
+/** An async queue: push() from callbacks, `await next()` in the test (no sleeping until it "probably" happened). */
+function queue() {
+  const items = [];
+  const waiters = [];
+  return {
+    push(item) {
+      const waiter = waiters.shift();
+      if (waiter) waiter(item);
+      else items.push(item);
+    },
+    next() {
+      return items.length > 0 ? Promise.resolve(items.shift()) : new Promise((resolve) => waiters.push(resolve));
+    },
+  };
+}
+
 /** A Connection over a scripted transport: what the SDK writes is compared with the vectors byte for byte. */
 test("the SDK's Connection plays the §10 session byte for byte", async () => {
-  const written = [];
-  const events = [];
-  let closeInfo;
+  const written = queue();
+  const events = queue();
   let transportHandlers;
   const connection = new Connection(
     parseToken(blocks.get("vector:token").text),
@@ -144,9 +159,7 @@ test("the SDK's Connection plays the §10 session byte for byte", async () => {
       onResponse: (id, code, result) => events.push(["response", id, code, result]),
       onNotify: (topic, data) => events.push(["notify", topic, data]),
       onPong: () => events.push(["pong"]),
-      onClose: (info) => {
-        closeInfo = info;
-      },
+      onClose: (info) => events.push(["close", info]),
     },
     { keepalive: inputs.announced_keepalive, now: () => inputs.client_time_ms, clientNonce: () => b(inputs.client_nonce) },
   );
@@ -154,44 +167,34 @@ test("the SDK's Connection plays the §10 session byte for byte", async () => {
     transportHandlers = handlers;
     return { messageFramed: false, send: (bytes) => written.push(bytes), close: () => undefined };
   });
-  const settle = () => new Promise((resolve) => setTimeout(resolve, 20));
   // TCP may cut the stream anywhere: feed the HELLO in two pieces.
   const hello = v("hello_frame");
   transportHandlers.onData(hello.subarray(0, 5));
   transportHandlers.onData(hello.subarray(5));
-  await settle();
-  eqHex(written.shift(), v("connect_frame"), "CONNECT");
+  eqHex(await written.next(), v("connect_frame"), "CONNECT");
   transportHandlers.onData(v("connack_frame"));
-  await settle();
-  assert.deepEqual(events.shift(), ["open", { time: inputs.connack_time_ms, keepalive: 60, heads: inputs.heads }]);
+  assert.deepEqual(await events.next(), ["open", { time: inputs.connack_time_ms, keepalive: 60, heads: inputs.heads }]);
   connection.request(1, inputs.request_method, inputs.request_params);
-  await settle();
-  eqHex(written.shift(), v("request_frame"), "REQUEST");
-  // RESPONSE and PING/PONG arrive joined in one read.
+  eqHex(await written.next(), v("request_frame"), "REQUEST");
   transportHandlers.onData(v("response_frame"));
-  await settle();
-  const [kind, id, code, result] = events.shift();
+  const [kind, id, code, result] = await events.next();
   assert.deepEqual([kind, id, code], ["response", 1, 0]);
   assert.equal(result.users[0].display_name, "Bob 鲍勃");
   connection.ping();
-  await settle();
-  eqHex(written.shift(), v("ping_frame"), "PING");
+  eqHex(await written.next(), v("ping_frame"), "PING");
   connection.request(2, "send_message", inputs.send_params);
-  await settle();
-  const sendRequest = written.shift();
+  eqHex(await written.next(), v("send_request_frame"), "send REQUEST");
+  // PONG and the send's RESPONSE arrive joined in one read.
   transportHandlers.onData(concatBytes(v("pong_frame"), v("send_response_frame")));
-  await settle();
-  assert.deepEqual(events.shift(), ["pong"]);
-  const [, sendId, sendCode, sendResult] = events.shift();
+  assert.deepEqual(await events.next(), ["pong"]);
+  const [, sendId, sendCode, sendResult] = await events.next();
   assert.deepEqual([sendId, sendCode], [2, 0]);
   assert.equal(sendResult.message_id, 264905950861721600n, "a BigInt, exact");
-  assert.equal(typeof sendResult.message_id, "bigint");
-  eqHex(sendRequest, v("send_request_frame"), "send REQUEST");
   // The NOTIFY is `kicked` −7: the connection ends with that status.
   transportHandlers.onData(v("notify_frame"));
-  await settle();
-  assert.equal(closeInfo.status, -7);
-  assert.equal(closeInfo.kind, "kicked");
+  const [closed, info] = await events.next();
+  assert.equal(closed, "close");
+  assert.deepEqual([info.status, info.kind], [-7, "kicked"]);
 });
 
 test("§5.3: a clear CONNACK other than −6 is a violation; a clear −6 is only a maybe", async () => {
@@ -200,22 +203,23 @@ test("§5.3: a clear CONNACK other than −6 is a violation; a clear −6 is onl
     [{ code: 1 }, -4, "violation"],
     [{ code: -5 }, -4, "violation"],
   ]) {
-    let closeInfo;
+    const written = queue();
+    const closed = queue();
     let feed;
     const connection = new Connection(parseToken(blocks.get("vector:token").text), {
       onOpen: () => assert.fail("must not open"), onResponse() {}, onNotify() {}, onPong() {},
-      onClose: (info) => { closeInfo = info; },
+      onClose: (info) => closed.push(info),
     }, { keepalive: 30 });
     await connection.open(async (handlers) => {
       feed = handlers.onData;
-      return { messageFramed: true, send() {}, close() {} };
+      return { messageFramed: true, send: (bytes) => written.push(bytes), close() {} };
     });
     feed(v("hello_frame"));
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    await written.next(); // CONNECT
     const clear = encodeBody(body);
     feed(concatBytes(encodeHeader(FrameType.CONNACK, false, 0, clear.length), clear));
-    await new Promise((resolve) => setTimeout(resolve, 20));
-    assert.deepEqual([closeInfo.status, closeInfo.kind], [status, kind], JSON.stringify(body));
+    const info = await closed.next();
+    assert.deepEqual([info.status, info.kind], [status, kind], JSON.stringify(body));
   }
 });
 
