@@ -100,7 +100,13 @@ export class Connection {
       this.transport = await factory(
         {
           onData: (chunk) => this.onData(chunk),
-          onClose: (error) => this.end({ status: -4, kind: "transport", detail: error?.message ?? "connection closed" }),
+          // Behind the frames already received: a server that seals its last frame (a CONNACK failure, a
+          // going-away DISCONNECT, an answer) and closes at once must have that frame read, not lost to the FIN.
+          onClose: (error) => {
+            this.inbound = this.inbound.then(() =>
+              this.end({ status: -4, kind: "transport", detail: error?.message ?? "connection closed" }),
+            );
+          },
         },
         this.options.redirect,
       );

@@ -183,6 +183,8 @@ describe("live gateway", { skip, timeout: 120_000 }, () => {
   test("a graceful shutdown: going-away DISCONNECT, redirect, reconnect to the new address (TCP)", async () => {
     const alice = await open("alice", "alice-goaway", "tcp");
     const bob = await open("bob", "bob-goaway", "tcp");
+    const ends = [];
+    for (const [name, c] of [["alice", alice], ["bob", bob]]) c.on("disconnected", (info) => ends.push(`${name}: ${info.kind} ${info.detail}`));
     // SIGTERM: every connection gets a sealed DISCONNECT naming the redirect; the same database then comes up there.
     const goaway = waitFor(alice, "goaway");
     const stopping = gateway.stop();
@@ -192,7 +194,9 @@ describe("live gateway", { skip, timeout: 120_000 }, () => {
     await stopping;
     gateway = await gateway.restart({ port: redirectPort, env: { EMBER_SERVER__SHUTDOWN_REDIRECT: "" } });
     await untilStatus(alice, Status.Connected, 20_000, "alice at the redirect");
-    await untilStatus(bob, Status.Connected, 20_000, "bob at the redirect");
+    await untilStatus(bob, Status.Connected, 20_000, "bob at the redirect").catch((error) => {
+      throw new Error(`${error.message}; connections ended: ${ends.join("; ")}`);
+    });
     const got = watch(bob).until((m) => textOf(m) === "after the move");
     await alice.sendText({ type: 0, target: "bob" }, "after the move");
     await got;

@@ -316,3 +316,24 @@ test("BigInt discipline: numbers above 2^32 are written as integers, never float
   assert.throws(() => encodeBody(1.5), BodyError);
   assert.throws(() => encodeBody(2 ** 60), BodyError);
 });
+
+test("frames that arrived before the socket closed are still read: a sealed −5 then FIN is −5, not −4", async () => {
+  const written = queue();
+  const closed = queue();
+  let handlers;
+  const connection = new Connection(parseToken(blocks.get("vector:token").text), {
+    onOpen: () => assert.fail("must not open"), onResponse() {}, onNotify() {}, onPong() {},
+    onClose: (info) => closed.push(info),
+  }, { keepalive: inputs.announced_keepalive, now: () => inputs.client_time_ms, clientNonce: () => b(inputs.client_nonce) });
+  await connection.open(async (h) => {
+    handlers = h;
+    return { messageFramed: false, send: (bytes) => written.push(bytes), close() {} };
+  });
+  handlers.onData(v("hello_frame"));
+  await written.next();
+  // The server seals its answer and closes at once: both reach the client in the same turn (§5.3).
+  handlers.onData(v("sealed_reject_frame"));
+  handlers.onClose();
+  const info = await closed.next();
+  assert.deepEqual([info.status, info.kind], [-5, "connack"]);
+});
