@@ -13,6 +13,7 @@ import socket
 import pytest
 import trio
 import trio.testing
+from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection
 
 from client import Conversation, ConversationType
@@ -24,6 +25,7 @@ from tests import harness
 from tests.harness import Gateway, start_gateway
 from tests.storage_helpers import held_writer, wait_until
 from tests.test_messaging import Device
+from tests.vector_blocks import DOC, Fence
 from tests.ws_client import Pong, WsClient, WsRawClient, WsRefused, open_ws
 
 LIMIT = 10  # seconds for any one test
@@ -290,3 +292,43 @@ async def test_a_refused_connack_and_a_good_one_over_websocket(nursery: trio.Nur
         assert isinstance(ack, events.ConnAck) and ack.code == ConnectionStatus.SECRET_KEY_MISMATCH
         assert await raw.next_event() is None and raw.close is not None and raw.close.code == 1000
         await raw.aclose()
+
+
+WS_VECTORS = Fence("wsvector", "WebSocket vectors")
+
+
+def test_the_transport_sections_bytes_are_what_wsproto_makes_of_the_section_10_frames() -> None:
+    text = DOC.read_text(encoding="utf-8")
+    ws = WS_VECTORS.hex_blocks(text)
+    frames = {
+        name: bytes.fromhex("".join(body.split()))
+        for name, body in Fence("vector", "protocol vectors").bodies(text).items()
+        if name in ("hello_frame", "ping_frame")
+    }
+    assert set(ws) == {"hello_message", "ping_message", "close_going_away"}
+    server = Connection(ConnectionType.SERVER)
+    assert ws["hello_message"] == server.send(BytesMessage(data=frames["hello_frame"]))
+    server.receive_data(ws["ping_message"])  # the client's masked message opens to the PING frame
+    [ping] = server.events()
+    assert isinstance(ping, BytesMessage) and ping.message_finished and ping.data == frames["ping_frame"]
+    assert ws["ping_message"][2:6] == bytes.fromhex("37fa213d")  # the key the section names
+    assert ws["close_going_away"] == server.send(CloseConnection(1001))
+
+
+async def test_invalid_utf8_text_closes_1007_and_a_clients_close_is_echoed(nursery: trio.Nursery, tmp_path) -> None:
+    gw = await start_ws(nursery, tmp_path)
+    await gw.user("alice")
+    with trio.fail_after(LIMIT):
+        ws = await open_ws(gw)
+        assert isinstance(await ws.next_event(), BytesMessage)  # HELLO
+        await ws.send_raw(b"\x81\x82\0\0\0\0\xff\xfe")  # a masked (key 0) text frame of two bytes that are not UTF-8
+        close = await ws.next_event()
+        assert isinstance(close, CloseConnection) and close.code == 1007
+        await ws.aclose()
+
+        alice = await ws_device(gw, "alice")
+        await alice.client.send(alice.client.proto.disconnect())
+        await alice.client.ws.stream.send_all(alice.client.ws.ws.send(CloseConnection(1000, "bye")))
+        assert await alice.client.next_event() is None
+        assert alice.client.close is not None and alice.client.close.code == 1000
+        await alice.aclose()

@@ -14,6 +14,7 @@ from typing import Any
 
 import trio
 from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
 from wsproto.events import (
     AcceptConnection,
     BytesMessage,
@@ -120,7 +121,7 @@ class WsClient:
                     data, self._partial = bytes(self._partial), bytearray()
                     return BytesMessage(data=data)
                 continue
-            if isinstance(event, CloseConnection):
+            if isinstance(event, CloseConnection) and self.ws.state is ConnectionState.REMOTE_CLOSING:
                 try:
                     await self.stream.send_all(self.ws.send(event.response()))
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
