@@ -39,26 +39,21 @@ export interface WebSocketTransportOptions {
   WebSocket?: WebSocketConstructor;
 }
 
-/** Replace the host:port of a ws:// or wss:// URL with a going-away redirect's, keeping scheme and path. */
-export function redirectUrl(url: string, redirect: string): string {
-  const parsed = new URL(url);
-  parsed.host = redirect;
-  return parsed.toString();
-}
-
 /**
- * WebSocket transport: `url` is the gateway's listener, e.g. "ws://127.0.0.1:7602/ws" (or wss:// behind a TLS
- * proxy). Binary messages only; each one is one protocol frame, header included.
+ * WebSocket transport (PROTOCOL.md §2.2): `url` is the gateway's listener, e.g. "ws://127.0.0.1:7602/ws" (or
+ * wss:// behind a TLS proxy). Binary messages only, no subprotocol; each one is one protocol frame, header
+ * included. A going-away redirect names a TCP host:port, so a WebSocket client ignores it and reconnects to
+ * its own URL (§2.2 item 8: behind a proxy, the proxy picks the node).
  */
 export function webSocketTransport(url: string, options: WebSocketTransportOptions = {}): TransportFactory {
-  return (handlers, redirect) =>
+  return (handlers) =>
     new Promise<Transport>((resolve, reject) => {
       const Ctor = options.WebSocket ?? (globalThis as unknown as { WebSocket?: WebSocketConstructor }).WebSocket;
       if (Ctor === undefined) {
         reject(new Error("no WebSocket: pass options.WebSocket (e.g. the ws package) on Node 20"));
         return;
       }
-      const socket = new Ctor(redirect ? redirectUrl(url, redirect) : url);
+      const socket = new Ctor(url);
       socket.binaryType = "arraybuffer";
       let opened = false;
       let closed = false;

@@ -180,9 +180,12 @@ describe("live gateway", { skip, timeout: 120_000 }, () => {
     await dave.close();
   });
 
-  test("a graceful shutdown: going-away DISCONNECT, redirect, reconnect to the new address (TCP)", async () => {
+  test("a graceful shutdown: going-away DISCONNECT, TCP clients follow the redirect, WebSocket ones keep their URL", async () => {
     const alice = await open("alice", "alice-goaway", "tcp");
     const bob = await open("bob", "bob-goaway", "tcp");
+    // Over WebSocket the redirect (a TCP host:port) is ignored: the client comes back to its own URL (§2.2).
+    const carol = ws ? await open("carol", "carol-goaway", "ws") : undefined;
+    const carolGoaway = carol ? waitFor(carol, "goaway") : undefined;
     const ends = [];
     for (const [name, c] of [["alice", alice], ["bob", bob]]) c.on("disconnected", (info) => ends.push(`${name}: ${info.kind} ${info.detail}`));
     // SIGTERM: every connection gets a sealed DISCONNECT naming the redirect; the same database then comes up there.
@@ -197,6 +200,14 @@ describe("live gateway", { skip, timeout: 120_000 }, () => {
     await untilStatus(bob, Status.Connected, 20_000, "bob at the redirect").catch((error) => {
       throw new Error(`${error.message}; connections ended: ${ends.join("; ")}`);
     });
+    if (carol) {
+      assert.equal((await carolGoaway).redirect, `127.0.0.1:${redirectPort}`);
+      await untilStatus(carol, Status.Connected, 20_000, "carol back at her WebSocket URL");
+      const carolGot = watch(carol).until((m) => textOf(m) === "to the ws client after the move");
+      await alice.sendText({ type: 0, target: "carol" }, "to the ws client after the move");
+      await carolGot;
+      await carol.close();
+    }
     const got = watch(bob).until((m) => textOf(m) === "after the move");
     await alice.sendText({ type: 0, target: "bob" }, "after the move");
     await got;

@@ -23,7 +23,7 @@ const eqHex = (actual, expected, what) => assert.equal(toHex(actual), toHex(expe
 test("every MessagePack vector decodes strictly and re-encodes to the same bytes", () => {
   let count = 0;
   for (const block of blocks.values()) {
-    if (block.json || block.name.endsWith("_frame") || block.name === "credential" || block.name === "proof") continue;
+    if (block.json || block.kind === "wsvector" || block.name.endsWith("_frame") || block.name === "credential" || block.name === "proof") continue;
     if (["proof_key", "frame_key_c2s", "frame_key_s2c", "token"].includes(block.name)) continue;
     const bytes = fromHex(block.text);
     const value = decodeBody(bytes);
@@ -336,4 +336,26 @@ test("frames that arrived before the socket closed are still read: a sealed −5
   handlers.onClose();
   const info = await closed.next();
   assert.deepEqual([info.status, info.kind], [-5, "connack"]);
+});
+
+test("§2.2 WebSocket messages: each payload is exactly one §10 frame", () => {
+  /** The payload of one unfragmented RFC 6455 frame (7-bit length; masked or not). */
+  const payload = (message) => {
+    assert.equal(message[0], 0x82, "FIN + binary");
+    const masked = (message[1] & 0x80) !== 0;
+    const length = message[1] & 0x7f;
+    assert.ok(length < 126);
+    const start = masked ? 6 : 2;
+    const key = message.subarray(2, 6);
+    const data = message.slice(start, start + length);
+    if (masked) for (let i = 0; i < data.length; i++) data[i] ^= key[i % 4];
+    assert.equal(start + length, message.length);
+    return data;
+  };
+  eqHex(payload(hex("wsvector", "hello_message")), v("hello_frame"));
+  eqHex(payload(hex("wsvector", "ping_message")), v("ping_frame"));
+  eqHex(hex("wsvector", "close_going_away"), b("880203e9"));
+  const reader = new FrameReader();
+  assert.equal(reader.feed(payload(hex("wsvector", "hello_message"))).length, 1);
+  assert.ok(reader.empty, "nothing before or after the frame");
 });
