@@ -305,7 +305,7 @@ export class EmberClient extends Emitter<ClientEvents> {
         {
           onOpen: (ack) => {
             clearTimeout(handshakeTimer);
-            void this.onOpen(connection, ack);
+            this.background(this.onOpen(connection, ack));
           },
           onResponse: (id, code, result) => this.onResponse(id, code, result),
           onNotify: (topic, data) => this.onNotify(topic, data),
@@ -474,19 +474,27 @@ export class EmberClient extends Emitter<ClientEvents> {
           this.seq = seq;
           this.deliver(message);
           this.emit("seq", seq);
-        } else if (seq > this.seq) void this.syncMessages(); // a gap (or a pull under way): pull from our seq
+        } else if (seq > this.seq) this.background(this.syncMessages()); // a gap (or a pull under way): pull from our seq
       } else if (topic === "message_deleted" && isMap(data)) {
         this.emit("deleted", { messageId: idField(data, "message_id") });
       } else if (topic === "head" && isMap(data)) {
         const stream = strField(data, "stream") as RelationStream;
         const head = intField(data, "head");
-        if (this.options.syncRelations && stream in this.relationVersions && head > this.relationVersions[stream]) void this.syncStream(stream);
+        if (this.options.syncRelations && stream in this.relationVersions && head > this.relationVersions[stream]) this.background(this.syncStream(stream));
       } else if (topic === "chatroom_quit" && isMap(data)) {
         this.emit("chatroomQuit", { chatroomId: strField(data, "chatroom_id"), reason: strField(data, "reason", "") });
       }
     } catch {
       // A push whose data does not have the documented shape is ignored (unknown shapes may be newer servers').
     }
+  }
+
+  /**
+   * A sync started by a push runs on its own; when it fails (the connection went, a 4) nothing is lost: the
+   * next CONNACK's heads start it again. It must not become an unhandled rejection (Node ends the process).
+   */
+  private background(work: Promise<void>): void {
+    work.catch(() => undefined);
   }
 
   private deliver(message: Message): void {
