@@ -115,6 +115,8 @@ export interface ClientEvents extends Record<string, unknown> {
   relations: { stream: RelationStream; items: RelationItem[]; reset: boolean };
   chatroomQuit: { chatroomId: string; reason: string };
   connected: ConnAck;
+  /** A PONG came back for the keepalive's PING (§8.3). */
+  pong: undefined;
   /** Why the last connection ended (for logs and tests). */
   disconnected: CloseInfo;
 }
@@ -309,7 +311,7 @@ export class EmberClient extends Emitter<ClientEvents> {
           },
           onResponse: (id, code, result) => this.onResponse(id, code, result),
           onNotify: (topic, data) => this.onNotify(topic, data),
-          onPong: () => undefined,
+          onPong: () => this.emit("pong", undefined),
           onReceived: () => {
             this.lastReceived = Date.now();
           },

@@ -65,6 +65,7 @@ describe("web chat page in headless Chromium", { skip: missing, timeout: 120_000
     web.origin = origin;
     await gateway.createUser("web-alice", "Alice (web)");
     await gateway.createUser("tcp-bob", "Bob (tcp)");
+    await gateway.createUser("web-carol", "Carol (web)");
     profile = mkdtempSync(join(tmpdir(), "ember-chromium-"));
     context = await playwright.chromium.launchPersistentContext(profile, {
       executablePath: chromiumPath,
@@ -123,5 +124,32 @@ describe("web chat page in headless Chromium", { skip: missing, timeout: 120_000
     mkdirSync(artifacts, { recursive: true });
     await page.screenshot({ path: join(artifacts, "web-chat.png") });
     assert.deepEqual(errors, []);
+  });
+
+  test("two browser users talk live, page to page", async () => {
+    const signIn = async (user, device) => {
+      const page = await context.newPage();
+      await page.goto(`${web.origin}/examples/web-chat/index.html?ws=ws://127.0.0.1:${gateway.wsPort}/ws`);
+      await page.fill("[data-testid=token]", await gateway.token(user, device, 5));
+      await page.click("[data-testid=signin]");
+      await page.waitForSelector("body[data-ready=true]", { timeout: 20_000 });
+      return page;
+    };
+    const alice = await signIn("web-alice", "alice-browser-2");
+    const carol = await signIn("web-carol", "carol-browser");
+    // alice starts a chat with carol by id and writes; carol's list shows it live, unread, and opens it.
+    await alice.fill("[data-testid=new-chat-user]", "web-carol");
+    await alice.click("[data-testid=new-chat-open]");
+    await alice.fill("[data-testid=text]", "hello carol, from one page to another");
+    await alice.click("[data-testid=send]");
+    const chat = carol.locator("[data-testid=conversation]", { hasText: "Alice (web)" });
+    await chat.waitFor({ timeout: 10_000 });
+    assert.equal(await chat.locator("[data-testid=unread]").textContent(), "1");
+    await chat.click();
+    await carol.locator("[data-testid=message]", { hasText: "hello carol, from one page to another" }).waitFor({ timeout: 10_000 });
+    await carol.fill("[data-testid=text]", "hi alice!");
+    await carol.click("[data-testid=send]");
+    await alice.locator("[data-testid=message]", { hasText: "hi alice!" }).waitFor({ timeout: 10_000 });
+    await alice.screenshot({ path: join(artifacts, "web-chat-two-pages.png") });
   });
 });

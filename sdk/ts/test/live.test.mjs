@@ -16,6 +16,9 @@ if (skip && process.env.CI === "true") throw new Error(`CI=true: ${skip}`);
 describe("live gateway", { skip, timeout: 120_000 }, () => {
   let gateway;
   let redirectPort;
+  let idle;
+  let idlePongs = 0;
+  const idleEnds = [];
   const clients = [];
   const open = async (user, device, kind, options) => {
     const client = newClient(await gateway.token(user, device), kind, gateway, options);
@@ -31,7 +34,12 @@ describe("live gateway", { skip, timeout: 120_000 }, () => {
       ws,
       env: { EMBER_MESSAGE__REMOTE_HISTORY: "true", EMBER_SERVER__SHUTDOWN_REDIRECT: `127.0.0.1:${redirectPort}` },
     });
-    for (const user of ["alice", "bob", "carol", "dave"]) await gateway.createUser(user, user[0].toUpperCase() + user.slice(1));
+    for (const user of ["alice", "bob", "carol", "dave", "erin"]) await gateway.createUser(user, user[0].toUpperCase() + user.slice(1));
+    // An idle client with the smallest keepalive the server allows (10 s), left alone while the other tests run:
+    // the last test checks that it PINGed, got PONGs, and was not closed as idle (1.5 × keepalive, §8.4).
+    idle = await open("erin", "erin-idle", kinds[kinds.length - 1], { keepalive: 10 });
+    idle.on("pong", () => idlePongs++);
+    idle.on("disconnected", (info) => idleEnds.push(info));
   });
 
   after(async () => {
@@ -213,5 +221,16 @@ describe("live gateway", { skip, timeout: 120_000 }, () => {
     await got;
     await alice.close();
     await bob.close();
+  });
+
+  test("keepalive: an idle client PINGs and is kept (it ran through the tests above)", async () => {
+    assert.equal(idle.connack.keepalive, 10, "the effective keepalive of the CONNACK");
+    if (idlePongs === 0) await waitFor(idle, "pong", () => true, 15_000, "a PONG");
+    assert.ok(idlePongs >= 1);
+    // Until the gateway's restart (going away) its connection never ended: no idle close.
+    const restart = idleEnds.findIndex((info) => info.kind === "goaway");
+    const beforeRestart = restart < 0 ? idleEnds : idleEnds.slice(0, restart);
+    assert.deepEqual(beforeRestart.map((info) => info.detail), []);
+    await untilStatus(idle, Status.Connected);
   });
 });
