@@ -3,7 +3,7 @@
 // Transports: TCP always; WebSocket too when the gateway has `server.ws_port` (EMBER_TS_TRANSPORTS overrides).
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { Status } from "../dist/node.js";
+import { base64urlEncode, encodeBody, parseToken, Status } from "../dist/node.js";
 import { emberBin, freePort, Gateway, wsSupported } from "./gateway.mjs";
 import { cuttable, inbox, newClient, textOf, untilStatus, waitFor, watch } from "./helpers.mjs";
 
@@ -221,6 +221,26 @@ describe("live gateway", { skip, timeout: 120_000 }, () => {
     await got;
     await alice.close();
     await bob.close();
+  });
+
+  test("§7: a clear −6 is believed after four in a row; a sealed −6 at once", async () => {
+    // No session for this client id: the server can only answer a clear −6 (it holds no key).
+    const real = parseToken(await gateway.token("dave", "dave-real"));
+    const forged = "em1." + base64urlEncode(encodeBody(["dave", "dave-never-had-a-session", real.platform, real.secret, real.credential]));
+    const clear = newClient(forged, "tcp", gateway);
+    const clearEnds = [];
+    clear.on("disconnected", (info) => clearEnds.push(info.kind));
+    await assert.rejects(clear.connect(), (e) => e.status === Status.SecretKeyMismatch);
+    assert.deepEqual(clearEnds, ["clear-connack", "clear-connack", "clear-connack", "clear-connack"]);
+    // A destroyed session: the proof opens, so the −6 is sealed and final on the first answer.
+    const token = await gateway.token("dave", "dave-destroyed");
+    await gateway.admin("/admin/session/destroy", { user_id: "dave", client_id: "dave-destroyed" });
+    const sealed = newClient(token, kinds[kinds.length - 1], gateway);
+    const sealedEnds = [];
+    sealed.on("disconnected", (info) => sealedEnds.push(info.kind));
+    await assert.rejects(sealed.connect(), (e) => e.status === Status.SecretKeyMismatch);
+    assert.deepEqual(sealedEnds, ["connack"]);
+    assert.equal(sealed.status, Status.SecretKeyMismatch);
   });
 
   test("keepalive: an idle client PINGs and is kept (it ran through the tests above)", async () => {
