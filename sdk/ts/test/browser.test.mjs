@@ -126,6 +126,20 @@ describe("web chat page in headless Chromium", { skip: missing, timeout: 120_000
     assert.deepEqual(errors, []);
   });
 
+  test("a page of an origin the gateway does not list cannot connect (server.ws_allowed_origins)", async () => {
+    // Same files, another origin: http://localhost:<port> is not the listed http://127.0.0.1:<port>.
+    const page = await context.newPage();
+    const foreign = web.origin.replace("127.0.0.1", "localhost");
+    await page.goto(`${foreign}/examples/web-chat/index.html?ws=ws://127.0.0.1:${gateway.wsPort}/ws`);
+    await page.fill("[data-testid=token]", await gateway.token("web-carol", "carol-foreign", 5));
+    await page.click("[data-testid=signin]");
+    const error = page.locator("[data-testid=signin-error]", { hasText: "Cannot reach the gateway" });
+    await error.waitFor({ timeout: 15_000 });
+    assert.match(await error.textContent(), /server\.ws_allowed_origins/);
+    assert.equal(await page.locator("body[data-ready=true]").count(), 0);
+    await page.close();
+  });
+
   test("two browser users talk live, page to page", async () => {
     const signIn = async (user, device) => {
       const page = await context.newPage();

@@ -141,9 +141,17 @@ async function signIn() {
     return;
   }
   conversations = new ConversationList(client);
+  let everConnected = false;
   client.on("status", (status) => {
     $("status").textContent = STATUS_TEXT[status] ?? String(status);
     $("status").classList.toggle("online", status === Status.Connected);
+    if (status === Status.Connected) everConnected = true;
+    if (status === Status.ServerDown && !everConnected) {
+      // A browser does not say why a WebSocket failed; the usual reasons are these (PROTOCOL.md §2.2).
+      $("signin-error").textContent = `Cannot reach the gateway at ${$("gateway-url").value} (still trying). Is it running with ` +
+        `server.ws_port, and is this page's origin (${location.origin}) in server.ws_allowed_origins?`;
+      $("signin-error").hidden = false;
+    }
   });
   client.on("message", (message) => {
     const key = remember(message);
