@@ -612,6 +612,7 @@ export class EmberClient extends Emitter<ClientEvents> {
         this.relations[stream].clear();
         this.relationVersions[stream] = 0;
         fromZero = true;
+        fullSyncHead = 0; // a reset page is the first page of a new sync from 0: its head is the one to send
         if (!reset) continue;
       }
       if (fromZero && fullSyncHead === 0) fullSyncHead = head;
