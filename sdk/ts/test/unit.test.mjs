@@ -359,3 +359,56 @@ test("§2.2 WebSocket messages: each payload is exactly one §10 frame", () => {
   assert.equal(reader.feed(payload(hex("wsvector", "hello_message"))).length, 1);
   assert.ok(reader.empty, "nothing before or after the frame");
 });
+
+test("§12.1 relation sync: a reset page drops the copy, then full_sync_head carries its head (the §12.9 story)", async () => {
+  const { EmberClient } = await import("../dist/index.js");
+  const rel = (name) => hex("relvector", name);
+  // The server's side is the §12.9 answers, decoded; what the client asks is compared with the vectors.
+  const answers = [decodeBody(rel("sync_friends_reset_response_plaintext")), { c: 0, r: { items: [], head: 4 } }];
+  const asked = [];
+  class Scripted extends EmberClient {
+    async request(method, params) {
+      asked.push(encodeBody({ m: method, p: params }));
+      return { code: answers[0].c, result: answers.shift().r };
+    }
+  }
+  const client = new Scripted({ token: blocks.get("vector:token").text, transport: async () => assert.fail("no transport") });
+  // The device holds version 1 (before carol's deletion at 4, whose tombstone the retention removed).
+  client.relations.friend.set("carol", { friend_id: "carol", version: 1, deleted: false });
+  client.relationVersions.friend = 1;
+  const seen = [];
+  client.on("relations", (event) => seen.push(event));
+  await client.syncStream("friend");
+  eqHex(asked[0], encodeBody({ m: "sync_friends", p: { after: 1, limit: 500 } }));
+  eqHex(asked[1], rel("sync_friends_full_plaintext"), "after 2, full_sync_head 4");
+  assert.deepEqual([...client.relations.friend.keys()], ["bob"]);
+  assert.equal(client.relations.friend.get("bob").alias, "Bobby");
+  assert.equal(client.relationVersions.friend, 4);
+  assert.equal(seen[0].reset, true);
+});
+
+test("§12.1: a reset in the middle of a sync from 0 restarts it, with the reset page's head as full_sync_head", async () => {
+  const { EmberClient } = await import("../dist/index.js");
+  const item = (id, version) => ({ friend_id: id, alias: "", extra: "", created_at: 1, updated_at: 1, version, deleted: false });
+  const answers = [
+    { items: [item("a", 1), item("b", 2)], head: 4 }, // page 1 of a sync from 0 (limit reached, say)
+    { items: [item("b", 2), item("c", 5)], head: 6, reset: true }, // the horizon passed meanwhile: from 0 again
+    { items: [item("d", 6)], head: 6 },
+  ];
+  const asked = [];
+  class Scripted extends EmberClient {
+    async request(method, params) {
+      asked.push(params);
+      return { code: 0, result: answers.shift() };
+    }
+  }
+  const client = new Scripted({ token: blocks.get("vector:token").text, transport: async () => assert.fail("no transport") });
+  await client.syncStream("friend");
+  assert.deepEqual(asked, [
+    { after: 0, limit: 500 },
+    { after: 2, limit: 500, full_sync_head: 4 },
+    { after: 5, limit: 500, full_sync_head: 6 },
+  ]);
+  assert.deepEqual([...client.relations.friend.keys()].sort(), ["b", "c", "d"]);
+  assert.equal(client.relationVersions.friend, 6);
+});
