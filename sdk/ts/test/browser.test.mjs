@@ -50,7 +50,7 @@ function staticServer(port) {
   return new Promise((resolve) => server.listen(port, "127.0.0.1", () => resolve(server)));
 }
 
-describe("web chat page in headless Chromium", { skip: missing, timeout: 120_000 }, () => {
+describe("web chat page in headless Chromium", { skip: missing, timeout: 300_000 }, () => {
   let gateway;
   let web;
   let context;
@@ -95,17 +95,17 @@ describe("web chat page in headless Chromium", { skip: missing, timeout: 120_000
     await page.goto(`${web.origin}/examples/web-chat/index.html?ws=ws://127.0.0.1:${gateway.wsPort}/ws`);
     await page.fill("[data-testid=token]", await gateway.token("web-alice", "alice-browser", 5));
     await page.click("[data-testid=signin]");
-    await page.waitForSelector("body[data-ready=true]", { timeout: 20_000 });
+    await page.waitForSelector("body[data-ready=true]", { timeout: 40_000 });
     assert.equal(await page.textContent("[data-testid=me]"), "web-alice");
 
     // The conversation list: bob's chat with one unread message, named by his display name.
     const chat = page.locator("[data-testid=conversation]", { hasText: "Bob (tcp)" });
-    await chat.waitFor({ timeout: 10_000 });
+    await chat.waitFor({ timeout: 40_000 });
     assert.equal(await chat.locator("[data-testid=unread]").textContent(), "1");
     await chat.click();
-    await page.locator("[data-testid=message]", { hasText: "hello from tcp" }).waitFor({ timeout: 10_000 });
+    await page.locator("[data-testid=message]", { hasText: "hello from tcp" }).waitFor({ timeout: 40_000 });
     // Opening it marks it read on the server (§16.2): the badge goes and bob's chat is read up to his message.
-    await chat.locator("[data-testid=unread]").waitFor({ state: "detached", timeout: 10_000 });
+    await chat.locator("[data-testid=unread]").waitFor({ state: "detached", timeout: 40_000 });
 
     // Typed in the page → arrives at the TCP client.
     await page.fill("[data-testid=text]", "hi from the browser");
@@ -117,7 +117,7 @@ describe("web chat page in headless Chromium", { skip: missing, timeout: 120_000
 
     // Sent to the page live, while it is open.
     await bob.sendText({ type: 0, target: "web-alice" }, "and a live reply");
-    await page.locator("[data-testid=message]", { hasText: "and a live reply" }).waitFor({ timeout: 10_000 });
+    await page.locator("[data-testid=message]", { hasText: "and a live reply" }).waitFor({ timeout: 40_000 });
     assert.equal(await page.locator("[data-testid=status]").textContent(), "online");
     assert.ok(first.messageId > 0n);
 
@@ -134,7 +134,7 @@ describe("web chat page in headless Chromium", { skip: missing, timeout: 120_000
     await page.fill("[data-testid=token]", await gateway.token("web-carol", "carol-foreign", 5));
     await page.click("[data-testid=signin]");
     const error = page.locator("[data-testid=signin-error]", { hasText: "Cannot reach the gateway" });
-    await error.waitFor({ timeout: 15_000 });
+    await error.waitFor({ timeout: 30_000 });
     assert.match(await error.textContent(), /server\.ws_allowed_origins/);
     assert.equal(await page.locator("body[data-ready=true]").count(), 0);
     await page.close();
@@ -146,7 +146,7 @@ describe("web chat page in headless Chromium", { skip: missing, timeout: 120_000
       await page.goto(`${web.origin}/examples/web-chat/index.html?ws=ws://127.0.0.1:${gateway.wsPort}/ws`);
       await page.fill("[data-testid=token]", await gateway.token(user, device, 5));
       await page.click("[data-testid=signin]");
-      await page.waitForSelector("body[data-ready=true]", { timeout: 20_000 });
+      await page.waitForSelector("body[data-ready=true]", { timeout: 40_000 });
       return page;
     };
     const alice = await signIn("web-alice", "alice-browser-2");
@@ -157,13 +157,13 @@ describe("web chat page in headless Chromium", { skip: missing, timeout: 120_000
     await alice.fill("[data-testid=text]", "hello carol, from one page to another");
     await alice.click("[data-testid=send]");
     const chat = carol.locator("[data-testid=conversation]", { hasText: "Alice (web)" });
-    await chat.waitFor({ timeout: 10_000 });
+    await chat.waitFor({ timeout: 40_000 });
     assert.equal(await chat.locator("[data-testid=unread]").textContent(), "1");
     await chat.click();
-    await carol.locator("[data-testid=message]", { hasText: "hello carol, from one page to another" }).waitFor({ timeout: 10_000 });
+    await carol.locator("[data-testid=message]", { hasText: "hello carol, from one page to another" }).waitFor({ timeout: 40_000 });
     await carol.fill("[data-testid=text]", "hi alice!");
     await carol.click("[data-testid=send]");
-    await alice.locator("[data-testid=message]", { hasText: "hi alice!" }).waitFor({ timeout: 10_000 });
+    await alice.locator("[data-testid=message]", { hasText: "hi alice!" }).waitFor({ timeout: 40_000 });
     await alice.screenshot({ path: join(artifacts, "web-chat-two-pages.png") });
   });
 });

@@ -92,7 +92,7 @@ export class Gateway {
     this.exited = new Promise((resolve) => this.process.once("exit", (code, signal) => resolve({ code, signal })));
     let gone = false;
     this.exited.then(() => (gone = true));
-    const deadline = Date.now() + 30_000;
+    const deadline = Date.now() + 90_000; // a busy shared machine can take long to import
     while (Date.now() < deadline) {
       if (gone) throw new Error(`ember serve exited at start:\n${this.log}`);
       try {
@@ -104,7 +104,7 @@ export class Gateway {
       await sleep(100);
     }
     await this.stop();
-    throw new Error(`ember serve did not answer /health in 30 s:\n${this.log}`);
+    throw new Error(`ember serve did not answer /health in 90 s:\n${this.log}`);
   }
 
   /** SIGTERM (the graceful shutdown: going-away DISCONNECTs, §8.7) and wait for the exit. */

@@ -16,7 +16,7 @@ export function newClient(token, kind, gateway, options = {}) {
 }
 
 /** Resolves with the first event value that passes `accept`, or rejects after `ms` naming what it waited for. */
-export function waitFor(client, event, accept = () => true, ms = 15_000, what = event) {
+export function waitFor(client, event, accept = () => true, ms = 30_000, what = event) {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       off();
@@ -66,7 +66,7 @@ export function cuttable(factory) {
 }
 
 /** A client's status now or later: resolves at once when it already is `status`. */
-export function untilStatus(client, status, ms = 20_000, what = `status ${status}`) {
+export function untilStatus(client, status, ms = 40_000, what = `status ${status}`) {
   if (client.status === status) return Promise.resolve(status);
   return waitFor(client, "status", (s) => s === status, ms, what);
 }
@@ -84,7 +84,7 @@ export function watch(client) {
   });
   return {
     messages,
-    until(pred, ms = 15_000, what = "a message") {
+    until(pred, ms = 30_000, what = "a message") {
       const found = messages.find(pred);
       if (found) return Promise.resolve(found);
       return new Promise((resolve, reject) => {

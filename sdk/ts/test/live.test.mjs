@@ -13,7 +13,7 @@ const kinds = (process.env.EMBER_TS_TRANSPORTS ?? (ws ? "tcp,ws" : "tcp")).split
 const skip = bin ? false : "no ember command (set EMBER_BIN or make the checkout's .venv)";
 if (skip && process.env.CI === "true") throw new Error(`CI=true: ${skip}`);
 
-describe("live gateway", { skip, timeout: 120_000 }, () => {
+describe("live gateway", { skip, timeout: 300_000 }, () => {
   let gateway;
   let redirectPort;
   let idle;
@@ -100,7 +100,7 @@ describe("live gateway", { skip, timeout: 120_000 }, () => {
     const statuses = [];
     alice.on("status", (s) => statuses.push(s));
     alice.dropConnection();
-    await waitFor(alice, "status", (s) => s === Status.Connected, 15_000, "reconnected"); // it was Connected: wait for the next
+    await waitFor(alice, "status", (s) => s === Status.Connected, 30_000, "reconnected"); // it was Connected: wait for the next
     assert.ok(statuses.includes(Status.ServerDown) || statuses.includes(Status.Connecting), JSON.stringify(statuses));
 
     // The send's REQUEST reaches the server, the connection dies before its RESPONSE: the SDK reconnects and
@@ -204,13 +204,13 @@ describe("live gateway", { skip, timeout: 120_000 }, () => {
     assert.equal(notice.reason, "shutdown");
     await stopping;
     gateway = await gateway.restart({ port: redirectPort, env: { EMBER_SERVER__SHUTDOWN_REDIRECT: "" } });
-    await untilStatus(alice, Status.Connected, 20_000, "alice at the redirect");
-    await untilStatus(bob, Status.Connected, 20_000, "bob at the redirect").catch((error) => {
+    await untilStatus(alice, Status.Connected, 40_000, "alice at the redirect");
+    await untilStatus(bob, Status.Connected, 40_000, "bob at the redirect").catch((error) => {
       throw new Error(`${error.message}; connections ended: ${ends.join("; ")}`);
     });
     if (carol) {
       assert.equal((await carolGoaway).redirect, `127.0.0.1:${redirectPort}`);
-      await untilStatus(carol, Status.Connected, 20_000, "carol back at her WebSocket URL");
+      await untilStatus(carol, Status.Connected, 40_000, "carol back at her WebSocket URL");
       const carolGot = watch(carol).until((m) => textOf(m) === "to the ws client after the move");
       await alice.sendText({ type: 0, target: "carol" }, "to the ws client after the move");
       await carolGot;
@@ -245,7 +245,7 @@ describe("live gateway", { skip, timeout: 120_000 }, () => {
 
   test("keepalive: an idle client PINGs and is kept (it ran through the tests above)", async () => {
     assert.equal(idle.connack.keepalive, 10, "the effective keepalive of the CONNACK");
-    if (idlePongs === 0) await waitFor(idle, "pong", () => true, 15_000, "a PONG");
+    if (idlePongs === 0) await waitFor(idle, "pong", () => true, 30_000, "a PONG");
     assert.ok(idlePongs >= 1);
     // Until the gateway's restart (going away) its connection never ended: no idle close.
     const restart = idleEnds.findIndex((info) => info.kind === "goaway");
