@@ -563,9 +563,7 @@ async def connect(*args: Any, **kwargs: Any) -> AsyncIterator[Client]:
     """Connect to a gateway; leaving the block disconnects (keeping the session).
 
     ``connect(host, port, token, **options)``: the parameters, their defaults and what each does are
-    ``client.options.ConnectOptions``' fields (host, port, token, keepalive_seconds, reconnect, user_id,
-    client_id, platform, clock, backoff, timeout, event_buffer, on_connected, sync_messages, last_seq,
-    message_buffer, sync_relations, relations_snapshot, chatroom_buffer).
+    ``client.options.ConnectOptions``' fields (``help(client.connect)`` lists them).
 
     ``async with connect(...) as c`` returns once the first CONNACK succeeded (and
     ``on_connected`` returned). An exception raised in the block comes out as
