@@ -165,7 +165,33 @@ class ServerConfig(_Section):
         lo=0,
     )
 
+    # --- WebSocket listener (issue 25; docs/PROTOCOL.md §2.2) ---
+    ws_port: int = _key(
+        0, "Port of the WebSocket listener (path /ws; one protocol frame per binary message); 0: off.", lo=0, hi=65535
+    )
+    ws_host: str = _key("127.0.0.1", "Address the WebSocket listener binds.")
+    ws_allowed_origins: str = _key(
+        "",
+        "Origins (comma-separated, scheme://host[:port] as browsers send them, or *) whose pages may open a "
+        "WebSocket; a request with any other Origin header is refused 403. Empty: every request that carries "
+        "an Origin (every browser) is refused, clients that send none (SDKs, tools) are not.",
+    )
+    trusted_proxies: str = _key(
+        "",
+        "Addresses or networks (comma-separated, e.g. 127.0.0.1, 10.0.0.0/8) of reverse proxies whose "
+        "X-Forwarded-For names a WebSocket client's address (for the logs); from any other peer it is ignored.",
+    )
+
     def _check(self) -> None:
+        from gateway.net.websocket import check_origin_list, parse_networks
+
+        problem = check_origin_list(self.ws_allowed_origins)
+        if problem is not None:
+            raise ConfigError(f"server.ws_allowed_origins: {problem}")
+        try:
+            parse_networks(self.trusted_proxies)
+        except ValueError as exc:
+            raise ConfigError(f"server.trusted_proxies: {exc}") from None
         if not self.min_keepalive_seconds <= self.keepalive_seconds <= self.max_keepalive_seconds:
             raise ConfigError(
                 "server.keepalive_seconds must lie between server.min_keepalive_seconds "

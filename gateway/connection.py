@@ -28,7 +28,8 @@ import trio
 
 from gateway import dispatch
 from gateway.methods import METHODS
-from gateway.outbox import CUT_LOG_INTERVAL_MS, Outbox, OutboxBudget, cork
+from gateway.net.transport import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, Transport
+from gateway.outbox import CUT_LOG_INTERVAL_MS, OutboxBudget, cork
 from gateway.reads import ReadPoller
 from gateway.services import Services
 from gateway.webhooks import LOGOUT, OFFLINE, ONLINE
@@ -41,7 +42,6 @@ from storage import SessionRecord
 
 log = logging.getLogger("ember.connection")
 
-RECEIVE_SIZE = 65536
 RATE_WINDOW_SECONDS = 5.0
 # Bounds the request tasks one connection can have open (waiting serial ones included): beyond, 250.
 MAX_IN_FLIGHT_REQUESTS = 64
@@ -60,11 +60,14 @@ async def report_unlogged_cuts(budget: OutboxBudget) -> None:
 
 
 class GatewayConnection:
-    """Serves one accepted socket until either side ends it."""
+    """Serves one accepted connection until either side ends it, over its transport (gateway/net/: TCP, or
+    WebSocket once the upgrade is done)."""
 
     __slots__ = (
+        "_accepted_at",
         "_awaiting_replies",
         "_caller",
+        "_close_code",
         "_early_pushes",
         "_go_away",
         "_idle",
@@ -83,21 +86,27 @@ class GatewayConnection:
         "_rate_window_start",
         "_registered",
         "_resume_at",
+        "_send",
         "_serial",
         "_sending",
+        "_transport",
         "_violation_reason",
         "client_id",
         "conn_id",
         "keepalive_seconds",
         "platform",
         "services",
-        "stream",
         "user_id",
     )
 
-    def __init__(self, services: Services, stream: trio.SocketStream, reads: ReadPoller | None) -> None:
+    def __init__(
+        self, services: Services, transport: Transport, reads: ReadPoller | None, accepted_at: float | None = None
+    ) -> None:
         self.services = services
-        self.stream = stream
+        self._transport = transport
+        # The handshake timeout and the idle rule count from the accept (a WebSocket's upgrade came before).
+        self._accepted_at = trio.current_time() if accepted_at is None else accepted_at
+        self._close_code = CLOSE_NORMAL  # the transport's goodbye (WebSocket's Close code; TCP has none)
         self._reads = reads
         self._reading: trio.Event | None = None  # while the poller reads for us; set when reading ends
         self._nursery: trio.Nursery | None = None
@@ -119,12 +128,13 @@ class GatewayConnection:
         # cycle, and every ended connection would wait for the cyclic garbage collector instead of going at
         # once (that made handshakes ~20 % dearer and put GC pauses in their p99). The task's end stops
         # the reading.
-        self._outbox = Outbox(
-            stream,
+        self._outbox = transport.open_outbox(
             max_queued_bytes=server.outbox_max_bytes,
             on_overflow=self._main.cancel,
             budget=services.outbox_budget,
         )
+        # A frame goes out through the transport, which frames it (WebSocket) or not (TCP: the outbox's own send).
+        self._send = transport.send
         self._registered = False
         self._rate_window_start = 0.0
         self._rate_count = 0.0  # units spent in the current window (dispatch: a pull costs what it returned)
@@ -139,7 +149,7 @@ class GatewayConnection:
         self._serial: trio.Lock | None = None  # made at the first serial request (most connections never pull)
         self._requests_done: trio.Event | None = None  # made when the end waits for in-flight requests
         self._violation_reason: str | None = None
-        self._idle = IdleTimer(trio.current_time())  # trio's clock; silence counts from the accept
+        self._idle = IdleTimer(self._accepted_at)  # trio's clock; silence counts from the accept
         # True from CONNACK until an ERROR goes out. Not the state machine's state: that closes
         # for reading at a violation, while answers to the requests before it must still go out.
         self._sending = False
@@ -155,7 +165,7 @@ class GatewayConnection:
             if self._registered:
                 self._early_pushes.append(body)
             return
-        if not self._outbox.send(self._proto.notify_body(body)):
+        if not self._send(self._proto.notify_body(body)):
             self._cut_off()  # the peer stopped reading: it will pull on reconnect
 
     @property
@@ -216,12 +226,9 @@ class GatewayConnection:
 
     def on_readable(self) -> None:
         """Read once and act on what came; at the end of the stream or of the session, stop reading."""
-        try:
-            data = os.read(self.stream.socket.fileno(), RECEIVE_SIZE)
-        except BlockingIOError:
-            return  # readiness without data (rare): the poller asks again when there is some
-        except OSError:
-            data = b""  # reset by the peer: the connection ends either way
+        data = self._transport.read_ready()
+        if data is None:
+            return  # nothing for the protocol (readiness without data; a WebSocket ping): asked again later
         assert self._nursery is not None
         try:
             if self._take(data, self._nursery):
@@ -230,26 +237,34 @@ class GatewayConnection:
                 # Over the rate limit: what this read brought got its 250s; the rest waits in the socket
                 # (TCP pushes back on the client) instead of costing a decrypt and a 250 each.
                 assert self._reads is not None
-                self._reads.remove(self.stream.socket.fileno())
+                self._reads.remove(self._transport.fd)
                 self._nursery.start_soon(self._resume_reading, self._resume_at)
         except Exception:  # noqa: BLE001 - a bug: it ends this one connection, never the poller
             log.exception("reading failed conn=%d user=%s", self.conn_id, self.user_id)
             self._cut_off()
 
     def _take(self, data: bytes, nursery: trio.Nursery) -> bool:
-        """Act on one read's bytes (``b""``: the end of the stream); True when reading must end."""
-        if not data:
-            return True
-        self._idle.received(trio.current_time())
-        with cork():  # one read's answers leave in one write
-            return self._handle(self._proto.receive_data(data), nursery)
+        """Act on one read's protocol bytes (``b""``: the end of the stream); True when reading must end."""
+        if data:
+            self._idle.received(trio.current_time())
+            with cork():  # one read's answers leave in one write
+                if self._handle(self._proto.receive_data(data), nursery):
+                    return True
+            if not self._transport.ended:
+                return False
+        # The end of the stream, or the transport ended reading (WebSocket: a Close, a text or oversize
+        # message, or one that is not exactly one frame: that one is answered as the protocol's violation).
+        violation = self._transport.violation
+        if violation is not None:
+            self._violation_reason = violation
+        return True
 
     def _stop_reading(self) -> None:
         if self._paused is not None:
             self._paused.cancel()
         if self._reading is not None and not self._reading.is_set():
             assert self._reads is not None  # _reading exists only while the poller reads for us
-            self._reads.remove(self.stream.socket.fileno())
+            self._reads.remove(self._transport.fd)
             self._reading.set()
 
     async def _resume_reading(self, at: float) -> None:
@@ -259,7 +274,7 @@ class GatewayConnection:
         self._paused = self._resume_at = None
         if self._reading is not None and not self._reading.is_set():
             assert self._reads is not None
-            self._reads.add(self.stream.socket.fileno(), self.on_readable)
+            self._reads.add(self._transport.fd, self.on_readable)
 
     async def _wait_out_rate_limit(self) -> bool:
         """The same pause where this connection's own task reads (its first read; no poller). True when
@@ -278,7 +293,7 @@ class GatewayConnection:
         events say so, or the server went away meanwhile)."""
         with trio.move_on_at(deadline) as self._own_wait:
             try:
-                data = await self._receive()
+                data = await self._transport.receive()
             finally:
                 self._own_wait = None
             return self._take(data, nursery)
@@ -291,7 +306,7 @@ class GatewayConnection:
             async with trio.open_nursery() as nursery:
                 self._outbox.attach(nursery)
                 with self._main:
-                    self._outbox.send(self._proto.hello())
+                    self._send(self._proto.hello())
                     if await self._handshake():
                         await self._read_loop(nursery)
                         if self._in_flight or self._awaiting_replies:
@@ -302,7 +317,10 @@ class GatewayConnection:
                     self._log_cut(self._outbox.cut_reason)
                 if self._go_away is not None and self._sending:
                     self._sending = False
-                    self._outbox.send(self._proto.goaway("shutdown", *self._go_away))
+                    self._send(self._proto.goaway("shutdown", *self._go_away))
+                if self._go_away is not None:
+                    self._close_code = CLOSE_GOING_AWAY
+                self._transport.finish(self._close_code, "")  # after the protocol's last frame
                 # Give the last frames (answers, CONNACK failure, ERROR, kicked) a moment to leave.
                 # Usually they already have (direct writes): then no scope, no wait.
                 if not self._outbox.drained:
@@ -317,8 +335,7 @@ class GatewayConnection:
                     self.services.chatrooms.leave(self)
                 self._on_offline()
             self.services.metrics.connection_ended(*reversed(self._proto.frame_counts()))
-            self._outbox.detach()
-            await self.stream.aclose()
+            await self._transport.aclose()  # stops the outbox first: the descriptor may be reused at once
 
     async def _answer_the_rest(self) -> None:
         """Wait, within a bound, until every request read before the end is answered (sends included:
@@ -334,39 +351,25 @@ class GatewayConnection:
         if not self._in_flight and not self._awaiting_replies and self._requests_done is not None:
             self._requests_done.set()
 
-    async def _receive(self) -> bytes:
-        """The peer's next bytes; ``b""`` at end of stream or when the connection broke.
-
-        Waits until the socket is readable, then reads once. trio's ``receive_some`` reads first and
-        waits only if nothing was there, which on a chat connection (a message, then quiet) fails a
-        read every time: a wasted syscall per message at one message per read.
-        """
-        fd = self.stream.socket.fileno()
-        while True:
-            try:
-                await trio.lowlevel.wait_readable(fd)
-                return os.read(fd, RECEIVE_SIZE)
-            except BlockingIOError:
-                continue  # readiness without data (rare): wait again
-            except (OSError, trio.ClosedResourceError):
-                return b""  # reset by the peer, or closed under us: the connection ends either way
-
     async def _handshake(self) -> bool:
         connect: events.ConnectRequested | None = None
         # One deadline for the whole handshake, CONNECT's storage read included: a stuck or overloaded
         # writer must not hold every new connection (and its socket) for as long as it is stuck.
-        deadline = trio.current_time() + self.services.config.server.handshake_timeout_seconds
+        deadline = self._accepted_at + self.services.config.server.handshake_timeout_seconds
+        transport = self._transport
         with trio.move_on_at(deadline):
             while connect is None:
-                data = await self._receive()
-                if not data:
-                    return False
-                for event in self._proto.receive_data(data):
+                data = await transport.receive()
+                for event in self._proto.receive_data(data) if data else ():
                     if isinstance(event, events.ConnectRequested):
                         connect = event
                     elif isinstance(event, events.ProtocolViolation):
                         self._violation(event.reason)
                         return False
+                if not data or (connect is None and transport.ended):
+                    if transport.violation is not None:
+                        self._violation(transport.violation)
+                    return False
         if connect is None:
             self.services.metrics.handshake_timeouts += 1
             log.info("handshake timed out conn=%d peer=%s", self.conn_id, self._peer())
@@ -386,7 +389,7 @@ class GatewayConnection:
                 self.conn_id, connect.user_id, connect.client_id, status,
             )  # fmt: skip
             # Sealed when the proof opened (only SecretKeyMismatch can be clear): see ServerConnection.reject.
-            self._outbox.send(self._proto.reject(status))
+            self._send(self._proto.reject(status))
             return False
         self._open(proof, heads)
         return True
@@ -499,7 +502,7 @@ class GatewayConnection:
         self.keepalive_seconds = min(
             max(announced, server.min_keepalive_seconds), server.max_keepalive_seconds
         )
-        self._outbox.send(
+        self._send(
             self._proto.accept(
                 server_time_ms=self.services.clock.now_ms(),
                 keepalive_seconds=self.keepalive_seconds,
@@ -533,6 +536,9 @@ class GatewayConnection:
         # Anything the client pipelined behind its CONNECT was buffered until the keys existed.
         if self._handle(self._proto.receive_data(b""), nursery):
             return
+        if self._transport.ended:  # the transport ended reading in the read that brought CONNECT (WebSocket)
+            self._take(b"", nursery)
+            return
         idle = self._idle
         # The first read is the task's own. Many connections send one thing and go (a device that
         # connects, pulls and leaves; the connect bench): joining the poller would cost them two
@@ -547,7 +553,7 @@ class GatewayConnection:
             return
         self._nursery = nursery
         self._reading = reading = trio.Event()
-        self._reads.add(self.stream.socket.fileno(), self.on_readable)
+        self._reads.add(self._transport.fd, self.on_readable)
         # The idle deadline is moved once per idle period, not per read (moving a deadline costs a
         # heap update in trio's scheduler): when it passes, only a connection quiet since is idle.
         while idle.handle_timer(trio.current_time()) is TimerAction.NONE:
@@ -566,7 +572,7 @@ class GatewayConnection:
                 where = None if event.field is None else {"field": event.field, "problem": event.problem}
                 self._reply(event.request_id, ErrorCode.INVALID_PARAMETER, where)
             elif isinstance(event, events.Ping):
-                self._outbox.send(self._proto.pong())
+                self._send(self._proto.pong())
             elif isinstance(event, events.Disconnect):
                 if event.clear_session:
                     self._logout = True
@@ -599,7 +605,7 @@ class GatewayConnection:
 
     def _send_error(self, code: ErrorCode, reason: str) -> None:
         self._sending = False
-        self._outbox.send(self._proto.error(code, reason))
+        self._send(self._proto.error(code, reason))
 
     async def _clear_session(self) -> None:
         with trio.CancelScope(shield=True):  # the client asked; finish even though the connection is ending
@@ -682,17 +688,14 @@ class GatewayConnection:
 
     def _reply(self, request_id: int, code: int, result: object) -> None:
         if self._sending:
-            self._outbox.send(self._proto.response(request_id, code, result))
+            self._send(self._proto.response(request_id, code, result))
 
     def _bug(self, method: str) -> None:
         log.exception("handler failed conn=%d method=%s user=%s", self.conn_id, method, self.user_id)
+        self._close_code = CLOSE_INTERNAL_ERROR
         if self._sending:
             self._send_error(ErrorCode.SERVER_ERROR, "internal error")
         self._cut_off()
 
     def _peer(self) -> str:
-        try:
-            host, port = self.stream.socket.getpeername()[:2]
-            return f"{host}:{port}"
-        except OSError:
-            return "?"
+        return self._transport.peer

@@ -36,6 +36,8 @@ class Metrics:
         "messages_delivered",
         "messages_stored",
         "requests",
+        "ws_open",
+        "ws_upgrades",
     )
 
     def __init__(self) -> None:
@@ -46,6 +48,8 @@ class Metrics:
         self.messages_delivered = 0
         self.frames_in_closed = 0  # sealed frames of connections that have ended
         self.frames_out_closed = 0
+        self.ws_upgrades: dict[str, int] = {}  # WebSocket upgrades by result (gateway.net.websocket.UPGRADE_RESULTS)
+        self.ws_open = 0  # live upgraded WebSocket connections (in their handshake or past it)
 
     def handshake(self, status: int) -> None:
         self.handshakes[status] = self.handshakes.get(status, 0) + 1

@@ -86,6 +86,14 @@ def render(services: Services) -> str:
         [({"status": s}, n) for s, n in sorted(m.handshakes.items())],
     )  # fmt: skip
     page.one("ember_handshake_timeouts_total", "counter", "Connections dropped as their handshake timed out.", m.handshake_timeouts)
+    page.one(
+        "ember_websocket_connections", "gauge",
+        "Live WebSocket connections (upgraded; in their handshake or past it), all platforms.", m.ws_open,
+    )  # fmt: skip
+    page.family(
+        "ember_websocket_upgrades_total", "counter", "WebSocket upgrade requests, by how they ended.",
+        [({"result": r}, n) for r, n in sorted(m.ws_upgrades.items())],
+    )  # fmt: skip
     page.one("ember_frames_in_total", "counter", "Sealed frames received from clients.", frames_in)
     page.one("ember_frames_out_total", "counter", "Sealed frames sent to clients.", frames_out)
     page.family(

@@ -1,4 +1,5 @@
-"""The gateway process: storage, the client TCP listener and the admin API under one trio nursery.
+"""The gateway process: storage, the client listeners (TCP; WebSocket when server.ws_port is set) and the
+admin API under one trio nursery.
 
 Shutdown is graceful: on SIGINT/SIGTERM (or cancellation) the listeners stop,
 live connections answer the requests they have read (sends included: their
@@ -16,6 +17,7 @@ import functools
 import logging
 import signal
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
@@ -29,6 +31,14 @@ from gateway.connection import GatewayConnection, report_unlogged_cuts
 from gateway.delivery import Delivery
 from gateway.groups import GroupService
 from gateway.messaging import MessageService
+from gateway.net.transport import TcpTransport
+from gateway.net.websocket import (
+    UPGRADE_ACCEPTED,
+    WsSettings,
+    accept_websocket,
+    parse_networks,
+    parse_origins,
+)
 from gateway.outbox import cork
 from gateway.reads import HAVE_EPOLL, ReadPoller
 from gateway.robots import RobotService
@@ -47,6 +57,7 @@ class Running:
     port: int
     admin_url: str
     services: Services
+    ws_port: int = 0  # the WebSocket listener's port (0: off, server.ws_port)
 
 
 async def serve(
@@ -129,10 +140,20 @@ async def _run(
             await nursery.start(services.chatrooms.run)
         listeners = await trio.open_tcp_listeners(config.server.port, host=config.server.host)
         host, port = listeners[0].socket.getsockname()[:2]
+        serve_tcp = functools.partial(_serve_tcp_connection, services, reads)
         for listener in listeners:
             scope = trio.CancelScope()
             accepting.append(scope)
-            nursery.start_soon(_serve_clients, services, reads, listener, scope)
+            nursery.start_soon(_serve_clients, listener, scope, serve_tcp)
+        ws_port = 0
+        if config.server.ws_port:
+            ws_listeners = await trio.open_tcp_listeners(config.server.ws_port, host=config.server.ws_host)
+            ws_port = ws_listeners[0].socket.getsockname()[1]
+            serve_ws = functools.partial(_serve_ws_connection, services, reads, _ws_settings(config))
+            for listener in ws_listeners:
+                scope = trio.CancelScope()
+                accepting.append(scope)
+                nursery.start_soon(_serve_clients, listener, scope, serve_ws)
 
         app = create_admin_app(
             config=config,
@@ -159,8 +180,11 @@ async def _run(
             )
         )
         admin_url = urls[0]
-        log.info("listening gateway=%s:%d admin=%s storage=%s", host, port, admin_url, config.storage.path)
-        task_status.started(Running(host, port, admin_url, services))
+        log.info(
+            "listening gateway=%s:%d admin=%s websocket=%s storage=%s", host, port, admin_url,
+            f"{config.server.ws_host}:{ws_port}/ws" if ws_port else "off", config.storage.path,
+        )  # fmt: skip
+        task_status.started(Running(host, port, admin_url, services, ws_port))
 
 
 #: accept() errors that only mean the system is short of descriptors or memory: wait, then accept again.
@@ -178,9 +202,11 @@ _ACCEPT_SKIP_ERRNOS = frozenset(
 ACCEPT_BATCH = 128
 
 
-async def _serve_clients(
-    services: Services, reads: ReadPoller | None, listener: trio.SocketListener, accepting: trio.CancelScope
-) -> None:
+#: Serves one accepted socket (a connection task): TCP's, or WebSocket's upgrade and then the same connection.
+ServeOne = Callable[[trio.SocketStream], Awaitable[None]]
+
+
+async def _serve_clients(listener: trio.SocketListener, accepting: trio.CancelScope, serve_one: ServeOne) -> None:
     """Accept client connections until cancelled, each served by its own task.
 
     Not ``trio.serve_tcp``: it accepts one connection per pass of trio's scheduler (a checkpoint after
@@ -196,16 +222,14 @@ async def _serve_clients(
     async with trio.open_nursery() as connections:
         try:
             with accepting:  # cancelled at shutdown: accept no more, let the connections end
-                await _accept_loop(services, reads, sock, connections)
+                await _accept_loop(sock, connections, serve_one)
         finally:
             # Stop accepting at once; the connections then end by themselves or as the nursery is cancelled.
             trio.lowlevel.notify_closing(sock)
             sock.close()
 
 
-async def _accept_loop(
-    services: Services, reads: ReadPoller | None, sock: socket.socket, connections: trio.Nursery
-) -> None:
+async def _accept_loop(sock: socket.socket, connections: trio.Nursery, serve_one: ServeOne) -> None:
     """Each wake-up of the listening socket accepts every connection waiting, up to ACCEPT_BATCH."""
     while True:
         await trio.lowlevel.wait_readable(sock)
@@ -223,14 +247,52 @@ async def _accept_loop(
                 await trio.sleep(0.1)
                 break
             stream = trio.SocketStream(trio.socket.from_stdlib_socket(client))
-            connections.start_soon(_serve_connection, services, reads, stream)
+            connections.start_soon(serve_one, stream)
 
 
-async def _serve_connection(services: Services, reads: ReadPoller | None, stream: trio.SocketStream) -> None:
+async def _serve_tcp_connection(services: Services, reads: ReadPoller | None, stream: trio.SocketStream) -> None:
     try:
-        await GatewayConnection(services, stream, reads).serve()  # closes the stream when it ends
+        await GatewayConnection(services, TcpTransport(stream), reads).serve()  # closes the stream when it ends
     except Exception:  # noqa: BLE001 - one connection's bug must never stop the listener
         log.exception("connection task failed")
+        await trio.aclose_forcefully(stream)
+
+
+def _ws_settings(config: Config) -> WsSettings:
+    from protocol.frames import HEADER_SIZE
+
+    server = config.server
+    return WsSettings(
+        allowed_origins=parse_origins(server.ws_allowed_origins),
+        trusted_proxies=parse_networks(server.trusted_proxies),
+        max_message_bytes=HEADER_SIZE + server.max_frame_bytes,  # one frame, header included
+    )
+
+
+async def _serve_ws_connection(
+    services: Services, reads: ReadPoller | None, settings: WsSettings, stream: trio.SocketStream
+) -> None:
+    """The HTTP upgrade (path, Origin, WebSocket headers), then the same connection as over TCP: its HELLO
+    is the first binary message. One deadline from the accept covers the upgrade and the handshake."""
+    accepted_at = trio.current_time()
+    metrics = services.metrics
+    try:
+        deadline = accepted_at + services.config.server.handshake_timeout_seconds
+        upgrade = await accept_websocket(stream, settings, deadline)
+        metrics.ws_upgrades[upgrade.result] = metrics.ws_upgrades.get(upgrade.result, 0) + 1
+        if upgrade.transport is None:
+            if upgrade.result == "timeout":
+                metrics.handshake_timeouts += 1
+            await stream.aclose()
+            return
+        assert upgrade.result == UPGRADE_ACCEPTED
+        metrics.ws_open += 1
+        try:
+            await GatewayConnection(services, upgrade.transport, reads, accepted_at).serve()
+        finally:
+            metrics.ws_open -= 1
+    except Exception:  # noqa: BLE001 - one connection's bug must never stop the listener
+        log.exception("websocket connection task failed")
         await trio.aclose_forcefully(stream)
 
 
