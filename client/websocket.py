@@ -10,8 +10,9 @@ trio TCP stream. Above it nothing changes: the same handshake, frames, keepalive
 - ``send`` seals nothing and joins nothing across frames: each frame becomes its own (masked) binary message,
   and the messages of one call go out in one write.
 - ``receive`` answers the server's WebSocket pings itself and hands up the payload bytes of the binary
-  messages (the state machine above reassembles frames from bytes, so a frame split over messages, which the
-  gateway never sends, would still read). The server's Close is answered and read as the end of the stream;
+  messages as wsproto delivers them, a message's pieces included: the state machine above reassembles frames
+  from bytes and applies its frame limit, so nothing here buffers a whole message (a server's endless
+  message costs no memory), and a frame split over messages, which the gateway never sends, still reads. The server's Close is answered and read as the end of the stream;
   a text message, which the protocol never uses, ends the connection (close code 1003).
 - ``send_eof`` (after DISCONNECT) sends the Close (1000) that docs/PROTOCOL.md §2.2 asks of a client that
   ends its connection; the gateway echoes it and closes, and the reader reads that as the end.
@@ -63,7 +64,6 @@ class WebSocketTransport(Transport):
         self._ws = ws
         self._backlog = backlog  # events that came in the same read as the upgrade's answer (HELLO)
         self._send_lock = trio.Lock()  # the writer's frames and the reader's pongs share one stream
-        self._partial = bytearray()
         self._closed_by_server = False
 
     @classmethod
@@ -122,14 +122,11 @@ class WebSocketTransport(Transport):
                 return received
 
     async def _take(self, events: list[Event]) -> bytes:
-        """Apply one read's events: the payload bytes of whole binary messages."""
+        """Apply one read's events: the payload bytes of the binary messages in them."""
         out = bytearray()
         for event in events:
             if isinstance(event, BytesMessage):
-                self._partial += event.data
-                if event.message_finished:
-                    out += self._partial
-                    self._partial.clear()
+                out += event.data
             elif isinstance(event, Ping):
                 await self._send_control(event.response())
             elif isinstance(event, CloseConnection):
