@@ -49,11 +49,12 @@ from .conversations import Conversations, ConversationsChanged
 from .core import LinkObserver, LinkView, Pushes, Response
 from .errors import ClientClosed, RequestTimeout
 from .groups import Groups
-from .link import CLEAR_MISMATCH_ATTEMPTS, Dialer, Link, Secrets, server_status
+from .link import CLEAR_MISMATCH_ATTEMPTS, Dialer, Link, OpenTransport, Secrets, TcpTransport, server_status
 from .messages import MESSAGE_DELETED_TOPIC, MESSAGE_UPDATED_TOPIC, MSG_TOPIC, Messages
 from .options import ConnectOptions
 from .relations import HEAD_TOPIC, Relations, RelationsChanged
 from .users import UserInfoUpdated, Users
+from .websocket import WebSocketTransport
 
 __all__ = [
     "CLEAR_MISMATCH_ATTEMPTS",  # here since before the link had a module of its own (client.link)
@@ -78,6 +79,13 @@ _OPEN = frozenset({S.CONNECTED, S.RECEIVING})
 KICKED_TOPIC = "kicked"
 
 _CLOSE_GRACE_SECONDS = 1.0
+
+#: The ``transport`` option: how the dialer opens one, and whether a GOAWAY's ``redirect`` applies to it (it
+#: names a TCP address: a WebSocket client comes back to its own, docs/PROTOCOL.md §2.2).
+_TRANSPORTS: dict[str, tuple[OpenTransport, bool]] = {
+    "tcp": (TcpTransport.open, True),
+    "websocket": (WebSocketTransport.open, False),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +162,7 @@ class Client:
         self._timeout = options.timeout
         self._reconnect = options.reconnect
         self._on_connected = options.on_connected
+        open_transport, follow_redirect = _TRANSPORTS[options.transport]
         self._dialer = Dialer(
             host=options.host,
             port=options.port,
@@ -167,6 +176,8 @@ class Client:
             clock=options.clock,
             on_push=self._on_push,
             on_close=self._set_status,
+            open_transport=open_transport,
+            follow_redirect=follow_redirect,
         )
 
         self._status = S.UNCONNECTED
@@ -563,9 +574,7 @@ async def connect(*args: Any, **kwargs: Any) -> AsyncIterator[Client]:
     """Connect to a gateway; leaving the block disconnects (keeping the session).
 
     ``connect(host, port, token, **options)``: the parameters, their defaults and what each does are
-    ``client.options.ConnectOptions``' fields (host, port, token, keepalive_seconds, reconnect, user_id,
-    client_id, platform, clock, backoff, timeout, event_buffer, on_connected, sync_messages, last_seq,
-    message_buffer, sync_relations, relations_snapshot, chatroom_buffer).
+    ``client.options.ConnectOptions``' fields (``help(client.connect)`` lists them).
 
     ``async with connect(...) as c`` returns once the first CONNACK succeeded (and
     ``on_connected`` returned). An exception raised in the block comes out as

@@ -4,9 +4,9 @@ Everything transport-shaped lives here, so that the rest of the SDK never sees a
 
 - ``Transport`` carries protocol frames: ``send(frames)`` (in order, as one write where the transport can),
   ``receive()`` (bytes, ``b""`` once the server closed), ``send_eof()`` (after DISCONNECT) and ``aclose()``.
-  ``TcpTransport`` is today's, over ``trio.open_tcp_stream``. A second transport (a WebSocket: one binary
-  message per frame) is one more subclass and an opener ``(host, port) -> Transport`` given to the
-  ``Dialer``; the frames, the handshake and the loops below stay as they are.
+  ``TcpTransport`` is over ``trio.open_tcp_stream``; ``client.websocket.WebSocketTransport`` (one binary
+  message per frame) is the second: a subclass and an opener ``(host, port) -> Transport`` given to the
+  ``Dialer``; the frames, the handshake and the loops below are the same for both.
 - ``Dialer`` opens links: the transport plus the handshake, within ``timeout`` per attempt (a clear −6 is
   tried again, see ``Dialer.open``), and after a link is lost the reconnect loop: exponential backoff with
   equal jitter, or the wait and the address a GOAWAY named.
@@ -380,6 +380,7 @@ class Dialer:
         on_push: OnPush,
         on_close: OnClose,
         open_transport: OpenTransport = TcpTransport.open,
+        follow_redirect: bool = True,
     ) -> None:
         self.host, self.port = host, port
         self._user_id, self._client_id, self._platform = user_id, client_id, platform
@@ -391,6 +392,7 @@ class Dialer:
         self._on_push = on_push
         self._on_close = on_close
         self._open_transport = open_transport
+        self._follow_redirect = follow_redirect  # a GOAWAY's redirect is a TCP address (docs/PROTOCOL.md §2.2)
         self._random = random.Random()
         self._stopped = False
         self._reconnect_scope: trio.CancelScope | None = None
@@ -432,7 +434,7 @@ class Dialer:
         if going_away is not None:
             # The server said when (and maybe where) to come back: wait between retry_ms and twice that
             # (equal jitter below), so the devices of a restarted node do not all reconnect at once.
-            if going_away.redirect:
+            if going_away.redirect and self._follow_redirect:
                 host, _, port = going_away.redirect.rpartition(":")
                 if host and port.isdigit():
                     self.host, self.port = host.strip("[]"), int(port)

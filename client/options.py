@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import KW_ONLY, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from protocol.codes import ConnectionStatus
 from protocol.connection import MAX_KEEPALIVE_SECONDS
@@ -44,8 +44,8 @@ class ConnectOptions:
         clock: client wall clock in ms for the CONNECT proof (default: system time).
         backoff: (first, max) reconnect delay in seconds; it doubles after each
             failed attempt and each wait is uniform in [delay/2, delay].
-        timeout: bound of each TCP connect + handshake, and default bound of
-            ``request`` and ``ping``.
+        timeout: bound of each connect (TCP, and the WebSocket upgrade) + handshake,
+            and default bound of ``request`` and ``ping``.
         event_buffer: capacity of the event stream (see ``Client.events``).
         on_connected: ``async def hook(client, connack)`` run after every successful
             (re)connect while the status is RECEIVING, e.g. to pull from
@@ -65,6 +65,10 @@ class ConnectOptions:
         relations_snapshot: with ``sync_relations``, the copies the app persisted
             (``client.relations.snapshot()``); the first pull asks only for what changed since.
         chatroom_buffer: capacity of ``client.chatrooms.events()`` (oldest dropped when full).
+        transport: how the frames travel: ``"tcp"`` (the client port, ``server.port``) or
+            ``"websocket"`` (``port`` is then the gateway's ``server.ws_port``; path ``/ws``, one
+            binary message per frame, docs/PROTOCOL.md §2.2; plain ``ws://``, no TLS). Everything
+            else, the handshake and keepalive included, is the same on both.
 
     Raises:
         ValueError: an option is out of range (the message names it).
@@ -91,6 +95,7 @@ class ConnectOptions:
     sync_relations: bool = False
     relations_snapshot: Snapshot | None = None
     chatroom_buffer: int = 1000
+    transport: Literal["tcp", "websocket"] = "tcp"
 
     def __post_init__(self) -> None:
         # In the order the SDK always checked them (the token between the client's and the sub-APIs' own).
@@ -113,3 +118,5 @@ class ConnectOptions:
             raise ValueError("message_buffer must be at least 1")
         if self.chatroom_buffer < 1:
             raise ValueError("chatroom_buffer must be at least 1")
+        if self.transport not in ("tcp", "websocket"):
+            raise ValueError("transport must be 'tcp' or 'websocket'")

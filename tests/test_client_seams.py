@@ -65,6 +65,7 @@ def test_every_option_is_documented_once() -> None:
         ("last_seq", -1, "last_seq must be >= 0"),
         ("message_buffer", 0, "message_buffer must be at least 1"),
         ("chatroom_buffer", 0, "chatroom_buffer must be at least 1"),
+        ("transport", "carrier-pigeon", "transport must be 'tcp' or 'websocket'"),
     ],
 )
 async def test_an_option_out_of_range_is_refused_by_name(option: str, value: Any, message: str) -> None:
