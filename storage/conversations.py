@@ -6,28 +6,26 @@ decimal id of the newest message it covers. Both only move forward (``advance_ma
 once can never move a mark back. Clearing also deletes the covered messages for the user, for good, as
 delete-for-me does (``deleted_messages``).
 
-The conversation list is computed from the inbox (``list_conversations``): one pass over the user's inbox
-rows, newest message per conversation, the unread ones counted. It is meant for a device rebuilding its list
-(a fresh install), not for every screen refresh: the SDK keeps its own list from what it syncs. The pass costs
-O(inbox) on a reader connection; with roaming off only the young part of the inbox is read. A backend with
-more room (PostgreSQL) would keep a per-user conversation table updated by the send, which costs a row
-update per recipient per message that SQLite's single writer should not pay on the hot path (~7 µs per
-private message measured, bench/RESULTS.md "Session 7", which also lists what such a table must handle
-beyond the upsert).
+The conversation list (``list_conversations``) walks ``storage.conversation_table`` (schema v13: each
+conversation's newest listed message per user, kept by the log merge and by the deletes and content
+changes) newest first, and reads only the answered conversations' messages after the read mark, plus the
+user's rows still in the inbox log: O(page + unread + log) on a reader connection. With roaming off the
+window decides the last message, so that list stays one pass over the young inbox (``list_by_scan``, also
+the reference the table is tested against).
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import msgpack
 
 from protocol.codes import SettingScope, conversation_setting_key
-from storage import relations
+from storage import conversation_table, relations
 from storage.messages import (
     PRIVATE,
     Conversation,
@@ -124,6 +122,7 @@ def clear(
         "INSERT OR IGNORE INTO deleted_messages (user_id, message_id, deleted_at) VALUES (?, ?, ?)",
         [(user_id, message_id, now_ms) for message_id in message_ids],
     )
+    conversation_table.refresh(conn, user_id, (conv.type, conversation_key(conv, user_id), conv.line))
     return advance_mark(conn, user_id, CLEAR_SCOPE, conv, up_to, now_ms)
 
 
@@ -160,8 +159,121 @@ def list_conversations(
     ``before`` 0: from the newest. With ``min_time`` (roaming off) only messages at least that young count, as
     a new device's pull sees them. ``types`` / ``lines`` (None: all) keep only conversations of those types
     and lines (FAQ §13: the list without channels, then the channels). Reads committed tables only (a reader
-    connection runs it). A filter saves the decoding of the rows it drops, not their reading: ``scanned``
-    still counts every inbox row read.
+    connection runs it).
+
+    With roaming on, a page walks ``storage.conversation_table``'s ``conversations`` newest first and reads,
+    for the conversations it answers only, their unread messages after the read mark, plus the user's rows
+    still in the inbox log: O(page + unread + log). With roaming off the last message depends on the window,
+    which the table does not know: one pass over the young part of the inbox (``list_by_scan``).
+    """
+    if min_time > 0:
+        return list_by_scan(conn, user_id, before, limit, min_time, classify, types, lines)
+    scanned = 0
+    # The user's rows in the log, not yet in the table: by conversation, newest listed message each.
+    log: dict[conversation_table.Key, list[Sequence[Any]]] = {}
+    log_last: dict[conversation_table.Key, int] = {}
+    for row in conn.execute(_LOG_ROWS, (user_id,)):
+        scanned += 1
+        if (types is None or row[1] in types) and (lines is None or row[3] in lines):
+            key = (row[1], row[9], row[3])
+            log.setdefault(key, []).append(row)
+            if row[0] > log_last.get(key, 0) and conversation_table.listed(msgpack.unpackb(row[5])):
+                log_last[key] = row[0]
+    last_of: dict[conversation_table.Key, int] = {}
+    for key in log:
+        found = conn.execute(_TABLE_ROW, (user_id, *key)).fetchone()
+        last = max(found[0] if found else 0, log_last.get(key, 0))
+        if last and (not before or last < before):
+            last_of[key] = last
+    where, args = ["user_id = ?"], list[Any]([user_id])
+    if before:
+        where.append("last_id < ?")
+        args.append(before)
+    for column, only in (("conv_type", types), ("conv_line", lines)):
+        if only is not None:
+            where.append(f"{column} IN ({', '.join('?' * len(only))})")
+            args += sorted(only)
+    args.append(limit + 1 + len(log))  # rows of conversations in the log are skipped: they are counted above
+    for conv_type, conv_key, conv_line, last_id in conn.execute(
+        "SELECT conv_type, conv_key, conv_line, last_id FROM conversations"
+        f" WHERE {' AND '.join(where)} ORDER BY last_id DESC LIMIT ?",
+        args,
+    ):
+        scanned += 1
+        key = (conv_type, conv_key, conv_line)
+        if key not in log:
+            last_of[key] = last_id
+    chosen = sorted(last_of.items(), key=lambda item: item[1], reverse=True)
+    entries = []
+    for key, last_id in chosen[:limit]:
+        entry, read = _entry(conn, user_id, key, last_id, log.get(key, ()), classify)
+        scanned += read
+        entries.append(entry)
+    return ConversationList(entries, len(chosen) > limit, scanned)
+
+
+_MESSAGE_ROW = (
+    "m.message_id, m.conv_type, m.conv_target, m.conv_line, m.from_user, m.content, m.server_time,"
+    " m.to_users, m.persist_flag"
+)
+_LOG_ROWS = (
+    f"SELECT {_MESSAGE_ROW}, m.conv_key FROM inbox_recent i JOIN messages m ON m.message_id = i.message_id"
+    " WHERE i.user_id = ? AND NOT EXISTS (SELECT 1 FROM deleted_messages d"
+    " WHERE d.user_id = i.user_id AND d.message_id = i.message_id)"
+)
+_TABLE_ROW = (
+    "SELECT last_id FROM conversations WHERE user_id = ? AND conv_type = ? AND conv_key = ? AND conv_line = ?"
+)
+_UNREAD_ROWS = (
+    f"SELECT {_MESSAGE_ROW} FROM conversation_inbox ci JOIN messages m ON m.message_id = ci.message_id"
+    " WHERE ci.user_id = ? AND ci.conv_type = ? AND ci.conv_key = ? AND ci.conv_line = ? AND ci.message_id > ?"
+    " AND NOT EXISTS (SELECT 1 FROM deleted_messages d WHERE d.user_id = ci.user_id AND d.message_id = ci.message_id)"
+)
+
+
+def _entry(
+    conn: sqlite3.Connection,
+    user_id: str,
+    key: conversation_table.Key,
+    last_id: int,
+    log_rows: Iterable[Sequence[Any]],
+    classify: Classify,
+) -> tuple[ConversationEntry, int]:
+    """One conversation's entry, as ``_take`` builds it from every row: its last message, the messages after
+    the read mark (merged ones and the log's), and how many rows that read."""
+    last_row = conn.execute(f"SELECT {_MESSAGE_ROW} FROM messages m WHERE m.message_id = ?", (last_id,)).fetchone()
+    by_conv: dict[tuple[int, str, int], ConversationEntry] = {}
+    _take(by_conv, {}, user_id, last_row, classify)  # the last message names the conversation, as in a scan
+    (entry,) = by_conv.values()
+    entry.unread = entry.unread_mentions = 0
+    entry.read_to = mark_of(conn, user_id, READ_SCOPE, entry.conv)
+    read = 1
+    after = [*conn.execute(_UNREAD_ROWS, (user_id, *key, entry.read_to))]
+    after += (row for row in log_rows if row[0] > entry.read_to)
+    for row in after:
+        read += 1
+        kind = classify(msgpack.unpackb(row[5]), row[4])
+        if kind >= UNREAD:
+            entry.unread += 1
+            if kind == MENTION:
+                entry.unread_mentions += 1
+    return entry, read
+
+
+def list_by_scan(
+    conn: sqlite3.Connection,
+    user_id: str,
+    before: int,
+    limit: int,
+    min_time: int,
+    classify: Classify,
+    types: frozenset[int] | None = None,
+    lines: frozenset[int] | None = None,
+) -> ConversationList:
+    """``list_conversations`` by one pass over the user's inbox (O(inbox)): the list with roaming off, whose
+    inbox part is bounded by the compensate window, and the reference the table-based page is tested against.
+
+    A filter saves the decoding of the rows it drops, not their reading: ``scanned`` counts every row read.
     """
     start = first_seq_since(conn, user_id, min_time) if min_time > 0 else 1
     marks = {

@@ -27,6 +27,7 @@ from typing import Any, Final
 import msgpack
 
 from protocol.codes import ContentType, ConversationType, ErrorCode, PersistFlag
+from storage import conversation_table
 from storage.inboxes import ConversationKey, InboxState
 
 # Plain ints on the hot path (an IntEnum compares slower); their meaning lives in protocol.codes.
@@ -152,6 +153,11 @@ _pack_content = msgpack.Packer(use_bin_type=True).pack
 def message_index_key(msg: Outgoing) -> ConversationKey:
     """The message's conversation as ``conversation_index`` keys it."""
     return (msg.conv.type, conversation_key(msg.conv, msg.from_user), msg.conv.line)
+
+
+def _stored_key(message: StoredMessage) -> ConversationKey:
+    """A stored message's conversation as ``conversation_index`` and ``storage.conversation_table`` key it."""
+    return (message.conv.type, conversation_key(message.conv, message.from_user), message.conv.line)
 
 
 def message_row(msg: Outgoing, key: ConversationKey, only_for: str | None) -> tuple:
@@ -396,6 +402,7 @@ def delete_for_user(conn: sqlite3.Connection, user_id: str, message_id: int, now
         "INSERT INTO deleted_messages (user_id, message_id, deleted_at) VALUES (?, ?, ?)",
         (user_id, message_id, now_ms),
     )
+    conversation_table.refresh(conn, user_id, _stored_key(found[0]))
     return True
 
 
@@ -419,6 +426,7 @@ def delete_for_everyone(conn: sqlite3.Connection, message_id: int) -> list[str] 
     )  # if it is still in the log, the merge finds no message to index
     conn.execute("DELETE FROM messages WHERE message_id = ?", (message_id,))
     conn.execute("DELETE FROM deleted_messages WHERE message_id = ?", (message_id,))
+    conversation_table.refresh_message(conn, _stored_key(message), message_id, found[1])
     return found[1]
 
 
@@ -462,6 +470,7 @@ def recall(
         "UPDATE messages SET content = ? WHERE message_id = ?",
         (msgpack.packb(notice.content, use_bin_type=True), message_id),
     )
+    conversation_table.refresh_message(conn, _stored_key(message), message_id, holders)
     stored = replace(
         notice,
         conv=message.conv,
@@ -506,6 +515,7 @@ def update(
     conn.execute(
         "UPDATE messages SET content = ? WHERE message_id = ?", (msgpack.packb(content, use_bin_type=True), message_id)
     )
+    conversation_table.refresh_message(conn, _stored_key(message), message_id, holders)
     if notice is None:  # not distributed: only the stored content changes
         return SendResult(ErrorCode.SUCCESS)
     notice.conv = message.conv

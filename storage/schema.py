@@ -23,6 +23,7 @@ from typing import Final
 
 from sqlite_utils import Database
 
+from storage import conversation_table
 from storage.writer import StorageError
 
 Migration = Callable[[Database], None]
@@ -350,6 +351,13 @@ def _v11_robots(db: Database) -> None:
     db.execute("CREATE INDEX robots_by_owner ON robots (owner, robot_id)")
 
 
+def _v12_conversation_list(db: Database) -> None:
+    """Each user's conversations, newest listed message first, so a list page costs O(page) (issue 20 point 8):
+    ``conversation_inbox`` (merged inbox rows by conversation) and ``conversations`` (each one's newest listed
+    message), filled here from the merged inboxes; ``storage.conversation_table`` keeps them."""
+    conversation_table.create(db.conn)
+
+
 #: Every migration ever released, oldest first. Append only.
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     _v1_users_and_sessions,
@@ -363,6 +371,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     _v9_sealed_session_secrets,
     _v10_tombstone_retention,
     _v11_robots,
+    _v12_conversation_list,
 )
 
 #: The ``user_version`` of a fully migrated database.
