@@ -1,61 +1,81 @@
 """Where each of a user's conversations has its newest listed message: the table a list page walks.
 
-Two tables (schema v13), both filled from the merged inbox only (``inbox``, never the log ``inbox_recent``:
-a page reads the user's log rows itself, as today, and they are at most a merge's worth):
+Two tables (schema v12), both filled from the merged inbox only (``inbox``, never the log ``inbox_recent``:
+a page reads the user's log rows itself, and they are at most a merge's worth):
 
 - ``conversation_inbox (user_id, conv_type, conv_key, conv_line, message_id)``: the user's merged inbox rows
   by conversation, so one conversation's messages of one user are an indexed range (its unread count after a
-  read mark, its newest message). Written by the log merge (``storage.inboxes``), sorted, as ``inbox`` is:
-  the send path is untouched. Rows of deleted messages stay, as holes (reads skip them, as they skip
-  ``deleted_messages``).
-- ``conversations (user_id, conv_type, conv_key, conv_line, last_id)``: per conversation, the id of the
-  user's newest merged message in it that is listed (not deleted for the user, not hidden by its persist
-  flag: ``listed``). Nothing derived from read marks or counts, so the doors that move a read mark need not
-  touch it. A conversation with no such message has no row.
+  read mark, its newest listed message after a delete). Rows of messages deleted for everyone stay, as holes
+  (reads join ``messages``, and skip ``deleted_messages``).
+- ``conversations (user_id, conv_type, conv_key, conv_line, last_id)``: a row for every conversation the user
+  has a merged message in, ``last_id`` the id of the newest one that is listed (not deleted for the user, its
+  persist flag 1 or 3: ``LISTED_FLAGS``), 0 when none is. Nothing derived from read marks or counts, so the
+  doors that move a read mark need not touch it. A row with ``last_id`` 0 is not in the list, but it says the
+  user holds messages there: a content change that shows one of them finds the user by it (``changed``).
 
-``last_id`` can only go down when a message goes for the user (delete-for-me, delete-for-everyone,
-``clear``) or a content change hides it (``update``, ``recall``), and up when a content change shows a hidden
-one; each of those calls ``refresh`` for the users concerned, which recomputes the row with one indexed walk
-down the conversation (usually one row). The merge only moves it up (``merged``).
+Both are written by the log merge (``merged``), in two statements for the whole log: one sorted insert, and
+one upsert per (user, conversation) the log touches, however many messages it brought; the send groups write
+nothing here. Whether a message is listed is read from ``messages.persist_flag``, which ``storage.messages``
+keeps equal to the content's flag (update and recall write both), so neither the merge nor a refresh decodes
+a message. ``last_id`` goes down only when a message goes for the user (delete-for-me, delete-for-everyone,
+``clear``) or a content change hides it, and up when a content change shows one; each calls ``refresh`` or
+``changed`` for the users concerned, which recompute a row with one indexed statement.
+
+The SQL is plain: ``INSERT ... SELECT``, ``ON CONFLICT (...) DO UPDATE`` with ``excluded`` and ``CASE`` (not
+SQLite's two-argument ``max``), so it runs unchanged on PostgreSQL; ``WITHOUT ROWID`` in ``create`` and
+``INSERT OR IGNORE`` in the merge are SQLite's (``ON CONFLICT DO NOTHING`` elsewhere).
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
-from typing import Any, Final
+from typing import Final
 
-import msgpack
-
-#: Persist flags of messages a client stores and lists (1 persist, 3 persist and count); the others are hidden.
-LISTED_FLAGS: Final = frozenset({1, 3})
+#: Persist flags of messages a client stores and lists (1 persist, 3 persist and count); 0 is stored, not listed.
+LISTED_FLAGS: Final = (1, 3)
 #: A content map without a persist flag counts as 3 (as the gateway's unread rule reads it).
 DEFAULT_FLAG: Final = 3
 
 #: A conversation as a user's rows key it: (conv_type, conv_key, conv_line).
 Key = tuple[int, str, int]
 
-_UPSERT_MAX: Final = (
-    "INSERT INTO conversations (user_id, conv_type, conv_key, conv_line, last_id) VALUES (?, ?, ?, ?, ?)"
+_LISTED: Final = f"m.persist_flag IN ({', '.join(str(f) for f in LISTED_FLAGS)})"
+_NOT_DELETED: Final = (
+    "NOT EXISTS (SELECT 1 FROM deleted_messages d WHERE d.user_id = {user} AND d.message_id = {message})"
+)
+
+# The log's rows, by conversation: sorted so that each page of the index is found once (as storage.inboxes
+# merges ``inbox``). OR IGNORE: the index is a set, and a merge that failed on a duplicate would stop every send.
+_MERGE_ROWS: Final = (
+    "INSERT OR IGNORE INTO conversation_inbox (user_id, conv_type, conv_key, conv_line, message_id)"
+    " SELECT r.user_id, m.conv_type, m.conv_key, m.conv_line, m.message_id"
+    " FROM inbox_recent r JOIN messages m ON m.message_id = r.message_id ORDER BY 1, 2, 3, 4, 5"
+)
+# One row per (user, conversation) of the log: its newest listed message not deleted for the user (0: none),
+# and last_id only moves up (a conversation whose log rows are all hidden keeps its last).
+_MERGE_LAST: Final = (
+    "INSERT INTO conversations (user_id, conv_type, conv_key, conv_line, last_id)"
+    " SELECT r.user_id, m.conv_type, m.conv_key, m.conv_line,"
+    f" MAX(CASE WHEN {_LISTED} AND {_NOT_DELETED.format(user='r.user_id', message='r.message_id')}"
+    " THEN m.message_id ELSE 0 END)"
+    " FROM inbox_recent r JOIN messages m ON m.message_id = r.message_id"
+    " GROUP BY r.user_id, m.conv_type, m.conv_key, m.conv_line ORDER BY 1, 2, 3, 4"
     " ON CONFLICT (user_id, conv_type, conv_key, conv_line) DO UPDATE SET last_id ="
     " CASE WHEN excluded.last_id > conversations.last_id THEN excluded.last_id ELSE conversations.last_id END"
 )
-_UPSERT_SET: Final = (
-    "INSERT INTO conversations (user_id, conv_type, conv_key, conv_line, last_id) VALUES (?, ?, ?, ?, ?)"
-    " ON CONFLICT (user_id, conv_type, conv_key, conv_line) DO UPDATE SET last_id = excluded.last_id"
+# The newest listed message of one user's conversation, from scratch (a refresh).
+_NEWEST_LISTED: Final = (
+    "SELECT MAX(ci.message_id) FROM conversation_inbox ci JOIN messages m ON m.message_id = ci.message_id"
+    " WHERE ci.user_id = ? AND ci.conv_type = ? AND ci.conv_key = ? AND ci.conv_line = ?"
+    f" AND {_LISTED} AND {_NOT_DELETED.format(user='ci.user_id', message='ci.message_id')}"
 )
-_NOT_DELETED: Final = (
-    "NOT EXISTS (SELECT 1 FROM deleted_messages d WHERE d.user_id = ci.user_id AND d.message_id = ci.message_id)"
+_SET_LAST: Final = (
+    "UPDATE conversations SET last_id = ? WHERE user_id = ? AND conv_type = ? AND conv_key = ? AND conv_line = ?"
 )
-
-
-def listed(content: dict[str, Any]) -> bool:
-    """Is a message with this content in the list (a client stores it)? The gateway's unread rule starts here."""
-    return content.get("persist_flag", DEFAULT_FLAG) in LISTED_FLAGS
 
 
 def create(conn: sqlite3.Connection) -> None:
-    """The two tables and the page's index (schema v13), filled from the merged inboxes."""
+    """The two tables and their indexes (schema v12), filled from the merged inboxes."""
     conn.execute(
         "CREATE TABLE conversation_inbox (user_id TEXT NOT NULL, conv_type INTEGER NOT NULL, conv_key TEXT NOT NULL,"
         " conv_line INTEGER NOT NULL, message_id INTEGER NOT NULL,"
@@ -66,9 +86,10 @@ def create(conn: sqlite3.Connection) -> None:
         " conv_line INTEGER NOT NULL, last_id INTEGER NOT NULL,"
         " PRIMARY KEY (user_id, conv_type, conv_key, conv_line)) WITHOUT ROWID"
     )
+    # The page: a user's conversations, newest last message first.
     conn.execute("CREATE INDEX conversations_by_last ON conversations (user_id, last_id)")
-    # Who has a message as their last (a delete-for-everyone or a content change refreshes them).
-    conn.execute("CREATE INDEX conversations_by_message ON conversations (last_id)")
+    # A message's conversation, by last: who has it as their last (a delete or hide), who may lack it (a show).
+    conn.execute("CREATE INDEX conversations_by_conversation ON conversations (conv_type, conv_key, conv_line, last_id)")
     rebuild(conn)
 
 
@@ -81,81 +102,55 @@ def rebuild(conn: sqlite3.Connection) -> None:
         " SELECT i.user_id, m.conv_type, m.conv_key, m.conv_line, m.message_id"
         " FROM inbox i JOIN messages m ON m.message_id = i.message_id ORDER BY 1, 2, 3, 4, 5"
     )
-    keys = conn.execute(
-        "SELECT DISTINCT user_id, conv_type, conv_key, conv_line FROM conversation_inbox"
-    ).fetchall()
-    for user_id, conv_type, conv_key, conv_line in keys:
-        refresh(conn, user_id, (conv_type, conv_key, conv_line))
+    conn.execute(
+        "INSERT INTO conversations (user_id, conv_type, conv_key, conv_line, last_id)"
+        " SELECT ci.user_id, ci.conv_type, ci.conv_key, ci.conv_line,"
+        f" MAX(CASE WHEN {_LISTED} AND {_NOT_DELETED.format(user='ci.user_id', message='ci.message_id')}"
+        " THEN ci.message_id ELSE 0 END)"
+        " FROM conversation_inbox ci JOIN messages m ON m.message_id = ci.message_id"
+        " GROUP BY ci.user_id, ci.conv_type, ci.conv_key, ci.conv_line"
+    )
 
 
 def merged(conn: sqlite3.Connection) -> None:
-    """Index the log's rows by conversation and move each conversation's last up; called by the merge,
-    before it empties ``inbox_recent``, inside the writer's transaction."""
-    conn.execute(
-        "INSERT OR IGNORE INTO conversation_inbox (user_id, conv_type, conv_key, conv_line, message_id)"
-        " SELECT r.user_id, m.conv_type, m.conv_key, m.conv_line, m.message_id"
-        " FROM inbox_recent r JOIN messages m ON m.message_id = r.message_id ORDER BY 1, 2, 3, 4, 5"
-    )
-    # Each conversation's newest message of the batch, per user; its content decides (decoded once per
-    # message). When it is hidden, the conversation is recomputed (rare: a hidden message on top).
-    tops = conn.execute(
-        "SELECT r.user_id, m.conv_type, m.conv_key, m.conv_line, MAX(m.message_id)"
-        " FROM inbox_recent r JOIN messages m ON m.message_id = r.message_id WHERE NOT EXISTS"
-        " (SELECT 1 FROM deleted_messages d WHERE d.user_id = r.user_id AND d.message_id = r.message_id)"
-        " GROUP BY 1, 2, 3, 4"
-    ).fetchall()
-    shown: dict[int, bool] = {}
-    rows, hidden_tops = [], []
-    for user_id, conv_type, conv_key, conv_line, message_id in tops:
-        is_listed = shown.get(message_id)
-        if is_listed is None:
-            (raw,) = conn.execute("SELECT content FROM messages WHERE message_id = ?", (message_id,)).fetchone()
-            is_listed = shown[message_id] = listed(msgpack.unpackb(raw))
-        if is_listed:
-            rows.append((user_id, conv_type, conv_key, conv_line, message_id))
-        else:
-            hidden_tops.append((user_id, (conv_type, conv_key, conv_line)))
-    conn.executemany(_UPSERT_MAX, rows)
-    for user_id, key in hidden_tops:
-        refresh(conn, user_id, key)
+    """Index the log's rows by conversation and move each touched conversation's last up; called by the
+    merge, before it empties ``inbox_recent``, inside the writer's transaction."""
+    conn.execute(_MERGE_ROWS)
+    conn.execute(_MERGE_LAST)
 
 
 def refresh(conn: sqlite3.Connection, user_id: str, key: Key) -> None:
-    """Recompute one conversation's row of one user from ``conversation_inbox`` (after a delete or a change)."""
-    newest = newest_listed(conn, user_id, key)
-    if newest:
-        conn.execute(_UPSERT_SET, (user_id, *key, newest))
-    else:
+    """Recompute one conversation's row of one user (after a delete for the user, or a clear)."""
+    (newest,) = conn.execute(_NEWEST_LISTED, (user_id, *key)).fetchone()
+    conn.execute(_SET_LAST, (newest or 0, user_id, *key))
+
+
+def changed(conn: sqlite3.Connection, key: Key, message_id: int, listed_before: bool, listed_now: bool) -> None:
+    """Message ``message_id`` of conversation ``key`` went for everyone (``listed_now`` False) or had its
+    persist flag changed by a content change: refresh the rows it can move.
+
+    Going (or hidden), it moves only the rows whose last it is; shown, only the rows of its holders that are
+    below it (every holder has a row: ``merged`` writes one for hidden messages too). A holder whose rows of
+    it are still in the log has no row to move: the next merge counts it with its new flag.
+    """
+    if listed_before and not listed_now:
+        users = conn.execute(
+            "SELECT user_id FROM conversations WHERE conv_type = ? AND conv_key = ? AND conv_line = ? AND last_id = ?",
+            (*key, message_id),
+        ).fetchall()
+        for (user_id,) in users:
+            refresh(conn, user_id, key)
+    elif listed_now and not listed_before:
         conn.execute(
-            "DELETE FROM conversations WHERE user_id = ? AND conv_type = ? AND conv_key = ? AND conv_line = ?",
-            (user_id, *key),
+            "UPDATE conversations SET last_id = ? WHERE conv_type = ? AND conv_key = ? AND conv_line = ?"
+            " AND last_id < ? AND EXISTS (SELECT 1 FROM conversation_inbox ci WHERE ci.user_id = conversations.user_id"
+            " AND ci.conv_type = conversations.conv_type AND ci.conv_key = conversations.conv_key"
+            " AND ci.conv_line = conversations.conv_line AND ci.message_id = ?)"
+            f" AND {_NOT_DELETED.format(user='conversations.user_id', message='?')}",
+            (message_id, *key, message_id, message_id, message_id),
         )
 
 
-def refresh_message(conn: sqlite3.Connection, key: Key, message_id: int, holders: Iterable[str]) -> None:
-    """A message of conversation ``key`` changed or went for everyone: refresh its holders' rows, and the rows of
-    anyone whose last it was (a group's former member still holds it)."""
-    users = set(holders)
-    users.update(
-        row[0]
-        for row in conn.execute(
-            "SELECT user_id FROM conversations WHERE last_id = ? AND conv_type = ? AND conv_key = ? AND conv_line = ?",
-            (message_id, *key),
-        )
-    )
-    for user_id in sorted(users):
-        refresh(conn, user_id, key)
-
-
-def newest_listed(conn: sqlite3.Connection, user_id: str, key: Key) -> int:
-    """The id of the user's newest merged, listed message of the conversation (0: none)."""
-    rows = conn.execute(
-        "SELECT m.message_id, m.content FROM conversation_inbox ci JOIN messages m ON m.message_id = ci.message_id"
-        " WHERE ci.user_id = ? AND ci.conv_type = ? AND ci.conv_key = ? AND ci.conv_line = ?"
-        f" AND {_NOT_DELETED} ORDER BY ci.message_id DESC",
-        (user_id, *key),
-    )
-    for message_id, raw in rows:
-        if listed(msgpack.unpackb(raw)):
-            return int(message_id)
-    return 0
+def is_listed(persist_flag: int) -> bool:
+    """Is a message with this (content's) persist flag in the list?"""
+    return persist_flag in LISTED_FLAGS

@@ -6,12 +6,11 @@ decimal id of the newest message it covers. Both only move forward (``advance_ma
 once can never move a mark back. Clearing also deletes the covered messages for the user, for good, as
 delete-for-me does (``deleted_messages``).
 
-The conversation list (``list_conversations``) walks ``storage.conversation_table`` (schema v13: each
+The conversation list (``list_conversations``) walks ``storage.conversation_table`` (schema v12: each
 conversation's newest listed message per user, kept by the log merge and by the deletes and content
 changes) newest first, and reads only the answered conversations' messages after the read mark, plus the
-user's rows still in the inbox log: O(page + unread + log) on a reader connection. With roaming off the
-window decides the last message, so that list stays one pass over the young inbox (``list_by_scan``, also
-the reference the table is tested against).
+user's rows still in the inbox log: O(page + unread + log) on a reader connection, roaming on or off.
+``list_by_scan`` is the one-pass computation it replaced, kept as the reference the table is tested against.
 """
 
 from __future__ import annotations
@@ -161,52 +160,56 @@ def list_conversations(
     and lines (FAQ §13: the list without channels, then the channels). Reads committed tables only (a reader
     connection runs it).
 
-    With roaming on, a page walks ``storage.conversation_table``'s ``conversations`` newest first and reads,
-    for the conversations it answers only, their unread messages after the read mark, plus the user's rows
-    still in the inbox log: O(page + unread + log). With roaming off the last message depends on the window,
-    which the table does not know: one pass over the young part of the inbox (``list_by_scan``).
+    A page walks ``storage.conversation_table``'s ``conversations`` newest first and reads, for the
+    conversations it answers only, their unread messages after the read mark, plus the user's rows still in
+    the inbox log: O(page + unread + log). With roaming off the same walk stops at the first conversation
+    whose last message is older than ``min_time`` (message ids and times grow together, ``gateway.ids``, as
+    ``first_seq_since`` also assumes) and counts only messages at least that young: a conversation is listed
+    when its newest listed message is in the window, which is when a window-bounded scan finds one at all.
+    ``list_by_scan`` computes the same in one pass over the inbox: the reference the tests hold this to.
     """
-    if min_time > 0:
-        return list_by_scan(conn, user_id, before, limit, min_time, classify, types, lines)
     scanned = 0
     # The user's rows in the log, not yet in the table: by conversation, newest listed message each.
     log: dict[conversation_table.Key, list[Sequence[Any]]] = {}
     log_last: dict[conversation_table.Key, int] = {}
-    for row in conn.execute(_LOG_ROWS, (user_id,)):
+    for row in conn.execute(_LOG_ROWS, (user_id, min_time)):
         scanned += 1
         if (types is None or row[1] in types) and (lines is None or row[3] in lines):
             key = (row[1], row[9], row[3])
             log.setdefault(key, []).append(row)
-            if row[0] > log_last.get(key, 0) and conversation_table.listed(msgpack.unpackb(row[5])):
+            if row[0] > log_last.get(key, 0) and conversation_table.is_listed(row[8]):
                 log_last[key] = row[0]
     last_of: dict[conversation_table.Key, int] = {}
     for key in log:
         found = conn.execute(_TABLE_ROW, (user_id, *key)).fetchone()
-        last = max(found[0] if found else 0, log_last.get(key, 0))
+        table_last = found[0] if found and found[1] is not None and found[1] >= min_time else 0
+        last = max(table_last, log_last.get(key, 0))
         if last and (not before or last < before):
             last_of[key] = last
-    where, args = ["user_id = ?"], list[Any]([user_id])
+    where, args = ["c.user_id = ?", "c.last_id > 0"], list[Any]([user_id])
     if before:
-        where.append("last_id < ?")
+        where.append("c.last_id < ?")
         args.append(before)
-    for column, only in (("conv_type", types), ("conv_line", lines)):
+    for column, only in (("c.conv_type", types), ("c.conv_line", lines)):
         if only is not None:
             where.append(f"{column} IN ({', '.join('?' * len(only))})")
             args += sorted(only)
     args.append(limit + 1 + len(log))  # rows of conversations in the log are skipped: they are counted above
-    for conv_type, conv_key, conv_line, last_id in conn.execute(
-        "SELECT conv_type, conv_key, conv_line, last_id FROM conversations"
-        f" WHERE {' AND '.join(where)} ORDER BY last_id DESC LIMIT ?",
+    for conv_type, conv_key, conv_line, last_id, server_time in conn.execute(
+        "SELECT c.conv_type, c.conv_key, c.conv_line, c.last_id, m.server_time FROM conversations c"
+        f" JOIN messages m ON m.message_id = c.last_id WHERE {' AND '.join(where)} ORDER BY c.last_id DESC LIMIT ?",
         args,
     ):
         scanned += 1
+        if server_time < min_time:
+            break  # roaming off: this one and every older one are out of the window
         key = (conv_type, conv_key, conv_line)
         if key not in log:
             last_of[key] = last_id
     chosen = sorted(last_of.items(), key=lambda item: item[1], reverse=True)
     entries = []
     for key, last_id in chosen[:limit]:
-        entry, read = _entry(conn, user_id, key, last_id, log.get(key, ()), classify)
+        entry, read = _entry(conn, user_id, key, last_id, log.get(key, ()), min_time, classify)
         scanned += read
         entries.append(entry)
     return ConversationList(entries, len(chosen) > limit, scanned)
@@ -218,15 +221,17 @@ _MESSAGE_ROW = (
 )
 _LOG_ROWS = (
     f"SELECT {_MESSAGE_ROW}, m.conv_key FROM inbox_recent i JOIN messages m ON m.message_id = i.message_id"
-    " WHERE i.user_id = ? AND NOT EXISTS (SELECT 1 FROM deleted_messages d"
+    " WHERE i.user_id = ? AND m.server_time >= ? AND NOT EXISTS (SELECT 1 FROM deleted_messages d"
     " WHERE d.user_id = i.user_id AND d.message_id = i.message_id)"
 )
 _TABLE_ROW = (
-    "SELECT last_id FROM conversations WHERE user_id = ? AND conv_type = ? AND conv_key = ? AND conv_line = ?"
+    "SELECT c.last_id, m.server_time FROM conversations c LEFT JOIN messages m ON m.message_id = c.last_id"
+    " WHERE c.user_id = ? AND c.conv_type = ? AND c.conv_key = ? AND c.conv_line = ?"
 )
 _UNREAD_ROWS = (
     f"SELECT {_MESSAGE_ROW} FROM conversation_inbox ci JOIN messages m ON m.message_id = ci.message_id"
     " WHERE ci.user_id = ? AND ci.conv_type = ? AND ci.conv_key = ? AND ci.conv_line = ? AND ci.message_id > ?"
+    " AND m.server_time >= ?"
     " AND NOT EXISTS (SELECT 1 FROM deleted_messages d WHERE d.user_id = ci.user_id AND d.message_id = ci.message_id)"
 )
 
@@ -237,10 +242,11 @@ def _entry(
     key: conversation_table.Key,
     last_id: int,
     log_rows: Iterable[Sequence[Any]],
+    min_time: int,
     classify: Classify,
 ) -> tuple[ConversationEntry, int]:
     """One conversation's entry, as ``_take`` builds it from every row: its last message, the messages after
-    the read mark (merged ones and the log's), and how many rows that read."""
+    the read mark (merged ones at least ``min_time`` young, and the log's), and how many rows that read."""
     last_row = conn.execute(f"SELECT {_MESSAGE_ROW} FROM messages m WHERE m.message_id = ?", (last_id,)).fetchone()
     by_conv: dict[tuple[int, str, int], ConversationEntry] = {}
     _take(by_conv, {}, user_id, last_row, classify)  # the last message names the conversation, as in a scan
@@ -248,7 +254,7 @@ def _entry(
     entry.unread = entry.unread_mentions = 0
     entry.read_to = mark_of(conn, user_id, READ_SCOPE, entry.conv)
     read = 1
-    after = [*conn.execute(_UNREAD_ROWS, (user_id, *key, entry.read_to))]
+    after = [*conn.execute(_UNREAD_ROWS, (user_id, *key, entry.read_to, min_time))]
     after += (row for row in log_rows if row[0] > entry.read_to)
     for row in after:
         read += 1
@@ -270,8 +276,9 @@ def list_by_scan(
     types: frozenset[int] | None = None,
     lines: frozenset[int] | None = None,
 ) -> ConversationList:
-    """``list_conversations`` by one pass over the user's inbox (O(inbox)): the list with roaming off, whose
-    inbox part is bounded by the compensate window, and the reference the table-based page is tested against.
+    """``list_conversations`` by one pass over the user's inbox (O(inbox), or the young part of it with
+    ``min_time``): how the list was computed before the table (schema v12), kept as the reference the table's
+    page is tested against (tests/test_conversation_table.py) and measured against (``bench.convlist``).
 
     A filter saves the decoding of the rows it drops, not their reading: ``scanned`` counts every row read.
     """

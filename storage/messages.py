@@ -426,8 +426,27 @@ def delete_for_everyone(conn: sqlite3.Connection, message_id: int) -> list[str] 
     )  # if it is still in the log, the merge finds no message to index
     conn.execute("DELETE FROM messages WHERE message_id = ?", (message_id,))
     conn.execute("DELETE FROM deleted_messages WHERE message_id = ?", (message_id,))
-    conversation_table.refresh_message(conn, _stored_key(message), message_id, found[1])
+    conversation_table.changed(conn, _stored_key(message), message_id, _listed(message), False)
     return found[1]
+
+
+def _listed(message: StoredMessage) -> bool:
+    """Is the stored message in its holders' conversation lists (by its content's persist flag)?"""
+    return conversation_table.is_listed(message.content.get("persist_flag", conversation_table.DEFAULT_FLAG))
+
+
+def _set_content(conn: sqlite3.Connection, message: StoredMessage, content: dict) -> None:
+    """Replace a message's content (update, recall). ``persist_flag`` is written with it, so that the column
+    stays the content's flag (``storage.conversation_table`` reads it), and the conversation rows it can move
+    are refreshed."""
+    flag = content.get("persist_flag", conversation_table.DEFAULT_FLAG)
+    conn.execute(
+        "UPDATE messages SET content = ?, persist_flag = ? WHERE message_id = ?",
+        (msgpack.packb(content, use_bin_type=True), flag, message.message_id),
+    )
+    conversation_table.changed(
+        conn, _stored_key(message), message.message_id, _listed(message), conversation_table.is_listed(flag)
+    )
 
 
 #: The gateway's rule for recalling another member's group message: ``(operator's member type) -> allowed``.
@@ -466,11 +485,7 @@ def recall(
             return SendResult(ErrorCode.NOT_RIGHT), None
     if notice.server_time - message.server_time > window_ms:
         return SendResult(ErrorCode.RECALL_TIME_EXPIRED), None
-    conn.execute(
-        "UPDATE messages SET content = ? WHERE message_id = ?",
-        (msgpack.packb(notice.content, use_bin_type=True), message_id),
-    )
-    conversation_table.refresh_message(conn, _stored_key(message), message_id, holders)
+    _set_content(conn, message, notice.content)
     stored = replace(
         notice,
         conv=message.conv,
@@ -512,10 +527,7 @@ def update(
     message, holders = found
     if operator is not None and (message.from_user != operator or (may_update is not None and not may_update(message))):
         return SendResult(ErrorCode.NOT_RIGHT)
-    conn.execute(
-        "UPDATE messages SET content = ? WHERE message_id = ?", (msgpack.packb(content, use_bin_type=True), message_id)
-    )
-    conversation_table.refresh_message(conn, _stored_key(message), message_id, holders)
+    _set_content(conn, message, content)
     if notice is None:  # not distributed: only the stored content changes
         return SendResult(ErrorCode.SUCCESS)
     notice.conv = message.conv

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from gateway.conversations import classifier
 from storage import conversations, groups
+from storage import sends as s
 from storage import messages as m
 from storage.inboxes import InboxState
 from storage.schema import migrate
@@ -51,7 +52,7 @@ def _run(conn: sqlite3.Connection, steps: list[tuple[Any, ...]]) -> None:
     for user in (ME, *PEERS):
         conn.execute("INSERT INTO users (user_id, created_at, updated_at) VALUES (?, ?, ?)", (user, T0, T0))
     groups.create_group(conn, GROUP, "ann", {"name": "g"}, [("ann", 2), ("ben", 0), (ME, 0)], T0)
-    inboxes, policy = InboxState(), m.SendPolicy()
+    inboxes, policy = InboxState(), s.SendPolicy()
     sent: list[int] = []
     next_id = FIRST_ID
     for item in steps:
@@ -66,7 +67,7 @@ def _run(conn: sqlite3.Connection, steps: list[tuple[Any, ...]]) -> None:
                 conv, sender = m.Conversation(1, GROUP, line), (ME if mine else "ann")
             else:
                 conv, sender = (m.Conversation(0, target, line), ME) if mine else (m.Conversation(0, ME, line), target)
-            result = m.send_message(conn, inboxes, m.Outgoing(next_id, now, conv, sender, content, flag), policy)
+            result = s.send_message(conn, inboxes, m.Outgoing(next_id, now, conv, sender, content, flag), policy)
             if flag != 4 and result.message_id:
                 sent.append(next_id)
         elif item[0] == "merge":
@@ -146,7 +147,7 @@ def test_the_table_page_answers_what_the_scan_answers(
 
 
 def test_a_migrated_database_lists_its_existing_inboxes(tmp_path: Path) -> None:
-    """v13 fills the table from inboxes written before it (rows merged under the previous schema)."""
+    """v12 fills the table from inboxes written before it (rows merged under the previous schema)."""
     from storage import schema
 
     conn = sqlite3.connect(tmp_path / "ember.db", isolation_level=None)
@@ -157,7 +158,7 @@ def test_a_migrated_database_lists_its_existing_inboxes(tmp_path: Path) -> None:
             migration(db)
         conn.execute(f"PRAGMA user_version = {len(schema.MIGRATIONS) - 1}")
         conn.execute("COMMIT")
-        assert schema.MIGRATIONS[-1].__name__ == "_v13_conversation_list"
+        assert schema.MIGRATIONS[-1].__name__ == "_v12_conversation_list"
         for user in (ME, "ann"):
             conn.execute("INSERT INTO users (user_id, created_at, updated_at) VALUES (?, ?, ?)", (user, T0, T0))
         conn.execute("BEGIN")
@@ -165,7 +166,7 @@ def test_a_migrated_database_lists_its_existing_inboxes(tmp_path: Path) -> None:
         for n in range(1, 6):
             content = {"type": 1, "searchable_content": f"m{n}", "persist_flag": 0 if n == 5 else 3}
             msg = m.Outgoing(FIRST_ID + n, T0 + n, m.Conversation(0, ME), "ann", content, content["persist_flag"])
-            m.send_message(conn, inboxes, msg, m.SendPolicy())
+            s.send_message(conn, inboxes, msg, s.SendPolicy())
         conn.execute("INSERT INTO inbox SELECT user_id, seq, message_id FROM inbox_recent")  # the old merge
         conn.execute("DELETE FROM inbox_recent")
         conn.execute("COMMIT")
