@@ -4,9 +4,13 @@ Two tables (schema v12), both filled from the merged inbox only (``inbox``, neve
 a page reads the user's log rows itself, and they are at most a merge's worth):
 
 - ``conversation_inbox (user_id, conv_type, conv_key, conv_line, message_id)``: the user's merged inbox rows
-  by conversation, so one conversation's messages of one user are an indexed range (its unread count after a
-  read mark, its newest listed message after a delete). Rows of messages deleted for everyone stay, as holes
-  (reads join ``messages``, and skip ``deleted_messages``).
+  of group and channel conversations, by conversation, so one conversation's messages of one user are an
+  indexed range (its unread count after a read mark, its newest listed message after a delete). Rows of
+  messages deleted for everyone stay, as holes (reads join ``messages``, and skip ``deleted_messages``).
+  Private conversations need no such copy: both sides hold every message of one, except one whose
+  ``only_for`` names one side, so ``conversation_index`` (by conversation, already kept by the merge) with
+  that rule is the user's range (``user_messages``). Private messages are two inbox rows each, most of the
+  rows of a private-heavy load, and copying them was most of what the table cost the merge.
 - ``conversations (user_id, conv_type, conv_key, conv_line, last_id)``: a row for every conversation the user
   has a merged message in, ``last_id`` the id of the newest one that is listed (not deleted for the user, its
   persist flag 1 or 3: ``LISTED_FLAGS``), 0 when none is. Nothing derived from read marks or counts, so the
@@ -31,6 +35,8 @@ from __future__ import annotations
 import sqlite3
 from typing import Final
 
+from protocol.codes import ConversationType
+
 #: Persist flags of messages a client stores and lists (1 persist, 3 persist and count); 0 is stored, not listed.
 LISTED_FLAGS: Final = (1, 3)
 #: A content map without a persist flag counts as 3 (as the gateway's unread rule reads it).
@@ -38,6 +44,9 @@ DEFAULT_FLAG: Final = 3
 
 #: A conversation as a user's rows key it: (conv_type, conv_key, conv_line).
 Key = tuple[int, str, int]
+
+#: Conversation type 0: read from ``conversation_index`` rather than ``conversation_inbox``.
+PRIVATE: Final = int(ConversationType.PRIVATE)
 
 _LISTED: Final = f"m.persist_flag IN ({', '.join(str(f) for f in LISTED_FLAGS)})"
 _NOT_DELETED: Final = (
@@ -49,7 +58,8 @@ _NOT_DELETED: Final = (
 _MERGE_ROWS: Final = (
     "INSERT OR IGNORE INTO conversation_inbox (user_id, conv_type, conv_key, conv_line, message_id)"
     " SELECT r.user_id, m.conv_type, m.conv_key, m.conv_line, m.message_id"
-    " FROM inbox_recent r JOIN messages m ON m.message_id = r.message_id ORDER BY 1, 2, 3, 4, 5"
+    f" FROM inbox_recent r JOIN messages m ON m.message_id = r.message_id WHERE m.conv_type != {PRIVATE}"
+    " ORDER BY 1, 2, 3, 4, 5"
 )
 # One row per (user, conversation) of the log: its newest listed message not deleted for the user (0: none),
 # and last_id only moves up (a conversation whose log rows are all hidden keeps its last).
@@ -63,12 +73,34 @@ _MERGE_LAST: Final = (
     " ON CONFLICT (user_id, conv_type, conv_key, conv_line) DO UPDATE SET last_id ="
     " CASE WHEN excluded.last_id > conversations.last_id THEN excluded.last_id ELSE conversations.last_id END"
 )
-# The newest listed message of one user's conversation, from scratch (a refresh).
-_NEWEST_LISTED: Final = (
-    "SELECT MAX(ci.message_id) FROM conversation_inbox ci JOIN messages m ON m.message_id = ci.message_id"
-    " WHERE ci.user_id = ? AND ci.conv_type = ? AND ci.conv_key = ? AND ci.conv_line = ?"
-    f" AND {_LISTED} AND {_NOT_DELETED.format(user='ci.user_id', message='ci.message_id')}"
-)
+
+def user_messages(conv_type: int, columns: str) -> str:
+    """``SELECT columns`` of one user's merged messages of one conversation, not deleted for the user: the
+    query, with ``m`` the messages row; parameters ``user_args(key, user_id)``. A private conversation's from
+    ``conversation_index`` (see the module docstring), any other's from ``conversation_inbox``."""
+    not_deleted = _NOT_DELETED.format(user="?", message="m.message_id")
+    if conv_type == PRIVATE:
+        return (
+            f"SELECT {columns} FROM conversation_index ci JOIN messages m ON m.message_id = ci.message_id"
+            " WHERE ci.conv_type = ? AND ci.conv_key = ? AND ci.conv_line = ?"
+            f" AND (m.only_for IS NULL OR m.only_for = ?) AND {not_deleted}"
+        )
+    return (
+        f"SELECT {columns} FROM conversation_inbox ci JOIN messages m ON m.message_id = ci.message_id"
+        " WHERE ci.conv_type = ? AND ci.conv_key = ? AND ci.conv_line = ? AND ci.user_id = ?"
+        f" AND {not_deleted}"
+    )
+
+
+def user_args(key: Key, user_id: str) -> tuple[int, str, int, str, str]:
+    """The parameters of a ``user_messages`` query."""
+    return (*key, user_id, user_id)
+
+
+# The newest listed message of one user's conversation, from scratch (a refresh), by conversation type.
+_NEWEST_LISTED: Final = {
+    kind: user_messages(kind, "MAX(m.message_id)") + f" AND {_LISTED}" for kind in (PRIVATE, PRIVATE + 1)
+}
 _SET_LAST: Final = (
     "UPDATE conversations SET last_id = ? WHERE user_id = ? AND conv_type = ? AND conv_key = ? AND conv_line = ?"
 )
@@ -100,15 +132,22 @@ def rebuild(conn: sqlite3.Connection) -> None:
     conn.execute(
         "INSERT OR IGNORE INTO conversation_inbox (user_id, conv_type, conv_key, conv_line, message_id)"
         " SELECT i.user_id, m.conv_type, m.conv_key, m.conv_line, m.message_id"
-        " FROM inbox i JOIN messages m ON m.message_id = i.message_id ORDER BY 1, 2, 3, 4, 5"
+        f" FROM inbox i JOIN messages m ON m.message_id = i.message_id WHERE m.conv_type != {PRIVATE}"
+        " ORDER BY 1, 2, 3, 4, 5"
+    )
+    # Already complete in a database the merge kept; tests write inbox rows without it.
+    conn.execute(
+        "INSERT OR IGNORE INTO conversation_index (conv_type, conv_key, conv_line, message_id)"
+        " SELECT m.conv_type, m.conv_key, m.conv_line, m.message_id FROM messages m"
+        " WHERE m.message_id IN (SELECT message_id FROM inbox) ORDER BY 1, 2, 3, 4"
     )
     conn.execute(
         "INSERT INTO conversations (user_id, conv_type, conv_key, conv_line, last_id)"
-        " SELECT ci.user_id, ci.conv_type, ci.conv_key, ci.conv_line,"
-        f" MAX(CASE WHEN {_LISTED} AND {_NOT_DELETED.format(user='ci.user_id', message='ci.message_id')}"
-        " THEN ci.message_id ELSE 0 END)"
-        " FROM conversation_inbox ci JOIN messages m ON m.message_id = ci.message_id"
-        " GROUP BY ci.user_id, ci.conv_type, ci.conv_key, ci.conv_line"
+        " SELECT i.user_id, m.conv_type, m.conv_key, m.conv_line,"
+        f" MAX(CASE WHEN {_LISTED} AND {_NOT_DELETED.format(user='i.user_id', message='i.message_id')}"
+        " THEN i.message_id ELSE 0 END)"
+        " FROM inbox i JOIN messages m ON m.message_id = i.message_id"
+        " GROUP BY i.user_id, m.conv_type, m.conv_key, m.conv_line"
     )
 
 
@@ -121,7 +160,7 @@ def merged(conn: sqlite3.Connection) -> None:
 
 def refresh(conn: sqlite3.Connection, user_id: str, key: Key) -> None:
     """Recompute one conversation's row of one user (after a delete for the user, or a clear)."""
-    (newest,) = conn.execute(_NEWEST_LISTED, (user_id, *key)).fetchone()
+    (newest,) = conn.execute(_NEWEST_LISTED[PRIVATE if key[0] == PRIVATE else PRIVATE + 1], user_args(key, user_id)).fetchone()
     conn.execute(_SET_LAST, (newest or 0, user_id, *key))
 
 
@@ -139,6 +178,13 @@ def changed(conn: sqlite3.Connection, key: Key, message_id: int, listed_before: 
             (*key, message_id),
         ).fetchall()
         for (user_id,) in users:
+            refresh(conn, user_id, key)
+    elif listed_now and not listed_before and key[0] == PRIVATE:
+        users = conn.execute(
+            "SELECT user_id FROM conversations WHERE conv_type = ? AND conv_key = ? AND conv_line = ? AND last_id < ?",
+            (*key, message_id),
+        ).fetchall()
+        for (user_id,) in users:  # the two sides at most: each recomputed
             refresh(conn, user_id, key)
     elif listed_now and not listed_before:
         conn.execute(

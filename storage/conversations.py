@@ -228,12 +228,11 @@ _TABLE_ROW = (
     "SELECT c.last_id, m.server_time FROM conversations c LEFT JOIN messages m ON m.message_id = c.last_id"
     " WHERE c.user_id = ? AND c.conv_type = ? AND c.conv_key = ? AND c.conv_line = ?"
 )
-_UNREAD_ROWS = (
-    f"SELECT {_MESSAGE_ROW} FROM conversation_inbox ci JOIN messages m ON m.message_id = ci.message_id"
-    " WHERE ci.user_id = ? AND ci.conv_type = ? AND ci.conv_key = ? AND ci.conv_line = ? AND ci.message_id > ?"
-    " AND m.server_time >= ?"
-    " AND NOT EXISTS (SELECT 1 FROM deleted_messages d WHERE d.user_id = ci.user_id AND d.message_id = ci.message_id)"
-)
+# Per conversation type (private, or not): the user's merged messages after the read mark, young enough.
+_UNREAD_ROWS = {
+    kind: conversation_table.user_messages(kind, _MESSAGE_ROW) + " AND m.message_id > ? AND m.server_time >= ?"
+    for kind in (PRIVATE, PRIVATE + 1)
+}
 
 
 def _entry(
@@ -254,7 +253,8 @@ def _entry(
     entry.unread = entry.unread_mentions = 0
     entry.read_to = mark_of(conn, user_id, READ_SCOPE, entry.conv)
     read = 1
-    after = [*conn.execute(_UNREAD_ROWS, (user_id, *key, entry.read_to, min_time))]
+    unread_rows = _UNREAD_ROWS[PRIVATE if key[0] == PRIVATE else PRIVATE + 1]
+    after = [*conn.execute(unread_rows, (*conversation_table.user_args(key, user_id), entry.read_to, min_time))]
     after += (row for row in log_rows if row[0] > entry.read_to)
     for row in after:
         read += 1

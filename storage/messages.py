@@ -449,6 +449,13 @@ def _set_content(conn: sqlite3.Connection, message: StoredMessage, content: dict
     )
 
 
+def _only_holder(message: StoredMessage, holders: list[str]) -> str | None:
+    """The ``only_for`` of a private message's notice that only one side still holds (the other deleted the
+    original): that side. A private message's holders are then always its ``only_for``, or both sides, which
+    history and the conversation list (``storage.conversation_table``) read from the conversation index."""
+    return holders[0] if message.conv.type == PRIVATE and len(holders) == 1 else None
+
+
 #: The gateway's rule for recalling another member's group message: ``(operator's member type) -> allowed``.
 GroupRecallCheck = Callable[[int], bool]
 
@@ -494,10 +501,7 @@ def recall(
     )
     if not holders:
         return SendResult(ErrorCode.SUCCESS, stored.message_id, stored.server_time, {}), stored
-    hidden_from_target = (
-        message.conv.type == PRIVATE and holders == [message.from_user] and message.conv.target != message.from_user
-    )
-    seqs = _append(conn, inboxes, stored, holders, message.from_user if hidden_from_target else None)
+    seqs = _append(conn, inboxes, stored, holders, _only_holder(message, holders))
     return SendResult(ErrorCode.SUCCESS, stored.message_id, stored.server_time, seqs), stored
 
 
@@ -534,11 +538,8 @@ def update(
     notice.from_user = message.from_user
     if not holders:
         return SendResult(ErrorCode.SUCCESS, notice.message_id, notice.server_time, {})
-    hidden_from_target = (
-        message.conv.type == PRIVATE and holders == [message.from_user] and message.conv.target != message.from_user
-    )
     notice.to_users = list(message.to_users) if message.to_users else None
-    seqs = _append(conn, inboxes, notice, holders, message.from_user if hidden_from_target else None)
+    seqs = _append(conn, inboxes, notice, holders, _only_holder(message, holders))
     return SendResult(ErrorCode.SUCCESS, notice.message_id, notice.server_time, seqs)
 
 
