@@ -62,17 +62,26 @@ _MERGE_ROWS: Final = (
     " ORDER BY 1, 2, 3, 4, 5"
 )
 # One row per (user, conversation) of the log: its newest listed message not deleted for the user (0: none),
-# and last_id only moves up (a conversation whose log rows are all hidden keeps its last).
+# and last_id only moves up (a conversation whose log rows are all hidden keeps its last). Deletion is checked
+# for each conversation's newest listed message only, not for every row: when that one was deleted while still
+# in the log (rare), the conversation's log rows are walked again with the check.
 _MERGE_LAST: Final = (
     "INSERT INTO conversations (user_id, conv_type, conv_key, conv_line, last_id)"
-    " SELECT r.user_id, m.conv_type, m.conv_key, m.conv_line,"
-    f" MAX(CASE WHEN {_LISTED} AND {_NOT_DELETED.format(user='r.user_id', message='r.message_id')}"
-    " THEN m.message_id ELSE 0 END)"
+    " SELECT t.user_id, t.conv_type, t.conv_key, t.conv_line,"
+    f" CASE WHEN t.top = 0 OR {_NOT_DELETED.format(user='t.user_id', message='t.top')} THEN t.top ELSE"
+    " (SELECT COALESCE(MAX(m.message_id), 0) FROM inbox_recent r JOIN messages m ON m.message_id = r.message_id"
+    " WHERE r.user_id = t.user_id AND m.conv_type = t.conv_type AND m.conv_key = t.conv_key"
+    f" AND m.conv_line = t.conv_line AND {_LISTED} AND {_NOT_DELETED.format(user='r.user_id', message='r.message_id')})"
+    " END"
+    " FROM (SELECT r.user_id AS user_id, m.conv_type AS conv_type, m.conv_key AS conv_key, m.conv_line AS conv_line,"
+    f" MAX(CASE WHEN {_LISTED} THEN m.message_id ELSE 0 END) AS top"
     " FROM inbox_recent r JOIN messages m ON m.message_id = r.message_id"
-    " GROUP BY r.user_id, m.conv_type, m.conv_key, m.conv_line ORDER BY 1, 2, 3, 4"
+    " GROUP BY r.user_id, m.conv_type, m.conv_key, m.conv_line) AS t"
+    " WHERE true"  # SQLite: an upsert's SELECT needs a WHERE, or ON reads as a join's
     " ON CONFLICT (user_id, conv_type, conv_key, conv_line) DO UPDATE SET last_id ="
     " CASE WHEN excluded.last_id > conversations.last_id THEN excluded.last_id ELSE conversations.last_id END"
 )
+
 
 def user_messages(conv_type: int, columns: str) -> str:
     """``SELECT columns`` of one user's merged messages of one conversation, not deleted for the user: the
