@@ -25,17 +25,20 @@ a message. ``last_id`` goes down only when a message goes for the user (delete-f
 ``clear``) or a content change hides it, and up when a content change shows one; each calls ``refresh`` or
 ``changed`` for the users concerned, which recompute a row with one indexed statement.
 
-The SQL is plain: ``INSERT ... SELECT``, ``ON CONFLICT (...) DO UPDATE`` with ``excluded`` and ``CASE`` (not
-SQLite's two-argument ``max``), so it runs unchanged on PostgreSQL; ``WITHOUT ROWID`` in ``create`` and
-``INSERT OR IGNORE`` in the merge are SQLite's (``ON CONFLICT DO NOTHING`` elsewhere).
+The functions take the seam's transaction handle (``storage.engine.Tx``). The SQL is plain, with ``?``
+placeholders: ``INSERT ... SELECT``, ``ON CONFLICT (...) DO UPDATE`` with ``excluded`` and ``CASE`` (not
+SQLite's two-argument ``max``), a derived table with ``AS``, ``COALESCE``, so it runs on PostgreSQL as it is;
+SQLite's own, with the portable form a PostgreSQL schema would use: ``WITHOUT ROWID`` in ``create`` (a
+plain table there), ``INSERT OR IGNORE`` in the merge (``ON CONFLICT DO NOTHING``), and the ``WHERE true``
+the upsert's SELECT needs in SQLite (harmless there).
 """
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Final
 
 from protocol.codes import ConversationType
+from storage.engine import Tx
 
 #: Persist flags of messages a client stores and lists (1 persist, 3 persist and count); 0 is stored, not listed.
 LISTED_FLAGS: Final = (1, 3)
@@ -115,7 +118,7 @@ _SET_LAST: Final = (
 )
 
 
-def create(conn: sqlite3.Connection) -> None:
+def create(conn: Tx) -> None:
     """The two tables and their indexes (schema v12), filled from the merged inboxes."""
     conn.execute(
         "CREATE TABLE conversation_inbox (user_id TEXT NOT NULL, conv_type INTEGER NOT NULL, conv_key TEXT NOT NULL,"
@@ -134,7 +137,7 @@ def create(conn: sqlite3.Connection) -> None:
     rebuild(conn)
 
 
-def rebuild(conn: sqlite3.Connection) -> None:
+def rebuild(conn: Tx) -> None:
     """Fill both tables from ``inbox`` (the migration; tests that write inbox rows directly)."""
     conn.execute("DELETE FROM conversation_inbox")
     conn.execute("DELETE FROM conversations")
@@ -160,20 +163,20 @@ def rebuild(conn: sqlite3.Connection) -> None:
     )
 
 
-def merged(conn: sqlite3.Connection) -> None:
+def merged(conn: Tx) -> None:
     """Index the log's rows by conversation and move each touched conversation's last up; called by the
     merge, before it empties ``inbox_recent``, inside the writer's transaction."""
     conn.execute(_MERGE_ROWS)
     conn.execute(_MERGE_LAST)
 
 
-def refresh(conn: sqlite3.Connection, user_id: str, key: Key) -> None:
+def refresh(conn: Tx, user_id: str, key: Key) -> None:
     """Recompute one conversation's row of one user (after a delete for the user, or a clear)."""
     (newest,) = conn.execute(_NEWEST_LISTED[PRIVATE if key[0] == PRIVATE else PRIVATE + 1], user_args(key, user_id)).fetchone()
     conn.execute(_SET_LAST, (newest or 0, user_id, *key))
 
 
-def changed(conn: sqlite3.Connection, key: Key, message_id: int, listed_before: bool, listed_now: bool) -> None:
+def changed(conn: Tx, key: Key, message_id: int, listed_before: bool, listed_now: bool) -> None:
     """Message ``message_id`` of conversation ``key`` went for everyone (``listed_now`` False) or had its
     persist flag changed by a content change: refresh the rows it can move.
 

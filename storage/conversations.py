@@ -25,6 +25,7 @@ import msgpack
 
 from protocol.codes import SettingScope, conversation_setting_key
 from storage import conversation_table, relations
+from storage.engine import in_list
 from storage.messages import (
     PRIVATE,
     Conversation,
@@ -192,8 +193,9 @@ def list_conversations(
         args.append(before)
     for column, only in (("c.conv_type", types), ("c.conv_line", lines)):
         if only is not None:
-            where.append(f"{column} IN ({', '.join('?' * len(only))})")
-            args += sorted(only)
+            condition, params = in_list(conn, column, sorted(only))  # one parameter for any count
+            where.append(condition)
+            args += params
     args.append(limit + 1 + len(log))  # rows of conversations in the log are skipped: they are counted above
     for conv_type, conv_key, conv_line, last_id, server_time in conn.execute(
         "SELECT c.conv_type, c.conv_key, c.conv_line, c.last_id, m.server_time FROM conversations c"

@@ -25,7 +25,7 @@ import msgpack
 from sqlite_utils import Database
 
 from storage import conversation_table
-from storage.writer import StorageError
+from storage.errors import StorageError
 
 Migration = Callable[[Database], None]
 
