@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 
 from gateway.conversations import classifier
 from storage import conversations, groups
-from storage import sends as s
 from storage import messages as m
+from storage import sends as s
 from storage.inboxes import InboxState
 from storage.schema import migrate
 
