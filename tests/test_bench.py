@@ -173,3 +173,13 @@ def test_conv_upsert_measures_all_three_kinds() -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert [line.split()[0] for line in done.stdout.splitlines()] == ["base", "table", "table-noindex"]
+
+
+def test_storage_send_prints_the_merges_share_for_both_kinds() -> None:
+    for kind in ("private", "group"):
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.storage_send", "--kind", kind, "--sends", "300", "--members", "5"],
+            cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.startswith(f"{kind}: 300 sends, 64 per commit:") and "merges" in done.stdout
