@@ -3,9 +3,11 @@
 Fills a temporary SQLite database through the storage functions a gateway uses (``storage.messages``'
 send group, on one connection, in transactions of ``BATCH`` sends): one user, ``me``, with ``--messages``
 messages over ``--convs`` private conversations (a fifth of them on line 1), half sent by ``me``, half
-received, in a shuffled order. Then times ``storage.conversations.list_conversations`` as a reader runs it,
-with the gateway's unread rules: the first page, a page deep in the list, and the first page with a
-``lines`` filter; the median of ``--repeat`` runs each, in ms. No gateway and no sockets.
+received, in a shuffled order. Then times ``storage.conversations.list_conversations`` (the per-user table,
+schema v12) and ``list_by_scan`` (the one pass over the inbox it replaced) as a reader runs them, with the
+gateway's unread rules: the first page, the page after the middle of the list (its cursor the last id of
+the page before), and the first page with a ``lines`` filter; the median of ``--repeat`` runs each, in ms,
+both on the same database in the same run. No gateway and no sockets.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import sqlite3
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from gateway.conversations import classifier
@@ -30,16 +33,20 @@ FIRST_ID = 7_000_000_000_000_000
 BATCH = 500  # sends per transaction while filling
 ME = "me"
 
+Lister = Callable[..., conversations.ConversationList]
+
 
 def fill(path: Path, messages: int, convs: int, seed: int = 7) -> None:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     migrate(conn)
     peers = [f"peer{i:05d}" for i in range(convs)]
+    conn.execute("BEGIN")  # one transaction: in autocommit each user was a commit (and an fsync) of its own
     conn.executemany(
         "INSERT INTO users (user_id, created_at, updated_at) VALUES (?, ?, ?)",
         [(user, T0, T0) for user in (ME, *peers)],
     )
+    conn.execute("COMMIT")
     order = [i % convs for i in range(messages)]
     random.Random(seed).shuffle(order)
     inboxes, policy = InboxState(), SendPolicy()
@@ -59,18 +66,28 @@ def fill(path: Path, messages: int, convs: int, seed: int = 7) -> None:
 
 
 def time_page(
-    conn: sqlite3.Connection, before: int, repeat: int, lines: frozenset[int] | None = None
-) -> tuple[float, int]:
-    """Median ms of one page of 50, and the inbox rows it read."""
-    took, scanned = [], 0
+    conn: sqlite3.Connection, lister: Lister, before: int, repeat: int, lines: frozenset[int] | None = None
+) -> tuple[float, int, int]:
+    """Median ms of one page of 50, the rows it read, and its last entry's id (the next page's cursor)."""
+    took, scanned, last = [], 0, 0
     for _ in range(repeat):
         started = time.perf_counter()
         conn.execute("BEGIN")
-        page = conversations.list_conversations(conn, ME, before, 50, 0, classifier(ME), None, lines)
+        page = lister(conn, ME, before, 50, 0, classifier(ME), None, lines)
         conn.execute("COMMIT")
         took.append((time.perf_counter() - started) * 1000)
         scanned = page.scanned
-    return statistics.median(took), scanned
+        last = page.entries[-1].last.message_id if page.entries else 0
+    return statistics.median(took), scanned, last
+
+
+def middle_cursor(conn: sqlite3.Connection, convs: int) -> int:
+    """The ``before`` of the page that starts halfway down the list: walked page by page, on the table."""
+    before = 0
+    for _ in range(convs // 2 // 50):
+        page = conversations.list_conversations(conn, ME, before, 50, 0, classifier(ME))
+        before = page.entries[-1].last.message_id
+    return before
 
 
 def main() -> None:
@@ -81,17 +98,21 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "ember.db"
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         fill(path, args.messages, args.convs)
-        print(f"filled {args.messages} messages over {args.convs} conversations in {time.perf_counter() - started:.1f} s")
+        print(
+            f"filled {args.messages} messages over {args.convs} conversations in {time.perf_counter() - started:.1f} s"
+            f" ({time.process_time() - cpu:.1f} s CPU)"
+        )
         conn = sqlite3.connect(path, isolation_level=None)
-        first, scanned = time_page(conn, 0, args.repeat)
-        deep_before = FIRST_ID + args.messages // 2  # about the middle of the list
-        deep, _ = time_page(conn, deep_before, args.repeat)
-        filtered, _ = time_page(conn, 0, args.repeat, frozenset({1}))
-        print(f"first page of 50: {first:.1f} ms ({scanned} inbox rows read)")
-        print(f"a page of 50 in the middle: {deep:.1f} ms")
-        print(f"first page of 50, lines=[1]: {filtered:.1f} ms")
+        middle = middle_cursor(conn, args.convs)
+        for name, lister in (("table", conversations.list_conversations), ("scan", conversations.list_by_scan)):
+            first, scanned, _ = time_page(conn, lister, 0, args.repeat)
+            deep, deep_scanned, _ = time_page(conn, lister, middle, args.repeat)
+            filtered, filtered_scanned, _ = time_page(conn, lister, 0, args.repeat, frozenset({1}))
+            print(f"{name}: first page of 50: {first:.1f} ms ({scanned} rows read)")
+            print(f"{name}: the page after the middle of the list: {deep:.1f} ms ({deep_scanned} rows read)")
+            print(f"{name}: first page of 50, lines=[1]: {filtered:.1f} ms ({filtered_scanned} rows read)")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from storage.messages import Conversation
 
 #: Most conversations in one ``get_conversations`` page.
 MAX_CONVERSATIONS_PAGE: Final = 200
-#: ``get_conversations`` is charged after it answers: this much, plus one unit per this many inbox rows read.
+#: ``get_conversations`` is charged after it answers: this much, plus one unit per this many rows read.
 LIST_BASE_COST: Final = 1.0
 LIST_ROWS_PER_UNIT: Final = 1000
 
@@ -120,7 +120,7 @@ class ConversationService:
     async def list(
         self, user_id: str, before: int, limit: int, only: ListFilter | None = None
     ) -> tuple[dict[str, Any], int]:
-        """A page of the user's conversations (``only`` those types and lines), and the inbox rows it read
+        """A page of the user's conversations (``only`` those types and lines), and the rows it read
         (for the rate limit)."""
         only = only or ListFilter()
         min_time = 0

@@ -39,6 +39,8 @@ import sqlite3
 from collections.abc import Mapping
 from operator import itemgetter
 
+from storage import conversation_table
+
 #: Most rows the log holds before a send merges it. Bigger merges put more rows on each page they
 #: write (with 100 busy users, ~40 per page at 4096) but pause that one batch longer.
 MERGE_ROWS = 4096
@@ -151,6 +153,7 @@ class InboxState:
         """Move every row of the log into ``inbox`` and ``conversation_index``, and empty it."""
         conn.execute(_MERGE_INBOX)
         conn.execute(_MERGE_CONVERSATIONS)
+        conversation_table.merged(conn)  # each user's conversations, for the list (storage.conversation_table)
         conn.execute("DELETE FROM inbox_recent")
         self._merge_early = False
         self._recent_heads = {}

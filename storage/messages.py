@@ -27,6 +27,7 @@ from typing import Any, Final
 import msgpack
 
 from protocol.codes import ContentType, ConversationType, ErrorCode, PersistFlag
+from storage import conversation_table
 from storage.inboxes import ConversationKey, InboxState
 
 # Plain ints on the hot path (an IntEnum compares slower); their meaning lives in protocol.codes.
@@ -152,6 +153,11 @@ _pack_content = msgpack.Packer(use_bin_type=True).pack
 def message_index_key(msg: Outgoing) -> ConversationKey:
     """The message's conversation as ``conversation_index`` keys it."""
     return (msg.conv.type, conversation_key(msg.conv, msg.from_user), msg.conv.line)
+
+
+def _stored_key(message: StoredMessage) -> ConversationKey:
+    """A stored message's conversation as ``conversation_index`` and ``storage.conversation_table`` key it."""
+    return (message.conv.type, conversation_key(message.conv, message.from_user), message.conv.line)
 
 
 def message_row(msg: Outgoing, key: ConversationKey, only_for: str | None) -> tuple:
@@ -396,6 +402,7 @@ def delete_for_user(conn: sqlite3.Connection, user_id: str, message_id: int, now
         "INSERT INTO deleted_messages (user_id, message_id, deleted_at) VALUES (?, ?, ?)",
         (user_id, message_id, now_ms),
     )
+    conversation_table.refresh(conn, user_id, _stored_key(found[0]))
     return True
 
 
@@ -419,7 +426,34 @@ def delete_for_everyone(conn: sqlite3.Connection, message_id: int) -> list[str] 
     )  # if it is still in the log, the merge finds no message to index
     conn.execute("DELETE FROM messages WHERE message_id = ?", (message_id,))
     conn.execute("DELETE FROM deleted_messages WHERE message_id = ?", (message_id,))
+    conversation_table.changed(conn, _stored_key(message), message_id, _listed(message), False)
     return found[1]
+
+
+def _listed(message: StoredMessage) -> bool:
+    """Is the stored message in its holders' conversation lists (by its content's persist flag)?"""
+    return conversation_table.is_listed(message.content.get("persist_flag", conversation_table.DEFAULT_FLAG))
+
+
+def _set_content(conn: sqlite3.Connection, message: StoredMessage, content: dict) -> None:
+    """Replace a message's content (update, recall). ``persist_flag`` is written with it, so that the column
+    stays the content's flag (``storage.conversation_table`` reads it), and the conversation rows it can move
+    are refreshed."""
+    flag = content.get("persist_flag", conversation_table.DEFAULT_FLAG)
+    conn.execute(
+        "UPDATE messages SET content = ?, persist_flag = ? WHERE message_id = ?",
+        (msgpack.packb(content, use_bin_type=True), flag, message.message_id),
+    )
+    conversation_table.changed(
+        conn, _stored_key(message), message.message_id, _listed(message), conversation_table.is_listed(flag)
+    )
+
+
+def _only_holder(message: StoredMessage, holders: list[str]) -> str | None:
+    """The ``only_for`` of a private message's notice that only one side still holds (the other deleted the
+    original): that side. A private message's holders are then always its ``only_for``, or both sides, which
+    history and the conversation list (``storage.conversation_table``) read from the conversation index."""
+    return holders[0] if message.conv.type == PRIVATE and len(holders) == 1 else None
 
 
 #: The gateway's rule for recalling another member's group message: ``(operator's member type) -> allowed``.
@@ -458,10 +492,7 @@ def recall(
             return SendResult(ErrorCode.NOT_RIGHT), None
     if notice.server_time - message.server_time > window_ms:
         return SendResult(ErrorCode.RECALL_TIME_EXPIRED), None
-    conn.execute(
-        "UPDATE messages SET content = ? WHERE message_id = ?",
-        (msgpack.packb(notice.content, use_bin_type=True), message_id),
-    )
+    _set_content(conn, message, notice.content)
     stored = replace(
         notice,
         conv=message.conv,
@@ -470,10 +501,7 @@ def recall(
     )
     if not holders:
         return SendResult(ErrorCode.SUCCESS, stored.message_id, stored.server_time, {}), stored
-    hidden_from_target = (
-        message.conv.type == PRIVATE and holders == [message.from_user] and message.conv.target != message.from_user
-    )
-    seqs = _append(conn, inboxes, stored, holders, message.from_user if hidden_from_target else None)
+    seqs = _append(conn, inboxes, stored, holders, _only_holder(message, holders))
     return SendResult(ErrorCode.SUCCESS, stored.message_id, stored.server_time, seqs), stored
 
 
@@ -503,20 +531,15 @@ def update(
     message, holders = found
     if operator is not None and (message.from_user != operator or (may_update is not None and not may_update(message))):
         return SendResult(ErrorCode.NOT_RIGHT)
-    conn.execute(
-        "UPDATE messages SET content = ? WHERE message_id = ?", (msgpack.packb(content, use_bin_type=True), message_id)
-    )
+    _set_content(conn, message, content)
     if notice is None:  # not distributed: only the stored content changes
         return SendResult(ErrorCode.SUCCESS)
     notice.conv = message.conv
     notice.from_user = message.from_user
     if not holders:
         return SendResult(ErrorCode.SUCCESS, notice.message_id, notice.server_time, {})
-    hidden_from_target = (
-        message.conv.type == PRIVATE and holders == [message.from_user] and message.conv.target != message.from_user
-    )
     notice.to_users = list(message.to_users) if message.to_users else None
-    seqs = _append(conn, inboxes, notice, holders, message.from_user if hidden_from_target else None)
+    seqs = _append(conn, inboxes, notice, holders, _only_holder(message, holders))
     return SendResult(ErrorCode.SUCCESS, notice.message_id, notice.server_time, seqs)
 
 

@@ -21,8 +21,10 @@ import sqlite3
 from collections.abc import Callable
 from typing import Final
 
+import msgpack
 from sqlite_utils import Database
 
+from storage import conversation_table
 from storage.errors import StorageError
 
 Migration = Callable[[Database], None]
@@ -350,6 +352,23 @@ def _v11_robots(db: Database) -> None:
     db.execute("CREATE INDEX robots_by_owner ON robots (owner, robot_id)")
 
 
+def _v12_conversation_list(db: Database) -> None:
+    """Each user's conversations, newest listed message first, so a list page costs O(page) (issue 20 point 8):
+    ``conversation_inbox`` (merged inbox rows by conversation) and ``conversations`` (each one's newest listed
+    message), filled here from the merged inboxes; ``storage.conversation_table`` keeps them.
+
+    The table reads whether a message is listed from ``messages.persist_flag``; before v12 an update or a
+    recall changed only the content, so the column is first set to each message's content flag (one decode
+    per message, once)."""
+    stale = []
+    for message_id, content, flag in db.execute("SELECT message_id, content, persist_flag FROM messages"):
+        now = msgpack.unpackb(content).get("persist_flag", conversation_table.DEFAULT_FLAG)
+        if now != flag:
+            stale.append((now, message_id))
+    db.conn.executemany("UPDATE messages SET persist_flag = ? WHERE message_id = ?", stale)
+    conversation_table.create(db.conn)
+
+
 #: Every migration ever released, oldest first. Append only.
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     _v1_users_and_sessions,
@@ -363,6 +382,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     _v9_sealed_session_secrets,
     _v10_tombstone_retention,
     _v11_robots,
+    _v12_conversation_list,
 )
 
 #: The ``user_version`` of a fully migrated database.

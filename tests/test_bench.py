@@ -163,14 +163,15 @@ def test_floor_servers_answer_every_message(kind: str) -> None:
 
 
 def test_convlist_reads_the_whole_inbox_it_filled() -> None:
-    """bench.convlist fills the user's inbox through storage and times pages over all of it."""
+    """bench.convlist fills the user's inbox through storage and times pages on the table and by the scan."""
     done = subprocess.run(
         [sys.executable, "-m", "bench.convlist", "--messages", "300", "--convs", "30", "--repeat", "1"],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "filled 300 messages over 30 conversations" in done.stdout
-    assert "(300 inbox rows read)" in done.stdout
+    assert "table: first page of 50:" in done.stdout
+    assert "scan: first page of 50:" in done.stdout and "(300 rows read)" in done.stdout  # the scan reads them all
 
 
 def test_conv_upsert_measures_all_three_kinds() -> None:
@@ -197,3 +198,13 @@ def test_light_runs_floor_and_ember_interleaved_and_reports_their_ratio() -> Non
     # One run: the ratio of the medians is that run's own ratio.
     assert record["ratio"] == record["pair_ratios"][0] > 0
     assert isinstance(record["met"], bool)
+
+
+def test_storage_send_prints_the_merges_share_for_both_kinds() -> None:
+    for kind in ("private", "group"):
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.storage_send", "--kind", kind, "--sends", "300", "--members", "5"],
+            cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.startswith(f"{kind}: 300 sends, 64 per commit:") and "merges" in done.stdout

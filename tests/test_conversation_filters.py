@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from gateway.conversations import classifier
 from protocol import codec
-from storage import conversations
+from storage import conversation_table, conversations
 from storage.messages import Conversation, conversation_key
 from storage.schema import migrate
 
@@ -67,6 +67,7 @@ def _fill(conn: sqlite3.Connection, messages: list[tuple[Any, ...]], read_marks:
                 "INSERT INTO deleted_messages (user_id, message_id, deleted_at) VALUES (?, ?, ?)",
                 (ME, message_id, T0),
             )
+    conversation_table.rebuild(conn)  # rows written straight into inbox: index them as a merge would
     for kind, peer, upto in read_marks:
         conversations.advance_mark(
             conn, ME, conversations.READ_SCOPE, Conversation(kind, peer), FIRST_ID + upto, T0

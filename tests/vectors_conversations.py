@@ -23,7 +23,7 @@ if __package__ in (None, ""):
 from gateway.conversations import answer_of, classifier  # noqa: E402
 from protocol import codec  # noqa: E402
 from protocol.connection import encode_response_body  # noqa: E402
-from storage import conversations  # noqa: E402
+from storage import conversation_table, conversations  # noqa: E402
 from storage.messages import Conversation  # noqa: E402
 from storage.schema import migrate  # noqa: E402
 from tests.vector_blocks import DOC as DOC  # noqa: E402 - re-exported: the tests read v.DOC
@@ -62,6 +62,7 @@ def _story() -> sqlite3.Connection:
             (message_id, "alice\nbob", content, T0 + seq * 1000),
         )
         conn.execute("INSERT INTO inbox (user_id, seq, message_id) VALUES ('bob', ?, ?)", (seq, message_id))
+    conversation_table.rebuild(conn)  # rows written straight into inbox: index them as a merge would
     conversations.advance_mark(conn, "bob", conversations.READ_SCOPE, Conversation(0, "alice"), FIRST, T0 + 5000)
     return conn
 
