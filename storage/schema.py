@@ -23,6 +23,7 @@ from typing import Final
 
 from sqlite_utils import Database
 
+from storage import search_fts5
 from storage.writer import StorageError
 
 Migration = Callable[[Database], None]
@@ -350,6 +351,13 @@ def _v11_robots(db: Database) -> None:
     db.execute("CREATE INDEX robots_by_owner ON robots (owner, robot_id)")
 
 
+def _v13_message_search(db: Database) -> None:
+    """Message search (issue 26): the FTS5 index ``message_search`` (one row per indexed message, the tokens
+    ``storage.search`` makes), ``inbox_by_message`` (is this message in this user's inbox: search's one
+    lookup per match), and every message already stored indexed. ``storage.search_fts5`` holds the SQL."""
+    search_fts5.migrate(db.conn)
+
+
 #: Every migration ever released, oldest first. Append only.
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     _v1_users_and_sessions,
@@ -363,6 +371,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     _v9_sealed_session_secrets,
     _v10_tombstone_retention,
     _v11_robots,
+    _v13_message_search,  # v13 is search's number this session; v12 (another branch) goes before it at merge
 )
 
 #: The ``user_version`` of a fully migrated database.
