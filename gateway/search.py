@@ -97,7 +97,11 @@ def read_search(params: Fields, user_id: str | None) -> SearchQuery:
 
 async def search(store: Store, query: SearchQuery) -> Page:
     """Run ``query`` on a reader connection; each result with its highlights."""
-    messages = await store.search_messages(query)
+    return page_of(await store.search_messages(query), query)
+
+
+def page_of(messages: list[StoredMessage], query: SearchQuery) -> Page:
+    """The page of what ``query`` found: a full page has a ``next_cursor`` (the next may be empty)."""
     found = [Found(message, _highlights(message, query.terms)) for message in messages]
     more = len(messages) == query.limit
     return Page(found, str(messages[-1].message_id) if more and messages else None)

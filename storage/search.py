@@ -23,7 +23,7 @@ docs/ARCHITECTURE.md ("Search") says how PostgreSQL's does the same over these t
 
 from __future__ import annotations
 
-import unicodedata
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
@@ -47,29 +47,24 @@ RUN_BREAK: Final = "0"
 _NOT_INDEXED: Final = frozenset({int(ContentType.RECALL), int(ContentType.UPDATE)})
 
 
-def is_cjk(char: str) -> bool:
-    """Han (with extensions and compatibility ideographs), Hiragana, Katakana, Hangul."""
-    code = ord(char)
-    return (
-        0x4E00 <= code <= 0x9FFF
-        or 0x3400 <= code <= 0x4DBF
-        or 0x20000 <= code <= 0x3FFFF
-        or 0xF900 <= code <= 0xFAFF
-        or 0x3040 <= code <= 0x30FF
-        or 0x31F0 <= code <= 0x31FF
-        or 0xAC00 <= code <= 0xD7AF
-        or 0x1100 <= code <= 0x11FF
-        or 0x3130 <= code <= 0x318F
-    )
-
-
-def _is_word_char(char: str) -> bool:
-    return char.isalnum() or unicodedata.category(char)[0] == "M"  # marks stay in their word ("é" decomposed)
+#: The CJK ranges: Han (with extensions and compatibility ideographs), Hiragana, Katakana, Hangul.
+_CJK_CLASS: Final = (
+    "\u4e00-\u9fff\u3400-\u4dbf\U00020000-\U0003ffff\uf900-\ufaff\u3040-\u30ff\u31f0-\u31ff"
+    "\uac00-\ud7af\u1100-\u11ff\u3130-\u318f"
+)
+#: Runs of letters and digits (``str.isalnum``: ``\w`` less the underscore), CJK ones included.
+_ALNUM: Final = re.compile(r"[^\W_]+")
+#: The words (letters and digits that are not CJK) and the CJK runs of a folded text.
+_WORD: Final = re.compile(f"[^\\W_{_CJK_CLASS}]+")
+_CJK_RUN: Final = re.compile(f"[{_CJK_CLASS}]+")
+_ASCII_WORD: Final = re.compile("[a-z0-9]+")
+#: Splits an alphanumeric run into its CJK runs (odd parts) and what lies between them (even parts).
+_CJK_SPLIT: Final = re.compile(f"([{_CJK_CLASS}]+)")
 
 
 def fold(text: str) -> str:
-    """Lowercase, character by character, keeping the length: offsets into the result are offsets into
-    ``text`` (a character whose lowercase is longer, like "İ", stays as it is)."""
+    """Lowercase, keeping the length: offsets into the result are offsets into ``text`` (a character whose
+    lowercase is longer, like "İ", stays as it is)."""
     lowered = text.lower()
     if len(lowered) == len(text):
         return lowered
@@ -85,21 +80,27 @@ class Run:
     text: str
 
 
+def _runs(folded: str) -> list[tuple[bool, int, str]]:
+    """(cjk, start, text) of each CJK run and word of an already folded text, in order. Regular expressions
+    rather than a loop over characters: this runs for every message sent, and a Python loop cost ~60 µs
+    for 100 characters (bench/RESULTS.md, "Session 8 — search")."""
+    found: list[tuple[bool, int, str]] = []
+    for match in _ALNUM.finditer(folded):
+        text = match.group()
+        if text.isascii():
+            found.append((False, match.start(), text))
+            continue
+        start = match.start()
+        for index, part in enumerate(_CJK_SPLIT.split(text)):
+            if part:
+                found.append((index % 2 == 1, start, part))
+                start += len(part)
+    return found
+
+
 def runs(folded: str) -> list[Run]:
     """The CJK runs and the words of an already folded text, in order."""
-    found: list[Run] = []
-    start, kind = -1, False
-    for index, char in enumerate(folded):
-        cjk = is_cjk(char)
-        word = not cjk and _is_word_char(char)
-        if start >= 0 and (cjk != kind or not (cjk or word)):
-            found.append(Run(kind, start, folded[start:index]))
-            start = -1
-        if start < 0 and (cjk or word):
-            start, kind = index, cjk
-    if start >= 0:
-        found.append(Run(kind, start, folded[start:]))
-    return found
+    return [Run(*run) for run in _runs(folded)]
 
 
 def _pairs(text: str) -> list[str]:
@@ -116,19 +117,15 @@ class Document:
 
 
 def document(text: str) -> Document:
-    bi: list[str] = []
-    uni: list[str] = []
-    words: list[str] = []
-    for run in runs(fold(text)):
-        if run.cjk:
-            uni.extend(run.text)
-            if len(run.text) > 1:
-                if bi:
-                    bi.append(RUN_BREAK)
-                bi.extend(_pairs(run.text))
-        else:
-            words.append(run.text[:MAX_WORD_CHARS])
-    return Document(" ".join(bi), " ".join(uni), " ".join(words))
+    """The tokens of ``text``. On the send path (every message): a few ``findall`` calls, no loop over
+    characters in Python (a loop cost ~60 µs for 100 characters; bench/RESULTS.md, "Session 8 — search")."""
+    folded = fold(text)
+    if folded.isascii():  # most messages: a simpler pattern, no CJK
+        return Document("", "", " ".join([word[:MAX_WORD_CHARS] for word in _ASCII_WORD.findall(folded)]))
+    words = " ".join([word[:MAX_WORD_CHARS] for word in _WORD.findall(folded)])
+    cjk_runs = _CJK_RUN.findall(folded)
+    pairs = [" ".join([run[i : i + 2] for i in range(len(run) - 1)]) for run in cjk_runs if len(run) > 1]
+    return Document(f" {RUN_BREAK} ".join(pairs), " ".join("".join(cjk_runs)), words)
 
 
 def indexed_text(content: dict[str, Any]) -> str | None:
