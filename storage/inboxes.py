@@ -38,6 +38,8 @@ from __future__ import annotations
 import sqlite3
 from operator import itemgetter
 
+from storage.search_fts5 import merge_recent
+
 #: Most rows the log holds before a send merges it. Bigger merges put more rows on each page they
 #: write (with 100 busy users, ~40 per page at 4096) but pause that one batch longer.
 MERGE_ROWS = 4096
@@ -139,6 +141,7 @@ class InboxState:
         conn.execute(_MERGE_INBOX)
         conn.execute(_MERGE_CONVERSATIONS)
         conn.execute("DELETE FROM inbox_recent")
+        merge_recent(conn)  # the search tokens of the same messages: one FTS5 segment per merge
         self._merge_early = False
         self._recent_heads = {}
         self._recent_rows = 0

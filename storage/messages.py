@@ -177,11 +177,11 @@ def _append(
     """Insert the message row and one inbox row per owner; return owner → seq."""
     key = message_index_key(msg)
     conn.execute(INSERT_MESSAGE, message_row(msg, key, only_for))
-    seqs = {owner: inboxes.take(conn, owner) for owner in dict.fromkeys(owners)}
-    inboxes.append(conn, [(owner, seq, msg.message_id) for owner, seq in seqs.items()])
     search_row = index_row(msg.message_id, msg.content)  # notifications and notices are not indexed: None
     if search_row is not None:
         SEARCH.index(conn, [search_row])
+    seqs = {owner: inboxes.take(conn, owner) for owner in dict.fromkeys(owners)}
+    inboxes.append(conn, [(owner, seq, msg.message_id) for owner, seq in seqs.items()])
     return seqs
 
 

@@ -223,6 +223,25 @@ def highlights(text: str, terms: Sequence[Term]) -> list[list[int]]:
     return merged[:MAX_HIGHLIGHTS]
 
 
+def matches(doc: Document, terms: Sequence[Term]) -> bool:
+    """Whether ``doc`` holds every term, by the rule every index follows: a word term is a prefix of a word
+    token, a ``uni`` term one of the characters, a ``bi`` term the consecutive pairs of its run."""
+    for term in terms:
+        if term.column == "words":
+            prefix = term.tokens[0]
+            if not any(word.startswith(prefix) for word in doc.words.split()):
+                return False
+        elif term.column == "uni":
+            if term.tokens[0] not in doc.uni.split():
+                return False
+        else:
+            pairs, phrase = doc.bi.split(), list(term.tokens)
+            width = len(phrase)
+            if not any(pairs[i : i + width] == phrase for i in range(len(pairs) - width + 1)):
+                return False
+    return True
+
+
 @dataclass(frozen=True, slots=True)
 class SearchQuery:
     """What to find. ``user_id`` None searches every stored message (the admin API's moderation search);

@@ -191,9 +191,9 @@ class SendBatch:
     def write(self) -> None:
         if self.message_rows:
             self.conn.executemany(INSERT_MESSAGE, self.message_rows)
-            self.inboxes.append(self.conn, self.inbox_rows)
-            if self.search_rows:
+            if self.search_rows:  # before the inbox rows: a merge they bring takes these tokens too
                 SEARCH.index(self.conn, self.search_rows)
+            self.inboxes.append(self.conn, self.inbox_rows)
         if self.id_rows:
             self.conn.executemany(INSERT_CLIENT_MSG_ID, self.id_rows)
         self.inboxes.advance(self.taken)

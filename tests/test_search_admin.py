@@ -97,6 +97,7 @@ async def test_rebuild_gives_the_same_answers(gw: Gateway, admin: Admin) -> None
 
     def wipe(conn: sqlite3.Connection) -> None:
         conn.execute("DELETE FROM message_search")
+        conn.execute("DELETE FROM search_recent")
 
     await gw.services.store.run(wipe)
     assert found(await admin.call("message/search", {"keyword": "agenda"})) == []
@@ -133,9 +134,10 @@ async def test_migration_v13_indexes_the_messages_already_stored(nursery: trio.N
         async with sdk(gw, "ann") as ann:
             await ann.messages.send(Conversation(ConversationType.PRIVATE, "bob"), {"type": 1, "searchable_content": "旧消息 old news"})
         first.cancel_scope.cancel()
-    # Back to the schema before v13: no index, no table, the version just below it.
+    # Back to the schema before v13: no index, no tables, the version just below it.
     conn = sqlite3.connect(gw.config.storage.path, isolation_level=None)
     conn.execute("DROP TABLE message_search")
+    conn.execute("DROP TABLE search_recent")
     conn.execute("DROP INDEX inbox_by_message")
     conn.execute(f"PRAGMA user_version = {schema.MIGRATIONS.index(schema._v13_message_search)}")
     conn.close()
