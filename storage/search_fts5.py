@@ -73,8 +73,10 @@ def match_expression(terms: Sequence[Term]) -> str:
 
 def merge_recent(conn: sqlite3.Connection) -> None:
     """Move the log's tokens into ``message_search`` (one FTS5 segment) and empty it; the inbox merge calls it."""
+    # OR REPLACE: an entry already indexed is replaced rather than failing the merge, which would fail the
+    # send that brought it, and every send after it (every path keeps one entry per message; this is a guard).
     conn.execute(
-        "INSERT INTO message_search (rowid, bi, uni, words, content_type)"
+        "INSERT OR REPLACE INTO message_search (rowid, bi, uni, words, content_type)"
         " SELECT message_id, bi, uni, words, content_type FROM search_recent ORDER BY message_id"
     )
     conn.execute("DELETE FROM search_recent")
