@@ -2,7 +2,8 @@
 
 A channel has an owner, managers (listeners flagged as such) and listeners. Each
 operation is one writer operation (``_run`` on the writer thread): it reads the
-channel and the rows it concerns (``storage.channels``), checks the rules below,
+channel and the rows it concerns (``storage.channels``), checks the rules below
+(a refusal raises ``storage.engine.Refused(code)``, which undoes the operation's writes),
 writes the change and the scope 8 / 9 settings it moves (``storage.relations.put_setting``:
 "my channels" and "listened channels", key the channel id, value "1"), all in one
 transaction. After the commit the settings' owners get a ``head`` push
@@ -33,7 +34,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import sqlite3
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +49,7 @@ from storage import Store, relations
 from storage import channels as db
 from storage import users as users_db
 from storage.channels import ChannelRecord
+from storage.engine import Refused, Tx, savepoint
 from storage.messages import Conversation, Outgoing, StoredMessage, channel_history
 from storage.relations import Change
 
@@ -85,14 +86,6 @@ def channel_route(role: int, callback_only: bool) -> tuple[int, int]:
     return ErrorCode.NOT_IN_CHANNEL, 0
 
 
-class ChannelError(Exception):
-    """An operation refused with a code (raised on the writer thread: nothing of it is written)."""
-
-    def __init__(self, code: int) -> None:
-        super().__init__(code)
-        self.code = code
-
-
 @dataclass
 class _Ctx:
     operator: str
@@ -100,20 +93,20 @@ class _Ctx:
     now_ms: int
     changes: list[Change] = field(default_factory=list)
 
-    def setting(self, conn: sqlite3.Connection, user_id: str, scope: int, channel_id: str, on: bool) -> None:
+    def setting(self, conn: Tx, user_id: str, scope: int, channel_id: str, on: bool) -> None:
         result = relations.put_setting(conn, user_id, scope, channel_id, "1" if on else "", self.now_ms)
         self.changes.extend(result.changes)
 
 
 def _require(ok: bool, code: int = ErrorCode.NOT_RIGHT) -> None:
     if not ok:
-        raise ChannelError(code)
+        raise Refused(code)
 
 
-def _live(conn: sqlite3.Connection, channel_id: str) -> ChannelRecord:
+def _live(conn: Tx, channel_id: str) -> ChannelRecord:
     channel = db.get_channel(conn, channel_id)
     if channel is None or channel.destroyed:
-        raise ChannelError(ErrorCode.NOT_EXIST)
+        raise Refused(ErrorCode.NOT_EXIST)
     return channel
 
 
@@ -124,16 +117,16 @@ def _owner(ctx: _Ctx, channel: ChannelRecord) -> None:
 # --- the operations (writer thread) --------------------------------------------------------------
 
 
-def op_create(conn: sqlite3.Connection, ctx: _Ctx, channel_id: str, fields: dict[str, Any]) -> Any:
+def op_create(conn: Tx, ctx: _Ctx, channel_id: str, fields: dict[str, Any]) -> Any:
     if not users_db.existing_users(conn, [ctx.operator]):
-        raise ChannelError(ErrorCode.NOT_EXIST)
+        raise Refused(ErrorCode.NOT_EXIST)
     if not db.create_channel(conn, channel_id, ctx.operator, fields, ctx.now_ms):
-        raise ChannelError(ErrorCode.INVALID_PARAMETER)  # the id is taken
+        raise Refused(ErrorCode.INVALID_PARAMETER)  # the id is taken
     ctx.setting(conn, ctx.operator, MY_CHANNEL, channel_id, True)
     return {"channel_id": channel_id, "info_version": 1}
 
 
-def op_modify(conn: sqlite3.Connection, ctx: _Ctx, channel_id: str, name: str, value: Any) -> Any:
+def op_modify(conn: Tx, ctx: _Ctx, channel_id: str, name: str, value: Any) -> Any:
     channel = _live(conn, channel_id)
     column, managers_too = FIELDS[name]
     if not (ctx.admin or channel.owner == ctx.operator):
@@ -142,7 +135,7 @@ def op_modify(conn: sqlite3.Connection, ctx: _Ctx, channel_id: str, name: str, v
     return {"info_version": db.update_channel(conn, channel_id, {column: value}, ctx.now_ms)}
 
 
-def op_destroy(conn: sqlite3.Connection, ctx: _Ctx, channel_id: str) -> Any:
+def op_destroy(conn: Tx, ctx: _Ctx, channel_id: str) -> Any:
     channel = _live(conn, channel_id)
     _owner(ctx, channel)
     for user_id in db.destroy_channel(conn, channel_id, ctx.now_ms):
@@ -151,13 +144,13 @@ def op_destroy(conn: sqlite3.Connection, ctx: _Ctx, channel_id: str) -> Any:
     return None
 
 
-def op_transfer(conn: sqlite3.Connection, ctx: _Ctx, channel_id: str, new_owner: str) -> Any:
+def op_transfer(conn: Tx, ctx: _Ctx, channel_id: str, new_owner: str) -> Any:
     channel = _live(conn, channel_id)
     _owner(ctx, channel)
     if new_owner == channel.owner:
-        raise ChannelError(ErrorCode.INVALID_PARAMETER)
+        raise Refused(ErrorCode.INVALID_PARAMETER)
     if not users_db.existing_users(conn, [new_owner]):
-        raise ChannelError(ErrorCode.NOT_EXIST)
+        raise Refused(ErrorCode.NOT_EXIST)
     if db.remove_listener(conn, channel_id, new_owner):
         ctx.setting(conn, new_owner, LISTENED_CHANNEL, channel_id, False)
     version = db.update_channel(conn, channel_id, {"owner": new_owner}, ctx.now_ms)
@@ -168,13 +161,13 @@ def op_transfer(conn: sqlite3.Connection, ctx: _Ctx, channel_id: str, new_owner:
     return {"info_version": version}
 
 
-def op_listen(conn: sqlite3.Connection, ctx: _Ctx, channel_id: str, listen: bool) -> Any:
+def op_listen(conn: Tx, ctx: _Ctx, channel_id: str, listen: bool) -> Any:
     channel = _live(conn, channel_id)
     if listen:
         if channel.owner == ctx.operator:
-            raise ChannelError(ErrorCode.INVALID_PARAMETER)
+            raise Refused(ErrorCode.INVALID_PARAMETER)
         if channel.private and not ctx.admin and not db.is_invited(conn, channel_id, ctx.operator):
-            raise ChannelError(ErrorCode.NOT_EXIST)
+            raise Refused(ErrorCode.NOT_EXIST)
         if db.add_listener(conn, channel_id, ctx.operator, ctx.now_ms):
             ctx.setting(conn, ctx.operator, LISTENED_CHANNEL, channel_id, True)
         return None
@@ -183,20 +176,20 @@ def op_listen(conn: sqlite3.Connection, ctx: _Ctx, channel_id: str, listen: bool
     return None
 
 
-def op_invite(conn: sqlite3.Connection, ctx: _Ctx, channel_id: str, user_ids: list[str]) -> Any:
+def op_invite(conn: Tx, ctx: _Ctx, channel_id: str, user_ids: list[str]) -> Any:
     channel = _live(conn, channel_id)
     _owner(ctx, channel)
     if len(users_db.existing_users(conn, user_ids)) != len(user_ids):
-        raise ChannelError(ErrorCode.NOT_EXIST)
+        raise Refused(ErrorCode.NOT_EXIST)
     db.add_invites(conn, channel_id, user_ids, ctx.now_ms)
     return None
 
 
-def op_managers(conn: sqlite3.Connection, ctx: _Ctx, channel_id: str, user_ids: list[str], on: bool) -> Any:
+def op_managers(conn: Tx, ctx: _Ctx, channel_id: str, user_ids: list[str], on: bool) -> Any:
     channel = _live(conn, channel_id)
     _owner(ctx, channel)
     if len(db.get_listeners_of(conn, channel_id, user_ids)) != len(user_ids):
-        raise ChannelError(ErrorCode.NOT_IN_CHANNEL)
+        raise Refused(ErrorCode.NOT_IN_CHANNEL)
     db.set_managers(conn, channel_id, user_ids, on)
     return None
 
@@ -208,23 +201,20 @@ class Outcome:
     changes: list[Change] = field(default_factory=list)
 
 
-def _run(conn: sqlite3.Connection, fn: Callable[..., Any], ctx: _Ctx, *args: Any) -> Outcome:
-    """Writer-thread entry: a refusal raises inside a savepoint of our own, so nothing of it is written."""
-    conn.execute("SAVEPOINT ember_channel_op")
+def _run(conn: Tx, fn: Callable[..., Any], ctx: _Ctx, *args: Any) -> Outcome:
+    """Writer-thread entry: a refusal (``Refused``) undoes the operation's writes, in a savepoint of its own."""
     try:
-        result = fn(conn, ctx, *args)
-    except ChannelError as exc:
-        conn.execute("ROLLBACK TO ember_channel_op")
-        conn.execute("RELEASE ember_channel_op")
-        return Outcome(exc.code)
-    conn.execute("RELEASE ember_channel_op")
+        with savepoint(conn, "ember_channel_op"):
+            result = fn(conn, ctx, *args)
+    except Refused as refused:
+        return Outcome(refused.code)
     return Outcome(ErrorCode.SUCCESS, result, ctx.changes)
 
 
 # --- reads (reader connections; the check and the read in one transaction) -----------------------
 
 
-def _may_see(conn: sqlite3.Connection, channel: ChannelRecord, user_id: str | None) -> bool:
+def _may_see(conn: Tx, channel: ChannelRecord, user_id: str | None) -> bool:
     if user_id is None or not channel.private or channel.owner == user_id:
         return True
     return db.get_listener(conn, channel.channel_id, user_id) is not None or db.is_invited(
@@ -232,7 +222,7 @@ def _may_see(conn: sqlite3.Connection, channel: ChannelRecord, user_id: str | No
     )
 
 
-def _info(conn: sqlite3.Connection, user_id: str | None, channel_id: str, held: int) -> tuple[int, Any]:
+def _info(conn: Tx, user_id: str | None, channel_id: str, held: int) -> tuple[int, Any]:
     channel = db.get_channel(conn, channel_id)
     if channel is None or channel.destroyed or not _may_see(conn, channel, user_id):
         return ErrorCode.NOT_EXIST, None
@@ -250,7 +240,7 @@ def info_answer(channel: ChannelRecord, with_callback: bool, listener_count: int
 
 
 def _history(
-    conn: sqlite3.Connection, user_id: str, conv: Conversation, before_id: int, count: int
+    conn: Tx, user_id: str, conv: Conversation, before_id: int, count: int
 ) -> tuple[int, list[StoredMessage]]:
     channel = db.get_channel(conn, conv.target)
     if channel is None or channel.destroyed:
@@ -260,7 +250,7 @@ def _history(
     return ErrorCode.SUCCESS, channel_history(conn, user_id, conv, before_id, count)
 
 
-def _listeners_page(conn: sqlite3.Connection, channel_id: str, after: str, limit: int) -> tuple[int, Any]:
+def _listeners_page(conn: Tx, channel_id: str, after: str, limit: int) -> tuple[int, Any]:
     channel = db.get_channel(conn, channel_id)
     if channel is None or channel.destroyed:
         return ErrorCode.NOT_EXIST, None
@@ -271,7 +261,7 @@ def _listeners_page(conn: sqlite3.Connection, channel_id: str, after: str, limit
     }
 
 
-def _mine(conn: sqlite3.Connection, user_id: str) -> dict[str, Any]:
+def _mine(conn: Tx, user_id: str) -> dict[str, Any]:
     def brief(channels: list[ChannelRecord]) -> list[dict[str, Any]]:
         return [{"channel_id": c.channel_id, "info_version": c.info_version} for c in channels]
 

@@ -1,8 +1,9 @@
 """Hosted groups (SPEC §8, FAQ §1, §6, §15): the rules, and every operation with its notification.
 
-Each operation is one writer operation (``_Op.run`` on the writer thread): it
+Each operation is one writer operation (``_run`` on the writer thread): it
 reads the group and the members it concerns (``storage.groups``), checks the
-rules below, writes the change, and stores the operation's notification message
+rules below (a refusal raises ``storage.engine.Refused(code)``, which undoes
+the operation's writes), writes the change, and stores the operation's notification message
 (content types 104–123, ``protocol.codes.GroupNotification``) for the members
 it concerns, all in one transaction. After the commit the notification is
 delivered like any group message (``MessageService.deliver``: fan-out in
@@ -37,7 +38,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +59,7 @@ from protocol.errors import FieldError
 from storage import Store
 from storage import groups as db
 from storage import users as users_db
+from storage.engine import Refused, Tx, savepoint
 from storage.groups import GroupRecord, MemberRecord
 from storage.inboxes import InboxState
 from storage.messages import Conversation, Outgoing, SendResult, store_notification
@@ -87,14 +88,6 @@ INFO_FIELDS: dict[str, int | None] = {
 }
 #: Fields any member of a normal group may change.
 MEMBER_EDITABLE = frozenset({"name", "portrait"})
-
-
-class GroupError(Exception):
-    """An operation refused with a code (raised on the writer thread, inside the operation: nothing written)."""
-
-    def __init__(self, code: int) -> None:
-        super().__init__(code)
-        self.code = code
 
 
 def notification_data(group_id: str, operator: str, **values: Any) -> bytes:
@@ -150,7 +143,7 @@ class _Ctx:
 
     def notify(
         self,
-        conn: sqlite3.Connection,
+        conn: Tx,
         inboxes: InboxState,
         group_id: str,
         kind: int,
@@ -169,26 +162,26 @@ class _Ctx:
 
 def _live(group: GroupRecord | None) -> GroupRecord:
     if group is None or group.dismissed:
-        raise GroupError(ErrorCode.NOT_EXIST)
+        raise Refused(ErrorCode.NOT_EXIST)
     return group
 
 
-def _member(conn: sqlite3.Connection, group_id: str, user_id: str) -> MemberRecord | None:
+def _member(conn: Tx, group_id: str, user_id: str) -> MemberRecord | None:
     member = db.get_member(conn, group_id, user_id)
     return None if member is None or member.type == REMOVED else member
 
 
-def _caller(conn: sqlite3.Connection, ctx: _Ctx, group: GroupRecord) -> MemberRecord | None:
+def _caller(conn: Tx, ctx: _Ctx, group: GroupRecord) -> MemberRecord | None:
     """The caller's member row; 9 unless a member (the admin may act without one)."""
     member = _member(conn, group.group_id, ctx.operator)
     if member is None and not ctx.admin:
-        raise GroupError(ErrorCode.NOT_IN_GROUP)
+        raise Refused(ErrorCode.NOT_IN_GROUP)
     return member
 
 
 def _require(ok: bool) -> None:
     if not ok:
-        raise GroupError(ErrorCode.NOT_RIGHT)
+        raise Refused(ErrorCode.NOT_RIGHT)
 
 
 def _privileged(ctx: _Ctx, member: MemberRecord | None) -> bool:
@@ -200,11 +193,11 @@ def _not_organization(ctx: _Ctx, group: GroupRecord) -> None:
     _require(ctx.admin or group.type != GroupType.ORGANIZATION)
 
 
-def _current_members(conn: sqlite3.Connection, group: GroupRecord, user_ids: Sequence[str]) -> dict[str, MemberRecord]:
+def _current_members(conn: Tx, group: GroupRecord, user_ids: Sequence[str]) -> dict[str, MemberRecord]:
     """The rows of ``user_ids``; 9 unless every one is a current member."""
     rows = db.get_members_of(conn, group.group_id, user_ids)
     if any(rows.get(u) is None or rows[u].type == REMOVED for u in user_ids):
-        raise GroupError(ErrorCode.NOT_IN_GROUP)
+        raise Refused(ErrorCode.NOT_IN_GROUP)
     return rows
 
 
@@ -212,27 +205,27 @@ def _current_members(conn: sqlite3.Connection, group: GroupRecord, user_ids: Seq
 
 
 def op_create(
-    conn: sqlite3.Connection, inboxes: InboxState, ctx: _Ctx, group_id: str, fields: dict[str, Any],
+    conn: Tx, inboxes: InboxState, ctx: _Ctx, group_id: str, fields: dict[str, Any],
     members: list[str],
 ) -> Any:  # fmt: skip
     _require(ctx.admin or fields.get("type", 0) != GroupType.ORGANIZATION)
     if db.get_group(conn, group_id) is not None:
-        raise GroupError(ErrorCode.GROUP_ALREADY_EXISTS)
+        raise Refused(ErrorCode.GROUP_ALREADY_EXISTS)
     everyone = list(dict.fromkeys([ctx.operator, *members]))
     if len(everyone) > ctx.max_members:
-        raise GroupError(ErrorCode.GROUP_EXCEEDS_MAX_MEMBERS)
+        raise Refused(ErrorCode.GROUP_EXCEEDS_MAX_MEMBERS)
     if len(users_db.existing_users(conn, everyone)) != len(everyone):
-        raise GroupError(ErrorCode.NOT_EXIST)
+        raise Refused(ErrorCode.NOT_EXIST)
     rows = [(ctx.operator, OWNER)] + [(u, NORMAL) for u in everyone[1:]]
     if not db.create_group(conn, group_id, ctx.operator, fields, rows, ctx.now_ms):
-        raise GroupError(ErrorCode.GROUP_ALREADY_EXISTS)
+        raise Refused(ErrorCode.GROUP_ALREADY_EXISTS)
     ctx.notify(
         conn, inboxes, group_id, GroupNotification.CREATE, everyone, n=fields.get("name", ""), ms=everyone[1:]
     )
     return {"group_id": group_id}
 
 
-def op_add(conn: sqlite3.Connection, inboxes: InboxState, ctx: _Ctx, group_id: str, user_ids: list[str]) -> Any:
+def op_add(conn: Tx, inboxes: InboxState, ctx: _Ctx, group_id: str, user_ids: list[str]) -> Any:
     group = _live(db.get_group(conn, group_id))
     caller = _member(conn, group_id, ctx.operator)
     if not ctx.admin:
@@ -241,46 +234,46 @@ def op_add(conn: sqlite3.Connection, inboxes: InboxState, ctx: _Ctx, group_id: s
             # Only joining by oneself, and only where anyone may join.
             self_join = user_ids == [ctx.operator]
             if not (self_join and group.type == GroupType.NORMAL and group.join_type == GroupJoinType.OPEN):
-                raise GroupError(ErrorCode.NOT_IN_GROUP)
+                raise Refused(ErrorCode.NOT_IN_GROUP)
         elif group.type == GroupType.RESTRICTED or group.join_type == GroupJoinType.MANAGERS_INVITE:
             _require(caller.type in PRIVILEGED)
     rows = db.get_members_of(conn, group_id, user_ids)
     if any(row.type != REMOVED for row in rows.values()):
-        raise GroupError(ErrorCode.ALREADY_IN_GROUP)
+        raise Refused(ErrorCode.ALREADY_IN_GROUP)
     if len(users_db.existing_users(conn, user_ids)) != len(user_ids):
-        raise GroupError(ErrorCode.NOT_EXIST)
+        raise Refused(ErrorCode.NOT_EXIST)
     if group.member_count + len(user_ids) > ctx.max_members:
-        raise GroupError(ErrorCode.GROUP_EXCEEDS_MAX_MEMBERS)
+        raise Refused(ErrorCode.GROUP_EXCEEDS_MAX_MEMBERS)
     db.add_members(conn, group_id, user_ids, ctx.now_ms)
     ctx.notify(conn, inboxes, group_id, GroupNotification.ADD_MEMBERS, db.member_ids(conn, group_id), ms=user_ids)
     return None
 
 
-def op_kick(conn: sqlite3.Connection, inboxes: InboxState, ctx: _Ctx, group_id: str, user_ids: list[str]) -> Any:
+def op_kick(conn: Tx, inboxes: InboxState, ctx: _Ctx, group_id: str, user_ids: list[str]) -> Any:
     group = _live(db.get_group(conn, group_id))
     caller = _caller(conn, ctx, group)
     _not_organization(ctx, group)
     _require(_privileged(ctx, caller))
     if ctx.operator in user_ids and not ctx.admin:
-        raise GroupError(ErrorCode.INVALID_PARAMETER)  # quitting is its own operation
+        raise Refused(ErrorCode.INVALID_PARAMETER)  # quitting is its own operation
     targets = _current_members(conn, group, user_ids)
     if not ctx.admin:
         assert caller is not None
         for target in targets.values():
             _require(target.type != OWNER and (target.type != MANAGER or caller.type == OWNER))
     elif any(t.type == OWNER for t in targets.values()):
-        raise GroupError(ErrorCode.NOT_RIGHT)  # a group keeps its owner: transfer first
+        raise Refused(ErrorCode.NOT_RIGHT)  # a group keeps its owner: transfer first
     # The removed members are owners of this notification, so their devices learn it, and of nothing after.
     ctx.notify(conn, inboxes, group_id, GroupNotification.KICK_MEMBERS, db.member_ids(conn, group_id), ms=user_ids)
     db.remove_members(conn, group_id, user_ids, ctx.now_ms)
     return None
 
 
-def op_quit(conn: sqlite3.Connection, inboxes: InboxState, ctx: _Ctx, group_id: str) -> Any:
+def op_quit(conn: Tx, inboxes: InboxState, ctx: _Ctx, group_id: str) -> Any:
     group = _live(db.get_group(conn, group_id))
     member = _member(conn, group_id, ctx.operator)
     if member is None:
-        raise GroupError(ErrorCode.NOT_IN_GROUP)
+        raise Refused(ErrorCode.NOT_IN_GROUP)
     _not_organization(ctx, group)
     _require(member.type != OWNER)  # the owner transfers first (or dismisses)
     ctx.notify(conn, inboxes, group_id, GroupNotification.QUIT, db.member_ids(conn, group_id))
@@ -288,7 +281,7 @@ def op_quit(conn: sqlite3.Connection, inboxes: InboxState, ctx: _Ctx, group_id: 
     return None
 
 
-def op_dismiss(conn: sqlite3.Connection, inboxes: InboxState, ctx: _Ctx, group_id: str) -> Any:
+def op_dismiss(conn: Tx, inboxes: InboxState, ctx: _Ctx, group_id: str) -> Any:
     group = _live(db.get_group(conn, group_id))
     if not ctx.admin:
         _not_organization(ctx, group)
@@ -298,13 +291,13 @@ def op_dismiss(conn: sqlite3.Connection, inboxes: InboxState, ctx: _Ctx, group_i
     return None
 
 
-def op_transfer(conn: sqlite3.Connection, inboxes: InboxState, ctx: _Ctx, group_id: str, new_owner: str) -> Any:
+def op_transfer(conn: Tx, inboxes: InboxState, ctx: _Ctx, group_id: str, new_owner: str) -> Any:
     group = _live(db.get_group(conn, group_id))
     if not ctx.admin:
         _caller(conn, ctx, group)
         _require(group.owner == ctx.operator)
     if new_owner == group.owner:
-        raise GroupError(ErrorCode.INVALID_PARAMETER)
+        raise Refused(ErrorCode.INVALID_PARAMETER)
     _current_members(conn, group, [new_owner])
     db.set_member_types(conn, group_id, [(group.owner, NORMAL), (new_owner, OWNER)], ctx.now_ms)
     db.update_group(conn, group_id, {"owner": new_owner}, ctx.now_ms)
@@ -313,7 +306,7 @@ def op_transfer(conn: sqlite3.Connection, inboxes: InboxState, ctx: _Ctx, group_
 
 
 def op_modify(
-    conn: sqlite3.Connection, inboxes: InboxState, ctx: _Ctx, group_id: str, name: str, value: Any
+    conn: Tx, inboxes: InboxState, ctx: _Ctx, group_id: str, name: str, value: Any
 ) -> Any:
     group = _live(db.get_group(conn, group_id))
     caller = _caller(conn, ctx, group)
@@ -331,7 +324,7 @@ def op_modify(
 
 
 def op_set_types(
-    conn: sqlite3.Connection, inboxes: InboxState, ctx: _Ctx, group_id: str, kind: int, user_ids: list[str],
+    conn: Tx, inboxes: InboxState, ctx: _Ctx, group_id: str, kind: int, user_ids: list[str],
     on: bool,
 ) -> Any:  # fmt: skip
     """Managers (117), silenced (118) or allowed (119) members, set (``on``) or unset."""
@@ -344,7 +337,7 @@ def op_set_types(
     targets = _current_members(conn, group, user_ids)
     if kind == GroupNotification.MANAGERS:
         if any(t.type == OWNER for t in targets.values()):
-            raise GroupError(ErrorCode.INVALID_PARAMETER)
+            raise Refused(ErrorCode.INVALID_PARAMETER)
         special = MANAGER
     else:
         _require(all(t.type not in PRIVILEGED for t in targets.values()))
@@ -360,7 +353,7 @@ def op_set_types(
 
 
 def op_member_field(
-    conn: sqlite3.Connection, inboxes: InboxState, ctx: _Ctx, group_id: str, member_id: str, column: str,
+    conn: Tx, inboxes: InboxState, ctx: _Ctx, group_id: str, member_id: str, column: str,
     value: str,
 ) -> Any:  # fmt: skip
     """A member's alias (111) or extra (123)."""
@@ -376,16 +369,13 @@ def op_member_field(
     return None
 
 
-def _run(conn: sqlite3.Connection, inboxes: InboxState, fn: Callable[..., Any], ctx: _Ctx, *args: Any) -> Outcome:
-    """Writer-thread entry: a refusal raises inside a savepoint of our own, so nothing of it is written."""
-    conn.execute("SAVEPOINT ember_group_op")
+def _run(conn: Tx, inboxes: InboxState, fn: Callable[..., Any], ctx: _Ctx, *args: Any) -> Outcome:
+    """Writer-thread entry: a refusal (``Refused``) undoes the operation's writes, in a savepoint of its own."""
     try:
-        result = fn(conn, inboxes, ctx, *args)
-    except GroupError as exc:
-        conn.execute("ROLLBACK TO ember_group_op")
-        conn.execute("RELEASE ember_group_op")
-        return Outcome(exc.code)
-    conn.execute("RELEASE ember_group_op")
+        with savepoint(conn, "ember_group_op"):
+            result = fn(conn, inboxes, ctx, *args)
+    except Refused as refused:
+        return Outcome(refused.code)
     return Outcome(ErrorCode.SUCCESS, result, ctx.notice, ctx.stored)
 
 
@@ -510,7 +500,7 @@ class GroupService:
 
 
 def _members_page(
-    conn: sqlite3.Connection, caller: str | None, group_id: str, since: int, after: tuple[int, str], limit: int
+    conn: Tx, caller: str | None, group_id: str, since: int, after: tuple[int, str], limit: int
 ) -> tuple[int, Any]:
     """In one read transaction: the membership check, the page and the version it is part of.
 

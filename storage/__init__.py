@@ -12,6 +12,7 @@ functions of a connection), ``inboxes`` (inbox heads and the inbox log, kept by
 the writer thread), ``store`` (``Store`` and ``open_store``), ``records`` (the values).
 """
 
+import storage.sqlite  # noqa: F401 - registers the SQLite engine for sqlite3.Connection
 from storage.records import (
     END_REASONS,
     SESSION_ACTIVE,

@@ -36,6 +36,7 @@ inside the writer's transaction.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Mapping
 from operator import itemgetter
 
 from storage.search_fts5 import merge_recent
@@ -105,6 +106,18 @@ class InboxState:
         seq = self.current(conn, user_id) + 1
         self._heads[user_id] = seq
         return seq
+
+    def reserve(self, conn: sqlite3.Connection, counts: Mapping[str, int]) -> dict[str, int]:
+        """Take ``counts[user]`` consecutive seqs for each user; each one's first, sorted by user.
+
+        ``storage.engine.SeqAllocator``: the sorted order is what a shared database locks rows in.
+        """
+        firsts = {}
+        for user_id in sorted(counts):
+            first = self.current(conn, user_id) + 1
+            self._heads[user_id] = first + counts[user_id] - 1
+            firsts[user_id] = first
+        return firsts
 
     def advance(self, taken: dict[str, int]) -> None:
         """Record seqs given out by ``send_private_group`` (each above its user's ``current``)."""

@@ -39,16 +39,14 @@ from typing import Any, Final, TypeVar
 
 import trio
 
-from storage.writer import StorageError
+from storage.errors import StorageError
+from storage.sqlite.connect import connect_reader
 
 T = TypeVar("T")
 
 #: Reader connections per store. Two: on a small machine a pull's SQL is short, and more
 #: threads would only compete with the writer for the cores.
 DEFAULT_READERS: Final = 2
-
-#: Page cache of each reader connection, in KiB.
-READER_CACHE_KIB: Final = 16 * 1024
 
 
 class Readers:
@@ -74,23 +72,7 @@ class Readers:
         self._free = await trio.to_thread.run_sync(lambda: [self._connect() for _ in range(self._count)])
 
     def _connect(self) -> sqlite3.Connection:
-        # check_same_thread=False: a connection is used by one call at a time, but each call may run on
-        # another of trio's worker threads. isolation_level=None: _call issues BEGIN/ROLLBACK itself.
-        conn = sqlite3.connect(
-            self.path,
-            isolation_level=None,
-            timeout=self._busy_timeout_ms / 1000,
-            check_same_thread=False,
-            cached_statements=128,
-        )
-        try:
-            conn.execute("PRAGMA query_only=ON")  # a read function that writes is a bug: make it fail
-            conn.execute(f"PRAGMA cache_size=-{READER_CACHE_KIB}")
-            conn.execute("PRAGMA temp_store=MEMORY")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+        return connect_reader(self.path, self._busy_timeout_ms)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(conn, *args)`` in a read transaction on a free connection; return its result.

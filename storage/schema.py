@@ -24,7 +24,7 @@ from typing import Final
 from sqlite_utils import Database
 
 from storage import search_fts5
-from storage.writer import StorageError
+from storage.errors import StorageError
 
 Migration = Callable[[Database], None]
 

@@ -30,6 +30,7 @@ from typing import Any, Final, Protocol
 
 from protocol.codes import NOTIFICATION_CONTENT_TYPES, ContentType
 from protocol.limits import SEARCH_MAX_KEYWORD_CHARS
+from storage.engine import Tx
 
 #: Longest keyword, in characters (a longer one is answered 251).
 MAX_KEYWORD_CHARS: Final = SEARCH_MAX_KEYWORD_CHARS
@@ -264,18 +265,20 @@ class SearchQuery:
 
 
 class SearchBackend(Protocol):
-    """One backend's index: written inside the writer's transaction (``tx``), read on a reader."""
+    """One backend's index: written inside the writer's transaction (``tx``, ``storage.engine.Tx``), read on
+    a reader. Every method takes the engine's transaction handle; SQLite's implementation is
+    ``storage.search_fts5.Fts5Search``, and a PostgreSQL engine brings its own (docs/ARCHITECTURE.md "Search")."""
 
-    def index(self, tx: Any, rows: Iterable[IndexRow]) -> None:
+    def index(self, tx: Tx, rows: Iterable[IndexRow]) -> None:
         """Add (or replace) these messages' entries."""
 
-    def remove(self, tx: Any, message_ids: Sequence[int]) -> None:
+    def remove(self, tx: Tx, message_ids: Sequence[int]) -> None:
         """Drop these messages' entries (absent ones are fine)."""
 
-    def search(self, tx: Any, query: SearchQuery) -> list[tuple[Any, ...]]:
+    def search(self, tx: Tx, query: SearchQuery) -> list[tuple[Any, ...]]:
         """Up to ``query.limit`` matching messages, newest (highest id) first, as
         ``storage.messages``' message columns."""
 
-    def rebuild_range(self, tx: Any, after_id: int, count: int) -> tuple[int, int]:
+    def rebuild_range(self, tx: Tx, after_id: int, count: int) -> tuple[int, int]:
         """Re-index the next ``count`` messages with ids above ``after_id`` from their stored content;
         returns (the last id done, 0 when none are left; how many were indexed)."""

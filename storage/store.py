@@ -22,7 +22,6 @@ from typing import Any, TypeVar
 
 from protocol.codes import UserStatus
 from storage import chatrooms, messages, relations, sends, sessions, users
-from storage.guard import DatabaseLock, check_sqlite_version, tighten_database_files
 from storage.inboxes import InboxState
 from storage.messages import (
     Conversation,
@@ -45,6 +44,7 @@ from storage.schema import migrate
 from storage.sealing import SecretSeal
 from storage.search import SearchQuery
 from storage.sends import SendPolicy
+from storage.sqlite.guard import DatabaseLock, check_sqlite_version, tighten_database_files
 from storage.writer import DEFAULT_MAX_QUEUED, Callback, StorageError, Writer
 
 T = TypeVar("T")
@@ -390,8 +390,8 @@ async def open_store(
 
     Raises:
         StorageError: The database cannot be opened or migrated, the SQLite library is older than
-            ``storage.guard.MIN_SQLITE_VERSION``, or another store (in this process or another) has it
-            open: a store holds ``<path>.lock`` exclusively for its life (see ``storage.guard``).
+            ``storage.sqlite.guard.MIN_SQLITE_VERSION``, or another store (in this process or another) has it
+            open: a store holds ``<path>.lock`` exclusively for its life (see ``storage.sqlite.guard``).
         ValueError: ``synchronous`` is neither value.
 
     ``callback_context``, ``commit_delay_ms`` and ``max_queued`` are passed to ``Writer``;
@@ -401,7 +401,7 @@ async def open_store(
     (``storage.sealing``); at open the store seals those an older version left in clear. A store opened
     without it serves everything but sessions: their methods raise ``StorageError``.
 
-    The database files are the owner's alone (0600): see ``storage.guard.tighten_database_files``.
+    The database files are the owner's alone (0600): see ``storage.sqlite.guard.tighten_database_files``.
     """
     check_sqlite_version()
     seal = None if server_key is None else SecretSeal(server_key)

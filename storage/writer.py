@@ -56,7 +56,10 @@ was written, and the gateway answers 250.
 An operation is a plain function ``fn(conn, *args)`` run on the writer thread.
 It must not manage transactions itself (no BEGIN/COMMIT/ROLLBACK; savepoints are
 fine), must return materialized values (not cursors), and must not block on
-anything but the database: while it runs, every other caller waits.
+anything but the database: while it runs, every other caller waits. A rule's
+refusal is ``storage.engine.Refused(code)``: the writer undoes the operation's
+writes as for any exception and raises it to the caller, but does not reload
+the in-memory state (``on_rollback``) for it: a rule refuses before it writes.
 
 Grouped operations: the hot path (a message send) may also name a ``group``
 function, ``group(conn, [args, ...]) -> [result, ...]``, that does the work of
@@ -83,6 +86,15 @@ from typing import Any, Final, TypeVar
 import trio
 
 from storage.commit_stats import CommitStats
+from storage.engine import Refused
+
+# The errors live with the seam (every backend raises them); imported from here by older code.
+from storage.errors import StorageError as StorageError
+from storage.errors import StorageFull as StorageFull
+from storage.errors import StorageRetryLater as StorageRetryLater
+from storage.errors import WriterBacklogged as WriterBacklogged
+from storage.sqlite.connect import SYNCHRONOUS_MODES, connect_checkpointer, connect_writer, passive_checkpoint
+from storage.sqlite.engine import SQLITE
 
 T = TypeVar("T")
 
@@ -100,12 +112,6 @@ LINGER_MIN_OPS: Final = 64
 #: send costs ~30 µs there and a commit ~50-100 µs, so a batch pauses the loop ~1 ms at most.
 INLINE_MAX_OPS: Final = 32
 
-#: Page size of a new database file, in bytes (see ``_connect``).
-PAGE_SIZE: Final = 2048
-
-#: Page cache of the writer's connection, in KiB.
-CACHE_KIB: Final = 32 * 1024
-
 #: WAL checkpoints run on their own thread and connection this often, never inside a commit:
 #: SQLite's automatic checkpoint runs in the COMMIT that crosses its threshold, and every ack
 #: of that batch waited behind it (bench: p99 32 ms at 2000 msg/s, 8.8 ms with this). Once a
@@ -114,16 +120,9 @@ CHECKPOINT_INTERVAL_SECONDS: Final = 1.0
 #: When a checkpoint finds at least this many frames in the WAL, the writer thread finishes it
 #: between two batches so that the WAL starts over (see ``_finish_checkpoint``).
 WAL_RESTART_FRAMES: Final = 1000
-#: After a checkpoint lets the WAL restart, trim the file back to this size.
-WAL_SIZE_LIMIT_BYTES: Final = 64 * 1024 * 1024
-
 #: How long a statement waits for a lock held by another connection (a reader
 #: or an admin tool) before failing with "database is locked".
 DEFAULT_BUSY_TIMEOUT_MS: Final = 5000
-
-# The values PRAGMA synchronous accepts here. Pragmas cannot take SQL
-# parameters, so the value is checked against this set before being formatted in.
-_SYNCHRONOUS_MODES: Final = frozenset({"NORMAL", "FULL"})
 
 #: Most operations that may wait for the writer thread (submitted, not yet taken); past it a
 #: submit raises ``WriterBacklogged``. ``storage.max_queued_operations`` sets it for the gateway.
@@ -145,34 +144,6 @@ _STOP: Final = object()
 
 # One fixed name is enough: operations run one after another, never nested.
 _SAVEPOINT: Final = "ember_op"
-
-
-class StorageError(Exception):
-    """The database could not do what was asked (it is closed, or a transaction failed).
-
-    An exception raised by an operation itself (say ``sqlite3.IntegrityError``)
-    reaches its caller unchanged; this type means the failure was not that
-    operation's own.
-    """
-
-
-class StorageRetryLater(StorageError):
-    """Nothing was written, and the same operation may well succeed in a moment: try again later.
-
-    The gateway answers it 250 (docs/PROTOCOL.md §8.1), the code a client already resends on.
-    """
-
-
-class StorageFull(StorageRetryLater):
-    """SQLite reported SQLITE_FULL: the file system (or the database's size limit) is full.
-
-    The writer retries with every later batch, and probes once a second while nothing else
-    writes, so writes commit again as soon as space is freed (``Writer.disk_full``).
-    """
-
-
-class WriterBacklogged(StorageRetryLater):
-    """``max_queued`` operations already wait for the writer: refused at submit, never queued."""
 
 
 #: Called on the trio thread once an operation's batch has committed (or failed):
@@ -283,8 +254,8 @@ class Writer:
             ValueError: ``synchronous``, ``max_batch`` or ``max_queued`` is out of range.
         """
         synchronous = synchronous.upper()
-        if synchronous not in _SYNCHRONOUS_MODES:
-            raise ValueError(f"synchronous must be one of {sorted(_SYNCHRONOUS_MODES)}, not {synchronous!r}")
+        if synchronous not in SYNCHRONOUS_MODES:
+            raise ValueError(f"synchronous must be one of {sorted(SYNCHRONOUS_MODES)}, not {synchronous!r}")
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         if max_queued < 1:
@@ -700,11 +671,11 @@ class Writer:
         PASSIVE never waits for the writer's lock: it copies what it can and
         leaves the rest for the next round. An error is logged and retried.
         """
-        conn = sqlite3.connect(self.path, isolation_level=None, timeout=self._busy_timeout_ms / 1000)
+        conn = connect_checkpointer(self.path, self._busy_timeout_ms)
         try:
             while not self._stop_checkpoints.wait(CHECKPOINT_INTERVAL_SECONDS):
                 try:
-                    _busy, wal_frames, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    _busy, wal_frames = passive_checkpoint(conn)
                 except sqlite3.Error as exc:
                     if self._checkpoint_log.due():  # on a full disk it fails every round
                         log.warning("WAL checkpoint failed: %s", exc)
@@ -715,44 +686,7 @@ class Writer:
             conn.close()
 
     def _connect(self) -> sqlite3.Connection:
-        # isolation_level=None: the sqlite3 module must not open transactions
-        # behind our back; this thread issues BEGIN/COMMIT itself.
-        # check_same_thread=False: small batches also run on the trio thread, never at the same
-        # time as on this one (``_conn_lock``).
-        conn = sqlite3.connect(
-            self.path,
-            isolation_level=None,
-            timeout=self._busy_timeout_ms / 1000,
-            cached_statements=256,
-            check_same_thread=False,
-        )
-        try:
-            # Only a new database takes this (an existing one keeps its page size). A commit writes
-            # every page it dirtied, whole, to the WAL, and a message dirties a page in each of two
-            # inboxes and in its conversation's index, a few bytes each: smaller pages write less.
-            # Storage-thread CPU per message, 100k messages stored, groups of 100: 4096-byte pages
-            # 37-38 us, 2048 29 us; 1024 no better (deeper trees), 8192 worse.
-            conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if mode.lower() != "wal":
-                raise StorageError(f"could not switch {self.path} to WAL (journal_mode={mode})")
-            conn.execute(f"PRAGMA synchronous={self._synchronous}")  # checked in __init__
-            conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
-            conn.execute("PRAGMA foreign_keys=ON")
-            # A cache that holds the hot pages: measured on message batches, fewer pages re-read.
-            conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-            # Savepoints (one per operation or per group) and statements keep the original of each
-            # page they change in a sub-journal, a temporary file once it passes 64 KiB: a group of
-            # sends went through a pwrite per page and a close per savepoint (a quarter of the
-            # writer's CPU). In memory, it is a copy; it lives only until the savepoint ends.
-            conn.execute("PRAGMA temp_store=MEMORY")
-            # Checkpoints are the checkpointer thread's job (see CHECKPOINT_INTERVAL_SECONDS).
-            conn.execute("PRAGMA wal_autocheckpoint=0")
-            conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+        return connect_writer(self.path, self._synchronous, self._busy_timeout_ms)
 
     def _call_trio(self, fn: Callable[..., object], *args: object) -> bool:
         """``run_sync_soon`` that reports False instead of raising when trio has exited."""
@@ -843,12 +777,12 @@ class Writer:
         checkpoint's two syncs, once per ``WAL_RESTART_FRAMES`` or so.
         """
         try:
-            busy, _frames, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            busy, _frames = passive_checkpoint(conn)
         except sqlite3.Error as exc:
             if self._checkpoint_log.due():
                 log.warning("WAL checkpoint failed: %s", exc)
             return
-        self._wal_restart_wanted = bool(busy)  # the checkpointer was at work: try after the next batch
+        self._wal_restart_wanted = busy  # the checkpointer was at work: try after the next batch
 
     def _abandon_batch(self, conn: sqlite3.Connection, ops: list[_Op], exc: BaseException) -> None:
         """The batch broke outside any op (e.g. SAVEPOINT hit an I/O error): fail it whole."""
@@ -884,7 +818,7 @@ class Writer:
                     end += 1
             if not conn.in_transaction:
                 try:
-                    conn.execute("BEGIN IMMEDIATE")
+                    SQLITE.begin(conn)
                 except sqlite3.Error as exc:
                     # Most likely locked by another process past busy_timeout:
                     # retrying per op would multiply that wait, so give up on
@@ -903,26 +837,25 @@ class Writer:
             if grouped:
                 pending.extend(done for done in ops[index:end] if done.error is None)
                 index = end
-            if not conn.in_transaction:
+            if SQLITE.transaction_failed(conn):
                 # SQLite itself rolls the whole transaction back on some errors
-                # (disk full, I/O error), or the op ended it against the rules.
+                # (disk full, I/O error), or the op ended it against the rules,
+                # or an op alone in its transaction raised (``_run_one``).
                 # Either way the earlier ops' writes are lost or unknown.
                 # Disk full is the usual reason: then they are told so, and may retry.
                 cause = next((done.error for done in ops[first:end] if done.error is not None), None)
                 _fail(pending, "the transaction was aborted by another operation in its batch", cause)
                 if pending and _is_full(cause):
                     self._note_full(len(pending))
+                if pending or not isinstance(cause, Refused):  # a refusal alone changed no memory
+                    self._on_rollback()
                 pending = []
-                self._on_rollback()
-        if not conn.in_transaction:
+        if SQLITE.transaction_failed(conn):
             return
         try:
-            conn.execute("COMMIT")
+            SQLITE.commit(conn)  # rolls back if it fails: the next batch begins afresh
         except sqlite3.Error as exc:
-            # e.g. a deferred foreign key violation, or an I/O error. A failed
-            # COMMIT may leave the transaction open: roll it back for the next batch.
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            # e.g. a deferred foreign key violation, or an I/O error.
             self._on_rollback()
             _fail(pending, "commit failed", exc)
             self._note_failure("commit failed", exc, len(pending))
@@ -1057,7 +990,8 @@ class Writer:
             if conn.in_transaction:
                 conn.execute(f"ROLLBACK TO {_SAVEPOINT}")
                 conn.execute(f"RELEASE {_SAVEPOINT}")
-            self._on_rollback()
+            if not isinstance(exc, Refused):  # a rule refuses before it changes memory (``Refused``)
+                self._on_rollback()
         else:
             if conn.in_transaction:
                 conn.execute(f"RELEASE {_SAVEPOINT}")
@@ -1095,10 +1029,7 @@ def _as_deliverable(exc: BaseException) -> BaseException:
 
 def _is_full(exc: BaseException | None) -> bool:
     """SQLITE_FULL ("database or disk is full"), by its error code (the extended code's low byte)."""
-    if isinstance(exc, StorageFull):
-        return True
-    code = getattr(exc, "sqlite_errorcode", None) if isinstance(exc, sqlite3.Error) else None
-    return code is not None and code & 0xFF == sqlite3.SQLITE_FULL
+    return isinstance(exc, StorageFull) or SQLITE.is_disk_full(exc)
 
 
 def _storage_error(message: str, cause: BaseException | None) -> StorageError:

@@ -18,6 +18,7 @@ import trio
 from sqlite_utils import Database
 
 import storage.schema
+import storage.sqlite.connect
 import storage.writer
 from protocol.codes import Platform, UserStatus, platform_class
 from storage import (
@@ -524,7 +525,7 @@ async def test_a_new_database_gets_small_pages_and_an_existing_one_keeps_its_own
     fresh = tmp_path / "fresh.db"
     async with open_store(fresh):
         pass
-    assert peek(fresh, "PRAGMA page_size") == [(storage.writer.PAGE_SIZE,)]
+    assert peek(fresh, "PRAGMA page_size") == [(storage.sqlite.connect.PAGE_SIZE,)]
     old = tmp_path / "old.db"
     with sqlite3.connect(old) as conn:
         conn.execute("PRAGMA page_size=4096")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from storage import StorageError, open_store
-from storage.guard import MIN_SQLITE_VERSION, check_sqlite_version, lock_path
+from storage.sqlite.guard import MIN_SQLITE_VERSION, check_sqlite_version, lock_path
 
 
 def test_an_older_sqlite_is_refused_naming_both_versions() -> None:

@@ -40,7 +40,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final
 
-from storage.writer import StorageError
+from storage.errors import StorageError
 
 #: Oldest SQLite library the queries work with (see the module docstring for why).
 MIN_SQLITE_VERSION: Final = (3, 38, 0)
