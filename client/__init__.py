@@ -38,6 +38,8 @@ from .messages import (
     Message,
     Messages,
     RecallAck,
+    SearchHit,
+    SearchPage,
     SendAck,
 )
 from .relations import HEAD_TOPIC, Friend, FriendRequest, Relations, RelationsChanged, Setting, Snapshot
@@ -63,6 +65,8 @@ __all__ = [
     "KICKED_TOPIC",
     "MESSAGE_DELETED_TOPIC",
     "MSG_TOPIC",
+    "SearchHit",
+    "SearchPage",
     "Client",
     "ClientClosed",
     "ClientError",

@@ -97,6 +97,32 @@ class Conversation:
 
 
 @dataclass(frozen=True, slots=True)
+class SearchHit:
+    """A message ``Messages.search`` found; ``highlights`` are ``(start, end)`` character (code point)
+    offsets into its ``content["searchable_content"]`` where the keyword's parts are."""
+
+    message: Message
+    highlights: tuple[tuple[int, int], ...]
+
+    def marked(self, before: str = "[", after: str = "]") -> str:
+        """The text with each highlighted stretch between ``before`` and ``after`` (for a snippet)."""
+        text = self.message.content.get("searchable_content", "")
+        parts: list[str] = []
+        at = 0
+        for start, end in self.highlights:
+            parts += (text[at:start], before, text[start:end], after)
+            at = end
+        parts.append(text[at:])
+        return "".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPage:
+    hits: tuple[SearchHit, ...]
+    next_cursor: str | None  # pass it to ``search(cursor=...)`` for the older ones; None: no more
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
     """A message as the server sent it.
 
@@ -405,6 +431,41 @@ class Messages:
         )
         parsed = [parse_message(raw, 0) for raw in result["messages"]]
         return [m for m in parsed if m is not None]
+
+    async def search(
+        self,
+        keyword: str,
+        *,
+        conv: Conversation | None = None,
+        from_user: str | None = None,
+        content_types: Iterable[int] = (),
+        before: int | None = None,
+        after: int | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+    ) -> SearchPage:
+        """This user's messages on the server that hold ``keyword``, newest first (docs/PROTOCOL.md
+        "search_messages"): every word (by prefix) and every CJK run must be in ``searchable_content``.
+        ``before``/``after`` are server times in ms (``after <= server_time < before``). For the next page,
+        pass the page's ``next_cursor`` (None: there is no more). A bad keyword or filter raises
+        ``RequestFailed`` with code 251 and the reason."""
+        params: dict[str, Any] = {"keyword": keyword, "limit": limit}
+        optional = {
+            "conv": conv.to_wire() if conv is not None else None,
+            "from_user": from_user,
+            "content_types": list(content_types) or None,
+            "before": before,
+            "after": after,
+            "cursor": cursor,
+        }
+        params.update({key: value for key, value in optional.items() if value is not None})
+        result = await self._call("search_messages", **params)
+        hits = []
+        for raw in result["results"]:
+            message = parse_message(raw["message"], 0)
+            if message is not None:
+                hits.append(SearchHit(message, tuple((start, end) for start, end in raw["highlights"])))
+        return SearchPage(tuple(hits), result.get("next_cursor"))
 
     async def set_blacklist(self, user_id: str, blocked: bool) -> None:
         """The same as ``Client.relations.set_blacklist`` (which also updates the synced copy)."""

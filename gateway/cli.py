@@ -3,7 +3,7 @@
     ember serve [--data DIR] [--config FILE]
     ember admin [--url URL] [--secret S] [--data DIR] COMMAND ...
         (create-user, update-user, get-user, block, get-token, sessions, kick, destroy,
-         create-chatroom, destroy-chatroom, chatroom, group ..., channel ...)
+         create-chatroom, destroy-chatroom, chatroom, group ..., channel ..., search ...)
 
 ``serve`` creates ``<DIR>/ember.toml`` with fresh secrets on first start.
 ``admin`` finds the API's URL and secret in, by priority: ``--url``/``--secret``,
@@ -159,6 +159,7 @@ def _parser() -> argparse.ArgumentParser:
     _group_commands(calls.add_parser("group", help="hosted groups: ember admin group COMMAND ..."))
     _channel_commands(calls.add_parser("channel", help="channels: ember admin channel COMMAND ..."))
     _robot_commands(calls.add_parser("robot", help="robots: ember admin robot COMMAND ..."))
+    _search_command(calls.add_parser("search", help="search messages: everyone's, one user's, or --rebuild the index"))
     room = simple("create-chatroom", "/admin/chatroom/create", "create or update a chatroom", "chatroom_id")
     for name in CHATROOM_FIELDS:
         room.add_argument(f"--{name}", default="", help=f"the room's {name}")
@@ -275,6 +276,34 @@ def _robot_commands(robot: argparse.ArgumentParser) -> None:
     command("destroy", "end a robot's API access at once and forbid its user", lambda a: {"robot_id": a.robot_id}, "robot_id")
     command("info", "show a robot (never its secret)", lambda a: {"robot_id": a.robot_id}, "robot_id")
     command("list", "the robots a user owns", lambda a: {"owner": a.owner}, "owner")
+
+
+def _search_command(cmd: argparse.ArgumentParser) -> None:
+    """``ember admin search KEYWORD [--user U] ...`` and ``ember admin search --rebuild`` (docs/ADMIN_API.md "Search")."""
+    cmd.add_argument("keyword", nargs="?", help="every word (by prefix) and CJK run must be in the message")
+    cmd.add_argument("--user", help="only this user's messages, as their own search finds them")
+    cmd.add_argument("--from-user", dest="from_user", help="only messages this user sent")
+    cmd.add_argument("--limit", type=int, default=20)
+    cmd.add_argument("--cursor", help="next_cursor of the previous page")
+    cmd.add_argument("--rebuild", action="store_true", help="re-index every stored message (waits until done)")
+    cmd.set_defaults(run=_search)
+
+
+def _search(args: argparse.Namespace) -> int:
+    if args.rebuild:
+        if args.keyword is not None:
+            raise CliError("search: --rebuild takes no keyword")
+        args.path, args.payload, args.timeout = "/admin/message/search_rebuild", lambda a: {}, None
+        return _call(args)
+    if args.keyword is None:
+        raise CliError("search: give a KEYWORD, or --rebuild")
+    payload = {"keyword": args.keyword, "limit": args.limit}
+    payload.update({k: v for k, v in (("cursor", args.cursor), ("from_user", args.from_user)) if v is not None})
+    if args.user is not None:
+        payload["user_id"] = args.user
+    args.path = "/admin/message/search_user" if args.user is not None else "/admin/message/search"
+    args.payload = lambda a: payload
+    return _call(args)
 
 
 def _channel_commands(channel: argparse.ArgumentParser) -> None:
@@ -503,7 +532,8 @@ def _call(args: argparse.Namespace) -> int:
         else:
             payload = args.payload(args)
             body, headers = signed_json(secret.encode("utf-8"), payload, Clock().now_ms())
-            response = httpx.post(url + args.path, content=body, headers=headers, timeout=10)
+            timeout = getattr(args, "timeout", 10)  # None: a rebuild, which takes as long as the database is big
+            response = httpx.post(url + args.path, content=body, headers=headers, timeout=timeout)
         if not response.headers.get("content-type", "").startswith("application/json"):
             print(response.text, end="")  # /metrics: Prometheus text
             return 0 if response.status_code == 200 else 1

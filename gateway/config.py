@@ -343,6 +343,8 @@ class MessageConfig(_Section):
         "Content types (comma-separated integers) whose messages their sender may update with update_message "
         "(else 248). Empty: none; a robot may always update its own messages, the admin API any.",
     )
+    # --- message search (issue 26) ---
+    search: bool = _key(True, "Allow search_messages, a user's search of their own messages on the server (else 220).")
 
     def _check(self) -> None:
         try:

@@ -27,6 +27,15 @@ MAX_VALUE_DEPTH = 16
 #: Arrays and objects in arrays and objects a JSON-text field may nest.
 MAX_JSON_DEPTH = 32
 
+# --- message search (issue 26): what a search_messages request (or the admin search) may ask ---
+#: Longest keyword, in characters.
+SEARCH_MAX_KEYWORD_CHARS = 100
+#: Most results a page may ask for (``limit``: 1..this; 20 when absent).
+SEARCH_MAX_LIMIT = 100
+SEARCH_DEFAULT_LIMIT = 20
+#: Most content types a ``content_types`` filter may list.
+SEARCH_MAX_CONTENT_TYPES = 32
+
 # What the depth scan looks at: brackets, and what starts or escapes inside a string (brackets there are text).
 _SPECIAL = re.compile(r'[\[\]{}"\\]')
 

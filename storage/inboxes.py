@@ -40,6 +40,7 @@ from collections.abc import Mapping
 from operator import itemgetter
 
 from storage import conversation_table
+from storage.search_fts5 import merge_recent
 
 #: Most rows the log holds before a send merges it. Bigger merges put more rows on each page they
 #: write (with 100 busy users, ~40 per page at 4096) but pause that one batch longer.
@@ -155,6 +156,7 @@ class InboxState:
         conn.execute(_MERGE_CONVERSATIONS)
         conversation_table.merged(conn)  # each user's conversations, for the list (storage.conversation_table)
         conn.execute("DELETE FROM inbox_recent")
+        merge_recent(conn)  # the search tokens of the same messages: one FTS5 segment per merge
         self._merge_early = False
         self._recent_heads = {}
         self._recent_rows = 0

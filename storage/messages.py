@@ -29,6 +29,8 @@ import msgpack
 from protocol.codes import ContentType, ConversationType, ErrorCode, PersistFlag
 from storage import conversation_table
 from storage.inboxes import ConversationKey, InboxState
+from storage.search import SearchBackend, SearchQuery, index_row
+from storage.search_fts5 import FTS5
 
 # Plain ints on the hot path (an IntEnum compares slower); their meaning lives in protocol.codes.
 PRIVATE: Final = int(ConversationType.PRIVATE)
@@ -38,6 +40,9 @@ CHANNEL: Final = int(ConversationType.CHANNEL)
 MEMBER_REMOVED: Final = 4
 RECALL_CONTENT_TYPE: Final = int(ContentType.RECALL)
 PERSIST_TRANSPARENT: Final = int(PersistFlag.TRANSPARENT)
+#: The search index every write keeps in step with the messages, in the same transaction (issue 26).
+#: SQLite's is FTS5; a PostgreSQL engine brings its own next to it (docs/ARCHITECTURE.md "Search").
+SEARCH: Final[SearchBackend] = FTS5
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +183,9 @@ def _append(
     """Insert the message row and one inbox row per owner; return owner → seq."""
     key = message_index_key(msg)
     conn.execute(INSERT_MESSAGE, message_row(msg, key, only_for))
+    search_row = index_row(msg.message_id, msg.content)  # notifications and notices are not indexed: None
+    if search_row is not None:
+        SEARCH.index(conn, [search_row])
     seqs = {owner: inboxes.take(conn, owner) for owner in dict.fromkeys(owners)}
     inboxes.append(conn, [(owner, seq, msg.message_id) for owner, seq in seqs.items()])
     return seqs
@@ -427,6 +435,7 @@ def delete_for_everyone(conn: sqlite3.Connection, message_id: int) -> list[str] 
     conn.execute("DELETE FROM messages WHERE message_id = ?", (message_id,))
     conn.execute("DELETE FROM deleted_messages WHERE message_id = ?", (message_id,))
     conversation_table.changed(conn, _stored_key(message), message_id, _listed(message), False)
+    SEARCH.remove(conn, [message_id])
     return found[1]
 
 
@@ -493,6 +502,7 @@ def recall(
     if notice.server_time - message.server_time > window_ms:
         return SendResult(ErrorCode.RECALL_TIME_EXPIRED), None
     _set_content(conn, message, notice.content)
+    SEARCH.remove(conn, [message_id])  # a recalled message is found by nobody
     stored = replace(
         notice,
         conv=message.conv,
@@ -532,6 +542,10 @@ def update(
     if operator is not None and (message.from_user != operator or (may_update is not None and not may_update(message))):
         return SendResult(ErrorCode.NOT_RIGHT)
     _set_content(conn, message, content)
+    SEARCH.remove(conn, [message_id])  # found by its new text from now on
+    search_row = index_row(message_id, content)
+    if search_row is not None:
+        SEARCH.index(conn, [search_row])
     if notice is None:  # not distributed: only the stored content changes
         return SendResult(ErrorCode.SUCCESS)
     notice.conv = message.conv
@@ -633,3 +647,14 @@ def _history(
         del rows[count:]
     return [_message(row) for row in rows]
 
+
+
+def search(conn: sqlite3.Connection, query: SearchQuery) -> list[StoredMessage]:
+    """The messages ``query`` finds, newest first (``storage.search``; a reader connection runs it)."""
+    return [_message(row) for row in SEARCH.search(conn, query)]
+
+
+def rebuild_search_range(conn: sqlite3.Connection, after_id: int, count: int) -> tuple[int, int]:
+    """One step of rebuilding the search index: the next ``count`` messages after ``after_id``, re-indexed
+    from their stored content (a writer operation); (last id done or 0 when finished, how many indexed)."""
+    return SEARCH.rebuild_range(conn, after_id, count)

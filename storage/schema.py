@@ -25,6 +25,7 @@ import msgpack
 from sqlite_utils import Database
 
 from storage import conversation_table
+from storage import search_fts5
 from storage.errors import StorageError
 
 Migration = Callable[[Database], None]
@@ -369,6 +370,13 @@ def _v12_conversation_list(db: Database) -> None:
     conversation_table.create(db.conn)
 
 
+def _v13_message_search(db: Database) -> None:
+    """Message search (issue 26): the FTS5 index ``message_search`` (one row per indexed message, the tokens
+    ``storage.search`` makes), ``inbox_by_message`` (is this message in this user's inbox: search's one
+    lookup per match), and every message already stored indexed. ``storage.search_fts5`` holds the SQL."""
+    search_fts5.migrate(db.conn)
+
+
 #: Every migration ever released, oldest first. Append only.
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     _v1_users_and_sessions,
@@ -383,6 +391,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     _v10_tombstone_retention,
     _v11_robots,
     _v12_conversation_list,
+    _v13_message_search,
 )
 
 #: The ``user_version`` of a fully migrated database.

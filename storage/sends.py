@@ -38,11 +38,13 @@ from storage.messages import (
     INSERT_MESSAGE,
     MEMBER_REMOVED,
     PERSIST_TRANSPARENT,
+    SEARCH,
     Outgoing,
     SendResult,
     message_index_key,
     message_row,
 )
+from storage.search import IndexRow, index_row
 
 #: The gateway's rule for who may send into a group: ``(sender's member type, group muted) -> code``.
 GroupSendCheck = Callable[[int, bool], int]
@@ -119,7 +121,9 @@ class SendBatch:
     ``read`` builds a batch with both facts read in bulk, a small private group reads its own (``_private_facts``).
     """
 
-    __slots__ = ("conn", "inboxes", "status", "known_ids", "taken", "message_rows", "inbox_rows", "id_rows")
+    __slots__ = (
+        "conn", "inboxes", "status", "known_ids", "taken", "message_rows", "inbox_rows", "id_rows", "search_rows",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -136,6 +140,7 @@ class SendBatch:
         self.message_rows: list[tuple] = []
         self.inbox_rows: list[tuple[str, int, int]] = []
         self.id_rows: list[tuple] = []
+        self.search_rows: list[IndexRow] = []  # the search index's entries, written with the messages
 
     @classmethod
     def read(
@@ -165,6 +170,9 @@ class SendBatch:
         """Queue the message row and an inbox row per owner; returns each owner's seq."""
         index_key = message_index_key(msg)
         self.message_rows.append(message_row(msg, index_key, only_for))
+        search_row = index_row(msg.message_id, msg.content)
+        if search_row is not None:
+            self.search_rows.append(search_row)
         seqs = {}
         message_id = msg.message_id
         taken, current, inbox_rows = self.taken, self.inboxes.current, self.inbox_rows
@@ -183,6 +191,8 @@ class SendBatch:
     def write(self) -> None:
         if self.message_rows:
             self.conn.executemany(INSERT_MESSAGE, self.message_rows)
+            if self.search_rows:  # before the inbox rows: a merge they bring takes these tokens too
+                SEARCH.index(self.conn, self.search_rows)
             self.inboxes.append(self.conn, self.inbox_rows)
         if self.id_rows:
             self.conn.executemany(INSERT_CLIENT_MSG_ID, self.id_rows)

@@ -42,11 +42,15 @@ from storage.records import (
 )
 from storage.schema import migrate
 from storage.sealing import ROBOT_SEAL_INFO, SecretSeal
+from storage.search import SearchQuery
 from storage.sends import SendPolicy
 from storage.sqlite.guard import DatabaseLock, check_sqlite_version, tighten_database_files
 from storage.writer import DEFAULT_MAX_QUEUED, Callback, StorageError, Writer
 
 T = TypeVar("T")
+
+#: Messages re-indexed per writer operation by ``Store.rebuild_search``: a few ms of the writer each.
+REBUILD_STEP = 500
 
 log = logging.getLogger("ember.storage")
 
@@ -320,6 +324,23 @@ class Store:
     # ----------------------------------------------------------------- relations
     # The relation service (gateway/relations.py) runs most of storage.relations through ``run`` and
     # ``read``; these few are here for the admin API and tests.
+
+    async def search_messages(self, query: SearchQuery) -> list[StoredMessage]:
+        """Messages ``query`` finds, newest first; on a reader (it needs only what committed)."""
+        return await self.readers.run(messages.search, query)
+
+    async def rebuild_search(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """Re-index every stored message from its content, ``REBUILD_STEP`` messages per writer operation (so
+        sends go on between steps, and index their own messages as usual); returns how many are indexed.
+        ``progress(last_message_id, indexed_so_far)`` is called after each step."""
+        after, total = 0, 0
+        while True:
+            after, done = await self.writer.submit(messages.rebuild_search_range, after, REBUILD_STEP)
+            if not after:
+                return total
+            total += done
+            if progress is not None:
+                progress(after, total)
 
     async def set_blacklist(self, user_id: str, target: str, blocked: bool, now_ms: int) -> relations.Result:
         return await self.writer.submit(relations.set_blacklist, user_id, target, blocked, now_ms)

@@ -45,6 +45,7 @@ from . import (
     group_routes,
     relation_routes,
     robot_routes,
+    search_routes,
 )
 from . import models as m
 from . import robot_models as rm
@@ -128,6 +129,7 @@ def create_admin_app(
     app.include_router(_routes(store, sessions, delivery, clock, chatrooms))
     app.include_router(_operations_routes(store, services))
     app.include_router(_message_routes(messages, chatrooms))
+    app.include_router(search_routes.routes(messages.store))
     relations = relations or RelationService(config, store, delivery, clock)
     app.include_router(relation_routes.routes(relations))
     app.include_router(

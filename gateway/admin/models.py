@@ -655,3 +655,48 @@ class ChannelListenerOut(BaseModel):
 class ChannelListenersOut(BaseModel):
     count: int = Field(description="listeners in all")
     listeners: list[ChannelListenerOut]
+
+
+# --- message search (issue 26, docs/ADMIN_API.md "Search") ---
+
+
+class MessageSearch(Request):
+    """A search of every user's messages (moderation). The checks are the client method's (251 names the field)."""
+
+    keyword: str = Field(description="every word (by prefix) and CJK run must be in the searchable_content")
+    conv: ConversationIn | None = Field(None, description="only this group or channel (a private chat needs user_id)")
+    from_user: str | None = Field(None, description="only messages from this user")
+    content_types: list[int] | None = Field(None, description="only these content types (at most 32)")
+    before: int | None = Field(None, description="only messages with server_time < before (ms)")
+    after: int | None = Field(None, description="only messages with server_time >= after (ms)")
+    limit: int = Field(20, description="results per page, 1..100")
+    cursor: str | None = Field(None, description="next_cursor of the previous page")
+
+
+class MessageSearchUser(MessageSearch):
+    """The same search over one user's messages, as that user's search_messages finds them."""
+
+    user_id: Id = Field(description="whose messages: their inbox, less what they deleted")
+
+
+class FoundMessage(BaseModel):
+    message_id: str = Field(description="64-bit id as a decimal string")
+    conv: dict[str, Any] = Field(description="{type, target, line}, as stored")
+    from_user: str
+    server_time: int
+    content_type: int
+    searchable_content: str
+    highlights: list[list[int]] = Field(description="[start, end) code point offsets into searchable_content")
+
+
+class SearchResult(BaseModel):
+    results: list[FoundMessage]
+    next_cursor: str | None = Field(None, description="pass as cursor for older results; absent: no more")
+
+
+class SearchRebuild(Request):
+    """Re-index every stored message (after a segmentation change, or to repair the index)."""
+
+
+class SearchRebuilt(BaseModel):
+    indexed: int = Field(description="how many messages the index holds now")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway import search
 from gateway.dispatch import Caller, Reply, method
 from gateway.messaging import (
     CHANNEL,
@@ -93,3 +94,12 @@ async def load_remote_history(services: Services, caller: Caller, params: Fields
     count = params.integer("count", lo=1, hi=MAX_HISTORY, default=20)
     return await services.messages.remote_history(caller.user_id, conv, before_id, count)
 
+
+
+@method("search_messages")
+async def search_messages(services: Services, caller: Caller, params: Fields) -> tuple[int, Any]:
+    """The caller's messages that hold a keyword, newest first (docs/PROTOCOL.md "search_messages")."""
+    if not services.config.message.search:
+        return ErrorCode.FUNCTION_DISABLED, None
+    query = search.read_search(params, caller.user_id)
+    return ErrorCode.SUCCESS, search.client_answer(await search.search(services.store, query))
