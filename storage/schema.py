@@ -24,8 +24,7 @@ from typing import Final
 import msgpack
 from sqlite_utils import Database
 
-from storage import conversation_table
-from storage import search_fts5
+from storage import conversation_table, search_fts5
 from storage.errors import StorageError
 
 Migration = Callable[[Database], None]
