@@ -7,15 +7,17 @@ lease clock is moved by hand (``LeaseClock``), never slept on; notices are await
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import trio
 
+from gateway.cluster.local import Router
 from gateway.cluster.postgres import notices
 from gateway.cluster.postgres.database import ClusterDatabase, connect
 from gateway.cluster.postgres.listener import NoticeListener
+from gateway.cluster.postgres.node import ClusterNode
 from gateway.cluster.postgres.nodes import LEASE_SECONDS, NodeIdTaken, NodeLease
 from gateway.cluster.postgres.notices import (
     MAX_PAYLOAD_BYTES,
@@ -395,3 +397,114 @@ def test_bad_input_never_reaches_sql_as_text(url, clock, nodes):
     assert a.presence.offline(a.conn, [hostile, "y"]) == ["y"]
     with pytest.raises(ValueError):
         channel_name(-1)
+
+
+# --- a node put together (ClusterNode), with stand-in connections ------------------------------------
+
+
+class Device:
+    """A connection stand-in that records what reached it (the thing under test is the node around it)."""
+
+    def __init__(self, user_id: str, client_id: str, platform: int) -> None:
+        self.user_id, self.client_id, self.platform = user_id, client_id, platform
+        self.kicked: list[ConnectionStatus] = []
+        self.replaced = False
+        self.last_active = 0.0
+        self.changed = trio.Event()
+
+    def push_frame_body(self, body: bytes) -> None:
+        pass
+
+    def kick(self, status: ConnectionStatus) -> None:
+        self.kicked.append(status)
+        self.changed.set()
+
+    def replace(self) -> None:
+        self.replaced = True
+        self.changed.set()
+
+    def go_away(self, retry_ms: int, redirect: str) -> None:
+        pass
+
+    def release_idle_keys(self) -> None:
+        pass
+
+    async def told(self) -> None:
+        with trio.fail_after(10):
+            await self.changed.wait()
+        self.changed = trio.Event()
+
+
+def cluster_node(
+    url: str, node_id: int, on_inbox: Callable[[dict[str, int]], None] = lambda seqs: None, **options: object
+) -> ClusterNode:
+    return ClusterNode(
+        url,
+        node_id,
+        Router(),
+        on_inbox=on_inbox,
+        on_resync=lambda: None,
+        on_lease_lost=lambda: None,
+        kick_platforms=platform_class,
+        kick_status=ConnectionStatus.KICKED_OFF,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+async def test_two_nodes_share_presence_and_reach_each_others_connections(url):
+    inboxes: list[dict[str, int]] = []
+    inbox_came = trio.Event()
+
+    def on_inbox(seqs: dict[str, int]) -> None:
+        inboxes.append(seqs)
+        inbox_came.set()
+
+    one, two = cluster_node(url, 1), cluster_node(url, 2, on_inbox)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(one.run)
+        await nursery.start(two.run)
+        with pytest.raises(NodeIdTaken, match="server.node_id 1 is held"):
+            await cluster_node(url, 1, claim_wait_seconds=0).run()
+
+        tablet_1 = Device("alice", "tablet", Platform.IPAD)
+        iphone = Device("alice", "iphone", Platform.IOS)
+        one.register(tablet_1)
+        one.register(iphone)
+        await one.written()
+        assert await two.offline(["bob", "alice"]) == ["bob"]
+        assert await two.online_clients("alice") == [("iphone", Platform.IOS), ("tablet", Platform.IPAD)]
+
+        # The tablet reconnects through node 2: node 1's older connection is replaced, quietly.
+        tablet_2 = Device("alice", "tablet", Platform.IPAD)
+        two.register(tablet_2)
+        await tablet_1.told()
+        assert tablet_1.replaced and tablet_1.kicked == [] and not tablet_2.replaced
+        one.unregister(tablet_1)  # as the replaced connection does when it closes
+        await one.written()
+        assert await one.online_clients("alice") == [("iphone", Platform.IOS), ("tablet", Platform.IPAD)]
+
+        # An Android phone logs in on node 2: the one-device rule reaches the iPhone on node 1 (-7).
+        android = Device("alice", "android", Platform.ANDROID)
+        two.register(android)
+        await iphone.told()
+        assert iphone.kicked == [ConnectionStatus.KICKED_OFF]
+        one.unregister(iphone)
+
+        # An admin kick and a forbid served by node 1 reach node 2's connections.
+        one.kick("alice", "tablet", ConnectionStatus.SECRET_KEY_MISMATCH)
+        await tablet_2.told()
+        assert tablet_2.kicked == [ConnectionStatus.SECRET_KEY_MISMATCH]
+        one.close_user("alice", ConnectionStatus.REJECTED)
+        await android.told()
+        assert android.kicked == [ConnectionStatus.REJECTED]
+
+        # A batch stored by node 1 for alice reaches node 2's on_inbox.
+        with connect(url) as writer, writer.transaction():
+            notify_holders(writer, PresenceTable(1), {"alice": 9, "bob": 3})
+        with trio.fail_after(10):
+            await inbox_came.wait()
+        nursery.cancel_scope.cancel()
+    assert inboxes == [{"alice": 9}]
+    with connect(url) as conn:  # both nodes gave their ids and sessions back at the clean stop
+        assert conn.execute(f"SELECT count(*) FROM {NODES}").fetchone() == (0,)
+        assert conn.execute(f"SELECT count(*) FROM {PRESENCE}").fetchone() == (0,)

@@ -1,9 +1,9 @@
 """This node's ear: LISTEN on its channel on a dedicated connection in a thread, notices handed to trio.
 
 psycopg 3's async API is asyncio-only, so the listener is a plain thread blocked in psycopg's synchronous
-``Connection.notifies``. It decodes each payload there (off the event loop) and hands the notice to trio
-with ``trio.from_thread.run_sync``: the thread waits for the loop to take it (so notices keep their order,
-and a busy loop slows the thread rather than growing a queue), while the loop only ever does a
+``Connection.notifies``. It decodes the payloads there (off the event loop) and hands what one read brought to
+trio with ``trio.from_thread.run_sync``: the thread waits for the loop to take them (so notices keep their
+order, and a busy loop slows the thread rather than growing a queue), while the loop only ever does
 ``send_nowait`` into a bounded memory channel, so trio never blocks.
 
 Notices are hints (``notices``), so losing one must cost a pull, never a message. There are two gaps:
@@ -83,15 +83,20 @@ class NoticeListener:
 
     # --- on the trio loop (called from the thread through trio.from_thread) ---------------------------
 
-    def _accept(self, notice: Notice) -> None:
-        try:
-            self._send.send_nowait(notice)
-            self.received += 1
-        except trio.WouldBlock:
-            self.dropped += 1
-            self._resync_wanted.set()
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            pass  # shutting down: nobody reads any more
+    def _accept(self, decoded: list[Notice | None]) -> None:
+        send = self._send
+        for notice in decoded:
+            if notice is None:
+                self.undecodable += 1
+                continue
+            try:
+                send.send_nowait(notice)
+                self.received += 1
+            except trio.WouldBlock:
+                self.dropped += 1
+                self._resync_wanted.set()
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                return  # shutting down: nobody reads any more
 
     def _listening_again(self, pid: int, reconnected: bool) -> None:
         self.backend_pid = pid
@@ -99,9 +104,6 @@ class NoticeListener:
         if reconnected:
             self.reconnects += 1
             self._resync_wanted.set()
-
-    def _undecodable(self) -> None:
-        self.undecodable += 1
 
     # --- the thread ---------------------------------------------------------------------------------
 
@@ -123,12 +125,12 @@ class NoticeListener:
                 listened_before = True
                 delay = self._backoff_first
                 while not self._stop.is_set():
-                    for notify in conn.notifies(timeout=self._poll_seconds):
-                        notice = decode(notify.payload)
-                        if notice is None:
-                            trio.from_thread.run_sync(self._undecodable, trio_token=token)
-                        else:
-                            trio.from_thread.run_sync(self._accept, notice, trio_token=token)
+                    # Everything that came in one read (stop_after=1 still yields a whole packet's worth):
+                    # one hand-off to trio per read, not per notice, is what lets a burst through.
+                    arrived = [notify.payload for notify in conn.notifies(timeout=self._poll_seconds, stop_after=1)]
+                    if arrived:
+                        decoded = [decode(payload) for payload in arrived]
+                        trio.from_thread.run_sync(self._accept, decoded, trio_token=token)
             except psycopg.Error:
                 pass  # the connection is gone: reconnect below, and resync once listening again
             except trio.RunFinishedError:
