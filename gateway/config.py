@@ -140,7 +140,13 @@ class ServerConfig(_Section):
     max_keepalive_seconds: int = _key(
         900, "Largest keepalive a client may announce.", lo=1, hi=MAX_KEEPALIVE_SECONDS
     )
-    node_id: int = _key(0, "This gateway's node id within a cluster (goes into message ids).", lo=0, hi=1023)
+    node_id: int = _key(
+        0,
+        "This gateway's id in a cluster, one per node: it goes into message ids, and a second node claiming the "
+        "same id on one database refuses to start, naming the first.",
+        lo=0,
+        hi=1023,
+    )
     shutdown_seconds: float = _key(
         10.0,
         "On SIGTERM, how long answers to the requests already read, commits and webhook deliveries may take "

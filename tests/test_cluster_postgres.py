@@ -178,6 +178,11 @@ def test_an_older_connection_ending_keeps_the_newer_row_of_its_session(url, cloc
     assert new.generation > old.generation and new.replaced_on == 1
     assert not a.presence.unregister(a.conn, "alice", "phone", old.generation)  # not A's row any more
     assert a.presence.session_node(a.conn, "alice", "phone") == 2
+    # Back on node 1 with a third connection: the second one's end (on node 2) leaves the third's row.
+    third = a.presence.register(a.conn, "alice", "phone", Platform.IOS)
+    assert third.replaced_on == 2
+    assert not a.presence.unregister(a.conn, "alice", "phone", old.generation)
+    assert a.presence.session_node(a.conn, "alice", "phone") == 1
 
 
 def test_a_dead_nodes_sessions_stop_counting_within_its_lease(url, clock, nodes):
@@ -188,10 +193,11 @@ def test_a_dead_nodes_sessions_stop_counting_within_its_lease(url, clock, nodes)
     clock.advance(LEASE_SECONDS / 2)
     assert alive.lease.renew(alive.conn)
     assert alive.presence.offline(alive.conn, ["alice", "bob"]) == []
-    clock.advance(LEASE_SECONDS / 2)  # node 1's last lease has run out
-    assert alive.lease.renew(alive.conn)
+    clock.advance(LEASE_SECONDS / 2)  # node 1's last lease has run out: its rows no longer count
     assert alive.presence.offline(alive.conn, ["alice", "bob"]) == ["alice"]
     assert alive.presence.online_clients(alive.conn, "alice") == []
+    assert alive.presence.holders(alive.conn, ["alice", "bob"]) == {2: {"bob"}}
+    assert alive.lease.renew(alive.conn)
     # That heartbeat also deleted the dead node's rows; the live node's stay.
     assert alive.presence.rows_here(alive.conn) == 1
     assert dying.presence.rows_here(alive.conn) == 0
@@ -473,6 +479,16 @@ async def test_two_nodes_share_presence_and_reach_each_others_connections(url):
         await one.written()
         assert await two.offline(["bob", "alice"]) == ["bob"]
         assert await two.online_clients("alice") == [("iphone", Platform.IOS), ("tablet", Platform.IPAD)]
+
+        # A "replace" naming an older row than node 1's (a race the other way round) leaves it alone; the
+        # kick sent after it proves it was handled.
+        with connect(url) as other, other.transaction():
+            send_notice(other, 1, ReplaceNotice(2, "alice", "iphone", 0))
+            send_notice(other, 1, KickNotice(2, "alice", "nobody", ConnectionStatus.KICKED_OFF))
+            send_notice(other, 1, KickNotice(2, "alice", "iphone", ConnectionStatus.SECRET_KEY_MISMATCH))
+        await iphone.told()
+        assert not iphone.replaced and iphone.kicked == [ConnectionStatus.SECRET_KEY_MISMATCH]
+        iphone.kicked.clear()
 
         # The tablet reconnects through node 2: node 1's older connection is replaced, quietly.
         tablet_2 = Device("alice", "tablet", Platform.IPAD)
