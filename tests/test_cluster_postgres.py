@@ -35,23 +35,14 @@ from gateway.cluster.postgres.notify import notify_holders
 from gateway.cluster.postgres.presence import PresenceTable
 from gateway.cluster.postgres.tables import NODES, PRESENCE, Connection, ensure_tables
 from protocol.codes import ConnectionStatus, Platform, platform_class
-from tests.cluster_postgres_server import private_postgres
-
-
-@pytest.fixture(scope="module")
-def server_url() -> Iterator[str]:
-    with private_postgres() as url:
-        yield url
 
 
 @pytest.fixture
-def url(server_url: str) -> Iterator[str]:
-    """The server, with the cluster's tables empty (each test starts from a cluster of nobody)."""
-    with connect(server_url) as conn:
-        conn.execute(f"DROP TABLE IF EXISTS {NODES}, {PRESENCE}")
-        conn.execute(f"DROP SEQUENCE IF EXISTS {PRESENCE}_generation")
+def url(pg_empty_url: str) -> str:
+    """A database of this test's own (tests/conftest.py), with the cluster's tables: a cluster of nobody."""
+    with connect(pg_empty_url) as conn:
         ensure_tables(conn)
-    yield server_url
+    return pg_empty_url
 
 
 class LeaseClock:
