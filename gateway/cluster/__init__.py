@@ -10,10 +10,11 @@ Every "who is online / push to them / kick them" decision of the services goes t
   S", "close user U with status S", "go away". Fire and forget, never blocking: each returns at once.
 
 Today both are one in-process object, ``gateway.cluster.local.Router``: a dict of this node's live
-connections, and a notice is a direct call on the connection (no task, no await, no copy). A cluster
-implementation (not built; docs/ARCHITECTURE.md, "Delivery and the cluster seam") would keep a presence
-table with leases and carry notices by PostgreSQL LISTEN/NOTIFY to the node that holds the connection,
-which hands them to its own ``Router``. Nothing outside ``gateway.delivery`` and this package holds the
+connections, and a notice is a direct call on the connection (no task, no await, no copy). The cluster's
+parts are built in ``gateway.cluster.postgres`` (a presence table whose rows live by their node's lease,
+notices by PostgreSQL LISTEN/NOTIFY to the node that holds the connection, which hands them to its own
+``Router``), not yet wired into ``serve``: docs/ARCHITECTURE.md, "Delivery and the cluster seam", says
+what is left. Nothing outside ``gateway.delivery`` and this package holds the
 answer to "which connection object is that?", so nothing else needs to change then.
 
 What each method means for several nodes is written on it; "this node" marks what stays node-local.

@@ -2,9 +2,9 @@
 
 The router is the only place that knows which connection object belongs to which session. It is both
 ``Presence`` and ``NoticeBus`` (``gateway.cluster``) for a single node: every answer comes from the dict,
-every notice is a direct call on the connection, which never blocks (pushes go to its outbox). A cluster
-implementation would keep one of these per node for that node's connections and put the presence table and
-the LISTEN/NOTIFY bus in front of it. Only ``gateway.delivery`` (and the tests) use it.
+every notice is a direct call on the connection, which never blocks (pushes go to its outbox). In a cluster
+each node keeps one of these for its own connections, with ``gateway.cluster.postgres.node.ClusterNode``
+(the presence table and the LISTEN/NOTIFY bus) in front of it. Only ``gateway.delivery`` (and the tests) use it.
 """
 
 from __future__ import annotations

@@ -1,0 +1,60 @@
+"""The cluster's tables: who holds which node id, and which node holds which live session.
+
+They are runtime state, not data: after a restart of the whole cluster every row is stale anyway (nobody
+is connected), so they are UNLOGGED (no WAL: cheaper to write, emptied by PostgreSQL after a crash, which
+is exactly right) and created by each node at start (``ensure_tables``) rather than by the schema
+migrations, whose SQLite and PostgreSQL lists must stay alike (docs/ARCHITECTURE.md says why in full).
+
+``ember_cluster_nodes``: one row per node id: the holder (host, pid, start time, a random incarnation that
+tells this start from an earlier one of the same id) and its lease. A presence row counts only while its
+node's lease runs: the heartbeat renews one row, not one per session.
+
+``ember_cluster_presence``: one row per live session (user, client): its platform, the node whose
+connection holds it, and a generation from a sequence, larger for a later registration, so a node told
+"this session moved" closes its connection only if that connection is the older one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+#: A psycopg connection in autocommit mode (``database.connect``): each block here opens its own transaction.
+Connection = psycopg.Connection[Any]
+
+NODES = "ember_cluster_nodes"
+PRESENCE = "ember_cluster_presence"
+
+_DDL = (
+    f"""CREATE UNLOGGED TABLE IF NOT EXISTS {NODES} (
+        node_id     integer PRIMARY KEY,
+        incarnation text NOT NULL,
+        host        text NOT NULL,
+        pid         integer NOT NULL,
+        started_at  timestamptz NOT NULL,
+        lease_until timestamptz NOT NULL
+    )""",
+    f"""CREATE UNLOGGED TABLE IF NOT EXISTS {PRESENCE} (
+        user_id    text NOT NULL,
+        client_id  text NOT NULL,
+        platform   smallint NOT NULL,
+        node_id    integer NOT NULL,
+        generation bigint NOT NULL,
+        PRIMARY KEY (user_id, client_id)
+    )""",
+    f"CREATE INDEX IF NOT EXISTS {PRESENCE}_node ON {PRESENCE} (node_id)",
+    f"CREATE SEQUENCE IF NOT EXISTS {PRESENCE}_generation",
+)
+
+# Two nodes starting at once may both run CREATE ... IF NOT EXISTS, which can still fail on the catalog's
+# unique index in PostgreSQL; an advisory lock taken for the transaction serialises them.
+_DDL_LOCK = 0x656D6265  # "embe"
+
+
+def ensure_tables(conn: Connection) -> None:
+    """Create the cluster's tables if they are missing (idempotent; every node runs it at start)."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK,))
+        for statement in _DDL:
+            conn.execute(statement)
