@@ -39,6 +39,13 @@ def test_both_backends_list_the_same_migrations_under_the_same_names() -> None:
     assert all(name.startswith(f"_v{i}_") for i, name in enumerate(names, 1)), names
 
 
+#: Search's index (v13) is each backend's own: an FTS5 virtual table on SQLite (with its shadow tables
+#: message_search_data, _idx, _content, _docsize, _config), a plain table of the same columns keyed by
+#: message id on PostgreSQL (docs/ARCHITECTURE.md, "Search"). Compared by column names only.
+SEARCH_INDEX = "message_search"
+_SEARCH_COLUMNS = ["bi", "uni", "words", "content_type"]
+
+
 def _sqlite_schema(path: Path) -> dict[str, Any]:
     conn = sqlite3.connect(path)
     try:
@@ -46,7 +53,12 @@ def _sqlite_schema(path: Path) -> dict[str, Any]:
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]  # fmt: skip
         out: dict[str, Any] = {}
         for table in tables:
+            if table.startswith(SEARCH_INDEX + "_"):
+                continue  # FTS5's shadow tables
             info = conn.execute(f"PRAGMA table_info({table})").fetchall()  # cid, name, type, notnull, dflt, pk
+            if table == SEARCH_INDEX:
+                out[table] = [row[1] for row in info]
+                continue
             pk = [row[1] for row in sorted((r for r in info if r[5]), key=lambda r: r[5])]
             columns = [
                 (name, _SQLITE_TYPES[typ.upper()], bool(notnull) or name in pk, _default(dflt))
@@ -72,6 +84,13 @@ def _pg_schema(conn: psycopg.Connection[Any]) -> dict[str, Any]:
         "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
         " AND table_type = 'BASE TABLE' AND table_name <> %s ORDER BY table_name", (pg_schema.VERSION_TABLE,))]  # fmt: skip
     for table in tables:
+        if table == SEARCH_INDEX:  # keyed by message_id where FTS5 has its rowid
+            names = [r[0] for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema()"
+                " AND table_name = %s ORDER BY ordinal_position", (table,))]  # fmt: skip
+            assert names[0] == "message_id"
+            out[table] = names[1:]
+            continue
         columns = [
             (name, typ, nullable == "NO", _default(dflt))
             for name, typ, nullable, dflt in conn.execute(
@@ -123,6 +142,7 @@ def test_a_migrated_sqlite_file_and_a_migrated_postgresql_database_have_the_same
     assert sorted(on_pg) == sorted(on_sqlite), "the two backends have different tables"
     for table in on_sqlite:
         assert on_pg[table] == on_sqlite[table], f"table {table} differs between SQLite and PostgreSQL"
+    assert on_sqlite[SEARCH_INDEX] == _SEARCH_COLUMNS
     # SQLite compares text byte by byte: every PostgreSQL text column must too (storage.postgres.schema).
     assert collations and all(c == "C" for _, _, c in collations), [r for r in collations if r[2] != "C"]
 

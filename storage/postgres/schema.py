@@ -267,6 +267,82 @@ def _v11_robots(conn: psycopg.Connection[Any]) -> None:
     conn.execute("CREATE INDEX robots_by_owner ON robots (owner, robot_id)")
 
 
+def _v12_conversation_list(conn: psycopg.Connection[Any]) -> None:
+    """Each user's conversations, newest listed message first (``storage.conversation_table``; SQLite's v12):
+    ``messages.persist_flag`` set from each message's content first, then both tables filled from ``inbox``."""
+    import msgpack
+
+    from storage import conversation_table as table
+
+    stale = []
+    for message_id, content, flag in conn.execute("SELECT message_id, content, persist_flag FROM messages"):
+        now = msgpack.unpackb(bytes(content)).get("persist_flag", table.DEFAULT_FLAG)
+        if now != flag:
+            stale.append((now, message_id))
+    with conn.cursor() as cursor:
+        cursor.executemany("UPDATE messages SET persist_flag = %s WHERE message_id = %s", stale)
+    conn.execute(
+        f"CREATE TABLE conversation_inbox (user_id {TEXT} NOT NULL, conv_type {INT} NOT NULL, conv_key {TEXT} NOT NULL,"
+        f" conv_line {INT} NOT NULL, message_id {INT} NOT NULL,"
+        " PRIMARY KEY (user_id, conv_type, conv_key, conv_line, message_id))"
+    )
+    conn.execute(
+        f"CREATE TABLE conversations (user_id {TEXT} NOT NULL, conv_type {INT} NOT NULL, conv_key {TEXT} NOT NULL,"
+        f" conv_line {INT} NOT NULL, last_id {INT} NOT NULL, PRIMARY KEY (user_id, conv_type, conv_key, conv_line))"
+    )
+    conn.execute("CREATE INDEX conversations_by_last ON conversations (user_id, last_id)")
+    conn.execute("CREATE INDEX conversations_by_conversation ON conversations (conv_type, conv_key, conv_line, user_id)")
+    # The fill of storage.conversation_table.rebuild, in PostgreSQL's spelling (ON CONFLICT DO NOTHING).
+    conn.execute(
+        "INSERT INTO conversation_inbox (user_id, conv_type, conv_key, conv_line, message_id)"
+        " SELECT i.user_id, m.conv_type, m.conv_key, m.conv_line, m.message_id"
+        f" FROM inbox i JOIN messages m ON m.message_id = i.message_id WHERE m.conv_type <> {table.PRIVATE}"
+        " ON CONFLICT DO NOTHING"
+    )
+    conn.execute(
+        "INSERT INTO conversation_index (conv_type, conv_key, conv_line, message_id)"
+        " SELECT m.conv_type, m.conv_key, m.conv_line, m.message_id FROM messages m"
+        " WHERE m.message_id IN (SELECT message_id FROM inbox) ON CONFLICT DO NOTHING"
+    )
+    not_deleted = table._NOT_DELETED.format(user="i.user_id", message="i.message_id")
+    conn.execute(
+        "INSERT INTO conversations (user_id, conv_type, conv_key, conv_line, last_id)"
+        " SELECT i.user_id, m.conv_type, m.conv_key, m.conv_line,"
+        f" MAX(CASE WHEN {table._LISTED} AND {not_deleted} THEN i.message_id ELSE 0 END)"
+        " FROM inbox i JOIN messages m ON m.message_id = i.message_id"
+        " GROUP BY i.user_id, m.conv_type, m.conv_key, m.conv_line"
+    )
+
+
+def _v13_message_search(conn: psycopg.Connection[Any]) -> None:
+    """Message search's tables (SQLite's v13): the token log ``search_recent``, the inbox index search looks
+    up, and ``message_search``. On SQLite that last one is an FTS5 table; here it is a plain table of the same
+    columns (keyed by message id), filled with the same tokens (``storage.search``), which a PostgreSQL search
+    backend will index with a tsvector and GIN (docs/ARCHITECTURE.md, "Search": not built yet)."""
+    import msgpack
+
+    from storage.search import index_row
+
+    conn.execute(
+        f"CREATE TABLE search_recent (message_id {INT} PRIMARY KEY, bi {TEXT} NOT NULL, uni {TEXT} NOT NULL,"
+        f" words {TEXT} NOT NULL, content_type {INT} NOT NULL)"
+    )
+    conn.execute("CREATE INDEX inbox_by_message ON inbox (user_id, message_id)")
+    conn.execute(
+        f"CREATE TABLE message_search (message_id {INT} PRIMARY KEY, bi {TEXT} NOT NULL, uni {TEXT} NOT NULL,"
+        f" words {TEXT} NOT NULL, content_type {INT} NOT NULL)"
+    )
+    rows = []
+    for message_id, content in conn.execute("SELECT message_id, content FROM messages ORDER BY message_id"):
+        row = index_row(message_id, msgpack.unpackb(bytes(content)))
+        if row is not None:
+            rows.append((row.message_id, row.doc.bi, row.doc.uni, row.doc.words, row.content_type))
+    with conn.cursor() as cursor:
+        cursor.executemany(
+            "INSERT INTO message_search (message_id, bi, uni, words, content_type) VALUES (%s, %s, %s, %s, %s)", rows
+        )
+
+
 #: Every migration ever released, oldest first, named as in ``storage.schema.MIGRATIONS``. Append only.
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     _v1_users_and_sessions,
@@ -280,6 +356,8 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     _v9_sealed_session_secrets,
     _v10_tombstone_retention,
     _v11_robots,
+    _v12_conversation_list,
+    _v13_message_search,
 )
 
 #: The version of a fully migrated database.
