@@ -121,7 +121,7 @@ def clear(
 ) -> tuple[tuple[relations.Change, ...], int]:
     """Delete ``message_ids`` (found by ``conversation_message_ids``) for the user and move the clear mark."""
     conn.executemany(
-        "INSERT OR IGNORE INTO deleted_messages (user_id, message_id, deleted_at) VALUES (?, ?, ?)",
+        "INSERT INTO deleted_messages (user_id, message_id, deleted_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
         [(user_id, message_id, now_ms) for message_id in message_ids],
     )
     return advance_mark(conn, user_id, CLEAR_SCOPE, conv, up_to, now_ms)

@@ -59,11 +59,12 @@ _MERGE_INBOX = (
     " SELECT user_id, seq, message_id FROM inbox_recent ORDER BY user_id, seq"
 )
 # Every stored message has inbox rows, written with it: the log names the messages to index.
-# OR IGNORE: the index is a set, and a merge that failed on a duplicate would stop every send.
+# DO NOTHING on a conflict: the index is a set, and a merge that failed on a duplicate would stop every
+# send. (Both databases take ON CONFLICT; SQLite needs the WHERE before it to parse an INSERT ... SELECT.)
 _MERGE_CONVERSATIONS = (
-    "INSERT OR IGNORE INTO conversation_index (conv_type, conv_key, conv_line, message_id)"
+    "INSERT INTO conversation_index (conv_type, conv_key, conv_line, message_id)"
     " SELECT m.conv_type, m.conv_key, m.conv_line, m.message_id FROM messages m"
-    " WHERE m.message_id IN (SELECT message_id FROM inbox_recent) ORDER BY 1, 2, 3, 4"
+    " WHERE m.message_id IN (SELECT message_id FROM inbox_recent) ORDER BY 1, 2, 3, 4 ON CONFLICT DO NOTHING"
 )
 
 
