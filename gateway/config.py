@@ -23,12 +23,13 @@ import os
 import secrets
 import tomllib
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from protocol.connection import MAX_KEEPALIVE_SECONDS
+from storage.postgres.url import is_postgres_url, mask_password
 from storage.records import USER_INFO_FIELDS
 
 #: What another user sees of a user by default: its info without the contact details (mobile, email,
@@ -55,15 +56,26 @@ def _key(
     choices: tuple[str, ...] | None = None,
     secret: bool = False,
     optional: bool = False,
+    mask: Callable[[str], str] | None = None,
 ) -> Any:
     """Declare one config key: its default, meaning and bounds.
 
     Secret keys have the empty string as default, meaning "required", and are
     left out of ``repr`` so that logging a config object cannot leak them. An ``optional`` secret may
-    stay empty (its section's ``_check`` says when it is needed).
+    stay empty (its section's ``_check`` says when it is needed). A key that holds a secret inside a
+    longer value (a database URL's password) has a ``mask``: ``check-config`` shows ``mask(value)``,
+    and it is left out of ``repr`` too.
     """
-    meta = {"doc": doc, "lo": lo, "hi": hi, "choices": choices, "secret": secret, "optional": optional}
-    return field(default=default, repr=not secret, metadata=meta)
+    meta = {
+        "doc": doc,
+        "lo": lo,
+        "hi": hi,
+        "choices": choices,
+        "secret": secret,
+        "optional": optional,
+        "mask": mask,
+    }
+    return field(default=default, repr=not (secret or mask), metadata=meta)
 
 
 class _Section:
@@ -230,6 +242,14 @@ class ClientConfig(_Section):
 class StorageConfig(_Section):
     SECTION: ClassVar[str] = "storage"
     path: str = _key("ember.db", "SQLite database file; a relative path is relative to the data folder.")
+    # --- PostgreSQL (issue 23) ---
+    url: str = _key(
+        "",
+        "Empty: SQLite at storage.path. A postgresql://user:password@host:port/dbname URL (libpq's form and "
+        "parameters, e.g. ?sslmode=verify-full): every table on that PostgreSQL database instead (needs "
+        "ember-im[postgresql]). Its password is never logged and shows as *** in check-config.",
+        mask=mask_password,
+    )
     synchronous: str = _key(
         "NORMAL", "SQLite synchronous mode: NORMAL (fast, WAL-safe) or FULL.", choices=("NORMAL", "FULL")
     )
@@ -258,6 +278,10 @@ class StorageConfig(_Section):
     def _check(self) -> None:
         if not self.path.strip():
             raise ConfigError("storage.path: must not be empty")
+        if self.url and not is_postgres_url(self.url):
+            raise ConfigError(
+                f"storage.url: must be empty or a postgresql:// URL, got {mask_password(self.url)!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -568,7 +592,10 @@ class Config:
             section = getattr(self, name)
             for f in dataclasses.fields(section_cls):
                 value = getattr(section, f.name)
-                shown = ("<secret>" if value else '""') if f.metadata["secret"] else _toml_value(value)
+                if f.metadata["secret"]:
+                    shown = "<secret>" if value else '""'
+                else:
+                    shown = _toml_value(f.metadata["mask"](value) if f.metadata["mask"] else value)
                 rows.append((f"{name}.{f.name}", shown, sources.get(f"{name}.{f.name}", "default")))
         return rows
 

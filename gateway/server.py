@@ -70,6 +70,7 @@ async def serve(
         commit_delay_ms=config.storage.commit_delay_ms,
         max_queued=config.storage.max_queued_operations,
         server_key=config.token.key_bytes(),  # session secrets are sealed under it (storage.sealing)
+        url=config.storage.url,  # empty: SQLite at storage.path
     ) as store:
         delivery = Delivery.single_node()  # one process: its own connections are all there is
         sessions = SessionService(config, store, delivery, clock)

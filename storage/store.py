@@ -20,6 +20,8 @@ from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
 
+import trio
+
 from protocol.codes import UserStatus
 from storage import chatrooms, messages, relations, sends, sessions, users
 from storage.inboxes import InboxState
@@ -356,6 +358,7 @@ async def open_store(
     readers: int = DEFAULT_READERS,
     max_queued: int = DEFAULT_MAX_QUEUED,
     server_key: bytes | None = None,
+    url: str = "",
 ) -> AsyncIterator[Store]:
     """Open (creating and migrating if needed) the database at ``path``; close it on exit.
 
@@ -381,7 +384,15 @@ async def open_store(
     without it serves everything but sessions: their methods raise ``StorageError``.
 
     The database files are the owner's alone (0600): see ``storage.sqlite.guard.tighten_database_files``.
+
+    ``url`` (``storage.url``), when set, selects PostgreSQL instead and ``path`` is not used: the
+    database is migrated (``storage.postgres.schema``); connection and schema errors are one-line
+    ``StorageError``s with the password masked.
     """
+    if url:
+        async with _open_postgres(url, callback_context, commit_delay_ms, readers, max_queued, server_key) as store:
+            yield store
+        return
     check_sqlite_version()
     seal = None if server_key is None else SecretSeal(server_key)
     with DatabaseLock(path):  # the writer's in-memory state is right only for a database's one writer
@@ -423,6 +434,36 @@ async def _open_writer(
             await pool.aclose()
     finally:
         await writer.aclose()
+
+
+@asynccontextmanager
+async def _open_postgres(
+    url: str,
+    callback_context: Callable[[], AbstractContextManager[object]],
+    commit_delay_ms: float,
+    readers: int,
+    max_queued: int,
+    server_key: bytes | None,
+) -> AsyncIterator[Store]:
+    """PostgreSQL: migrate (on a thread: libpq blocks), then the same store on psycopg connections.
+
+    ``storage.postgres.store``: the writer (its group commit, its lock), the readers, the dialect.
+    psycopg is imported only here, so SQLite needs none of it.
+    """
+    from storage.postgres.schema import migrate_database
+    from storage.postgres.store import open_postgres
+
+    await trio.to_thread.run_sync(migrate_database, url)
+    seal = None if server_key is None else SecretSeal(server_key)
+    async with open_postgres(
+        url,
+        callback_context=callback_context,
+        commit_delay_ms=commit_delay_ms,
+        readers=readers,
+        max_queued=max_queued,
+        seal=seal,
+    ) as (writer, inboxes, pool):
+        yield Store(writer, inboxes, pool, seal)
 
 
 def _prepare(seal: SecretSeal | None, conn: sqlite3.Connection) -> None:

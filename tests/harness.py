@@ -1,7 +1,8 @@
 """A real gateway in the test's trio run: real sockets on 127.0.0.1, a real SQLite file.
 
 ``await start_gateway(nursery, tmp_path, server={...})`` serves until the test's
-nursery is cancelled. Raw helpers below speak the protocol with
+nursery is cancelled. With ``EMBER_TEST_BACKEND=postgresql`` it stores on a PostgreSQL
+database of the tests' private server instead, one per data folder (``tests.backends``). Raw helpers below speak the protocol with
 ``protocol.ClientConnection`` for tests that need to misbehave on purpose.
 """
 
@@ -26,6 +27,7 @@ from protocol.codes import ConnectionStatus
 from protocol.connection import ClientConnection
 from protocol.token import parse_token
 from storage import UserRecord
+from tests import backends
 
 
 @dataclass
@@ -68,6 +70,9 @@ async def start_gateway(
     sections["server"] = {"port": 0, **sections["server"]}
     sections["admin"] = {"port": 0, **sections.get("admin", {})}
     await trio.Path(data_dir).mkdir(parents=True, exist_ok=True)
+    if backends.on_postgres() and not sections.get("storage", {}).get("url"):
+        url = await trio.to_thread.run_sync(backends.storage_url, data_dir)
+        sections["storage"] = {**sections.get("storage", {}), "url": url}
     config = Config.default(data_dir, **sections)
     clock = clock or ManualClock()
     running = await nursery.start(functools.partial(serve, config, clock=clock, read_poller=read_poller))

@@ -12,10 +12,21 @@ from typing import Any
 import trio
 
 from storage.writer import Writer
+from tests import backends
 
 
 def peek(db_path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Read with a second, independent connection: sees only what was committed."""
+    """Read with a second, independent connection: sees only what was committed.
+
+    On ``EMBER_TEST_BACKEND=postgresql`` it reads the database that stands for ``db_path`` (or for its
+    data folder): plain SQL with ``?`` placeholders reads the same on both backends.
+    """
+    url = backends.known_url(db_path)
+    if url:
+        from storage.postgres.connection import connect
+
+        with connect(url) as pconn:
+            return [tuple(row) for row in pconn.execute(sql.replace("?", "%s"), params).fetchall()]
     conn = sqlite3.connect(db_path)
     try:
         return conn.execute(sql, params).fetchall()

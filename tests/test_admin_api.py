@@ -32,6 +32,7 @@ from gateway.sessions import SessionService
 from protocol.codes import ConnectionStatus, ErrorCode, Platform
 from protocol.token import open_credential, parse_token
 from storage import open_store
+from tests import backends
 
 ADMIN_SECRET = "test-admin-secret"
 TOKEN_KEY = "5a" * 32
@@ -106,12 +107,14 @@ async def make_admin(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Mak
 
     async def make(**sections: Any) -> Admin:
         db = tmp_path / f"ember{len(shutdowns)}.db"
+        url = await trio.to_thread.run_sync(backends.storage_url, db)  # "" on SQLite
         sections = {"admin": {"secret": ADMIN_SECRET}, "token": {"key": TOKEN_KEY},
-                    "storage": {"path": str(db)}, **sections}
+                    "storage": {"path": str(db), "url": url}, **sections}
         config = Config.default(tmp_path, **sections)
         clock, node = ManualClock(), RecordingNode()
         delivery = Delivery(node)
-        store = await stack.enter_async_context(open_store(config.storage.path, server_key=config.token.key_bytes()))
+        store = await stack.enter_async_context(
+            open_store(config.storage.path, server_key=config.token.key_bytes(), url=config.storage.url))
         sessions = SessionService(config, store, delivery, clock, token_rng=lambda n: FIXED_SECRET[:n])
         messages = MessageService(config, store, delivery, clock)
         app = create_admin_app(config=config, store=store, sessions=sessions, delivery=delivery, clock=clock,

@@ -47,6 +47,7 @@ def raw_bytes(db: Path) -> bytes:
 # ------------------------------------------------------------------ file modes
 
 
+@pytest.mark.sqlite_only
 async def test_a_new_database_and_its_side_files_are_0600(tmp_path: Path) -> None:
     db = tmp_path / "ember.db"
     old = os.umask(0o022)  # the common default, under which SQLite alone makes 0644 files
@@ -60,6 +61,7 @@ async def test_a_new_database_and_its_side_files_are_0600(tmp_path: Path) -> Non
         os.umask(old)
 
 
+@pytest.mark.sqlite_only
 async def test_an_older_world_readable_database_is_tightened_and_it_is_said(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -106,6 +108,7 @@ def test_an_open_data_folder_or_config_is_warned_about_once_each(
 # ------------------------------------------------------------------ sealed secrets
 
 
+@pytest.mark.sqlite_only
 async def test_no_session_secret_is_stored_in_clear(nursery: trio.Nursery, tmp_path: Path) -> None:
     gw = await start_gateway(nursery, tmp_path, token={"key": KEY_A})
     await gw.user("alice")
@@ -129,6 +132,7 @@ async def stop_after(tmp_path: Path, key: str) -> tuple[Gateway, str]:
     return gw, token
 
 
+@pytest.mark.sqlite_only
 async def test_a_database_copied_under_another_server_key_lets_no_one_in(
     nursery: trio.Nursery, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -151,6 +155,7 @@ async def test_a_database_copied_under_another_server_key_lets_no_one_in(
     await (await RawClient.connected(gw, await gw.token("alice", "phone"))).aclose()
 
 
+@pytest.mark.sqlite_only
 async def test_a_store_without_the_server_key_refuses_session_secrets(tmp_path: Path) -> None:
     async with open_store(tmp_path / "ember.db") as store:
         with pytest.raises(StorageError, match="server_key"):
@@ -178,6 +183,7 @@ def build_v8_database(db: Path, secret: bytes, issued_at_ms: int) -> None:
         conn.close()
 
 
+@pytest.mark.sqlite_only
 async def test_a_v8_database_with_clear_secrets_is_sealed_at_start_and_its_sessions_still_connect(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:

@@ -30,6 +30,7 @@ from gateway.sessions import SessionService
 from protocol.codes import ConnectionStatus
 from protocol.token import parse_token
 from storage import open_store
+from tests import backends
 
 
 class RecordingNode(Router):
@@ -60,7 +61,8 @@ async def server(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Server]
     config = Config.load(data, env={})
     clock, node = Clock(), RecordingNode()  # real wall clock: the CLI signs with it
     delivery = Delivery(node)
-    async with open_store(config.storage.path, server_key=config.token.key_bytes()) as store:
+    url = await trio.to_thread.run_sync(backends.storage_url, data)  # "" on SQLite
+    async with open_store(config.storage.path, server_key=config.token.key_bytes(), url=url) as store:
         sessions = SessionService(config, store, delivery, clock)
         messages = MessageService(config, store, delivery, clock)
         app = create_admin_app(

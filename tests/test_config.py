@@ -204,3 +204,50 @@ def test_a_setting_must_fit_one_sync_page() -> None:
     with pytest.raises(ConfigError, match="setting.max_key_bytes"):
         Config.default(server={"max_frame_bytes": 16384})
     Config.default(server={"max_frame_bytes": 16384}, setting={"max_value_bytes": 8192})
+
+
+# --- storage.url (PostgreSQL, issue 23) ---------------------------------------------------------
+
+
+def test_storage_url_selects_postgresql_and_never_shows_its_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.cli import main
+
+    assert Config.default().storage.url == ""  # SQLite at storage.path unless set
+    url = "postgresql://ember:pw-in-the-url@db.example:5432/ember?sslmode=verify-full&password=pw-in-the-query"
+    path = write(tmp_path / "ember.toml", f'[admin]\nsecret = "s"\n[token]\nkey = "{KEY}"\n')
+    monkeypatch.setenv("EMBER_STORAGE__URL", url)
+    config = Config.load(tmp_path, path)
+    assert config.storage.url == url  # given to libpq as written, every parameter kept
+    assert "pw-in-the" not in repr(config)
+    assert main(["check-config", str(path)]) == 0
+    out = capsys.readouterr()
+    line = next(line for line in out.out.splitlines() if line.startswith("storage.url"))
+    assert line.split()[:3] == [
+        "storage.url", "=", '"postgresql://ember:***@db.example:5432/ember?sslmode=verify-full&password=***"']  # fmt: skip
+    assert line.split()[-1] == "env" and "pw-in-the" not in out.out + out.err
+
+
+@pytest.mark.parametrize("url", ["mysql://u:pw-secret@db/x", "db.example:5432", "host=db password=pw-secret"])
+def test_storage_url_must_be_postgresql_and_the_error_masks_it(url: str) -> None:
+    with pytest.raises(ConfigError, match="storage.url: must be empty or a postgresql:// URL") as info:
+        Config.default(storage={"url": url})
+    assert "pw-secret" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u:p@h/d", "postgresql://u:***@h/d"),
+        ("postgres://u@h:5432/d", "postgres://u@h:5432/d"),
+        ("postgresql://u:p%40ss@h1:1,h2:2/d?sslmode=require", "postgresql://u:***@h1:1,h2:2/d?sslmode=require"),
+        ("postgresql://u:p@ss/w@h/d", "postgresql://u:***@h/d"),  # an unescaped @ and / in the password
+        ("postgresql:///d?host=/run/pg&password=p&user=u", "postgresql:///d?host=/run/pg&password=***&user=u"),
+        ("host=h password='a b' user=u", "host=h password=*** user=u"),
+    ],
+)
+def test_mask_password(url: str, shown: str) -> None:
+    from storage.postgres.url import mask_password
+
+    assert mask_password(url) == shown

@@ -14,6 +14,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +23,9 @@ from protocol import codec
 from storage import conversations
 from storage.messages import Conversation, conversation_key
 from storage.schema import migrate
+
+# SQLite itself (its file, connection or PRAGMAs), not the backend-neutral store: tests/backends.py.
+pytestmark = pytest.mark.sqlite_only
 
 EXAMPLES = int(os.environ.get("FILTER_EXAMPLES", "60"))
 ME = "me"

@@ -34,6 +34,7 @@ from protocol import events
 from protocol.codes import ConnectionStatus
 from protocol.connection import ClientConnection
 from protocol.token import parse_token
+from tests import backends
 
 REPO = Path(__file__).resolve().parent.parent
 ADMIN_SECRET = "crash-test-admin-secret"
@@ -73,6 +74,8 @@ async def ember_serve(data: Path, log: Path, **settings: str) -> AsyncIterator[S
         "PYTHONPATH": str(REPO),
         **settings,
     }
+    if backends.on_postgres():  # the same database for every start on this data folder
+        env["EMBER_STORAGE__URL"] = await trio.to_thread.run_sync(backends.storage_url, data)
     with log.open("ab") as out:
         process = await trio.lowlevel.open_process(
             [sys.executable, "-m", "gateway.cli", "serve", "--data", str(data)],

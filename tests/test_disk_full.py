@@ -27,6 +27,9 @@ from tests.storage_helpers import peek, wait_until
 from tests.test_messaging import Device
 from tests.test_metrics import parse
 
+# SQLite itself (its file, connection or PRAGMAs), not the backend-neutral store: tests/backends.py.
+pytestmark = pytest.mark.sqlite_only
+
 #: Room for the gateway's files (a migrated database is ~0.3 MB); the filler takes the rest.
 FS_SIZE = "8m"
 #: Sends of a few pages each: a write of one page (the probe) may still fit in the blocks a failed commit

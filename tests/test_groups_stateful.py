@@ -12,6 +12,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
@@ -26,6 +27,9 @@ from storage.messages import Conversation, Outgoing
 from storage.schema import migrate
 from storage.sends import SendPolicy, send_message
 from storage.users import create_user
+
+# SQLite itself (its file, connection or PRAGMAs), not the backend-neutral store: tests/backends.py.
+pytestmark = pytest.mark.sqlite_only
 
 USERS = ("u0", "u1", "u2", "u3", "u4")
 #: A user, chosen at run time: 0-4 any user, 5-14 one of the current members (so most steps meet a role).

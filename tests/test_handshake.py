@@ -331,11 +331,12 @@ async def test_last_seen_is_written_before_the_store_closes(tmp_path) -> None:
         gw = await start_gateway(gateway_nursery, tmp_path)
         issued = await stay_then_disconnect(gw, 90)
         gateway_nursery.cancel_scope.cancel()  # stop the gateway, flushed or not
-    async with open_store(gw.config.storage.path, server_key=gw.config.token.key_bytes()) as store:
+    async with open_store(gw.config.storage.path, server_key=gw.config.token.key_bytes(), url=gw.config.storage.url) as store:
         session = await store.get_session("alice", "c1")
     assert session is not None and session.last_seen == issued + 90_000
 
 
+@pytest.mark.sqlite_only
 async def test_a_failed_last_seen_write_is_written_by_the_next_flush(gw: Gateway) -> None:
     await gw.user("alice")
     await gw.token("alice", "c1")

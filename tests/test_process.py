@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 
 import client
@@ -21,6 +22,7 @@ from gateway.admin.signing import signed_json
 from gateway.clock import Clock
 from protocol.events import GoAway
 from protocol.token import parse_token
+from tests import backends
 from tests.harness import RawClient
 from tests.http_receiver import Receiver
 from tests.test_messaging import Device
@@ -69,6 +71,8 @@ async def start(tmp_path: Path, extra: str = "", folder_mode: int = 0o700, confi
     connect_log = tmp_path / "connects.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("EMBER_")}
     env |= {"EMBER_TEST_CONNECT_LOG": str(connect_log), "PYTHONPATH": str(ROOT)}
+    if backends.on_postgres():
+        env["EMBER_STORAGE__URL"] = await trio.to_thread.run_sync(backends.storage_url, data)
     process = await trio.lowlevel.open_process(
         [sys.executable, str(ROOT / "tests" / "audited_serve.py"), "serve", "--data", str(data)],
         stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env, cwd=tmp_path,
@@ -175,6 +179,7 @@ async def test_sigterm_tells_clients_to_reconnect_delivers_webhooks_and_exits_0(
     assert "shutdown: webhooks drained (0 left)" in log
 
 
+@pytest.mark.sqlite_only
 async def test_files_stay_private_open_ones_are_named_and_no_secret_is_stored_in_clear(tmp_path: Path) -> None:
     """Under the usual umask (022) a data folder and config as a user might make them: 0755 and 0644."""
     old_umask = os.umask(0o022)  # the child inherits it: SQLite on its own would make 0644 files

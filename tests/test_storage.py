@@ -31,6 +31,7 @@ from storage import (
     open_store,
 )
 from storage.writer import Writer
+from tests import backends
 from tests.storage_helpers import held_writer, peek, wait_until
 
 SERVER_KEY = bytes(range(64, 96))  # what session secrets are sealed under (token.key's bytes)
@@ -46,7 +47,8 @@ def db_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def store(db_path: Path) -> AsyncIterator[Store]:
-    async with open_store(db_path, server_key=SERVER_KEY) as opened:
+    url = await trio.to_thread.run_sync(backends.storage_url, db_path)  # "" on SQLite: the file db_path
+    async with open_store(db_path, server_key=SERVER_KEY, url=url) as opened:
         yield opened
 
 
@@ -79,6 +81,7 @@ async def make_items_table(store: Store) -> None:
 # ------------------------------------------------------------------ schema
 
 
+@pytest.mark.sqlite_only
 async def test_fresh_database_is_migrated_and_configured(db_path: Path) -> None:
     async with open_store(db_path) as store:
         assert store.path == db_path
@@ -95,6 +98,7 @@ async def test_fresh_database_is_migrated_and_configured(db_path: Path) -> None:
     assert peek(db_path, "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'sessions'")
 
 
+@pytest.mark.sqlite_only
 async def test_synchronous_full_and_invalid(db_path: Path) -> None:
     async with open_store(db_path, synchronous="FULL") as store:
         assert await store.run(lambda conn: conn.execute("PRAGMA synchronous").fetchone()[0]) == 2
@@ -103,6 +107,7 @@ async def test_synchronous_full_and_invalid(db_path: Path) -> None:
             pass
 
 
+@pytest.mark.sqlite_only
 async def test_reopen_is_idempotent_and_keeps_data(db_path: Path) -> None:
     async with open_store(db_path, server_key=SERVER_KEY) as store:
         assert await store.create_user(UserRecord("alice", name="Alice", created_at=T0, updated_at=T0))
@@ -121,6 +126,7 @@ async def test_reopen_is_idempotent_and_keeps_data(db_path: Path) -> None:
         conn.close()
 
 
+@pytest.mark.sqlite_only
 async def test_appended_migration_runs_once_on_existing_db(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -141,6 +147,7 @@ async def test_appended_migration_runs_once_on_existing_db(
     assert peek(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION + 1,)]
 
 
+@pytest.mark.sqlite_only
 async def test_failing_migration_changes_nothing(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     async with open_store(db_path):
         pass
@@ -159,6 +166,7 @@ async def test_failing_migration_changes_nothing(db_path: Path, monkeypatch: pyt
     assert peek(db_path, "SELECT name FROM sqlite_master WHERE name = 'half_done'") == []
 
 
+@pytest.mark.sqlite_only
 async def test_newer_schema_and_unopenable_path_are_refused(db_path: Path, tmp_path: Path) -> None:
     conn = sqlite3.connect(db_path)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 5}")
@@ -345,6 +353,7 @@ async def test_touch_sessions_moves_last_seen_forward_only(store: Store) -> None
 # ------------------------------------------------------------------ writer
 
 
+@pytest.mark.sqlite_only
 async def test_one_failing_op_in_a_batch_rolls_back_only_itself(store: Store, db_path: Path) -> None:
     await make_items_table(store)
     results: dict[int, Any] = {}
@@ -363,6 +372,7 @@ async def test_one_failing_op_in_a_batch_rolls_back_only_itself(store: Store, db
     assert await store.run(insert_item, 100) == 100  # the thread survived
 
 
+@pytest.mark.sqlite_only
 async def test_result_arrives_only_after_commit(store: Store, db_path: Path) -> None:
     seen: list[list[tuple[Any, ...]]] = []
 
@@ -376,6 +386,7 @@ async def test_result_arrives_only_after_commit(store: Store, db_path: Path) -> 
     assert len(seen) == 20 and all(len(rows) == 1 for rows in seen)
 
 
+@pytest.mark.sqlite_only
 async def test_failed_commit_fails_every_op_of_the_batch(store: Store, db_path: Path) -> None:
     await store.run(create_table, "CREATE TABLE parent (id INTEGER PRIMARY KEY)")
     await store.run(
@@ -404,6 +415,7 @@ async def test_failed_commit_fails_every_op_of_the_batch(store: Store, db_path: 
     assert await store.run(add_parent) == "ok"  # the next batch starts clean
 
 
+@pytest.mark.sqlite_only
 async def test_op_that_ends_the_transaction_does_not_take_later_ops_down(store: Store, db_path: Path) -> None:
     await make_items_table(store)
 
@@ -426,6 +438,7 @@ async def test_op_that_ends_the_transaction_does_not_take_later_ops_down(store: 
     assert peek(db_path, "SELECT n FROM items") == [(3,)]
 
 
+@pytest.mark.sqlite_only
 async def test_op_errors_are_values_including_base_exceptions(store: Store) -> None:
     def interrupt(conn: sqlite3.Connection) -> None:
         raise KeyboardInterrupt
@@ -441,6 +454,7 @@ async def test_op_errors_are_values_including_base_exceptions(store: Store) -> N
     assert await store.get_user("nobody") is None
 
 
+@pytest.mark.sqlite_only
 async def test_batches_are_bounded(db_path: Path) -> None:
     writer = Writer(db_path, max_batch=3)
     await writer.start()
@@ -455,6 +469,7 @@ async def test_batches_are_bounded(db_path: Path) -> None:
         await writer.aclose()
 
 
+@pytest.mark.sqlite_only
 async def test_aclose_commits_queued_ops_then_refuses_new_ones(db_path: Path) -> None:
     results: dict[int, Any] = {}
     async with open_store(db_path) as store:
@@ -487,6 +502,7 @@ async def test_cancelled_caller_op_still_runs(store: Store) -> None:
     assert await store.get_user("late") == UserRecord("late")
 
 
+@pytest.mark.sqlite_only
 async def test_the_wal_starts_over_under_steady_load(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A writer that never pauses must still let the WAL restart, or the file grows without end.
 
@@ -521,6 +537,7 @@ async def test_the_wal_starts_over_under_steady_load(db_path: Path, monkeypatch:
                 await trio.lowlevel.checkpoint()
 
 
+@pytest.mark.sqlite_only
 async def test_a_new_database_gets_small_pages_and_an_existing_one_keeps_its_own(tmp_path: Path) -> None:
     fresh = tmp_path / "fresh.db"
     async with open_store(fresh):

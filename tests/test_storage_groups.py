@@ -34,6 +34,9 @@ from storage.sends import SendPolicy, send_private, send_private_group
 from storage.users import create_user
 from tests.storage_helpers import held_writer
 
+# SQLite itself (its file, connection or PRAGMAs), not the backend-neutral store: tests/backends.py.
+pytestmark = pytest.mark.sqlite_only
+
 # u3 is muted and u4 forbidden; "ghost" does not exist. u1 blocks u0; u2 has u0 as a friend.
 USERS = {"u0": UserStatus.NORMAL, "u1": UserStatus.NORMAL, "u2": UserStatus.NORMAL}
 USERS |= {"u3": UserStatus.MUTED, "u4": UserStatus.FORBIDDEN}

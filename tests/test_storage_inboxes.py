@@ -23,6 +23,9 @@ from storage.schema import MIGRATIONS, migrate
 from storage.sends import SendPolicy
 from tests.storage_helpers import held_writer, peek, wait_until
 
+# SQLite itself (its file, connection or PRAGMAs), not the backend-neutral store: tests/backends.py.
+pytestmark = pytest.mark.sqlite_only
+
 POLICY = SendPolicy()
 FAR_FUTURE = 2**62
 

@@ -17,6 +17,9 @@ from storage.messages import first_seq_since, pull
 from storage.writer import StorageError
 from tests.storage_helpers import held_writer
 
+# SQLite itself (its file, connection or PRAGMAs), not the backend-neutral store: tests/backends.py.
+pytestmark = pytest.mark.sqlite_only
+
 
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:

@@ -5,10 +5,14 @@ from __future__ import annotations
 import sqlite3
 import time
 
+import pytest
 from sqlite_utils import Database
 
 from storage import relations
 from storage.schema import MIGRATIONS, _v4_relations, migrate
+
+# SQLite itself (its file, connection or PRAGMAs), not the backend-neutral store: tests/backends.py.
+pytestmark = pytest.mark.sqlite_only
 
 
 def _v3_database() -> sqlite3.Connection:

@@ -15,6 +15,9 @@ import pytest
 from storage import StorageError, open_store
 from storage.sqlite.guard import MIN_SQLITE_VERSION, check_sqlite_version, lock_path
 
+# SQLite itself (its file, connection or PRAGMAs), not the backend-neutral store: tests/backends.py.
+pytestmark = pytest.mark.sqlite_only
+
 
 def test_an_older_sqlite_is_refused_naming_both_versions() -> None:
     with pytest.raises(StorageError) as refused:

@@ -61,6 +61,7 @@ def open_files_under(directory: Path) -> list[str]:
 # ------------------------------------------------------------------- the thread dies
 
 
+@pytest.mark.sqlite_only
 async def test_when_the_writer_thread_dies_every_caller_hears_of_it(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -135,6 +136,7 @@ async def test_a_gateway_whose_writer_died_answers_sends_and_health_says_so(
 # --------------------------------------------------------------- an operation's own bug
 
 
+@pytest.mark.sqlite_only
 async def test_a_send_whose_own_code_raises_is_logged_with_its_traceback_not_its_body(
     nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -166,6 +168,7 @@ async def test_a_send_whose_own_code_raises_is_logged_with_its_traceback_not_its
 # ------------------------------------------------------------------------ queue bound
 
 
+@pytest.mark.sqlite_only
 async def test_a_submit_past_the_queue_bound_is_refused_and_not_stored(tmp_path: Path) -> None:
     writer = Writer(tmp_path / "w.db", max_queued=3)
     await writer.start()
@@ -191,6 +194,7 @@ async def test_a_submit_past_the_queue_bound_is_refused_and_not_stored(tmp_path:
     assert peek(tmp_path / "w.db", "SELECT n FROM items ORDER BY n") == [(0,), (1,), (2,), (5,)]
 
 
+@pytest.mark.sqlite_only
 async def test_sends_past_the_queue_bound_get_250_and_are_not_stored(nursery: trio.Nursery, tmp_path: Path) -> None:
     gw = await start_gateway(nursery, tmp_path, storage={"max_queued_operations": 3})
     for user in ("alice", "bob"):
@@ -222,6 +226,7 @@ async def test_sends_past_the_queue_bound_get_250_and_are_not_stored(nursery: tr
 # ---------------------------------------------------------------------- a cancelled close
 
 
+@pytest.mark.sqlite_only
 async def test_a_cancelled_close_still_commits_and_closes_the_database(tmp_path: Path) -> None:
     """The gateway closes its store while its nursery is cancelled. aclose waited for the checkpointer
     unshielded, so it raised Cancelled before stopping the writer: the thread (and the file) stayed open."""

@@ -23,6 +23,9 @@ from storage.sends import SendPolicy
 from storage.writer import INLINE_MAX_OPS, Writer
 from tests.storage_helpers import held_writer, peek
 
+# SQLite itself (its file, connection or PRAGMAs), not the backend-neutral store: tests/backends.py.
+pytestmark = pytest.mark.sqlite_only
+
 TRIO_THREAD = threading.get_ident()  # pytest-trio runs the tests on the main thread
 
 

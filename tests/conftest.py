@@ -1,0 +1,75 @@
+"""Session-wide test plumbing: the private PostgreSQL server (``tests.pg``) and the backend switch
+(``tests.backends``).
+
+Fixtures: ``postgres`` (the server; skipped with one line where there is none, a failure under
+``EMBER_REQUIRE_POSTGRES=1`` or ``CI=true``), ``pg_url`` (a fresh migrated database, dropped after
+the test) and ``pg_empty_url`` (a fresh database with no schema). Marker: ``sqlite_only`` (skipped
+when ``EMBER_TEST_BACKEND=postgresql``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests import backends, pg
+
+
+@pytest.fixture(scope="session")
+def postgres() -> pg.Server:
+    try:
+        return pg.server()
+    except pg.Unavailable as exc:
+        if pg.required():
+            pytest.fail(f"{exc} (PostgreSQL is required here: {pg.ENV_REQUIRE}=1 or CI=true)", pytrace=False)
+        pytest.skip(str(exc))
+
+
+@pytest.fixture
+def pg_url(postgres: pg.Server) -> Iterator[str]:
+    url = postgres.create_database()
+    yield url
+    postgres.drop_later(url)
+
+
+@pytest.fixture
+def pg_empty_url(postgres: pg.Server) -> Iterator[str]:
+    url = postgres.create_database(empty=True)
+    yield url
+    postgres.drop_later(url)
+
+
+@pytest.fixture(autouse=True)
+def _drop_backend_databases() -> Iterator[None]:
+    """Drop the databases the backend switch made for this test (none on SQLite)."""
+    yield
+    urls = backends.forget_test_databases()
+    if urls:
+        server = pg.server()
+        for url in urls:
+            server.drop_later(url)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not backends.on_postgres():
+        return
+    skip = pytest.mark.skip(reason=backends.SQLITE_ONLY_REASON)
+    for item in items:
+        if item.get_closest_marker("sqlite_only"):
+            item.add_marker(skip)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"storage backend: {backends.BACKEND} ({backends.ENV_BACKEND})"
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    reason = pg.unavailable_reason()
+    if reason:
+        terminalreporter.write_line(reason)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    pg.shutdown()
