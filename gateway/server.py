@@ -35,6 +35,7 @@ from gateway.robots import RobotService
 from gateway.services import Services
 from gateway.sessions import SessionService
 from gateway.webhooks import Webhooks
+from storage.postgres.url import mask_password
 
 log = logging.getLogger("ember.server")
 
@@ -160,7 +161,9 @@ async def _run(
             )
         )
         admin_url = urls[0]
-        log.info("listening gateway=%s:%d admin=%s storage=%s", host, port, admin_url, config.storage.path)
+        # The database a PostgreSQL URL names, its password masked (storage.url); else the SQLite file.
+        where = mask_password(config.storage.url) if config.storage.url else config.storage.path
+        log.info("listening gateway=%s:%d admin=%s storage=%s", host, port, admin_url, where)
         task_status.started(Running(host, port, admin_url, services))
 
 
