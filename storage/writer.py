@@ -933,6 +933,9 @@ class Writer:
                 if pending or not isinstance(cause, Refused):  # a refusal alone changed no memory
                     self._on_rollback()
                 pending = []
+                # PostgreSQL keeps an aborted transaction open (every statement fails until a ROLLBACK):
+                # end it, so that the next operation begins afresh. (SQLite's is already gone: a no-op.)
+                self._engine.rollback(conn)
         if self._engine.transaction_failed(conn):
             return
         try:
@@ -1081,6 +1084,13 @@ class Writer:
             if not isinstance(exc, Refused):  # a rule refuses before it changes memory (``Refused``)
                 self._on_rollback()
         else:
+            if conn.in_transaction and self._engine.transaction_failed(conn):
+                # PostgreSQL: the op swallowed a database error, and the transaction is aborted. Its
+                # result cannot stand; undoing it to its savepoint lets the batch go on. (Never on SQLite.)
+                op.result = None
+                op.error = StorageError("the operation left its transaction aborted; nothing of it was written")
+                conn.execute(f"ROLLBACK TO {_SAVEPOINT}")
+                self._on_rollback()
             if conn.in_transaction:
                 conn.execute(f"RELEASE {_SAVEPOINT}")
 

@@ -21,6 +21,7 @@ from storage.engine import in_list, json_array_contains, pairs, savepoint
 from storage.errors import StorageError
 from storage.messages import Conversation, Outgoing
 from storage.sends import SendPolicy
+from tests.storage_helpers import held_writer, wait_until
 
 psycopg = pytest.importorskip("psycopg", reason="PostgreSQL tests need psycopg (pip install 'ember-im[postgresql]')")
 
@@ -165,3 +166,39 @@ def test_the_writer_lock_is_a_session_advisory_lock(pg_url: str) -> None:
             assert other.execute("SELECT pg_try_advisory_lock(%s)", (ADVISORY_LOCK_KEY,)).fetchone() == (False,)
     finally:
         holder.close()
+
+
+async def test_an_aborted_transaction_fails_its_batch_and_the_next_operations_begin_afresh(pg_url: str) -> None:
+    """An operation that swallows a database error leaves PostgreSQL's transaction aborted (SQLite's would
+    go on): that operation fails, undone to its savepoint, and the others of its batch commit."""
+
+    def put(conn: Any, key: str) -> str:
+        conn.execute("INSERT INTO chatrooms VALUES (?, '', '', '', 0, 0, 0)", (key,))
+        return key
+
+    def swallow(conn: Any) -> str:
+        try:
+            conn.execute("SELECT no_such_column FROM chatrooms")
+        except psycopg.Error:
+            pass  # against the rules: the transaction is now aborted
+        return "swallowed"
+
+    async with open_store("unused", url=pg_url) as store:
+        outcomes: dict[str, Any] = {}
+
+        async def run(name: str, fn: Any, *args: Any) -> None:
+            try:
+                outcomes[name] = await store.run(fn, *args)
+            except StorageError as exc:
+                outcomes[name] = exc
+
+        async with trio.open_nursery() as nursery, held_writer(store.writer):  # one batch for the three
+            nursery.start_soon(run, "before", put, "before")
+            await wait_until(lambda: store.writer.queued >= 1)
+            nursery.start_soon(run, "swallow", swallow)
+            await wait_until(lambda: store.writer.queued >= 2)
+            nursery.start_soon(run, "after", put, "after")
+            await wait_until(lambda: store.writer.queued >= 3)
+        assert isinstance(outcomes["swallow"], StorageError)
+        assert outcomes["before"] == "before" and outcomes["after"] == "after"
+        assert [room.chatroom_id for room in await store.list_chatrooms()] == ["after", "before"]
