@@ -116,7 +116,7 @@ def _allocate(conn: sqlite3.Connection, user_id: str, stream: str, count: int = 
     """Take ``count`` new versions of the user's stream; return the first (they run first .. first+count-1)."""
     head = conn.execute(
         "INSERT INTO relation_heads (user_id, stream, version) VALUES (?, ?, ?)"
-        " ON CONFLICT (user_id, stream) DO UPDATE SET version = version + excluded.version RETURNING version",
+        " ON CONFLICT (user_id, stream) DO UPDATE SET version = relation_heads.version + excluded.version RETURNING version",
         (user_id, stream, count),
     ).fetchone()[0]
     return int(head) - count + 1
