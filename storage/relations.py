@@ -434,7 +434,7 @@ def sync_friend_requests(conn: sqlite3.Connection, user_id: str, after: int, lim
         f"SELECT * FROM (SELECT {_REQUEST_COLUMNS}, from_version AS v FROM friend_requests"
         " WHERE from_user = ? AND from_version > ?"
         f" UNION ALL SELECT {_REQUEST_COLUMNS}, to_version AS v FROM friend_requests"
-        " WHERE to_user = ? AND to_version > ?) ORDER BY v LIMIT ?",
+        " WHERE to_user = ? AND to_version > ?) AS requests ORDER BY v LIMIT ?",
         (user_id, after, user_id, after, limit),
     ).fetchall()
     return Page([_request(row, row[8]) for row in rows], _head(conn, user_id, FRIEND_REQUEST))
