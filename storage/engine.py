@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import sqlite3
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol, TypeAlias
 
@@ -108,6 +108,13 @@ class Engine(ABC):
     @abstractmethod
     def json_array_contains(self, column: str) -> str:
         """A condition "the JSON array of strings in text ``column`` holds the ONE parameter ``?``"."""
+
+    def insert_many(self, tx: Tx, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run the plain ``INSERT INTO t (...) VALUES (?, ...)`` ``sql`` for every row: the hot path's bulk write.
+
+        ``executemany`` here; an engine may load many rows another way (PostgreSQL: COPY).
+        """
+        tx.executemany(sql, rows)
 
     def is_transient(self, exc: BaseException | None) -> bool:
         """The database's state failed the operation, not the operation itself: nothing was
@@ -212,6 +219,11 @@ def pairs(tx: Tx, alias: str, values: Collection[tuple[Any, Any]]) -> tuple[str,
 def json_array_contains(tx: Tx, column: str) -> str:
     """``engine_of(tx).json_array_contains(column)``."""
     return engine_of(tx).json_array_contains(column)
+
+
+def insert_many(tx: Tx, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    """``engine_of(tx).insert_many(tx, sql, rows)``."""
+    engine_of(tx).insert_many(tx, sql, rows)
 
 
 def is_transient(exc: BaseException | None) -> bool:

@@ -39,6 +39,8 @@ import sqlite3
 from collections.abc import Mapping
 from operator import itemgetter
 
+from storage.engine import insert_many
+
 #: Most rows the log holds before a send merges it. Bigger merges put more rows on each page they
 #: write (with 100 busy users, ~40 per page at 4096) but pause that one batch longer.
 MERGE_ROWS = 4096
@@ -138,7 +140,7 @@ class InboxState:
         Merges the log when it has grown long enough (see the module docstring).
         """
         self._load(conn)  # first: a load after the insert would copy these rows twice
-        conn.executemany("INSERT INTO inbox_recent (user_id, seq, message_id) VALUES (?, ?, ?)", rows)
+        insert_many(conn, "INSERT INTO inbox_recent (user_id, seq, message_id) VALUES (?, ?, ?)", rows)
         self._recent_rows += len(rows)
         self._rows_per_append += (len(rows) - self._rows_per_append) / 16
         if self._merge_early or self._recent_rows >= self.merge_at():

@@ -29,7 +29,7 @@ from storage.channels import (
     ChannelRecord,
     get_channel,
 )
-from storage.engine import in_list
+from storage.engine import in_list, insert_many
 from storage.engine import pairs as pairs_of
 from storage.inboxes import InboxState
 from storage.messages import (
@@ -180,10 +180,10 @@ class SendBatch:
 
     def write(self) -> None:
         if self.message_rows:
-            self.conn.executemany(INSERT_MESSAGE, self.message_rows)
+            insert_many(self.conn, INSERT_MESSAGE, self.message_rows)
             self.inboxes.append(self.conn, self.inbox_rows)
         if self.id_rows:
-            self.conn.executemany(INSERT_CLIENT_MSG_ID, self.id_rows)
+            insert_many(self.conn, INSERT_CLIENT_MSG_ID, self.id_rows)
         self.inboxes.advance(self.taken)
 
 

@@ -17,7 +17,7 @@ import trio
 
 from protocol.codes import ErrorCode
 from storage import StorageRetryLater, UserRecord, open_store
-from storage.engine import in_list, json_array_contains, pairs, savepoint
+from storage.engine import in_list, insert_many, json_array_contains, pairs, savepoint
 from storage.errors import StorageError
 from storage.messages import Conversation, Outgoing
 from storage.sends import SendPolicy
@@ -25,7 +25,7 @@ from tests.storage_helpers import held_writer, wait_until
 
 psycopg = pytest.importorskip("psycopg", reason="PostgreSQL tests need psycopg (pip install 'ember-im[postgresql]')")
 
-from storage.postgres.engine import POSTGRES, PgTx, convert_param_style, wrap  # noqa: E402
+from storage.postgres.engine import COPY_MIN_ROWS, POSTGRES, PgTx, convert_param_style, wrap  # noqa: E402
 from storage.postgres.store import ADVISORY_LOCK_KEY, connect_writer  # noqa: E402
 
 
@@ -202,3 +202,19 @@ async def test_an_aborted_transaction_fails_its_batch_and_the_next_operations_be
         assert isinstance(outcomes["swallow"], StorageError)
         assert outcomes["before"] == "before" and outcomes["after"] == "after"
         assert [room.chatroom_id for room in await store.list_chatrooms()] == ["after", "before"]
+
+
+@pytest.mark.parametrize("count", [1, COPY_MIN_ROWS, 3 * COPY_MIN_ROWS])
+def test_insert_many_stores_the_same_rows_by_executemany_or_copy(pg_url: str, count: int) -> None:
+    conn = wrap(psycopg.connect(pg_url, autocommit=True))
+    try:
+        conn.execute("CREATE TABLE bulk (k TEXT NOT NULL, n BIGINT, b BYTEA, flag BIGINT)")
+        rows = [(f"k{i}\n'\\", i if i % 3 else None, bytes([i % 256, 0, 255]), i % 2 == 0) for i in range(count)]
+        POSTGRES.begin(conn)
+        insert_many(conn, "INSERT INTO bulk (k, n, b, flag) VALUES (?, ?, ?, ?)", rows)
+        POSTGRES.commit(conn)
+        stored = conn.execute("SELECT k, n, b, flag FROM bulk ORDER BY n NULLS FIRST, k").fetchall()
+        expected = sorted(((k, n, b, int(f)) for k, n, b, f in rows), key=lambda r: (r[1] is not None, r[1] or 0, r[0]))
+        assert stored == expected
+    finally:
+        conn.close()
