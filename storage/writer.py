@@ -1147,6 +1147,11 @@ def space_probe(conn: sqlite3.Connection) -> None:
     a WAL frame: it fails with SQLITE_FULL when the disk is full, and once it commits the writer leaves
     that state. (An empty transaction commits on a full disk too: it writes nothing.)
     """
+    if not isinstance(conn, sqlite3.Connection):
+        # PostgreSQL: taking a transaction id makes the COMMIT write (and flush) a WAL record, so it fails
+        # where the server cannot write; a standby refuses it outright. (The /health probe's write.)
+        conn.execute("SELECT txid_current()")
+        return
     version = int(conn.execute("PRAGMA user_version").fetchone()[0])
     conn.execute(f"PRAGMA user_version = {version}")  # an int read from SQLite, not caller text
 

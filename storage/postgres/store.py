@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager, asynccontextmanager
 from pathlib import Path
@@ -38,6 +40,9 @@ from storage.writer import Writer
 
 log = logging.getLogger("ember.storage")
 
+#: How the writer's ``application_name`` ends: the gateway's own pid, for the refusal of a second one.
+_GATEWAY_PID: Final = re.compile(r"\(pid (\d+)\)$")
+
 #: The session advisory lock the writer holds (``pg_try_advisory_lock``): "Embr" in ASCII. One 32-bit
 #: key, so ``pg_locks`` shows it as classid 0, objid this.
 ADVISORY_LOCK_KEY: Final = 0x456D6272
@@ -51,10 +56,15 @@ def connect_writer(url: str) -> PgTx:
     """
     tx = wrap(connect(url, autocommit=True))
     try:
+        # The writer's session says whose it is (pg_stat_activity): a refused second gateway names it.
+        tx.execute(
+            "SELECT set_config('application_name', current_setting('application_name') || ?, false)",
+            (f" (pid {os.getpid()})",),
+        )
         row = tx.execute("SELECT pg_try_advisory_lock(?)", (ADVISORY_LOCK_KEY,)).fetchone()
         if not (row and row[0]):
             raise StorageError(
-                f"database {mask_password(url)} is already used by another Ember gateway ({_holder(tx)}):"
+                f"database {mask_password(url)} is already used by another Ember process {_holder(tx)}:"
                 " only one gateway may write a database. Stop that one, or give this one another database"
             )
     except BaseException:
@@ -64,7 +74,7 @@ def connect_writer(url: str) -> PgTx:
 
 
 def _holder(tx: PgTx) -> str:
-    """Who holds the advisory lock, as far as ``pg_stat_activity`` tells this user."""
+    """Who holds the advisory lock, as far as ``pg_stat_activity`` tells this user: "(pid N) on host"."""
     row = tx.execute(
         "SELECT a.pid, a.application_name, COALESCE(host(a.client_addr), 'a local socket')"
         " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
@@ -72,9 +82,11 @@ def _holder(tx: PgTx) -> str:
         (ADVISORY_LOCK_KEY,),
     ).fetchone()
     if row is None:
-        return "its server session is not visible to this user"
-    pid, application, address = row
-    return f"server pid {pid}, application {application or '?'!s}, from {address}"
+        return "(its session is not visible to this database user)"
+    server_pid, application, address = row
+    gateway = _GATEWAY_PID.search(application or "")
+    who = f"pid {gateway.group(1)}" if gateway else f"application {application or '?'}"
+    return f"({who}) from {address}, server pid {server_pid}"
 
 
 def connect_reader(url: str) -> PgTx:
