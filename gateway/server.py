@@ -45,6 +45,7 @@ from gateway.robots import RobotService
 from gateway.services import Services
 from gateway.sessions import SessionService
 from gateway.webhooks import Webhooks
+from storage.postgres.url import mask_password
 
 log = logging.getLogger("ember.server")
 
@@ -181,9 +182,11 @@ async def _run(
             )
         )
         admin_url = urls[0]
+        # The database a PostgreSQL URL names, its password masked (storage.url); else the SQLite file.
+        where = mask_password(config.storage.url) if config.storage.url else config.storage.path
         log.info(
             "listening gateway=%s:%d admin=%s websocket=%s storage=%s", host, port, admin_url,
-            f"{config.server.ws_host}:{ws_port}/ws" if ws_port else "off", config.storage.path,
+            f"{config.server.ws_host}:{ws_port}/ws" if ws_port else "off", where,
         )  # fmt: skip
         task_status.started(Running(host, port, admin_url, services, ws_port))
 

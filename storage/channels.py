@@ -13,11 +13,12 @@ the info only when it changed.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
+
+from storage.engine import in_list
 
 #: ``ChannelState.DESTROYED``: the one state storage gives meaning to (the channel is gone).
 DESTROYED: Final = 1
@@ -156,12 +157,12 @@ def get_listener(conn: sqlite3.Connection, channel_id: str, user_id: str) -> Lis
 
 def get_listeners_of(conn: sqlite3.Connection, channel_id: str, user_ids: Iterable[str]) -> dict[str, bool]:
     """Which of ``user_ids`` listen: user id → manager flag."""
+    among, values = in_list(conn, "user_id", list(user_ids))
     return {
         row[0]: bool(row[1])
         for row in conn.execute(
-            "SELECT user_id, manager FROM channel_listeners WHERE channel_id = ?"
-            " AND user_id IN (SELECT value FROM json_each(?))",
-            (channel_id, json.dumps(list(user_ids))),
+            f"SELECT user_id, manager FROM channel_listeners WHERE channel_id = ? AND {among}",
+            (channel_id, *values),
         )
     }
 

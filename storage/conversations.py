@@ -119,7 +119,7 @@ def clear(
 ) -> tuple[tuple[relations.Change, ...], int]:
     """Delete ``message_ids`` (found by ``conversation_message_ids``) for the user and move the clear mark."""
     conn.executemany(
-        "INSERT OR IGNORE INTO deleted_messages (user_id, message_id, deleted_at) VALUES (?, ?, ?)",
+        "INSERT INTO deleted_messages (user_id, message_id, deleted_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
         [(user_id, message_id, now_ms) for message_id in message_ids],
     )
     conversation_table.refresh(conn, user_id, (conv.type, conversation_key(conv, user_id), conv.line))

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import sqlite3
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol, TypeAlias
 
@@ -73,11 +73,18 @@ class Engine(ABC):
             database (see ``SeqAllocator``).
         inline_commit: A small batch may commit on the trio thread (a commit that does not
             sync and never waits for a lock held elsewhere). SQLite under ``synchronous=NORMAL``.
+        wal_checkpoints: The writer runs SQLite's WAL checkpointer (a thread of its own).
+        reads_need_savepoint: A read that fails ends the whole transaction unless it ran in a
+            savepoint (PostgreSQL: any error aborts the transaction; SQLite: a read's error does not).
+        errors: What the driver raises (the writer catches these around BEGIN and COMMIT).
     """
 
     name: str
     single_writer: bool
     inline_commit: bool
+    wal_checkpoints: bool = False
+    reads_need_savepoint: bool = False
+    errors: tuple[type[BaseException], ...] = ()
 
     @abstractmethod
     def convert_param_style(self, sql: str) -> str:
@@ -89,6 +96,46 @@ class Engine(ABC):
 
         The text is the same for any number of values (none included: then no row matches).
         """
+
+    @abstractmethod
+    def pairs(self, alias: str, values: Collection[tuple[Any, Any]]) -> tuple[str, str, str, tuple[Any, ...]]:
+        """A table of two-column rows to join on, for "which of these (a, b) pairs are rows of t".
+
+        Returns (the FROM item, named ``alias``; the expression of its first column; of its second;
+        the parameters), the text the same for any number of pairs.
+        """
+
+    @abstractmethod
+    def json_array_contains(self, column: str) -> str:
+        """A condition "the JSON array of strings in text ``column`` holds the ONE parameter ``?``"."""
+
+    def insert_many(self, tx: Tx, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run the plain ``INSERT INTO t (...) VALUES (?, ...)`` ``sql`` for every row: the hot path's bulk write.
+
+        ``executemany`` here; an engine may load many rows another way (PostgreSQL: COPY).
+        """
+        tx.executemany(sql, rows)
+
+    def is_transient(self, exc: BaseException | None) -> bool:
+        """The database's state failed the operation, not the operation itself: nothing was
+        written and the same request may well succeed in a moment (answered 250).
+
+        The connection was lost, the server is restarting, a deadlock or serialization failure.
+        SQLite has none of these (its disk-full and busy cases are the writer's own, unchanged).
+        """
+        return False
+
+    def is_broken(self, tx: Tx) -> bool:
+        """The connection is gone: the writer opens a new one (with backoff) before its next batch."""
+        return False
+
+    def begin_read(self, tx: Tx) -> None:
+        """Begin a read transaction: every statement until ``end_read`` sees one snapshot."""
+        tx.execute("BEGIN")
+
+    def end_read(self, tx: Tx) -> None:
+        """End the read transaction (nothing to undo: a rollback only ends it)."""
+        tx.execute("ROLLBACK")
 
     @abstractmethod
     def begin(self, tx: Tx) -> None:
@@ -162,6 +209,26 @@ def savepoint(tx: Tx, name: str) -> Iterator[None]:
     """Writes inside the block are undone if it raises; the exception goes on (``Engine.savepoint``)."""
     with engine_of(tx).savepoint(tx, name):
         yield
+
+
+def pairs(tx: Tx, alias: str, values: Collection[tuple[Any, Any]]) -> tuple[str, str, str, tuple[Any, ...]]:
+    """``engine_of(tx).pairs(alias, values)``."""
+    return engine_of(tx).pairs(alias, values)
+
+
+def json_array_contains(tx: Tx, column: str) -> str:
+    """``engine_of(tx).json_array_contains(column)``."""
+    return engine_of(tx).json_array_contains(column)
+
+
+def insert_many(tx: Tx, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    """``engine_of(tx).insert_many(tx, sql, rows)``."""
+    engine_of(tx).insert_many(tx, sql, rows)
+
+
+def is_transient(exc: BaseException | None) -> bool:
+    """Did the database's state (not the operation) fail it? Asks every engine known (``Engine.is_transient``)."""
+    return exc is not None and any(engine.is_transient(exc) for engine in _ENGINES.values())
 
 
 def is_retryable(exc: BaseException) -> bool:

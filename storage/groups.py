@@ -22,11 +22,12 @@ to know which one is the tombstone.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
+
+from storage.engine import in_list
 
 #: ``GroupMemberType.REMOVED``: the one member type storage itself gives meaning to (a tombstone).
 REMOVED: Final = 4
@@ -126,10 +127,9 @@ def get_member(conn: sqlite3.Connection, group_id: str, user_id: str) -> MemberR
 
 def get_members_of(conn: sqlite3.Connection, group_id: str, user_ids: Iterable[str]) -> dict[str, MemberRecord]:
     """The rows (tombstones too) of those of ``user_ids`` who have one, by user id."""
+    among, values = in_list(conn, "user_id", list(user_ids))
     rows = conn.execute(
-        f"SELECT {_MEMBER_COLUMNS} FROM group_members WHERE group_id = ?"
-        " AND user_id IN (SELECT value FROM json_each(?))",
-        (group_id, json.dumps(list(user_ids))),
+        f"SELECT {_MEMBER_COLUMNS} FROM group_members WHERE group_id = ? AND {among}", (group_id, *values)
     )
     return {row[1]: _member(row) for row in rows}
 
@@ -195,7 +195,7 @@ def _bump_members(conn: sqlite3.Connection, group_id: str, count_delta: int, now
     else a device asking with the info version it holds would be told "unchanged" and keep the old count."""
     row = conn.execute(
         "UPDATE groups SET member_version = member_version + 1, member_count = member_count + ?,"
-        " info_version = info_version + (? != 0), updated_at = ? WHERE group_id = ? RETURNING member_version",
+        " info_version = info_version + CASE WHEN ? <> 0 THEN 1 ELSE 0 END, updated_at = ? WHERE group_id = ? RETURNING member_version",
         (count_delta, count_delta, now_ms, group_id),
     ).fetchone()
     return int(row[0])

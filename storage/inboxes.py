@@ -40,6 +40,7 @@ from collections.abc import Mapping
 from operator import itemgetter
 
 from storage import conversation_table
+from storage.engine import insert_many
 from storage.search_fts5 import merge_recent
 
 #: Most rows the log holds before a send merges it. Bigger merges put more rows on each page they
@@ -62,11 +63,12 @@ _MERGE_INBOX = (
     " SELECT user_id, seq, message_id FROM inbox_recent ORDER BY user_id, seq"
 )
 # Every stored message has inbox rows, written with it: the log names the messages to index.
-# OR IGNORE: the index is a set, and a merge that failed on a duplicate would stop every send.
+# DO NOTHING on a conflict: the index is a set, and a merge that failed on a duplicate would stop every
+# send. (Both databases take ON CONFLICT; SQLite needs the WHERE before it to parse an INSERT ... SELECT.)
 _MERGE_CONVERSATIONS = (
-    "INSERT OR IGNORE INTO conversation_index (conv_type, conv_key, conv_line, message_id)"
+    "INSERT INTO conversation_index (conv_type, conv_key, conv_line, message_id)"
     " SELECT m.conv_type, m.conv_key, m.conv_line, m.message_id FROM messages m"
-    " WHERE m.message_id IN (SELECT message_id FROM inbox_recent) ORDER BY 1, 2, 3, 4"
+    " WHERE m.message_id IN (SELECT message_id FROM inbox_recent) ORDER BY 1, 2, 3, 4 ON CONFLICT DO NOTHING"
 )
 
 
@@ -140,7 +142,7 @@ class InboxState:
         Merges the log when it has grown long enough (see the module docstring).
         """
         self._load(conn)  # first: a load after the insert would copy these rows twice
-        conn.executemany("INSERT INTO inbox_recent (user_id, seq, message_id) VALUES (?, ?, ?)", rows)
+        insert_many(conn, "INSERT INTO inbox_recent (user_id, seq, message_id) VALUES (?, ?, ?)", rows)
         self._recent_rows += len(rows)
         self._rows_per_append += (len(rows) - self._rows_per_append) / 16
         if self._merge_early or self._recent_rows >= self.merge_at():

@@ -28,6 +28,7 @@ import msgpack
 
 from protocol.codes import ContentType, ConversationType, ErrorCode, PersistFlag
 from storage import conversation_table
+from storage.engine import in_list, json_array_contains
 from storage.inboxes import ConversationKey, InboxState
 from storage.search import SearchBackend, SearchQuery, index_row
 from storage.search_fts5 import FTS5
@@ -295,7 +296,7 @@ def committed_head(conn: sqlite3.Connection, user_id: str) -> int:
     """The user's highest committed seq (0 for an empty inbox), from the tables alone."""
     row = conn.execute(
         "SELECT MAX(s) FROM (SELECT MAX(seq) AS s FROM inbox_recent WHERE user_id = ?"
-        " UNION ALL SELECT MAX(seq) FROM inbox WHERE user_id = ?)",
+        " UNION ALL SELECT MAX(seq) FROM inbox WHERE user_id = ?) AS heads",
         (user_id, user_id),
     ).fetchone()
     return row[0] or 0
@@ -390,12 +391,11 @@ def _holders(conn: sqlite3.Connection, message_id: int) -> tuple[StoredMessage, 
         )
     if not parties:
         return message, []
+    among, values = in_list(conn, "user_id", parties)
     deleted = {
         user_id
         for (user_id,) in conn.execute(
-            "SELECT user_id FROM deleted_messages WHERE message_id = ?"
-            " AND user_id IN (SELECT value FROM json_each(?))",
-            (message_id, json.dumps(parties)),
+            f"SELECT user_id FROM deleted_messages WHERE message_id = ? AND {among}", (message_id, *values)
         )
     }
     return message, [user_id for user_id in parties if user_id not in deleted]
@@ -597,8 +597,7 @@ def group_history(
     if row is None or row[0] == MEMBER_REMOVED:
         return None
     visible = (
-        "m.server_time >= ? AND (m.to_users IS NULL OR m.from_user = ?"
-        " OR EXISTS (SELECT 1 FROM json_each(m.to_users) t WHERE t.value = ?))"
+        f"m.server_time >= ? AND (m.to_users IS NULL OR m.from_user = ? OR {json_array_contains(conn, 'm.to_users')})"
         f" AND {_NOT_DELETED}"
     )
     return _history(conn, conv, conv.target, before_id, count, visible, (row[1], user_id, user_id, user_id))
@@ -613,8 +612,8 @@ def channel_history(
     The gateway checks first that the user may read the channel (``gateway.channels``).
     """
     visible = (
-        "(m.only_for IS NULL OR m.only_for = ?) AND (m.to_users IS NULL OR m.from_user = ?"
-        " OR EXISTS (SELECT 1 FROM json_each(m.to_users) t WHERE t.value = ?))"
+        "(m.only_for IS NULL OR m.only_for = ?)"
+        f" AND (m.to_users IS NULL OR m.from_user = ? OR {json_array_contains(conn, 'm.to_users')})"
         f" AND {_NOT_DELETED}"
     )
     return _history(conn, conv, conv.target, before_id, count, visible, (user_id, user_id, user_id, user_id))

@@ -31,6 +31,7 @@ rule about which reads must see the primary).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from collections.abc import Callable
@@ -39,8 +40,10 @@ from typing import Any, Final, TypeVar
 
 import trio
 
-from storage.errors import StorageError
+from storage.engine import Engine, is_transient
+from storage.errors import StorageError, StorageRetryLater
 from storage.sqlite.connect import connect_reader
+from storage.sqlite.engine import SQLITE
 
 T = TypeVar("T")
 
@@ -55,13 +58,25 @@ class Readers:
     Start it after the writer has created and migrated the database.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, count: int = DEFAULT_READERS, busy_timeout_ms: int = 5000):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        count: int = DEFAULT_READERS,
+        busy_timeout_ms: int = 5000,
+        engine: Engine = SQLITE,
+        connect: Callable[[], Any] | None = None,
+    ):
+        """``connect`` opens a reader connection of ``engine`` (``path`` is then only a label); without
+        it, the SQLite file at ``path``. A connection found lost is replaced at its next use."""
         if count < 1:
             raise ValueError("count must be at least 1")
         self.path = Path(path)
+        self._engine = engine
+        self._open = connect
         self._count = count
         self._busy_timeout_ms = busy_timeout_ms
-        self._free: list[sqlite3.Connection] = []
+        self._free: list[Any] = []
         self._limiter = trio.CapacityLimiter(count)
         self._closed = False
         #: Reads run so far (for tests and metrics).
@@ -71,7 +86,9 @@ class Readers:
         """Open the connections (on a worker thread: opening touches the disk)."""
         self._free = await trio.to_thread.run_sync(lambda: [self._connect() for _ in range(self._count)])
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self) -> Any:
+        if self._open is not None:
+            return self._open()
         return connect_reader(self.path, self._busy_timeout_ms)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -90,12 +107,38 @@ class Readers:
         async with self._limiter:
             if self._closed:
                 raise StorageError("the store is closed")
-            conn = self._free.pop()
+            slot = [self._free.pop()]
             try:
-                return await trio.to_thread.run_sync(_call, conn, fn, args)
+                if self._open is None:
+                    return await trio.to_thread.run_sync(_call, slot[0], fn, args)
+                return await trio.to_thread.run_sync(self._call_healing, slot, fn, args)
             finally:
-                self._free.append(conn)
+                self._free.append(slot[0])
                 self.reads += 1
+
+    def _call_healing(self, slot: list[Any], fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        """``_call`` on ``slot[0]``, replaced first if it was lost; a failure of the database is a 250."""
+        engine = self._engine
+        if slot[0] is None or engine.is_broken(slot[0]):
+            if slot[0] is not None:
+                with contextlib.suppress(Exception):
+                    slot[0].close()
+            slot[0] = None
+            try:
+                slot[0] = self._connect()
+            except StorageError as exc:  # one line, no password (storage.postgres.connection)
+                raise StorageRetryLater(str(exc)) from exc
+        conn = slot[0]
+        try:
+            engine.begin_read(conn)
+            try:
+                return fn(conn, *args)
+            finally:
+                engine.end_read(conn)
+        except Exception as exc:
+            if is_transient(exc):  # the connection lost, the server restarting: nothing was read
+                raise StorageRetryLater(f"the database could not run the read: {exc}") from exc
+            raise
 
     async def aclose(self) -> None:
         """Close every connection, once no call holds one."""
@@ -121,6 +164,7 @@ def _call(conn: sqlite3.Connection, fn: Callable[..., T], args: tuple[Any, ...])
         conn.execute("ROLLBACK")  # nothing to undo: it only ends the read transaction
 
 
-def _close_all(conns: list[sqlite3.Connection]) -> None:
+def _close_all(conns: list[Any]) -> None:
     for conn in conns:
-        conn.close()
+        if conn is not None:
+            conn.close()

@@ -116,7 +116,7 @@ def _allocate(conn: sqlite3.Connection, user_id: str, stream: str, count: int = 
     """Take ``count`` new versions of the user's stream; return the first (they run first .. first+count-1)."""
     head = conn.execute(
         "INSERT INTO relation_heads (user_id, stream, version) VALUES (?, ?, ?)"
-        " ON CONFLICT (user_id, stream) DO UPDATE SET version = version + excluded.version RETURNING version",
+        " ON CONFLICT (user_id, stream) DO UPDATE SET version = relation_heads.version + excluded.version RETURNING version",
         (user_id, stream, count),
     ).fetchone()[0]
     return int(head) - count + 1
@@ -434,7 +434,7 @@ def sync_friend_requests(conn: sqlite3.Connection, user_id: str, after: int, lim
         f"SELECT * FROM (SELECT {_REQUEST_COLUMNS}, from_version AS v FROM friend_requests"
         " WHERE from_user = ? AND from_version > ?"
         f" UNION ALL SELECT {_REQUEST_COLUMNS}, to_version AS v FROM friend_requests"
-        " WHERE to_user = ? AND to_version > ?) ORDER BY v LIMIT ?",
+        " WHERE to_user = ? AND to_version > ?) AS requests ORDER BY v LIMIT ?",
         (user_id, after, user_id, after, limit),
     ).fetchall()
     return Page([_request(row, row[8]) for row in rows], _head(conn, user_id, FRIEND_REQUEST))

@@ -12,7 +12,6 @@ inboxes, pulls, history) and ``storage.channels`` (channel facts) import neither
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -30,6 +29,8 @@ from storage.channels import (
     ChannelRecord,
     get_channel,
 )
+from storage.engine import in_list, insert_many
+from storage.engine import pairs as pairs_of
 from storage.inboxes import InboxState
 from storage.messages import (
     CHANNEL,
@@ -98,15 +99,16 @@ def send_message_group(
 
 
 def _known_ids(conn: sqlite3.Connection, msgs: list[Outgoing]) -> dict[tuple[str, str | None], SendResult]:
-    resends = [[m.from_user, m.client_msg_id] for m in msgs if m.client_msg_id is not None]
+    resends = [(m.from_user, m.client_msg_id) for m in msgs if m.client_msg_id is not None]
     if not resends:
         return {}
+    table, sender, msg_id, values = pairs_of(conn, "j", resends)
     return {
         (row[0], row[1]): SendResult(ErrorCode.SUCCESS, row[2], row[3], {row[0]: row[4]}, duplicate=True)
         for row in conn.execute(
-            "SELECT c.from_user, c.client_msg_id, c.message_id, c.server_time, c.seq FROM json_each(?) j"
-            " JOIN client_message_ids c ON c.from_user = j.value ->> 0 AND c.client_msg_id = j.value ->> 1",
-            (json.dumps(resends),),
+            f"SELECT c.from_user, c.client_msg_id, c.message_id, c.server_time, c.seq FROM {table}"
+            f" JOIN client_message_ids c ON c.from_user = {sender} AND c.client_msg_id = {msg_id}",
+            values,
         )
     }
 
@@ -147,12 +149,8 @@ class SendBatch:
         cls, conn: sqlite3.Connection, inboxes: InboxState, msgs: list[Outgoing], user_ids: set[str]
     ) -> SendBatch:
         """A batch for ``msgs``, with ``status`` read for ``user_ids``: one query per kind of fact."""
-        status = dict(
-            conn.execute(
-                "SELECT user_id, status FROM users WHERE user_id IN (SELECT value FROM json_each(?))",
-                (json.dumps(list(user_ids)),),
-            )
-        )
+        among, values = in_list(conn, "user_id", list(user_ids))
+        status = dict(conn.execute(f"SELECT user_id, status FROM users WHERE {among}", values))
         return cls(conn, inboxes, status, _known_ids(conn, msgs))
 
     def answered_before(self, msg: Outgoing) -> SendResult | None:
@@ -190,12 +188,12 @@ class SendBatch:
 
     def write(self) -> None:
         if self.message_rows:
-            self.conn.executemany(INSERT_MESSAGE, self.message_rows)
+            insert_many(self.conn, INSERT_MESSAGE, self.message_rows)
             if self.search_rows:  # before the inbox rows: a merge they bring takes these tokens too
                 SEARCH.index(self.conn, self.search_rows)
             self.inboxes.append(self.conn, self.inbox_rows)
         if self.id_rows:
-            self.conn.executemany(INSERT_CLIENT_MSG_ID, self.id_rows)
+            insert_many(self.conn, INSERT_CLIENT_MSG_ID, self.id_rows)
         self.inboxes.advance(self.taken)
 
 
@@ -356,9 +354,9 @@ SMALL_GROUP: Final = 4
 _PRIVATE_FACTS: Final = (
     "SELECT (SELECT status FROM users WHERE user_id = ?1), (SELECT status FROM users WHERE user_id = ?2),"
     " EXISTS (SELECT 1 FROM blacklist WHERE user_id = ?2 AND target = ?1),"
-    " CASE WHEN ?4 THEN EXISTS (SELECT 1 FROM friends WHERE user_id = ?2 AND friend_id = ?1) ELSE 0 END,"
+    " CASE WHEN ?4 <> 0 THEN EXISTS (SELECT 1 FROM friends WHERE user_id = ?2 AND friend_id = ?1) ELSE FALSE END,"
     " c.message_id, c.server_time, c.seq"
-    " FROM (SELECT 1) LEFT JOIN client_message_ids c ON c.from_user = ?1 AND c.client_msg_id = ?3"
+    " FROM (SELECT 1) AS one LEFT JOIN client_message_ids c ON c.from_user = ?1 AND c.client_msg_id = ?3"
 )
 
 
@@ -400,11 +398,9 @@ def _pairs_present(
     if not pairs:
         return set()
     # Table and column names are this module's constants, never input; the values are bound.
-    sql = (
-        f"SELECT t.{first}, t.{second} FROM json_each(?) j"
-        f" JOIN {table} t ON t.{first} = j.value ->> 0 AND t.{second} = j.value ->> 1"
-    )
-    return {(row[0], row[1]) for row in conn.execute(sql, (json.dumps([list(p) for p in pairs]),))}
+    wanted, a, b, values = pairs_of(conn, "j", pairs)
+    sql = f"SELECT t.{first}, t.{second} FROM {wanted} JOIN {table} t ON t.{first} = {a} AND t.{second} = {b}"
+    return {(row[0], row[1]) for row in conn.execute(sql, values)}
 
 
 

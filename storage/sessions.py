@@ -17,6 +17,7 @@ import sqlite3
 from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
+from storage.engine import engine_of
 from storage.records import SESSION_ACTIVE, SESSION_DELETED, IssueResult, SessionRecord
 from storage.relations import heads as relation_heads
 from storage.sealing import SecretSeal
@@ -170,9 +171,12 @@ def seal_unsealed(conn: sqlite3.Connection, seal: SecretSeal) -> int:
     """
     if conn.execute("SELECT 1 FROM unsealed_sessions LIMIT 1").fetchone() is None:
         return 0
-    conn.execute("PRAGMA secure_delete = ON")
+    engine = engine_of(conn)
+    on_sqlite = engine.name == "sqlite"  # PostgreSQL has no secure_delete nor a WAL file of ours to truncate
+    if on_sqlite:
+        conn.execute("PRAGMA secure_delete = ON")
     try:
-        conn.execute("BEGIN IMMEDIATE")
+        engine.begin(conn)
         try:
             rows = conn.execute(
                 "SELECT s.user_id, s.client_id, s.secret FROM unsealed_sessions u"
@@ -180,17 +184,18 @@ def seal_unsealed(conn: sqlite3.Connection, seal: SecretSeal) -> int:
             ).fetchall()
             conn.executemany(
                 "UPDATE sessions SET secret = ? WHERE user_id = ? AND client_id = ?",
-                [(seal.seal(user_id, client_id, secret), user_id, client_id) for user_id, client_id, secret in rows],
+                [(seal.seal(user_id, client_id, bytes(secret)), user_id, client_id) for user_id, client_id, secret in rows],
             )
             conn.execute("DELETE FROM unsealed_sessions")
-            conn.execute("COMMIT")
+            engine.commit(conn)
         except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            engine.rollback(conn)
             raise
     finally:
-        conn.execute("PRAGMA secure_delete = OFF")
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the clear pages' old frames leave the WAL file
+        if on_sqlite:
+            conn.execute("PRAGMA secure_delete = OFF")
+    if on_sqlite:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the clear pages' old frames leave the WAL file
     return len(rows)
 
 

@@ -418,7 +418,7 @@ async def open_store(
     ``StorageError``s with the password masked.
     """
     if url:
-        async with _open_postgres(url) as store:
+        async with _open_postgres(url, callback_context, commit_delay_ms, readers, max_queued, server_key) as store:
             yield store
         return
     check_sqlite_version()
@@ -469,17 +469,33 @@ async def _open_writer(
 
 
 @asynccontextmanager
-async def _open_postgres(url: str) -> AsyncIterator[Store]:
-    """PostgreSQL: connect and migrate (a thread: libpq blocks), then the engine's store.
+async def _open_postgres(
+    url: str,
+    callback_context: Callable[[], AbstractContextManager[object]],
+    commit_delay_ms: float,
+    readers: int,
+    max_queued: int,
+    server_key: bytes | None,
+) -> AsyncIterator[Store]:
+    """PostgreSQL: migrate (on a thread: libpq blocks), then the same store on psycopg connections.
 
-    The PostgreSQL engine (writer, readers and the ports of the queries) comes with issue 23's engine
-    work; until it lands, a migrated database is refused here with one line rather than served.
+    ``storage.postgres.store``: the writer (its group commit, its lock), the readers, the dialect.
+    psycopg is imported only here, so SQLite needs none of it.
     """
     from storage.postgres.schema import migrate_database
+    from storage.postgres.store import open_postgres
 
     await trio.to_thread.run_sync(migrate_database, url)
-    raise StorageError("storage.url selects PostgreSQL, but this build has no PostgreSQL storage engine yet")
-    yield  # pragma: no cover - makes this an async generator for the context manager
+    seal = None if server_key is None else SecretSeal(server_key)
+    async with open_postgres(
+        url,
+        callback_context=callback_context,
+        commit_delay_ms=commit_delay_ms,
+        readers=readers,
+        max_queued=max_queued,
+        seal=seal,
+    ) as (writer, inboxes, pool):
+        yield Store(writer, inboxes, pool, seal)
 
 
 def _prepare(seal: SecretSeal | None, robot_seal: SecretSeal | None, conn: sqlite3.Connection) -> None:

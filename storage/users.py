@@ -7,12 +7,12 @@ own ``Store.run`` operations to stay in one transaction.
 from __future__ import annotations
 
 import dataclasses
-import json
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from protocol.codes import UserStatus
+from storage.engine import in_list
 from storage.records import UserRecord
 from storage.sessions import end_active_sessions
 
@@ -87,10 +87,5 @@ def set_user_status(
 
 def existing_users(conn: sqlite3.Connection, user_ids: Iterable[str]) -> set[str]:
     """Which of ``user_ids`` are users (one query for any number)."""
-    return {
-        row[0]
-        for row in conn.execute(
-            "SELECT user_id FROM users WHERE user_id IN (SELECT value FROM json_each(?))",
-            (json.dumps(list(user_ids)),),
-        )
-    }
+    among, values = in_list(conn, "user_id", list(user_ids))
+    return {row[0] for row in conn.execute(f"SELECT user_id FROM users WHERE {among}", values)}

@@ -72,6 +72,7 @@ error still reaches only the operation it belongs to.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -86,7 +87,7 @@ from typing import Any, Final, TypeVar
 import trio
 
 from storage.commit_stats import CommitStats
-from storage.engine import Refused
+from storage.engine import Engine, Refused, is_transient
 
 # The errors live with the seam (every backend raises them); imported from here by older code.
 from storage.errors import StorageError as StorageError
@@ -127,6 +128,11 @@ DEFAULT_BUSY_TIMEOUT_MS: Final = 5000
 #: Most operations that may wait for the writer thread (submitted, not yet taken); past it a
 #: submit raises ``WriterBacklogged``. ``storage.max_queued_operations`` sets it for the gateway.
 DEFAULT_MAX_QUEUED: Final = 20_000
+
+#: After the database connection is lost, the first try to open a new one waits this long; each
+#: failed try doubles the wait, up to the most. (SQLite never loses its connection.)
+RECONNECT_MIN_SECONDS: Final = 0.1
+RECONNECT_MAX_SECONDS: Final = 5.0
 
 #: While the disk is full the writer says so in the log at most this often (every failed batch would).
 DISK_FULL_LOG_SECONDS: Final = 10.0
@@ -219,6 +225,8 @@ class Writer:
         inline_max_ops: int = INLINE_MAX_OPS,
         inline_ok: Callable[[int], bool] | None = None,
         max_queued: int = DEFAULT_MAX_QUEUED,
+        engine: Engine = SQLITE,
+        connect: Callable[[], Any] | None = None,
     ) -> None:
         """Prepare a writer; nothing touches the disk until ``start``.
 
@@ -249,6 +257,12 @@ class Writer:
                 of milliseconds). None: always allowed.
             max_queued: Most operations waiting for the thread (submitted, not yet taken);
                 a submit past it raises ``WriterBacklogged`` (nothing queued).
+            engine: The database's ``storage.engine.Engine`` (SQLite unless ``connect`` opens another):
+                its transaction control, which of its errors are transient, whether the WAL
+                checkpointer runs and whether batches may run inline.
+            connect: Opens the writer's connection (as the engine's handle) instead of a SQLite file at
+                ``path`` (then only a label for logs and thread names); called again, with backoff,
+                when the connection is lost (``_usable``).
 
         Raises:
             ValueError: ``synchronous``, ``max_batch`` or ``max_queued`` is out of range.
@@ -275,12 +289,20 @@ class Writer:
         self._callback_context = callback_context
         self._commit_delay = commit_delay_ms / 1000
         self._on_rollback = on_rollback or (lambda: None)
-        self._inline_max = inline_max_ops if synchronous == "NORMAL" else 0
+        self._engine = engine
+        self._open = connect
+        self._inline_max = inline_max_ops if synchronous == "NORMAL" and engine.inline_commit else 0
+        # The connection is lost (``engine.is_broken``): no new one is tried before ``_reconnect_at``
+        # (time.monotonic()); the wait doubles with each failure, up to RECONNECT_MAX_SECONDS.
+        self._reconnect_at = 0.0
+        self._reconnect_wait = 0.0
+        self._reconnect_log = _Every(DISK_FULL_LOG_SECONDS)
         self._inline_ok = inline_ok
         # Whoever uses the connection holds this: the thread from taking a list off the queue until
         # it waits on the queue again, the trio thread for an inline batch (it only try-locks).
         self._conn_lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None  # set by the thread once connected
+        self._conn: Any = None  # set by the thread once connected
+        self._current: Any = None  # the thread's connection, for its close at the end
         self._conn_waits = True  # the connection's busy_timeout is busy_timeout_ms (inline: 0)
         # Operations handed to the thread whose batch has not been reported yet; trio thread only.
         # While any are, nothing runs inline: it would commit, and report, ahead of them.
@@ -370,11 +392,14 @@ class Writer:
         if self._startup_error is not None:
             self._closing, self._room = True, -1
             await self._wait_stopped()
+            if self._open is not None and isinstance(self._startup_error, StorageError):
+                raise self._startup_error  # already one line naming what failed (and no password)
             raise StorageError(f"cannot open database {self.path}") from self._startup_error
-        self._checkpointer = threading.Thread(
-            target=self._checkpoint_loop, name=f"ember-storage-checkpoint:{self.path.name}", daemon=True
-        )
-        self._checkpointer.start()
+        if self._engine.wal_checkpoints:
+            self._checkpointer = threading.Thread(
+                target=self._checkpoint_loop, name=f"ember-storage-checkpoint:{self.path.name}", daemon=True
+            )
+            self._checkpointer.start()
         trio.lowlevel.spawn_system_task(self._flush_loop, name=f"ember-storage-flusher:{self.path.name}")
 
     async def submit(self, fn: Callable[..., T], *args: Any, read: bool = False) -> T:
@@ -616,7 +641,7 @@ class Writer:
     # --------------------------------------------------------------- thread side
 
     def _main(self) -> None:
-        conn: sqlite3.Connection | None = None
+        conn: Any = None
         try:
             try:
                 conn = self._connect()
@@ -633,10 +658,11 @@ class Writer:
             except BaseException as exc:  # noqa: BLE001 - callers must hear of it, or they wait forever
                 self._died(exc)
         finally:
-            if conn is not None:
-                with self._conn_lock:
-                    self._conn = None
-                    conn.close()
+            with self._conn_lock:
+                current, self._conn = self._current, None
+            for each in {id(c): c for c in (conn, current) if c is not None}.values():
+                with contextlib.suppress(Exception):
+                    each.close()
             log.info(
                 "storage writer stopped: %d operations in %d transactions;"
                 " on the trio thread %d operations in %d batches, longest %.2f ms (CPU %.2f ms)",
@@ -685,8 +711,46 @@ class Writer:
         finally:
             conn.close()
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self) -> Any:
+        if self._open is not None:
+            return self._open()
         return connect_writer(self.path, self._synchronous, self._busy_timeout_ms)
+
+    def _usable(self, conn: Any) -> Any:
+        """The connection the next batch runs on: ``conn``, or a new one if it was lost; None while
+        the database cannot be reached (the batch is then refused at once: 250, nothing written).
+
+        A lost connection is reopened before the next batch, not in a loop of its own: the next try
+        waits RECONNECT_MIN_SECONDS, doubling with each failure up to RECONNECT_MAX_SECONDS, and the
+        batches that come meanwhile are refused without a try (clients resend on 250).
+        """
+        if conn is not None and not self._engine.is_broken(conn):
+            return conn
+        now = time.monotonic()
+        if now < self._reconnect_at:
+            return None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+            self._conn = None
+        try:
+            fresh = self._connect()
+        except Exception as exc:  # noqa: BLE001 - every failure is a try that failed; the next waits longer
+            self._reconnect_wait = min(RECONNECT_MAX_SECONDS, max(RECONNECT_MIN_SECONDS, self._reconnect_wait * 2))
+            self._reconnect_at = time.monotonic() + self._reconnect_wait
+            if self._reconnect_log.due():
+                log.warning(
+                    "storage: the database connection is lost and a new one failed (%s); writes answer 250"
+                    " until it is back (next try in %.1f s)",
+                    exc,
+                    self._reconnect_wait,
+                )
+            return None
+        self._conn = self._current = fresh
+        self._reconnect_wait = 0.0
+        self._on_rollback()  # what is kept in memory is reloaded from what the database has
+        log.warning("storage: connected to the database again; writes commit again")
+        return fresh
 
     def _call_trio(self, fn: Callable[..., object], *args: object) -> bool:
         """``run_sync_soon`` that reports False instead of raising when trio has exited."""
@@ -697,13 +761,19 @@ class Writer:
             return False
         return True
 
-    def _serve(self, conn: sqlite3.Connection) -> None:
+    def _serve(self, conn: Any) -> None:
         stopping = False
         last_batch_ops = 0
+        self._current = conn
         while not stopping:
             item = self._queue.get()  # the only blocking wait: nothing to do
             with self._conn_lock:  # the trio thread runs nothing inline while this is held
-                stopping, last_batch_ops, last = self._serve_queued(conn, item, last_batch_ops)
+                conn = self._usable(conn)
+                if conn is None:
+                    stopping, last = self._refuse_queued(item)
+                    last_batch_ops = 0
+                else:
+                    stopping, last_batch_ops, last = self._serve_queued(conn, item, last_batch_ops)
                 if last_batch_ops < 0:
                     return  # trio is gone: nobody is left to wait for results
                 if self._wal_restart_wanted:
@@ -722,22 +792,9 @@ class Writer:
         self._reported += len(batch)  # first: should the thread die after this, these are not failed twice
         return self._call_trio(self._wake_from_thread, batch)
 
-    def _serve_queued(
-        self, conn: sqlite3.Connection, item: object, last_batch_ops: int
-    ) -> tuple[bool, int, list[_Op]]:
-        """Run ``item`` and whatever else is queued, reporting every batch but the last.
-
-        Returns (stop marker seen, operations run or -1 if trio is gone, the last batch).
-        """
+    def _take_queued(self, item: object) -> tuple[bool, list[_Op]]:
+        """``item`` and every list queued behind it: (the stop marker was among them, their operations)."""
         stopping = False
-        if not self._conn_waits:  # an inline batch set it to 0: here, waiting for a lock is fine
-            conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
-            self._conn_waits = True
-        if last_batch_ops >= LINGER_MIN_OPS and self._commit_delay:
-            # Heavy load: more work is surely on its way, and a commit's cost is mostly per
-            # page written, so wait a moment for a bigger batch. Under light load a wait would
-            # only add latency (the rate-2000 bench's p99), so it commits at once.
-            time.sleep(self._commit_delay)
         ops: list[_Op] = []
         while True:
             if item is _STOP:
@@ -752,6 +809,30 @@ class Writer:
                 break
         self._taken += len(ops)
         self._taken_ops, self._reported = ops, 0
+        return stopping, ops
+
+    def _refuse_queued(self, item: object) -> tuple[bool, list[_Op]]:
+        """No connection (the database is unreachable): every queued operation fails, nothing written."""
+        stopping, ops = self._take_queued(item)
+        for op in ops:
+            op.result = None
+            op.error = StorageRetryLater("the database is unreachable; nothing was written")
+        return stopping, ops
+
+    def _serve_queued(self, conn: Any, item: object, last_batch_ops: int) -> tuple[bool, int, list[_Op]]:
+        """Run ``item`` and whatever else is queued, reporting every batch but the last.
+
+        Returns (stop marker seen, operations run or -1 if trio is gone, the last batch).
+        """
+        if not self._conn_waits:  # an inline batch set it to 0: here, waiting for a lock is fine
+            conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
+            self._conn_waits = True
+        if last_batch_ops >= LINGER_MIN_OPS and self._commit_delay:
+            # Heavy load: more work is surely on its way, and a commit's cost is mostly per
+            # page written, so wait a moment for a bigger batch. Under light load a wait would
+            # only add latency (the rate-2000 bench's p99), so it commits at once.
+            time.sleep(self._commit_delay)
+        stopping, ops = self._take_queued(item)
         last: list[_Op] = []
         for start in range(0, len(ops), self._max_batch):
             if last and not self._report(last):
@@ -791,17 +872,19 @@ class Writer:
         try:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-        except sqlite3.Error:
+        except self._engine.errors:
             pass  # nothing more to do; the next BEGIN will report a broken connection
         failed = [op for op in ops if op.error is None]  # an op's own error stands: its writes were rolled back
         _fail(failed, "internal error in the storage writer", exc)
         if _is_full(exc):
             self._note_full(len(failed))
+        elif is_transient(exc):  # e.g. the connection was lost mid-batch: 250, and a line (not a traceback)
+            self._note_failure("a batch failed", exc, len(failed))
         else:
             log.error("storage: a batch of %d operations failed outside any of them", len(ops), exc_info=exc)
         self._on_rollback()
 
-    def _run_batch(self, conn: sqlite3.Connection, ops: list[_Op]) -> None:
+    def _run_batch(self, conn: Any, ops: list[_Op]) -> None:
         """Run ``ops`` in one transaction; leave each one's result or error on it."""
         started = time.perf_counter()
         changes = conn.total_changes  # rows written before this batch: did it write any (``_space_back``)?
@@ -818,8 +901,8 @@ class Writer:
                     end += 1
             if not conn.in_transaction:
                 try:
-                    SQLITE.begin(conn)
-                except sqlite3.Error as exc:
+                    self._engine.begin(conn)
+                except self._engine.errors as exc:
                     # Most likely locked by another process past busy_timeout:
                     # retrying per op would multiply that wait, so give up on
                     # the rest of the batch.
@@ -837,7 +920,7 @@ class Writer:
             if grouped:
                 pending.extend(done for done in ops[index:end] if done.error is None)
                 index = end
-            if SQLITE.transaction_failed(conn):
+            if self._engine.transaction_failed(conn):
                 # SQLite itself rolls the whole transaction back on some errors
                 # (disk full, I/O error), or the op ended it against the rules,
                 # or an op alone in its transaction raised (``_run_one``).
@@ -850,11 +933,14 @@ class Writer:
                 if pending or not isinstance(cause, Refused):  # a refusal alone changed no memory
                     self._on_rollback()
                 pending = []
-        if SQLITE.transaction_failed(conn):
+                # PostgreSQL keeps an aborted transaction open (every statement fails until a ROLLBACK):
+                # end it, so that the next operation begins afresh. (SQLite's is already gone: a no-op.)
+                self._engine.rollback(conn)
+        if self._engine.transaction_failed(conn):
             return
         try:
-            SQLITE.commit(conn)  # rolls back if it fails: the next batch begins afresh
-        except sqlite3.Error as exc:
+            self._engine.commit(conn)  # rolls back if it fails: the next batch begins afresh
+        except self._engine.errors as exc:
             # e.g. a deferred foreign key violation, or an I/O error.
             self._on_rollback()
             _fail(pending, "commit failed", exc)
@@ -870,10 +956,13 @@ class Writer:
         ):
             self._space_back()
 
-    def _note_failure(self, what: str, exc: sqlite3.Error, ops: int) -> None:
+    def _note_failure(self, what: str, exc: BaseException, ops: int) -> None:
         """A BEGIN or COMMIT failed and ``ops`` operations with it: disk full, or worth a line of its own."""
         if _is_full(exc):
             self._note_full(ops)
+        elif is_transient(exc):  # the connection lost, the server restarting: one line per 10 s at most
+            if self._reconnect_log.due():
+                log.warning("storage: %s: %s (%d operations answered 250)", what, " ".join(str(exc).split()), ops)
         else:
             log.error("storage: %s: %s (%d operations failed)", what, exc, ops)
 
@@ -920,9 +1009,11 @@ class Writer:
         if _is_full(exc):
             self._note_full(1)
             return _storage_error("the disk is full", exc)
+        if is_transient(exc):  # the database failed it (connection lost, deadlock), not the operation
+            return _storage_error("the database could not run the operation", exc)
         return _as_deliverable(exc)
 
-    def _run_group(self, conn: sqlite3.Connection, ops: list[_Op], alone: bool = False) -> bool:
+    def _run_group(self, conn: Any, ops: list[_Op], alone: bool = False) -> bool:
         """Run consecutive ops of one group in one call; False (nothing written) if it raised.
 
         ``alone``: the group is the whole batch, so rolling the transaction back undoes exactly its
@@ -960,8 +1051,8 @@ class Writer:
             op.result = result
         return True
 
-    def _run_one(self, conn: sqlite3.Connection, op: _Op, alone: bool = False) -> None:
-        if op.read:
+    def _run_one(self, conn: Any, op: _Op, alone: bool = False) -> None:
+        if op.read and not self._engine.reads_need_savepoint:
             try:
                 op.result = op.fn(conn, *op.args)
             except BaseException as exc:  # noqa: BLE001 - delivered to the caller
@@ -993,6 +1084,13 @@ class Writer:
             if not isinstance(exc, Refused):  # a rule refuses before it changes memory (``Refused``)
                 self._on_rollback()
         else:
+            if conn.in_transaction and self._engine.transaction_failed(conn):
+                # PostgreSQL: the op swallowed a database error, and the transaction is aborted. Its
+                # result cannot stand; undoing it to its savepoint lets the batch go on. (Never on SQLite.)
+                op.result = None
+                op.error = StorageError("the operation left its transaction aborted; nothing of it was written")
+                conn.execute(f"ROLLBACK TO {_SAVEPOINT}")
+                self._on_rollback()
             if conn.in_transaction:
                 conn.execute(f"RELEASE {_SAVEPOINT}")
 
@@ -1036,7 +1134,8 @@ def _storage_error(message: str, cause: BaseException | None) -> StorageError:
     """``StorageError(message)`` caused by ``cause``, and worded with it; ``StorageFull`` for a full disk."""
     if cause is None:
         return StorageError(message)
-    error = (StorageFull if _is_full(cause) else StorageError)(f"{message}: {cause}")
+    kind = StorageFull if _is_full(cause) else StorageRetryLater if is_transient(cause) else StorageError
+    error = kind(f"{message}: {cause}")
     error.__cause__ = cause
     return error
 
@@ -1048,6 +1147,11 @@ def space_probe(conn: sqlite3.Connection) -> None:
     a WAL frame: it fails with SQLITE_FULL when the disk is full, and once it commits the writer leaves
     that state. (An empty transaction commits on a full disk too: it writes nothing.)
     """
+    if not isinstance(conn, sqlite3.Connection):
+        # PostgreSQL: taking a transaction id makes the COMMIT write (and flush) a WAL record, so it fails
+        # where the server cannot write; a standby refuses it outright. (The /health probe's write.)
+        conn.execute("SELECT txid_current()")
+        return
     version = int(conn.execute("PRAGMA user_version").fetchone()[0])
     conn.execute(f"PRAGMA user_version = {version}")  # an int read from SQLite, not caller text
 

@@ -245,7 +245,7 @@ async def test_a_post_to_2000_listeners_lands_once_in_every_inbox(nursery: trio.
         peek(
             gw.config.storage.path,
             "SELECT user_id, COUNT(*) FROM (SELECT user_id FROM inbox WHERE message_id = ?"
-            " UNION ALL SELECT user_id FROM inbox_recent WHERE message_id = ?) GROUP BY user_id",
+            " UNION ALL SELECT user_id FROM inbox_recent WHERE message_id = ?) AS found GROUP BY user_id",
             (message_id, message_id),
         )
     )

@@ -19,7 +19,7 @@ def inbox_counts(db_path, message_id: int) -> dict[str, int]:
     rows = peek(
         db_path,
         "SELECT user_id, COUNT(*) FROM (SELECT user_id FROM inbox WHERE message_id = ?"
-        " UNION ALL SELECT user_id FROM inbox_recent WHERE message_id = ?) GROUP BY user_id",
+        " UNION ALL SELECT user_id FROM inbox_recent WHERE message_id = ?) AS found GROUP BY user_id",
         (message_id, message_id),
     )
     return dict(rows)

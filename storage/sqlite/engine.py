@@ -28,12 +28,24 @@ class SqliteEngine(Engine):
     name = "sqlite"
     single_writer = True  # storage.sqlite.guard's lock file makes sure of it
     inline_commit = True  # under synchronous=NORMAL (the writer checks the durability itself)
+    wal_checkpoints = True
+    reads_need_savepoint = False
+    errors = (sqlite3.Error,)
 
     def convert_param_style(self, sql: str) -> str:
         return sql  # sqlite3 takes ``?`` as written
 
     def in_list(self, column: str, values: Collection[Any]) -> tuple[str, tuple[Any, ...]]:
         return _IN_JSON.format(column), (json.dumps(list(values)),)
+
+    def pairs(self, alias: str, values: Collection[tuple[Any, Any]]) -> tuple[str, str, str, tuple[Any, ...]]:
+        # One JSON array of [a, b] arrays: the plan the send checks had before the seam.
+        return f"json_each(?) {alias}", f"{alias}.value ->> 0", f"{alias}.value ->> 1", (
+            json.dumps([list(pair) for pair in values]),
+        )
+
+    def json_array_contains(self, column: str) -> str:
+        return f"EXISTS (SELECT 1 FROM json_each({column}) t WHERE t.value = ?)"
 
     def begin(self, tx: Tx) -> None:
         # IMMEDIATE takes the write lock now: a transaction that would fail to get it fails at
