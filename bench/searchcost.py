@@ -69,7 +69,7 @@ def _fill(path: Path, kind: str, count: int, users: int, seed: int, indexed: boo
     if not indexed:
         conn.execute("DROP TABLE message_search")
         conn.execute("DROP TABLE search_recent")
-        inboxes_module.merge_recent = lambda conn: None
+        inboxes_module.merge_recent = lambda tx: None
         if inbox_index:
             conn.execute("DROP INDEX inbox_by_message")
         sends.index_row = lambda message_id, content: None

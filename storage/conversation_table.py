@@ -29,7 +29,8 @@ The functions take the seam's transaction handle (``storage.engine.Tx``). The SQ
 placeholders: ``INSERT ... SELECT``, ``ON CONFLICT (...) DO UPDATE`` with ``excluded`` and ``CASE`` (not
 SQLite's two-argument ``max``), a derived table with ``AS``, ``COALESCE``, so it runs on PostgreSQL as it is;
 SQLite's own, with the portable form a PostgreSQL schema would use: ``WITHOUT ROWID`` in ``create`` (a
-plain table there), ``INSERT OR IGNORE`` in the merge (``ON CONFLICT DO NOTHING``), and the ``WHERE true``
+plain table there; storage/postgres/schema.py's v12), ``ON CONFLICT DO NOTHING`` where a set is filled (both
+databases spell it so), and the ``WHERE true``
 the upsert's SELECT needs in SQLite (harmless there).
 """
 
@@ -59,10 +60,10 @@ _NOT_DELETED: Final = (
 # The log's rows, by conversation: sorted so that each page of the index is found once (as storage.inboxes
 # merges ``inbox``). OR IGNORE: the index is a set, and a merge that failed on a duplicate would stop every send.
 _MERGE_ROWS: Final = (
-    "INSERT OR IGNORE INTO conversation_inbox (user_id, conv_type, conv_key, conv_line, message_id)"
+    "INSERT INTO conversation_inbox (user_id, conv_type, conv_key, conv_line, message_id)"
     " SELECT r.user_id, m.conv_type, m.conv_key, m.conv_line, m.message_id"
-    f" FROM inbox_recent r JOIN messages m ON m.message_id = r.message_id WHERE m.conv_type != {PRIVATE}"
-    " ORDER BY 1, 2, 3, 4, 5"
+    f" FROM inbox_recent r JOIN messages m ON m.message_id = r.message_id WHERE m.conv_type <> {PRIVATE}"
+    " ORDER BY 1, 2, 3, 4, 5 ON CONFLICT DO NOTHING"
 )
 # One row per (user, conversation) of the log: its newest listed message not deleted for the user (0: none),
 # and last_id only moves up (a conversation whose log rows are all hidden keeps its last). Deletion is checked
@@ -144,16 +145,16 @@ def rebuild(conn: Tx) -> None:
     conn.execute("DELETE FROM conversation_inbox")
     conn.execute("DELETE FROM conversations")
     conn.execute(
-        "INSERT OR IGNORE INTO conversation_inbox (user_id, conv_type, conv_key, conv_line, message_id)"
+        "INSERT INTO conversation_inbox (user_id, conv_type, conv_key, conv_line, message_id)"
         " SELECT i.user_id, m.conv_type, m.conv_key, m.conv_line, m.message_id"
-        f" FROM inbox i JOIN messages m ON m.message_id = i.message_id WHERE m.conv_type != {PRIVATE}"
-        " ORDER BY 1, 2, 3, 4, 5"
+        f" FROM inbox i JOIN messages m ON m.message_id = i.message_id WHERE m.conv_type <> {PRIVATE}"
+        " ORDER BY 1, 2, 3, 4, 5 ON CONFLICT DO NOTHING"
     )
     # Already complete in a database the merge kept; tests write inbox rows without it.
     conn.execute(
-        "INSERT OR IGNORE INTO conversation_index (conv_type, conv_key, conv_line, message_id)"
+        "INSERT INTO conversation_index (conv_type, conv_key, conv_line, message_id)"
         " SELECT m.conv_type, m.conv_key, m.conv_line, m.message_id FROM messages m"
-        " WHERE m.message_id IN (SELECT message_id FROM inbox) ORDER BY 1, 2, 3, 4"
+        " WHERE m.message_id IN (SELECT message_id FROM inbox) ORDER BY 1, 2, 3, 4 ON CONFLICT DO NOTHING"
     )
     conn.execute(
         "INSERT INTO conversations (user_id, conv_type, conv_key, conv_line, last_id)"

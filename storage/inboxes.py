@@ -41,7 +41,7 @@ from operator import itemgetter
 
 from storage import conversation_table
 from storage.engine import insert_many
-from storage.search_fts5 import merge_recent
+from storage.search_backends import merge_recent
 
 #: Most rows the log holds before a send merges it. Bigger merges put more rows on each page they
 #: write (with 100 busy users, ~40 per page at 4096) but pause that one batch longer.

@@ -30,8 +30,8 @@ from protocol.codes import ContentType, ConversationType, ErrorCode, PersistFlag
 from storage import conversation_table
 from storage.engine import in_list, json_array_contains
 from storage.inboxes import ConversationKey, InboxState
-from storage.search import SearchBackend, SearchQuery, index_row
-from storage.search_fts5 import FTS5
+from storage.search import SearchQuery, index_row
+from storage.search_backends import SEARCH
 
 # Plain ints on the hot path (an IntEnum compares slower); their meaning lives in protocol.codes.
 PRIVATE: Final = int(ConversationType.PRIVATE)
@@ -43,7 +43,6 @@ RECALL_CONTENT_TYPE: Final = int(ContentType.RECALL)
 PERSIST_TRANSPARENT: Final = int(PersistFlag.TRANSPARENT)
 #: The search index every write keeps in step with the messages, in the same transaction (issue 26).
 #: SQLite's is FTS5; a PostgreSQL engine brings its own next to it (docs/ARCHITECTURE.md "Search").
-SEARCH: Final[SearchBackend] = FTS5
 
 
 @dataclass(frozen=True, slots=True)

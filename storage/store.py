@@ -487,6 +487,8 @@ async def _open_postgres(
 
     await trio.to_thread.run_sync(migrate_database, url)
     seal = None if server_key is None else SecretSeal(server_key)
+    # Robots' secrets sealed as on SQLite; no clear ones to seal at open (no release wrote PostgreSQL in clear).
+    robot_seal = None if server_key is None else SecretSeal(server_key, info=ROBOT_SEAL_INFO)
     async with open_postgres(
         url,
         callback_context=callback_context,
@@ -495,7 +497,7 @@ async def _open_postgres(
         max_queued=max_queued,
         seal=seal,
     ) as (writer, inboxes, pool):
-        yield Store(writer, inboxes, pool, seal)
+        yield Store(writer, inboxes, pool, seal, robot_seal)
 
 
 def _prepare(seal: SecretSeal | None, robot_seal: SecretSeal | None, conn: sqlite3.Connection) -> None:
