@@ -323,7 +323,9 @@ def purge_tombstones(conn: sqlite3.Connection, cutoff_ms: int, limit: int) -> in
     for group_id, _, version in rows:
         highest[group_id] = max(highest.get(group_id, 0), version)
     conn.executemany(
-        "UPDATE groups SET member_horizon = max(member_horizon, ?) WHERE group_id = ?",
+        # Not SQLite's two-argument max() (PostgreSQL's is GREATEST): the CASE both spell alike.
+        "UPDATE groups SET member_horizon = CASE WHEN member_horizon < ?1 THEN ?1 ELSE member_horizon END"
+        " WHERE group_id = ?2",
         [(version, group_id) for group_id, version in highest.items()],
     )
     conn.executemany(

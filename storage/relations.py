@@ -614,7 +614,9 @@ def purge_tombstones(conn: sqlite3.Connection, cutoff_ms: int, limit: int) -> in
     for user_id, stream, _, _, version in rows:
         highest[(user_id, stream)] = max(highest.get((user_id, stream), 0), version)
     conn.executemany(
-        "UPDATE relation_heads SET horizon = max(horizon, ?) WHERE user_id = ? AND stream = ?",
+        # Not SQLite's two-argument max() (PostgreSQL's is GREATEST): the CASE both spell alike.
+        "UPDATE relation_heads SET horizon = CASE WHEN horizon < ?1 THEN ?1 ELSE horizon END"
+        " WHERE user_id = ?2 AND stream = ?3",
         [(version, user_id, stream) for (user_id, stream), version in highest.items()],
     )
     conn.executemany(
