@@ -14,6 +14,7 @@ from pathlib import Path
 import trio
 
 from protocol import events
+from tests import backends
 from tests.test_crash import ADMIN_SECRET, REPO, START_TIMEOUT, Client, admin_call, ember_serve, free_port
 
 
@@ -29,15 +30,18 @@ async def test_a_second_gateway_on_the_same_data_folder_refuses_and_the_first_se
                 first, "user/get_token", {"user_id": "alice", "client_id": "alice-phone", "platform": 2}
             ))["token"]  # fmt: skip
 
+            env = {
+                **os.environ,
+                "EMBER_SERVER__PORT": str(free_port()),
+                "EMBER_ADMIN__PORT": str(free_port()),
+                "EMBER_ADMIN__SECRET": ADMIN_SECRET,
+                "PYTHONPATH": str(REPO),
+            }
+            if backends.on_postgres():  # the first one's database: its lock is an advisory lock there
+                env["EMBER_STORAGE__URL"] = backends.known_url(data)
             second = await trio.run_process(
                 [sys.executable, "-m", "gateway.cli", "serve", "--data", str(data)],
-                env={
-                    **os.environ,
-                    "EMBER_SERVER__PORT": str(free_port()),
-                    "EMBER_ADMIN__PORT": str(free_port()),
-                    "EMBER_ADMIN__SECRET": ADMIN_SECRET,
-                    "PYTHONPATH": str(REPO),
-                },
+                env=env,
                 cwd=str(REPO),
                 stdin=subprocess.DEVNULL,
                 capture_stdout=True,
