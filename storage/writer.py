@@ -1134,7 +1134,10 @@ def _storage_error(message: str, cause: BaseException | None) -> StorageError:
     """``StorageError(message)`` caused by ``cause``, and worded with it; ``StorageFull`` for a full disk."""
     if cause is None:
         return StorageError(message)
-    kind = StorageFull if _is_full(cause) else StorageRetryLater if is_transient(cause) else StorageError
+    # A cause already classified (the op that aborted the batch got a ``StorageRetryLater`` for a lost
+    # connection) keeps its kind for the batch's other ops: they were not at fault either, and may resend.
+    retry = isinstance(cause, StorageRetryLater) or is_transient(cause)
+    kind = StorageFull if _is_full(cause) else StorageRetryLater if retry else StorageError
     error = kind(f"{message}: {cause}")
     error.__cause__ = cause
     return error

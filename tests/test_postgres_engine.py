@@ -205,6 +205,43 @@ async def test_an_aborted_transaction_fails_its_batch_and_the_next_operations_be
         assert [room.chatroom_id for room in await store.list_chatrooms()] == ["after", "before"]
 
 
+async def test_a_connection_lost_mid_batch_tells_every_op_of_the_batch_to_retry(pg_url: str) -> None:
+    """The op that met the lost connection gets 250, and so must the ops before it in its transaction: their
+    writes went with the connection, through no fault of theirs (they once got a plain StorageError, which a
+    sender does not resend: the restart-under-load test met it one run in a few)."""
+
+    def put(conn: Any, key: str) -> str:
+        conn.execute("INSERT INTO chatrooms VALUES (?, '', '', '', 0, 0, 0)", (key,))
+        return key
+
+    def lose_the_connection(conn: Any) -> None:
+        conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")  # as a server restart ends it
+
+    async with open_store("unused", url=pg_url) as store:
+        outcomes: dict[str, Any] = {}
+
+        async def run(name: str, fn: Any, *args: Any) -> None:
+            try:
+                outcomes[name] = await store.run(fn, *args)
+            except StorageError as exc:
+                outcomes[name] = exc
+
+        async with trio.open_nursery() as nursery, held_writer(store.writer):  # one batch for the two
+            nursery.start_soon(run, "before", put, "before")
+            await wait_until(lambda: store.writer.queued >= 1)
+            nursery.start_soon(run, "lost", lose_the_connection)
+            await wait_until(lambda: store.writer.queued >= 2)
+        assert isinstance(outcomes["lost"], StorageRetryLater)
+        assert isinstance(outcomes["before"], StorageRetryLater), outcomes["before"]
+        for _ in range(50):  # the writer reconnects with backoff; the op resent commits
+            try:
+                assert await store.run(put, "before") == "before"
+                break
+            except StorageRetryLater:
+                await trio.sleep(0.05)
+        assert [room.chatroom_id for room in await store.list_chatrooms()] == ["before"]
+
+
 @pytest.mark.parametrize("count", [1, COPY_MIN_ROWS, 3 * COPY_MIN_ROWS])
 def test_insert_many_stores_the_same_rows_by_executemany_or_copy(pg_url: str, count: int) -> None:
     conn = wrap(psycopg.connect(pg_url, autocommit=True))
