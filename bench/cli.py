@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ import trio
 from bench import report
 from bench.flood import PullFlood
 from bench.hist import Latency
+from bench.pgserver import private_server
 from bench.procfs import (
     FileLimit,
     cpu_seconds,
@@ -136,6 +137,12 @@ def _parser() -> argparse.ArgumentParser:
         "--spawn opens it; with --target, HOST:PORT is then the WebSocket port)",
     )  # fmt: skip
     gw.add_argument("--spawn", action="store_true", help="start a gateway on a temporary data folder")
+    gw.add_argument(
+        "--postgres", nargs="?", const="private", metavar="URL",
+        help="--spawn: store on PostgreSQL (storage.url): a private server started for the run (initdb on a temp "
+        "folder, fsync on; bench/pgserver.py), or the database URL given; the record gains the database's CPU "
+        "per message when the server is private",
+    )  # fmt: skip
     gw.add_argument("--target", metavar="HOST:PORT", help="a running gateway's client port")
     gw.add_argument("--admin", metavar="URL", help="its admin API base URL")
     gw.add_argument("--admin-secret", help="its admin secret (prefer $EMBER_ADMIN_SECRET)")
@@ -168,6 +175,8 @@ def _parser() -> argparse.ArgumentParser:
 def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.spawn == bool(args.target):
         p.error("choose one of --spawn or --target HOST:PORT")
+    if args.postgres and not args.spawn:
+        p.error("--postgres goes with --spawn (a running gateway has its own storage)")
     if args.concurrency is None:
         args.concurrency = 50 if args.scenario == "connect" else 100
     if args.scenario == "chatroom" and args.rate is None:
@@ -465,9 +474,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     }[args.scenario]  # fmt: skip
     sockets = users  # connect: at most one socket per user at a time
     async with AsyncExitStack() as stack:
+        storage_url, database = "", None
+        if args.postgres == "private":
+            database = stack.enter_context(private_server())
+            storage_url = database.url
+        elif args.postgres:
+            storage_url = args.postgres
         if args.spawn:
             target = await stack.enter_async_context(
                 spawn_gateway(
+                    storage_url=storage_url,
                     log_level=args.server_log_level,
                     keep_data=args.keep_data,
                     request_rate_limit=_flood_rate_limit(args),
@@ -520,7 +536,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     await flood.filled.wait()
             workers = await _start_workers(jobs, units, nursery)
             try:
-                result = await _phases(args, workers, pid, len(tokens), flood)
+                result = await _phases(
+                    args, workers, pid, len(tokens), flood, db_cpu=database.cpu_seconds if database else None
+                )
             finally:
                 if flood is not None:
                     flood.stop()
@@ -535,14 +553,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         result["open_file_limit"] = limit.soft
         result["gateway"] = {
             "spawned": target.spawned, "pid": pid, "host": target.host, "port": target.port,
-            "transport": args.transport,
+            "transport": args.transport, "storage": "postgresql" if storage_url else "sqlite",
         }  # fmt: skip
         result["machine"] = machine_description()
         return result
 
 
 async def _phases(
-    args: argparse.Namespace, workers: Workers, pid: int | None, users: int, flood: PullFlood | None = None
+    args: argparse.Namespace,
+    workers: Workers,
+    pid: int | None,
+    users: int,
+    flood: PullFlood | None = None,
+    *,
+    db_cpu: Callable[[], float] | None = None,
 ) -> dict[str, Any]:
     await workers.wait_all("hello", WORKER_START_TIMEOUT)
     rss_before = rss_kib(pid) if pid else None
@@ -563,6 +587,7 @@ async def _phases(
 
     cpu0 = cpu_times(pid) if pid else None
     main0 = main_thread_cpu_seconds(pid) if pid else None
+    db0 = db_cpu() if db_cpu else None
     busy0 = machine_busy_seconds()
     self0 = _own_cpu()
     t0 = trio.current_time()
@@ -591,6 +616,7 @@ async def _phases(
         flood.stop()
     cpu1 = cpu_times(pid) if pid else None
     main1 = main_thread_cpu_seconds(pid) if pid else None
+    db1 = db_cpu() if db_cpu else None
     busy1 = machine_busy_seconds()
     self1 = _own_cpu()
     rss_after = rss_kib(pid) if pid else None
@@ -603,7 +629,14 @@ async def _phases(
     )
     # CPU the rest of the machine used meanwhile: a busy neighbour makes rates and latencies
     # (not the gateway's own CPU accounting) worth little, so the record says so.
-    ours = (result["server_cpu_s"] or 0.0) + result["client_cpu_s"] + (self1 - self0)
+    if db0 is not None and db1 is not None:
+        # The database server's processes over the same window: on PostgreSQL, the other half of a message's cost.
+        # Per message by the same count as server_cpu_us_per_msg (its CPU over its per-message figure).
+        db_s = db1 - db0
+        cpu, per_msg = result["server_cpu_s"], result["server_cpu_us_per_msg"]
+        result["db_cpu_s"] = round(db_s, 3)
+        result["db_cpu_us_per_msg"] = round(db_s * per_msg / cpu, 1) if cpu and per_msg else None
+    ours = (result["server_cpu_s"] or 0.0) + result.get("db_cpu_s", 0.0) + result["client_cpu_s"] + (self1 - self0)
     result["other_cpu_s"] = round(max(0.0, busy1 - busy0 - ours), 2)
     return result
 

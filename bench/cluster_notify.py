@@ -15,8 +15,8 @@ Two measurements, both through the real parts (``gateway.cluster.postgres``):
 - **listener burst**: ``--burst`` notices committed at once to one node: how many per second its listener
   (thread, decode, hand-off to trio) takes.
 
-``--spawn`` starts a private server (initdb + pg_ctl on a temp folder, as the tests do; as root it runs as
-user ``embertest``) and reports its CPU per batch; ``--url`` uses an existing server instead.
+``--spawn`` starts a private server (``bench.pgserver``: initdb + pg_ctl on a temp folder; as root it runs as
+the distribution's ``postgres`` user) and reports its CPU per batch; ``--url`` uses an existing server instead.
 One JSON line per measurement on stdout.
 """
 
@@ -24,22 +24,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import pwd
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import trio
 
-from bench.procfs import cpu_seconds
+from bench.pgserver import PrivateServer, private_server
 from gateway.cluster.postgres.database import connect
 from gateway.cluster.postgres.listener import NoticeListener
 from gateway.cluster.postgres.nodes import NodeLease
@@ -49,48 +41,9 @@ from gateway.cluster.postgres.presence import PresenceTable
 from gateway.cluster.postgres.tables import NODES, PRESENCE, Connection, ensure_tables
 
 
-@contextmanager
-def spawned_server(fsync: bool) -> Iterator[tuple[str, str]]:
-    """(url, data directory) of a private throwaway server."""
-    root = tempfile.mkdtemp(prefix="ember-bench-pg-")
-    os.chmod(root, 0o755)
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        entry = pwd.getpwnam("embertest")
-        os.chown(root, entry.pw_uid, entry.pw_gid)
-        as_user = ["runuser", "-u", "embertest", "--"]
-    data = os.path.join(root, "data")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    subprocess.run([*as_user, "initdb", "-D", data, "-U", "postgres", "--auth=trust"], check=True, capture_output=True)
-    opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1" + ("" if fsync else " -c fsync=off")
-    log = os.path.join(root, "log")
-    subprocess.run([*as_user, "pg_ctl", "-D", data, "-l", log, "-o", opts, "-w", "start"], check=True, capture_output=True)
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres", data
-    finally:
-        subprocess.run([*as_user, "pg_ctl", "-D", data, "-m", "fast", "-w", "stop"], check=False, capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def server_cpu_seconds(data_dir: str | None) -> float | None:
+def server_cpu_seconds(server: PrivateServer | None) -> float | None:
     """CPU the server's processes (postmaster and its children) have used so far, or None if unknown."""
-    if data_dir is None:
-        return None
-    with open(os.path.join(data_dir, "postmaster.pid")) as f:
-        postmaster = int(f.readline())
-    total = cpu_seconds(postmaster)
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-                if ppid == postmaster:
-                    total += cpu_seconds(int(entry))
-            except (OSError, ValueError, IndexError):
-                continue
-    return total
+    return server.cpu_seconds() if server is not None else None
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -202,7 +155,7 @@ def write_batches(conn: Connection, users: list[str], batch: int, mode: str, sto
     return batches, sent
 
 
-async def batches(url: str, data_dir: str | None, args: argparse.Namespace, mode: str) -> dict[str, Any]:
+async def batches(url: str, server: PrivateServer | None, args: argparse.Namespace, mode: str) -> dict[str, Any]:
     users = prepare_batches(url, args.nodes, args.users_per_node)
     listeners = [NoticeListener(url, node_id, lambda: None, capacity=1 << 16) for node_id in range(2, args.nodes + 2)]
     received = 0
@@ -226,11 +179,11 @@ async def batches(url: str, data_dir: str | None, args: argparse.Namespace, mode
         for listener in listeners:
             await nursery.start(listener.run)
             nursery.start_soon(drain, listener)
-        cpu0, wall0 = server_cpu_seconds(data_dir), time.perf_counter()
+        cpu0, wall0 = server_cpu_seconds(server), time.perf_counter()
         nursery.start_soon(stop_later)
         written, sent = await trio.to_thread.run_sync(write_batches, writer, users, args.batch, mode, stop)
         wall = time.perf_counter() - wall0
-        cpu1 = server_cpu_seconds(data_dir)
+        cpu1 = server_cpu_seconds(server)
         expected = sent
         if received >= sent:
             caught_up.set()
@@ -270,15 +223,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-fsync", action="store_true", help="spawned server: fsync off (commit cost without the disk)")
     args = p.parse_args(argv)
 
-    async def run(url: str, data_dir: str | None) -> None:
+    async def run(url: str, server: PrivateServer | None) -> None:
         print(json.dumps(await round_trip(url, args.round_trips)), flush=True)
         print(json.dumps(await burst(url, args.burst)), flush=True)
         for mode in ("none", "per_batch", "per_message") if args.per_message else ("none", "per_batch"):
-            print(json.dumps(await batches(url, data_dir, args, mode)), flush=True)
+            print(json.dumps(await batches(url, server, args, mode)), flush=True)
 
     if args.spawn:
-        with spawned_server(fsync=not args.no_fsync) as (url, data_dir):
-            trio.run(run, url, data_dir)
+        with private_server(fsync=not args.no_fsync) as server:
+            trio.run(run, server.url, server)
     else:
         trio.run(run, args.url, None)
     return 0

@@ -98,9 +98,11 @@ async def spawn_gateway(
     group_max_members: int = 2000,
     server: Mapping[str, int] | None = None,
     ws: bool = False,
+    storage_url: str = "",
 ) -> AsyncIterator[Target]:
     """``server``: integer keys of the [server] section (e.g. ``outbox_budget_bytes``) to set for the run;
-    ``ws``: also open the WebSocket listener (``Target.ws_port``)."""
+    ``ws``: also open the WebSocket listener (``Target.ws_port``); ``storage_url``: a PostgreSQL database
+    (``storage.url``) instead of SQLite in the data folder."""
     data = Path(tempfile.mkdtemp(prefix="ember-bench-"))
     admin_secret, token_key = secrets.token_hex(32), secrets.token_hex(32)
     config = data / "ember.toml"
@@ -132,6 +134,8 @@ async def spawn_gateway(
         EMBER_SERVER__WS_PORT=str(ws_port),
         EMBER_SERVER__WS_HOST="127.0.0.1",
     )
+    if storage_url:
+        env["EMBER_STORAGE__URL"] = storage_url  # in the environment, not the config file left on disk
     target = Target("127.0.0.1", port, f"http://127.0.0.1:{admin_port}", admin_secret, None, True, data, ws_port)
     assert target.log_path is not None
     log = os.open(target.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -91,6 +91,32 @@ def test_pairs_over_websocket_smoke(tmp_path: Path) -> None:
     assert record["delivered"] == record["acked"] == record["sent"]
 
 
+def test_pairs_on_postgresql_stores_there(tmp_path: Path, pg_url: str) -> None:
+    """``--postgres URL``: the spawned gateway stores on that database (storage.url), not in its data folder."""
+    import psycopg
+
+    record = bench(tmp_path, "pairs", "--pairs", "4", "--window", "2", "--postgres", pg_url)
+    assert record["gateway"]["storage"] == "postgresql"
+    assert record["delivered"] == record["acked"] == record["sent"] > 0 and record["errors"] == 0
+    with psycopg.connect(pg_url) as conn:
+        stored = conn.execute("SELECT count(*) FROM messages").fetchone()
+    assert stored is not None and stored[0] >= record["acked"]  # warm-up sends are stored too
+
+
+def test_the_private_postgresql_server_of_the_bench_serves_and_reports_its_cpu(postgres: Any) -> None:
+    """``bench.pgserver``: what ``--postgres`` alone starts (initdb on a temp folder, as an unprivileged user)."""
+    import psycopg
+
+    from bench.pgserver import private_server
+
+    with private_server(fsync=False) as server:
+        with psycopg.connect(server.url) as conn:
+            assert conn.execute("SELECT current_database()").fetchone() == ("ember_bench",)
+        assert server.cpu_seconds() > 0
+        data = server.data_dir
+    assert not data.exists()  # removed with the server
+
+
 def test_group_smoke(tmp_path: Path) -> None:
     record = bench(tmp_path, "group", "--members", "12", "--groups", "2", "--senders", "2", "--window", "2")
     assert record["scenario"] == "group"
