@@ -1,11 +1,18 @@
 """The web chat page the WebSocket listener serves (``server.ws_demo``, gateway/net/webchat.py), from a real
-``ember serve``: its files and headers over HTTP, and its own origin let through.
+``ember serve``: its files and headers over HTTP, its own origin let through, and a browser user on it talking
+with a Python SDK user over TCP.
+
+The browser test drives Debian's Chromium with playwright-core (sdk/ts/node_modules, ``npm ci``) through
+sdk/ts/test/page-driver.mjs. Without Node, playwright-core or Chromium it skips with one line; under CI=true
+it fails instead (.ci/run installs them).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +21,8 @@ import httpx
 import pytest
 import trio
 
+import client
+from client import Conversation, ConversationType
 from gateway.admin.signing import signed_json
 from gateway.clock import Clock
 from gateway.net.webchat import CONTENT_SECURITY_POLICY, FILES
@@ -126,3 +135,86 @@ async def test_without_ws_demo_there_is_no_page_and_no_own_origin(nursery: trio.
         with pytest.raises(WsRefused) as refused:
             await WsClient.open("127.0.0.1", gw.ws_port, headers=[("Origin", gw.base)])
         assert refused.value.status == 403  # server.ws_allowed_origins is empty: every browser page is refused
+
+
+def _browser_missing() -> str | None:
+    if shutil.which("node") is None:
+        return "node is not installed"
+    if not (SDK / "node_modules" / "playwright-core").is_dir():
+        return "sdk/ts has no node_modules/playwright-core (cd sdk/ts && npm ci)"
+    if not CHROMIUM.exists():
+        return f"no Chromium at {CHROMIUM} (apt-get install chromium chromium-driver)"
+    return None
+
+
+#: Non-ASCII on purpose: accents precomposed and combining (no normalisation may happen on the way), CJK, an
+#: emoji with a skin-tone modifier (outside the BMP: two UTF-16 units in the page), right-to-left Hebrew,
+#: a no-break space, and an ASCII quote and backslash (JSON and HTML escaping).
+TO_ALICE = 'héllo alice — e\u0301 日本語 👋🏽 שלום\u00a0"q" \\ end'
+TO_BOB = "grüß dich bob ✓ 中文 🎉 مرحبا \u00a0 and e\u0301"
+
+
+async def test_a_browser_user_on_the_served_page_and_a_python_sdk_user_over_tcp_talk_both_ways(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    missing = _browser_missing()
+    if missing is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run the browser test, but {missing}")
+        pytest.skip(f"browser test skipped: {missing}")
+    gw = await serve(tmp_path, nursery)
+    await gw.call("/admin/user/create", {"user_id": "alice", "name": "Alice"})
+    await gw.call("/admin/user/create", {"user_id": "bob", "name": "Bob"})
+    alice_token = await gw.token("alice", "alice-browser", 5)
+    bob_token = await gw.token("bob", "bob-desktop", 3)
+    artifacts = Path(os.environ.get("EMBER_TEST_ARTIFACTS", SDK / "test-artifacts"))
+    driver_args = {"url": gw.base + "/", "token": alice_token, "reply": TO_BOB, "screenshot": str(artifacts / "web-chat-python.png")}
+    with trio.fail_after(BROWSER_LIMIT):
+        async with client.connect(gw.proc.host, gw.proc.port, bob_token, sync_messages=True) as bob:
+            received = bob.messages.received()
+            driver = await trio.lowlevel.open_process(
+                ["node", str(SDK / "test" / "page-driver.mjs"), json.dumps(driver_args)],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, cwd=SDK,
+            )  # fmt: skip
+            try:
+                steps = _Lines(driver)
+                assert (await steps.next()) == {"ready": "alice"}
+                sent = await bob.messages.send(Conversation(ConversationType.PRIVATE, "alice"), {"type": 1, "searchable_content": TO_ALICE})
+                assert sent.message_id > 0
+                # The page shows bob's text exactly: the browser's WebSocket, WebCrypto and MessagePack decode.
+                assert (await steps.next()) == {"received": TO_ALICE}
+                got = await anext(received)  # alice typed her reply into the page: pushed to bob over TCP
+                assert got.from_user == "alice"
+                assert got.content["searchable_content"] == TO_BOB
+                assert got.content["searchable_content"].encode() == TO_BOB.encode()  # byte for byte
+                done = await steps.next()
+                assert done == {"sent": True, "problems": []}, done  # no page error, no CSP refusal
+                assert await driver.wait() == 0
+            finally:
+                if driver.returncode is None:
+                    driver.kill()
+                    await driver.wait()
+
+
+class _Lines:
+    """The driver's JSON lines, one per ``next()``; an {"error"} line (or its exit) fails the test with what it said.
+
+    (A class, not an async generator: one left suspended at the test's end would be finalised by the garbage
+    collector, outside trio.)"""
+
+    def __init__(self, process: trio.Process) -> None:
+        assert process.stdout is not None and process.stderr is not None
+        self.stdout, self.stderr = process.stdout, process.stderr
+        self.buffer = b""
+
+    async def next(self) -> dict:
+        while b"\n" not in self.buffer:
+            chunk = await self.stdout.receive_some(65536)
+            if not chunk:
+                err = await self.stderr.receive_some(65536)
+                raise AssertionError(f"page driver ended: {self.buffer!r} {err.decode(errors='replace')[-3000:]}")
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        event = json.loads(line)
+        assert "error" not in event, event["error"]
+        return dict(event)
