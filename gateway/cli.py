@@ -447,12 +447,13 @@ def _serve(args: argparse.Namespace) -> int:
     logs.configure(config.log)
     warn_if_open_to_others(data, args.config or data / CONFIG_FILENAME)
     server = importlib.import_module("gateway.server")  # lazily: heavy, and only this command needs it
+    from gateway.net.webchat import WebChatMissing
     from storage import StorageError
 
     _tune_gc()
     try:
         trio.run(functools.partial(server.serve, config, handle_signals=True))
-    except StorageError as exc:  # e.g. another gateway owns the database, or SQLite is too old
+    except (StorageError, WebChatMissing) as exc:  # e.g. another gateway owns the database, or SQLite is too old
         print(f"ember: {exc}", file=sys.stderr)
         return 1
     return 0

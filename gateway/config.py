@@ -188,6 +188,12 @@ class ServerConfig(_Section):
         0, "Port of the WebSocket listener (path /ws; one protocol frame per binary message); 0: off.", lo=0, hi=65535
     )
     ws_host: str = _key("127.0.0.1", "Address the WebSocket listener binds.")
+    ws_demo: bool = _key(
+        False,
+        "Serve the web chat page (a demo of the TypeScript SDK) at / on the WebSocket listener; its own origin "
+        "may then open /ws. Off: a production web client is served by its own site, and a gateway that "
+        "answers only /ws has no pages to keep patched.",
+    )
     ws_allowed_origins: str = _key(
         "",
         "Origins (comma-separated, scheme://host[:port] as browsers send them, or *) whose pages may open a "

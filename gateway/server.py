@@ -32,6 +32,7 @@ from gateway.delivery import Delivery
 from gateway.groups import GroupService
 from gateway.messaging import MessageService
 from gateway.net.transport import TcpTransport
+from gateway.net.webchat import WebChat
 from gateway.net.websocket import (
     UPGRADE_ACCEPTED,
     WsSettings,
@@ -75,6 +76,8 @@ async def serve(
     connection in its own task waiting on trio instead of the shared ``ReadPoller``.
     """
     clock = clock or Clock()
+    # The web chat page's files, read before anything opens: a broken install fails here, clearly.
+    webchat = WebChat.load() if config.server.ws_port and config.server.ws_demo else None
     async with storage.open_store(
         config.storage.path,
         synchronous=config.storage.synchronous,
@@ -105,10 +108,10 @@ async def serve(
         try:
             if read_poller:
                 with ReadPoller(around_pass=store.writer.gathering) as reads:
-                    await _run(config, services, reads, handle_signals, task_status)
+                    await _run(config, services, reads, handle_signals, task_status, webchat)
             else:
                 log.info("no read poller (select.epoll %s): one task per connection reads", "off" if HAVE_EPOLL else "missing")
-                await _run(config, services, None, handle_signals, task_status)
+                await _run(config, services, None, handle_signals, task_status, webchat)
         finally:
             # The connections have ended: their disconnect times go to last_seen before the store closes.
             with trio.CancelScope(shield=True):
@@ -122,6 +125,7 @@ async def _run(
     reads: ReadPoller | None,
     handle_signals: bool,
     task_status: trio.TaskStatus[Running],
+    webchat: WebChat | None = None,
 ) -> None:
     """The listeners, the admin API and the background tasks, until cancelled."""
     from gateway.admin.app import create_admin_app, serve_admin  # FastAPI is heavy; keep it off other paths
@@ -151,7 +155,7 @@ async def _run(
         if config.server.ws_port:
             ws_listeners = await trio.open_tcp_listeners(config.server.ws_port, host=config.server.ws_host)
             ws_port = ws_listeners[0].socket.getsockname()[1]
-            serve_ws = functools.partial(_serve_ws_connection, services, reads, _ws_settings(config))
+            serve_ws = functools.partial(_serve_ws_connection, services, reads, _ws_settings(config, webchat))
             for listener in ws_listeners:
                 scope = trio.CancelScope()
                 accepting.append(scope)
@@ -186,7 +190,7 @@ async def _run(
         where = mask_password(config.storage.url) if config.storage.url else config.storage.path
         log.info(
             "listening gateway=%s:%d admin=%s websocket=%s storage=%s", host, port, admin_url,
-            f"{config.server.ws_host}:{ws_port}/ws" if ws_port else "off", where,
+            f"{config.server.ws_host}:{ws_port}/ws" + (" page=/" if webchat else "") if ws_port else "off", where,
         )  # fmt: skip
         task_status.started(Running(host, port, admin_url, services, ws_port))
 
@@ -262,7 +266,7 @@ async def _serve_tcp_connection(services: Services, reads: ReadPoller | None, st
         await trio.aclose_forcefully(stream)
 
 
-def _ws_settings(config: Config) -> WsSettings:
+def _ws_settings(config: Config, webchat: WebChat | None = None) -> WsSettings:
     from protocol.frames import HEADER_SIZE
 
     server = config.server
@@ -270,6 +274,7 @@ def _ws_settings(config: Config) -> WsSettings:
         allowed_origins=parse_origins(server.ws_allowed_origins),
         trusted_proxies=parse_networks(server.trusted_proxies),
         max_message_bytes=HEADER_SIZE + server.max_frame_bytes,  # one frame, header included
+        webchat=webchat,
     )
 
 

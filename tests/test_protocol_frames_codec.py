@@ -416,3 +416,20 @@ def test_fields_getters_raise_only_field_error(data: dict) -> None:
                 getter(key, **kwargs)
             except FieldError as exc:
                 assert exc.field == key
+
+
+def test_the_integer_not_float_example_of_protocol_md_9_1() -> None:
+    """PROTOCOL.md §9.1: an integer ≥ 2^32 goes out as uint64, never float64; the page's two byte strings are
+    what they say (the reference encoder writes the first; the second, the same value as a float, is a 251)."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "PROTOCOL.md").read_text(encoding="utf-8")
+    as_int, as_float = "cf0000019b76daa800", "cb4279b76daa800000"
+    assert f"goes out as `{as_int}`, never as `{as_float}`" in doc
+    assert msgpack.packb(1767225600000) == bytes.fromhex(as_int)
+    assert codec.unpack(bytes.fromhex(as_int)) == 1767225600000
+    assert codec.unpack(bytes.fromhex(as_float)) == 1767225600000.0
+    body = codec.unpack_map(b"\x81\xa4time" + bytes.fromhex(as_float))
+    with pytest.raises(FieldError, match="time: must be an integer"):
+        body.integer("time")
+    assert codec.unpack_map(b"\x81\xa4time" + bytes.fromhex(as_int)).integer("time") == 1767225600000

@@ -2,8 +2,8 @@
 
 The Node tests start their own ``ember serve`` (this venv's, passed as EMBER_BIN) on free loopback ports, so
 what they check is the real gateway over real sockets: the vectors of docs/PROTOCOL.md byte for byte
-(unit.test.mjs), two TS clients over TCP and WebSocket (live.test.mjs), and the web chat page in headless
-Chromium (browser.test.mjs). ``.ci/run`` installs what they need (``npm ci`` in sdk/ts, Debian's chromium);
+(unit.test.mjs), two TS clients over TCP and WebSocket (live.test.mjs), and the web chat page, served by the
+gateway itself, in headless Chromium (browser.test.mjs); and that the page's committed bundle is a fresh build. ``.ci/run`` installs what they need (``npm ci`` in sdk/ts, Debian's chromium);
 without Node, the npm packages or Chromium these tests skip with one line, except under CI=true, where
 they fail.
 """
@@ -79,6 +79,14 @@ def _node_test(sdk: Path, name: str) -> str:
 
 def _skipped_suites(output: str) -> list[str]:
     return [line.strip() for line in output.splitlines() if "# SKIP" in line]
+
+
+def test_the_committed_web_chat_bundle_is_a_fresh_build_of_the_sdk(built_sdk: Path) -> None:
+    """gateway/webchat/ember.js (committed, so that a wheel needs no Node) is what ``npm run build`` makes of
+    sdk/ts/src now: the lockfile pins esbuild and @msgpack/msgpack, so the build is byte-for-byte repeatable."""
+    fresh = (built_sdk / "dist" / "browser" / "ember.js").read_bytes()
+    committed = (ROOT / "gateway" / "webchat" / "ember.js").read_bytes()
+    assert committed == fresh, "gateway/webchat/ember.js is stale: cd sdk/ts && npm run build:webchat, and commit it"
 
 
 def test_vectors_of_protocol_md_byte_for_byte(built_sdk: Path) -> None:

@@ -10,8 +10,11 @@ The upgrade, in order (``accept_websocket``), all within the handshake timeout c
 1. read the request (h11 bounds it: 16 KiB of request line and headers); not HTTP: 400;
 2. the peer's address: the socket's, or, when the socket's is one of ``server.trusted_proxies``, the client
    the ``X-Forwarded-For`` chain names (the rightmost address that is not a trusted proxy);
-3. the path (query ignored) must be ``/ws``: else 404;
-4. the ``Origin`` header, when there is one, must be listed in ``server.ws_allowed_origins``: else 403;
+3. the path (query ignored) must be ``/ws``: else 404, or, with ``server.ws_demo`` on, a file of the web chat
+   page when the path is one of its (``gateway/net/webchat.py``; the connection closes after it);
+4. the ``Origin`` header, when there is one, must be listed in ``server.ws_allowed_origins``, or, with
+   ``server.ws_demo`` on, be this listener's own (the origin of the page it served: ``Origin`` is
+   ``http://`` or ``https://`` followed by the request's ``Host``): else 403;
 5. a valid WebSocket upgrade (GET, ``Upgrade: websocket``, ``Sec-WebSocket-Version: 13``, a key): else
    400 or 426 (wsproto's checks); no extension and no subprotocol is accepted;
 6. 101 Switching Protocols. Only then does the connection send HELLO, as the first binary message.
@@ -48,6 +51,7 @@ from wsproto.handshake import H11Handshake
 from wsproto.utilities import RemoteProtocolError
 
 from gateway.net.transport import RECEIVE_SIZE
+from gateway.net.webchat import WebChat
 from gateway.outbox import Outbox, OutboxBudget
 from protocol.frames import HEADER_SIZE
 
@@ -65,7 +69,8 @@ ONE_FRAME_REASON = "a WebSocket message must hold exactly one frame"
 
 #: Why an upgrade ended, counted by ``ember_websocket_upgrades_total{result}``.
 UPGRADE_ACCEPTED = "accepted"
-UPGRADE_RESULTS = (UPGRADE_ACCEPTED, "not_found", "forbidden_origin", "bad_request", "timeout", "closed")
+#: "page": not an upgrade but a file of the web chat page, served (server.ws_demo).
+UPGRADE_RESULTS = (UPGRADE_ACCEPTED, "page", "not_found", "forbidden_origin", "bad_request", "timeout", "closed")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -100,12 +105,27 @@ class WsSettings:
     allowed_origins: frozenset[str] | None  # None: any origin (``*``)
     trusted_proxies: tuple[Network, ...]
     max_message_bytes: int  # one frame: header + server.max_frame_bytes
+    webchat: WebChat | None = None  # the page's files, with server.ws_demo on
 
-    def origin_allowed(self, origin: bytes | None) -> bool:
-        """No Origin (not a browser) is allowed; a browser's page only from an origin the list names."""
+    def origin_allowed(self, origin: bytes | None, host: bytes | None = None) -> bool:
+        """No Origin (not a browser) is allowed; a browser's page only from an origin the list names, or,
+        with the web chat page served here, from this listener itself.
+
+        The page this listener served has the origin ``http://<Host>`` (``https://`` behind a TLS proxy that
+        passes ``Host`` on): a browser writes both headers itself, from the page's URL and the socket's, so a
+        page of any other site cannot present its target's Host as its own Origin. (A site that rebinds its
+        own name's DNS to this address makes the two agree, but then it is a page of its own origin talking
+        to it, with no token or storage of this one's: what the Origin check guards is unchanged.)
+        """
         if origin is None or self.allowed_origins is None:
             return True
-        return origin.decode("latin-1").strip().lower().rstrip("/") in self.allowed_origins
+        normal = origin.decode("latin-1").strip().lower().rstrip("/")
+        if normal in self.allowed_origins:
+            return True
+        if self.webchat is None or not host:
+            return False
+        own = host.decode("latin-1").strip().lower()
+        return normal in (f"http://{own}", f"https://{own}")
 
     def trusted(self, address: str) -> bool:
         try:
@@ -282,6 +302,7 @@ def _http_response(status: int, phrase: str, body: str, headers: Iterable[tuple[
     payload = body.encode() + b"\n"
     lines = [f"HTTP/1.1 {status} {phrase}".encode(), b"content-type: text/plain; charset=utf-8"]
     lines += [b"content-length: " + str(len(payload)).encode(), b"connection: close"]
+    lines.append(b"x-content-type-options: nosniff")
     lines += [name + b": " + value for name, value in headers]
     return b"\r\n".join(lines) + b"\r\n\r\n" + payload
 
@@ -328,10 +349,16 @@ async def _upgrade(stream: trio.SocketStream, settings: WsSettings) -> Upgrade:
     socket_host = _socket_host(stream)
     peer_host = settings.client_address(socket_host, (v for k, v in headers if k == b"x-forwarded-for"))
     peer = f"{peer_host}:{_socket_port(stream)}" if peer_host == socket_host else peer_host
-    if request.target.split(b"?", 1)[0] != WS_PATH:
-        return await _refuse(stream, 404, "not_found", "the WebSocket endpoint is /ws")
+    path = request.target.split(b"?", 1)[0]
+    if path != WS_PATH:
+        page = settings.webchat.answer(request.method, path) if settings.webchat is not None else None
+        if page is None:
+            return await _refuse(stream, 404, "not_found", "the WebSocket endpoint is /ws")
+        status, answer = page
+        await _send_answer(stream, answer)
+        return Upgrade("page" if status == 200 else "bad_request")
     origin = next((v for k, v in headers if k == b"origin"), None)
-    if not settings.origin_allowed(origin):
+    if not settings.origin_allowed(origin, next((v for k, v in headers if k == b"host"), None)):
         log.info("websocket refused peer=%s: origin not allowed (server.ws_allowed_origins)", peer)
         return await _refuse(stream, 403, "forbidden_origin", "origin not allowed")
     handshake = H11Handshake(ConnectionType.SERVER)
@@ -363,11 +390,15 @@ async def _upgrade(stream: trio.SocketStream, settings: WsSettings) -> Upgrade:
 async def _refuse(
     stream: trio.SocketStream, status: int, result: str, body: str, headers: Iterable[tuple[bytes, bytes]] = ()
 ) -> Upgrade:
+    await _send_answer(stream, _http_response(status, _PHRASES.get(status, "Error"), body, headers))
+    return Upgrade(result)
+
+
+async def _send_answer(stream: trio.SocketStream, answer: bytes) -> None:
     try:
-        await stream.send_all(_http_response(status, _PHRASES.get(status, "Error"), body, headers))
+        await stream.send_all(answer)
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
-    return Upgrade(result)
 
 
 def _socket_host(stream: trio.SocketStream) -> str:

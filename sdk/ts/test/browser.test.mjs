@@ -1,6 +1,8 @@
 // The web chat page in a real headless Chromium (Debian's /usr/bin/chromium, driven over the DevTools protocol
-// by playwright-core, which downloads nothing): a user signs in with a token over the gateway's WebSocket
-// listener and talks with a user of the TS SDK over TCP, both ways. A screenshot is written as an artifact.
+// by playwright-core, which downloads nothing): the gateway serves the page itself (server.ws_demo, from
+// gateway/webchat/, with its committed ember.js bundle); a user signs in with a token over the gateway's
+// WebSocket listener and talks with a user of the TS SDK over TCP, both ways. A screenshot is written as an
+// artifact. The same files served by another origin are refused (server.ws_allowed_origins).
 import assert from "node:assert/strict";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:http";
@@ -12,6 +14,7 @@ import { emberBin, freePort, Gateway, wsSupported } from "./gateway.mjs";
 import { newClient, watch } from "./helpers.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const webchat = join(root, "..", "..", "gateway", "webchat");
 export const artifacts = process.env.EMBER_TS_ARTIFACTS ?? join(root, "test-artifacts");
 const chromiumPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
 
@@ -35,12 +38,12 @@ if (missing && process.env.CI === "true") throw new Error(`CI=true: ${missing}`)
 
 const TYPES = { ".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".map": "application/json" };
 
-/** Serves sdk/ts (the page and the built bundle) on 127.0.0.1: the page's origin. */
+/** Serves the page's files (gateway/webchat) from another origin than the gateway's: a foreign site. */
 function staticServer(port) {
   const server = createServer((request, response) => {
     const path = normalize(decodeURIComponent(new URL(request.url, "http://x").pathname)).replace(/^(\.\.[/\\])+/, "");
-    const file = join(root, path);
-    if (!file.startsWith(root) || !existsSync(file) || !(path.startsWith("/examples/") || path.startsWith("/dist/browser/"))) {
+    const file = join(webchat, path === "/" ? "index.html" : path);
+    if (!file.startsWith(webchat) || !existsSync(file)) {
       response.writeHead(404).end();
       return;
     }
@@ -60,7 +63,8 @@ describe("web chat page in headless Chromium", { skip: missing, timeout: 300_000
   before(async () => {
     const webPort = await freePort();
     const origin = `http://127.0.0.1:${webPort}`;
-    gateway = await Gateway.start({ ws: true, env: { EMBER_SERVER__WS_ALLOWED_ORIGINS: origin } });
+    gateway = await Gateway.start({ ws: true, env: { EMBER_SERVER__WS_DEMO: "true" } });
+    gateway.page = `http://127.0.0.1:${gateway.wsPort}/`; // the page's own origin may open /ws
     web = await staticServer(webPort);
     web.origin = origin;
     await gateway.createUser("web-alice", "Alice (web)");
@@ -92,7 +96,7 @@ describe("web chat page in headless Chromium", { skip: missing, timeout: 300_000
     const page = await context.newPage();
     const errors = [];
     page.on("pageerror", (error) => errors.push(error.message));
-    await page.goto(`${web.origin}/examples/web-chat/index.html?ws=ws://127.0.0.1:${gateway.wsPort}/ws`);
+    await page.goto(gateway.page);
     await page.fill("[data-testid=token]", await gateway.token("web-alice", "alice-browser", 5));
     await page.click("[data-testid=signin]");
     await page.waitForSelector("body[data-ready=true]", { timeout: 40_000 });
@@ -127,10 +131,10 @@ describe("web chat page in headless Chromium", { skip: missing, timeout: 300_000
   });
 
   test("a page of an origin the gateway does not list cannot connect (server.ws_allowed_origins)", async () => {
-    // Same files, another origin: http://localhost:<port> is not the listed http://127.0.0.1:<port>.
+    // Same files, another origin (a static server of its own, not the gateway): not the gateway's own origin,
+    // and server.ws_allowed_origins lists none.
     const page = await context.newPage();
-    const foreign = web.origin.replace("127.0.0.1", "localhost");
-    await page.goto(`${foreign}/examples/web-chat/index.html?ws=ws://127.0.0.1:${gateway.wsPort}/ws`);
+    await page.goto(`${web.origin}/index.html?ws=ws://127.0.0.1:${gateway.wsPort}/ws`);
     await page.fill("[data-testid=token]", await gateway.token("web-carol", "carol-foreign", 5));
     await page.click("[data-testid=signin]");
     const error = page.locator("[data-testid=signin-error]", { hasText: "Cannot reach the gateway" });
@@ -143,7 +147,7 @@ describe("web chat page in headless Chromium", { skip: missing, timeout: 300_000
   test("two browser users talk live, page to page", async () => {
     const signIn = async (user, device) => {
       const page = await context.newPage();
-      await page.goto(`${web.origin}/examples/web-chat/index.html?ws=ws://127.0.0.1:${gateway.wsPort}/ws`);
+      await page.goto(gateway.page);
       await page.fill("[data-testid=token]", await gateway.token(user, device, 5));
       await page.click("[data-testid=signin]");
       await page.waitForSelector("body[data-ready=true]", { timeout: 40_000 });

@@ -1,7 +1,8 @@
-// The web chat page: plain DOM over the SDK's browser bundle (npm run build writes dist/browser/ember.js).
+// The web chat page: plain DOM over the TypeScript SDK's browser bundle, ember.js beside this file (built from
+// sdk/ts/src by `npm run build:webchat`; the gateway serves all of this folder with server.ws_demo = true).
 // Sign in with a token, see the conversation list with unread counts, open one, send and receive live,
 // page back through the history, and keep read marks on the server (PROTOCOL.md §16).
-import { ConversationList, EmberClient, RequestError, Status, convKey, noticeTarget, ownView, webSocketTransport } from "../../dist/browser/ember.js";
+import { ConversationList, EmberClient, RequestError, Status, convKey, noticeTarget, ownView, webSocketTransport } from "./ember.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -86,7 +87,10 @@ function renderMessages() {
     const isRecalled = recalled.has(String(message.messageId));
     if (isRecalled || (message.content.type >= 100 && message.content.type < 200)) item.classList.add("notice");
     else if (message.from === client.userId) item.classList.add("mine");
-    item.append(document.createTextNode(isRecalled ? "message recalled" : textFor(message)));
+    // The text in a span of its own: what a test reads back must be the message's text exactly.
+    const text = Object.assign(document.createElement("span"), { className: "text", textContent: isRecalled ? "message recalled" : textFor(message) });
+    text.dataset.testid = "message-text";
+    item.append(text);
     const meta = Object.assign(document.createElement("span"), {
       className: "meta",
       textContent: `${names.get(message.from) ?? message.from} · ${new Date(message.serverTime).toLocaleTimeString()}`,
