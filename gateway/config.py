@@ -380,7 +380,13 @@ class MessageConfig(_Section):
         "(else 248). Empty: none; a robot may always update its own messages, the admin API any.",
     )
     # --- message search (issue 26) ---
-    search: bool = _key(True, "Allow search_messages, a user's search of their own messages on the server (else 220).")
+    search: bool = _key(
+        True,
+        "Allow search_messages, a user's search of their own messages on the server (else 220). It reaches the"
+        " user's whole history even with `message.roaming` off (roaming limits what a new device's first pull"
+        " gets, search is the user's own archive, as on WildfireChat's server search): where roaming off is meant"
+        " to keep old history off new devices, set this `false` too.",
+    )
 
     def _check(self) -> None:
         try:
