@@ -59,6 +59,41 @@ def storage_url(where: Path | str) -> str:
         return _urls.setdefault(key, url)
 
 
+def copy_database(source: Path | str, target: Path | str) -> None:
+    """On PostgreSQL, give ``target`` a copy of the database ``source`` has (``CREATE DATABASE ... TEMPLATE``),
+    as a test on SQLite copies the file: a backup restored, a database moved to another server.
+
+    The gateways on ``source`` must have stopped (PostgreSQL copies only a database nobody is connected
+    to); a closed connection's server process can take a moment to leave, so a busy source is retried.
+    Nothing to do on SQLite (the test copies the files itself).
+    """
+    if not on_postgres():
+        return
+    import time
+
+    import psycopg
+
+    from_url = known_url(source)
+    if not from_url:
+        raise RuntimeError(f"no database was made for {source}")
+    server = pg.server()
+    with _lock:
+        name = f"ember_test_{os.getpid()}_copy_{len(_urls)}_{threading.get_ident()}"
+    source_name = from_url.rsplit("/", 1)[1]
+    deadline = time.monotonic() + 10
+    with server.admin() as conn:
+        while True:
+            try:
+                conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{source_name}"')
+                break
+            except psycopg.errors.ObjectInUse:  # "source database is being accessed by other users"
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+    with _lock:
+        _urls[str(Path(target).resolve())] = server.url(name)
+
+
 def known_url(where: Path | str) -> str:
     """The database ``storage_url`` gave ``where`` or its folder in this test ('' if none: SQLite)."""
     path = Path(where).resolve()
@@ -66,9 +101,18 @@ def known_url(where: Path | str) -> str:
         return _urls.get(str(path)) or _urls.get(str(path.parent), "")
 
 
-def forget_test_databases() -> list[str]:
-    """The databases ``storage_url`` made for the test that just ended (conftest drops them)."""
+def named_places() -> set[str]:
+    """The places that have a database now (conftest notes them as a test starts)."""
     with _lock:
-        urls = list(_urls.values())
-        _urls.clear()
-    return urls
+        return set(_urls)
+
+
+def forget_test_databases(older: set[str] | None = None) -> list[str]:
+    """The databases ``storage_url`` made since the places ``older`` were noted (conftest drops them).
+
+    Those of ``older`` belong to a fixture of a wider scope (a module's gateway, set up before the
+    test's own fixtures): they stay until the session ends (``older=None`` forgets every one).
+    """
+    with _lock:
+        keys = [key for key in _urls if older is None or key not in older]
+        return [_urls.pop(key) for key in keys]

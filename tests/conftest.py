@@ -43,9 +43,14 @@ def pg_empty_url(postgres: pg.Server) -> Iterator[str]:
 
 @pytest.fixture(autouse=True)
 def _drop_backend_databases() -> Iterator[None]:
-    """Drop the databases the backend switch made for this test (none on SQLite)."""
+    """Drop the databases the backend switch made for this test (none on SQLite).
+
+    Not those of wider-scoped fixtures, set up before this one (a module's gateway serves on into
+    the next test): they are dropped when the session ends.
+    """
+    older = backends.named_places()
     yield
-    urls = backends.forget_test_databases()
+    urls = backends.forget_test_databases(older)
     if urls:
         server = pg.server()
         for url in urls:
@@ -55,10 +60,13 @@ def _drop_backend_databases() -> Iterator[None]:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not backends.on_postgres():
         return
-    skip = pytest.mark.skip(reason=backends.SQLITE_ONLY_REASON)
     for item in items:
-        if item.get_closest_marker("sqlite_only"):
-            item.add_marker(skip)
+        marker = item.get_closest_marker("sqlite_only")
+        if marker:
+            # The marker's own reason when it gives one (what about the test is SQLite's alone).
+            why = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "")
+            reason = f"sqlite_only: {why}" if why else backends.SQLITE_ONLY_REASON
+            item.add_marker(pytest.mark.skip(reason=reason))
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -72,4 +80,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    urls = backends.forget_test_databases()  # the wider-scoped fixtures' (their gateways have stopped)
+    if urls:
+        server = pg.server()
+        for url in urls:
+            server.drop_later(url)
     pg.shutdown()

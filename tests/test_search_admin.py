@@ -125,6 +125,7 @@ async def test_ember_admin_search_command(gw: Gateway, capsys: pytest.CaptureFix
     assert await ember(*base, "search") == 2
 
 
+@pytest.mark.sqlite_only(reason="takes a SQLite file back to schema v12 (PRAGMA user_version); PostgreSQL's own migrations are tests/test_postgres_schema.py's")
 async def test_migration_v13_indexes_the_messages_already_stored(nursery: trio.Nursery, tmp_path) -> None:
     data = tmp_path / "data"
     async with trio.open_nursery() as first:

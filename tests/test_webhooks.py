@@ -211,9 +211,13 @@ async def test_a_failing_or_hanging_endpoint_retries_dead_letters_and_never_slow
     nursery: trio.Nursery, tmp_path, mode: str
 ) -> None:
     receiver = await Receiver(mode).start(nursery)
+    # One lane and retries 0.1 s apart (on average): the endpoint takes longer per event than any
+    # backend takes per send (a PostgreSQL send is a round trip: with 4 lanes and 10 ms retries a failing
+    # endpoint kept up with it, and nothing was dropped), so the queue must overflow on both.
     gw = await start_gateway(
         nursery, tmp_path,
-        **hooks(receiver.url, forward_url=receiver.url, queue_size=20, max_attempts=3, timeout_seconds=0.2),
+        **hooks(receiver.url, forward_url=receiver.url, queue_size=20, max_attempts=3, timeout_seconds=0.2,
+                senders=1, retry_base_ms=100),
         client={"request_rate_limit": 10000},
     )  # fmt: skip
     for user in ("alice", "bob"):

@@ -184,8 +184,14 @@ class PostgresEngine(Engine):
         return convert_param_style(sql)
 
     def in_list(self, column: str, values: Collection[Any]) -> tuple[str, tuple[Any, ...]]:
-        # An array of text: the ids every IN list here holds are strings.
-        return f"{column} = ANY(?::text[])", (list(values),)
+        # The array's type is the values': ids are text, conversation types and lines are integers
+        # (a text[] against a BIGINT column is "operator does not exist: bigint = text"). An empty
+        # list is sent untyped, and PostgreSQL gives it the column's type.
+        items = list(values)
+        if not items:
+            return f"{column} = ANY(?)", (items,)
+        numeric = all(isinstance(v, int) and not isinstance(v, bool) for v in items)
+        return f"{column} = ANY(?::{'bigint' if numeric else 'text'}[])", (items,)
 
     def pairs(self, alias: str, values: Collection[tuple[Any, Any]]) -> tuple[str, str, str, tuple[Any, ...]]:
         firsts = [pair[0] for pair in values]
