@@ -376,6 +376,11 @@ def _v13_message_search(db: Database) -> None:
     search_fts5.migrate(db.conn)
 
 
+def _v14_search_index(db: Database) -> None:
+    """Nothing on SQLite: PostgreSQL's v14 builds the GIN index its search needs, and both backends keep one
+    list of versions (tests/test_postgres_schema.py compares them); the FTS5 table of v13 is SQLite's index."""
+
+
 #: Every migration ever released, oldest first. Append only.
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     _v1_users_and_sessions,
@@ -391,6 +396,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     _v11_robots,
     _v12_conversation_list,
     _v13_message_search,
+    _v14_search_index,
 )
 
 #: The ``user_version`` of a fully migrated database.

@@ -1,7 +1,7 @@
 """Which search backend a transaction uses: each database its own (``storage.search.SearchBackend``).
 
 SQLite: FTS5 fed through the ``search_recent`` log (``storage.search_fts5``). PostgreSQL: the plain token
-table, matched by the same rule (``storage.search_pg``). The query functions call ``SEARCH`` and
+table with a GIN index on its tokens (``storage.search_pg``). The query functions call ``SEARCH`` and
 ``merge_recent`` here and never name a backend, so the send path, recall, update and the admin rebuild are
 written once.
 """

@@ -1,15 +1,30 @@
-"""PostgreSQL's message search, first version: the same tokens and the same rule as SQLite's, matched in Python.
+"""PostgreSQL's message search: ``storage.search``'s tokens in a GIN index, the same answers as SQLite's FTS5.
 
-``message_search`` on PostgreSQL is a plain table of ``storage.search``'s token lists keyed by message id
-(schema v13, ``storage.postgres.schema``), written in the send's transaction (no log: PostgreSQL has no
-per-commit segment cost to amortise). A search walks the caller's candidate rows newest first in pages,
-filtered in SQL exactly as SQLite's FTS5 query is (the inbox says whose a message is, a deletion hides it,
-conversation / sender / type / time filters), and keeps those ``storage.search.matches`` accepts, until the
-page is full. So both backends give the same answers by construction, and the shared tests check it.
+``message_search`` on PostgreSQL is a plain table of ``storage.search``'s three token lists keyed by message id
+(schema v13, ``storage.postgres.schema``), written in the send's transaction and removed with the message (no
+log as on SQLite: GIN's own ``fastupdate`` pending list already turns many small inserts into one merge).
+Schema v14 adds ``message_search_lexemes``, a GIN index on the expression ``LEXEMES``: the row's tokens as a
+``tsvector``, made by ``array_to_tsvector`` from the space-separated lists. That function takes each string
+as a lexeme verbatim, so PostgreSQL's text-search parser (which, depending on the locale, would re-split or
+drop CJK characters, and stems English) never runs: the index holds exactly Python's tokens.
 
-What this is not yet: fast on a large history. The walk is O(the caller's messages that pass the filters)
-where SQLite's FTS5 is O(matches); the planned index is a ``tsvector`` over the same tokens with GIN
-(docs/ARCHITECTURE.md, "Search"). Correct first, so that a PostgreSQL deployment has the feature.
+One vector holds all three lists without labels, because they cannot collide: a ``uni`` token is one CJK
+character, a ``bi`` token two, a ``words`` token has no CJK character at all; so a word prefix (``'meet':*``,
+never starting with a CJK character) only ever meets word tokens. The one exception is ``bi``'s run break
+(``storage.search.RUN_BREAK``, "0", which a query for the word 0 would find): ``LEXEMES`` leaves it out.
+
+A query is a ``tsquery`` written as its text form with every lexeme quoted (``tsquery_text``), cast with
+``::tsquery``, which reads lexemes verbatim too (``to_tsquery`` would parse and stem): a word term is a
+prefix ``'meet':*``, a character ``'明'``, a run of three or more characters every pair of it (``'明天' &
+'天见'``). The vector has no positions, so that last one is a superset: those rows, few, are checked again in
+Python by ``storage.search.matches`` on the stored lists (the pairs at consecutive positions, as FTS5's
+phrase), and the walk reads on until the page is full. Every other term the index answers exactly.
+
+Who holds a message is the inbox, as on SQLite (an inbox row names it, none of ``deleted_messages``), and
+the order newest first is the primary key's (``ORDER BY message_id DESC``, the cursor ``message_id < ?``).
+The query is written so that the planner can pick either way in: the GIN index (rare terms: every match,
+then the sort) or the primary key backwards filtered by the vector (common terms: the first matches end
+the page). ``bench/search.py`` measures both backends on the same data.
 """
 
 from __future__ import annotations
@@ -20,7 +35,18 @@ from typing import Any, Final
 import msgpack
 
 from storage.engine import Tx
-from storage.search import Document, IndexRow, SearchQuery, index_row, matches
+from storage.search import RUN_BREAK, Document, IndexRow, SearchQuery, Term, index_row, matches
+
+#: The lexemes of a ``message_search`` row: what the GIN index is built on, and what every query compares
+#: (PostgreSQL uses an expression index only for the very same expression). ``bi``'s run breaks are dropped
+#: (" 0 " always stands between two pairs, never at an end); ``string_to_array('', ' ')`` is empty, so an
+#: empty list adds no empty lexeme (which ``array_to_tsvector`` refuses).
+LEXEMES: Final = (
+    f"array_to_tsvector(string_to_array(uni, ' ') || string_to_array(replace(bi, ' {RUN_BREAK} ', ' '), ' ')"
+    " || string_to_array(words, ' '))"
+)
+#: Schema v14's index (``storage.postgres.schema._v14_search_index``).
+CREATE_INDEX: Final = f"CREATE INDEX message_search_lexemes ON message_search USING gin (({LEXEMES}))"
 
 _COLUMNS: Final = (
     "m.message_id, m.conv_type, m.conv_target, m.conv_line, m.from_user, m.content, m.server_time, m.to_users,"
@@ -31,20 +57,35 @@ _UPSERT: Final = (
     " ON CONFLICT (message_id) DO UPDATE SET bi = excluded.bi, uni = excluded.uni, words = excluded.words,"
     " content_type = excluded.content_type"
 )
-#: Candidate rows read per round trip while a page fills.
-_WALK_PAGE: Final = 500
 
 
 def _rows(rows: Iterable[IndexRow]) -> list[tuple[Any, ...]]:
     return [(r.message_id, r.doc.bi, r.doc.uni, r.doc.words, r.content_type) for r in rows]
 
 
+def _lexeme(token: str) -> str:
+    """A lexeme in tsquery's text form: quoted, a quote or a backslash inside escaped (tokens hold letters and
+    digits only, so this is a guard)."""
+    return "'" + token.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def tsquery_text(terms: Sequence[Term]) -> str:
+    """The ``tsquery`` (text form) every matching row's ``LEXEMES`` satisfies: all terms, AND."""
+    parts = []
+    for term in terms:
+        if term.column == "words":
+            parts.append(_lexeme(term.tokens[0]) + ":*")
+        else:
+            parts.extend(_lexeme(token) for token in term.tokens)
+    return " & ".join(dict.fromkeys(parts))  # a pair twice in a run ("哈哈哈"): once is enough for the index
+
+
 def merge_recent(conn: Tx) -> None:
     """Nothing to move: PostgreSQL writes ``message_search`` directly (the inbox merge calls this)."""
 
 
-class PgScanSearch:
-    """``storage.search.SearchBackend`` over PostgreSQL's plain ``message_search`` table."""
+class PgGinSearch:
+    """``storage.search.SearchBackend`` over PostgreSQL's ``message_search`` and its GIN index."""
 
     def index(self, tx: Tx, rows: Iterable[IndexRow]) -> None:
         values = _rows(rows)
@@ -80,17 +121,28 @@ class PgScanSearch:
             where.append("m.server_time >= ?")
             params.append(query.after)
         filters = "".join(f" AND {clause}" for clause in where)
+        # Only a run of three or more CJK characters needs the second look (the vector has no positions).
+        recheck = any(len(term.tokens) > 1 for term in query.terms)
+        extra = ", s.bi, s.uni, s.words" if recheck else ""
+        match = tsquery_text(query.terms)
+
+        def page(below: int | None) -> list[tuple[Any, ...]]:
+            # No cursor, no ``message_id <`` condition: the planner would take the primary key for an index on it.
+            cursor = "" if below is None else " AND s.message_id < ?"
+            return tx.execute(
+                f"SELECT {_COLUMNS}{extra} FROM message_search s JOIN messages m ON m.message_id = s.message_id"
+                f" WHERE {LEXEMES} @@ ?::tsquery{cursor}{filters} ORDER BY s.message_id DESC LIMIT ?",
+                [match, *([] if below is None else [below]), *params, query.limit],
+            ).fetchall()
+
+        if not recheck:
+            return page(query.before_id)
         found: list[tuple[Any, ...]] = []
         below = query.before_id
         while len(found) < query.limit:
-            rows = tx.execute(
-                f"SELECT {_COLUMNS}, s.bi, s.uni, s.words FROM message_search s"
-                f" JOIN messages m ON m.message_id = s.message_id"
-                f" WHERE s.message_id < ?{filters} ORDER BY s.message_id DESC LIMIT ?",
-                [below if below is not None else 2**63 - 1, *params, _WALK_PAGE],
-            ).fetchall()
+            rows = page(below)
             found += [row[:-3] for row in rows if matches(Document(*row[-3:]), query.terms)]
-            if len(rows) < _WALK_PAGE:
+            if len(rows) < query.limit:
                 break
             below = rows[-1][0]
         return found[: query.limit]
@@ -111,4 +163,4 @@ class PgScanSearch:
 
 
 #: The backend of PostgreSQL databases.
-PG_SEARCH: Final = PgScanSearch()
+PG_SEARCH: Final = PgGinSearch()

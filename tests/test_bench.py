@@ -234,3 +234,33 @@ def test_storage_send_prints_the_merges_share_for_both_kinds() -> None:
         )  # fmt: skip
         assert done.returncode == 0, done.stderr[-3000:]
         assert done.stdout.startswith(f"{kind}: 300 sends, 64 per commit:") and "merges" in done.stdout
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_search_fills_a_store_and_reports_latency_and_indexing_cpu(backend: str, tmp_path: Path) -> None:
+    """``python -m bench search`` on a small store: the record's shape, every search answered, u0's share."""
+    extra = []
+    if backend == "postgresql":
+        from tests import pg
+
+        try:
+            url = pg.server().create_database(empty=True)
+        except pg.Unavailable as exc:
+            if pg.required():
+                raise
+            pytest.skip(str(exc))
+        extra = ["--postgres-url", url]
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "search", "--messages", "600", "--users", "10", "--paired", "600",
+         "--queries", "5", *extra],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads(done.stdout.strip().splitlines()[-1])
+    assert record["scenario"] == "search" and record["backend"] == backend and record["messages"] == 600
+    assert 0 < record["u0_messages"] < 600  # u0 is in about a tenth of them, never all
+    cpu = record["index_cpu_us_per_msg"]
+    assert cpu["with_us"] > 0 and cpu["without_us"] > 0 and cpu["ratio"] > 0
+    for caller in ("latency_u0", "latency_admin"):
+        assert set(record[caller]) == {"cjk_1", "cjk_2", "latin_word", "mixed"}
+        assert all(0 <= kind["p50_ms"] <= kind["p99_ms"] for kind in record[caller].values())

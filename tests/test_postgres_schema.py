@@ -41,7 +41,8 @@ def test_both_backends_list_the_same_migrations_under_the_same_names() -> None:
 
 #: Search's index (v13) is each backend's own: an FTS5 virtual table on SQLite (with its shadow tables
 #: message_search_data, _idx, _content, _docsize, _config), a plain table of the same columns keyed by
-#: message id on PostgreSQL (docs/ARCHITECTURE.md, "Search"). Compared by column names only.
+#: message id on PostgreSQL with v14's GIN index on its tokens (docs/ARCHITECTURE.md, "Search"). Compared by
+#: column names only.
 SEARCH_INDEX = "message_search"
 _SEARCH_COLUMNS = ["bi", "uni", "words", "content_type"]
 

@@ -1,11 +1,12 @@
 """Message search through the admin API over real HTTP and the ``ember admin search`` command, the index's
-rebuild and migration v13's backfill (issue 26), on a real gateway and SQLite file."""
+rebuild and the backfill of an upgrade (v13's tables, v14's PostgreSQL index; issue 26), on a real gateway and
+either backend."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -17,7 +18,9 @@ from gateway.cli import main
 from gateway.clock import Clock, ManualClock
 from protocol.codes import ConversationType, ErrorCode
 from storage import schema
+from tests import backends
 from tests.harness import Gateway, sdk, start_gateway
+from tests.storage_helpers import peek
 from tests.test_admin_messages import Admin
 
 
@@ -125,8 +128,36 @@ async def test_ember_admin_search_command(gw: Gateway, capsys: pytest.CaptureFix
     assert await ember(*base, "search") == 2
 
 
-@pytest.mark.sqlite_only(reason="takes a SQLite file back to schema v12 (PRAGMA user_version); PostgreSQL's own migrations are tests/test_postgres_schema.py's")
-async def test_migration_v13_indexes_the_messages_already_stored(nursery: trio.Nursery, tmp_path) -> None:
+def _roll_back(gw: Gateway, migration: Callable[..., None]) -> None:
+    """Put the (stopped) gateway's database back to the schema before ``migration`` (v13 or v14), rows kept:
+    what a database of an older Ember looks like."""
+    version = schema.MIGRATIONS.index(migration)
+    url = backends.known_url(gw.config.storage.path)
+    if url:
+        from storage.postgres.connection import connect
+
+        with connect(url, autocommit=True) as pconn:
+            if migration is schema._v13_message_search:  # its tables go, and v14's index with them
+                pconn.execute("DROP TABLE message_search")
+                pconn.execute("DROP TABLE search_recent")
+                pconn.execute("DROP INDEX inbox_by_message")
+            else:
+                pconn.execute("DROP INDEX message_search_lexemes")
+            pconn.execute("UPDATE schema_version SET version = %s", (version,))
+        return
+    conn = sqlite3.connect(gw.config.storage.path, isolation_level=None)
+    if migration is schema._v13_message_search:
+        conn.execute("DROP TABLE message_search")
+        conn.execute("DROP TABLE search_recent")
+        conn.execute("DROP INDEX inbox_by_message")
+    conn.execute(f"PRAGMA user_version = {version}")  # v14 has nothing on SQLite: the version only
+    conn.close()
+
+
+@pytest.mark.parametrize("migration", [schema._v13_message_search, schema._v14_search_index], ids=["v13", "v14"])
+async def test_an_upgrade_indexes_the_messages_already_stored(
+    nursery: trio.Nursery, tmp_path, migration: Callable[..., None]
+) -> None:
     data = tmp_path / "data"
     async with trio.open_nursery() as first:
         gw = await start_gateway(first, data)
@@ -135,15 +166,12 @@ async def test_migration_v13_indexes_the_messages_already_stored(nursery: trio.N
         async with sdk(gw, "ann") as ann:
             await ann.messages.send(Conversation(ConversationType.PRIVATE, "bob"), {"type": 1, "searchable_content": "旧消息 old news"})
         first.cancel_scope.cancel()
-    # Back to the schema before v13: no index, no tables, the version just below it.
-    conn = sqlite3.connect(gw.config.storage.path, isolation_level=None)
-    conn.execute("DROP TABLE message_search")
-    conn.execute("DROP TABLE search_recent")
-    conn.execute("DROP INDEX inbox_by_message")
-    conn.execute(f"PRAGMA user_version = {schema.MIGRATIONS.index(schema._v13_message_search)}")
-    conn.close()
+    _roll_back(gw, migration)
     gw = await start_gateway(nursery, data)
     async with sdk(gw, "bob") as bob:
         page = await bob.messages.search("消息 NEWS")
         assert [h.message.content["searchable_content"] for h in page.hits] == ["旧消息 old news"]
         assert page.hits[0].highlights == ((1, 3), (8, 12))
+    if backends.on_postgres():  # the GIN index was built again, from the rows there
+        indexes = peek(gw.config.storage.path, "SELECT indexname FROM pg_indexes WHERE tablename = 'message_search'")
+        assert ("message_search_lexemes",) in indexes

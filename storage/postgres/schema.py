@@ -317,8 +317,7 @@ def _v12_conversation_list(conn: psycopg.Connection[Any]) -> None:
 def _v13_message_search(conn: psycopg.Connection[Any]) -> None:
     """Message search's tables (SQLite's v13): the token log ``search_recent``, the inbox index search looks
     up, and ``message_search``. On SQLite that last one is an FTS5 table; here it is a plain table of the same
-    columns (keyed by message id), filled with the same tokens (``storage.search``), which a PostgreSQL search
-    backend will index with a tsvector and GIN (docs/ARCHITECTURE.md, "Search": not built yet)."""
+    columns (keyed by message id), filled with the same tokens (``storage.search``); v14 indexes it."""
     import msgpack
 
     from storage.search import index_row
@@ -343,6 +342,15 @@ def _v13_message_search(conn: psycopg.Connection[Any]) -> None:
         )
 
 
+def _v14_search_index(conn: psycopg.Connection[Any]) -> None:
+    """The GIN index that answers a search (``storage.search_pg``): over the tokens of each ``message_search``
+    row as a ``tsvector``. Building it reads the rows already there, so a database at v13 comes out indexed;
+    SQLite's v14 has nothing to do (its FTS5 table is its index)."""
+    from storage.search_pg import CREATE_INDEX
+
+    conn.execute(CREATE_INDEX)
+
+
 #: Every migration ever released, oldest first, named as in ``storage.schema.MIGRATIONS``. Append only.
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     _v1_users_and_sessions,
@@ -358,6 +366,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     _v11_robots,
     _v12_conversation_list,
     _v13_message_search,
+    _v14_search_index,
 )
 
 #: The version of a fully migrated database.

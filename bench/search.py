@@ -1,0 +1,211 @@
+"""Search latency on a large store and what indexing costs the send path, on either backend (issue 26).
+
+    python -m bench search [--messages 200000] [--users 2000] [--postgres | --postgres-url URL]
+
+Fills a fresh store (a SQLite file, or a PostgreSQL database: ``--postgres`` starts a private server on a temp
+folder, as tests/pg.py does, and stops it at the end) with ``--messages`` private messages of mixed Chinese and
+English text (``bench.searchcost``'s: ~30 Zipf-drawn Han characters, an English word or "N点" in some), seeded,
+through the real send group (``storage.sends.send_message_group``, batches of 200). One user, ``u0``, is in
+``--heavy`` of the messages (0.1: 100,000 of 1,000,000, issue 26's case); the others among ``--users``.
+
+Indexing CPU, paired: the first ``--paired`` messages go in batches alternately with and without the index
+(``index_row`` answering None: no tokens made, nothing written to ``message_search``), so both halves see the
+same store and the same moment of the machine; the figure is this process's CPU per message (the writer's
+Python side; on PostgreSQL the server's own CPU is not in it). Then ``--queries`` searches of each kind —
+one CJK character, two, an English word, a mixed keyword ("天气 meeting") — by ``u0`` and admin-wide (no user),
+limit 20, on a reader connection: p50/p99 in ms. One JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pwd
+import random
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from bench.searchcost import _HAN, _WORDS, _text
+from storage import messages as stored
+from storage import sends
+from storage.inboxes import InboxState
+from storage.messages import Conversation, Outgoing
+from storage.search import SearchQuery, parse_keyword
+from storage.sends import SendPolicy, send_message_group
+
+_BATCH = 200
+
+
+@contextmanager
+def spawned_postgres() -> Iterator[str]:
+    """The URL of a private throwaway PostgreSQL server (fsync off: a bench database need not survive)."""
+    root = tempfile.mkdtemp(prefix="ember-bench-search-")
+    os.chmod(root, 0o755)
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses root: run the server as the distribution's postgres user
+        entry = pwd.getpwnam("postgres")
+        os.chown(root, entry.pw_uid, entry.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data = os.path.join(root, "data")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subprocess.run([*as_user, "initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C"],
+                   check=True, capture_output=True)  # fmt: skip
+    opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c shared_buffers=256MB"
+    subprocess.run([*as_user, "pg_ctl", "-D", data, "-l", os.path.join(root, "log"), "-o", opts, "-w", "start"],
+                   check=True, capture_output=True)  # fmt: skip
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, "pg_ctl", "-D", data, "-m", "fast", "-w", "stop"], check=False, capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _open(where: str) -> Any:
+    """A migrated writer connection: a SQLite file path, or a PostgreSQL URL."""
+    if where.startswith("postgresql://"):
+        from storage.postgres.connection import connect
+        from storage.postgres.engine import wrap
+        from storage.postgres.schema import migrate_database
+
+        migrate_database(where)
+        return wrap(connect(where, autocommit=True))
+    from storage.schema import migrate
+
+    conn = sqlite3.connect(where, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    migrate(conn)
+    return conn
+
+
+def _fill(conn: Any, args: argparse.Namespace) -> dict[str, float]:
+    """Store the messages; returns the paired CPU µs per message with and without the index."""
+    conn.execute("BEGIN")
+    for u in range(args.users):
+        conn.execute("INSERT INTO users (user_id, created_at, updated_at) VALUES (?, 0, 0)", (f"u{u}",))
+    conn.execute("COMMIT")
+    rng = random.Random(args.seed)
+    inboxes, policy = InboxState(), SendPolicy()
+    cpu = {True: 0.0, False: 0.0}
+    count = {True: 0, False: 0}
+    real_index_row = sends.index_row
+    try:
+        for batch, start in enumerate(range(0, args.messages, _BATCH)):
+            ops = []
+            for n in range(start, min(args.messages, start + _BATCH)):
+                if rng.random() < args.heavy:
+                    sender, recipient = 0, rng.randrange(1, args.users)
+                else:
+                    sender, recipient = rng.sample(range(1, args.users), 2)
+                if rng.random() < 0.5:
+                    sender, recipient = recipient, sender
+                content = {"type": 1, "searchable_content": _text("chinese", rng, n), "persist_flag": 3}
+                msg = Outgoing(n + 1, 1_700_000_000_000 + n, Conversation(0, f"u{recipient}"), f"u{sender}",
+                               content, 3)  # fmt: skip
+                ops.append((inboxes, msg, policy))
+            indexed = start >= args.paired or batch % 2 == 0
+            sends.index_row = real_index_row if indexed else (lambda message_id, content: None)
+            began = time.process_time()
+            conn.execute("BEGIN")
+            send_message_group(conn, ops)
+            conn.execute("COMMIT")
+            if start < args.paired:
+                cpu[indexed] += time.process_time() - began
+                count[indexed] += len(ops)
+            if args.progress and batch % 500 == 0:
+                print(f"bench search: {start + len(ops)} of {args.messages} stored", file=sys.stderr, flush=True)
+    finally:
+        sends.index_row = real_index_row
+    with_index = cpu[True] * 1e6 / max(1, count[True])
+    without = cpu[False] * 1e6 / max(1, count[False])
+    return {"with_us": round(with_index, 1), "without_us": round(without, 1),
+            "ratio": round(with_index / without, 2) if without else 0.0}  # fmt: skip
+
+
+def _queries(rng: random.Random, n: int) -> dict[str, list[str]]:
+    return {
+        "cjk_1": [rng.choice(_HAN[:300]) for _ in range(n)],
+        "cjk_2": [rng.choice(_HAN[:60]) + rng.choice(_HAN[:60]) for _ in range(n)],
+        "latin_word": [rng.choice(_WORDS) for _ in range(n)],
+        "mixed": [rng.choice(_HAN[:60]) + rng.choice(_HAN[:60]) + " " + rng.choice(_WORDS) for _ in range(n)],
+    }
+
+
+def _latency(conn: Any, user: str | None, keywords: list[str]) -> dict[str, float]:
+    times = []
+    for keyword in keywords:
+        query = SearchQuery(parse_keyword(keyword), 20, user_id=user)
+        began = time.perf_counter()
+        stored.search(conn, query)
+        times.append((time.perf_counter() - began) * 1000)
+    times.sort()
+    return {"p50_ms": round(times[len(times) // 2], 2), "p99_ms": round(times[max(0, int(len(times) * 0.99) - 1)], 2)}
+
+
+def run(where: str, backend: str, args: argparse.Namespace) -> dict[str, Any]:
+    conn = _open(where)
+    try:
+        began = time.monotonic()
+        cpu = _fill(conn, args)
+        fill_s = time.monotonic() - began
+        if backend == "postgresql":
+            conn.execute("ANALYZE")  # what autovacuum would have done on a store this size by now
+        heavy = conn.execute("SELECT COUNT(*) FROM inbox WHERE user_id = 'u0'").fetchone()[0]
+        heavy += conn.execute("SELECT COUNT(*) FROM inbox_recent WHERE user_id = 'u0'").fetchone()[0]
+    finally:
+        conn.close()
+    reader = _open(where)
+    try:
+        queries = _queries(random.Random(args.seed + 1), args.queries)
+        per_user = {kind: _latency(reader, "u0", keys) for kind, keys in queries.items()}
+        admin = {kind: _latency(reader, None, keys) for kind, keys in queries.items()}
+    finally:
+        reader.close()
+    return {
+        "scenario": "search", "backend": backend, "messages": args.messages, "users": args.users,
+        "u0_messages": heavy, "fill_s": round(fill_s, 1), "paired_messages": min(args.paired, args.messages),
+        "index_cpu_us_per_msg": cpu, "latency_u0": per_user, "latency_admin": admin,
+    }  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench search", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=200_000)
+    parser.add_argument("--users", type=int, default=2000)
+    parser.add_argument("--heavy", type=float, default=0.1, help="share of the messages user u0 is in")
+    parser.add_argument("--paired", type=int, default=20_000, help="first messages sent alternately with and without the index")
+    parser.add_argument("--queries", type=int, default=200, help="searches per kind and per caller")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--progress", action="store_true", help="a line on stderr every 100,000 messages")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--postgres", action="store_true", help="a private PostgreSQL server, started and stopped here")
+    where.add_argument("--postgres-url", help="an existing empty PostgreSQL database (it is filled)")
+    args = parser.parse_args(argv)
+    if args.users < 3 or args.messages < 1 or args.queries < 1:
+        parser.error("--users must be at least 3, --messages and --queries at least 1")
+    if args.postgres_url:
+        record = run(args.postgres_url, "postgresql", args)
+    elif args.postgres:
+        with spawned_postgres() as url:
+            record = run(url, "postgresql", args)
+    else:
+        with tempfile.TemporaryDirectory(prefix="ember-bench-search-") as tmp:
+            record = run(str(Path(tmp) / "ember.db"), "sqlite", args)
+    print(json.dumps(record, ensure_ascii=False), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
