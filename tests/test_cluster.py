@@ -9,6 +9,7 @@ PostgreSQL is missing (the ``pg_url`` fixture).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -27,8 +28,10 @@ import client
 from client import Conversation
 from gateway.admin.signing import signed_json
 from gateway.clock import Clock
+from protocol import events
 from protocol.codes import ConnectionStatus, ConversationType
-from tests.test_crash import REPO, START_TIMEOUT, Server, free_port
+from tests.test_crash import KILL_AFTER_ACKS, REPO, START_TIMEOUT, WINDOW, Server, free_port, send_params
+from tests.test_crash import Client as RawClient
 
 ADMIN_SECRET = "cluster-test-admin-secret"
 PRIVATE, GROUP = ConversationType.PRIVATE, ConversationType.GROUP
@@ -180,3 +183,64 @@ async def test_a_second_node_with_a_taken_id_refuses_to_start_naming_it(tmp_path
                 (tmp_path / "again").mkdir()
                 await stack.enter_async_context(node(tmp_path / "again", pg_url, 1, key))
         assert one.process.poll() is None
+
+
+async def test_a_node_sigkilled_mid_stream_loses_no_acked_message_after_its_clients_move(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """alice sends a window at a time through node 1; node 1 is SIGKILLed mid-window; alice reconnects to
+    node 2 and resends what was not acked (with its client_msg_ids): every acked message is stored once."""
+    sent: list[str] = []
+    acked: dict[str, int] = {}
+    with trio.fail_after(60):
+        async with cluster(tmp_path, pg_url) as (one, two):
+            for user in ("alice", "bob"):
+                await admin(one, "user/create", {"user_id": user})
+            tokens = {user: await token(one, user, f"{user}-phone") for user in ("alice", "bob")}
+            alice = await RawClient.connect(one, tokens["alice"])
+            in_flight: dict[int, str] = {}
+
+            async def send_more(count: int) -> None:
+                frames = []
+                for _ in range(count):
+                    cmid = f"m{len(sent):05d}-{secrets.token_hex(4)}"
+                    request_id, frame = alice.proto.request("send_message", send_params(cmid))
+                    in_flight[request_id] = cmid
+                    sent.append(cmid)
+                    frames.append(frame)
+                await alice.stream.send_all(b"".join(frames))
+
+            killed = False
+            while True:
+                if not killed and len(in_flight) < WINDOW:
+                    await send_more(WINDOW - len(in_flight))
+                if not await alice.read():
+                    break
+                for event in alice.events:
+                    if isinstance(event, events.Response):
+                        cmid = in_flight.pop(event.request_id)
+                        assert event.code == 0, event
+                        acked[cmid] = event.result["message_id"]
+                alice.events.clear()
+                if not killed and len(acked) >= KILL_AFTER_ACKS:
+                    os.kill(one.process.pid, signal.SIGKILL)
+                    killed = True
+                    with contextlib.suppress(trio.BrokenResourceError):
+                        await send_more(5)  # written to a dead node: never acked
+            assert await one.process.wait() == -signal.SIGKILL
+            await alice.stream.aclose()
+            unacked = [cmid for cmid in sent if cmid not in acked]
+            assert len(acked) >= KILL_AFTER_ACKS and unacked
+
+            # The client goes to the other node with the same token (the sessions are the database's).
+            alice = await RawClient.connect(two, tokens["alice"])
+            bob = await RawClient.connect(two, tokens["bob"])
+            for cmid in unacked:
+                response = await alice.call("send_message", **send_params(cmid))
+                assert response.code == 0, response
+                acked[cmid] = response.result["message_id"]
+            for inbox in (await alice.pull_all(), await bob.pull_all()):
+                assert [m["content"]["searchable_content"] for m in inbox] == sent, "lost or doubled"
+                assert [m["message_id"] for m in inbox] == [acked[cmid] for cmid in sent]
+            await alice.stream.aclose()
+            await bob.stream.aclose()
