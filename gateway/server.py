@@ -20,6 +20,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 
@@ -80,9 +81,13 @@ async def serve(
     cluster = config.server.cluster
     before_commit = None
     if cluster:
-        from gateway.cluster.postgres.wiring import before_commit_hook  # psycopg: only a cluster imports it
+        from gateway.cluster.postgres.wiring import (  # psycopg: a cluster's only
+            NoticesSent,
+            before_commit_hook,
+        )
 
-        before_commit = before_commit_hook(config.server.node_id)
+        sent = NoticesSent()
+        before_commit = before_commit_hook(config.server.node_id, sent)
     async with storage.open_store(
         config.storage.path,
         synchronous=config.storage.synchronous,
@@ -95,7 +100,7 @@ async def serve(
         before_commit=before_commit,
     ) as store:
         if cluster:
-            async with _cluster_node(config, store) as delivery:
+            async with _cluster_node(config, store, sent) as delivery:
                 await _serve_with(config, store, delivery, clock, handle_signals, read_poller, task_status)
         else:
             delivery = Delivery.single_node()  # one process: its own connections are all there is
@@ -104,13 +109,13 @@ async def serve(
 
 
 @asynccontextmanager
-async def _cluster_node(config: Config, store: storage.Store) -> AsyncIterator[Delivery]:
+async def _cluster_node(config: Config, store: storage.Store, sent: Any) -> AsyncIterator[Delivery]:
     """This gateway as a cluster node (``server.cluster``): the node's lease, presence and notices run
     beside the services; a node id held by a live node ends the start with one line (a StorageError)."""
     from gateway.cluster.local import Router
     from gateway.cluster.postgres.node import ClusterNode
     from gateway.cluster.postgres.nodes import NodeIdTaken
-    from gateway.cluster.postgres.wiring import ClusterSeams, InboxPusher
+    from gateway.cluster.postgres.wiring import ClusterSeams, InboxPusher, cluster_figures
 
     router = Router()
     pusher = InboxPusher(store, router)
@@ -141,7 +146,9 @@ async def _cluster_node(config: Config, store: storage.Store) -> AsyncIterator[D
             raise storage.StorageError(str(exc)) from None
         nursery.start_soon(pusher.run)
         log.info("cluster node %d joined", config.server.node_id)
-        yield Delivery(router, presence=seams, bus=seams)
+        delivery = Delivery(router, presence=seams, bus=seams)
+        delivery.cluster_figures = functools.partial(cluster_figures, node, pusher, sent)
+        yield delivery
         nursery.cancel_scope.cancel()
 
 

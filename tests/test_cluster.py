@@ -133,6 +133,23 @@ async def test_a_private_message_crosses_nodes_live_both_ways(tmp_path: Path, pg
                 await bob.messages.send(Conversation(PRIVATE, "ann"), {"type": 1, "searchable_content": "back"})
                 back = await next_message(ann)
                 assert (back.from_user, back.seq) == ("bob", 2)  # ann's inbox: her own message, then bob's
+                # Each node's /metrics counts its share: node 1 notified node 2 for ann's message, and back.
+                for server in (one, two):
+                    figures = await metric_values(server)
+                    assert figures["ember_cluster_notices_sent_total"] >= 1
+                    assert figures["ember_cluster_notices_received_total"] >= 1
+                    assert figures["ember_cluster_pushes_total"] >= 1
+                    assert figures["ember_cluster_presence_rows"] == 1
+
+
+async def metric_values(server: Server) -> dict[str, float]:
+    async with httpx.AsyncClient(timeout=5) as http:
+        text = (await http.get(server.admin_url + "/metrics")).text
+    return {
+        line.split()[0]: float(line.split()[1])
+        for line in text.splitlines()
+        if line.startswith("ember_cluster_")
+    }
 
 
 async def test_a_group_message_reaches_members_on_both_nodes(tmp_path: Path, pg_url: str) -> None:

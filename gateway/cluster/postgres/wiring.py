@@ -74,15 +74,24 @@ class _PlainCursor:
         return psycopg.Cursor(self.raw).execute(sql, params)
 
 
-def before_commit_hook(node_id: int) -> Any:
+class NoticesSent:
+    """How many "inbox" notices this node's writer sent (for /metrics; only the writer thread adds)."""
+
+    count = 0
+
+
+def before_commit_hook(node_id: int, sent: NoticesSent | None = None) -> Any:
     """The PostgreSQL store's ``before_commit`` for this node (runs on the writer thread)."""
     presence = PresenceTable(node_id)
+    counter = sent or NoticesSent()
 
     def hook(tx: Any, heads: dict[str, int], results: list[object]) -> None:
         if not heads:
             return
         conn: Connection = _PlainCursor(tx.raw)  # type: ignore[assignment]
-        offline = frozenset(notify_holders(conn, presence, heads).offline)
+        notified = notify_holders(conn, presence, heads)
+        counter.count += sum(notified.notices.values())
+        offline = frozenset(notified.offline)
         for result in results:
             for one in result if isinstance(result, tuple | list) else (result,):
                 if isinstance(one, SendResult):
@@ -144,3 +153,18 @@ class InboxPusher:
                         self.pushed += self.router.push_update(user_id, seq, packed)
                     else:
                         self.pushed += self.router.push_message(user_id, seq, packed)
+
+
+def cluster_figures(node: ClusterNode, pusher: InboxPusher, sent: NoticesSent) -> dict[str, tuple[str, str, float]]:
+    """This node's cluster figures for /metrics: name → (kind, help, value)."""
+    listener = node.listener
+    return {
+        "ember_cluster_notices_sent_total": ("counter", "Inbox notices this node's writer sent to other nodes.", sent.count),
+        "ember_cluster_notices_received_total": ("counter", "Notices this node's listener received.", listener.received),
+        "ember_cluster_notices_dropped_total": ("counter", "Notices dropped (queue full): a resync followed.", listener.dropped),
+        "ember_cluster_listener_reconnects_total": ("counter", "LISTEN connections re-established.", listener.reconnects),
+        "ember_cluster_resyncs_total": ("counter", "Gaps after which every local device was told of its newest message.", listener.resyncs),
+        "ember_cluster_pushes_total": ("counter", "Pushes made on other nodes' notices.", pusher.pushed),
+        "ember_cluster_presence_rows": ("gauge", "Sessions this node holds in the presence table.", len(node._sessions)),
+        "ember_cluster_presence_write_failures_total": ("counter", "Presence writes retried (database away).", node.write_failures),
+    }
