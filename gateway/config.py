@@ -159,6 +159,11 @@ class ServerConfig(_Section):
         lo=0,
         hi=1023,
     )
+    cluster: bool = _key(
+        False,
+        "Run as one node of a cluster: several gateways on one PostgreSQL storage.url, each with its own "
+        "server.node_id (needs storage.url; see the README, \"Cluster\").",
+    )
     shutdown_seconds: float = _key(
         10.0,
         "On SIGTERM, how long answers to the requests already read, commits and webhook deliveries may take "

@@ -391,6 +391,7 @@ class GatewayConnection:
             # Sealed when the proof opened (only SecretKeyMismatch can be clear): see ServerConnection.reject.
             self._send(self._proto.reject(status))
             return False
+        await self.services.delivery.written()  # a cluster's presence row is in the table (Delivery.written)
         self._open(proof, heads)
         return True
 

@@ -13,7 +13,7 @@ is one call straight into the Router, no wrapper frame, no await, no task.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from gateway.cluster import LiveConnection, NoticeBus, Presence
 from gateway.cluster.local import ConnectionCensus, Router
@@ -49,6 +49,11 @@ class Delivery:
         self.kick = bus.kick
         self.close_user = bus.close_user
         self.go_away = bus.go_away
+        # A cluster's presence writes its rows in a thread: the handshake awaits them before CONNACK, so a
+        # message stored on another node after the device's first pull finds the row and notifies this node.
+        self.written = getattr(presence, "written", _nothing_to_wait_for)
+        #: A cluster node's figures for /metrics (name → (kind, help, value)); None on one node.
+        self.cluster_figures: Callable[[], dict[str, tuple[str, str, float]]] | None = None
 
     @classmethod
     def single_node(cls) -> Delivery:
@@ -88,3 +93,7 @@ class Delivery:
     def census(self) -> ConnectionCensus:
         """Connections by platform, frames and queued outbox bytes of this node, for its /metrics."""
         return self.node.census()
+
+
+async def _nothing_to_wait_for() -> None:
+    """One node: registering is a dict entry, done when ``register`` returns."""

@@ -10,6 +10,7 @@ ordinary async code.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 from collections import deque
@@ -475,7 +476,7 @@ class MessageService:
         if webhooks is not None:
             assert recipients is not None
             # Asked in the same step as the pushes (no await between): the same answer they saw.
-            webhooks.message_stored(msg, result, self.delivery.offline(recipients))
+            webhooks.message_stored(msg, result, self._offline(result, recipients))
 
     def _pushes(self, msg: Outgoing, result: SendResult, origin_client: str | None) -> Iterator[None]:
         """Seal the pushes of one delivery, yielding after every ``FANOUT_CHUNK`` or so."""
@@ -487,6 +488,8 @@ class MessageService:
         )
         push = self.delivery.push_message
         offline_of = self.delivery.offline
+        if result.cluster_offline is not None:  # the cluster's answer, found when the batch committed
+            offline_of = functools.partial(_among, result.cluster_offline)
         webhooks = self.webhooks
         sender = msg.from_user
         recipients: list[str] = []  # this chunk's owners but the sender, when webhooks want the offline ones
@@ -514,6 +517,12 @@ class MessageService:
         self.metrics.messages_delivered += pushed
         if webhooks is not None:
             webhooks.message_stored(msg, result, offline)
+
+    def _offline(self, result: SendResult, recipients: list[str]) -> list[str]:
+        """Those of ``recipients`` to push to: the cluster's answer when the store found it, else this node's."""
+        if result.cluster_offline is not None:
+            return _among(result.cluster_offline, recipients)
+        return self.delivery.offline(recipients)
 
     # --- the rest ---------------------------------------------------------------------------------
 
@@ -624,3 +633,7 @@ class MessageService:
             user_id, conv, before_id or MESSAGE_ID_MAX, count
         )
         return ErrorCode.SUCCESS, {"messages": [m.to_wire() for m in messages]}
+
+
+def _among(offline: frozenset[str], user_ids: list[str]) -> list[str]:
+    return [user_id for user_id in user_ids if user_id in offline]

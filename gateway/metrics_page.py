@@ -165,4 +165,8 @@ def render(services: Services) -> str:
     times = os.times()
     page.one("process_cpu_seconds_total", "counter", "User and system CPU time of the process.", times.user + times.system)
     page.one("process_resident_memory_bytes", "gauge", "Resident set size.", _rss_bytes())
+    figures = services.delivery.cluster_figures
+    if figures is not None:  # a cluster node (server.cluster): this node's share of the cluster's work
+        for name, (kind, doc, value) in figures().items():
+            page.one(name, kind, doc, value)
     return page.text()

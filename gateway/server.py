@@ -17,8 +17,10 @@ import functools
 import logging
 import signal
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 
@@ -46,6 +48,7 @@ from gateway.robots import RobotService
 from gateway.services import Services
 from gateway.sessions import SessionService
 from gateway.webhooks import Webhooks
+from protocol.codes import ConnectionStatus
 from storage.postgres.url import mask_password
 
 log = logging.getLogger("ember.server")
@@ -78,6 +81,16 @@ async def serve(
     clock = clock or Clock()
     # The web chat page's files, read before anything opens: a broken install fails here, clearly.
     webchat = WebChat.load() if config.server.ws_port and config.server.ws_demo else None
+    cluster = config.server.cluster
+    before_commit = None
+    if cluster:
+        from gateway.cluster.postgres.wiring import (  # psycopg: a cluster's only
+            NoticesSent,
+            before_commit_hook,
+        )
+
+        sent = NoticesSent()
+        before_commit = before_commit_hook(config.server.node_id, sent)
     async with storage.open_store(
         config.storage.path,
         synchronous=config.storage.synchronous,
@@ -86,37 +99,101 @@ async def serve(
         max_queued=config.storage.max_queued_operations,
         server_key=config.token.key_bytes(),  # session secrets are sealed under it (storage.sealing)
         url=config.storage.url,  # empty: SQLite at storage.path
+        cluster=cluster,
+        before_commit=before_commit,
     ) as store:
-        delivery = Delivery.single_node()  # one process: its own connections are all there is
-        sessions = SessionService(config, store, delivery, clock)
-        messages = MessageService(config, store, delivery, clock)
-        messages.ids.seed(await store.last_message_id())
-        webhooks = Webhooks(config, clock, store, delivery)
-        services = Services(
-            config, store, clock, delivery, sessions, messages, config.token.key_bytes(), webhooks=webhooks
-        )
-        services.groups = GroupService(config, store, messages, clock)
-        services.chatrooms = ChatroomService(config, store, delivery, clock)
-        await services.chatrooms.load()
-        services.channels = ChannelService(config, store, messages, services.relations, clock)
-        services.channels.callbacks.sink = webhooks.channel_message
-        services.robots = RobotService(config, store, messages, sessions, clock)
-        services.robots.webhooks = webhooks
-        await services.robots.load()
-        messages.metrics = services.metrics
-        messages.webhooks = webhooks if webhooks.watch_messages else None
-        try:
-            if read_poller:
-                with ReadPoller(around_pass=store.writer.gathering) as reads:
-                    await _run(config, services, reads, handle_signals, task_status, webchat)
-            else:
-                log.info("no read poller (select.epoll %s): one task per connection reads", "off" if HAVE_EPOLL else "missing")
-                await _run(config, services, None, handle_signals, task_status, webchat)
-        finally:
-            # The connections have ended: their disconnect times go to last_seen before the store closes.
-            with trio.CancelScope(shield=True):
-                await _flush_last_seen(sessions)
+        if cluster:
+            async with _cluster_node(config, store, sent) as delivery:
+                await _serve_with(config, store, delivery, clock, handle_signals, read_poller, task_status, webchat)
+        else:
+            delivery = Delivery.single_node()  # one process: its own connections are all there is
+            await _serve_with(config, store, delivery, clock, handle_signals, read_poller, task_status, webchat)
     log.info("stopped; storage closed after committing pending writes")
+
+
+@asynccontextmanager
+async def _cluster_node(config: Config, store: storage.Store, sent: Any) -> AsyncIterator[Delivery]:
+    """This gateway as a cluster node (``server.cluster``): the node's lease, presence and notices run
+    beside the services; a node id held by a live node ends the start with one line (a StorageError)."""
+    from gateway.cluster.local import Router
+    from gateway.cluster.postgres.node import ClusterNode
+    from gateway.cluster.postgres.nodes import NodeIdTaken
+    from gateway.cluster.postgres.wiring import ClusterSeams, InboxPusher, cluster_figures
+
+    router = Router()
+    pusher = InboxPusher(store, router)
+
+    def lease_lost() -> None:
+        # The other nodes count this one dead: its devices go elsewhere, its writes answer 250.
+        log.error("cluster: the lease of server.node_id %d is lost; telling clients to go elsewhere", config.server.node_id)
+        store.writer.suspended = "this cluster node lost its lease"
+        router.go_away(1000, config.server.shutdown_redirect)
+
+    node = ClusterNode(
+        config.storage.url,
+        config.server.node_id,
+        router,
+        on_inbox=pusher.on_inbox,
+        on_resync=pusher.on_resync,
+        on_lease_lost=lease_lost,
+        kick_status=(
+            ConnectionStatus.KICKED_OFF if config.server.client_support_kickoff_event
+            else ConnectionStatus.SECRET_KEY_MISMATCH
+        ),
+    )  # fmt: skip
+    seams = ClusterSeams(node, router)
+    async with trio.open_nursery() as nursery:
+        try:
+            await nursery.start(node.run)
+        except NodeIdTaken as exc:
+            raise storage.StorageError(str(exc)) from None
+        nursery.start_soon(pusher.run)
+        log.info("cluster node %d joined", config.server.node_id)
+        delivery = Delivery(router, presence=seams, bus=seams)
+        delivery.cluster_figures = functools.partial(cluster_figures, node, pusher, sent)
+        yield delivery
+        nursery.cancel_scope.cancel()
+
+
+async def _serve_with(
+    config: Config,
+    store: storage.Store,
+    delivery: Delivery,
+    clock: Clock,
+    handle_signals: bool,
+    read_poller: bool,
+    task_status: trio.TaskStatus[Running],
+    webchat: WebChat | None,
+) -> None:
+    """The services and listeners over ``store``, with ``delivery`` one node's or a cluster node's."""
+    sessions = SessionService(config, store, delivery, clock)
+    messages = MessageService(config, store, delivery, clock)
+    messages.ids.seed(await store.last_message_id())
+    webhooks = Webhooks(config, clock, store, delivery)
+    services = Services(
+        config, store, clock, delivery, sessions, messages, config.token.key_bytes(), webhooks=webhooks
+    )
+    services.groups = GroupService(config, store, messages, clock)
+    services.chatrooms = ChatroomService(config, store, delivery, clock)
+    await services.chatrooms.load()
+    services.channels = ChannelService(config, store, messages, services.relations, clock)
+    services.channels.callbacks.sink = webhooks.channel_message
+    services.robots = RobotService(config, store, messages, sessions, clock)
+    services.robots.webhooks = webhooks
+    await services.robots.load()
+    messages.metrics = services.metrics
+    messages.webhooks = webhooks if webhooks.watch_messages else None
+    try:
+        if read_poller:
+            with ReadPoller(around_pass=store.writer.gathering) as reads:
+                await _run(config, services, reads, handle_signals, task_status, webchat)
+        else:
+            log.info("no read poller (select.epoll %s): one task per connection reads", "off" if HAVE_EPOLL else "missing")
+            await _run(config, services, None, handle_signals, task_status, webchat)
+    finally:
+        # The connections have ended: their disconnect times go to last_seen before the store closes.
+        with trio.CancelScope(shield=True):
+            await _flush_last_seen(sessions)
 
 
 async def _run(

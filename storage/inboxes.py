@@ -79,6 +79,11 @@ class InboxState:
         max_heads: Most heads cached; past it the cache starts over (each head reloads when next used).
     """
 
+    #: False: the heads are this writer's to hand out (one owner of the database). True
+    #: (``storage.postgres.seqs.SharedInboxState``): reserved in the database, as several writers share it;
+    #: a send group then numbers its rows from 1 per owner and shifts them once ``reserve`` has answered.
+    shared = False
+
     def __init__(self, max_heads: int = 200_000) -> None:
         self._heads: dict[str, int] = {}
         self._max_heads = max_heads

@@ -94,6 +94,9 @@ class SendResult:
     duplicate: bool = False
     live_only: list[str] = field(default_factory=list)  # transparent: deliver to these users' live devices
     callback: str | None = None  # a channel message for its callback URL (storage.channels.ROUTE_CALLBACK)
+    # A cluster: the recipients with no live connection on any node, found in the batch's transaction
+    # (gateway.cluster.postgres.wiring); None: ask this node's presence.
+    cluster_offline: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +189,9 @@ def _append(
     search_row = index_row(msg.message_id, msg.content)  # notifications and notices are not indexed: None
     if search_row is not None:
         SEARCH.index(conn, [search_row])
-    seqs = {owner: inboxes.take(conn, owner) for owner in dict.fromkeys(owners)}
+    # One reserve for all owners: sorted, as a shared database locks their head rows (storage.postgres.seqs).
+    firsts = inboxes.reserve(conn, dict.fromkeys(owners, 1))
+    seqs = {owner: firsts[owner] for owner in dict.fromkeys(owners)}
     inboxes.append(conn, [(owner, seq, msg.message_id) for owner, seq in seqs.items()])
     return seqs
 

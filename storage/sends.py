@@ -125,6 +125,7 @@ class SendBatch:
 
     __slots__ = (
         "conn", "inboxes", "status", "known_ids", "taken", "message_rows", "inbox_rows", "id_rows", "search_rows",
+        "relative", "relative_keys",
     )  # fmt: skip
 
     def __init__(
@@ -143,6 +144,10 @@ class SendBatch:
         self.inbox_rows: list[tuple[str, int, int]] = []
         self.id_rows: list[tuple] = []
         self.search_rows: list[IndexRow] = []  # the search index's entries, written with the messages
+        # A shared database (``inboxes.shared``): seqs are numbered from 1 per owner in the group, and every
+        # dict holding them is shifted in place at ``write``, once ONE sorted ``reserve`` gave each owner's first.
+        self.relative: list[dict[str, int]] = []
+        self.relative_keys: set[tuple[str, str | None]] = set()  # known_ids entries of this group (relative)
 
     @classmethod
     def read(
@@ -159,9 +164,13 @@ class SendBatch:
         if self.status.get(msg.from_user) in (UserStatus.MUTED, UserStatus.FORBIDDEN):
             return SendResult(ErrorCode.FORBIDDEN_TO_SEND)
         if msg.client_msg_id is not None:
-            known = self.known_ids.get((msg.from_user, msg.client_msg_id))
+            key = (msg.from_user, msg.client_msg_id)
+            known = self.known_ids.get(key)
             if known is not None:
-                return SendResult(ErrorCode.SUCCESS, known.message_id, known.server_time, dict(known.seqs), True)
+                seqs = dict(known.seqs)
+                if key in self.relative_keys:
+                    self.relative.append(seqs)
+                return SendResult(ErrorCode.SUCCESS, known.message_id, known.server_time, seqs, True)
         return None
 
     def store(self, msg: Outgoing, owners: Iterable[str], only_for: str | None) -> dict[str, int]:
@@ -174,19 +183,43 @@ class SendBatch:
         seqs = {}
         message_id = msg.message_id
         taken, current, inbox_rows = self.taken, self.inboxes.current, self.inbox_rows
-        for owner in owners:
-            seq = (taken.get(owner) or current(self.conn, owner)) + 1
-            seqs[owner] = taken[owner] = seq
-            inbox_rows.append((owner, seq, message_id))
+        if self.inboxes.shared:
+            for owner in owners:
+                seq = taken.get(owner, 0) + 1  # relative: shifted at write
+                seqs[owner] = taken[owner] = seq
+                inbox_rows.append((owner, seq, message_id))
+            self.relative.append(seqs)
+        else:
+            for owner in owners:
+                seq = (taken.get(owner) or current(self.conn, owner)) + 1
+                seqs[owner] = taken[owner] = seq
+                inbox_rows.append((owner, seq, message_id))
         if msg.client_msg_id is not None:
             sender = msg.from_user
+            key = (sender, msg.client_msg_id)
             self.id_rows.append((sender, msg.client_msg_id, message_id, msg.server_time, seqs[sender]))
-            self.known_ids[(sender, msg.client_msg_id)] = SendResult(
-                ErrorCode.SUCCESS, message_id, msg.server_time, {sender: seqs[sender]}, duplicate=True
-            )
+            known = {sender: seqs[sender]}
+            self.known_ids[key] = SendResult(ErrorCode.SUCCESS, message_id, msg.server_time, known, duplicate=True)
+            if self.inboxes.shared:
+                self.relative.append(known)
+                self.relative_keys.add(key)
         return seqs
 
+    def _shift(self) -> None:
+        """Shared database: reserve every owner's seqs in one sorted statement, then make the group's
+        relative seqs (1, 2, ... per owner) the real ones, in every row and every dict handed out."""
+        firsts = self.inboxes.reserve(self.conn, self.taken)  # taken: how many rows each owner got
+        base = {user_id: first - 1 for user_id, first in firsts.items()}
+        for seqs in self.relative:
+            for user_id in seqs:
+                seqs[user_id] += base[user_id]
+        self.inbox_rows = [(user_id, seq + base[user_id], mid) for user_id, seq, mid in self.inbox_rows]
+        self.id_rows = [(*row[:4], row[4] + base[row[0]]) for row in self.id_rows]
+        self.taken = {user_id: count + base[user_id] for user_id, count in self.taken.items()}
+
     def write(self) -> None:
+        if self.inboxes.shared and self.taken:
+            self._shift()
         if self.message_rows:
             insert_many(self.conn, INSERT_MESSAGE, self.message_rows)
             if self.search_rows:  # before the inbox rows: a merge they bring takes these tokens too

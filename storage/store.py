@@ -387,6 +387,8 @@ async def open_store(
     max_queued: int = DEFAULT_MAX_QUEUED,
     server_key: bytes | None = None,
     url: str = "",
+    cluster: bool = False,
+    before_commit: Callable[[Any, dict[str, int], list[object]], None] | None = None,
 ) -> AsyncIterator[Store]:
     """Open (creating and migrating if needed) the database at ``path``; close it on exit.
 
@@ -416,11 +418,20 @@ async def open_store(
     ``url`` (``storage.url``), when set, selects PostgreSQL instead and ``path`` is not used: the
     database is migrated (``storage.postgres.schema``); connection and schema errors are one-line
     ``StorageError``s with the password masked.
+
+    ``cluster`` (PostgreSQL only): this gateway shares the database with other nodes (``server.cluster``):
+    seqs are reserved in the database, the one-owner lock is taken in its shared form, and
+    ``before_commit(tx, heads, results)`` runs in each batch's transaction before COMMIT
+    (``storage.postgres.store``, ``storage.postgres.seqs``).
     """
     if url:
-        async with _open_postgres(url, callback_context, commit_delay_ms, readers, max_queued, server_key) as store:
+        async with _open_postgres(
+            url, callback_context, commit_delay_ms, readers, max_queued, server_key, cluster, before_commit
+        ) as store:
             yield store
         return
+    if cluster:
+        raise StorageError("a cluster needs a PostgreSQL storage.url: SQLite has one owner per database")
     check_sqlite_version()
     seal = None if server_key is None else SecretSeal(server_key)
     robot_seal = None if server_key is None else SecretSeal(server_key, info=ROBOT_SEAL_INFO)
@@ -476,6 +487,8 @@ async def _open_postgres(
     readers: int,
     max_queued: int,
     server_key: bytes | None,
+    cluster: bool = False,
+    before_commit: Callable[[Any, dict[str, int], list[object]], None] | None = None,
 ) -> AsyncIterator[Store]:
     """PostgreSQL: migrate (on a thread: libpq blocks), then the same store on psycopg connections.
 
@@ -496,6 +509,8 @@ async def _open_postgres(
         readers=readers,
         max_queued=max_queued,
         seal=seal,
+        shared=cluster,
+        before_commit=before_commit,
     ) as (writer, inboxes, pool):
         yield Store(writer, inboxes, pool, seal, robot_seal)
 

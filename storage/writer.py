@@ -227,6 +227,7 @@ class Writer:
         max_queued: int = DEFAULT_MAX_QUEUED,
         engine: Engine = SQLITE,
         connect: Callable[[], Any] | None = None,
+        before_commit: Callable[[Any, list[Any]], None] | None = None,
     ) -> None:
         """Prepare a writer; nothing touches the disk until ``start``.
 
@@ -263,6 +264,10 @@ class Writer:
             connect: Opens the writer's connection (as the engine's handle) instead of a SQLite file at
                 ``path`` (then only a label for logs and thread names); called again, with backoff,
                 when the connection is lost (``_usable``).
+            before_commit: Called on the writer thread with the connection and the results of the
+                operations about to commit, inside their transaction, just before its COMMIT (a
+                cluster's notices: they must exist if and only if the batch commits). If it raises,
+                the batch is rolled back and its operations fail as for a failed commit.
 
         Raises:
             ValueError: ``synchronous``, ``max_batch`` or ``max_queued`` is out of range.
@@ -289,6 +294,10 @@ class Writer:
         self._callback_context = callback_context
         self._commit_delay = commit_delay_ms / 1000
         self._on_rollback = on_rollback or (lambda: None)
+        self._before_commit = before_commit
+        #: Why every submit is refused with ``StorageRetryLater`` (250), or "" (a cluster node that lost its
+        #: lease: the other nodes count it dead, so it must not write as if it were alive).
+        self.suspended = ""
         self._engine = engine
         self._open = connect
         self._inline_max = inline_max_ops if synchronous == "NORMAL" and engine.inline_commit else 0
@@ -424,7 +433,7 @@ class Writer:
             StorageError: The writer is closed or its thread died, or the batch failed to commit.
             Exception: Whatever ``fn`` raised (its changes were rolled back).
         """
-        if self._submitted - self._taken >= self._room:
+        if self._submitted - self._taken >= self._room or self.suspended:
             self._refuse()
         op = _Op(fn, args, read)
         self._enqueue(op)
@@ -461,7 +470,7 @@ class Writer:
             WriterBacklogged: ``max_queued`` operations already wait; nothing was queued.
             StorageError: The writer is closed, or its thread died.
         """
-        if self._submitted - self._taken >= self._room:
+        if self._submitted - self._taken >= self._room or self.suspended:
             self._refuse()
         self._enqueue(_Op(fn, args, read, callback, group, inline))
 
@@ -471,6 +480,8 @@ class Writer:
             raise _storage_error("the storage writer stopped after an internal error", self._failure)
         if self._closing:
             raise StorageError("the store is closed")
+        if self.suspended:
+            raise StorageRetryLater(self.suspended)
         raise WriterBacklogged(f"{self._max_queued} storage operations are already waiting")
 
     def _enqueue(self, op: _Op) -> None:
@@ -939,9 +950,12 @@ class Writer:
         if self._engine.transaction_failed(conn):
             return
         try:
+            if self._before_commit is not None and pending:
+                self._before_commit(conn, [op.result for op in pending])
             self._engine.commit(conn)  # rolls back if it fails: the next batch begins afresh
         except self._engine.errors as exc:
             # e.g. a deferred foreign key violation, or an I/O error.
+            self._engine.rollback(conn)  # before_commit's failure leaves it open (commit's own does not)
             self._on_rollback()
             _fail(pending, "commit failed", exc)
             self._note_failure("commit failed", exc, len(pending))

@@ -13,8 +13,8 @@ Today both are one in-process object, ``gateway.cluster.local.Router``: a dict o
 connections, and a notice is a direct call on the connection (no task, no await, no copy). The cluster's
 parts are built in ``gateway.cluster.postgres`` (a presence table whose rows live by their node's lease,
 notices by PostgreSQL LISTEN/NOTIFY to the node that holds the connection, which hands them to its own
-``Router``), not yet wired into ``serve``: docs/ARCHITECTURE.md, "Delivery and the cluster seam", says
-what is left. Nothing outside ``gateway.delivery`` and this package holds the
+``Router``), wired into ``serve`` with ``server.cluster`` (``gateway.cluster.postgres.wiring``):
+docs/ARCHITECTURE.md, "Delivery and the cluster seam", says what is still per node. Nothing outside ``gateway.delivery`` and this package holds the
 answer to "which connection object is that?", so nothing else needs to change then.
 
 What each method means for several nodes is written on it; "this node" marks what stays node-local.

@@ -172,8 +172,9 @@ def sqlstate(exc: BaseException | None) -> str | None:
 
 class PostgresEngine(Engine):
     name = "postgres"
-    # One gateway per database until the cluster issue: the writer holds an advisory lock
-    # (storage.postgres.store), so the writer's in-memory heads are the truth's copy as on SQLite.
+    # A single gateway holds the advisory lock exclusively (storage.postgres.store), so its in-memory heads
+    # are the truth's copy as on SQLite. A cluster node's store (``server.cluster``) holds it shared and
+    # reserves seqs in the database instead (storage.postgres.seqs.SharedInboxState), whatever this says.
     single_writer = True
     inline_commit = False  # a commit is a round trip to the server: never on the trio thread
     wal_checkpoints = False

@@ -14,6 +14,11 @@ behind sends), the query functions. What is PostgreSQL's:
   session advisory lock (``ADVISORY_LOCK_KEY``) for its whole life, the counterpart of SQLite's lock
   file. The server drops it when the connection ends in any way; a reconnecting writer takes it again
   and, if another gateway took it meanwhile, keeps refusing writes rather than writing beside it.
+- A cluster (``shared``: several gateways on one database, ``server.cluster``): the writer holds the same
+  advisory lock in its *shared* form, so cluster nodes run beside each other but never beside a single
+  owner (which holds it exclusively), and seqs come from the database (``storage.postgres.seqs``).
+  ``before_commit`` is called in each batch's transaction, just before COMMIT, with the heads the batch
+  reserved and the batch's results (the cluster's notices go out there: ``gateway.cluster.postgres.notify``).
 - The inline commit on the trio thread is SQLite's only (``PostgresEngine.inline_commit``).
 """
 
@@ -33,12 +38,16 @@ from storage.errors import StorageError
 from storage.inboxes import InboxState
 from storage.postgres.connection import connect
 from storage.postgres.engine import POSTGRES, PgTx, wrap
+from storage.postgres.seqs import SharedInboxState, prepare_shared, prepare_single
 from storage.postgres.url import mask_password
 from storage.readers import Readers
 from storage.sealing import SecretSeal
 from storage.writer import Writer
 
 log = logging.getLogger("ember.storage")
+
+#: ``before_commit(tx, heads, results)``: called in a batch's transaction before its COMMIT (a cluster's notices).
+BeforeCommit = Callable[[PgTx, dict[str, int], list[object]], None]
 
 #: How the writer's ``application_name`` ends: the gateway's own pid, for the refusal of a second one.
 _GATEWAY_PID: Final = re.compile(r"\(pid (\d+)\)$")
@@ -48,11 +57,12 @@ _GATEWAY_PID: Final = re.compile(r"\(pid (\d+)\)$")
 ADVISORY_LOCK_KEY: Final = 0x456D6272
 
 
-def connect_writer(url: str) -> PgTx:
-    """The writer's connection, holding the one-owner advisory lock.
+def connect_writer(url: str, shared: bool = False) -> PgTx:
+    """The writer's connection, holding the one-owner advisory lock (``shared``: its shared form, a cluster node).
 
     Raises:
-        StorageError: The server cannot be reached or refuses (one line), or another gateway holds the lock.
+        StorageError: The server cannot be reached or refuses (one line), or another gateway holds the lock
+            (a single owner; or, for a single owner, any gateway).
     """
     tx = wrap(connect(url, autocommit=True))
     try:
@@ -61,7 +71,13 @@ def connect_writer(url: str) -> PgTx:
             "SELECT set_config('application_name', current_setting('application_name') || ?, false)",
             (f" (pid {os.getpid()})",),
         )
-        row = tx.execute("SELECT pg_try_advisory_lock(?)", (ADVISORY_LOCK_KEY,)).fetchone()
+        take = "pg_try_advisory_lock_shared" if shared else "pg_try_advisory_lock"
+        row = tx.execute(f"SELECT {take}(?)", (ADVISORY_LOCK_KEY,)).fetchone()
+        if not (row and row[0]) and shared:
+            raise StorageError(
+                f"database {mask_password(url)} is used by a gateway that is not a cluster node {_holder(tx)}:"
+                " stop it, or start it with server.cluster = true too"
+            )
         if not (row and row[0]):
             raise StorageError(
                 f"database {mask_password(url)} is already used by another Ember process {_holder(tx)}:"
@@ -93,9 +109,13 @@ def connect_reader(url: str) -> PgTx:
     return wrap(connect(url, autocommit=True))
 
 
-def _prepare(seal: SecretSeal | None, tx: PgTx) -> None:
+def _prepare(seal: SecretSeal | None, shared: bool, tx: PgTx) -> None:
     """The writer's setup (the schema is migrated before: ``storage.postgres.schema.migrate_database``):
-    with a key, seal what older versions left in clear."""
+    the seq table's start (``storage.postgres.seqs``), and with a key, seal what older versions left in clear."""
+    if shared:
+        prepare_shared(tx)
+    else:
+        prepare_single(tx)
     if seal is None:
         return
     sealed = sessions.seal_unsealed(tx, seal)  # type: ignore[arg-type]
@@ -118,19 +138,33 @@ async def open_postgres(
     readers: int,
     max_queued: int,
     seal: SecretSeal | None,
+    shared: bool = False,
+    before_commit: BeforeCommit | None = None,
 ) -> AsyncIterator[tuple[Writer, InboxState, Readers]]:
-    """The writer (migrated, holding the lock), its inbox state and the readers, for a ``Store``."""
+    """The writer (migrated, holding the lock), its inbox state and the readers, for a ``Store``.
+
+    ``shared``: a cluster node (module docstring); ``before_commit(tx, heads, results)`` runs in each batch's
+    transaction before COMMIT, ``heads`` the users whose inboxes the batch wrote (user → highest seq).
+    """
     label = Path(mask_password(url))  # names the threads and the log lines; never the password
-    inboxes = InboxState()
+    inboxes: InboxState = SharedInboxState() if shared else InboxState()
+    hook = None
+    if before_commit is not None and isinstance(inboxes, SharedInboxState):
+        shared_inboxes = inboxes
+
+        def hook(tx: PgTx, results: list[object]) -> None:
+            before_commit(tx, shared_inboxes.take_batch_heads(), results)
+
     writer = Writer(
         label,
-        setup=functools.partial(_prepare, seal),
+        before_commit=hook,
+        setup=functools.partial(_prepare, seal, shared),
         callback_context=callback_context,
         commit_delay_ms=commit_delay_ms,
         on_rollback=inboxes.forget,
         max_queued=max_queued,
         engine=POSTGRES,
-        connect=functools.partial(connect_writer, url),
+        connect=functools.partial(connect_writer, url, shared),
     )
     await writer.start()
     try:

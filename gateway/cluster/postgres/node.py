@@ -17,8 +17,8 @@ id back. Meanwhile, on the trio loop:
 - notices in: "replace", "kick", "close" reach the Router; "inbox" goes to ``on_inbox`` (the wiring decides:
   read and push, or tell the devices to pull); after a gap ``on_resync`` (tell every device to pull).
 
-Not yet wired into ``gateway.server`` (it needs the PostgreSQL store of issue 23): docs/ARCHITECTURE.md,
-"Delivery and the cluster seam", lists what is left.
+Wired into ``gateway.server`` with ``server.cluster`` (``wiring``); docs/ARCHITECTURE.md, "Delivery and the
+cluster seam", lists what is still per node.
 """
 
 from __future__ import annotations

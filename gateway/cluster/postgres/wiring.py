@@ -1,0 +1,170 @@
+"""How ``serve`` puts a node in the cluster: the seams for ``Delivery``, the writer's hook, notices in.
+
+- ``ClusterSeams`` is ``Presence`` and ``NoticeBus`` for ``Delivery``: registrations and kicks go through
+  ``ClusterNode`` (the presence table, notices to the node holding a connection); pushes go to this node's
+  Router (other nodes' devices hear of a stored message by the writer's notice, below); ``offline`` and
+  ``online_clients`` stay this node's answer, synchronous as the seam is (the push decision of a stored
+  message is the cluster's: ``SendResult.cluster_offline``, below; what else still asks locally is listed
+  in docs/ARCHITECTURE.md). ``written`` is awaited by the handshake before CONNACK.
+- ``before_commit_hook``: the PostgreSQL writer calls it in each batch's transaction: one "inbox" notice
+  per other node holding a recipient (``notify.notify_holders``), and the cluster-wide offline recipients
+  put on each ``SendResult`` of the batch, so the push decision is made once, by the storing node.
+- ``InboxPusher``: an "inbox" notice names users and their highest new seq; it reads that message and
+  pushes it to this node's devices (a device more than one behind pulls the rest, as docs/PROTOCOL.md §9.9
+  tells every client), rather than telling them to pull: the protocol has no "pull" push, and a push is
+  what a device on the storing node gets too. After a gap (``on_resync``) it pushes each local user's
+  latest message the same way: a device that missed something sees a seq past its own and pulls.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import trio
+
+from gateway.cluster import LiveConnection
+from gateway.cluster.local import Router
+from gateway.cluster.postgres.node import ClusterNode
+from gateway.cluster.postgres.notify import notify_holders
+from gateway.cluster.postgres.presence import PresenceTable
+from gateway.cluster.postgres.tables import Connection
+from protocol import codec
+from protocol.codes import ConnectionStatus
+from storage import Store
+from storage.messages import PullResult, SendResult, pull
+
+_UPDATE_CONTENT_TYPE = 81  # protocol.codes.ContentType.UPDATE: pushed as message_updated
+
+
+class ClusterSeams:
+    """``Presence`` and ``NoticeBus`` of a cluster node (module docstring)."""
+
+    def __init__(self, node: ClusterNode, router: Router) -> None:
+        self.node = node
+        self.router = router
+        self.push = router.push
+        self.push_message = router.push_message
+        self.push_update = router.push_update
+        self.go_away = router.go_away
+        self.offline = router.offline
+        self.online_clients = router.online_clients
+        self.written = node.written
+
+    def register(self, conn: LiveConnection) -> None:
+        self.node.register(conn)
+
+    def unregister(self, conn: LiveConnection) -> None:
+        self.node.unregister(conn)
+
+    def kick(self, user_id: str, client_id: str, status: ConnectionStatus) -> None:
+        self.node.kick(user_id, client_id, status)
+
+    def close_user(self, user_id: str, status: ConnectionStatus) -> None:
+        self.node.close_user(user_id, status)
+
+
+class _PlainCursor:
+    """The writer's connection with psycopg's own ``%s`` placeholders (the store's cursors take ``$n``)."""
+
+    def __init__(self, raw: psycopg.Connection[Any]) -> None:
+        self.raw = raw
+
+    def execute(self, sql: str, params: Any = None) -> psycopg.Cursor[Any]:
+        return psycopg.Cursor(self.raw).execute(sql, params)
+
+
+class NoticesSent:
+    """How many "inbox" notices this node's writer sent (for /metrics; only the writer thread adds)."""
+
+    count = 0
+
+
+def before_commit_hook(node_id: int, sent: NoticesSent | None = None) -> Any:
+    """The PostgreSQL store's ``before_commit`` for this node (runs on the writer thread)."""
+    presence = PresenceTable(node_id)
+    counter = sent or NoticesSent()
+
+    def hook(tx: Any, heads: dict[str, int], results: list[object]) -> None:
+        if not heads:
+            return
+        conn: Connection = _PlainCursor(tx.raw)  # type: ignore[assignment]
+        notified = notify_holders(conn, presence, heads)
+        counter.count += sum(notified.notices.values())
+        offline = frozenset(notified.offline)
+        for result in results:
+            for one in result if isinstance(result, tuple | list) else (result,):
+                if isinstance(one, SendResult):
+                    one.cluster_offline = offline
+
+    return hook
+
+
+def _latest(conn: Any, wanted: dict[str, int]) -> list[tuple[str, PullResult]]:
+    """For each user, the message at the seq given (or the next one they still have); 0: their newest."""
+    found = []
+    for user_id, seq in wanted.items():
+        if seq <= 0:
+            row = conn.execute("SELECT MAX(seq) FROM inbox WHERE user_id = ?", (user_id,)).fetchone()
+            seq = row[0] or 0
+            if not seq:
+                continue
+        found.append((user_id, pull(conn, user_id, seq - 1, 1, 0, 2**62)))
+    return found
+
+
+class InboxPusher:
+    """Notices in → pushes to this node's devices, in the order the notices came (one task)."""
+
+    def __init__(self, store: Store, router: Router) -> None:
+        self.store = store
+        self.router = router
+        self._send, self._receive = trio.open_memory_channel[dict[str, int]](4096)
+        self.pushed = self.resyncs = self.dropped = 0
+
+    def on_inbox(self, seqs: dict[str, int]) -> None:
+        here = {user_id: seq for user_id, seq in seqs.items() if self.router.connections(user_id)}
+        if here:
+            self._put(here)
+
+    def on_resync(self) -> None:
+        self.resyncs += 1
+        users = {conn.user_id for conn in self.router.all_connections()}
+        if users:
+            self._put(dict.fromkeys(users, 0))
+
+    def _put(self, wanted: dict[str, int]) -> None:
+        try:
+            self._send.send_nowait(wanted)
+        except trio.WouldBlock:
+            self.dropped += 1  # the devices pull at their next push or reconnect
+
+    async def run(self) -> None:
+        async for wanted in self._receive:
+            try:
+                found = await self.store.read(_latest, wanted)
+            except Exception:  # noqa: BLE001 - the database is away: these devices catch up at the next push
+                self.dropped += 1
+                continue
+            for user_id, page in found:
+                for seq, message in page.messages:
+                    packed = codec.pack(message.to_wire())
+                    if message.content.get("type") == _UPDATE_CONTENT_TYPE:
+                        self.pushed += self.router.push_update(user_id, seq, packed)
+                    else:
+                        self.pushed += self.router.push_message(user_id, seq, packed)
+
+
+def cluster_figures(node: ClusterNode, pusher: InboxPusher, sent: NoticesSent) -> dict[str, tuple[str, str, float]]:
+    """This node's cluster figures for /metrics: name → (kind, help, value)."""
+    listener = node.listener
+    return {
+        "ember_cluster_notices_sent_total": ("counter", "Inbox notices this node's writer sent to other nodes.", sent.count),
+        "ember_cluster_notices_received_total": ("counter", "Notices this node's listener received.", listener.received),
+        "ember_cluster_notices_dropped_total": ("counter", "Notices dropped (queue full): a resync followed.", listener.dropped),
+        "ember_cluster_listener_reconnects_total": ("counter", "LISTEN connections re-established.", listener.reconnects),
+        "ember_cluster_resyncs_total": ("counter", "Gaps after which every local device was told of its newest message.", listener.resyncs),
+        "ember_cluster_pushes_total": ("counter", "Pushes made on other nodes' notices.", pusher.pushed),
+        "ember_cluster_presence_rows": ("gauge", "Sessions this node holds in the presence table.", len(node._sessions)),
+        "ember_cluster_presence_write_failures_total": ("counter", "Presence writes retried (database away).", node.write_failures),
+    }
