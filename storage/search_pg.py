@@ -22,9 +22,11 @@ phrase), and the walk reads on until the page is full. Every other term the inde
 
 Who holds a message is the inbox, as on SQLite (an inbox row names it, none of ``deleted_messages``), and
 the order newest first is the primary key's (``ORDER BY message_id DESC``, the cursor ``message_id < ?``).
-The query is written so that the planner can pick either way in: the GIN index (rare terms: every match,
-then the sort) or the primary key backwards filtered by the vector (common terms: the first matches end
-the page). ``bench/search.py`` measures both backends on the same data.
+The query leaves the planner two ways in: the GIN index (rare terms: every match, then the sort) or the primary
+key backwards, filtered by the vector (common terms: the first matches end the page). Measured
+(bench/RESULTS.md, "bench search"): PostgreSQL 15 takes the second way for every term, costing the vector
+expression as nearly free, so a rare term reads the whole table (seconds on 200,000 messages); the fixes
+(a stored vector column, or a GIN-first walk in growing id windows) are listed there, not built yet.
 """
 
 from __future__ import annotations
