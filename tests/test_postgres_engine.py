@@ -51,7 +51,17 @@ def tx(pg_url: str) -> Any:
 def test_in_list_is_one_array_parameter(tx: PgTx, values: list[str], found: set[str]) -> None:
     clause, params = in_list(tx, "k", values)
     assert {row[0] for row in tx.execute(f"SELECT k FROM t WHERE {clause}", params)} == found
-    assert clause == in_list(tx, "k", ["a", "b", "c", "d"])[0]  # one text for any count: one prepared plan
+    # One text for any count of one type: one prepared plan (an empty list is sent untyped, its own text).
+    assert clause == in_list(tx, "k", ["a", "b", "c", "d"] if values else [])[0]
+
+
+def test_in_list_of_integers_is_an_integer_array(tx: PgTx) -> None:
+    """A text[] against a BIGINT column is 'operator does not exist: bigint = text' (get_conversations' type and
+    line filters answered error 4 on PostgreSQL)."""
+    clause, params = in_list(tx, "n", [1, 3, 7])
+    assert {row[0] for row in tx.execute(f"SELECT k FROM t WHERE {clause}", params)} == {"a", "c"}
+    clause, params = in_list(tx, "n", [])
+    assert list(tx.execute(f"SELECT k FROM t WHERE {clause}", params)) == []
 
 
 def test_pairs_and_json_array_contains(tx: PgTx) -> None:
