@@ -179,13 +179,32 @@ def test_the_writer_lock_is_a_session_advisory_lock(pg_url: str) -> None:
         holder.close()
 
 
+def _put(conn: Any, key: str) -> str:
+    conn.execute("INSERT INTO chatrooms VALUES (?, '', '', '', 0, 0, 0)", (key,))
+    return key
+
+
+async def _run_as_one_batch(store: Any, ops: list[tuple[str, Any, tuple[Any, ...]]]) -> dict[str, Any]:
+    """Run ``(name, fn, args)`` ops in one batch of the writer (held until all are queued); each name's
+    result, or the StorageError it raised."""
+    outcomes: dict[str, Any] = {}
+
+    async def run(name: str, fn: Any, *args: Any) -> None:
+        try:
+            outcomes[name] = await store.run(fn, *args)
+        except StorageError as exc:
+            outcomes[name] = exc
+
+    async with trio.open_nursery() as nursery, held_writer(store.writer):
+        for queued, (name, fn, args) in enumerate(ops, 1):
+            nursery.start_soon(run, name, fn, *args)
+            await wait_until(lambda queued=queued: store.writer.queued >= queued)
+    return outcomes
+
+
 async def test_an_aborted_transaction_fails_its_batch_and_the_next_operations_begin_afresh(pg_url: str) -> None:
     """An operation that swallows a database error leaves PostgreSQL's transaction aborted (SQLite's would
     go on): that operation fails, undone to its savepoint, and the others of its batch commit."""
-
-    def put(conn: Any, key: str) -> str:
-        conn.execute("INSERT INTO chatrooms VALUES (?, '', '', '', 0, 0, 0)", (key,))
-        return key
 
     def swallow(conn: Any) -> str:
         try:
@@ -195,21 +214,9 @@ async def test_an_aborted_transaction_fails_its_batch_and_the_next_operations_be
         return "swallowed"
 
     async with open_store("unused", url=pg_url) as store:
-        outcomes: dict[str, Any] = {}
-
-        async def run(name: str, fn: Any, *args: Any) -> None:
-            try:
-                outcomes[name] = await store.run(fn, *args)
-            except StorageError as exc:
-                outcomes[name] = exc
-
-        async with trio.open_nursery() as nursery, held_writer(store.writer):  # one batch for the three
-            nursery.start_soon(run, "before", put, "before")
-            await wait_until(lambda: store.writer.queued >= 1)
-            nursery.start_soon(run, "swallow", swallow)
-            await wait_until(lambda: store.writer.queued >= 2)
-            nursery.start_soon(run, "after", put, "after")
-            await wait_until(lambda: store.writer.queued >= 3)
+        outcomes = await _run_as_one_batch(
+            store, [("before", _put, ("before",)), ("swallow", swallow, ()), ("after", _put, ("after",))]
+        )
         assert isinstance(outcomes["swallow"], StorageError)
         assert outcomes["before"] == "before" and outcomes["after"] == "after"
         assert [room.chatroom_id for room in await store.list_chatrooms()] == ["after", "before"]
@@ -220,32 +227,16 @@ async def test_a_connection_lost_mid_batch_tells_every_op_of_the_batch_to_retry(
     writes went with the connection, through no fault of theirs (they once got a plain StorageError, which a
     sender does not resend: the restart-under-load test met it one run in a few)."""
 
-    def put(conn: Any, key: str) -> str:
-        conn.execute("INSERT INTO chatrooms VALUES (?, '', '', '', 0, 0, 0)", (key,))
-        return key
-
     def lose_the_connection(conn: Any) -> None:
         conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")  # as a server restart ends it
 
     async with open_store("unused", url=pg_url) as store:
-        outcomes: dict[str, Any] = {}
-
-        async def run(name: str, fn: Any, *args: Any) -> None:
-            try:
-                outcomes[name] = await store.run(fn, *args)
-            except StorageError as exc:
-                outcomes[name] = exc
-
-        async with trio.open_nursery() as nursery, held_writer(store.writer):  # one batch for the two
-            nursery.start_soon(run, "before", put, "before")
-            await wait_until(lambda: store.writer.queued >= 1)
-            nursery.start_soon(run, "lost", lose_the_connection)
-            await wait_until(lambda: store.writer.queued >= 2)
+        outcomes = await _run_as_one_batch(store, [("before", _put, ("before",)), ("lost", lose_the_connection, ())])
         assert isinstance(outcomes["lost"], StorageRetryLater)
         assert isinstance(outcomes["before"], StorageRetryLater), outcomes["before"]
         for _ in range(50):  # the writer reconnects with backoff; the op resent commits
             try:
-                assert await store.run(put, "before") == "before"
+                assert await store.run(_put, "before") == "before"
                 break
             except StorageRetryLater:
                 await trio.sleep(0.05)
