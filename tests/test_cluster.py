@@ -13,8 +13,6 @@ import contextlib
 import os
 import secrets
 import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -30,59 +28,27 @@ from gateway.admin.signing import signed_json
 from gateway.clock import Clock
 from protocol import events
 from protocol.codes import ConnectionStatus, ConversationType
-from tests.test_crash import KILL_AFTER_ACKS, REPO, START_TIMEOUT, WINDOW, Server, free_port, send_params
+from tests.test_crash import ADMIN_SECRET, KILL_AFTER_ACKS, WINDOW, Server, ember_serve, send_params
 from tests.test_crash import Client as RawClient
 
-ADMIN_SECRET = "cluster-test-admin-secret"
 PRIVATE, GROUP = ConversationType.PRIVATE, ConversationType.GROUP
 _nonce = iter(range(10**9))
 
 
 @asynccontextmanager
 async def node(tmp: Path, url: str, node_id: int, token_key: str) -> AsyncIterator[Server]:
-    """One node of the cluster; SIGKILLed (by its own pid) on exit if still running."""
+    """One node of the cluster (tests/test_crash.py's ``ember serve``, on the shared database with its own id)."""
     data = tmp / f"node{node_id}"
     data.mkdir(exist_ok=True)
-    port, admin_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "EMBER_SERVER__PORT": str(port),
-        "EMBER_SERVER__NODE_ID": str(node_id),
-        "EMBER_SERVER__CLUSTER": "true",
-        "EMBER_STORAGE__URL": url,
-        "EMBER_TOKEN__KEY": token_key,
-        "EMBER_ADMIN__PORT": str(admin_port),
-        "EMBER_ADMIN__SECRET": ADMIN_SECRET,
-        "EMBER_MESSAGE__ROAMING": "true",
-        "EMBER_CLIENT__REQUEST_RATE_LIMIT": "1000000",
-        "EMBER_LOG__LEVEL": "WARNING",
-        "PYTHONPATH": str(REPO),
-    }
-    log = tmp / f"node{node_id}.log"
-    with log.open("ab") as out:
-        process = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "gateway.cli", "serve", "--data", str(data)],
-            env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out, cwd=str(REPO),
-        )  # fmt: skip
-    try:
-        admin_url = f"http://127.0.0.1:{admin_port}"
-        with trio.fail_after(START_TIMEOUT):
-            async with httpx.AsyncClient(timeout=1) as http:
-                while True:
-                    if process.poll() is not None:
-                        raise AssertionError(f"node {node_id} exited {process.returncode}:\n{log.read_text()}")
-                    try:
-                        if (await http.get(admin_url + "/admin/health")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    await trio.sleep(0.05)
-        yield Server(process, port, admin_url)
-    finally:
-        if process.returncode is None:
-            os.kill(process.pid, signal.SIGKILL)
-            with trio.move_on_after(5):
-                await process.wait()
+    async with ember_serve(
+        data,
+        tmp / f"node{node_id}.log",
+        EMBER_SERVER__NODE_ID=str(node_id),
+        EMBER_SERVER__CLUSTER="true",
+        EMBER_STORAGE__URL=url,
+        EMBER_TOKEN__KEY=token_key,
+    ) as server:
+        yield server
 
 
 async def admin(server: Server, action: str, payload: dict[str, Any]) -> Any:

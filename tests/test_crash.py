@@ -76,7 +76,7 @@ async def ember_serve(data: Path, log: Path, **settings: str) -> AsyncIterator[S
         "PYTHONPATH": str(REPO),
         **settings,
     }
-    if backends.on_postgres():  # the same database for every start on this data folder
+    if backends.on_postgres() and "EMBER_STORAGE__URL" not in settings:  # one database per data folder
         env["EMBER_STORAGE__URL"] = await trio.to_thread.run_sync(backends.storage_url, data)
     with log.open("ab") as out:
         process = await trio.lowlevel.open_process(
