@@ -20,7 +20,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +75,8 @@ def find_bin_dir() -> Path | None:
 
 
 @contextmanager
-def private_server(*, fsync: bool = True) -> Iterator[PrivateServer]:
+def private_server(*, fsync: bool = True, settings: Mapping[str, str] | None = None) -> Iterator[PrivateServer]:
+    """``settings``: more postgresql.conf lines for the run (e.g. ``{"shared_buffers": "256MB"}``)."""
     bin_dir = find_bin_dir()
     if bin_dir is None:
         raise NoPostgres("no initdb/pg_ctl found (PATH, /usr/local/bin, /usr/lib/postgresql/*/bin): install PostgreSQL")
@@ -99,6 +100,7 @@ def private_server(*, fsync: bool = True) -> Iterator[PrivateServer]:
                 f"unix_socket_directories = '{base}'\nlisten_addresses = '127.0.0.1'\n"
                 f"max_connections = 200\nfsync = {'on' if fsync else 'off'}\n"
             )
+            conf.writelines(f"{key} = '{value}'\n" for key, value in (settings or {}).items())
         port = _free_port()
         _run(base, run_as, [str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(base / "server.log"),
                             "-o", f"-p {port}", "-w", "-t", _WAIT_SECONDS, "start"])  # fmt: skip

@@ -20,56 +20,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import pwd
 import random
-import shutil
-import socket
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench.searchcost import _HAN, _WORDS, _text
-from storage import messages as stored
+from bench.pgserver import private_server
+from bench.searchcost import _HAN, _WORDS, _text, query_latency
 from storage import sends
 from storage.inboxes import InboxState
 from storage.messages import Conversation, Outgoing
-from storage.search import SearchQuery, parse_keyword
 from storage.sends import SendPolicy, send_message_group
 
 _BATCH = 200
-
-
-@contextmanager
-def spawned_postgres() -> Iterator[str]:
-    """The URL of a private throwaway PostgreSQL server (fsync off: a bench database need not survive)."""
-    root = tempfile.mkdtemp(prefix="ember-bench-search-")
-    os.chmod(root, 0o755)
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses root: run the server as the distribution's postgres user
-        entry = pwd.getpwnam("postgres")
-        os.chown(root, entry.pw_uid, entry.pw_gid)
-        as_user = ["runuser", "-u", "postgres", "--"]
-    data = os.path.join(root, "data")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    subprocess.run([*as_user, "initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C"],
-                   check=True, capture_output=True)  # fmt: skip
-    opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c shared_buffers=256MB"
-    subprocess.run([*as_user, "pg_ctl", "-D", data, "-l", os.path.join(root, "log"), "-o", opts, "-w", "start"],
-                   check=True, capture_output=True)  # fmt: skip
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run([*as_user, "pg_ctl", "-D", data, "-m", "fast", "-w", "stop"], check=False, capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def _open(where: str) -> Any:
@@ -143,17 +109,6 @@ def _queries(rng: random.Random, n: int) -> dict[str, list[str]]:
     }
 
 
-def _latency(conn: Any, user: str | None, keywords: list[str]) -> dict[str, float]:
-    times = []
-    for keyword in keywords:
-        query = SearchQuery(parse_keyword(keyword), 20, user_id=user)
-        began = time.perf_counter()
-        stored.search(conn, query)
-        times.append((time.perf_counter() - began) * 1000)
-    times.sort()
-    return {"p50_ms": round(times[len(times) // 2], 2), "p99_ms": round(times[max(0, int(len(times) * 0.99) - 1)], 2)}
-
-
 def run(where: str, backend: str, args: argparse.Namespace) -> dict[str, Any]:
     conn = _open(where)
     try:
@@ -169,8 +124,8 @@ def run(where: str, backend: str, args: argparse.Namespace) -> dict[str, Any]:
     reader = _open(where)
     try:
         queries = _queries(random.Random(args.seed + 1), args.queries)
-        per_user = {kind: _latency(reader, "u0", keys) for kind, keys in queries.items()}
-        admin = {kind: _latency(reader, None, keys) for kind, keys in queries.items()}
+        per_user = {kind: query_latency(reader, "u0", keys) for kind, keys in queries.items()}
+        admin = {kind: query_latency(reader, None, keys) for kind, keys in queries.items()}
     finally:
         reader.close()
     return {
@@ -198,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.postgres_url:
         record = run(args.postgres_url, "postgresql", args)
     elif args.postgres:
-        with spawned_postgres() as url:
+        with private_server(fsync=False, settings={"shared_buffers": "256MB"}) as server:
+            url = server.url
             record = run(url, "postgresql", args)
     else:
         with tempfile.TemporaryDirectory(prefix="ember-bench-search-") as tmp:
