@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from gateway.conversations import classifier
+from gateway.domain.conversations import classifier
 from storage import conversations
 from storage.inboxes import InboxState
 from storage.messages import Conversation, Outgoing

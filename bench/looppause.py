@@ -25,9 +25,9 @@ from typing import Any
 import trio
 import trio.lowlevel
 
-from gateway import messaging
 from gateway.clock import Clock
 from gateway.config import Config
+from gateway.domain import messaging
 from gateway.server import serve
 from protocol import events
 from protocol.connection import ClientConnection

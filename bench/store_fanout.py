@@ -16,8 +16,8 @@ from pathlib import Path
 import trio
 
 import storage
-from gateway.channels import channel_route
-from gateway.messaging import group_send_check
+from gateway.domain.channels import channel_route
+from gateway.domain.messaging import group_send_check
 from storage import channels, groups
 from storage.messages import Conversation, Outgoing
 from storage.sends import SendPolicy

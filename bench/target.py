@@ -31,7 +31,7 @@ import httpx
 import trio
 
 from bench.procfs import free_loopback_port
-from gateway.admin.signing import signed_json
+from gateway.signing import signed_json
 
 HEALTH_PATH = "/admin/health"
 START_TIMEOUT_SECONDS = 60.0

@@ -33,9 +33,9 @@ from typing import Any
 import httpx
 import trio
 
-from gateway.admin.signing import signed_json
 from gateway.clock import Clock
 from gateway.config import CONFIG_FILENAME, Config, ConfigError, ensure_config
+from gateway.signing import signed_json
 
 DEFAULT_DATA = "ember-data"
 CHATROOM_FIELDS = ("title", "portrait", "extra")

@@ -302,7 +302,7 @@ class StorageConfig(_Section):
         lo=0,
         hi=50,
     )
-    # Tombstone retention (gateway/tombstones.py).
+    # Tombstone retention (gateway/domain/tombstones.py).
     tombstone_retention_seconds: int = _key(
         90 * 86400,
         "How long a deletion's tombstone (friend, blacklist, setting, group member) is kept for devices to sync;"

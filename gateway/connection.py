@@ -26,11 +26,11 @@ from collections.abc import Iterable
 
 import trio
 
-from gateway import dispatch
-from gateway.methods import METHODS
 from gateway.net.transport import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, Transport
 from gateway.outbox import CUT_LOG_INTERVAL_MS, OutboxBudget, cork
 from gateway.reads import ReadPoller
+from gateway.rpc import dispatch
+from gateway.rpc.methods import METHODS
 from gateway.services import Services
 from gateway.webhooks import LOGOUT, OFFLINE, ONLINE
 from protocol import events

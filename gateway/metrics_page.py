@@ -105,7 +105,7 @@ def render(services: Services) -> str:
         "ember_messages_delivered_total", "counter", "Message pushes to live connections.", m.messages_delivered
     )
     chatrooms = getattr(services, "chatrooms", None)
-    if chatrooms is not None:  # counted by gateway/chatrooms.py itself; read here
+    if chatrooms is not None:  # counted by gateway/domain/chatrooms.py itself; read here
         stats = chatrooms.stats
         page.family(
             "ember_chatroom_messages_total", "counter",

@@ -25,14 +25,16 @@ from typing import Any
 import trio
 
 import storage
-from gateway.channels import ChannelService
-from gateway.chatrooms import ChatroomService
 from gateway.clock import Clock
 from gateway.config import Config
 from gateway.connection import GatewayConnection, report_unlogged_cuts
 from gateway.delivery import Delivery
-from gateway.groups import GroupService
-from gateway.messaging import MessageService
+from gateway.domain.channels import ChannelService
+from gateway.domain.chatrooms import ChatroomService
+from gateway.domain.groups import GroupService
+from gateway.domain.messaging import MessageService
+from gateway.domain.robots import RobotService
+from gateway.domain.sessions import SessionService
 from gateway.net.transport import TcpTransport
 from gateway.net.webchat import WebChat
 from gateway.net.websocket import (
@@ -44,9 +46,7 @@ from gateway.net.websocket import (
 )
 from gateway.outbox import cork
 from gateway.reads import HAVE_EPOLL, ReadPoller
-from gateway.robots import RobotService
 from gateway.services import Services
-from gateway.sessions import SessionService
 from gateway.webhooks import Webhooks
 from protocol.codes import ConnectionStatus
 from storage.postgres.url import mask_password

@@ -8,21 +8,21 @@ from typing import TYPE_CHECKING
 import storage
 from gateway.clock import Clock
 from gateway.config import Config
-from gateway.conversations import ConversationService
 from gateway.delivery import Delivery
-from gateway.messaging import MessageService
+from gateway.domain.conversations import ConversationService
+from gateway.domain.messaging import MessageService
+from gateway.domain.relations import RelationService
+from gateway.domain.sessions import SessionService
+from gateway.domain.tombstones import TombstonePurge
 from gateway.metrics import Metrics
 from gateway.outbox import OutboxBudget
-from gateway.relations import RelationService
-from gateway.sessions import SessionService
-from gateway.tombstones import TombstonePurge
 from gateway.webhooks import Webhooks
 
 if TYPE_CHECKING:
-    from gateway.channels import ChannelService
-    from gateway.chatrooms import ChatroomService
-    from gateway.groups import GroupService
-    from gateway.robots import RobotService
+    from gateway.domain.channels import ChannelService
+    from gateway.domain.chatrooms import ChatroomService
+    from gateway.domain.groups import GroupService
+    from gateway.domain.robots import RobotService
 
 
 @dataclass
@@ -48,7 +48,7 @@ class Services:
 
     #: Read and clear marks, the conversation list; built from the fields above.
     conversations: ConversationService = field(init=False)
-    #: Removes tombstones past the retention (gateway/tombstones.py); built from the fields above.
+    #: Removes tombstones past the retention (gateway/domain/tombstones.py); built from the fields above.
     tombstones: TombstonePurge = field(init=False)
     #: What every connection's outbox holds, and its bound (server.outbox_budget_bytes); built from config.
     outbox_budget: OutboxBudget = field(init=False)

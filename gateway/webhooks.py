@@ -11,7 +11,7 @@ logged at most once per ``DROP_LOG_SECONDS``. A slow, failing or hanging endpoin
 its own queue.
 
 Every POST is JSON, signed like the admin API: headers ``X-Nonce``, ``X-Timestamp`` and ``X-Sign`` =
-lowercase hex HMAC-SHA256(``callback.secret``, nonce|timestamp|body) (``gateway.admin.signing``), so the
+lowercase hex HMAC-SHA256(``callback.secret``, nonce|timestamp|body) (``gateway.signing``), so the
 app server verifies it with the same code. docs/ADMIN_API.md ("Webhooks") has the payloads.
 
 With no URL configured there are no queues, no HTTP client and no task: the gateway opens no outbound
@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 import httpx
 import trio
 
-from gateway.admin.signing import signed_headers
+from gateway.signing import signed_headers
 from protocol.codes import ConversationType, PersistFlag
 from storage import push_tokens
 

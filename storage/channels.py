@@ -3,7 +3,7 @@ and ``channel_invites``; the writer's run of channel sends builds on them in ``s
 
 Facts only: the channel's fields and version, who listens (and which listeners are
 managers), who was invited to a private channel. The rules (who may post, listen,
-invite, manage; where a listener's message goes) live in ``gateway.channels``; a
+invite, manage; where a listener's message goes) live in ``gateway.domain.channels``; a
 send asks them through ``SendPolicy.channel_route``.
 
 ``info_version`` goes up by one with every change of the channel's own fields

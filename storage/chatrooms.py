@@ -1,7 +1,7 @@
 """Chatroom records: plain ``fn(conn, ...)`` functions (SPEC §5, conversation type 2).
 
 Only the rooms live here (created, changed and destroyed by the admin API).
-Membership and recent history are the gateway's, in memory (``gateway.chatrooms``).
+Membership and recent history are the gateway's, in memory (``gateway.domain.chatrooms``).
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ from storage.messages import (
 READ_SCOPE: Final = int(SettingScope.CONVERSATION_READ)
 CLEAR_SCOPE: Final = int(SettingScope.CONVERSATION_CLEAR)
 
-#: What ``classify(content, from_user)`` says of a message (the rules are the gateway's: gateway.conversations).
+#: What ``classify(content, from_user)`` says of a message (the rules are the gateway's: gateway.domain.conversations).
 HIDDEN: Final = 0  # not in the list (clients do not store it)
 SHOWN: Final = 1  # may be the last message, not counted
 UNREAD: Final = 2  # counted unread when after the read mark

@@ -1,7 +1,7 @@
 """Hosted groups: plain ``fn(conn, ...)`` queries over ``groups`` and ``group_members``.
 
 Facts only: who is a member and as what, the group's fields and its versions.
-The rules (who may do what, by role and group type) live in ``gateway.groups``,
+The rules (who may do what, by role and group type) live in ``gateway.domain.groups``,
 which runs these functions on the writer thread inside one operation, so a
 check and the change it allows are in the same transaction.
 

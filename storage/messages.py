@@ -219,7 +219,7 @@ class PulledRows:
     """A page of the inbox as stored: ``rows`` are ``(seq, *MESSAGE_COLUMNS)``, content still packed.
 
     For the gateway's pull, which splices the stored content into its answer
-    instead of decoding and encoding it again (``gateway.messaging``).
+    instead of decoding and encoding it again (``gateway.domain.messaging``).
     """
 
     rows: list[tuple[Any, ...]]
@@ -613,7 +613,7 @@ def channel_history(
     """A channel's history as the user sees it: posts to everyone, and the messages that name the
     user in ``to_users`` or that the user sent (one kept for its sender only stays the sender's).
 
-    The gateway checks first that the user may read the channel (``gateway.channels``).
+    The gateway checks first that the user may read the channel (``gateway.domain.channels``).
     """
     visible = (
         "(m.only_for IS NULL OR m.only_for = ?)"

@@ -16,7 +16,7 @@ the row back removes it. A device that was away for a month pulls from the versi
 holds and converges, deletions included.
 
 **Retention.** Tombstones do not stay for good: ``purge_tombstones`` removes those older than
-the retention (``gateway.tombstones`` runs it) and raises the stream's *horizon*
+the retention (``gateway.domain.tombstones`` runs it) and raises the stream's *horizon*
 (``relation_heads.horizon``) to the highest version it removed. A device holding a version
 below the horizon may have missed one of those deletions, so ``sync_page`` answers it with the
 stream from 0 flagged ``reset``: it drops its copy and takes the new one (docs/PROTOCOL.md §12.1).

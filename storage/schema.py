@@ -259,7 +259,7 @@ def _v6_chatrooms(db: Database) -> None:
     """Chatrooms the admin API created: id, title, portrait, extra (JSON text or ''), state.
 
     Only the rooms themselves: who is in a room and its recent messages live in the
-    gateway's memory (``gateway.chatrooms``), never in the database.
+    gateway's memory (``gateway.domain.chatrooms``), never in the database.
     """
     db.execute(
         "CREATE TABLE chatrooms (chatroom_id TEXT PRIMARY KEY, title TEXT NOT NULL, portrait TEXT NOT NULL,"
@@ -319,7 +319,7 @@ def _v9_sealed_session_secrets(db: Database) -> None:
 
 
 def _v10_tombstone_retention(db: Database) -> None:
-    """Tombstones are purged after ``storage.tombstone_retention_seconds`` (``gateway.tombstones``).
+    """Tombstones are purged after ``storage.tombstone_retention_seconds`` (``gateway.domain.tombstones``).
 
     A relation tombstone records when it was made (``deleted_at``; those made before this migration
     count from the migration, so every one is kept for a full retention after the upgrade); a member

@@ -324,7 +324,7 @@ class Store:
         return await self.read(messages.remote_history, user_id, conv, before_id, count)
 
     # ----------------------------------------------------------------- relations
-    # The relation service (gateway/relations.py) runs most of storage.relations through ``run`` and
+    # The relation service (gateway/domain/relations.py) runs most of storage.relations through ``run`` and
     # ``read``; these few are here for the admin API and tests.
 
     async def search_messages(self, query: SearchQuery) -> list[StoredMessage]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import trio
 
-from gateway.admin.signing import sign
+from gateway.signing import sign
 
 
 @dataclass

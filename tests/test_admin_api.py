@@ -23,13 +23,13 @@ import trio
 
 from gateway.admin.app import create_admin_app, serve_admin
 from gateway.admin.auth import NonceCache
-from gateway.admin.signing import sign, signed_headers
 from gateway.clock import ManualClock
 from gateway.cluster.local import Router
 from gateway.config import Config
 from gateway.delivery import Delivery
-from gateway.messaging import MessageService
-from gateway.sessions import SessionService
+from gateway.domain.messaging import MessageService
+from gateway.domain.sessions import SessionService
+from gateway.signing import sign, signed_headers
 from protocol.codes import ConnectionStatus, ErrorCode, Platform
 from protocol.token import open_credential, parse_token
 from storage import open_store

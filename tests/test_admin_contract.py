@@ -30,7 +30,7 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.admin.signing import signed_headers
+from gateway.signing import signed_headers
 from protocol.codes import ErrorCode
 from tests.harness import Gateway, start_gateway
 

@@ -17,8 +17,8 @@ import httpx
 import pytest
 import trio
 
-from gateway.admin.signing import signed_json
 from gateway.clock import ManualClock
+from gateway.signing import signed_json
 from protocol.codes import ErrorCode, UserStatus
 from tests.harness import Gateway, start_gateway
 from tests.test_messaging import Device, texts

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import trio
 
-from gateway.chatrooms import ChatroomService
+from gateway.domain.chatrooms import ChatroomService
 from protocol import events
 from protocol.codes import ErrorCode, UserStatus
 from storage.records import ChatroomRecord

@@ -25,8 +25,8 @@ from gateway.clock import Clock
 from gateway.cluster.local import Router
 from gateway.config import Config, ensure_config
 from gateway.delivery import Delivery
-from gateway.messaging import MessageService
-from gateway.sessions import SessionService
+from gateway.domain.messaging import MessageService
+from gateway.domain.sessions import SessionService
 from protocol.codes import ConnectionStatus
 from protocol.token import parse_token
 from storage import open_store

@@ -24,8 +24,8 @@ import trio
 
 import client
 from client import Conversation
-from gateway.admin.signing import signed_json
 from gateway.clock import Clock
+from gateway.signing import signed_json
 from protocol import events
 from protocol.codes import ConnectionStatus, ConversationType
 from tests.test_crash import ADMIN_SECRET, KILL_AFTER_ACKS, WINDOW, Server, ember_serve, send_params

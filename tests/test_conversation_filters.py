@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.conversations import classifier
+from gateway.domain.conversations import classifier
 from protocol import codec
 from storage import conversation_table, conversations
 from storage.messages import Conversation, conversation_key

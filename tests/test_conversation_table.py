@@ -20,7 +20,7 @@ from typing import Any
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from gateway.conversations import classifier
+from gateway.domain.conversations import classifier
 from storage import conversations, groups
 from storage import messages as m
 from storage import sends as s

@@ -19,7 +19,7 @@ import trio
 
 import client
 from client import Conversation
-from gateway.conversations import answer_of, classifier
+from gateway.domain.conversations import answer_of, classifier
 from storage import conversations as db
 from tests.harness import Gateway, start_gateway
 from tests.test_admin_messages import Admin

@@ -28,8 +28,8 @@ from typing import Any
 import httpx
 import trio
 
-from gateway.admin.signing import signed_json
 from gateway.clock import Clock
+from gateway.signing import signed_json
 from protocol import events
 from protocol.codes import ConnectionStatus
 from protocol.connection import ClientConnection

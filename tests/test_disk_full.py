@@ -20,7 +20,7 @@ import pytest
 import trio
 
 import storage.writer
-from gateway.admin.signing import signed_json
+from gateway.signing import signed_json
 from storage import StorageFull, open_store
 from tests.harness import start_gateway
 from tests.storage_helpers import peek, wait_until

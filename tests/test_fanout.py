@@ -1,4 +1,4 @@
-"""``gateway.messaging.FanOut``: deliveries sealed a chunk per pass, in order, one broken delivery
+"""``gateway.domain.messaging.FanOut``: deliveries sealed a chunk per pass, in order, one broken delivery
 stops neither the others nor the task, and the backlog of owners it counts goes back to zero."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import trio
 import trio.testing
 
-from gateway.messaging import FanOut
+from gateway.domain.messaging import FanOut
 
 
 async def test_chunks_interleave_with_other_tasks_keep_order_and_survive_a_broken_delivery() -> None:

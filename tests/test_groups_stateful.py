@@ -1,6 +1,6 @@
 """A Hypothesis stateful test of the group rules: random operations by random users against a small model.
 
-It drives the real operations (``gateway.groups`` on ``storage.groups``, and ``storage.messages``' group send
+It drives the real operations (``gateway.domain.groups`` on ``storage.groups``, and ``storage.messages``' group send
 with the gateway's send rule) on a migrated in-memory database, on this thread, as the writer thread would run
 them. The model below is the rules of SPEC §8 as docs/PROTOCOL.md §13 states them, written plainly per
 operation; every answer's code and, after every step, the member list (user → type) and the group's mute,
@@ -17,8 +17,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from gateway import groups as g
-from gateway.messaging import group_send_check
+from gateway.domain import groups as g
+from gateway.domain.messaging import group_send_check
 from protocol.codes import ErrorCode as E
 from storage import UserRecord
 from storage import groups as db

@@ -99,7 +99,7 @@ async def test_admin_surrogates_anywhere_are_named_by_their_path(admin: Admin) -
 async def test_admin_deeply_nested_body_answers_251(admin: Admin) -> None:
     # Not a string field but the request body itself, sent as raw JSON text (json.dumps would recurse).
     deep = '{"user_id": "dave", "extra": ' + "[" * 4000 + "]" * 4000 + "}"
-    from gateway.admin.signing import signed_headers
+    from gateway.signing import signed_headers
 
     gw = admin.gw
     headers = signed_headers(gw.config.admin.secret.encode(), "deep-1", gw.clock.now_ms(), deep.encode())

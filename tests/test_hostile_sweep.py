@@ -27,8 +27,8 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.admin.signing import signed_headers
-from gateway.methods import METHODS
+from gateway.rpc.methods import METHODS
+from gateway.signing import signed_headers
 from protocol import events
 from protocol.codes import ErrorCode
 from tests.harness import OPENAPI_TIMEOUT, Gateway, start_gateway

@@ -14,9 +14,9 @@ import types
 import grimp
 import pytest
 
-import gateway.handlers
-from gateway.dispatch import MethodRegistry, method
-from gateway.methods import HANDLER_MODULES, METHODS
+import gateway.rpc.handlers
+from gateway.rpc.dispatch import MethodRegistry, method
+from gateway.rpc.methods import HANDLER_MODULES, METHODS
 
 PACKAGES = ("protocol", "storage", "gateway", "client", "bench")
 
@@ -82,7 +82,7 @@ def test_no_import_cycles(package: str) -> None:
 
 
 def test_every_handler_module_is_listed_in_the_method_table() -> None:
-    in_package = {f"gateway.handlers.{m.name}" for m in pkgutil.iter_modules(gateway.handlers.__path__)}
+    in_package = {f"gateway.rpc.handlers.{m.name}" for m in pkgutil.iter_modules(gateway.rpc.handlers.__path__)}
     assert {m.__name__ for m in HANDLER_MODULES} == in_package
 
 
@@ -125,7 +125,7 @@ def test_every_method_a_handler_module_names_is_registered() -> None:
     import re
     from pathlib import Path
 
-    handlers_dir = Path(gateway.handlers.__file__).parent
+    handlers_dir = Path(gateway.rpc.handlers.__file__).parent
     named = {
         name
         for source in handlers_dir.glob("*.py")

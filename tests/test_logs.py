@@ -17,8 +17,8 @@ import pytest
 import trio
 
 from gateway import logs
-from gateway.admin.signing import signed_json
 from gateway.config import LogConfig
+from gateway.signing import signed_json
 from protocol.codes import Platform
 from protocol.token import parse_token
 from tests.harness import RawClient, start_gateway

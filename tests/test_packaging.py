@@ -1,6 +1,6 @@
 """``pip install .`` installs every package: none of the project's directories with ``__init__.py`` is left out.
 
-(A hand-written package list once left out ``gateway/handlers``, and an installed ``ember serve`` died with an
+(A hand-written package list once left out ``gateway/rpc/handlers``, and an installed ``ember serve`` died with an
 ImportError.) The wheel itself is built and run from outside the checkout by ``.ci/run``.
 """
 
@@ -29,7 +29,7 @@ def test_the_install_config_finds_every_package_directory() -> None:
     find = config["packages"]["find"]
     installed = set(find_packages(where=str(REPO / find.get("where", ["."])[0]), include=find["include"]))
     expected = _package_dirs()
-    assert "gateway.handlers" in expected and "gateway.admin" in expected
+    assert "gateway.rpc.handlers" in expected and "gateway.admin" in expected
     assert expected <= installed, f"left out of the install: {sorted(expected - installed)}"
     assert not {p for p in installed if p.split(".")[0] not in TOP_LEVEL}, "tests or other dirs installed"
 

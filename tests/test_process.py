@@ -18,8 +18,8 @@ import pytest
 import trio
 
 import client
-from gateway.admin.signing import signed_json
 from gateway.clock import Clock
+from gateway.signing import signed_json
 from protocol.events import GoAway
 from protocol.token import parse_token
 from tests import backends

@@ -328,8 +328,8 @@ def test_sealed_reject_follows_the_documented_nonce_and_aad() -> None:
 def test_msg_push_is_what_the_gateway_makes_of_the_send_request() -> None:
     """The worked send_message example agrees with the gateway's reading of the params."""
     from gateway.config import Config
+    from gateway.domain.messaging import read_content, read_conversation
     from gateway.ids import id_time_ms
-    from gateway.messaging import read_content, read_conversation
     from protocol.codec import Fields
 
     i = INPUTS

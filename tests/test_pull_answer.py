@@ -1,4 +1,4 @@
-"""The pull answer is assembled from stored rows (gateway.messaging.pack_pull_answer): same bytes as packing it."""
+"""The pull answer is assembled from stored rows (gateway.domain.messaging.pack_pull_answer): same bytes as packing it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import msgpack
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.messaging import pack_pull_answer
+from gateway.domain.messaging import pack_pull_answer
 from protocol import codec
 from protocol.connection import encode_response_body
 from storage.messages import PulledRows, _message

@@ -86,7 +86,7 @@ def test_the_bytes_decode_to_what_the_prose_says() -> None:
 
 
 def test_a_packed_page_is_the_plain_map_of_the_items_that_fit() -> None:
-    from gateway.relations import pack_page
+    from gateway.domain.relations import pack_page
     from storage.relations import Page
 
     items = [{"friend_id": f"f{n}", "version": n + 1, "deleted": False} for n in range(5)]

@@ -16,8 +16,8 @@ import trio
 import client
 from client import Conversation
 from client.robot import sign, verify_callback
-from gateway.admin.signing import signed_json
 from gateway.clock import Clock
+from gateway.signing import signed_json
 from tests.test_process import ADMIN_SECRET, ROOT, start, stop
 
 DOC = ROOT / "docs" / "ADMIN_API.md"
@@ -42,7 +42,7 @@ def test_the_worked_robot_signature_is_exact() -> None:
 
 
 def test_the_callback_event_is_printed_byte_exact() -> None:
-    from gateway.robots import callback_payload
+    from gateway.domain.robots import callback_payload
     from gateway.webhooks import encode
     from storage.messages import Conversation as Conv
     from storage.messages import Outgoing

@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from client.robot import RobotCallFailed, RobotClient
-from gateway.admin.signing import signed_json
+from gateway.signing import signed_json
 from protocol.codes import ErrorCode, UserType
 from tests.harness import Gateway, start_gateway
 from tests.http_receiver import Received, Receiver

@@ -1,4 +1,4 @@
-"""Tombstone retention (gateway/tombstones.py): old tombstones go, and a device that missed them resyncs from 0.
+"""Tombstone retention (gateway/domain/tombstones.py): old tombstones go, and a device that missed them resyncs from 0.
 
 Real gateway, real SQLite file, the SDK over real sockets, a ``ManualClock`` moved by months. The purge is run
 with ``services.tombstones.purge()`` (what the periodic task runs), except in the test of the task itself.
@@ -15,7 +15,7 @@ import trio
 import client
 from client import RelationsChanged
 from client.groups import GroupSynced
-from gateway.tombstones import Purged
+from gateway.domain.tombstones import Purged
 from tests import harness
 from tests.harness import Gateway, start_gateway
 from tests.test_messaging import Device

@@ -23,9 +23,9 @@ import trio
 
 import client
 from client import Conversation, ConversationType
-from gateway.admin.signing import signed_json
 from gateway.clock import Clock
 from gateway.net.webchat import CONTENT_SECURITY_POLICY, FILES
+from gateway.signing import signed_json
 from tests import test_process
 from tests.harness import free_port
 from tests.ws_client import WsClient, WsRefused

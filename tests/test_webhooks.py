@@ -295,7 +295,7 @@ async def test_the_sdk_uploads_the_push_token(nursery: trio.Nursery, tmp_path) -
 
 def doc_examples() -> dict[str, bytes]:
     """The payloads docs/ADMIN_API.md prints, made by the gateway's own payload functions."""
-    from gateway.admin.signing import sign
+    from gateway.signing import sign
     from gateway.webhooks import channel_payload, encode, forward_payload, online_payload, push_payload
     from storage.messages import Conversation, Outgoing, SendResult
     from storage.push_tokens import PushDevice

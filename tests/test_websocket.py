@@ -23,11 +23,11 @@ from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection
 
 from client import Conversation, ConversationType
-from gateway.admin.signing import signed_json
 from gateway.clock import Clock
 from gateway.connection import GatewayConnection
 from gateway.net.websocket import WsSettings, WsTransport, parse_networks
 from gateway.server import SHUTDOWN_RETRY_MS, shutdown_gracefully
+from gateway.signing import signed_json
 from protocol import codec, events
 from protocol.codes import ConnectionStatus, ErrorCode
 from tests import harness

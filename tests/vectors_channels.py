@@ -9,7 +9,7 @@ other vector modules see none of these)::
 
 The ``channel_inputs`` block is the JSON of ``INPUTS``; every other block is lowercase hex wrapped at 64
 digits, made by the gateway's own code from those inputs (``storage.channels.ChannelRecord``,
-``gateway.channels.info_answer``, ``storage.messages.Outgoing``, ``protocol.connection``'s encoders).
+``gateway.domain.channels.info_answer``, ``storage.messages.Outgoing``, ``protocol.connection``'s encoders).
 ``tests/test_vectors_channels.py`` checks that the doc matches; after an intended wire change refresh it with::
 
     .venv/bin/python tests/vectors_channels.py          # rewrites docs/PROTOCOL.md in place
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script
     sys.path.insert(0, str(ROOT))
 
-from gateway.channels import info_answer  # noqa: E402
+from gateway.domain.channels import info_answer  # noqa: E402
 from protocol import codec  # noqa: E402
 from protocol.connection import encode_msg_push, encode_response_body  # noqa: E402
 from storage.channels import ChannelRecord  # noqa: E402

@@ -20,7 +20,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.conversations import answer_of, classifier  # noqa: E402
+from gateway.domain.conversations import answer_of, classifier  # noqa: E402
 from protocol import codec  # noqa: E402
 from protocol.connection import encode_response_body  # noqa: E402
 from storage import conversation_table, conversations  # noqa: E402

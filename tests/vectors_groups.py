@@ -8,7 +8,7 @@ its checks see none of these)::
     ```
 
 The ``group_inputs`` block is the JSON of ``INPUTS``; every other block is lowercase hex wrapped at 64
-digits, made by the gateway's own code from those inputs (``gateway.groups.notification_content``,
+digits, made by the gateway's own code from those inputs (``gateway.domain.groups.notification_content``,
 ``storage.messages.Outgoing``, ``storage.groups`` records, ``protocol.connection``'s encoders).
 ``tests/test_vectors_groups.py`` checks that the doc matches; after an intended wire change refresh it with::
 
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script
     sys.path.insert(0, str(ROOT))
 
-from gateway.groups import _members_page, notification_content  # noqa: E402
+from gateway.domain.groups import _members_page, notification_content  # noqa: E402
 from protocol import codec  # noqa: E402
 from protocol.codes import GroupNotification  # noqa: E402
 from protocol.connection import encode_msg_push, encode_response_body  # noqa: E402

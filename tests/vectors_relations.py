@@ -26,7 +26,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.relations import HEAD_TOPIC, pack_page  # noqa: E402
+from gateway.domain.relations import HEAD_TOPIC, pack_page  # noqa: E402
 from protocol import codec  # noqa: E402
 from protocol.connection import encode_notify_body, encode_response_body  # noqa: E402
 from storage import relations  # noqa: E402

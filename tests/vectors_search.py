@@ -3,8 +3,8 @@
 Fenced blocks labelled ``searchvector``, each a MessagePack plaintext: the ``search_messages`` REQUEST and the
 RESPONSE body bob's device gets. The RESPONSE is made by the real code: a fresh SQLite database migrated by
 ``storage.schema``, two messages from alice to bob stored by ``storage.sends`` (which indexes them), the
-request read by ``gateway.search.read_search``, run by ``storage.messages.search`` and answered by
-``gateway.search.client_answer``, packed by ``protocol.connection.encode_response_body``.
+request read by ``gateway.domain.search.read_search``, run by ``storage.messages.search`` and answered by
+``gateway.domain.search.client_answer``, packed by ``protocol.connection.encode_response_body``.
 ``tests/test_search_vectors.py`` checks the doc; to rewrite it after a deliberate change::
 
     .venv/bin/python tests/vectors_search.py          # rewrites docs/PROTOCOL.md in place
@@ -21,7 +21,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway import search  # noqa: E402
+from gateway.domain import search  # noqa: E402
 from protocol import codec  # noqa: E402
 from protocol.codec import Fields  # noqa: E402
 from protocol.connection import encode_response_body  # noqa: E402

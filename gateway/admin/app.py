@@ -28,9 +28,9 @@ from hypercorn.trio import serve as hypercorn_serve
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
-from gateway.conversations import ConversationService
-from gateway.messaging import RequestRejected
-from gateway.relations import RelationService
+from gateway.domain.conversations import ConversationService
+from gateway.domain.messaging import RequestRejected
+from gateway.domain.relations import RelationService
 from protocol.codec import Fields
 from protocol.codes import ConversationType, ErrorCode
 from protocol.connection import encode_notify_body
@@ -54,16 +54,16 @@ from .auth import NonceCache, SignatureMiddleware
 from .body_guard import BodyGuard
 
 if TYPE_CHECKING:
-    from gateway.channels import ChannelService
-    from gateway.chatrooms import ChatroomService
     from gateway.clock import Clock
     from gateway.config import Config
     from gateway.delivery import Delivery
-    from gateway.groups import GroupService
-    from gateway.messaging import MessageService
-    from gateway.robots import RobotService
+    from gateway.domain.channels import ChannelService
+    from gateway.domain.chatrooms import ChatroomService
+    from gateway.domain.groups import GroupService
+    from gateway.domain.messaging import MessageService
+    from gateway.domain.robots import RobotService
+    from gateway.domain.sessions import SessionService
     from gateway.services import Services
-    from gateway.sessions import SessionService
     from storage import Store
 
 log = logging.getLogger("gateway.admin")

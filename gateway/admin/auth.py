@@ -19,9 +19,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from starlette.responses import JSONResponse
 
+from gateway.signing import sign, valid_nonce
 from protocol.codes import ErrorCode
-
-from .signing import sign, valid_nonce
 
 if TYPE_CHECKING:
     from gateway.clock import Clock

@@ -14,7 +14,7 @@ from . import models as m
 from .answers import SIGNED_RESPONSES, answer
 
 if TYPE_CHECKING:
-    from gateway.channels import ChannelService
+    from gateway.domain.channels import ChannelService
 
 
 def routes(channels: ChannelService) -> APIRouter:

@@ -14,8 +14,8 @@ from . import models as m
 from .answers import SIGNED_RESPONSES, answer
 
 if TYPE_CHECKING:
-    from gateway.chatrooms import ChatroomService
     from gateway.clock import Clock
+    from gateway.domain.chatrooms import ChatroomService
 
 
 def routes(chatrooms: ChatroomService | None, clock: Clock) -> APIRouter:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
 
-from gateway.conversations import ConversationService, read_filter
+from gateway.domain.conversations import ConversationService, read_filter
 from protocol.codec import Fields
 from protocol.codes import ConversationType, ErrorCode, valid_id
 from protocol.errors import FieldError

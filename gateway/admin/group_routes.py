@@ -15,12 +15,12 @@ from . import models as m
 from .answers import SIGNED_RESPONSES, answer
 
 if TYPE_CHECKING:
-    from gateway.groups import GroupService
+    from gateway.domain.groups import GroupService
 
 
 def routes(groups: GroupService) -> APIRouter:
     """Hosted groups: every operation with every right (only facts are checked), and the reads."""
-    from gateway.messaging import read_notify_content
+    from gateway.domain.messaging import read_notify_content
     from storage import groups as db
 
     api = APIRouter(prefix="/admin/group", responses=SIGNED_RESPONSES)

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
 
-from gateway.relations import RelationService
+from gateway.domain.relations import RelationService
 from protocol.codes import ErrorCode
 from storage import relations as rel
 

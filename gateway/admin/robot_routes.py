@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 
-from gateway.messaging import RequestRejected
+from gateway.domain.messaging import RequestRejected
 from protocol.codec import Fields
 from protocol.codes import ErrorCode
 from protocol.errors import FieldError
@@ -22,8 +22,8 @@ from .answers import SIGNED_RESPONSES, answer
 from .auth import ROBOT_SCOPE_KEY
 
 if TYPE_CHECKING:
-    from gateway.groups import GroupService
-    from gateway.robots import RobotService
+    from gateway.domain.groups import GroupService
+    from gateway.domain.robots import RobotService
 
 _ROBOT_RESPONSES: dict[int | str, dict[str, Any]] = {
     **SIGNED_RESPONSES,
@@ -33,7 +33,7 @@ _ROBOT_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 def _content(content: m.ContentIn, robots: RobotService) -> dict[str, Any]:
     """A ContentIn as the client protocol's checked content map (FieldError: 251)."""
-    from gateway.messaging import read_content
+    from gateway.domain.messaging import read_content
 
     raw = content.model_dump(exclude_none=True)
     if "data" in raw:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
 
-from gateway import search
+from gateway.domain import search
 from protocol.codec import Fields
 from protocol.codes import ErrorCode
 from protocol.errors import FieldError

@@ -57,7 +57,7 @@ class PresenceTable:
         """Write the session's row for this node; tell a node holding it or a same-class session.
 
         ``kick_platforms``: the platform class of the one-device rule (None in multi-endpoint mode). The
-        token issue already ended those sessions and kicked their connections (``gateway.sessions``); a
+        token issue already ended those sessions and kicked their connections (``gateway.domain.sessions``); a
         same-class connection still live here means that kick was lost on the way (a listener gap), so
         it is sent again, with the same ``kick_status`` (-7 with kickoff events, else -6).
         The notices go out in this transaction: they exist only if the row committed.

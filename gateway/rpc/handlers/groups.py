@@ -2,16 +2,16 @@
 
 Every operation answers once its change and its notification message have
 committed; the notification is pushed to the members it concerns (the caller's
-devices included). Rules and codes: ``gateway.groups``.
+devices included). Rules and codes: ``gateway.domain.groups``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from gateway.dispatch import Caller, method
-from gateway.groups import GroupService
-from gateway.messaging import read_notify_content
+from gateway.domain.groups import GroupService
+from gateway.domain.messaging import read_notify_content
+from gateway.rpc.dispatch import Caller, method
 from gateway.services import Services
 from protocol.codec import Fields
 from protocol.codes import ErrorCode

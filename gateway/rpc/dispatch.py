@@ -25,7 +25,7 @@ failed, not the handler) 4; an unknown method is 254. Anything else a handler ra
 a bug: the connection driver logs it and closes that one connection.
 
 Registration is explicit: ``@method`` only marks a function, and a ``MethodRegistry``
-is built from a list of handler modules (``gateway.methods`` lists the gateway's).
+is built from a list of handler modules (``gateway.rpc.methods`` lists the gateway's).
 This module imports no handler, so handlers may import it without a cycle.
 """
 
@@ -37,14 +37,14 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-from gateway.messaging import RequestRejected
+from gateway.domain.messaging import RequestRejected
 from gateway.services import Services
 from protocol.codec import Fields
 from protocol.codes import ErrorCode
 from protocol.errors import FieldError
 from storage import StorageError, StorageRetryLater
 
-log = logging.getLogger("gateway.dispatch")
+log = logging.getLogger("gateway.rpc.dispatch")
 
 
 class PullMark:

@@ -31,7 +31,7 @@ import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
-from gateway.messaging import CHATROOM, RequestRejected
+from gateway.domain.messaging import CHATROOM, RequestRejected
 from protocol.codec import Fields
 from protocol.codes import ConversationType, ErrorCode, PersistFlag, UserType
 from protocol.errors import FieldError
@@ -43,8 +43,8 @@ from storage.sealing import SecretSeal
 if TYPE_CHECKING:
     from gateway.clock import Clock
     from gateway.config import Config
-    from gateway.messaging import MessageService
-    from gateway.sessions import SessionService
+    from gateway.domain.messaging import MessageService
+    from gateway.domain.sessions import SessionService
     from gateway.webhooks import Webhooks
     from storage import Store
 

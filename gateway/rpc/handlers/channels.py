@@ -3,15 +3,15 @@
 An operation answers once its change, and the scope 8 / 9 settings it moved, have
 committed; the user's other devices get a ``head`` push for their setting stream.
 Posts go through ``send_message`` with ``conv.type`` 3 (``handlers/messages.py``).
-Rules and codes: ``gateway.channels``.
+Rules and codes: ``gateway.domain.channels``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from gateway.channels import FIELDS, ChannelService
-from gateway.dispatch import Caller, method
+from gateway.domain.channels import FIELDS, ChannelService
+from gateway.rpc.dispatch import Caller, method
 from gateway.services import Services
 from protocol.codec import Fields
 from protocol.codes import ErrorCode

@@ -19,7 +19,7 @@ from typing import Any, Final
 
 from gateway.clock import Clock
 from gateway.config import Config
-from gateway.relations import Origin, RelationService
+from gateway.domain.relations import Origin, RelationService
 from protocol.codec import Fields
 from protocol.codes import ContentType, ConversationType, PersistFlag
 from protocol.errors import FieldError

@@ -41,8 +41,8 @@ from typing import Any, Final
 
 from gateway.clock import Clock
 from gateway.config import Config
-from gateway.messaging import MessageService, check_json
-from gateway.relations import Origin, RelationService
+from gateway.domain.messaging import MessageService, check_json
+from gateway.domain.relations import Origin, RelationService
 from protocol.codes import ErrorCode, SettingScope
 from protocol.errors import FieldError
 from storage import Store, relations

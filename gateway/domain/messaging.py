@@ -326,7 +326,7 @@ def _send_failed(error: BaseException | None) -> int:
 
 
 class ChannelSends(Protocol):
-    """What the send path asks of the channel service (``gateway.channels.ChannelService``), which
+    """What the send path asks of the channel service (``gateway.domain.channels.ChannelService``), which
     depends on this module: typed here so that this module need not import it back."""
 
     @property
@@ -360,7 +360,7 @@ class MessageService:
         self.robot_hook: Callable[[Outgoing, SendResult], None] | None = None
 
     def enable_channels(self, channels: ChannelSends, channel_route: ChannelRoute) -> None:
-        """Channel sends follow ``channel_route`` (``gateway.channels``'); callback-only ones go to its hook."""
+        """Channel sends follow ``channel_route`` (``gateway.domain.channels``'); callback-only ones go to its hook."""
         self.channels = channels
         self.policy = dataclasses.replace(self.policy, channel_route=channel_route)
 

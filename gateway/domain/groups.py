@@ -44,7 +44,7 @@ from typing import Any
 
 from gateway.clock import Clock
 from gateway.config import Config
-from gateway.messaging import MessageService, check_json
+from gateway.domain.messaging import MessageService, check_json
 from protocol.codes import (
     DEFAULT_PERSIST_FLAG,
     ConversationType,

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.chatrooms import MAX_HISTORY_PAGE, MAX_MEMBERS_PAGE, ChatroomService
-from gateway.dispatch import Caller, Reply, method
-from gateway.messaging import RequestRejected
+from gateway.domain.chatrooms import MAX_HISTORY_PAGE, MAX_MEMBERS_PAGE, ChatroomService
+from gateway.domain.messaging import RequestRejected
+from gateway.rpc.dispatch import Caller, Reply, method
 from gateway.services import Services
 from protocol.codec import Fields
 from protocol.codes import MESSAGE_ID_MAX, ErrorCode

@@ -10,7 +10,7 @@ longer than the retention might be gone for good, and waiting for it would keep 
 forever. What makes it safe is the *horizon* each purge raises: per stream (a user's relation stream, a
 group's member list), the highest version of a tombstone removed. A device asking from a version below it
 may have missed one of those deletions, so it is answered with the stream from 0, flagged ``reset``: it drops
-its copy and takes the server's (``storage.relations.needs_reset``; ``gateway.groups._members_page``). A
+its copy and takes the server's (``storage.relations.needs_reset``; ``gateway.domain.groups._members_page``). A
 device within the retention syncs as before, by version.
 
 Each purge step is one writer operation removing at most ``PURGE_BATCH`` tombstones, oldest first, so a big

@@ -1,7 +1,7 @@
 """Relations (SPEC §6, §7, §9): friend requests, friends, blacklists and settings, and telling devices.
 
 ``RelationService`` applies the product rules around ``storage.relations`` (hosting, windows from
-config, codes) for both the client methods (``gateway/handlers/relations.py``) and the admin API.
+config, codes) for both the client methods (``gateway/rpc/handlers/relations.py``) and the admin API.
 Every write that changed a stream is followed, after its commit, by a ``head`` NOTIFY
 (``{"stream": name, "head": version}``) to each live device of each user whose stream moved, except
 the device that asked (its answer tells it): the devices then pull the stream from the version

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.dispatch import Caller, method
-from gateway.messaging import check_json
-from gateway.relations import MAX_SYNC
+from gateway.domain.messaging import check_json
+from gateway.domain.relations import MAX_SYNC
+from gateway.rpc.dispatch import Caller, method
 from gateway.services import Services
 from protocol.codec import Fields
 from protocol.codes import SERVER_SETTING_SCOPES, ErrorCode, valid_setting_scope
@@ -176,7 +176,7 @@ def _sync(stream: str) -> Any:
 
 
 # Module attributes, not a loop: the method registry takes the marked functions a module defines by name
-# (gateway.dispatch.MethodRegistry); handlers made in a loop and bound to nothing would be skipped.
+# (gateway.rpc.dispatch.MethodRegistry); handlers made in a loop and bound to nothing would be skipped.
 sync_friends = method("sync_friends")(_sync(relations.FRIEND))
 sync_friend_requests = method("sync_friend_requests")(_sync(relations.FRIEND_REQUEST))
 sync_blacklist = method("sync_blacklist")(_sync(relations.BLACKLIST))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.dispatch import Caller, method
+from gateway.rpc.dispatch import Caller, method
 from gateway.services import Services
 from protocol.codec import Fields
 from protocol.codes import ErrorCode

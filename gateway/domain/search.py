@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.messaging import read_conversation
+from gateway.domain.messaging import read_conversation
 from protocol.codec import Fields
 from protocol.codes import MESSAGE_ID_MAX, ConversationType
 from protocol.errors import FieldError

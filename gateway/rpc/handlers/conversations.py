@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.conversations import LIST_BASE_COST, LIST_ROWS_PER_UNIT, MAX_CONVERSATIONS_PAGE, read_filter
-from gateway.dispatch import Caller, method
-from gateway.messaging import read_conversation
+from gateway.domain.conversations import (
+    LIST_BASE_COST,
+    LIST_ROWS_PER_UNIT,
+    MAX_CONVERSATIONS_PAGE,
+    read_filter,
+)
+from gateway.domain.messaging import read_conversation
+from gateway.rpc.dispatch import Caller, method
 from gateway.services import Services
 from protocol import codec
 from protocol.codec import Fields

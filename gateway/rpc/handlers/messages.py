@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway import search
-from gateway.dispatch import Caller, Reply, method
-from gateway.messaging import (
+from gateway.domain import search
+from gateway.domain.messaging import (
     CHANNEL,
     CHATROOM,
     GROUP,
@@ -17,6 +16,7 @@ from gateway.messaging import (
     read_content,
     read_conversation,
 )
+from gateway.rpc.dispatch import Caller, Reply, method
 from gateway.services import Services
 from protocol.codec import Fields
 from protocol.codes import MESSAGE_ID_MAX, ErrorCode
