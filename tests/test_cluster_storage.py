@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 import pytest
 import trio
 
@@ -35,7 +36,25 @@ def _message(node: int, sender: int, number: int, to: str = "bob") -> Outgoing:
     )
 
 
+def _deadlocks_once_idle(url: str) -> int:
+    """The database's deadlock count, read once no other session is connected to it (a backend's counts reach
+    the statistics by the time it has left ``pg_stat_activity``, at the latest when it exits)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        for _ in range(1000):  # up to ~10 s: the stores' connections are closing
+            others = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchone()
+            if others is not None and others[0] == 0:
+                break
+            conn.execute("SELECT pg_sleep(0.01)")
+        else:
+            raise AssertionError("the stores' sessions did not end")
+        row = conn.execute("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()").fetchone()
+        return int(row[0]) if row is not None else 0
+
+
 async def test_two_writers_sending_to_one_user_give_every_seq_once_with_no_gap(pg_url: str) -> None:
+    deadlocks_before = _deadlocks_once_idle(pg_url)
     acked: dict[str, Any] = {}
     heads_seen: list[dict[str, int]] = []
 
@@ -87,6 +106,8 @@ async def test_two_writers_sending_to_one_user_give_every_seq_once_with_no_gap(p
     )
     sending = [heads for heads in heads_seen if heads]  # batches of create_user wrote no inbox
     assert sending and all(heads.get("bob") for heads in sending)  # node one's hook named bob's head each time
+    # Retries hid them (a deadlock is answered 250), but each cost PostgreSQL's deadlock_timeout: none at all.
+    assert _deadlocks_once_idle(pg_url) == deadlocks_before, "the two writers deadlocked"
 
 
 async def test_a_single_owner_and_a_cluster_node_exclude_each_other(pg_url: str) -> None:
