@@ -73,13 +73,28 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"storage backend: {backends.BACKEND} ({backends.ENV_BACKEND})"
 
 
+#: Under pytest-xdist the tests run in worker processes, which have no terminal: each sends its skip line
+#: (``pg.unavailable_reason()``) to the controller in ``workeroutput``, which prints it once.
+_workers_unavailable: set[str] = set()
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: unknown (and not called) without xdist
+def pytest_testnodedown(node: Any, error: object) -> None:
+    reason = getattr(node, "workeroutput", {}).get("pg_unavailable")
+    if reason:
+        _workers_unavailable.add(reason)
+
+
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    reason = pg.unavailable_reason()
+    reason = pg.unavailable_reason() or min(_workers_unavailable, default=None)
     if reason:
         terminalreporter.write_line(reason)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    workeroutput = getattr(session.config, "workeroutput", None)  # set on an xdist worker only
+    if workeroutput is not None:
+        workeroutput["pg_unavailable"] = pg.unavailable_reason() or ""
     urls = backends.forget_test_databases()  # the wider-scoped fixtures' (their gateways have stopped)
     if urls:
         server = pg.server()
