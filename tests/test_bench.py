@@ -226,6 +226,25 @@ def test_light_runs_floor_and_ember_interleaved_and_reports_their_ratio() -> Non
     assert isinstance(record["met"], bool)
 
 
+def test_paired_alternates_checkouts_and_reports_each_ones_runs_and_median() -> None:
+    """``python -m bench.paired``: two checkouts (here the same one twice, under two spellings), two rounds."""
+    same = str(ROOT / "tests" / "..")
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.paired", "--rounds", "2", "--python", sys.executable, str(ROOT), same,
+         "--", "--pairs", "4", "--duration", "1", "--warmup", "0.3"],
+        cwd=ROOT, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    runs = [line for line in lines[:-1] if "us/msg" in line]
+    assert [line.split()[1].rstrip(":") for line in runs] == [str(ROOT), same, same, str(ROOT)]  # ABBA
+    summary = json.loads(lines[-1])
+    assert summary["bench_args"] == ["--pairs", "4", "--duration", "1", "--warmup", "0.3"]
+    for checkout in (str(ROOT), same):
+        figures = summary["checkouts"][checkout]
+        assert len(figures["runs"]) == 2 and figures["median_us_per_msg"] == sum(figures["runs"]) / 2
+
+
 def test_storage_send_prints_the_merges_share_for_both_kinds() -> None:
     for kind in ("private", "group"):
         done = subprocess.run(
