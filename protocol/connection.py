@@ -224,15 +224,31 @@ class ServerConnection(_Sealed):
             self.state = State.AUTHENTICATING
             return self._connect
         if frame.type is FrameType.REQUEST:
-            fields = codec.unpack_map(self._open(frame))
-            try:
-                method = fields.text("m", min_len=1, max_len=MAX_METHOD_LEN, printable=True)
-                # Unprefixed, so a 251 names the field as the method's documentation does.
-                params = codec.Fields(fields.mapping("p", default={}).raw)
-            except FieldError as exc:
-                return events.BadRequest(frame.request_id, str(exc))
+            body = codec.unpack(self._open(frame))
+            if not isinstance(body, dict):
+                raise ProtocolError("body is not a map")
+            # The common case straight from the dict (a short printable method name, a map or no params);
+            # anything else through the getters, whose error names the field.
+            method = body.get("m")
+            raw_params = body.get("p")
+            if raw_params is None:
+                raw_params = {}
+            if not (
+                method.__class__ is str
+                and 0 < len(method) <= MAX_METHOD_LEN
+                and method.isprintable()
+                and raw_params.__class__ is dict
+            ):
+                fields = codec.Fields(body)
+                try:
+                    method = fields.text("m", min_len=1, max_len=MAX_METHOD_LEN, printable=True)
+                    raw_params = fields.mapping("p", default={}).raw
+                except FieldError as exc:
+                    return events.BadRequest(frame.request_id, str(exc))
+            # Unprefixed, so a 251 names the field as the method's documentation does.
+            params = codec.Fields(raw_params)
             # The one edge check every method's params pass before any handler reads them (issue 20).
-            deep = value_problem(params.raw, check_text=False)
+            deep = value_problem(raw_params, check_text=False)
             if deep is not None:
                 return events.BadRequest(frame.request_id, f"{deep[0]}: {deep[1]}", field=deep[0], problem=deep[1])
             return events.Request(frame.request_id, method, params)

@@ -255,6 +255,19 @@ def test_storage_send_prints_the_merges_share_for_both_kinds() -> None:
         assert done.stdout.startswith(f"{kind}: 300 sends, 64 per commit:") and "merges" in done.stdout
 
 
+def test_sendedge_decodes_every_request_and_times_each_step() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.sendedge", "--sends", "200", "--rounds", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads(done.stdout.strip().splitlines()[-1])
+    assert record["scenario"] == "sendedge" and record["sends"] == 200
+    steps = ("request_us", "message_us", "ack_us", "push_us")
+    assert all(record[step] >= 0 for step in steps)
+    assert record["total_us"] == pytest.approx(sum(record[step] for step in steps), abs=0.05)
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_search_fills_a_store_and_reports_latency_and_indexing_cpu(backend: str, tmp_path: Path) -> None:
     """``python -m bench search`` on a small store: the record's shape, every search answered, u0's share."""

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 
 import pytest
 import trio
 import trio.testing
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
+from gateway.config import Config
+from gateway.domain import messaging
 from protocol import events
+from protocol.codec import Fields
+from protocol.codes import DEFAULT_PERSIST_FLAG, ErrorCode, UserStatus
 from protocol.codes import ConnectionStatus as S
-from protocol.codes import ErrorCode, UserStatus
+from protocol.errors import FieldError
 from storage.messages import Conversation, Outgoing
 from tests.harness import Gateway, RawClient, start_gateway
 from tests.storage_helpers import held_writer, wait_until
@@ -391,3 +398,97 @@ async def test_recall_after_the_window_is_refused(gw: Gateway) -> None:
     gw.clock.advance(121)
     assert (await alice.call("recall_message", message_id=sent)).code == ErrorCode.RECALL_TIME_EXPIRED
     await alice.aclose()
+
+
+# --- reading a send's params: the direct reads of the common case agree with the checked getters ------------
+
+#: Values of every wire type, and the edges of the rules they meet (ids, lines, types, text lengths).
+_WIRE_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**33), max_value=2**33),
+    st.sampled_from([0, 1, 2, 3, 4, 5, -1, 2**31 - 1, 2**31, -(2**31)]),
+    st.text(max_size=70),
+    st.sampled_from(["bob", " bob", "bob ", "b\x00b", "x" * 64, "x" * 65, ""]),
+    st.binary(max_size=3),
+    st.floats(allow_nan=False),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+
+
+def _outcome(read, *args):
+    try:
+        return "ok", read(*args)
+    except FieldError as exc:
+        return "251", exc.field, exc.problem
+
+
+_CONV_TYPES = [0, 1, 2, 3, 4, 5, -1, True, 1.0, "1", None, _ABSENT := object()]
+_CONV_TARGETS = ["bob", " bob", "bob ", "b\x00b", "x" * 64, "x" * 65, "", 7, None, _ABSENT]
+_CONV_LINES = [0, 1, -1, 2**31 - 1, 2**31, False, 0.0, "0", None, _ABSENT]
+
+
+def _same_conversation_reading(conv) -> None:
+    fields = Fields({"conv": conv})
+    assert _outcome(messaging.read_conversation, fields) == _outcome(messaging._read_conversation, fields), conv
+
+
+def test_read_conversation_reads_directly_what_the_checked_getters_accept() -> None:
+    """``read_conversation`` reads a plain conversation map straight from the dict and hands anything else to
+    the getters: both must give the same Conversation, or the same 251 naming the same field (every
+    combination of the edges of each field)."""
+    for kind, target, line in itertools.product(_CONV_TYPES, _CONV_TARGETS, _CONV_LINES):
+        conv = {k: v for k, v in (("type", kind), ("target", target), ("line", line)) if v is not _ABSENT}
+        _same_conversation_reading(conv)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        _WIRE_VALUES,
+        st.dictionaries(st.sampled_from(["type", "target", "line", "other"]), _WIRE_VALUES, max_size=4),
+    )
+)
+def test_read_conversation_agrees_with_the_getters_on_any_value(conv) -> None:
+    _same_conversation_reading(conv)
+
+
+_LIMIT = 64  # the smallest message.max_text_bytes the config takes
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    key=st.sampled_from(["searchable_content", "push_content", "content", "extra"]),
+    value=st.one_of(
+        _WIRE_VALUES,
+        st.integers(min_value=0, max_value=_LIMIT + 2).map(lambda n: "a" * n),
+        st.integers(min_value=0, max_value=_LIMIT // 2 + 2).map(lambda n: "é" * n),  # 2 UTF-8 bytes each
+        st.integers(min_value=0, max_value=_LIMIT // 4 + 2).map(lambda n: "😀" * n),  # 4 each
+    ),
+    kind=st.one_of(_WIRE_VALUES, st.sampled_from([1, 100, 199, 200])),
+)
+def test_read_content_takes_exactly_the_texts_and_types_the_rules_allow(key, value, kind) -> None:
+    """The content's type and text fields, read straight from the dict when plainly right: accepted exactly
+    when the checked getter and the UTF-8 byte limit accept them, and refused with the getter's 251."""
+    config = Config.default(message={"max_text_bytes": _LIMIT})
+    content = {"type": kind, key: value}
+    got = _outcome(messaging.read_content, Fields({"content": content}), config)
+    # The rules, by the getters themselves.
+    checked = Fields(content, "content.")
+    expected: tuple
+    try:
+        checked.integer("type", lo=0, hi=2**31 - 1)
+        if kind in (80, 81) or 100 <= kind < 200:  # recall / update notices, notifications: the server's
+            raise AssertionError("reserved types are under test elsewhere")
+        text = checked.text(key, max_len=_LIMIT, default=None)
+        if text is not None and len(text.encode()) > _LIMIT:
+            raise FieldError("content." + key, f"at most {_LIMIT} bytes")
+        if key == "extra" and text:
+            messaging.check_json("content.extra", text)
+        expected = ("ok", {"type": kind, **({key: text} if text else {}), "persist_flag": DEFAULT_PERSIST_FLAG})
+    except FieldError as exc:
+        expected = ("251", exc.field, exc.problem)
+    except AssertionError:
+        assume(False)
+    assert got == expected

@@ -556,21 +556,38 @@ def test_error_reason_is_truncated() -> None:
 
 
 @pytest.mark.parametrize(
-    "plaintext",
+    ("plaintext", "reason"),
     [
-        codec.pack({}),
-        codec.pack({"m": ""}),
-        codec.pack({"m": 5}),
-        codec.pack({"m": "a\x00"}),
-        codec.pack({"m": "x" * 65}),
-        codec.pack({"m": "ok", "p": [1]}),
+        (codec.pack({}), "m: missing"),
+        (codec.pack({"m": None, "p": {}}), "m: missing"),
+        (codec.pack({"m": ""}), "m: length must be 1..64"),
+        (codec.pack({"m": 5}), "m: must be a string"),
+        (codec.pack({"m": True}), "m: must be a string"),
+        (codec.pack({"m": b"ok"}), "m: must be a string"),
+        (codec.pack({"m": "a\x00"}), "m: must be printable"),
+        (codec.pack({"m": "x" * 65}), "m: length must be 1..64"),
+        (codec.pack({"m": "ok", "p": [1]}), "p: must be a map"),
+        (codec.pack({"m": "ok", "p": "x"}), "p: must be a map"),
+        (codec.pack({"m": 5, "p": [1]}), "m: must be a string"),  # the method is read first
     ],
 )
-def test_bad_request_keeps_the_connection_open(plaintext: bytes) -> None:
+def test_bad_request_keeps_the_connection_open(plaintext: bytes, reason: str) -> None:
     server, _ = handshake()
     [event] = server.receive_data(sealed_frame(C2S, 0, FrameType.REQUEST, plaintext, 77))
     assert isinstance(event, events.BadRequest) and event.request_id == 77
+    assert event.reason == reason
     assert server.state is State.OPEN
+
+
+@pytest.mark.parametrize("method", ["x", "x" * 64, "send_message", "é"])
+def test_a_request_with_a_good_method_and_params_is_read(method: str) -> None:
+    server, _ = handshake()
+    params = {"conv": {"type": 0, "target": "bob"}, "n": [1, {"k": None}]}
+    [event] = server.receive_data(
+        sealed_frame(C2S, 0, FrameType.REQUEST, codec.pack({"m": method, "p": params, "extra": 1}), 9)
+    )
+    assert event == events.Request(9, method, event.params) and dict(event.params.raw) == params
+    assert event.params.path("conv") == "conv"  # unprefixed: a 251 names the field as the method's docs do
 
 
 def test_request_whose_plaintext_is_not_a_map_is_a_violation() -> None:

@@ -37,6 +37,7 @@ from protocol.codes import (
     ErrorCode,
     GroupMemberType,
     PersistFlag,
+    valid_id,
 )
 from protocol.connection import encode_notify_body
 from protocol.errors import FieldError
@@ -84,7 +85,35 @@ class RequestRejected(Exception):
         self.code = code
 
 
+#: Every conversation type's number (``ConversationType``), for a plain set lookup.
+_CONV_TYPES = frozenset(int(t) for t in ConversationType)
+_LINE_MAX = 2**31 - 1
+_CONTENT_TYPE_MAX = 2**31 - 1
+
+
 def read_conversation(fields: Fields) -> Conversation:
+    # The common case read straight from the map: a map of a known type, an id and a line in range. Anything
+    # else (a missing or ill-typed field) goes the way below, which names the field in its 251; both ways
+    # accept exactly the same values (tests/test_messaging.py checks them side by side).
+    conv_raw = fields.raw.get("conv")
+    if conv_raw.__class__ is dict:
+        kind = conv_raw.get("type")
+        target: Any = conv_raw.get("target")
+        line = conv_raw.get("line")
+        if line is None:
+            line = 0
+        if (
+            kind.__class__ is int
+            and kind in _CONV_TYPES
+            and line.__class__ is int
+            and 0 <= line <= _LINE_MAX
+            and valid_id(target)
+        ):
+            return Conversation(kind, target, line)
+    return _read_conversation(fields)
+
+
+def _read_conversation(fields: Fields) -> Conversation:
     conv = fields.mapping("conv")
     kind = conv.integer("type", lo=-(2**31), hi=2**31)
     if kind not in ConversationType._value2member_map_:
@@ -118,19 +147,29 @@ def read_content(fields: Fields, config: Config, *, key: str = "content", server
     ``server_made``: a content the server itself will send (a group operation's ``notify_content``),
     which may carry a notification type.
     """
-    c = fields.mapping(key)
+    # The map and its text fields are read straight from the decoded dict when they are plainly right (the
+    # send path's case); anything else goes through ``Fields``, whose 251 names the field.
+    raw = fields.raw.get(key)
+    c = Fields(raw, fields.path(key) + ".") if raw.__class__ is dict else fields.mapping(key)
+    raw = c.raw
     limit = config.message.max_text_bytes
-    content: dict[str, Any] = {"type": c.integer("type", lo=0, hi=2**31 - 1)}
-    if content["type"] == RECALL_CONTENT_TYPE or content["type"] == UPDATE_CONTENT_TYPE:
+    kind = raw.get("type")
+    if not (kind.__class__ is int and 0 <= kind <= _CONTENT_TYPE_MAX):
+        kind = c.integer("type", lo=0, hi=_CONTENT_TYPE_MAX)
+    content: dict[str, Any] = {"type": kind}
+    if kind == RECALL_CONTENT_TYPE or kind == UPDATE_CONTENT_TYPE:
         # Only the server makes recall and update notices: a sent one could make SDKs rewrite any message.
-        raise FieldError(c.path("type"), f"{content['type']} is reserved for recall and update notices")
-    if content["type"] in NOTIFICATION_CONTENT_TYPES and not server_made:
+        raise FieldError(c.path("type"), f"{kind} is reserved for recall and update notices")
+    if kind in NOTIFICATION_CONTENT_TYPES and not server_made:
         # Group notifications too: a forged one would make SDKs rewrite their group caches.
         raise FieldError(c.path("type"), "100..199 are reserved for server notifications")
     persist = DEFAULT_PERSIST_FLAG
-    for key in _CONTENT_OPTIONAL.intersection(c.raw):
+    for key in _CONTENT_OPTIONAL.intersection(raw):
         if key in _CONTENT_TEXT:
-            value: Any = _text(c, key, limit)
+            value: Any = raw[key]
+            # A str of n characters is at most 4n UTF-8 bytes: only long ones need encoding to check.
+            if value is not None and not (value.__class__ is str and len(value) * 4 <= limit):
+                value = _text(c, key, limit)
         elif key == "data":
             value = c.binary("data", max_len=config.message.max_data_bytes, default=None)
         elif key == "media_type":
@@ -376,20 +415,19 @@ class MessageService:
         if conv.type == CHANNEL and self.channels is None:
             raise RequestRejected(ErrorCode.NOT_IMPLEMENTED)  # a service built without channels
         content = read_content(params, self.config)
-        client_msg_id = params.text(
-            "client_msg_id", min_len=1, max_len=MAX_ID_LEN, printable=True, default=None
-        )
-        to_users = params.identifier_list("to_users", max_items=MAX_MENTIONS, default=None)
+        raw = params.raw
+        client_msg_id = None
+        if raw.get("client_msg_id") is not None:  # (absent or nil: None, as the getter's default gives)
+            client_msg_id = params.text("client_msg_id", min_len=1, max_len=MAX_ID_LEN, printable=True)
+        to_users = None
+        if raw.get("to_users") is not None:
+            to_users = params.identifier_list("to_users", max_items=MAX_MENTIONS) or None
+        # Positional, in Outgoing's field order: message_id, server_time, conv, from_user, content,
+        # persist_flag, to_users, client_msg_id.
         return Outgoing(
-            message_id=self.ids.next_id(),
-            server_time=self.clock.now_ms(),
-            conv=conv,
-            from_user=from_user,
-            content=content,
-            persist_flag=content["persist_flag"],
-            to_users=to_users or None,
-            client_msg_id=client_msg_id,
-        )
+            self.ids.next_id(), self.clock.now_ms(), conv, from_user, content, content["persist_flag"],
+            to_users, client_msg_id,
+        )  # fmt: skip
 
     # --- sending ----------------------------------------------------------------------------------
 
