@@ -42,21 +42,30 @@ class TurnCounter:
 
     def _accept(self) -> None:
         client, _ = self.listener.accept()
-        server = socket.create_connection(self.upstream)
-        threading.Thread(target=self._pump, args=(client, server, "client"), daemon=True).start()
-        self._pump(server, client, "server")
+        with client, socket.create_connection(self.upstream) as server:
+            upward = threading.Thread(target=self._pump, args=(client, server, "client"), daemon=True)
+            upward.start()
+            self._pump(server, client, "server")
+            upward.join(timeout=10)
 
     def _pump(self, source: socket.socket, sink: socket.socket, side: str) -> None:
-        while data := source.recv(65536):
-            with self._lock:
-                if side == "client" and self._last == "server":
-                    self.turns += 1
-                self._last = side
-            sink.sendall(data)
-        sink.close()
+        try:
+            while data := source.recv(65536):
+                with self._lock:
+                    if side == "client" and self._last == "server":
+                        self.turns += 1
+                    self._last = side
+                sink.sendall(data)
+        except OSError:
+            pass  # the other side closed first
+        try:
+            sink.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
 
     def close(self) -> None:
         self.listener.close()
+        self._thread.join(timeout=10)
 
 
 def _message(message_id: int, sender: str, recipient: str) -> Outgoing:
