@@ -113,6 +113,10 @@ def _turns_of_one_batch(pg_url: str, first_id: int, count: int, inboxes: OwnedIn
 async def test_a_send_group_costs_the_same_few_round_trips_for_one_send_or_forty(pg_url: str) -> None:
     await _schema_and_users(pg_url)
     inboxes = OwnedInboxState()
+    # The first batch of a process with a bulk insert reads the tables' column types (the unnest casts), once.
+    warm, _ = _turns_of_one_batch(pg_url, 1000, 8, inboxes)
+    assert warm <= 4, warm
+    inboxes.forget()
     alone, results = _turns_of_one_batch(pg_url, 1, 1, inboxes)
     assert [r.code for r in results] == [ErrorCode.SUCCESS]
     inboxes.forget()
@@ -125,7 +129,7 @@ async def test_a_send_group_costs_the_same_few_round_trips_for_one_send_or_forty
         stored = check.execute("SELECT count(*) FROM messages").fetchone()[0]
         inbox = check.execute("SELECT count(*) FROM inbox").fetchone()[0]
         ids = check.execute("SELECT count(*) FROM client_message_ids").fetchone()[0]
-    assert (stored, inbox, ids) == (41, 82, 41)
+    assert (stored, inbox, ids) == (49, 98, 49)
 
 
 async def test_a_single_owner_merges_its_inbox_log_at_every_send_batch(pg_url: str) -> None:
