@@ -37,7 +37,7 @@ from __future__ import annotations
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, Protocol, TypeAlias
 
 #: The opaque transaction handle operations and query functions are given. For SQLite it is the
@@ -84,6 +84,8 @@ class Engine(ABC):
     inline_commit: bool
     wal_checkpoints: bool = False
     reads_need_savepoint: bool = False
+    #: ``pipeline`` sends statements together (then a caller sends all of a batch's before reading any).
+    pipelined: bool = False
     errors: tuple[type[BaseException], ...] = ()
 
     @abstractmethod
@@ -115,6 +117,15 @@ class Engine(ABC):
         ``executemany`` here; an engine may load many rows another way (PostgreSQL: COPY).
         """
         tx.executemany(sql, rows)
+
+    def pipeline(self, tx: Tx) -> AbstractContextManager[None]:
+        """Statements inside the block may go to the database together, their results (and errors) due
+        at the block's end or when a result is first read; SQLite runs each at once (nothing to wait on).
+
+        For statements whose results are not needed before the next is sent: a PostgreSQL batch's
+        reads and writes then cost a round trip each, not one per statement.
+        """
+        return nullcontext()
 
     def is_transient(self, exc: BaseException | None) -> bool:
         """The database's state failed the operation, not the operation itself: nothing was
@@ -224,6 +235,11 @@ def json_array_contains(tx: Tx, column: str) -> str:
 def insert_many(tx: Tx, sql: str, rows: Sequence[Sequence[Any]]) -> None:
     """``engine_of(tx).insert_many(tx, sql, rows)``."""
     engine_of(tx).insert_many(tx, sql, rows)
+
+
+def pipeline(tx: Tx) -> AbstractContextManager[None]:
+    """``engine_of(tx).pipeline(tx)``: statements inside may go out together (``Engine.pipeline``)."""
+    return engine_of(tx).pipeline(tx)
 
 
 def is_transient(exc: BaseException | None) -> bool:

@@ -29,7 +29,7 @@ from storage.channels import (
     ChannelRecord,
     get_channel,
 )
-from storage.engine import in_list, insert_many
+from storage.engine import engine_of, in_list, insert_many, pipeline
 from storage.engine import pairs as pairs_of
 from storage.inboxes import InboxState
 from storage.messages import (
@@ -98,18 +98,25 @@ def send_message_group(
     return results
 
 
-def _known_ids(conn: sqlite3.Connection, msgs: list[Outgoing]) -> dict[tuple[str, str | None], SendResult]:
+def _known_ids_cursor(conn: sqlite3.Connection, msgs: list[Outgoing]) -> Any:
+    """The query of the originals of ``msgs``' client_msg_ids, sent (its rows read by ``_known_ids_rows``)."""
     resends = [(m.from_user, m.client_msg_id) for m in msgs if m.client_msg_id is not None]
     if not resends:
-        return {}
+        return None
     table, sender, msg_id, values = pairs_of(conn, "j", resends)
+    return conn.execute(
+        f"SELECT c.from_user, c.client_msg_id, c.message_id, c.server_time, c.seq FROM {table}"
+        f" JOIN client_message_ids c ON c.from_user = {sender} AND c.client_msg_id = {msg_id}",
+        values,
+    )
+
+
+def _known_ids_rows(cursor: Any) -> dict[tuple[str, str | None], SendResult]:
+    if cursor is None:
+        return {}
     return {
         (row[0], row[1]): SendResult(ErrorCode.SUCCESS, row[2], row[3], {row[0]: row[4]}, duplicate=True)
-        for row in conn.execute(
-            f"SELECT c.from_user, c.client_msg_id, c.message_id, c.server_time, c.seq FROM {table}"
-            f" JOIN client_message_ids c ON c.from_user = {sender} AND c.client_msg_id = {msg_id}",
-            values,
-        )
+        for row in cursor.fetchall()
     }
 
 
@@ -154,9 +161,27 @@ class SendBatch:
         cls, conn: sqlite3.Connection, inboxes: InboxState, msgs: list[Outgoing], user_ids: set[str]
     ) -> SendBatch:
         """A batch for ``msgs``, with ``status`` read for ``user_ids``: one query per kind of fact."""
+        return cls.read_with(conn, inboxes, msgs, user_ids)[0]
+
+    @classmethod
+    def read_with(
+        cls,
+        conn: sqlite3.Connection,
+        inboxes: InboxState,
+        msgs: list[Outgoing],
+        user_ids: set[str],
+        *also: tuple[str, str, str, set[tuple[str, str]]],
+    ) -> tuple[SendBatch, list[set[tuple[str, str]]]]:
+        """``read``, and which of each ``also`` (table, first, second, pairs) are rows of table (``_pairs_cursor``):
+        all in one pipeline (PostgreSQL: one round trip for every fact of the group)."""
         among, values = in_list(conn, "user_id", list(user_ids))
-        status = dict(conn.execute(f"SELECT user_id, status FROM users WHERE {among}", values))
-        return cls(conn, inboxes, status, _known_ids(conn, msgs))
+        with pipeline(conn):
+            status_rows = conn.execute(f"SELECT user_id, status FROM users WHERE {among}", values)
+            known = _known_ids_cursor(conn, msgs)
+            present = [_pairs_cursor(conn, *one) for one in also]
+        status = dict(status_rows.fetchall())
+        known_ids = _known_ids_rows(known)
+        return cls(conn, inboxes, status, known_ids), [_pairs_rows(cursor) for cursor in present]
 
     def answered_before(self, msg: Outgoing) -> SendResult | None:
         """The answer of the checks every send starts with: the sender may not send (247), or the message
@@ -220,6 +245,12 @@ class SendBatch:
     def write(self) -> None:
         if self.inboxes.shared and self.taken:
             self._shift()
+        # One pipeline for the writes (PostgreSQL: one round trip for every table, not one each; an
+        # error surfaces at its end, still inside the group, whose savepoint rules then apply).
+        with pipeline(self.conn):
+            self._write()
+
+    def _write(self) -> None:
         if self.message_rows:
             insert_many(self.conn, INSERT_MESSAGE, self.message_rows)
             if self.search_rows:  # before the inbox rows: a merge they bring takes these tokens too
@@ -337,13 +368,11 @@ def send_private_group(
         status, known_ids, blocked, friends = _private_facts(conn, ops)
         batch = SendBatch(conn, ops[0][0], status, known_ids)
     else:
-        batch = SendBatch.read(conn, ops[0][0], msgs, {u for m in msgs for u in (m.from_user, m.conv.target)})
-        blocked = _pairs_present(
-            conn, "blacklist", "user_id", "target", {(m.conv.target, m.from_user) for m in msgs}
-        )
-        friends = _pairs_present(
-            conn, "friends", "user_id", "friend_id",
-            {(msg.conv.target, msg.from_user) for _, msg, policy in ops if policy.disable_stranger_chat},
+        batch, (blocked, friends) = SendBatch.read_with(
+            conn, ops[0][0], msgs, {u for m in msgs for u in (m.from_user, m.conv.target)},
+            ("blacklist", "user_id", "target", {(m.conv.target, m.from_user) for m in msgs}),
+            ("friends", "user_id", "friend_id",
+             {(msg.conv.target, msg.from_user) for _, msg, policy in ops if policy.disable_stranger_chat}),
         )  # fmt: skip
     results: list[SendResult] = []
     for msg, (_, _, policy) in zip(msgs, ops, strict=True):
@@ -404,11 +433,17 @@ def _private_facts(
     known_ids: dict[tuple[str, str | None], SendResult] = {}
     blocked: set[tuple[str, str]] = set()
     friends: set[tuple[str, str]] = set()
-    for _, msg, policy in ops:
+    params = [
+        (msg.from_user, msg.conv.target, msg.client_msg_id, policy.disable_stranger_chat) for _, msg, policy in ops
+    ]
+    if engine_of(conn).pipelined:
+        with pipeline(conn):  # PostgreSQL: every message's statement in one round trip
+            cursors = [conn.execute(_PRIVATE_FACTS, one) for one in params]
+        rows = [cursor.fetchone() for cursor in cursors]
+    else:  # SQLite: each at once (one cached statement, reused)
+        rows = [conn.execute(_PRIVATE_FACTS, one).fetchone() for one in params]
+    for (_, msg, _), row in zip(ops, rows, strict=True):
         sender, recipient = msg.from_user, msg.conv.target
-        row = conn.execute(
-            _PRIVATE_FACTS, (sender, recipient, msg.client_msg_id, policy.disable_stranger_chat)
-        ).fetchone()
         if row[0] is not None:
             status[sender] = row[0]
         if row[1] is not None:
@@ -424,16 +459,21 @@ def _private_facts(
     return status, known_ids, blocked, friends
 
 
-def _pairs_present(
+def _pairs_cursor(
     conn: sqlite3.Connection, table: str, first: str, second: str, pairs: set[tuple[str, str]]
-) -> set[tuple[str, str]]:
-    """Which of ``pairs`` are rows of ``table`` (keyed by ``first``, ``second``); one query for all."""
+) -> Any:
+    """The query of which of ``pairs`` are rows of ``table`` (keyed by ``first``, ``second``), one for all,
+    sent (None when there are no pairs); its rows read by ``_pairs_rows``."""
     if not pairs:
-        return set()
+        return None
     # Table and column names are this module's constants, never input; the values are bound.
     wanted, a, b, values = pairs_of(conn, "j", pairs)
     sql = f"SELECT t.{first}, t.{second} FROM {wanted} JOIN {table} t ON t.{first} = {a} AND t.{second} = {b}"
-    return {(row[0], row[1]) for row in conn.execute(sql, values)}
+    return conn.execute(sql, values)
+
+
+def _pairs_rows(cursor: Any) -> set[tuple[str, str]]:
+    return set() if cursor is None else {(row[0], row[1]) for row in cursor.fetchall()}
 
 
 

@@ -9,6 +9,7 @@ same database is refused, naming the holder.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 from urllib.parse import urlsplit
@@ -243,14 +244,18 @@ async def test_a_connection_lost_mid_batch_tells_every_op_of_the_batch_to_retry(
         assert [room.chatroom_id for room in await store.list_chatrooms()] == ["before"]
 
 
+@pytest.mark.parametrize("in_pipeline", [False, True])  # in a pipeline: unnest arrays rather than COPY
 @pytest.mark.parametrize("count", [1, COPY_MIN_ROWS, 3 * COPY_MIN_ROWS])
-def test_insert_many_stores_the_same_rows_by_executemany_or_copy(pg_url: str, count: int) -> None:
+def test_insert_many_stores_the_same_rows_by_executemany_copy_or_unnest(
+    pg_url: str, count: int, in_pipeline: bool
+) -> None:
     conn = wrap(psycopg.connect(pg_url, autocommit=True))
     try:
         conn.execute("CREATE TABLE bulk (k TEXT NOT NULL, n BIGINT, b BYTEA, flag BIGINT)")
         rows = [(f"k{i}\n'\\", i if i % 3 else None, bytes([i % 256, 0, 255]), i % 2 == 0) for i in range(count)]
         POSTGRES.begin(conn)
-        insert_many(conn, "INSERT INTO bulk (k, n, b, flag) VALUES (?, ?, ?, ?)", rows)
+        with POSTGRES.pipeline(conn) if in_pipeline else contextlib.nullcontext():
+            insert_many(conn, "INSERT INTO bulk (k, n, b, flag) VALUES (?, ?, ?, ?)", rows)
         POSTGRES.commit(conn)
         stored = conn.execute("SELECT k, n, b, flag FROM bulk ORDER BY n NULLS FIRST, k").fetchall()
         expected = sorted(((k, n, b, int(f)) for k, n, b, f in rows), key=lambda r: (r[1] is not None, r[1] or 0, r[0]))

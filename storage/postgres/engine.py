@@ -79,6 +79,44 @@ def _copy_statement(sql: str) -> str | None:
     return f"COPY {found.group(1)} ({found.group(2)}) FROM STDIN"
 
 
+def _plain_insert(sql: str) -> tuple[str, list[str]] | None:
+    """(table, columns) of the plain INSERT ``sql``, or None for any other statement."""
+    found = _PLAIN_INSERT.fullmatch(sql)
+    if found is None or found.group(2).count(",") != found.group(3).count(","):
+        return None
+    return found.group(1), [column.strip() for column in found.group(2).split(",")]
+
+
+#: Each table's column types, for the ``unnest`` casts: every table of the schema read at the first use
+#: (one round trip per process; the schema is fixed while a gateway runs, migrations run before it serves).
+_COLUMN_TYPES: dict[str, dict[str, str]] = {}
+
+_READ_COLUMN_TYPES: Final = (
+    "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a"
+    " JOIN pg_class c ON c.oid = a.attrelid"
+    " WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r' AND a.attnum > 0"
+    " AND NOT a.attisdropped"
+)
+
+
+def _unnest_statement(pg: PgTx, sql: str) -> str | None:
+    """The ``INSERT ... SELECT FROM unnest(arrays)`` that inserts what the plain INSERT ``sql`` inserts, one
+    array parameter per column (None for any other statement)."""
+    plain = _plain_insert(sql)
+    if plain is None:
+        return None
+    table, columns = plain
+    types = _COLUMN_TYPES.get(table)
+    if types is None:  # the first use, or a table made since (tests): read them all again
+        for name, column, kind in pg.raw.execute(_READ_COLUMN_TYPES).fetchall():
+            _COLUMN_TYPES.setdefault(name, {})[column] = kind
+        types = _COLUMN_TYPES.get(table)
+        if types is None or not set(columns) <= types.keys():
+            return None  # not a table of this schema (a temporary one): executemany
+    arrays = ", ".join(f"${n}::{types[column]}[]" for n, column in enumerate(columns, 1))
+    return f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays})"
+
+
 class _BoolAsInt(Int8Dumper):
     """``True``/``False`` as 1/0: flags are integer columns on both databases, as SQLite stores them."""
 
@@ -124,36 +162,68 @@ def convert_param_style(sql: str) -> str:
 
 class PgTx:
     """A psycopg connection (autocommit: transactions are the writer's own BEGIN/COMMIT) that the
-    storage modules can use as they use a ``sqlite3.Connection``."""
+    storage modules can use as they use a ``sqlite3.Connection``.
 
-    __slots__ = ("raw", "total_changes")
+    The writer's BEGIN is deferred (``begin_pending``): it goes out in one pipeline with the
+    transaction's first statement, so that a batch does not pay a round trip for BEGIN alone.
+    """
+
+    __slots__ = ("raw", "total_changes", "begin_pending", "pipelines")
 
     def __init__(self, raw: psycopg.Connection[Any]) -> None:
         self.raw = raw
         #: Statements run (the writer asks whether a batch wrote; on PostgreSQL only for the disk-full state).
         self.total_changes = 0
+        #: ``PostgresEngine.begin`` was called and BEGIN has not been sent yet: the next statement sends it.
+        self.begin_pending = False
+        #: How many ``PostgresEngine.pipeline`` blocks are open (COPY cannot run inside one).
+        self.pipelines = 0
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
         self.total_changes += 1
+        if self.begin_pending:
+            self.begin_pending = False
+            # One round trip for both; an error of either is raised here, at the pipeline's sync.
+            with self.raw.pipeline():
+                self.raw.execute("BEGIN")
+                return self.raw.execute(convert_param_style(sql), params or None)
         return self.raw.execute(convert_param_style(sql), params or None)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> psycopg.Cursor[Any]:
         self.total_changes += 1
         cursor = self.raw.cursor()
+        if self.begin_pending:
+            self.begin_pending = False
+            with self.raw.pipeline():
+                self.raw.execute("BEGIN")
+                cursor.executemany(convert_param_style(sql), rows)
+            return cursor
         # psycopg runs executemany in pipeline mode: one round trip for all rows, not one per row.
         cursor.executemany(convert_param_style(sql), rows)
         return cursor
+
+    def send_begin_in_pipeline(self) -> None:
+        """Queue a deferred BEGIN in the open pipeline (no round trip of its own)."""
+        if self.begin_pending:
+            self.begin_pending = False
+            self.raw.execute("BEGIN")
+
+    def send_begin(self) -> None:
+        """Send a deferred BEGIN now (before a statement that does not go through ``execute``)."""
+        if self.begin_pending:
+            self.begin_pending = False
+            self.raw.execute("BEGIN")
 
     @property
     def in_transaction(self) -> bool:
         """A transaction is open (aborted included); False once the connection is broken."""
         if self.raw.broken or self.raw.closed:
             return False
-        return self.raw.info.transaction_status in _ACTIVE
+        return self.begin_pending or self.raw.info.transaction_status in _ACTIVE
 
     @property
     def status(self) -> pq.TransactionStatus:
-        return self.raw.info.transaction_status
+        return _status(cast(Tx, self))
 
     def close(self) -> None:
         self.raw.close()
@@ -179,6 +249,7 @@ class PostgresEngine(Engine):
     inline_commit = False  # a commit is a round trip to the server: never on the trio thread
     wal_checkpoints = False
     reads_need_savepoint = True
+    pipelined = True
     errors = (psycopg.Error,)
 
     def convert_param_style(self, sql: str) -> str:
@@ -203,18 +274,51 @@ class PostgresEngine(Engine):
         return f"(({column})::jsonb @> jsonb_build_array(?::text))"
 
     def insert_many(self, tx: Tx, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        copy = _copy_statement(sql) if len(rows) >= COPY_MIN_ROWS else None
+        pg = cast(PgTx, tx)
+        if len(rows) < COPY_MIN_ROWS:
+            tx.executemany(sql, rows)
+            return
+        if pg.pipelines:
+            # COPY cannot run in pipeline mode (and costs two round trips of its own): inside a pipeline
+            # the rows go as ONE statement of column arrays, which rides the pipeline's round trip and
+            # costs the client less than an executemany of a statement per row.
+            unnest = _unnest_statement(pg, sql)
+            if unnest is None:
+                tx.executemany(sql, rows)
+                return
+            pg.total_changes += 1
+            pg.send_begin_in_pipeline()
+            pg.raw.execute(unnest, [list(column) for column in zip(*rows, strict=True)])
+            return
+        copy = _copy_statement(sql)
         if copy is None:
             tx.executemany(sql, rows)
             return
-        pg = cast(PgTx, tx)
+        pg.send_begin()
         pg.total_changes += 1
         with pg.raw.cursor().copy(copy) as loading:
             for row in rows:
                 loading.write_row(row)
 
     def begin(self, tx: Tx) -> None:
-        tx.execute("BEGIN")
+        # Deferred: sent with the first statement (``PgTx.execute``), one round trip less per batch.
+        pg = cast(PgTx, tx)
+        if pg.raw.broken or pg.raw.closed:
+            raise psycopg.OperationalError("the connection is closed")
+        pg.begin_pending = True
+
+    @contextmanager
+    def pipeline(self, tx: Tx) -> Iterator[None]:
+        pg = cast(PgTx, tx)
+        pg.pipelines += 1
+        try:
+            with pg.raw.pipeline():
+                if pg.begin_pending:  # the deferred BEGIN rides the pipeline too
+                    pg.begin_pending = False
+                    pg.raw.execute("BEGIN")
+                yield
+        finally:
+            pg.pipelines -= 1
 
     def begin_read(self, tx: Tx) -> None:
         # READ COMMITTED (the default) takes a snapshot per statement; a read of several statements
@@ -243,6 +347,10 @@ class PostgresEngine(Engine):
         return _status(tx) != pq.TransactionStatus.INTRANS
 
     def commit(self, tx: Tx) -> None:
+        pg = cast(PgTx, tx)
+        if pg.begin_pending:  # no statement ran since BEGIN: there is nothing to commit
+            pg.begin_pending = False
+            return
         status = _status(tx)
         if status == pq.TransactionStatus.INERROR:
             # COMMIT would be answered ROLLBACK, without an error: say so instead.
@@ -258,6 +366,10 @@ class PostgresEngine(Engine):
             raise psycopg.OperationalError(f"the transaction is still {_status(tx).name} after COMMIT")
 
     def rollback(self, tx: Tx) -> None:
+        pg = cast(PgTx, tx)
+        if pg.begin_pending:  # BEGIN was never sent
+            pg.begin_pending = False
+            return
         if not tx.in_transaction:
             return
         try:
@@ -288,6 +400,8 @@ def _status(tx: Tx) -> pq.TransactionStatus:
     raw = tx.raw  # type: ignore[attr-defined]
     if raw.broken or raw.closed:
         return pq.TransactionStatus.UNKNOWN
+    if tx.begin_pending:  # type: ignore[attr-defined]
+        return pq.TransactionStatus.INTRANS
     status: pq.TransactionStatus = raw.info.transaction_status
     return status
 

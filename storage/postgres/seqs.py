@@ -108,6 +108,24 @@ class SharedInboxState(InboxState):
         return heads
 
 
+class OwnedInboxState(InboxState):
+    """A single owner's ``InboxState`` on PostgreSQL: seqs from memory as on SQLite, the log merged at every
+    append as a cluster node's is.
+
+    SQLite merges the log rarely (``MERGE_ROWS``): its rows share the last page of one B-tree. PostgreSQL
+    gains nothing from that (a heap), and a merge of thousands of rows stalled the writer for up to a
+    second under load: every send queued behind it (bench/RESULTS.md, "Session 10"). Merged at every
+    append, each merge moves one batch's rows, and its statements ride the batch's pipeline
+    (``storage.sends.SendBatch.write``): no round trip of their own.
+    """
+
+    def merge_at(self) -> int:
+        return 1
+
+    def may_merge(self, appends: int, rows: int) -> bool:
+        return True  # never asked on PostgreSQL (no inline commits)
+
+
 def prepare_shared(tx: Any) -> None:
     """A clustered writer's start: the heads table, and the inbox log a single owner may have left."""
     tx.execute("BEGIN")

@@ -38,7 +38,7 @@ from storage.errors import StorageError
 from storage.inboxes import InboxState
 from storage.postgres.connection import connect
 from storage.postgres.engine import POSTGRES, PgTx, wrap
-from storage.postgres.seqs import SharedInboxState, prepare_shared, prepare_single
+from storage.postgres.seqs import OwnedInboxState, SharedInboxState, prepare_shared, prepare_single
 from storage.postgres.url import mask_password
 from storage.readers import Readers
 from storage.sealing import SecretSeal
@@ -147,7 +147,7 @@ async def open_postgres(
     transaction before COMMIT, ``heads`` the users whose inboxes the batch wrote (user → highest seq).
     """
     label = Path(mask_password(url))  # names the threads and the log lines; never the password
-    inboxes: InboxState = SharedInboxState() if shared else InboxState()
+    inboxes: InboxState = SharedInboxState() if shared else OwnedInboxState()
     hook = None
     if before_commit is not None and isinstance(inboxes, SharedInboxState):
         shared_inboxes = inboxes
