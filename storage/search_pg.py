@@ -17,7 +17,8 @@ never starting with a CJK character) only ever meets word tokens. The one except
 
 A query is a ``tsquery`` written as its text form with every lexeme quoted (``tsquery_text``), cast with
 ``::tsquery``, which reads lexemes verbatim too (``to_tsquery`` would parse and stem): a word term is a
-prefix ``'meet':*``, a character ``'明'``, a run of three or more characters every pair of it (``'明天' &
+prefix ``'meet':*``, a character a prefix too (``'明':*``: the pairs it starts, or itself as a run's last
+character, ``storage.search.Document``), a run of three or more characters every pair of it (``'明天' &
 '天见'``). The vector has no positions, so that last one is a superset: those rows, few, are checked again in
 Python by ``storage.search.matches`` on the stored lists (the pairs at consecutive positions, as FTS5's
 phrase), and the walk reads on until the page is full. Every other term the index answers exactly.
@@ -106,7 +107,7 @@ def tsquery_text(terms: Sequence[Term]) -> str:
     """The ``tsquery`` (text form) every matching row's ``LEXEMES`` satisfies: all terms, AND."""
     parts = []
     for term in terms:
-        if term.column == "words":
+        if term.column in ("words", "uni"):  # one CJK character: a pair it starts, or itself (a run's last)
             parts.append(_lexeme(term.tokens[0]) + ":*")
         else:
             parts.extend(_lexeme(token) for token in term.tokens)
