@@ -1,6 +1,6 @@
 """Search latency on a large store and what indexing costs the send path, on either backend (issue 26).
 
-    python -m bench search [--messages 200000] [--users 2000] [--postgres | --postgres-url URL]
+    python -m bench search [--messages 200000] [--users 2000] [--postgres | --postgres-url URL [--no-fill]]
 
 Fills a fresh store (a SQLite file, or a PostgreSQL database: ``--postgres`` starts a private server on a temp
 folder, as tests/pg.py does, and stops it at the end) with ``--messages`` private messages of mixed Chinese and
@@ -113,7 +113,7 @@ def run(where: str, backend: str, args: argparse.Namespace) -> dict[str, Any]:
     conn = _open(where)
     try:
         began = time.monotonic()
-        cpu = _fill(conn, args)
+        cpu = {} if args.no_fill else _fill(conn, args)
         fill_s = time.monotonic() - began
         if backend == "postgresql":
             conn.execute("ANALYZE")  # what autovacuum would have done on a store this size by now
@@ -144,12 +144,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=200, help="searches per kind and per caller")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--progress", action="store_true", help="a line on stderr every 100,000 messages")
+    parser.add_argument(
+        "--no-fill", action="store_true",
+        help="with --postgres-url: search the store a previous run filled there (migrated first: a schema change measured on the same rows)",
+    )  # fmt: skip
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--postgres", action="store_true", help="a private PostgreSQL server, started and stopped here")
     where.add_argument("--postgres-url", help="an existing empty PostgreSQL database (it is filled)")
     args = parser.parse_args(argv)
     if args.users < 3 or args.messages < 1 or args.queries < 1:
         parser.error("--users must be at least 3, --messages and --queries at least 1")
+    if args.no_fill and not args.postgres_url:
+        parser.error("--no-fill needs --postgres-url (a store filled before)")
     if args.postgres_url:
         record = run(args.postgres_url, "postgresql", args)
     elif args.postgres:

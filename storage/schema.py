@@ -381,6 +381,11 @@ def _v14_search_index(db: Database) -> None:
     list of versions (tests/test_postgres_schema.py compares them); the FTS5 table of v13 is SQLite's index."""
 
 
+def _v15_search_lexemes(db: Database) -> None:
+    """Nothing on SQLite: PostgreSQL's v15 stores its search vector as a column (``storage.search_pg``); the
+    version is kept in step with PostgreSQL's list."""
+
+
 #: Every migration ever released, oldest first. Append only.
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     _v1_users_and_sessions,
@@ -397,6 +402,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     _v12_conversation_list,
     _v13_message_search,
     _v14_search_index,
+    _v15_search_lexemes,
 )
 
 #: The ``user_version`` of a fully migrated database.

@@ -3,10 +3,11 @@
 Nothing here speaks SQL. The text is segmented in Python before it reaches any index, so every
 backend indexes and queries the very same tokens and gives the same answers:
 
-- a run of CJK characters (Han, kana, Hangul) gives its characters (``uni``) and its overlapping
-  pairs of characters (``bi``): Chinese words are one or two characters with no spaces around them,
-  so a one-character query is a ``uni`` token, a two-character one a ``bi`` token, and a longer run
-  the phrase of its pairs (each pair at the next position: the run itself, as a substring);
+- a run of CJK characters (Han, kana, Hangul) gives its overlapping pairs of characters (``bi``) and
+  its last character (``uni``): Chinese words are one or two characters with no spaces around them,
+  so a one-character query is a ``bi`` token starting with it or a ``uni`` token, a two-character one a
+  ``bi`` token, and a longer run the phrase of its pairs (each pair at the next position: the run
+  itself, as a substring);
 - every other run of letters and digits is a lowercased word (``words``), matched by prefix
   (``meet`` finds "Meeting");
 - everything else (spaces, punctuation, emoji) only separates.
@@ -110,7 +111,13 @@ def _pairs(text: str) -> list[str]:
 
 @dataclass(frozen=True, slots=True)
 class Document:
-    """A message's text as every index stores it: three space-separated token lists."""
+    """A message's text as every index stores it: three space-separated token lists.
+
+    ``uni`` holds the last character of each CJK run, not every character: every other character starts a
+    pair in ``bi``, so a one-character query is "a pair starting with it, or it in ``uni``" (a prefix query
+    on ``bi``), and a message of Chinese text costs its pairs plus one token per run instead of nearly two
+    tokens per character (the index's insert is paid per token: bench/RESULTS.md). Entries written before
+    (with every character in ``uni``) hold a superset of that and answer the same."""
 
     bi: str
     uni: str
@@ -126,7 +133,8 @@ def document(text: str) -> Document:
     words = " ".join([word[:MAX_WORD_CHARS] for word in _WORD.findall(folded)])
     cjk_runs = _CJK_RUN.findall(folded)
     pairs = [" ".join([run[i : i + 2] for i in range(len(run) - 1)]) for run in cjk_runs if len(run) > 1]
-    return Document(f" {RUN_BREAK} ".join(pairs), " ".join("".join(cjk_runs)), words)
+    # ``uni``: each run's last character only (the only one that starts no pair); see ``Document``.
+    return Document(f" {RUN_BREAK} ".join(pairs), " ".join([run[-1] for run in cjk_runs]), words)
 
 
 def indexed_text(content: dict[str, Any]) -> str | None:
@@ -226,14 +234,16 @@ def highlights(text: str, terms: Sequence[Term]) -> list[list[int]]:
 
 def matches(doc: Document, terms: Sequence[Term]) -> bool:
     """Whether ``doc`` holds every term, by the rule every index follows: a word term is a prefix of a word
-    token, a ``uni`` term one of the characters, a ``bi`` term the consecutive pairs of its run."""
+    token, a ``uni`` term a ``uni`` token or the first character of a pair, a ``bi`` term the consecutive pairs
+    of its run."""
     for term in terms:
         if term.column == "words":
             prefix = term.tokens[0]
             if not any(word.startswith(prefix) for word in doc.words.split()):
                 return False
         elif term.column == "uni":
-            if term.tokens[0] not in doc.uni.split():
+            char = term.tokens[0]
+            if char not in doc.uni.split() and not any(pair.startswith(char) for pair in doc.bi.split()):
                 return False
         else:
             pairs, phrase = doc.bi.split(), list(term.tokens)

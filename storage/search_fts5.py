@@ -63,11 +63,17 @@ def _quote(token: str) -> str:
 
 
 def match_expression(terms: Sequence[Term]) -> str:
-    """The FTS5 query: every term, in its column; a word as a prefix, a CJK run as the phrase of its pairs."""
+    """The FTS5 query: every term, in its column; a word as a prefix, a CJK run as the phrase of its pairs, one
+    CJK character as a pair it starts or a run's last character (``storage.search.Document``)."""
     parts = []
     for term in terms:
         phrase = " ".join(_quote(token) for token in term.tokens)
-        parts.append(f"{term.column} : ({phrase} *)" if term.column == "words" else f"{term.column} : ({phrase})")
+        if term.column == "words":
+            parts.append(f"words : ({phrase} *)")
+        elif term.column == "uni":
+            parts.append(f"(bi : ({phrase} *) OR uni : ({phrase}))")
+        else:
+            parts.append(f"bi : ({phrase})")
     return " AND ".join(parts)
 
 

@@ -3,10 +3,12 @@
 ``message_search`` on PostgreSQL is a plain table of ``storage.search``'s three token lists keyed by message id
 (schema v13, ``storage.postgres.schema``), written in the send's transaction and removed with the message (no
 log as on SQLite: GIN's own ``fastupdate`` pending list already turns many small inserts into one merge).
-Schema v14 adds ``message_search_lexemes``, a GIN index on the expression ``LEXEMES``: the row's tokens as a
-``tsvector``, made by ``array_to_tsvector`` from the space-separated lists. That function takes each string
-as a lexeme verbatim, so PostgreSQL's text-search parser (which, depending on the locale, would re-split or
-drop CJK characters, and stems English) never runs: the index holds exactly Python's tokens.
+Since schema v15 it also stores the row's tokens as a ``tsvector``, ``lexemes``, made in the same INSERT by
+``array_to_tsvector`` from one space-separated list of them, and the GIN index ``message_search_lexemes`` is
+on that column (v14 had it on the expression ``LEXEMES``, which v15 used once to fill the column). That
+function takes each string as a lexeme verbatim, so PostgreSQL's text-search parser (which, depending on the
+locale, would re-split or drop CJK characters, and stems English) never runs: the index holds exactly
+Python's tokens.
 
 One vector holds all three lists without labels, because they cannot collide: a ``uni`` token is one CJK
 character, a ``bi`` token two, a ``words`` token has no CJK character at all; so a word prefix (``'meet':*``,
@@ -15,54 +17,84 @@ never starting with a CJK character) only ever meets word tokens. The one except
 
 A query is a ``tsquery`` written as its text form with every lexeme quoted (``tsquery_text``), cast with
 ``::tsquery``, which reads lexemes verbatim too (``to_tsquery`` would parse and stem): a word term is a
-prefix ``'meet':*``, a character ``'明'``, a run of three or more characters every pair of it (``'明天' &
+prefix ``'meet':*``, a character a prefix too (``'明':*``: the pairs it starts, or itself as a run's last
+character, ``storage.search.Document``), a run of three or more characters every pair of it (``'明天' &
 '天见'``). The vector has no positions, so that last one is a superset: those rows, few, are checked again in
 Python by ``storage.search.matches`` on the stored lists (the pairs at consecutive positions, as FTS5's
 phrase), and the walk reads on until the page is full. Every other term the index answers exactly.
 
 Who holds a message is the inbox, as on SQLite (an inbox row names it, none of ``deleted_messages``), and
 the order newest first is the primary key's (``ORDER BY message_id DESC``, the cursor ``message_id < ?``).
-The query leaves the planner two ways in: the GIN index (rare terms: every match, then the sort) or the primary
-key backwards, filtered by the vector (common terms: the first matches end the page). Measured
-(bench/RESULTS.md, "bench search"): PostgreSQL 15 takes the second way for every term, costing the vector
-expression as nearly free, so a rare term reads the whole table (seconds on 200,000 messages); the fixes
-(a stored vector column, or a GIN-first walk in growing id windows) are listed there, not built yet.
+
+**In id windows, newest first.** Left to itself, the planner has two ways in: the GIN index (every match of
+the term, then a sort: cheap for a rare term, slow for one in every third message) or the primary key
+backwards, testing each row's vector (cheap for a common term, the whole table for a rare one); it cannot know
+which one a term needs, and PostgreSQL 15 took the second for every term (seconds on 200,000 messages,
+bench/RESULTS.md). So ``search`` asks for the matches in a window of ids, ``low <= message_id < high``: first
+the newest ``FIRST_WINDOW`` rows (an index-only read of the primary key finds ``low``), then windows each
+spanning ``WINDOW_GROWTH`` times the ids of the one before, until the page is full or the oldest row is
+passed. Within a window either way in is bounded by the window, and the planner's choice is made for the
+window's own values (``execute_unprepared``: never a generic plan) with the column's statistics: a common term
+fills the page in the first window by the primary key, a rare one is read from the GIN index in a few windows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, Final
+from typing import Any, Final, Protocol, cast
 
 import msgpack
 
 from storage.engine import Tx
 from storage.search import RUN_BREAK, Document, IndexRow, SearchQuery, Term, index_row, matches
 
-#: The lexemes of a ``message_search`` row: what the GIN index is built on, and what every query compares
-#: (PostgreSQL uses an expression index only for the very same expression). ``bi``'s run breaks are dropped
-#: (" 0 " always stands between two pairs, never at an end); ``string_to_array('', ' ')`` is empty, so an
-#: empty list adds no empty lexeme (which ``array_to_tsvector`` refuses).
+#: The lexemes of a ``message_search`` row computed from its token lists: what schema v14's expression index
+#: was built on, and what schema v15 fills the stored column ``lexemes`` with for the rows already there. ``bi``'s
+#: run breaks are dropped (" 0 " always stands between two pairs, never at an end); ``string_to_array('', ' ')``
+#: is empty, so an empty list adds no empty lexeme (which ``array_to_tsvector`` refuses).
 LEXEMES: Final = (
     f"array_to_tsvector(string_to_array(uni, ' ') || string_to_array(replace(bi, ' {RUN_BREAK} ', ' '), ' ')"
     " || string_to_array(words, ' '))"
 )
-#: Schema v14's index (``storage.postgres.schema._v14_search_index``).
-CREATE_INDEX: Final = f"CREATE INDEX message_search_lexemes ON message_search USING gin (({LEXEMES}))"
+#: Schema v14's index (``storage.postgres.schema._v14_search_index``), as released; v15 replaces it.
+V14_INDEX: Final = f"CREATE INDEX message_search_lexemes ON message_search USING gin (({LEXEMES}))"
+#: Schema v15's index: on the stored column.
+CREATE_INDEX: Final = "CREATE INDEX message_search_lexemes ON message_search USING gin (lexemes)"
+#: How many most common lexemes ``ANALYZE`` keeps for ``lexemes`` (10 times the default's 100 per 1,000): the
+#: planner's estimate of a term's matches in a window, so that it picks the GIN bitmap for a rare term there.
+STATISTICS_TARGET: Final = 1000
 
 _COLUMNS: Final = (
     "m.message_id, m.conv_type, m.conv_target, m.conv_line, m.from_user, m.content, m.server_time, m.to_users,"
     " m.persist_flag"
 )
+#: One index row; ``lexemes`` is made in the same INSERT from one space-separated list of every token
+#: (``_lexeme_list``): ``array_to_tsvector`` sorts it and drops the repeats.
 _UPSERT: Final = (
-    "INSERT INTO message_search (message_id, bi, uni, words, content_type) VALUES (?, ?, ?, ?, ?)"
+    "INSERT INTO message_search (message_id, bi, uni, words, content_type, lexemes)"
+    " VALUES (?, ?, ?, ?, ?, array_to_tsvector(string_to_array(?, ' ')))"
     " ON CONFLICT (message_id) DO UPDATE SET bi = excluded.bi, uni = excluded.uni, words = excluded.words,"
-    " content_type = excluded.content_type"
+    " content_type = excluded.content_type, lexemes = excluded.lexemes"
 )
+#: The newest rows the first window holds (``PgGinSearch.search``); each next window spans 4 times the ids.
+FIRST_WINDOW: Final = 2000
+WINDOW_GROWTH: Final = 4
+
+
+class _Unprepared(Protocol):
+    """``storage.postgres.engine.PgTx``'s statement without a prepared (maybe generic) plan."""
+
+    def execute_unprepared(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
+
+
+def _lexeme_list(doc: Document) -> str:
+    """Every lexeme of ``doc`` as one space-separated list (the same set as ``LEXEMES``)."""
+    bi = doc.bi.replace(f" {RUN_BREAK} ", " ")
+    return " ".join(part for part in (doc.uni, bi, doc.words) if part)
 
 
 def _rows(rows: Iterable[IndexRow]) -> list[tuple[Any, ...]]:
-    return [(r.message_id, r.doc.bi, r.doc.uni, r.doc.words, r.content_type) for r in rows]
+    return [(r.message_id, r.doc.bi, r.doc.uni, r.doc.words, r.content_type, _lexeme_list(r.doc)) for r in rows]
 
 
 def _lexeme(token: str) -> str:
@@ -75,7 +107,7 @@ def tsquery_text(terms: Sequence[Term]) -> str:
     """The ``tsquery`` (text form) every matching row's ``LEXEMES`` satisfies: all terms, AND."""
     parts = []
     for term in terms:
-        if term.column == "words":
+        if term.column in ("words", "uni"):  # one CJK character: a pair it starts, or itself (a run's last)
             parts.append(_lexeme(term.tokens[0]) + ":*")
         else:
             parts.extend(_lexeme(token) for token in term.tokens)
@@ -87,7 +119,13 @@ def merge_recent(conn: Tx) -> None:
 
 
 class PgGinSearch:
-    """``storage.search.SearchBackend`` over PostgreSQL's ``message_search`` and its GIN index."""
+    """``storage.search.SearchBackend`` over PostgreSQL's ``message_search`` and its GIN index. ``first_window``:
+    how many of the newest rows the first id window holds (the tests make it small to walk many windows)."""
+
+    def __init__(self, first_window: int = FIRST_WINDOW) -> None:
+        if first_window < 1:
+            raise ValueError("first_window must be at least 1")
+        self.first_window = first_window
 
     def index(self, tx: Tx, rows: Iterable[IndexRow]) -> None:
         values = _rows(rows)
@@ -100,13 +138,6 @@ class PgGinSearch:
     def search(self, tx: Tx, query: SearchQuery) -> list[tuple[Any, ...]]:
         where: list[str] = []
         params: list[Any] = []
-        if query.user_id is not None:
-            where.append(
-                "(EXISTS (SELECT 1 FROM inbox i WHERE i.user_id = ? AND i.message_id = s.message_id)"
-                " OR s.message_id IN (SELECT message_id FROM inbox_recent WHERE user_id = ?))"
-                " AND NOT EXISTS (SELECT 1 FROM deleted_messages d WHERE d.user_id = ? AND d.message_id = s.message_id)"
-            )
-            params += [query.user_id] * 3
         if query.conv_type is not None:
             where.append("m.conv_type = ? AND m.conv_key = ? AND m.conv_line = ?")
             params += [query.conv_type, query.conv_key, query.conv_line]
@@ -127,26 +158,61 @@ class PgGinSearch:
         recheck = any(len(term.tokens) > 1 for term in query.terms)
         extra = ", s.bi, s.uni, s.words" if recheck else ""
         match = tsquery_text(query.terms)
-
-        def page(below: int | None) -> list[tuple[Any, ...]]:
-            # No cursor, no ``message_id <`` condition: the planner would take the primary key for an index on it.
-            cursor = "" if below is None else " AND s.message_id < ?"
-            return tx.execute(
+        if query.user_id is None:
+            sql = (
                 f"SELECT {_COLUMNS}{extra} FROM message_search s JOIN messages m ON m.message_id = s.message_id"
-                f" WHERE {LEXEMES} @@ ?::tsquery{cursor}{filters} ORDER BY s.message_id DESC LIMIT ?",
-                [match, *([] if below is None else [below]), *params, query.limit],
-            ).fetchall()
+                f" WHERE s.lexemes @@ ?::tsquery AND s.message_id >= ? AND s.message_id < ?{filters}"
+                " ORDER BY s.message_id DESC LIMIT ?"
+            )
+        else:
+            # A user's: the window's matches first, on their own (MATERIALIZED: the planner picks the GIN bitmap
+            # or the primary key for the term alone), then which of those the user holds, one index probe each.
+            # Left to combine the two, PostgreSQL drove a rare term from all of a heavy user's inbox rows in the
+            # window (seconds at 1,000,000 messages), or hashed all of them for every window.
+            sql = (
+                "WITH c AS MATERIALIZED (SELECT message_id FROM message_search WHERE lexemes @@ ?::tsquery"
+                " AND message_id >= ? AND message_id < ?)"
+                f" SELECT {_COLUMNS}{extra} FROM c JOIN message_search s ON s.message_id = c.message_id"
+                " JOIN messages m ON m.message_id = c.message_id"
+                " WHERE (EXISTS (SELECT 1 FROM inbox i WHERE i.user_id = ? AND i.message_id = c.message_id)"
+                " OR c.message_id IN (SELECT message_id FROM inbox_recent WHERE user_id = ?))"
+                " AND NOT EXISTS (SELECT 1 FROM deleted_messages d WHERE d.user_id = ? AND d.message_id = c.message_id)"
+                f"{filters} ORDER BY c.message_id DESC LIMIT ?"
+            )
+        user = query.user_id
 
-        if not recheck:
-            return page(query.before_id)
+        def window(low: int, high: int, want: int) -> list[tuple[Any, ...]]:
+            """Up to ``want`` matches with ``low <= id < high``, newest first (read on past rows the recheck drops)."""
+            out: list[tuple[Any, ...]] = []
+            while len(out) < want:
+                ask = want - len(out)
+                held = [] if user is None else [user, user, user]
+                rows = cast(_Unprepared, tx).execute_unprepared(sql, [match, low, high, *held, *params, ask]).fetchall()
+                if not recheck:
+                    return rows
+                out += [row[:-3] for row in rows if matches(Document(*row[-3:]), query.terms)]
+                if len(rows) < ask:
+                    break
+                high = rows[-1][0]
+            return out
+
+        bounds = tx.execute("SELECT MIN(message_id), MAX(message_id) FROM message_search").fetchone()
+        if bounds is None or bounds[0] is None:
+            return []
+        oldest, newest = int(bounds[0]), int(bounds[1])
+        high = newest + 1 if query.before_id is None else min(query.before_id, newest + 1)
+        edge = tx.execute(
+            "SELECT message_id FROM message_search WHERE message_id < ? ORDER BY message_id DESC OFFSET ? LIMIT 1",
+            (high, self.first_window - 1),
+        ).fetchone()
+        low = oldest if edge is None else int(edge[0])
         found: list[tuple[Any, ...]] = []
-        below = query.before_id
-        while len(found) < query.limit:
-            rows = page(below)
-            found += [row[:-3] for row in rows if matches(Document(*row[-3:]), query.terms)]
-            if len(rows) < query.limit:
+        while high > oldest:
+            found += window(low, high, query.limit - len(found))
+            if len(found) >= query.limit:
                 break
-            below = rows[-1][0]
+            span = (high - low) * WINDOW_GROWTH
+            high, low = low, max(oldest, low - span)
         return found[: query.limit]
 
     def rebuild_range(self, tx: Tx, after_id: int, count: int) -> tuple[int, int]:

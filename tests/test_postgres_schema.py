@@ -41,10 +41,11 @@ def test_both_backends_list_the_same_migrations_under_the_same_names() -> None:
 
 #: Search's index (v13) is each backend's own: an FTS5 virtual table on SQLite (with its shadow tables
 #: message_search_data, _idx, _content, _docsize, _config), a plain table of the same columns keyed by
-#: message id on PostgreSQL with v14's GIN index on its tokens (docs/ARCHITECTURE.md, "Search"). Compared by
-#: column names only.
+#: message id on PostgreSQL, with v15's stored vector of its tokens (``lexemes``, PostgreSQL's only) and the
+#: GIN index on it (docs/ARCHITECTURE.md, "Search"). Compared by column names only.
 SEARCH_INDEX = "message_search"
 _SEARCH_COLUMNS = ["bi", "uni", "words", "content_type"]
+_PG_SEARCH_VECTOR = "lexemes"
 
 
 def _sqlite_schema(path: Path) -> dict[str, Any]:
@@ -89,8 +90,8 @@ def _pg_schema(conn: psycopg.Connection[Any]) -> dict[str, Any]:
             names = [r[0] for r in conn.execute(
                 "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema()"
                 " AND table_name = %s ORDER BY ordinal_position", (table,))]  # fmt: skip
-            assert names[0] == "message_id"
-            out[table] = names[1:]
+            assert names[0] == "message_id" and names[-1] == _PG_SEARCH_VECTOR, names
+            out[table] = names[1:-1]
             continue
         columns = [
             (name, typ, nullable == "NO", _default(dflt))

@@ -129,7 +129,7 @@ async def test_ember_admin_search_command(gw: Gateway, capsys: pytest.CaptureFix
 
 
 def _roll_back(gw: Gateway, migration: Callable[..., None]) -> None:
-    """Put the (stopped) gateway's database back to the schema before ``migration`` (v13 or v14), rows kept:
+    """Put the (stopped) gateway's database back to the schema before ``migration`` (v13, v14 or v15), rows kept:
     what a database of an older Ember looks like."""
     version = schema.MIGRATIONS.index(migration)
     url = backends.known_url(gw.config.storage.path)
@@ -137,12 +137,16 @@ def _roll_back(gw: Gateway, migration: Callable[..., None]) -> None:
         from storage.postgres.connection import connect
 
         with connect(url, autocommit=True) as pconn:
-            if migration is schema._v13_message_search:  # its tables go, and v14's index with them
+            if migration is schema._v13_message_search:  # its tables go, and the later indexes with them
                 pconn.execute("DROP TABLE message_search")
                 pconn.execute("DROP TABLE search_recent")
                 pconn.execute("DROP INDEX inbox_by_message")
-            else:
-                pconn.execute("DROP INDEX message_search_lexemes")
+            else:  # v15's column goes, and its index with it
+                pconn.execute("ALTER TABLE message_search DROP COLUMN lexemes")
+                if migration is schema._v15_search_lexemes:  # back to v14's index on the expression
+                    from storage.search_pg import V14_INDEX
+
+                    pconn.execute(V14_INDEX)
             pconn.execute("UPDATE schema_version SET version = %s", (version,))
         return
     conn = sqlite3.connect(gw.config.storage.path, isolation_level=None)
@@ -150,11 +154,15 @@ def _roll_back(gw: Gateway, migration: Callable[..., None]) -> None:
         conn.execute("DROP TABLE message_search")
         conn.execute("DROP TABLE search_recent")
         conn.execute("DROP INDEX inbox_by_message")
-    conn.execute(f"PRAGMA user_version = {version}")  # v14 has nothing on SQLite: the version only
+    conn.execute(f"PRAGMA user_version = {version}")  # v14 and v15 have nothing on SQLite: the version only
     conn.close()
 
 
-@pytest.mark.parametrize("migration", [schema._v13_message_search, schema._v14_search_index], ids=["v13", "v14"])
+@pytest.mark.parametrize(
+    "migration",
+    [schema._v13_message_search, schema._v14_search_index, schema._v15_search_lexemes],
+    ids=["v13", "v14", "v15"],
+)
 async def test_an_upgrade_indexes_the_messages_already_stored(
     nursery: trio.Nursery, tmp_path, migration: Callable[..., None]
 ) -> None:
@@ -172,6 +180,6 @@ async def test_an_upgrade_indexes_the_messages_already_stored(
         page = await bob.messages.search("消息 NEWS")
         assert [h.message.content["searchable_content"] for h in page.hits] == ["旧消息 old news"]
         assert page.hits[0].highlights == ((1, 3), (8, 12))
-    if backends.on_postgres():  # the GIN index was built again, from the rows there
-        indexes = peek(gw.config.storage.path, "SELECT indexname FROM pg_indexes WHERE tablename = 'message_search'")
-        assert ("message_search_lexemes",) in indexes
+    if backends.on_postgres():  # the GIN index on the stored vector was built, from the rows there
+        indexes = peek(gw.config.storage.path, "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'message_search'")
+        assert any(name == "message_search_lexemes" and d.endswith("USING gin (lexemes)") for name, d in indexes), indexes

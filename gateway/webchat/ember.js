@@ -2179,6 +2179,22 @@ function parseToken(text) {
 
 // src/types.ts
 var ConversationType = { Private: 0, Group: 1, Chatroom: 2, Channel: 3 };
+function utf16Ranges(text, ranges) {
+  const at = [0];
+  for (const char of text) at.push(at[at.length - 1] + char.length);
+  const index = (offset) => at[Math.min(Math.max(offset, 0), at.length - 1)];
+  return ranges.map(([start, end]) => [index(start), index(end)]);
+}
+function markHighlights(hit, before = "[", after = "]") {
+  const text = typeof hit.message.content.searchable_content === "string" ? hit.message.content.searchable_content : "";
+  let out = "";
+  let done = 0;
+  for (const [start, end] of hit.ranges) {
+    out += text.slice(done, start) + before + text.slice(start, end) + after;
+    done = end;
+  }
+  return out + text.slice(done);
+}
 var ContentType = { Text: 1, RecallNotice: 80, UpdateNotice: 81 };
 var PersistFlag = { NotPersist: 0, Persist: 1, PersistAndCount: 3, Transparent: 4 };
 function readConv(value) {
@@ -2817,6 +2833,34 @@ var EmberClient = class extends Emitter {
     );
     return (Array.isArray(result.messages) ? result.messages : []).map((m) => readMessage(m));
   }
+  /**
+   * search_messages (§9.12): this user's messages on the server that hold `keyword`, newest first: every word
+   * (by prefix) and every CJK run must be in `searchable_content`. For the next page pass `nextCursor` as
+   * `cursor`. A bad keyword or filter rejects with code 251 and the reason.
+   */
+  async searchMessages(keyword, options = {}) {
+    const params = { keyword, limit: options.limit ?? 20 };
+    if (options.conv) params.conv = { type: options.conv.type, target: options.conv.target, line: options.conv.line ?? 0 };
+    if (options.fromUser !== void 0) params.from_user = options.fromUser;
+    if (options.contentTypes && options.contentTypes.length) params.content_types = options.contentTypes;
+    if (options.before !== void 0) params.before = options.before;
+    if (options.after !== void 0) params.after = options.after;
+    if (options.cursor !== void 0) params.cursor = options.cursor;
+    const result = asMap(await this.call("search_messages", params), "search_messages");
+    const hits = (Array.isArray(result.results) ? result.results : []).map((value) => {
+      const entry = asMap(value, "result");
+      const message = readMessage(entry.message);
+      const highlights = (Array.isArray(entry.highlights) ? entry.highlights : []).map((pair) => {
+        if (!Array.isArray(pair) || pair.length !== 2) throw new TypeError("search_messages: a highlight is not a [start, end] pair");
+        return [Number(pair[0]), Number(pair[1])];
+      });
+      const text = typeof message.content.searchable_content === "string" ? message.content.searchable_content : "";
+      return { message, highlights, ranges: utf16Ranges(text, highlights) };
+    });
+    const page = { hits };
+    if (typeof result.next_cursor === "string") page.nextCursor = result.next_cursor;
+    return page;
+  }
   // ---- conversations (§16) ----------------------------------------------------------------------------------------
   async getConversations(options = {}) {
     const params = { before: options.before ?? 0n, limit: options.limit ?? 50 };
@@ -3176,6 +3220,7 @@ export {
   intField,
   isMap,
   isPrintable,
+  markHighlights,
   mentions,
   noticeTarget,
   ownView,
@@ -3189,6 +3234,7 @@ export {
   strictUtf8Decoder,
   toHex,
   toSafeIntegers,
+  utf16Ranges,
   utf8,
   validateBody,
   webSocketTransport

@@ -189,6 +189,16 @@ class PgTx:
                 return self.raw.execute(convert_param_style(sql), params or None)
         return self.raw.execute(convert_param_style(sql), params or None)
 
+    def execute_unprepared(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+        """``execute``, never as a prepared statement: the plan is made for these very values each time.
+
+        psycopg prepares a statement run 5 times, and PostgreSQL may then keep a generic plan, one made without
+        the values. For search (``storage.search_pg``) the right plan depends on them (a rare term: the GIN
+        index; a common one in a narrow id window: the primary key), and a generic plan measured 10-50 times
+        slower (bench/RESULTS.md, "PostgreSQL search in id windows")."""
+        self.total_changes += 1
+        return self.raw.execute(convert_param_style(sql), params or None, prepare=False)
+
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> psycopg.Cursor[Any]:
         self.total_changes += 1
         cursor = self.raw.cursor()

@@ -346,8 +346,25 @@ def _v14_search_index(conn: psycopg.Connection[Any]) -> None:
     """The GIN index that answers a search (``storage.search_pg``): over the tokens of each ``message_search``
     row as a ``tsvector``. Building it reads the rows already there, so a database at v13 comes out indexed;
     SQLite's v14 has nothing to do (its FTS5 table is its index)."""
-    from storage.search_pg import CREATE_INDEX
+    from storage.search_pg import V14_INDEX
 
+    conn.execute(V14_INDEX)
+
+
+def _v15_search_lexemes(conn: psycopg.Connection[Any]) -> None:
+    """Search's vector stored (``message_search.lexemes``, filled in the same INSERT as the row), and the GIN
+    index on it in place of v14's on the expression. PostgreSQL 15 costed v14's expression (~20 µs a row) as
+    nearly free and walked the primary key filtering by it: seconds for a rare term on 200,000 messages
+    (bench/RESULTS.md). A stored vector costs ~1 µs to test and has its own statistics (a target of
+    ``STATISTICS_TARGET``), which the windowed query of ``storage.search_pg`` leans on. The rows already
+    there get their vector from their token lists, so nothing needs reindexing. SQLite's v15 has nothing to do."""
+    from storage.search_pg import CREATE_INDEX, LEXEMES, STATISTICS_TARGET
+
+    conn.execute("ALTER TABLE message_search ADD COLUMN lexemes tsvector")
+    conn.execute(f"UPDATE message_search SET lexemes = {LEXEMES}")
+    conn.execute("ALTER TABLE message_search ALTER COLUMN lexemes SET NOT NULL")
+    conn.execute(f"ALTER TABLE message_search ALTER COLUMN lexemes SET STATISTICS {int(STATISTICS_TARGET)}")
+    conn.execute("DROP INDEX message_search_lexemes")
     conn.execute(CREATE_INDEX)
 
 
@@ -367,6 +384,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     _v12_conversation_list,
     _v13_message_search,
     _v14_search_index,
+    _v15_search_lexemes,
 )
 
 #: The version of a fully migrated database.

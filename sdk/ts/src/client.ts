@@ -8,7 +8,7 @@ import { asMap, Body, boolField, idField, intField, isMap, strField, toSafeInteg
 import { decodeBody } from "./msgpack.js";
 import { parseToken, Token } from "./token.js";
 import type { TransportFactory } from "./transport.js";
-import { Content, ContentType, Conv, Message, noticeTarget, readMessage } from "./types.js";
+import { Content, ContentType, Conv, Message, noticeTarget, readMessage, SearchHit, SearchOptions, SearchPage, utf16Ranges } from "./types.js";
 
 /** Statuses after which retrying with the same token cannot succeed (§7). */
 const TERMINAL = new Set<number>([Status.Rejected, Status.TokenIncorrect, Status.SecretKeyMismatch, Status.Kickedoff, Status.NotLicensed]);
@@ -721,6 +721,35 @@ export class EmberClient extends Emitter<ClientEvents> {
       "load_remote_history",
     );
     return (Array.isArray(result.messages) ? result.messages : []).map((m) => readMessage(m));
+  }
+
+  /**
+   * search_messages (§9.12): this user's messages on the server that hold `keyword`, newest first: every word
+   * (by prefix) and every CJK run must be in `searchable_content`. For the next page pass `nextCursor` as
+   * `cursor`. A bad keyword or filter rejects with code 251 and the reason.
+   */
+  async searchMessages(keyword: string, options: SearchOptions = {}): Promise<SearchPage> {
+    const params: Body = { keyword, limit: options.limit ?? 20 };
+    if (options.conv) params.conv = { type: options.conv.type, target: options.conv.target, line: options.conv.line ?? 0 };
+    if (options.fromUser !== undefined) params.from_user = options.fromUser;
+    if (options.contentTypes && options.contentTypes.length) params.content_types = options.contentTypes;
+    if (options.before !== undefined) params.before = options.before;
+    if (options.after !== undefined) params.after = options.after;
+    if (options.cursor !== undefined) params.cursor = options.cursor;
+    const result = asMap(await this.call("search_messages", params), "search_messages");
+    const hits = (Array.isArray(result.results) ? result.results : []).map((value): SearchHit => {
+      const entry = asMap(value, "result");
+      const message = readMessage(entry.message);
+      const highlights = (Array.isArray(entry.highlights) ? entry.highlights : []).map((pair): [number, number] => {
+        if (!Array.isArray(pair) || pair.length !== 2) throw new TypeError("search_messages: a highlight is not a [start, end] pair");
+        return [Number(pair[0]), Number(pair[1])];
+      });
+      const text = typeof message.content.searchable_content === "string" ? message.content.searchable_content : "";
+      return { message, highlights, ranges: utf16Ranges(text, highlights) };
+    });
+    const page: SearchPage = { hits };
+    if (typeof result.next_cursor === "string") page.nextCursor = result.next_cursor;
+    return page;
   }
 
   // ---- conversations (§16) ----------------------------------------------------------------------------------------

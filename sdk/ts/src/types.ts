@@ -39,6 +39,53 @@ export interface Message {
   seq: number;
 }
 
+/** One search_messages result (§9.12): the message and where the keyword's parts are in its searchable_content. */
+export interface SearchHit {
+  message: Message;
+  /** `[start, end)` code point offsets into `message.content.searchable_content`, as the server sends them. */
+  highlights: [number, number][];
+  /** The same ranges as UTF-16 indexes: what `String.prototype.slice` takes. */
+  ranges: [number, number][];
+}
+
+export interface SearchPage {
+  hits: SearchHit[];
+  /** Pass it as `cursor` for the older results; undefined when there are no more. */
+  nextCursor?: string;
+}
+
+export interface SearchOptions {
+  conv?: Conv;
+  fromUser?: string;
+  contentTypes?: number[];
+  /** Server times in ms: `after <= server_time < before`. */
+  before?: number;
+  after?: number;
+  /** 1-100; default 20. */
+  limit?: number;
+  cursor?: string;
+}
+
+/** Code point offsets into `text` as UTF-16 indexes (a character outside the BMP is two UTF-16 units). */
+export function utf16Ranges(text: string, ranges: [number, number][]): [number, number][] {
+  const at: number[] = [0];
+  for (const char of text) at.push(at[at.length - 1] + char.length);
+  const index = (offset: number): number => at[Math.min(Math.max(offset, 0), at.length - 1)];
+  return ranges.map(([start, end]) => [index(start), index(end)]);
+}
+
+/** The hit's text with each highlighted stretch between `before` and `after` (for a snippet). */
+export function markHighlights(hit: SearchHit, before = "[", after = "]"): string {
+  const text = typeof hit.message.content.searchable_content === "string" ? hit.message.content.searchable_content : "";
+  let out = "";
+  let done = 0;
+  for (const [start, end] of hit.ranges) {
+    out += text.slice(done, start) + before + text.slice(start, end) + after;
+    done = end;
+  }
+  return out + text.slice(done);
+}
+
 export const ContentType = { Text: 1, RecallNotice: 80, UpdateNotice: 81 } as const;
 export const PersistFlag = { NotPersist: 0, Persist: 1, PersistAndCount: 3, Transparent: 4 } as const;
 

@@ -3,7 +3,7 @@
 // Transports: TCP always; WebSocket too when the gateway has `server.ws_port` (EMBER_TS_TRANSPORTS overrides).
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { base64urlEncode, encodeBody, parseToken, Status } from "../dist/node.js";
+import { base64urlEncode, encodeBody, markHighlights, parseToken, Status } from "../dist/node.js";
 import { emberBin, freePort, Gateway, wsSupported } from "./gateway.mjs";
 import { cuttable, inbox, newClient, textOf, untilStatus, waitFor, watch } from "./helpers.mjs";
 
@@ -157,6 +157,36 @@ describe("live gateway", { skip, timeout: 300_000 }, () => {
     assert.ok(history.some((m) => m.messageId === first.messageId && m.content.type === 80), "the recalled message shows the notice");
     await alice.close();
     await bob.close();
+  });
+
+  test("search: Chinese and mixed keywords, highlights as UTF-16 ranges, paging, 251 for a bad keyword", async () => {
+    const alice = await open("alice", "alice-search", kinds[0]);
+    const bob = await open("bob", "bob-search", kinds[kinds.length - 1]);
+    const texts = ["😀明天 Meeting 3点", "后天见", "明天见 lunch"];
+    const sent = [];
+    for (const text of texts) sent.push((await alice.sendText({ type: 0, target: "bob" }, text)).messageId);
+    const page = await bob.searchMessages("明天 meet");
+    assert.deepEqual(page.hits.map((h) => h.message.messageId), [sent[0]], "both parts must be in the text");
+    const [hit] = page.hits;
+    assert.deepEqual(hit.highlights, [[1, 3], [4, 8]], "code points, as the server sends them");
+    assert.deepEqual(hit.ranges, [[2, 4], [5, 9]], "the emoji before them is two UTF-16 units");
+    assert.equal(markHighlights(hit), "😀[明天] [Meet]ing 3点");
+    assert.equal(page.nextCursor, undefined, "a page that is not full has no cursor");
+    // One character, newest first, one per page.
+    const first = await bob.searchMessages("天", { limit: 1 });
+    assert.deepEqual(first.hits.map((h) => h.message.messageId), [sent[2]]);
+    assert.equal(typeof first.nextCursor, "string");
+    const second = await bob.searchMessages("天", { limit: 2, cursor: first.nextCursor });
+    assert.deepEqual(second.hits.map((h) => h.message.messageId), [sent[1], sent[0]]);
+    assert.deepEqual((await bob.searchMessages("lunch", { fromUser: "bob" })).hits, [], "bob sent none of them");
+    // Another user's private messages never appear.
+    const carol = await open("carol", "carol-search", kinds[0]);
+    assert.deepEqual((await carol.searchMessages("明天")).hits, []);
+    await assert.rejects(bob.searchMessages(""), (e) => e.code === 251 && /keyword/.test(e.message));
+    await assert.rejects(bob.searchMessages("x", { limit: 0 }), (e) => e.code === 251);
+    await alice.close();
+    await bob.close();
+    await carol.close();
   });
 
   test("friends by request and the synced streams; a group and its message", async () => {
