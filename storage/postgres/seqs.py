@@ -64,7 +64,25 @@ _CURRENT: Final = (
 )
 
 
-class SharedInboxState(InboxState):
+class OwnedInboxState(InboxState):
+    """A single owner's ``InboxState`` on PostgreSQL: seqs from memory as on SQLite, the log merged at every
+    append as a cluster node's is.
+
+    SQLite merges the log rarely (``MERGE_ROWS``): its rows share the last page of one B-tree. PostgreSQL
+    gains nothing from that (a heap), and a merge of thousands of rows stalled the writer for up to a
+    second under load: every send queued behind it (bench/RESULTS.md, "Session 10"). Merged at every
+    append, each merge moves one batch's rows, and its statements ride the batch's pipeline
+    (``storage.sends.SendBatch.write``): no round trip of their own.
+    """
+
+    def merge_at(self) -> int:
+        return 1  # every append (a cluster node's for its own reason: ``SharedInboxState``)
+
+    def may_merge(self, appends: int, rows: int) -> bool:
+        return True  # never asked on PostgreSQL (no inline commits); a merge is always due
+
+
+class SharedInboxState(OwnedInboxState):
     """``InboxState`` for a writer that shares the database: seqs reserved in ``ember_inbox_heads``."""
 
     shared = True
@@ -96,34 +114,12 @@ class SharedInboxState(InboxState):
     def advance(self, taken: dict[str, int]) -> None:
         """Nothing to record: the database holds the heads."""
 
-    def merge_at(self) -> int:
-        return 1  # every append: the log is empty at every commit (module docstring)
-
-    def may_merge(self, appends: int, rows: int) -> bool:
-        return True  # never asked on PostgreSQL (no inline commits); a merge is always due
+    # merge_at: 1, from OwnedInboxState: here also so that the log is empty at every commit (module docstring).
 
     def take_batch_heads(self) -> dict[str, int]:
         """The heads reserved since the last call (the batch about to commit), and start afresh."""
         heads, self.batch_heads = self.batch_heads, {}
         return heads
-
-
-class OwnedInboxState(InboxState):
-    """A single owner's ``InboxState`` on PostgreSQL: seqs from memory as on SQLite, the log merged at every
-    append as a cluster node's is.
-
-    SQLite merges the log rarely (``MERGE_ROWS``): its rows share the last page of one B-tree. PostgreSQL
-    gains nothing from that (a heap), and a merge of thousands of rows stalled the writer for up to a
-    second under load: every send queued behind it (bench/RESULTS.md, "Session 10"). Merged at every
-    append, each merge moves one batch's rows, and its statements ride the batch's pipeline
-    (``storage.sends.SendBatch.write``): no round trip of their own.
-    """
-
-    def merge_at(self) -> int:
-        return 1
-
-    def may_merge(self, appends: int, rows: int) -> bool:
-        return True  # never asked on PostgreSQL (no inline commits)
 
 
 def prepare_shared(tx: Any) -> None:
