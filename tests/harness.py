@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import os
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from protocol.connection import ClientConnection
 from protocol.token import parse_token
 from storage import UserRecord
 from tests import backends
+from tests.ports import free_port
 
 
 @dataclass
@@ -87,11 +87,6 @@ async def start_gateway(
     return Gateway(running, clock, config, transport)
 
 
-def free_port() -> int:
-    """A port nothing listens on now, for server.ws_port (0 there means off, not "any")."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 #: Seconds a test waits for /openapi.json: its first request builds the document (~0.5 s of CPU, in a

@@ -29,7 +29,6 @@ import queue
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -38,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
+
+from tests.ports import free_port as _free_port
 
 ENV_URL = "EMBER_TEST_POSTGRES_URL"
 ENV_REQUIRE = "EMBER_REQUIRE_POSTGRES"
@@ -328,10 +329,6 @@ def _postmaster_pid(data: Path) -> int | None:
         return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def closed_port() -> int:

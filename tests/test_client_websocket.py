@@ -4,7 +4,6 @@ docs/PROTOCOL.md §2.2), against a real gateway with ``server.ws_port`` set and 
 from __future__ import annotations
 
 import logging
-import socket
 
 import pytest
 import trio
@@ -14,15 +13,11 @@ from client import Conversation, ConversationType
 from protocol import events
 from protocol.codes import ConnectionStatus
 from tests.harness import FAST_BACKOFF, Gateway, sdk, start_gateway
+from tests.ports import free_port
 
 LIMIT = 15  # seconds for any one test
 
 
-def free_port() -> int:
-    """A port nothing listens on now, for server.ws_port (0 there means off, not "any")."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def start_ws(nursery: trio.Nursery, tmp_path) -> Gateway:

@@ -16,7 +16,6 @@ import itertools
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -35,6 +34,7 @@ from protocol.codes import ConnectionStatus
 from protocol.connection import ClientConnection
 from protocol.token import parse_token
 from tests import backends
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 ADMIN_SECRET = "crash-test-admin-secret"
@@ -45,10 +45,6 @@ KILL_AFTER_ACKS = 200
 START_TIMEOUT = 45
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

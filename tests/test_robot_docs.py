@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from client import Conversation
 from client.robot import sign, verify_callback
 from gateway.clock import Clock
 from gateway.signing import signed_json
+from tests.ports import free_port
 from tests.test_process import ADMIN_SECRET, ROOT, start, stop
 
 DOC = ROOT / "docs" / "ADMIN_API.md"
@@ -60,10 +60,6 @@ def echo_bot_source() -> str:
     return block.group(1)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_the_echo_bot_from_the_docs_answers_a_message_from_the_sdk(tmp_path: Path) -> None:
