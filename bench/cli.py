@@ -29,6 +29,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+import httpx
 import trio
 
 from bench import report
@@ -143,6 +144,12 @@ def _parser() -> argparse.ArgumentParser:
         "folder, fsync on; bench/pgserver.py), or the database URL given; the record gains the database's CPU "
         "per message when the server is private",
     )  # fmt: skip
+    gw.add_argument(
+        "--nodes", type=int, default=0, metavar="N",
+        help="pairs, --spawn --postgres: N gateways as one cluster (server.cluster, node ids 1..N) on the one "
+        "database, each pair's sender and receiver on different nodes (with N >= 2 every delivery crosses "
+        "nodes); the record gains nodes, cross_node_deliveries and each node's CPU",
+    )  # fmt: skip
     gw.add_argument("--target", metavar="HOST:PORT", help="a running gateway's client port")
     gw.add_argument("--admin", metavar="URL", help="its admin API base URL")
     gw.add_argument("--admin-secret", help="its admin secret (prefer $EMBER_ADMIN_SECRET)")
@@ -177,6 +184,10 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error("choose one of --spawn or --target HOST:PORT")
     if args.postgres and not args.spawn:
         p.error("--postgres goes with --spawn (a running gateway has its own storage)")
+    if args.nodes < 0 or (args.nodes and not (args.spawn and args.postgres and args.scenario == "pairs")):
+        p.error("--nodes N (N >= 1) goes with pairs --spawn --postgres")
+    if args.nodes and args.transport != "tcp":
+        p.error("--nodes: the clients speak tcp")
     if args.concurrency is None:
         args.concurrency = 50 if args.scenario == "connect" else 100
     if args.scenario == "chatroom" and args.rate is None:
@@ -397,7 +408,11 @@ async def _stop_workers(workers: Workers) -> None:
 
 
 def _jobs(
-    args: argparse.Namespace, target: Target, tokens: list[str], sources: list[str | None]
+    args: argparse.Namespace,
+    target: Target,
+    tokens: list[str],
+    sources: list[str | None],
+    nodes: Sequence[Target] = (),
 ) -> tuple[list[dict[str, Any]], list[int]]:
     common = {
         "scenario": args.scenario,
@@ -423,6 +438,11 @@ def _jobs(
             }
             for r in ranges
         ]
+        if nodes:  # pair i: its sender on node i mod N, its receiver on the next node
+            for job, r in zip(jobs, ranges, strict=True):
+                job["pair_ports"] = [
+                    (nodes[i % len(nodes)].port, nodes[(i + 1) % len(nodes)].port) for i in r
+                ]
         return jobs, [len(r) for r in ranges]
     if args.scenario == "group":
         # Member connections dealt round-robin over the workers: a group's fan-out reaches every process.
@@ -480,7 +500,23 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             storage_url = database.url
         elif args.postgres:
             storage_url = args.postgres
-        if args.spawn:
+        nodes: list[Target] = []
+        if args.nodes:
+            for node_id in range(1, args.nodes + 1):
+                nodes.append(
+                    await stack.enter_async_context(
+                        spawn_gateway(
+                            storage_url=storage_url,
+                            log_level=args.server_log_level,
+                            keep_data=args.keep_data,
+                            request_rate_limit=_flood_rate_limit(args),
+                            secrets_from=nodes[0] if nodes else None,
+                            node_id=node_id,
+                        )
+                    )
+                )
+            target = nodes[0]
+        elif args.spawn:
             target = await stack.enter_async_context(
                 spawn_gateway(
                     storage_url=storage_url,
@@ -527,7 +563,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             flood = PullFlood(target.host, target.port, flood_token, sink, args.pull_flood, admin)
         if args.scenario == "chatroom":
             await admin.call("/admin/chatroom/create", {"chatroom_id": BENCH_ROOM, "title": "bench"})
-        jobs, units = _jobs(args, target, tokens, sources)
+        jobs, units = _jobs(args, target, tokens, sources, nodes)
         async with trio.open_nursery() as nursery:
             if flood is not None:
                 await nursery.start(flood.run)
@@ -537,7 +573,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             workers = await _start_workers(jobs, units, nursery)
             try:
                 result = await _phases(
-                    args, workers, pid, len(tokens), flood, db_cpu=database.cpu_seconds if database else None
+                    args, workers, pid, len(tokens), flood, db_cpu=database.cpu_seconds if database else None,
+                    nodes=nodes,
                 )
             finally:
                 if flood is not None:
@@ -567,8 +604,10 @@ async def _phases(
     flood: PullFlood | None = None,
     *,
     db_cpu: Callable[[], float] | None = None,
+    nodes: Sequence[Target] = (),
 ) -> dict[str, Any]:
     await workers.wait_all("hello", WORKER_START_TIMEOUT)
+    pids = [n.pid for n in nodes if n.pid] if nodes else ([pid] if pid else [])
     rss_before = rss_kib(pid) if pid else None
     _log(args, f"bench: {len(workers.list)} worker processes; connecting")
     started = time.perf_counter()
@@ -585,8 +624,10 @@ async def _phases(
     await workers.broadcast("load")
     await trio.sleep(args.warmup if args.scenario != "idle" else max(1.0, args.warmup))
 
-    cpu0 = cpu_times(pid) if pid else None
-    main0 = main_thread_cpu_seconds(pid) if pid else None
+    cpu0 = _cpu_times(pids) if pids else None
+    main0 = sum(main_thread_cpu_seconds(p) for p in pids) if pids else None
+    node_cpu0 = [cpu_seconds(p) for p in pids]
+    pushed0 = await _cross_node_pushes(nodes)
     db0 = db_cpu() if db_cpu else None
     busy0 = machine_busy_seconds()
     self0 = _own_cpu()
@@ -601,8 +642,8 @@ async def _phases(
         await trio.sleep_until(min(t0 + second, t0 + args.duration))
         now = workers.progress()
         cpu_note = ""
-        if pid:
-            used = cpu_seconds(pid) - sum(cpu0 or (0.0, 0.0))
+        if pids:
+            used = sum(_cpu_times(pids)) - sum(cpu0 or (0.0, 0.0))
             cpu_note = f"  server CPU {100 * used / (trio.current_time() - t0):.0f}%"
         _log(
             args,
@@ -614,8 +655,10 @@ async def _phases(
     t1 = trio.current_time()
     if flood is not None:
         flood.stop()
-    cpu1 = cpu_times(pid) if pid else None
-    main1 = main_thread_cpu_seconds(pid) if pid else None
+    cpu1 = _cpu_times(pids) if pids else None
+    main1 = sum(main_thread_cpu_seconds(p) for p in pids) if pids else None
+    node_cpu1 = [cpu_seconds(p) for p in pids]
+    pushed1 = await _cross_node_pushes(nodes)
     db1 = db_cpu() if db_cpu else None
     busy1 = machine_busy_seconds()
     self1 = _own_cpu()
@@ -636,9 +679,33 @@ async def _phases(
         cpu, per_msg = result["server_cpu_s"], result["server_cpu_us_per_msg"]
         result["db_cpu_s"] = round(db_s, 3)
         result["db_cpu_us_per_msg"] = round(db_s * per_msg / cpu, 1) if cpu and per_msg else None
+    if nodes:
+        # server_cpu_s is summed over the nodes; each node's share, and the deliveries a node made on another
+        # node's notice inside the window (ember_cluster_pushes_total: the receiver's node is not the sender's).
+        result["nodes"] = len(nodes)
+        result["node_cpu_s"] = [round(b - a, 3) for a, b in zip(node_cpu0, node_cpu1, strict=True)]
+        result["cross_node_deliveries"] = pushed1 - pushed0
     ours = (result["server_cpu_s"] or 0.0) + result.get("db_cpu_s", 0.0) + result["client_cpu_s"] + (self1 - self0)
     result["other_cpu_s"] = round(max(0.0, busy1 - busy0 - ours), 2)
     return result
+
+
+def _cpu_times(pids: Sequence[int]) -> tuple[float, float]:
+    """(user, system) CPU seconds of all the processes, summed (the nodes of a cluster run)."""
+    times = [cpu_times(p) for p in pids]
+    return sum(t[0] for t in times), sum(t[1] for t in times)
+
+
+async def _cross_node_pushes(nodes: Sequence[Target]) -> int:
+    """Pushes the nodes made so far on other nodes' notices, from each node's /metrics (0 with no nodes)."""
+    total = 0
+    async with httpx.AsyncClient(timeout=10) as http:
+        for node in nodes:
+            text = (await http.get(f"{node.admin_url}/metrics")).text
+            for line in text.splitlines():
+                if line.startswith("ember_cluster_pushes_total "):
+                    total += int(float(line.split()[1]))
+    return total
 
 
 def _result(

@@ -107,13 +107,15 @@ class Scenario:
         if self.measuring:
             self.window["errors"] += 1
 
-    async def connect(self, token: str, index: int, limiter: trio.CapacityLimiter) -> BenchConn | None:
-        """Open and authenticate one connection; None (and an error counted) on failure."""
+    async def connect(
+        self, token: str, index: int, limiter: trio.CapacityLimiter, port: int | None = None
+    ) -> BenchConn | None:
+        """Open and authenticate one connection (to ``port``, else the spec's); None (and an error counted)."""
         conn = BenchConn(token, self.keepalive, self.transport)
         async with limiter:
             try:
                 with trio.fail_after(self.connect_timeout):
-                    await conn.open(self.host, self.port, self.source(index), self.nursery)
+                    await conn.open(self.host, port or self.port, self.source(index), self.nursery)
                     await conn.handshake()
             except (ConnectFailed, OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
                 self.error(_error_name(exc))
@@ -314,9 +316,12 @@ class PairsScenario(Scenario):
         limiter = trio.CapacityLimiter(self.spec.get("concurrency", 100))
         slots: list[tuple[BenchConn | None, BenchConn | None]] = [(None, None)] * len(self.spec["pairs"])
 
+        # Cluster runs (--nodes): each pair's sender and receiver ports, two nodes for every pair.
+        ports = self.spec.get("pair_ports") or [(None, None)] * len(self.spec["pairs"])
+
         async def open_pair(i: int, sender_token: str, receiver_token: str) -> None:
-            sender = await self.connect(sender_token, 2 * i, limiter)
-            receiver = await self.connect(receiver_token, 2 * i + 1, limiter)
+            sender = await self.connect(sender_token, 2 * i, limiter, ports[i][0])
+            receiver = await self.connect(receiver_token, 2 * i + 1, limiter, ports[i][1])
             slots[i] = (sender, receiver)
 
         async with trio.open_nursery() as opening:

@@ -56,6 +56,7 @@ class Target:
     spawned: bool
     data_dir: Path | None = None
     ws_port: int = 0  # the WebSocket listener (spawned with ws=True), else 0
+    token_key: str = ""  # spawned: the key its tokens are made with (the other nodes of a cluster get it)
 
     @property
     def log_path(self) -> Path | None:
@@ -99,12 +100,18 @@ async def spawn_gateway(
     server: Mapping[str, int] | None = None,
     ws: bool = False,
     storage_url: str = "",
+    secrets_from: Target | None = None,
+    node_id: int | None = None,
 ) -> AsyncIterator[Target]:
     """``server``: integer keys of the [server] section (e.g. ``outbox_budget_bytes``) to set for the run;
     ``ws``: also open the WebSocket listener (``Target.ws_port``); ``storage_url``: a PostgreSQL database
-    (``storage.url``) instead of SQLite in the data folder."""
+    (``storage.url``) instead of SQLite in the data folder; ``node_id``: a node of a cluster on that database
+    (``server.cluster``, ``server.node_id``), with the admin secret and token key of ``secrets_from`` (an
+    earlier node: a token it issues opens a session on every node)."""
     data = Path(tempfile.mkdtemp(prefix="ember-bench-"))
     admin_secret, token_key = secrets.token_hex(32), secrets.token_hex(32)
+    if secrets_from is not None:
+        admin_secret, token_key = secrets_from.admin_secret, secrets_from.token_key
     config = data / "ember.toml"
     config.write_text(
         _config_text(
@@ -136,7 +143,10 @@ async def spawn_gateway(
     )
     if storage_url:
         env["EMBER_STORAGE__URL"] = storage_url  # in the environment, not the config file left on disk
+    if node_id is not None:
+        env.update(EMBER_SERVER__CLUSTER="true", EMBER_SERVER__NODE_ID=str(node_id))
     target = Target("127.0.0.1", port, f"http://127.0.0.1:{admin_port}", admin_secret, None, True, data, ws_port)
+    target.token_key = token_key
     assert target.log_path is not None
     log = os.open(target.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:

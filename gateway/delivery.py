@@ -14,8 +14,9 @@ is one call straight into the Router, no wrapper frame, no await, no task.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
-from gateway.cluster import LiveConnection, NoticeBus, Presence
+from gateway.cluster import LiveConnection, NoticeBus, Presence, RoomRelay
 from gateway.cluster.local import ConnectionCensus, Router
 
 
@@ -54,6 +55,10 @@ class Delivery:
         self.written = getattr(presence, "written", _nothing_to_wait_for)
         #: A cluster node's figures for /metrics (name → (kind, help, value)); None on one node.
         self.cluster_figures: Callable[[], dict[str, tuple[str, str, float]]] | None = None
+        #: A cluster node's chatroom relay (the rooms' shared state); None on one node.
+        self.room_relay: RoomRelay | None = None
+        #: A cluster node's admin nonce store (``gateway.admin.auth.NonceStore``: shared by every node); None on one.
+        self.admin_nonces: Any = None
 
     @classmethod
     def single_node(cls) -> Delivery:

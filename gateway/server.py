@@ -48,7 +48,7 @@ from gateway.outbox import cork
 from gateway.reads import HAVE_EPOLL, ReadPoller
 from gateway.services import Services
 from gateway.webhooks import Webhooks
-from protocol.codes import ConnectionStatus
+from protocol.codes import ConnectionStatus, platform_class
 from storage.postgres.url import mask_password
 
 log = logging.getLogger("ember.server")
@@ -118,10 +118,20 @@ async def _cluster_node(config: Config, store: storage.Store, sent: Any) -> Asyn
     from gateway.cluster.local import Router
     from gateway.cluster.postgres.node import ClusterNode
     from gateway.cluster.postgres.nodes import NodeIdTaken
+    from gateway.cluster.postgres.nonces import ClusterNonces
+    from gateway.cluster.postgres.rooms import ClusterRooms
     from gateway.cluster.postgres.wiring import ClusterSeams, InboxPusher, cluster_figures
 
     router = Router()
     pusher = InboxPusher(store, router)
+    # A room keeps its history's worth of messages, and no fewer than a member's queue, for late readers.
+    rooms = ClusterRooms(
+        config.storage.url, config.server.node_id, keep=max(config.chatroom.history_size, config.chatroom.member_queue)
+    )
+
+    def resync() -> None:
+        pusher.on_resync()
+        rooms.resync()
 
     def lease_lost() -> None:
         # The other nodes count this one dead: its devices go elsewhere, its writes answer 250.
@@ -134,13 +144,16 @@ async def _cluster_node(config: Config, store: storage.Store, sent: Any) -> Asyn
         config.server.node_id,
         router,
         on_inbox=pusher.on_inbox,
-        on_resync=pusher.on_resync,
+        on_resync=resync,
         on_lease_lost=lease_lost,
+        # The one-device rule's class, so a registration re-sends a kick a listener gap lost (presence.register).
+        kick_platforms=(lambda platform: None) if config.server.multi_endpoint else platform_class,
         kick_status=(
             ConnectionStatus.KICKED_OFF if config.server.client_support_kickoff_event
             else ConnectionStatus.SECRET_KEY_MISMATCH
         ),
     )  # fmt: skip
+    node.on_room_notice = rooms.take
     seams = ClusterSeams(node, router)
     async with trio.open_nursery() as nursery:
         try:
@@ -148,9 +161,14 @@ async def _cluster_node(config: Config, store: storage.Store, sent: Any) -> Asyn
         except NodeIdTaken as exc:
             raise storage.StorageError(str(exc)) from None
         nursery.start_soon(pusher.run)
+        await nursery.start(rooms.run)
+        nonces = ClusterNonces(config.storage.url)
+        await nursery.start(nonces.run)
         log.info("cluster node %d joined", config.server.node_id)
         delivery = Delivery(router, presence=seams, bus=seams)
-        delivery.cluster_figures = functools.partial(cluster_figures, node, pusher, sent)
+        delivery.cluster_figures = functools.partial(cluster_figures, node, pusher, sent, rooms)
+        delivery.room_relay = rooms
+        delivery.admin_nonces = nonces
         yield delivery
         nursery.cancel_scope.cancel()
 
@@ -175,6 +193,8 @@ async def _serve_with(
     )
     services.groups = GroupService(config, store, messages, clock)
     services.chatrooms = ChatroomService(config, store, delivery, clock)
+    if delivery.room_relay is not None:
+        services.chatrooms.use_relay(delivery.room_relay)
     await services.chatrooms.load()
     services.channels = ChannelService(config, store, messages, services.relations, clock)
     services.channels.callbacks.sink = webhooks.channel_message

@@ -103,6 +103,24 @@ def test_pairs_on_postgresql_stores_there(tmp_path: Path, pg_url: str) -> None:
     assert stored is not None and stored[0] >= record["acked"]  # warm-up sends are stored too
 
 
+def test_pairs_on_two_cluster_nodes_crosses_nodes_for_every_delivery(tmp_path: Path, pg_url: str) -> None:
+    """``--nodes 2``: two gateways with server.cluster on the one database; each pair's sender is on one node
+    and its receiver on the other, so every delivery is a push made on the other node's notice."""
+    import psycopg
+
+    record = bench(tmp_path, "pairs", "--pairs", "4", "--window", "2", "--postgres", pg_url, "--nodes", "2")
+    assert record["nodes"] == 2 and len(record["node_cpu_s"]) == 2
+    assert all(cpu > 0 for cpu in record["node_cpu_s"])
+    assert record["server_cpu_s"] >= max(record["node_cpu_s"])  # summed over the nodes
+    assert record["delivered"] == record["acked"] == record["sent"] > 0 and record["errors"] == 0
+    # The window's deliveries, counted by the receivers, against the pushes the nodes made on notices.
+    assert record["cross_node_deliveries"] > 0
+    assert abs(record["cross_node_deliveries"] - record["delivered_in_window"]) <= 8  # the edges of the window
+    with psycopg.connect(pg_url) as conn:
+        nodes = conn.execute("SELECT count(*) FROM ember_cluster_nodes").fetchone()
+    assert nodes == (0,)  # both stopped cleanly and gave their ids back
+
+
 def test_the_private_postgresql_server_of_the_bench_serves_and_reports_its_cpu(postgres: Any) -> None:
     """``bench.pgserver``: what ``--postgres`` alone starts (initdb on a temp folder, as an unprivileged user)."""
     import psycopg

@@ -13,21 +13,23 @@ import contextlib
 import os
 import secrets
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
 import trio
+from psycopg import sql
 
 import client
 from client import Conversation
 from gateway.clock import Clock
 from gateway.signing import signed_json
 from protocol import events
-from protocol.codes import ConnectionStatus, ConversationType
+from protocol.codes import ConnectionStatus, ConversationType, ErrorCode
 from tests.test_crash import ADMIN_SECRET, KILL_AFTER_ACKS, WINDOW, Server, ember_serve, send_params
 from tests.test_crash import Client as RawClient
 
@@ -36,7 +38,7 @@ _nonce = iter(range(10**9))
 
 
 @asynccontextmanager
-async def node(tmp: Path, url: str, node_id: int, token_key: str) -> AsyncIterator[Server]:
+async def node(tmp: Path, url: str, node_id: int, token_key: str, **settings: str) -> AsyncIterator[Server]:
     """One node of the cluster (tests/test_crash.py's ``ember serve``, on the shared database with its own id)."""
     data = tmp / f"node{node_id}"
     data.mkdir(exist_ok=True)
@@ -47,6 +49,7 @@ async def node(tmp: Path, url: str, node_id: int, token_key: str) -> AsyncIterat
         EMBER_SERVER__CLUSTER="true",
         EMBER_STORAGE__URL=url,
         EMBER_TOKEN__KEY=token_key,
+        **settings,
     ) as server:
         yield server
 
@@ -227,3 +230,216 @@ async def test_a_node_sigkilled_mid_stream_loses_no_acked_message_after_its_clie
                 assert [m["message_id"] for m in inbox] == [acked[cmid] for cmid in sent]
             await alice.stream.aclose()
             await bob.stream.aclose()
+
+
+async def join_when_known(c: client.Client, room: str) -> Any:
+    """Join ``room`` once this client's node has heard of it (created on the other node: a "roomrec"
+    notice, then a read of the record; until then the join answers 253)."""
+    while True:
+        try:
+            return await c.chatrooms.join(room)
+        except client.RequestFailed as exc:
+            if exc.code != ErrorCode.NOT_EXIST:
+                raise
+            await trio.sleep(0.01)
+
+
+async def room_texts(c: client.Client, count: int) -> list[tuple[str, str]]:
+    got: list[tuple[str, str]] = []
+    while len(got) < count:
+        event = await c.chatrooms.events().receive()
+        assert isinstance(event, client.Message), event
+        got.append((event.from_user, event.content["searchable_content"]))
+    return got
+
+
+async def test_a_chatroom_spans_nodes_in_one_order_with_the_rooms_counts_history_and_admin_changes(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """ann and cat on node 1, bob and dan on node 2, one room created by node 1's admin API: every message
+    reaches every other member once, both nodes' listeners see the one same order of two senders on two
+    nodes, counts, pages and history are the room's, and a mute and a destroy made on node 1 hold on node 2."""
+    async with cluster(tmp_path, pg_url) as (one, two):
+        users = ("ann", "bob", "cat", "dan")
+        for user in users:
+            await admin(one, "user/create", {"user_id": user})
+        tokens = {user: await token(one, user, f"{user}-phone") for user in users}
+        async with (
+            sdk(one, tokens["ann"]) as ann,
+            sdk(two, tokens["bob"]) as bob,
+            sdk(one, tokens["cat"]) as cat,
+            sdk(two, tokens["dan"]) as dan,
+        ):
+            with trio.fail_after(20):
+                await admin(one, "chatroom/create", {"chatroom_id": "lobby", "title": "Lobby"})
+                assert (await ann.chatrooms.join("lobby")).member_count == 1
+                assert (await join_when_known(bob, "lobby")).member_count == 2  # ann, on node 1, counts
+                await cat.chatrooms.join("lobby")
+                assert (await dan.chatrooms.join("lobby")).member_count == 4
+
+                # Two senders on two nodes at once: each listener gets all 40, once, in one shared order.
+                async def say(c: client.Client, who: str) -> None:
+                    for i in range(20):
+                        await c.chatrooms.send({"type": 1, "searchable_content": f"{who}{i}"})
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(say, ann, "a")
+                    nursery.start_soon(say, bob, "b")
+                    heard: dict[str, list[tuple[str, str]]] = {}
+
+                    async def listen(c: client.Client, name: str) -> None:
+                        heard[name] = await room_texts(c, 40)
+
+                    nursery.start_soon(listen, cat, "cat")
+                    nursery.start_soon(listen, dan, "dan")
+                assert heard["cat"] == heard["dan"], "the nodes delivered the room's messages in different orders"
+                assert sorted(heard["cat"]) == sorted(
+                    [("ann", f"a{i}") for i in range(20)] + [("bob", f"b{i}") for i in range(20)]
+                )
+                for who, prefix in (("ann", "a"), ("bob", "b")):  # each sender's own order kept
+                    assert [t for u, t in heard["cat"] if u == who] == [f"{prefix}{i}" for i in range(20)]
+                # The senders got the other's 20 and none of their own (bob's came to ann across nodes).
+                assert [u for u, _ in await room_texts(ann, 20)] == ["bob"] * 20
+                assert [u for u, _ in await room_texts(bob, 20)] == ["ann"] * 20
+
+                info = await dan.chatrooms.info("lobby")
+                assert (info.title, info.member_count) == ("Lobby", 4)
+                page = await dan.chatrooms.members("lobby")
+                assert (page.member_count, page.members) == (4, ("ann", "bob", "cat", "dan"))
+                history = await dan.chatrooms.history(count=40)  # the room's: both nodes' messages, newest first
+                assert [(m.from_user, m.content["searchable_content"]) for m in reversed(history)] == heard["dan"]
+                assert (await admin(two, "chatroom/info", {"chatroom_id": "lobby"}))["member_count"] == 4
+
+                # A mute made on node 1 reaches node 2 before anything sent on node 1 after it.
+                await admin(one, "user/update_block_status", {"user_id": "bob", "status": 1})
+                await ann.chatrooms.send({"type": 1, "searchable_content": "after the mute"})
+                assert await room_texts(bob, 1) == [("ann", "after the mute")]
+                with pytest.raises(client.RequestFailed) as refused:
+                    await bob.chatrooms.send({"type": 1, "searchable_content": "muted"})
+                assert refused.value.code == ErrorCode.FORBIDDEN_TO_SEND
+
+                await cat.chatrooms.quit()  # a leave on node 1 counts on node 2
+                assert (await dan.chatrooms.info("lobby")).member_count == 3
+
+                await admin(one, "chatroom/destroy", {"chatroom_id": "lobby"})
+                left = await dan.chatrooms.events().receive()
+                while isinstance(left, client.Message):
+                    left = await dan.chatrooms.events().receive()
+                assert (left.chatroom_id, left.reason) == ("lobby", "destroyed")
+
+
+@contextlib.contextmanager
+def own_role(url: str) -> Iterator[tuple[str, Callable[..., None]]]:
+    """``url`` as a login role of its own, and ``cut(True)``: that role may not log in and its backends are
+    terminated (as if the database went away for that node only); ``cut(False)``: it may log in again."""
+    import psycopg
+
+    role = f"ember_node_{secrets.token_hex(4)}"
+    password = secrets.token_hex(12)
+    parts = urlsplit(url)
+    with psycopg.connect(url, autocommit=True) as su:
+        su.execute(sql.SQL("CREATE ROLE {} LOGIN SUPERUSER PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
+    try:
+
+        def cut(off: bool, only_application: str | None = None) -> None:
+            with psycopg.connect(url, autocommit=True) as su:
+                su.execute(sql.SQL("ALTER ROLE {} {}").format(sql.Identifier(role), sql.SQL("NOLOGIN" if off else "LOGIN")))
+                if off:
+                    su.execute(
+                        """SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                           WHERE usename = %s AND (%s::text IS NULL OR application_name = %s)""",
+                        (role, only_application, only_application),
+                    )
+
+        netloc = f"{role}:{password}@{parts.hostname}:{parts.port}"
+        yield urlunsplit(parts._replace(netloc=netloc)), cut
+    finally:
+        with psycopg.connect(url, autocommit=True) as su, contextlib.suppress(psycopg.Error):
+            su.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,)
+            )
+            su.execute(sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(sql.Identifier(role)))
+            su.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+async def test_the_listener_cut_and_restored_loses_neither_a_message_nor_a_kick_sent_meanwhile(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Node 2's LISTEN connection is terminated and may not come back for a while; meanwhile node 1 stores
+    a message for bob (on node 2) and issues ann a new phone token (a kick for her phone on node 2): both
+    notices are lost. Once node 2 listens again it pushes bob the message (its resync), and ann's new
+    phone connecting on node 1 kicks the old one on node 2 (the registration re-sends the lost kick)."""
+    key = secrets.token_hex(32)
+    with own_role(pg_url) as (url2, cut):
+        async with node(tmp_path, pg_url, 1, key) as one, node(tmp_path, url2, 2, key) as two:
+            for user in ("ann", "bob"):
+                await admin(one, "user/create", {"user_id": user})
+            async with sdk(two, await token(one, "bob", "bob-phone")) as bob, sdk(
+                two, await token(one, "ann", "ann-phone-1")
+            ) as old_phone:
+                with trio.fail_after(30):
+                    reconnects = (await metric_values(two))["ember_cluster_listener_reconnects_total"]
+                    await trio.to_thread.run_sync(cut, True, "ember_node_2")  # the listener only
+                    ack = await admin(one, "message/send", {
+                        "sender": "ann", "conv": {"type": 0, "target": "bob"},
+                        "content": {"type": 1, "searchable_content": "in the gap"},
+                    })  # fmt: skip
+                    fresh = await token(one, "ann", "ann-phone-2")  # its kick notice to node 2 is lost too
+                    assert old_phone.status == ConnectionStatus.CONNECTED
+                    await trio.to_thread.run_sync(cut, False)
+                    got = await next_message(bob)  # pushed by node 2's resync once it listens again
+                    assert got.message_id == int(ack["message_id"])
+                    assert (got.from_user, got.content["searchable_content"]) == ("ann", "in the gap")
+                    assert (await metric_values(two))["ember_cluster_listener_reconnects_total"] == reconnects + 1
+                    async with sdk(one, fresh) as new_phone:
+                        assert new_phone.status == ConnectionStatus.CONNECTED
+                        status = await old_phone.wait_status(
+                            ConnectionStatus.SECRET_KEY_MISMATCH, ConnectionStatus.KICKED_OFF
+                        )
+                        assert status == ConnectionStatus.SECRET_KEY_MISMATCH
+
+
+async def test_a_node_that_loses_the_database_answers_250_and_sends_its_clients_elsewhere(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Node 2 can no longer reach PostgreSQL (its role may not log in, its connections are gone): a send
+    there is answered 250 (retryable) rather than served from stale state; within its lease it gives up
+    its clients with DISCONNECT naming node 1 (``server.shutdown_redirect``), where they carry on."""
+    key = secrets.token_hex(32)
+    with own_role(pg_url) as (url2, cut), trio.fail_after(40):
+        async with node(tmp_path, pg_url, 1, key) as one:
+            here = f"127.0.0.1:{one.port}"
+            async with node(tmp_path, url2, 2, key, EMBER_SERVER__SHUTDOWN_REDIRECT=here) as two:
+                for user in ("ann", "bob"):
+                    await admin(one, "user/create", {"user_id": user})
+                tokens = {user: await token(one, user, f"{user}-phone") for user in ("ann", "bob")}
+                ann = await RawClient.connect(two, tokens["ann"])
+                assert (await ann.call("send_message", **send_params("before"))).code == 0
+                await trio.to_thread.run_sync(cut, True)
+                refused = await ann.call("send_message", **send_params("cut off"))
+                assert refused.code == ErrorCode.OVER_FREQUENCY, refused  # 250: send it again, elsewhere
+                while not any(isinstance(e, events.GoAway) for e in ann.events):
+                    assert await ann.read(), "closed without DISCONNECT"
+                goaway = next(e for e in ann.events if isinstance(e, events.GoAway))
+                assert goaway.redirect == here
+                await ann.stream.aclose()
+                # Where DISCONNECT pointed: the same session, the refused message sent again, stored once.
+                ann = await RawClient.connect(one, tokens["ann"])
+                assert (await ann.call("send_message", **send_params("cut off"))).code == 0
+                bob = await RawClient.connect(one, tokens["bob"])
+                assert [m["content"]["searchable_content"] for m in await bob.pull_all()] == ["before", "cut off"]
+                for c in (ann, bob):
+                    await c.stream.aclose()
+
+
+async def test_a_signed_admin_request_replayed_to_the_other_node_is_refused(tmp_path: Path, pg_url: str) -> None:
+    """Behind one admin address a recorded request may reach any node: its nonce, spent on node 1, is
+    spent on node 2 too (the shared store), so the replay creates nothing."""
+    async with cluster(tmp_path, pg_url) as (one, two):
+        body, headers = signed_json(ADMIN_SECRET.encode(), {"user_id": "eve"}, Clock().now_ms(), "replayed-once")
+        async with httpx.AsyncClient(timeout=5) as http:
+            first = await http.post(f"{one.admin_url}/admin/user/create", content=body, headers=headers)
+            assert (first.status_code, first.json()["code"]) == (200, 0)
+            for server in (two, one):
+                again = await http.post(f"{server.admin_url}/admin/user/create", content=body, headers=headers)
+                assert again.status_code == 401 and "X-Nonce already used" in again.text

@@ -25,6 +25,9 @@ from gateway.cluster.postgres.notices import (
     InboxNotice,
     KickNotice,
     ReplaceNotice,
+    RoomChangedNotice,
+    RoomNotice,
+    UserStatusNotice,
     channel_name,
     decode,
     encode,
@@ -200,12 +203,20 @@ def test_a_dead_nodes_sessions_stop_counting_within_its_lease(url, clock, nodes)
 def test_payloads_round_trip_and_stay_under_the_notify_limit():
     for notice in (
         InboxNotice(3, {"alice": 41, "bøb": 7}),
+        InboxNotice(3, {"alice": 41, "bøb": 7}, {"alice": 39}),
         ReplaceNotice(3, "alice", "phone", 12),
+        RoomNotice(3, "lobby", 17),
+        RoomChangedNotice(3, "lobby"),
+        UserStatusNotice(3, "alice", 1),
         KickNotice(3, "alice", "phone", ConnectionStatus.KICKED_OFF),
         CloseUserNotice(3, "alice", ConnectionStatus.REJECTED),
     ):
         assert decode(encode(notice)) == notice
     assert encode(InboxNotice(2, {"alice": 41, "bob": 7})) == '{"v":1,"n":2,"k":"inbox","u":{"alice":41,"bob":7}}'
+    # A batch that stored alice's 39..41: the first goes along, so the other node pushes all three.
+    assert encode_inbox(2, {"alice": 41, "bob": 7}, {"alice": 39, "bob": 7}) == [
+        '{"v":1,"n":2,"k":"inbox","u":{"alice":41,"bob":7},"f":{"alice":39}}'
+    ]
     many = {f"{'ü' * 60}{i:04d}": 10**12 + i for i in range(2000)}  # 64-character ids of 2-byte characters
     payloads = encode_inbox(1, many)
     assert len(payloads) > 1 and all(len(p.encode()) <= MAX_PAYLOAD_BYTES for p in payloads)
@@ -515,3 +526,14 @@ async def test_two_nodes_share_presence_and_reach_each_others_connections(url):
     with connect(url) as conn:  # both nodes gave their ids and sessions back at the clean stop
         assert conn.execute(f"SELECT count(*) FROM {NODES}").fetchone() == (0,)
         assert conn.execute(f"SELECT count(*) FROM {PRESENCE}").fetchone() == (0,)
+
+
+def test_the_pusher_joins_touching_ranges_of_queued_notices_and_keeps_gaps_apart():
+    """Notices that queued while a read ran are read together; a gap between two ranges of one user may
+    be another node's messages (pushed by that node), so it is never read over."""
+    from gateway.cluster.postgres.wiring import _merge
+
+    merged: dict[str, list[tuple[int, int]]] = {}
+    for wanted in ({"a": (5, 5), "b": (1, 2)}, {"a": (6, 8)}, {"a": (10, 10), "b": (3, 3)}, {"a": (0, 0)}):
+        _merge(merged, wanted)
+    assert merged == {"a": [(5, 8), (10, 10), (0, 0)], "b": [(1, 3)]}

@@ -153,7 +153,7 @@ def create_admin_app(
         clock=clock,
         window_ms=config.admin.max_clock_skew_seconds * 1000,
         unsigned_paths=UNSIGNED_PATHS,
-        nonces=NonceCache(),
+        nonces=getattr(delivery, "admin_nonces", None) or NonceCache(),  # a cluster node's: the shared one
         robot_key=robots.secret_of if robots is not None else None,
     )
     return app
@@ -346,7 +346,7 @@ def _message_routes(messages: MessageService, chatrooms: ChatroomService | None)
         if msg.conv.type == ConversationType.CHATROOM:  # to the members present; never stored
             if chatrooms is None:
                 return answer(ErrorCode.NOT_IMPLEMENTED)
-            code, ack = chatrooms.send(msg, None)
+            code, ack = await chatrooms.send_async(msg, None)
         else:
             code, ack = await messages.send(msg)
         if code != ErrorCode.SUCCESS or ack is None:

@@ -6,8 +6,10 @@ replayed to the application unchanged.
 
 Replay protection keeps the nonces of accepted requests in memory until their
 timestamp leaves the window (``admin.max_clock_skew_seconds`` either side of
-now). That store belongs to one process: several gateway nodes behind one
-admin address would need a shared one (e.g. Redis ``SET NX PX``).
+now). On one node that store is this process's ``NonceCache``; a cluster node
+(``server.cluster``) spends each nonce in the shared database as well
+(``gateway.cluster.postgres.nonces``), so a request replayed to another node
+behind the same admin address is refused there too.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import heapq
 import hmac
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from starlette.responses import JSONResponse
 
@@ -49,6 +51,15 @@ ROBOT_HEADER = b"x-robot-id"
 ROBOT_SCOPE_KEY = "ember.robot_id"
 
 
+Verdict = Literal["ok", "reused", "full"]
+
+
+class NonceStore(Protocol):
+    async def spend(self, nonce: str, expires_at_ms: int, now_ms: int) -> Verdict:
+        """"ok" the first time a nonce is seen in its window, "reused" after; "full": refuse (retryable)."""
+        ...
+
+
 class NonceCache:
     """Nonces of accepted requests, each kept until its timestamp leaves the window."""
 
@@ -72,6 +83,9 @@ class NonceCache:
         self._expiry[nonce] = expires_at_ms
         heapq.heappush(self._heap, (expires_at_ms, nonce))
         return "ok"
+
+    async def spend(self, nonce: str, expires_at_ms: int, now_ms: int) -> Verdict:
+        return self.add(nonce, expires_at_ms, now_ms)
 
 
 class SignatureMiddleware:
@@ -97,7 +111,7 @@ class SignatureMiddleware:
         clock: Clock,
         window_ms: int,
         unsigned_paths: frozenset[str],
-        nonces: NonceCache | None = None,
+        nonces: NonceStore | None = None,
         robot_key: Callable[[str], bytes | None] | None = None,
     ) -> None:
         self._app = app
@@ -156,7 +170,7 @@ class SignatureMiddleware:
             await _refuse(scope, receive, send, 401, "bad X-Sign")
             return
         # Only a correctly signed request may spend a nonce, so strangers cannot fill the store.
-        verdict = self._nonces.add(nonce, int(timestamp) + self._window_ms, now)
+        verdict = await self._nonces.spend(nonce, int(timestamp) + self._window_ms, now)
         if verdict == "reused":
             await _refuse(scope, receive, send, 401, "X-Nonce already used")
             return

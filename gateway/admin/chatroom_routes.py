@@ -43,7 +43,7 @@ def routes(chatrooms: ChatroomService | None, clock: Clock) -> APIRouter:
         """A chatroom's record, how many users are in it now, and its delivery counters since start."""
         if chatrooms is None:
             return answer(ErrorCode.NOT_IMPLEMENTED)
-        info = chatrooms.room_info(req.chatroom_id)
+        info = await chatrooms.room_info_everywhere(req.chatroom_id)
         stats = chatrooms.room_stats(req.chatroom_id)
         if info is None or stats is None:
             return answer(ErrorCode.NOT_EXIST)

@@ -22,8 +22,8 @@ What each method means for several nodes is written on it; "this node" marks wha
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Protocol
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 from protocol.codes import ConnectionStatus
 
@@ -106,4 +106,80 @@ class NoticeBus(Protocol):
     def go_away(self, retry_ms: int, redirect: str) -> int:
         """Every connection of this node: answer what it has read, send DISCONNECT (retry in ``retry_ms``,
         at ``redirect``), close. How many were told. (A cluster may add the node to drain as an argument.)"""
+        ...
+
+
+class RelayedMessage(Protocol):
+    """One chatroom message as the relay hands it over, in the room's order."""
+
+    seq: int  # the room's own counter, cluster-wide
+    packed: bytes  # the message map (``Outgoing.to_wire``) packed
+    origin: tuple[str, str] | None  # the sending device (user, client), which does not get it back
+
+
+class RoomRelay(Protocol):
+    """A chatroom's state that is the room's, not a node's, when several nodes serve its members.
+
+    ``gateway.domain.chatrooms.ChatroomService`` keeps its own members' connections and queues (this node); with
+    a relay (``gateway.cluster.postgres.rooms.ClusterRooms``) a room's message goes to the relay, which
+    orders it among the room's messages from every node and hands each node its room's messages in that
+    order (``deliver``, set by the service); member counts, member pages and history are the relay's
+    answers; room record and user status changes made on one node are told to the others.
+    """
+
+    def attach(
+        self,
+        deliver: Callable[[str, list[RelayedMessage]], None],
+        has_members: Callable[[str], bool],
+        room_changed: Callable[[str], None],
+        user_status: Callable[[str, int], None],
+    ) -> None:
+        """The service's side: ``deliver`` a room's next messages to this node's members (in order, each
+        once); whether this node has members in a room; another node changed a room's record; another node
+        set a user's status."""
+        ...
+
+    def publish(
+        self,
+        chatroom_id: str,
+        message_id: int,
+        packed: bytes,
+        origin: tuple[str, str] | None,
+        in_history: bool,
+        done: Callable[[bool], None],
+    ) -> None:
+        """Queue the message for the room; ``done(True)`` once it is committed (every node will deliver
+        it), ``done(False)`` if it could not be (the database is away: answer 250). Never blocks."""
+        ...
+
+    async def joined(self, chatroom_id: str, user_id: str, client_id: str) -> None:
+        """The device is present in the room on this node (written before this returns)."""
+        ...
+
+    def left(self, chatroom_id: str, user_id: str, client_id: str) -> None:
+        """The device left the room on this node (written in order after its join; never blocks)."""
+        ...
+
+    async def written(self) -> None:
+        """Return once every join and leave queued before this call is written (a quit's answer waits)."""
+        ...
+
+    async def member_count(self, chatroom_id: str) -> int:
+        """Users present in the room on any node."""
+        ...
+
+    async def members(self, chatroom_id: str, offset: int, count: int) -> tuple[int, list[str]]:
+        """(member count, a page of user ids in the order they joined), over every node."""
+        ...
+
+    async def history(self, chatroom_id: str, before_id: int, count: int) -> list[dict[str, Any]]:
+        """The room's last messages (newest first, message ids below ``before_id`` unless 0), from every node."""
+        ...
+
+    def room_changed(self, chatroom_id: str) -> None:
+        """The admin API changed the room's record here: the other nodes read it again."""
+        ...
+
+    def user_status_changed(self, user_id: str, status: int) -> None:
+        """The admin API set the user's status here: the other nodes' members of that user hear of it."""
         ...

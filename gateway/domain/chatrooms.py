@@ -27,8 +27,12 @@ With ``message.chatroom_history`` each room keeps its last
 ``chatroom.history_size`` messages (not transparent ones) for present members
 to page back through.
 
-Single-process: membership, queues and history live in this gateway's memory
-(see docs/ARCHITECTURE.md, "Chatrooms", for how several nodes would share a room).
+On one node, membership, queues and history live in this gateway's memory. In a cluster
+(``server.cluster``) the service has a ``RoomRelay`` (``gateway.cluster``): a message goes to the relay,
+which orders it among the room's messages from every node and hands each node's service the room's
+messages in that order (``_relayed``); member counts, member pages and history are the relay's answers
+(the room's, over every node), and admin changes to a room or a user's status reach the other nodes.
+This node keeps its own members' connections and queues only (docs/ARCHITECTURE.md, "Chatrooms").
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 import trio
 
 from gateway.clock import Clock
-from gateway.cluster import LiveConnection
+from gateway.cluster import LiveConnection, RelayedMessage, RoomRelay
 from gateway.config import Config
 from protocol import codec
 from protocol.codes import ErrorCode, PersistFlag, UserStatus
@@ -151,6 +155,12 @@ class ChatroomService:
         #: (user, client) → the one room membership of that device.
         self._by_device: dict[tuple[str, str], Member] = {}
         self._nursery: trio.Nursery | None = None
+        self.relay: RoomRelay | None = None
+
+    def use_relay(self, relay: RoomRelay) -> None:
+        """Serve rooms whose members may sit on any node (a cluster node; module docstring)."""
+        self.relay = relay
+        relay.attach(self._relayed, self._has_members, self._room_changed_elsewhere, self._status_elsewhere)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -189,20 +199,35 @@ class ChatroomService:
             self.rooms[stored.chatroom_id] = Room(stored, self.settings.history_size)
         else:
             room.record = stored
+        if self.relay is not None:
+            self.relay.room_changed(stored.chatroom_id)
         return stored, created
 
     async def destroy(self, chatroom_id: str) -> bool:
         """Delete the room; its members are told (``chatroom_quit``, reason ``destroyed``) and leave."""
         deleted = await self.store.delete_chatroom(chatroom_id)
+        room = self._drop_room(chatroom_id)
+        if self.relay is not None:
+            self.relay.room_changed(chatroom_id)
+        return deleted or room is not None
+
+    def _drop_room(self, chatroom_id: str) -> Room | None:
         room = self.rooms.pop(chatroom_id, None)
         if room is not None:
             for member in list(room.members.values()):
                 self._remove(member, REASON_DESTROYED)
-        return deleted or room is not None
+        return room
 
     def room_info(self, chatroom_id: str) -> dict[str, Any] | None:
         room = self.rooms.get(chatroom_id)
         return None if room is None else room.info()
+
+    async def room_info_everywhere(self, chatroom_id: str) -> dict[str, Any] | None:
+        """``room_info`` with the room's member count over every node (a cluster's relay's)."""
+        info = self.room_info(chatroom_id)
+        if info is not None and self.relay is not None:
+            info["member_count"] = await self.relay.member_count(chatroom_id)
+        return info
 
     def room_stats(self, chatroom_id: str) -> ChatroomStats | None:
         room = self.rooms.get(chatroom_id)
@@ -210,6 +235,11 @@ class ChatroomService:
 
     def set_user_status(self, user_id: str, status: int) -> None:
         """The admin API changed a user's status: muted members may no longer send (247)."""
+        self._status_elsewhere(user_id, status)
+        if self.relay is not None:
+            self.relay.user_status_changed(user_id, status)
+
+    def _status_elsewhere(self, user_id: str, status: int) -> None:
         for member in self._by_device.values():
             if member.user_id == user_id:
                 member.muted = status in MUTED_STATUSES
@@ -254,7 +284,12 @@ class ChatroomService:
                     return ErrorCode.IN_OTHER_CHATROOM, {"chatroom_id": current.room.record.chatroom_id}
                 self._remove(current, None)
             self._add(Member(cast(ChatroomConnection, conn), room, self.clock.now_ms(), muted))
-        result["member_count"] = len(room.users)
+            if self.relay is not None:
+                await self.relay.joined(chatroom_id, user_id, client_id)
+        if self.relay is not None:
+            result["member_count"] = await self.relay.member_count(chatroom_id)
+        else:
+            result["member_count"] = len(room.users)
         result["idle_seconds"] = self.settings.idle_seconds
         return ErrorCode.SUCCESS, result
 
@@ -305,7 +340,164 @@ class ChatroomService:
                 break
         return ErrorCode.SUCCESS, {"messages": page}
 
+    # On a cluster node the room's figures are the relay's: the same checks, then a task asks it.
+
+    def quit_nowait(self, user_id: str, client_id: str, chatroom_id: str, reply: Reply) -> None:
+        """``quit``; on a cluster node answered once the leave is written (every node's count then has it)."""
+        code = self.quit(user_id, client_id, chatroom_id)
+        relay = self.relay
+        if relay is None or code != ErrorCode.SUCCESS:
+            reply(code, None)
+            return
+
+        async def wait() -> tuple[int, Any]:
+            await relay.written()
+            return code, None
+
+        self._answer_later(wait, reply)
+
+    def info_nowait(self, user_id: str, client_id: str, chatroom_id: str, reply: Reply) -> None:
+        code, result = self.info(user_id, client_id, chatroom_id)
+        relay = self.relay
+        if relay is None or code != ErrorCode.SUCCESS:
+            reply(code, result)
+            return
+
+        async def ask() -> tuple[int, Any]:
+            return ErrorCode.SUCCESS, {**result, "member_count": await relay.member_count(chatroom_id)}
+
+        self._answer_later(ask, reply)
+
+    def members_nowait(
+        self, user_id: str, client_id: str, chatroom_id: str, offset: int, count: int, reply: Reply
+    ) -> None:
+        code, result = self.members(user_id, client_id, chatroom_id, offset, count)
+        relay = self.relay
+        if relay is None or code != ErrorCode.SUCCESS:
+            reply(code, result)
+            return
+
+        async def ask() -> tuple[int, Any]:
+            total, page = await relay.members(chatroom_id, offset, count)
+            return ErrorCode.SUCCESS, {"member_count": total, "members": page}
+
+        self._answer_later(ask, reply)
+
+    def history_nowait(
+        self, user_id: str, client_id: str, chatroom_id: str, before_id: int, count: int, reply: Reply
+    ) -> None:
+        code, result = self.history(user_id, client_id, chatroom_id, before_id, count)
+        relay = self.relay
+        if relay is None or code != ErrorCode.SUCCESS:
+            reply(code, result)
+            return
+
+        async def ask() -> tuple[int, Any]:
+            return ErrorCode.SUCCESS, {"messages": await relay.history(chatroom_id, before_id, count)}
+
+        self._answer_later(ask, reply)
+
+    def _answer_later(self, ask: Callable[[], Any], reply: Reply) -> None:
+        async def answer() -> None:
+            try:
+                code, result = await ask()
+            except Exception:  # noqa: BLE001 - the database is away: retryable
+                reply(ErrorCode.OVER_FREQUENCY, None)
+                return
+            reply(code, result)
+
+        assert self._nursery is not None, "run() the service first"
+        self._nursery.start_soon(answer)
+
     # --- messages -----------------------------------------------------------------------------
+
+    def send_nowait(self, msg: Outgoing, origin_client: str | None, reply: Reply) -> None:
+        """``send``, answered by ``reply``: at once on one node, once the relay committed it in a cluster."""
+        relay = self.relay
+        if relay is None:
+            reply(*self.send(msg, origin_client))
+            return
+        code, room, origin = self._check_send(msg, origin_client)
+        if room is None:
+            reply(code, None)
+            return
+        key = (msg.from_user, msg.client_msg_id) if msg.client_msg_id is not None else None
+        if key is not None and (earlier := room.recent_ids.get(key)) is not None:
+            reply(ErrorCode.SUCCESS, earlier)
+            return
+        ack = {"message_id": msg.message_id, "server_time": msg.server_time, "seq": 0}
+
+        def done(committed: bool) -> None:
+            if not committed:
+                reply(ErrorCode.OVER_FREQUENCY, None)  # the database is away: the SDK sends it again
+                return
+            if key is not None:
+                room.recent_ids[key] = ack
+                if len(room.recent_ids) > self.settings.history_size:
+                    room.recent_ids.popitem(last=False)
+            room.stats.sent += 1
+            self.stats.sent += 1
+            reply(ErrorCode.SUCCESS, ack)
+
+        in_history = self.config.message.chatroom_history and msg.persist_flag != PERSIST_TRANSPARENT
+        sender = None if origin is None else (origin.user_id, origin.client_id)
+        relay.publish(room.record.chatroom_id, msg.message_id, codec.pack(msg.to_wire()), sender, in_history, done)
+
+    async def send_async(self, msg: Outgoing, origin_client: str | None) -> tuple[int, Any]:
+        """``send_nowait``, awaited (the admin API's send)."""
+        answered = trio.Event()
+        answer: list[Any] = []
+
+        def reply(code: int, result: Any) -> None:
+            answer[:] = [code, result]
+            answered.set()
+
+        self.send_nowait(msg, origin_client, reply)
+        await answered.wait()
+        return answer[0], answer[1]
+
+    def _check_send(self, msg: Outgoing, origin_client: str | None) -> tuple[int, Room | None, LiveConnection | None]:
+        room = self.rooms.get(msg.conv.target)
+        if room is None:
+            return ErrorCode.NOT_EXIST, None, None
+        if origin_client is None:
+            return ErrorCode.SUCCESS, room, None
+        member = self.member(msg.from_user, origin_client, msg.conv.target)
+        if member is None:
+            return ErrorCode.NOT_IN_CHATROOM, None, None
+        if member.muted:
+            return ErrorCode.FORBIDDEN_TO_SEND, None, None
+        return ErrorCode.SUCCESS, room, member.conn
+
+    def _relayed(self, chatroom_id: str, messages: list[RelayedMessage]) -> None:
+        """The relay's next messages of a room, in its order, for this node's members."""
+        room = self.rooms.get(chatroom_id)
+        if room is None:
+            return
+        for message in messages:
+            origin = room.members.get(message.origin) if message.origin is not None else None
+            self._deliver(room, encode_msg_push(0, message.packed), origin.conn if origin else None, count=False)
+
+    def _has_members(self, chatroom_id: str) -> bool:
+        room = self.rooms.get(chatroom_id)
+        return room is not None and bool(room.members)
+
+    def _room_changed_elsewhere(self, chatroom_id: str) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(self._reload_room, chatroom_id)
+
+    async def _reload_room(self, chatroom_id: str) -> None:
+        try:
+            record = await self.store.get_chatroom(chatroom_id)
+        except Exception:  # noqa: BLE001 - the database is away; the next change or a restart reads it
+            log.warning("could not read chatroom %s changed on another node", chatroom_id)
+            return
+        if record is None:
+            self._drop_room(chatroom_id)
+        elif (room := self.rooms.get(chatroom_id)) is None:
+            self.rooms[chatroom_id] = Room(record, self.settings.history_size)
+        else:
+            room.record = record
 
     def send(self, msg: Outgoing, origin_client: str | None) -> tuple[int, Any]:
         """A member's message to its room (``origin_client`` None: the admin API, as any user)."""
@@ -336,7 +528,7 @@ class ChatroomService:
         self._deliver(room, encode_msg_push(0, codec.pack(wire)), origin)
         return ErrorCode.SUCCESS, ack
 
-    def _deliver(self, room: Room, body: bytes, origin: LiveConnection | None) -> None:
+    def _deliver(self, room: Room, body: bytes, origin: LiveConnection | None, count: bool = True) -> None:
         """Push to every present member but the sending device: now when its socket has room, else queue."""
         delivered = queued = 0
         for member in room.members.values():
@@ -349,9 +541,10 @@ class ChatroomService:
             else:
                 conn.push_frame_body(body)
                 delivered += 1
-        room.stats.sent += 1
+        if count:  # a relayed message was counted by the node that sent it (send_nowait)
+            room.stats.sent += 1
+            self.stats.sent += 1
         room.stats.delivered += delivered
-        self.stats.sent += 1
         self.stats.delivered += delivered
 
     def _enqueue(self, member: Member, body: bytes) -> None:
@@ -428,6 +621,8 @@ class ChatroomService:
             del self._by_device[key]
         member.queue.clear()
         member.queued_bytes = 0
+        if self.relay is not None:
+            self.relay.left(room.record.chatroom_id, member.user_id, member.client_id)
         if member.flush_scope is not None:
             member.flush_scope.cancel()
         if reason is not None:

@@ -41,6 +41,9 @@ from gateway.cluster.postgres.notices import (
     KickNotice,
     Notice,
     ReplaceNotice,
+    RoomChangedNotice,
+    RoomNotice,
+    UserStatusNotice,
     send_notice,
 )
 from gateway.cluster.postgres.presence import PresenceTable
@@ -70,7 +73,7 @@ class ClusterNode:
         node_id: int,
         router: Router,
         *,
-        on_inbox: Callable[[dict[str, int]], None],
+        on_inbox: Callable[..., None],
         on_resync: Callable[[], None],
         on_lease_lost: Callable[[], None],
         kick_platforms: Callable[[int], frozenset[int] | None] = lambda platform: None,
@@ -101,6 +104,8 @@ class ClusterNode:
         self._reader: ClusterDatabase | None = None
         self.write_failures = 0
         self.unknown_statuses = 0
+        #: Where the chatroom notices go ("room", "roomrec", "ustatus"): ``rooms.ClusterRooms.take``.
+        self.on_room_notice: Callable[[Notice], None] | None = None
 
     # --- lifetime ----------------------------------------------------------------------------------
 
@@ -247,8 +252,11 @@ class ClusterNode:
 
     def _take(self, notice: Notice) -> None:
         match notice:
-            case InboxNotice(seqs=seqs):
-                self._on_inbox(seqs)
+            case InboxNotice(seqs=seqs, firsts=firsts):
+                if firsts:  # ``on_inbox(seqs, firsts)``: push each message of the batch, lowest first
+                    self._on_inbox(seqs, firsts)
+                else:
+                    self._on_inbox(seqs)
             case ReplaceNotice(user_id=u, client_id=c, generation=g):
                 entry = self._sessions.get((u, c))
                 # Only a connection whose row is older than the one that replaced it (a row still being
@@ -259,6 +267,9 @@ class ClusterNode:
                 self.router.kick(u, c, ConnectionStatus(s))
             case CloseUserNotice(user_id=u, status=s) if s in _STATUSES:
                 self.router.close_user(u, ConnectionStatus(s))
+            case RoomNotice() | RoomChangedNotice() | UserStatusNotice():
+                if self.on_room_notice is not None:
+                    self.on_room_notice(notice)
             case _:
                 self.unknown_statuses += 1  # a status this version does not know: nothing to tell the device
 

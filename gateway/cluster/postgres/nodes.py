@@ -29,7 +29,10 @@ import psycopg
 import trio
 
 from gateway.cluster.postgres.database import ClusterDatabase, LeaseClock, database_time
-from gateway.cluster.postgres.tables import NODES, PRESENCE, Connection
+from gateway.cluster.postgres.tables import NODES, PRESENCE, ROOM_MEMBERS, Connection
+
+#: The tables whose rows belong to a node and die with its lease.
+_PER_NODE = (PRESENCE, ROOM_MEMBERS)
 
 HEARTBEAT_SECONDS = 2.0
 LEASE_SECONDS = 2 * HEARTBEAT_SECONDS
@@ -124,7 +127,8 @@ class NodeLease:
                 self._params(),
             ).fetchone()
             if claimed is not None:
-                conn.execute(f"DELETE FROM {PRESENCE} WHERE node_id = %s", (self.node_id,))
+                for table in _PER_NODE:
+                    conn.execute(f"DELETE FROM {table} WHERE node_id = %s", (self.node_id,))
                 return None
             row = conn.execute(
                 f"SELECT node_id, host, pid, started_at, lease_until FROM {NODES} WHERE node_id = %s",
@@ -147,10 +151,11 @@ class NodeLease:
                     WHERE node_id = %(node)s AND incarnation = %(incarnation)s""",
                 params,
             ).rowcount
-            conn.execute(
-                f"DELETE FROM {PRESENCE} WHERE node_id IN (SELECT node_id FROM {NODES} WHERE lease_until <= {NOW})",
-                params,
-            )
+            for table in _PER_NODE:
+                conn.execute(
+                    f"DELETE FROM {table} WHERE node_id IN (SELECT node_id FROM {NODES} WHERE lease_until <= {NOW})",
+                    params,
+                )
         return renewed == 1
 
     def release(self, conn: Connection) -> None:
@@ -160,7 +165,8 @@ class NodeLease:
                 f"DELETE FROM {NODES} WHERE node_id = %(node)s AND incarnation = %(incarnation)s", self._params()
             ).rowcount
             if owned:
-                conn.execute(f"DELETE FROM {PRESENCE} WHERE node_id = %s", (self.node_id,))
+                for table in _PER_NODE:
+                    conn.execute(f"DELETE FROM {table} WHERE node_id = %s", (self.node_id,))
 
     async def keep(
         self,

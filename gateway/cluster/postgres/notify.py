@@ -32,9 +32,15 @@ class BatchNotified:
     notices: dict[int, int] = field(default_factory=dict)  # node → notices sent to it
 
 
-def notify_holders(conn: Connection, presence: PresenceTable, recipients: Mapping[str, int]) -> BatchNotified:
+def notify_holders(
+    conn: Connection,
+    presence: PresenceTable,
+    recipients: Mapping[str, int],
+    firsts: Mapping[str, int] | None = None,
+) -> BatchNotified:
     """Notify every other live node holding one of ``recipients`` (user → highest seq in the batch).
 
+    ``firsts``: each recipient's lowest seq in the batch (so the other node pushes every one, in order).
     This node's own recipients get no notice (the writer's node pushes to them directly) but count as
     online. Call it inside the batch's transaction.
     """
@@ -48,7 +54,9 @@ def notify_holders(conn: Connection, presence: PresenceTable, recipients: Mappin
     for node, users in sorted(by_node.items()):
         if node == presence.node_id:
             continue
-        node_payloads = encode_inbox(presence.node_id, {u: recipients[u] for u in recipients if u in users})
+        node_payloads = encode_inbox(
+            presence.node_id, {u: recipients[u] for u in recipients if u in users}, dict(firsts or {})
+        )
         result.notices[node] = len(node_payloads)
         channels.extend(channel_name(node) for _ in node_payloads)
         payloads.extend(node_payloads)

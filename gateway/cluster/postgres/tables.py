@@ -12,6 +12,10 @@ node's lease runs: the heartbeat renews one row, not one per session.
 ``ember_cluster_presence``: one row per live session (user, client): its platform, the node whose
 connection holds it, and a generation from a sequence, larger for a later registration, so a node told
 "this session moved" closes its connection only if that connection is the older one.
+
+``ember_cluster_rooms``, ``ember_cluster_room_members``, ``ember_cluster_room_messages``: the chatrooms'
+shared state (``rooms``): each room's message counter, who is present on which node (a row counts while
+its node's lease runs, as presence), and the room's last messages, which every node delivers in order.
 """
 
 from __future__ import annotations
@@ -25,6 +29,10 @@ Connection = psycopg.Connection[Any]
 
 NODES = "ember_cluster_nodes"
 PRESENCE = "ember_cluster_presence"
+ROOMS = "ember_cluster_rooms"
+ROOM_MEMBERS = "ember_cluster_room_members"
+ROOM_MESSAGES = "ember_cluster_room_messages"
+ADMIN_NONCES = "ember_cluster_admin_nonces"
 
 _DDL = (
     f"""CREATE UNLOGGED TABLE IF NOT EXISTS {NODES} (
@@ -45,6 +53,38 @@ _DDL = (
     )""",
     f"CREATE INDEX IF NOT EXISTS {PRESENCE}_node ON {PRESENCE} (node_id)",
     f"CREATE SEQUENCE IF NOT EXISTS {PRESENCE}_generation",
+    # Chatrooms (gateway.cluster.postgres.rooms): a room's message counter (its row lock orders the room's
+    # messages across nodes), the devices present in it and on which node, and its recent messages.
+    f"""CREATE UNLOGGED TABLE IF NOT EXISTS {ROOMS} (
+        chatroom_id text PRIMARY KEY,
+        seq         bigint NOT NULL
+    )""",
+    f"""CREATE UNLOGGED TABLE IF NOT EXISTS {ROOM_MEMBERS} (
+        user_id     text NOT NULL,
+        client_id   text NOT NULL,
+        chatroom_id text NOT NULL,
+        node_id     integer NOT NULL,
+        joined      bigint NOT NULL,
+        PRIMARY KEY (user_id, client_id)
+    )""",
+    f"CREATE SEQUENCE IF NOT EXISTS {ROOM_MEMBERS}_joined",
+    f"CREATE INDEX IF NOT EXISTS {ROOM_MEMBERS}_room ON {ROOM_MEMBERS} (chatroom_id, node_id)",
+    # The admin API's spent nonces, until their request's timestamp leaves the window (``nonces``). Logged,
+    # unlike the rest: a database crash must not forget them, or a recorded request could be replayed.
+    f"""CREATE TABLE IF NOT EXISTS {ADMIN_NONCES} (
+        nonce      text PRIMARY KEY,
+        expires_at bigint NOT NULL
+    )""",
+    f"""CREATE UNLOGGED TABLE IF NOT EXISTS {ROOM_MESSAGES} (
+        chatroom_id   text NOT NULL,
+        seq           bigint NOT NULL,
+        message_id    bigint NOT NULL,
+        in_history    boolean NOT NULL,
+        origin_user   text,
+        origin_client text,
+        packed        bytea NOT NULL,
+        PRIMARY KEY (chatroom_id, seq)
+    )""",
 )
 
 # Two nodes starting at once may both run CREATE ... IF NOT EXISTS, which can still fail on the catalog's

@@ -2,7 +2,8 @@
 
 Messages to a room go through ``send_message`` with ``conv.type`` 2 (``handlers/messages.py``). Everything
 but a join reads only the service's memory, so those are immediate handlers (no task, answered in order);
-a join reads the user's status from storage.
+a join reads the user's status from storage. On a cluster node, info, members and history are the
+room's over every node (the relay's): those answers come from a task of the service (``*_nowait``).
 """
 
 from __future__ import annotations
@@ -32,13 +33,13 @@ async def join_chatroom(services: Services, caller: Caller, params: Fields) -> t
 @method("quit_chatroom", immediate=True)
 def quit_chatroom(services: Services, caller: Caller, params: Fields, reply: Reply) -> None:
     chatroom_id = params.identifier("chatroom_id")
-    reply(_service(services).quit(caller.user_id, caller.client_id, chatroom_id), None)
+    _service(services).quit_nowait(caller.user_id, caller.client_id, chatroom_id, reply)
 
 
 @method("get_chatroom_info", immediate=True)
 def get_chatroom_info(services: Services, caller: Caller, params: Fields, reply: Reply) -> None:
     chatroom_id = params.identifier("chatroom_id")
-    reply(*_service(services).info(caller.user_id, caller.client_id, chatroom_id))
+    _service(services).info_nowait(caller.user_id, caller.client_id, chatroom_id, reply)
 
 
 @method("get_chatroom_members", immediate=True)
@@ -46,7 +47,7 @@ def get_chatroom_members(services: Services, caller: Caller, params: Fields, rep
     chatroom_id = params.identifier("chatroom_id")
     offset = params.integer("offset", lo=0, hi=2**31 - 1, default=0)
     count = params.integer("count", lo=1, hi=MAX_MEMBERS_PAGE, default=100)
-    reply(*_service(services).members(caller.user_id, caller.client_id, chatroom_id, offset, count))
+    _service(services).members_nowait(caller.user_id, caller.client_id, chatroom_id, offset, count, reply)
 
 
 @method("load_chatroom_history", immediate=True)
@@ -54,4 +55,4 @@ def load_chatroom_history(services: Services, caller: Caller, params: Fields, re
     chatroom_id = params.identifier("chatroom_id")
     before_id = params.integer("before_id", lo=0, hi=MESSAGE_ID_MAX, default=0)
     count = params.integer("count", lo=1, hi=MAX_HISTORY_PAGE, default=20)
-    reply(*_service(services).history(caller.user_id, caller.client_id, chatroom_id, before_id, count))
+    _service(services).history_nowait(caller.user_id, caller.client_id, chatroom_id, before_id, count, reply)

@@ -26,10 +26,10 @@ from protocol.codes import MESSAGE_ID_MAX, ErrorCode
 def send_message(services: Services, caller: Caller, params: Fields, reply: Reply) -> None:
     """Acknowledged with {message_id, server_time, seq} once committed; pushed to the recipients."""
     msg = services.messages.outgoing(caller.user_id, params)
-    if msg.conv.type == CHATROOM:  # never stored: answered at once, pushed to the members present
+    if msg.conv.type == CHATROOM:  # never stored: answered at once (a cluster: once relayed), pushed to the members
         if services.chatrooms is None:
             raise RequestRejected(ErrorCode.NOT_IMPLEMENTED)
-        reply(*services.chatrooms.send(msg, caller.client_id))
+        services.chatrooms.send_nowait(msg, caller.client_id, reply)
         return
     if (msg.conv.type == GROUP or msg.conv.type == CHANNEL) and services.messages.fanout_backlogged:
         raise RequestRejected(ErrorCode.OVER_FREQUENCY)  # not stored; the SDK sends it again later
