@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from gateway.cluster import LiveConnection, NoticeBus, Presence, RoomRelay
+from gateway.cluster import BadgeCounter, LiveConnection, NoticeBus, Presence, RoomRelay
 from gateway.cluster.local import ConnectionCensus, Router
 
 
@@ -30,7 +30,9 @@ class Delivery:
     Ending connections: ``kick(user_id, client_id, status)`` (one session), ``close_user(user_id, status)``,
         ``go_away(retry_ms, redirect)`` (every connection of this node, at shutdown).
     Who is online: ``offline(user_ids)`` (bulk: those with no live connection, in order),
-        ``online_clients(user_id)`` ((client_id, platform) pairs), ``register(conn)`` / ``unregister(conn)``.
+        ``online_clients(user_id)`` ((client_id, platform) pairs), ``register(conn)`` / ``unregister(conn)``;
+        synchronous, so this node's answer in a cluster; ``await offline_everywhere(user_ids)`` and
+        ``await online_clients_everywhere(user_id)`` answer for every node.
     """
 
     def __init__(self, node: Router, presence: Presence | None = None, bus: NoticeBus | None = None) -> None:
@@ -44,6 +46,8 @@ class Delivery:
         self.unregister = presence.unregister
         self.offline = presence.offline
         self.online_clients = presence.online_clients
+        self.offline_everywhere = presence.offline_everywhere
+        self.online_clients_everywhere = presence.online_clients_everywhere
         self.push = bus.push
         self.push_message = bus.push_message
         self.push_update = bus.push_update
@@ -59,6 +63,9 @@ class Delivery:
         self.room_relay: RoomRelay | None = None
         #: A cluster node's admin nonce store (``gateway.admin.auth.NonceStore``: shared by every node); None on one.
         self.admin_nonces: Any = None
+        #: A cluster node's push badges (``gateway.cluster.BadgeCounter``, in the shared database); None on one
+        #: node, where the webhooks keep them in memory.
+        self.badges: BadgeCounter | None = None
 
     @classmethod
     def single_node(cls) -> Delivery:
@@ -66,6 +73,11 @@ class Delivery:
         return cls(Router())
 
     # --- built on the above -------------------------------------------------------------------------
+
+    @property
+    def clustered(self) -> bool:
+        """Whether presence is a cluster's (another node may hold a user's devices)."""
+        return self.presence is not self.node
 
     def is_online(self, user_id: str) -> bool:
         return not self.offline((user_id,))

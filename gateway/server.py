@@ -116,6 +116,7 @@ async def _cluster_node(config: Config, store: storage.Store, sent: Any) -> Asyn
     """This gateway as a cluster node (``server.cluster``): the node's lease, presence and notices run
     beside the services; a node id held by a live node ends the start with one line (a StorageError)."""
     from gateway.cluster.local import Router
+    from gateway.cluster.postgres.badges import ClusterBadges
     from gateway.cluster.postgres.node import ClusterNode
     from gateway.cluster.postgres.nodes import NodeIdTaken
     from gateway.cluster.postgres.nonces import ClusterNonces
@@ -169,6 +170,7 @@ async def _cluster_node(config: Config, store: storage.Store, sent: Any) -> Asyn
         delivery.cluster_figures = functools.partial(cluster_figures, node, pusher, sent, rooms)
         delivery.room_relay = rooms
         delivery.admin_nonces = nonces
+        delivery.badges = ClusterBadges(node)
         yield delivery
         nursery.cancel_scope.cancel()
 

@@ -39,6 +39,8 @@ from urllib.parse import urlsplit
 import httpx
 import trio
 
+from gateway.cluster import BadgeCounter
+from gateway.cluster.local import LocalBadges
 from gateway.signing import signed_headers
 from protocol.codes import ConversationType, PersistFlag
 from storage import push_tokens
@@ -322,7 +324,13 @@ class Webhooks:
         self._store = store
         self._delivery = delivery
         cb = config.callback
-        self.online = WebhookQueue("online_status", cb.user_online_status_url, cb, clock) if cb.user_online_status_url else None
+        # A cluster node's device list of an online-status event is the cluster's, read when it is sent.
+        online_prepare = self._online_bodies if delivery.clustered else None
+        self.online = (
+            WebhookQueue("online_status", cb.user_online_status_url, cb, clock, prepare=online_prepare)
+            if cb.user_online_status_url
+            else None
+        )
         self.forward = (
             WebhookQueue("message_forward", cb.message_forward_url, cb, clock, prepare=self._forward_bodies)
             if cb.message_forward_url
@@ -346,10 +354,9 @@ class Webhooks:
         self.watch_presence = self.online is not None or self.push is not None
         #: Whether stored messages need reporting (forward or push).
         self.watch_messages = self.forward is not None or self.push is not None
-        # Push badge: pushes sent to a user since it was last online. Kept in memory (one process), for at most
-        # push.max_badge_users users, least recently pushed first (the dict's order): users who never come back
-        # online would otherwise each keep an entry for as long as the process runs.
-        self._badges: dict[str, int] = {}
+        # Push badge: pushes sent to a user since it was last online. In memory on one process (for at most
+        # push.max_badge_users users: gateway.cluster.local.LocalBadges), in the shared database on a cluster.
+        self._badges: BadgeCounter = delivery.badges or LocalBadges(config.push.max_badge_users)
         self.pushed = 0
         #: ``muted(user_id, msg) -> bool`` (True: no push): the user's do-not-disturb and conversation-silent
         #: settings (``settings_mute``); replaceable, e.g. by an app that keeps its own rules.
@@ -376,7 +383,7 @@ class Webhooks:
     def presence(self, user_id: str, client_id: str, platform: int, status: str) -> None:
         """A device came online, went offline or logged out (``ONLINE``/``OFFLINE``/``LOGOUT``)."""
         if status == ONLINE:
-            self._badges.pop(user_id, None)
+            self._badges.clear(user_id)
         if self.online is None:
             return
         payload = online_payload(
@@ -420,8 +427,9 @@ class Webhooks:
 
     @property
     def badge_users(self) -> int:
-        """How many users' push badge counts are kept (at most ``push.max_badge_users``)."""
-        return len(self._badges)
+        """How many users' push badge counts this process keeps (at most ``push.max_badge_users``; 0 on a
+        cluster node, whose counts are in the database)."""
+        return self._badges.users()
 
     async def settings_mute(self, user_id: str, msg: Outgoing) -> bool:
         """Whether the recipient's settings (docs/PROTOCOL.md §12.6) silence this push: the conversation is
@@ -449,6 +457,21 @@ class Webhooks:
         lo, hi = int(start) % 1440, int(end) % 1440
         return lo <= minute < hi if lo <= hi else minute >= lo or minute < hi
 
+    async def _online_bodies(self, payload: dict[str, Any]) -> list[dict[str, Any]]:
+        """A cluster node's online-status event: ``sessions`` is every node's live devices of the user
+        after the change (the event's own device as the event says, whether or not its row is written
+        yet). The database away: the list this node saw when the event happened."""
+        user_id, client_id = payload["user_id"], payload["client_id"]
+        try:
+            live = await self._delivery.online_clients_everywhere(user_id)
+        except Exception:  # noqa: BLE001 - psycopg's errors, or the node stopping: keep the local list
+            return [payload]
+        sessions = [(c, p) for c, p in live if c != client_id]
+        if payload["status"] == ONLINE:
+            sessions.append((client_id, payload["platform"]))
+        payload["sessions"] = [{"client_id": c, "platform": p} for c, p in sorted(sessions)]
+        return [payload]
+
     @staticmethod
     async def _forward_bodies(event: dict[str, Any]) -> list[dict[str, Any]]:
         return [forward_payload(event["msg"], event["result"])]
@@ -460,13 +483,11 @@ class Webhooks:
         if self.muted is not None and await self.muted(user_id, msg):
             return []
         devices = await self._store.read(push_tokens.push_devices, user_id)
-        if not devices or self._delivery.is_online(user_id):  # no device to push to, or online meanwhile
-            self._badges.pop(user_id, None)  # (it will pull): no badge to keep counting
+        # No device to push to, or online meanwhile (on any node: it will pull): no badge to keep counting.
+        if not devices or not await self._delivery.offline_everywhere((user_id,)):
+            self._badges.clear(user_id)
             return []
-        badge = self._badges.pop(user_id, 0) + 1  # re-inserted: the most recently pushed is last
-        self._badges[user_id] = badge
-        if len(self._badges) > self._config.push.max_badge_users:
-            del self._badges[next(iter(self._badges))]
+        badge = await self._badges.bump(user_id)
         self.pushed += len(devices)
         return [push_payload(user_id, d, msg, badge, self._config.push.default_content) for d in devices]
 

@@ -69,9 +69,9 @@ async def token(server: Server, user: str, device: str, platform: int = 2) -> st
 
 
 @asynccontextmanager
-async def cluster(tmp: Path, url: str) -> AsyncIterator[tuple[Server, Server]]:
+async def cluster(tmp: Path, url: str, **settings: str) -> AsyncIterator[tuple[Server, Server]]:
     key = secrets.token_hex(32)
-    async with node(tmp, url, 1, key) as one, node(tmp, url, 2, key) as two:
+    async with node(tmp, url, 1, key, **settings) as one, node(tmp, url, 2, key, **settings) as two:
         yield one, two
 
 
@@ -443,3 +443,117 @@ async def test_a_signed_admin_request_replayed_to_the_other_node_is_refused(tmp_
             for server in (two, one):
                 again = await http.post(f"{server.admin_url}/admin/user/create", content=body, headers=headers)
                 assert again.status_code == 401 and "X-Nonce already used" in again.text
+
+
+async def next_notify(c: client.Client, topic: str) -> events.Notify:
+    async for event in c.events():
+        if isinstance(event, events.Notify) and event.topic == topic:
+            return event
+    raise AssertionError("the client closed")
+
+
+async def test_live_only_pushes_reach_devices_on_the_other_node(tmp_path: Path, pg_url: str) -> None:
+    """What has no inbox row behind it — a transparent message, a relation head, a deletion — reaches the
+    other node through the push relay; the admin session list says online for a device on the other node."""
+    async with cluster(tmp_path, pg_url) as (one, two):
+        for user in ("ann", "bob"):
+            await admin(one, "user/create", {"user_id": user})
+        async with (
+            sdk(one, await token(one, "ann", "ann-phone")) as ann,
+            sdk(two, await token(one, "ann", "ann-pc", platform=3)) as ann_pc,
+            sdk(two, await token(one, "bob", "bob-phone")) as bob,
+        ):
+            with trio.fail_after(15):
+                typing = {"type": 1, "searchable_content": "typing", "persist_flag": 4}
+                await ann.messages.send(Conversation(PRIVATE, "bob"), typing)
+                got = await next_message(bob)
+                assert (got.transparent, got.seq, got.content["searchable_content"]) == (True, 0, "typing")
+                await ann.relations.send_request("bob", reason="hello")
+                head = await next_notify(bob, client.HEAD_TOPIC)
+                assert head.data["stream"] == "friend_request" and head.data["head"] >= 1
+                ack = await ann.messages.send(Conversation(PRIVATE, "bob"), {"type": 1, "searchable_content": "oops"})
+                await ann.messages.delete(ack.message_id)
+                deleted = await next_notify(ann_pc, client.MESSAGE_DELETED_TOPIC)
+                assert deleted.data["message_id"] == ack.message_id
+                listed = await admin(one, "session/list", {"user_id": "bob"})
+                assert [(x["client_id"], x["online"]) for x in listed["sessions"]] == [("bob-phone", True)]
+                relayed = (await metric_values(one))["ember_cluster_pushes_relayed_total"]
+                received = (await metric_values(two))["ember_cluster_relayed_pushes_received_total"]
+                assert relayed >= 3 and received >= 3
+
+
+async def wait_online(server: Server, user: str, online: bool) -> None:
+    """Until the admin API (the cluster's presence) says the user's one session is (or is not) online."""
+    with trio.fail_after(10):
+        while True:
+            sessions = (await admin(server, "session/list", {"user_id": user}))["sessions"]
+            if any(x["online"] for x in sessions) == online:
+                return
+            await trio.sleep(0.02)
+
+
+async def test_push_badges_and_online_status_device_lists_are_the_clusters(
+    tmp_path: Path, pg_url: str, nursery: trio.Nursery
+) -> None:
+    from tests.http_receiver import Receiver
+
+    pushes, statuses = await Receiver().start(nursery), await Receiver().start(nursery)
+    hooks = {
+        "EMBER_CALLBACK__SECRET": "hook-secret",
+        "EMBER_CALLBACK__RETRY_BASE_MS": "10",
+        "EMBER_PUSH__URL": pushes.url,
+        "EMBER_CALLBACK__USER_ONLINE_STATUS_URL": statuses.url,
+    }
+    async with cluster(tmp_path, pg_url, **hooks) as (one, two):
+        for user in ("ann", "bob", "cat"):
+            await admin(one, "user/create", {"user_id": user})
+        with trio.fail_after(30):
+            # ann's phone on node 1, then her pc on node 2: the pc's event lists both devices.
+            async with sdk(one, await token(one, "ann", "ann-phone")) as ann:
+                await statuses.wait_for(1)
+                async with sdk(two, await token(one, "ann", "ann-pc", platform=3)):
+                    await statuses.wait_for(2)
+                    pc_online = statuses.bodies()[1]
+                    assert (pc_online["client_id"], pc_online["status"]) == ("ann-pc", "online")
+                    assert [x["client_id"] for x in pc_online["sessions"]] == ["ann-pc", "ann-phone"]
+                # bob uploads a push token on node 2 and goes away.
+                async with sdk(two, await token(one, "bob", "bob-phone", platform=1)) as bob:
+                    await bob.set_push_token(1, "apns-bob")
+                await wait_online(one, "bob", False)
+                async with sdk(two, await token(one, "cat", "cat-phone")) as cat:
+                    # Stored by node 1, then by node 2: one count, not one per node.
+                    await ann.messages.send(Conversation(PRIVATE, "bob"), {"type": 1, "searchable_content": "1"})
+                    await pushes.wait_for(1)
+                    await cat.messages.send(Conversation(PRIVATE, "bob"), {"type": 1, "searchable_content": "2"})
+                    await pushes.wait_for(2)
+                    # bob back online on node 1 resets the count node 2 pushes from.
+                    async with sdk(one, await token(one, "bob", "bob-phone", platform=1)):
+                        await wait_online(two, "bob", True)
+                    await wait_online(two, "bob", False)
+                    await cat.messages.send(Conversation(PRIVATE, "bob"), {"type": 1, "searchable_content": "3"})
+                    await pushes.wait_for(3)
+        assert [(b["sender"], b["badge"]) for b in pushes.bodies()] == [("ann", 1), ("cat", 2), ("cat", 1)]
+
+
+async def test_a_chatroom_resend_through_the_other_node_is_answered_not_sent_twice(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """ann sends to the room through node 1, moves to node 2 and sends the same client_msg_id again (her
+    SDK's resend after a reconnect): the first send's ack comes back, and bob hears the message once."""
+    async with cluster(tmp_path, pg_url) as (one, two):
+        for user in ("ann", "bob"):
+            await admin(one, "user/create", {"user_id": user})
+        await admin(one, "chatroom/create", {"chatroom_id": "lobby", "title": "Lobby"})
+        async with sdk(two, await token(one, "bob", "bob-phone")) as bob:
+            with trio.fail_after(20):
+                await join_when_known(bob, "lobby")
+                async with sdk(one, await token(one, "ann", "ann-phone")) as ann:
+                    await ann.chatrooms.join("lobby")
+                    first = await ann.chatrooms.send({"type": 1, "searchable_content": "once"}, client_msg_id="c-1")
+                async with sdk(two, await token(one, "ann", "ann-phone")) as ann:
+                    await ann.chatrooms.join("lobby")
+                    again = await ann.chatrooms.send({"type": 1, "searchable_content": "once"}, client_msg_id="c-1")
+                    assert (again.message_id, again.server_time) == (first.message_id, first.server_time)
+                    await ann.chatrooms.send({"type": 1, "searchable_content": "next"}, client_msg_id="c-2")
+                assert await room_texts(bob, 2) == [("ann", "once"), ("ann", "next")]
+                assert (await metric_values(two))["ember_cluster_room_resends_total"] == 1

@@ -256,7 +256,7 @@ def _routes(
         """A user's sessions, active and deleted, with whether each is online. Never the secrets."""
         if await store.get_user(req.user_id) is None:
             return answer(ErrorCode.NOT_EXIST)
-        online = {client_id for client_id, _ in delivery.online_clients(req.user_id)}
+        online = {client_id for client_id, _ in await delivery.online_clients_everywhere(req.user_id)}
         rows = [
             {
                 "client_id": s.client_id,

@@ -133,7 +133,7 @@ class SessionOut(BaseModel):
     created_at: int
     issued_at: int
     last_seen: int
-    online: bool = Field(description="a connection of this session is live on this gateway")
+    online: bool = Field(description="a connection of this session is live (on any node of a cluster)")
 
 
 class SessionList(BaseModel):

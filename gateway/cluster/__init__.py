@@ -73,6 +73,20 @@ class Presence(Protocol):
         """(client_id, platform) of each of the user's live connections."""
         ...
 
+    # ``offline`` and ``online_clients`` are synchronous: the hot path's push decision cannot await. A
+    # cluster node answers them for itself (the push decision of a stored message is the cluster's by
+    # another way: docs/ARCHITECTURE.md); callers that can wait, and must be right for the whole cluster
+    # (the push sender's "online meanwhile?", the admin API's session list, the online-status webhook's
+    # device list), await these:
+
+    async def offline_everywhere(self, user_ids: Iterable[str]) -> list[str]:
+        """``offline`` over every node (one query in a cluster)."""
+        ...
+
+    async def online_clients_everywhere(self, user_id: str) -> list[tuple[str, int]]:
+        """``online_clients`` over every node, by client id."""
+        ...
+
 
 class NoticeBus(Protocol):
     """Words for live connections, carried to whichever node holds them. None blocks or waits.
@@ -106,6 +120,22 @@ class NoticeBus(Protocol):
     def go_away(self, retry_ms: int, redirect: str) -> int:
         """Every connection of this node: answer what it has read, send DISCONNECT (retry in ``retry_ms``,
         at ``redirect``), close. How many were told. (A cluster may add the node to drain as an argument.)"""
+        ...
+
+
+class BadgeCounter(Protocol):
+    """Each offline user's push badge: pushes sent to it since it was last online (on any node)."""
+
+    async def bump(self, user_id: str) -> int:
+        """One more push request goes to the user: its badge, counting this one."""
+        ...
+
+    def clear(self, user_id: str) -> None:
+        """The user came online (or will pull anyway): the next push counts from 1. Never blocks."""
+        ...
+
+    def users(self) -> int:
+        """How many users' counts this process keeps in memory (0 where they live in a database)."""
         ...
 
 
@@ -146,10 +176,13 @@ class RoomRelay(Protocol):
         packed: bytes,
         origin: tuple[str, str] | None,
         in_history: bool,
-        done: Callable[[bool], None],
+        done: Callable[[bool, dict[str, int] | None], None],
+        client_msg_id: str | None = None,
     ) -> None:
-        """Queue the message for the room; ``done(True)`` once it is committed (every node will deliver
-        it), ``done(False)`` if it could not be (the database is away: answer 250). Never blocks."""
+        """Queue the message for the room; ``done(True, None)`` once it is committed (every node will
+        deliver it), ``done(True, ack)`` if the sender's ``client_msg_id`` was sent to the room before,
+        through any node (``ack`` is that send's; nothing is sent again), ``done(False, None)`` if it could
+        not be (the database is away: answer 250). Never blocks."""
         ...
 
     async def joined(self, chatroom_id: str, user_id: str, client_id: str) -> None:

@@ -60,6 +60,14 @@ class Router:
         """(client_id, platform) of the user's live connections on this node."""
         return [(c.client_id, c.platform) for c in self.connections(user_id)]
 
+    async def offline_everywhere(self, user_ids: Iterable[str]) -> list[str]:
+        """One node: ``offline``, already the whole answer."""
+        return self.offline(user_ids)
+
+    async def online_clients_everywhere(self, user_id: str) -> list[tuple[str, int]]:
+        """One node: ``online_clients``, by client id as a cluster answers."""
+        return sorted(self.online_clients(user_id))
+
     # --- NoticeBus --------------------------------------------------------------------------------
     # The push methods walk the user's dict itself, not a snapshot: nothing they call changes it (a push
     # that overflows an outbox only cancels that connection's task; it unregisters later, in its own task).
@@ -157,3 +165,26 @@ class Router:
                 census.frames_in += received
             census.outbox_bytes += getattr(conn, "outbox_queued_bytes", 0)
         return census
+
+
+class LocalBadges:
+    """``BadgeCounter`` of one process: in memory, for at most ``max_users`` users, least recently pushed
+    forgotten first (the dict's order): users who never come back online would otherwise each keep an entry
+    for as long as the process runs (``push.max_badge_users``)."""
+
+    def __init__(self, max_users: int) -> None:
+        self.max_users = max_users
+        self._badges: dict[str, int] = {}
+
+    async def bump(self, user_id: str) -> int:
+        badge = self._badges.pop(user_id, 0) + 1  # re-inserted: the most recently pushed is last
+        self._badges[user_id] = badge
+        if len(self._badges) > self.max_users:
+            del self._badges[next(iter(self._badges))]
+        return badge
+
+    def clear(self, user_id: str) -> None:
+        self._badges.pop(user_id, None)
+
+    def users(self) -> int:
+        return len(self._badges)

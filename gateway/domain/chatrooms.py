@@ -427,9 +427,14 @@ class ChatroomService:
             return
         ack = {"message_id": msg.message_id, "server_time": msg.server_time, "seq": 0}
 
-        def done(committed: bool) -> None:
+        def done(committed: bool, earlier: dict[str, int] | None) -> None:
             if not committed:
                 reply(ErrorCode.OVER_FREQUENCY, None)  # the database is away: the SDK sends it again
+                return
+            if earlier is not None:  # a resend of what went through another node (or this one) before
+                if key is not None:
+                    room.recent_ids[key] = earlier
+                reply(ErrorCode.SUCCESS, earlier)
                 return
             if key is not None:
                 room.recent_ids[key] = ack
@@ -441,7 +446,10 @@ class ChatroomService:
 
         in_history = self.config.message.chatroom_history and msg.persist_flag != PERSIST_TRANSPARENT
         sender = None if origin is None else (origin.user_id, origin.client_id)
-        relay.publish(room.record.chatroom_id, msg.message_id, codec.pack(msg.to_wire()), sender, in_history, done)
+        relay.publish(
+            room.record.chatroom_id, msg.message_id, codec.pack(msg.to_wire()), sender, in_history, done,
+            msg.client_msg_id,
+        )  # fmt: skip
 
     async def send_async(self, msg: Outgoing, origin_client: str | None) -> tuple[int, Any]:
         """``send_nowait``, awaited (the admin API's send)."""

@@ -84,10 +84,9 @@ class RelationService:
         for change in changes:
             key = (change.user_id, change.stream)
             last[key] = max(last.get(key, 0), change.head)
-        offline = set(self.delivery.offline({user_id for user_id, _ in last}))  # nobody to encode a head for
+        # Not filtered by this node's ``offline``: in a cluster the owner's devices may all be on other nodes
+        # (the push reaches them through the relay). A change names one or two users: a few bodies at most.
         for (user_id, stream), head in last.items():
-            if user_id in offline:
-                continue
             except_client = origin[1] if origin is not None and origin[0] == user_id else None
             self.delivery.push(user_id, encode_notify_body(HEAD_TOPIC, {"stream": stream, "head": head}), except_client)
 

@@ -14,8 +14,12 @@ id back. Meanwhile, on the trio loop:
 - ``await offline(user_ids)`` / ``await online_clients(user_id)``: the whole cluster's answer, one query.
   Awaitable, unlike the seam's (a database cannot answer on the event loop): see docs/ARCHITECTURE.md for
   how the push decision gets it without an await (``notify.notify_holders`` in the writer's transaction);
+- ``relay_push(user_id, body, except_client)``: a live-only push (no inbox row behind it, so no writer's
+  notice) for the user's devices on other nodes: rows in ``ember_cluster_pushes`` and a "push" notice to
+  each node holding one, batched per written batch; the holder reads and deletes its rows in id order;
 - notices in: "replace", "kick", "close" reach the Router; "inbox" goes to ``on_inbox`` (the wiring decides:
-  read and push, or tell the devices to pull); after a gap ``on_resync`` (tell every device to pull).
+  read and push, or tell the devices to pull); "push" reads this node's relayed pushes; after a gap
+  ``on_resync`` (tell every device to pull) and the relayed pushes are read again.
 
 Wired into ``gateway.server`` with ``server.cluster`` (``wiring``); docs/ARCHITECTURE.md, "Delivery and the
 cluster seam", lists what is still per node.
@@ -23,7 +27,7 @@ cluster seam", lists what is still per node.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -40,6 +44,7 @@ from gateway.cluster.postgres.notices import (
     InboxNotice,
     KickNotice,
     Notice,
+    PushNotice,
     ReplaceNotice,
     RoomChangedNotice,
     RoomNotice,
@@ -47,11 +52,17 @@ from gateway.cluster.postgres.notices import (
     send_notice,
 )
 from gateway.cluster.postgres.presence import PresenceTable
-from gateway.cluster.postgres.tables import Connection, ensure_tables
+from gateway.cluster.postgres.tables import PUSHES, Connection, ensure_tables
 from protocol.codes import ConnectionStatus
 
 T = TypeVar("T")
 _STATUSES = frozenset(int(status) for status in ConnectionStatus)
+
+#: A relayed push older than this when its node reads it is dropped: it was a live word (a typing
+#: indicator, a head), and a device connected that long has synced since (docs/ARCHITECTURE.md).
+PUSH_STALE_SECONDS = 30
+#: Rows for a node id that nobody has read for this long (its node died) are removed at any node's start.
+PUSH_ORPHAN_SECONDS = 300
 
 
 @dataclass
@@ -87,7 +98,8 @@ class ClusterNode:
         self.router = router
         self.lease = NodeLease(node_id, lease_seconds=lease_seconds, clock=clock)
         self.presence = PresenceTable(node_id, clock=clock)
-        self.listener = NoticeListener(url, node_id, on_resync)
+        self.listener = NoticeListener(url, node_id, self._resynced)
+        self._on_resync = on_resync
         self._url = url
         self._on_inbox = on_inbox
         self._on_lease_lost = on_lease_lost
@@ -106,6 +118,10 @@ class ClusterNode:
         self.unknown_statuses = 0
         #: Where the chatroom notices go ("room", "roomrec", "ustatus"): ``rooms.ClusterRooms.take``.
         self.on_room_notice: Callable[[Notice], None] | None = None
+        # Live-only pushes for other nodes: the batch the next queued write will send (None: start one).
+        self._relay_batch: list[tuple[str, str | None, bytes]] | None = None
+        self._pushes_wake = trio.Event()
+        self.pushes_relayed = self.pushes_received = self.push_read_failures = 0
 
     # --- lifetime ----------------------------------------------------------------------------------
 
@@ -117,11 +133,13 @@ class ClusterNode:
         try:
             await beat.run(ensure_tables)
             await beat.run(self.lease.claim, self._claim_wait_seconds)
+            await beat.run(self._purge_pushes)
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.listener.run)
                 nursery.start_soon(self.lease.keep, beat, self._on_lease_lost, self._heartbeat_seconds)
                 nursery.start_soon(self._write_forever, writes)
                 nursery.start_soon(self._take_notices)
+                nursery.start_soon(self._read_pushes_forever)
                 task_status.started()
         finally:
             with trio.CancelScope(shield=True):
@@ -172,12 +190,20 @@ class ClusterNode:
         while self._done < target:
             await self._progress.wait()
 
-    async def offline(self, user_ids: list[str]) -> list[str]:
+    async def offline(self, user_ids: Iterable[str]) -> list[str]:
         """Those of ``user_ids`` with no live connection on any node, in order (one query)."""
         return await self._read(self.presence.offline, user_ids)
 
     async def online_clients(self, user_id: str) -> list[tuple[str, int]]:
         return await self._read(self.presence.online_clients, user_id)
+
+    async def query(self, fn: Callable[..., T], *args: object) -> T:
+        """``fn(connection, *args)`` on the node's reader connection, in a thread (one at a time)."""
+        return await self._read(fn, *args)
+
+    def queue_write(self, write: Callable[[Connection], None]) -> None:
+        """``write(connection)`` after every presence write and notice queued before it (fire and forget)."""
+        self._queue(write)
 
     async def _read(self, fn: Callable[..., T], *args: object) -> T:
         if self._reader is None:
@@ -210,6 +236,87 @@ class ClusterNode:
 
         self._queue(write)
 
+    # --- live-only pushes for devices on other nodes ------------------------------------------------
+
+    def relay_push(self, user_id: str, body: bytes, except_client: str | None = None) -> None:
+        """``body`` (a NOTIFY body) to the user's devices on the other nodes, but ``except_client``; the
+        caller pushed it to this node's. Fire and forget: queued, and written with the pushes queued
+        beside it in one transaction (which nodes hold the users: one query; the rows: one statement; a
+        "push" notice per node)."""
+        batch = self._relay_batch
+        if batch is None:
+            batch = self._relay_batch = []
+            self._queue(lambda db: self._write_pushes(db, batch))
+        batch.append((user_id, except_client, body))
+
+    def _write_pushes(self, db: Connection, batch: list[tuple[str, str | None, bytes]]) -> None:
+        with db.transaction():
+            holders = self.presence.holders(db, {user_id for user_id, _, _ in batch})
+            nodes: list[int] = []
+            users: list[str] = []
+            excepts: list[str | None] = []
+            bodies: list[bytes] = []
+            for node, here in sorted(holders.items()):
+                if node == self.node_id:
+                    continue
+                for user_id, except_client, body in batch:
+                    if user_id in here:
+                        nodes.append(node)
+                        users.append(user_id)
+                        excepts.append(except_client)
+                        bodies.append(body)
+            if not nodes:
+                return
+            db.execute(
+                f"""INSERT INTO {PUSHES} (node_id, user_id, except_client, body)
+                    SELECT n, u, e, b FROM unnest(%s::integer[], %s::text[], %s::text[], %s::bytea[])
+                        WITH ORDINALITY AS t(n, u, e, b, i) ORDER BY i""",
+                (nodes, users, excepts, bodies),
+            )
+            for node in sorted(set(nodes)):
+                send_notice(db, node, PushNotice(self.node_id))
+        self.pushes_relayed += len(nodes)
+
+    def _take_pushes(self, db: Connection) -> list[tuple[str, str | None, bytes]]:
+        """This node's relayed pushes, oldest first, deleted as they are read (stale ones dropped)."""
+        with db.transaction():
+            rows = db.execute(
+                f"""WITH taken AS (
+                        DELETE FROM {PUSHES} WHERE node_id = %s
+                        RETURNING id, user_id, except_client, body,
+                                  created_at > now() - make_interval(secs => %s) AS fresh)
+                    SELECT user_id, except_client, body FROM taken WHERE fresh ORDER BY id""",
+                (self.node_id, PUSH_STALE_SECONDS),
+            ).fetchall()
+        return [(user_id, except_client, bytes(body)) for user_id, except_client, body in rows]
+
+    def _purge_pushes(self, db: Connection) -> None:
+        """At start: rows left for this id by an earlier start, and any node's long unread ones."""
+        with db.transaction():
+            db.execute(
+                f"DELETE FROM {PUSHES} WHERE node_id = %s OR created_at < now() - make_interval(secs => %s)",
+                (self.node_id, PUSH_ORPHAN_SECONDS),
+            )
+
+    async def _read_pushes_forever(self) -> None:
+        while True:
+            await self._pushes_wake.wait()
+            self._pushes_wake = trio.Event()  # a notice arriving during the read wakes the next one
+            try:
+                rows = await self._read(self._take_pushes)
+            except psycopg.Error:
+                self.push_read_failures += 1  # the database is away: read again shortly
+                await trio.sleep(0.5)
+                self._pushes_wake.set()
+                continue
+            for user_id, except_client, body in rows:
+                self.pushes_received += self.router.push(user_id, body, except_client)
+
+    def _resynced(self) -> None:
+        """After a listener gap: a "push" notice may have been missed; then the wiring's own resync."""
+        self._pushes_wake.set()
+        self._on_resync()
+
     # --- the queue ---------------------------------------------------------------------------------
 
     def _queue(self, write: Callable[[Connection], None]) -> None:
@@ -224,6 +331,7 @@ class ClusterNode:
             while self._pending:
                 batch = self._pending
                 self._pending = []
+                self._relay_batch = None  # the pushes relayed from now on go in a write of their own
                 size = len(batch)  # _write_batch empties it as it goes
                 try:
                     await db.run(self._write_batch, batch)
@@ -267,6 +375,8 @@ class ClusterNode:
                 self.router.kick(u, c, ConnectionStatus(s))
             case CloseUserNotice(user_id=u, status=s) if s in _STATUSES:
                 self.router.close_user(u, ConnectionStatus(s))
+            case PushNotice():
+                self._pushes_wake.set()
             case RoomNotice() | RoomChangedNotice() | UserStatusNotice():
                 if self.on_room_notice is not None:
                     self.on_room_notice(notice)

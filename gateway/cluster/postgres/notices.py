@@ -26,6 +26,9 @@ database or tells its clients to pull. Fields (every payload has ``v``, ``n`` an
       "roomrec"  r: chatroom_id: the admin API changed (created, updated or destroyed) that room's record;
                  the receiver reads it again (gone: its members there get ``chatroom_quit``, destroyed).
       "ustatus"  u, s: the admin API set that user's status to s (muted users may not send to a room).
+      "push"     (nothing more): rows for the receiving node's devices are in ``ember_cluster_pushes``
+                 (live-only pushes: a deletion, a relation head, a transparent message); the receiver
+                 reads and deletes them, in id order, and pushes each. One per node per written batch.
 
 Example: {"v":1,"n":2,"k":"inbox","u":{"alice":41,"bob":7}}
 """
@@ -98,7 +101,15 @@ class UserStatusNotice:
     status: int
 
 
-Notice = InboxNotice | ReplaceNotice | KickNotice | CloseUserNotice | RoomNotice | RoomChangedNotice | UserStatusNotice
+@dataclass(frozen=True)
+class PushNotice:
+    sender: int
+
+
+Notice = (
+    InboxNotice | ReplaceNotice | KickNotice | CloseUserNotice | RoomNotice | RoomChangedNotice | UserStatusNotice
+    | PushNotice
+)  # fmt: skip
 
 
 def _dump(obj: dict[str, object]) -> str:
@@ -125,6 +136,8 @@ def encode(notice: Notice) -> str:
             body = {"k": "roomrec", "r": r}
         case UserStatusNotice(user_id=u, status=s):
             body = {"k": "ustatus", "u": u, "s": s}
+        case PushNotice():
+            body = {"k": "push"}
     payload = _dump(head | body)
     if len(payload.encode()) > MAX_PAYLOAD_BYTES:
         raise ValueError("notice payload over the NOTIFY limit")
@@ -185,6 +198,8 @@ def decode(payload: str) -> Notice | None:
             return RoomChangedNotice(sender, obj["r"])
         elif kind == "ustatus" and _strs(obj["u"]) and isinstance(obj["s"], int):
             return UserStatusNotice(sender, obj["u"], obj["s"])
+        elif kind == "push":
+            return PushNotice(sender)
     except (ValueError, KeyError, TypeError):
         return None
     return None

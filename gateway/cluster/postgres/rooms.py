@@ -66,8 +66,10 @@ class _Publish:
     packed: bytes
     origin: tuple[str, str] | None
     in_history: bool
-    done: Callable[[bool], None]
+    done: Callable[[bool, dict[str, int] | None], None]
+    client_msg_id: str | None = None
     seq: int = 0
+    earlier: dict[str, int] | None = None  # a resend: the first send's ack (nothing stored, nothing sent)
 
 
 @dataclass
@@ -87,6 +89,20 @@ class _Broadcast:
 
 _Write = _Publish | _Membership | _Broadcast
 
+
+
+def _earlier_send(conn: Connection, room: str, sender: str, client_msg_id: str) -> dict[str, int] | None:
+    """The ack of the sender's earlier message with this client_msg_id in the room's kept messages, if any
+    (called under the room's row lock, so a resend racing on another node waits and finds it)."""
+    row = conn.execute(
+        f"""SELECT packed FROM {ROOM_MESSAGES}
+            WHERE chatroom_id = %s AND origin_user = %s AND client_msg_id = %s LIMIT 1""",
+        (room, sender, client_msg_id),
+    ).fetchone()
+    if row is None:
+        return None
+    wire = codec.unpack(bytes(row[0]))
+    return {"message_id": wire["message_id"], "server_time": wire["server_time"], "seq": 0}
 
 class ClusterRooms:
     """This node's ``RoomRelay``. ``run`` in a nursery; ``take`` gets the node's room notices."""
@@ -108,6 +124,7 @@ class ClusterRooms:
         self._room_changed: Callable[[str], None] = lambda room: None
         self._user_status: Callable[[str, int], None] = lambda user, status: None
         self.published = self.notices_sent = self.fetched = self.lost = self.failed = self.resyncs = 0
+        self.resends = 0  # sends answered with an earlier send's ack (the same client_msg_id)
 
     def attach(
         self,
@@ -140,9 +157,10 @@ class ClusterRooms:
         packed: bytes,
         origin: tuple[str, str] | None,
         in_history: bool,
-        done: Callable[[bool], None],
+        done: Callable[[bool, dict[str, int] | None], None],
+        client_msg_id: str | None = None,
     ) -> None:
-        self._queue(_Publish(chatroom_id, message_id, packed, origin, in_history, done))
+        self._queue(_Publish(chatroom_id, message_id, packed, origin, in_history, done, client_msg_id))
 
     async def joined(self, chatroom_id: str, user_id: str, client_id: str) -> None:
         write = _Membership(chatroom_id, user_id, client_id, True)
@@ -254,7 +272,7 @@ class ClusterRooms:
                     kept: list[_Write] = []
                     for write in batch:
                         if isinstance(write, _Publish):
-                            write.done(False)
+                            write.done(False, None)
                         else:
                             kept.append(write)
                     self._pending[:0] = kept
@@ -264,8 +282,12 @@ class ClusterRooms:
                 self.notices_sent += notices
                 for write in batch:
                     if isinstance(write, _Publish):
+                        if write.earlier is not None:
+                            self.resends += 1
+                            write.done(True, write.earlier)
+                            continue
                         self.published += 1
-                        write.done(True)
+                        write.done(True, None)
                         self._event(write.chatroom_id, write.seq, RoomMessage(write.seq, write.packed, write.origin))
                     elif isinstance(write, _Membership):
                         if write.present and write.chatroom_id not in self._last:
@@ -295,16 +317,22 @@ class ClusterRooms:
             for write in batch:
                 if isinstance(write, _Publish):
                     room = write.chatroom_id
+                    sender = write.origin[0] if write.origin else None
+                    if write.client_msg_id is not None and sender is not None:
+                        write.earlier = _earlier_send(conn, room, sender, write.client_msg_id)
+                        if write.earlier is not None:
+                            continue  # a resend (through this node or another): answered, not sent again
                     seqs[room] += 1
                     write.seq = seqs[room]
                     conn.execute(
                         f"""INSERT INTO {ROOM_MESSAGES}
-                            (chatroom_id, seq, message_id, in_history, origin_user, origin_client, packed)
-                            VALUES (%s, %s, %s, %s, %s, %s, %s)""",
+                            (chatroom_id, seq, message_id, in_history, origin_user, origin_client, packed,
+                             client_msg_id)
+                            VALUES (%s, %s, %s, %s, %s, %s, %s, %s)""",
                         (
                             room, write.seq, write.message_id, write.in_history,
-                            write.origin[0] if write.origin else None, write.origin[1] if write.origin else None,
-                            write.packed,
+                            sender, write.origin[1] if write.origin else None,
+                            write.packed, write.client_msg_id,
                         ),
                     )  # fmt: skip
                 elif isinstance(write, _Membership):
@@ -325,7 +353,7 @@ class ClusterRooms:
                         )
                 else:
                     broadcasts.append(encode(write.notice))
-            published = {w.chatroom_id for w in batch if isinstance(w, _Publish)}
+            published = {w.chatroom_id for w in batch if isinstance(w, _Publish) and w.earlier is None}
             for room in sorted(published):
                 conn.execute(f"UPDATE {ROOMS} SET seq = %s WHERE chatroom_id = %s", (seqs[room], room))
                 conn.execute(

@@ -16,6 +16,13 @@ connection holds it, and a generation from a sequence, larger for a later regist
 ``ember_cluster_rooms``, ``ember_cluster_room_members``, ``ember_cluster_room_messages``: the chatrooms'
 shared state (``rooms``): each room's message counter, who is present on which node (a row counts while
 its node's lease runs, as presence), and the room's last messages, which every node delivers in order.
+
+``ember_cluster_pushes``: live-only words for devices on another node (a deletion, a relation head, a
+transparent message): no inbox row stands behind them, so the writer's notice cannot carry them; the node
+holding the device reads and deletes its rows on a "push" notice (``node.ClusterNode.relay_push``).
+
+``ember_cluster_badges``: each offline user's push badge (pushes since it was last online on any node;
+``badges``).
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ ROOMS = "ember_cluster_rooms"
 ROOM_MEMBERS = "ember_cluster_room_members"
 ROOM_MESSAGES = "ember_cluster_room_messages"
 ADMIN_NONCES = "ember_cluster_admin_nonces"
+PUSHES = "ember_cluster_pushes"
+BADGES = "ember_cluster_badges"
 
 _DDL = (
     f"""CREATE UNLOGGED TABLE IF NOT EXISTS {NODES} (
@@ -75,6 +84,20 @@ _DDL = (
         nonce      text PRIMARY KEY,
         expires_at bigint NOT NULL
     )""",
+    # Pushes for another node's devices, by the node that holds them; read and deleted there in id order.
+    f"""CREATE UNLOGGED TABLE IF NOT EXISTS {PUSHES} (
+        id            bigserial PRIMARY KEY,
+        node_id       integer NOT NULL,
+        user_id       text NOT NULL,
+        except_client text,
+        body          bytea NOT NULL,
+        created_at    timestamptz NOT NULL DEFAULT now()
+    )""",
+    f"CREATE INDEX IF NOT EXISTS {PUSHES}_node ON {PUSHES} (node_id, id)",
+    f"""CREATE UNLOGGED TABLE IF NOT EXISTS {BADGES} (
+        user_id text PRIMARY KEY,
+        badge   integer NOT NULL
+    )""",
     f"""CREATE UNLOGGED TABLE IF NOT EXISTS {ROOM_MESSAGES} (
         chatroom_id   text NOT NULL,
         seq           bigint NOT NULL,
@@ -85,6 +108,11 @@ _DDL = (
         packed        bytea NOT NULL,
         PRIMARY KEY (chatroom_id, seq)
     )""",
+    # A sender's client_msg_id, so a resend through another node (after a reconnect) is answered with the
+    # first send's ack, not delivered twice: the room's row lock orders the check and the insert.
+    f"ALTER TABLE {ROOM_MESSAGES} ADD COLUMN IF NOT EXISTS client_msg_id text",
+    f"""CREATE INDEX IF NOT EXISTS {ROOM_MESSAGES}_resend ON {ROOM_MESSAGES} (chatroom_id, origin_user, client_msg_id)
+        WHERE client_msg_id IS NOT NULL""",
 )
 
 # Two nodes starting at once may both run CREATE ... IF NOT EXISTS, which can still fail on the catalog's

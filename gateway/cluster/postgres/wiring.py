@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -33,6 +34,7 @@ from gateway.cluster.postgres.rooms import ClusterRooms
 from gateway.cluster.postgres.tables import Connection
 from protocol import codec
 from protocol.codes import ConnectionStatus
+from protocol.connection import encode_msg_push
 from storage import Store
 from storage.messages import PullResult, SendResult, pull
 
@@ -45,13 +47,26 @@ class ClusterSeams:
     def __init__(self, node: ClusterNode, router: Router) -> None:
         self.node = node
         self.router = router
-        self.push = router.push
-        self.push_message = router.push_message
         self.push_update = router.push_update
         self.go_away = router.go_away
         self.offline = router.offline
         self.online_clients = router.online_clients
+        self.offline_everywhere = node.offline
+        self.online_clients_everywhere = node.online_clients
         self.written = node.written
+
+    def push(self, user_id: str, body: bytes, except_client: str | None = None) -> int:
+        """This node's devices at once; the other nodes' through the relay (a live-only word: no inbox
+        row stands behind it for the writer's notice to name)."""
+        self.node.relay_push(user_id, body, except_client)
+        return self.router.push(user_id, body, except_client)
+
+    def push_message(self, user_id: str, seq: int, packed_message: bytes, except_client: str | None = None) -> int:
+        """A stored message (seq > 0) reaches other nodes by the writer's notice; a transparent one (seq 0,
+        in no inbox) by the relay."""
+        if seq == 0:
+            self.node.relay_push(user_id, encode_msg_push(0, packed_message), except_client)
+        return self.router.push_message(user_id, seq, packed_message, except_client)
 
     def register(self, conn: LiveConnection) -> None:
         self.node.register(conn)
@@ -95,13 +110,12 @@ def before_commit_hook(node_id: int, sent: NoticesSent | None = None) -> Any:
         # there to its head (then the other node pushes each, and none of another batch's twice).
         lows: dict[str, int] = {}
         counts: dict[str, int] = {}
-        for result in results:
-            for one in result if isinstance(result, tuple | list) else (result,):
-                if isinstance(one, SendResult):
-                    for user_id, seq in one.seqs.items():
-                        counts[user_id] = counts.get(user_id, 0) + 1
-                        if seq < lows.get(user_id, seq + 1):
-                            lows[user_id] = seq
+        sends = list(_send_results(results))
+        for one in sends:
+            for user_id, seq in one.seqs.items():
+                counts[user_id] = counts.get(user_id, 0) + 1
+                if seq < lows.get(user_id, seq + 1):
+                    lows[user_id] = seq
         firsts = {
             user_id: low
             for user_id, low in lows.items()
@@ -110,12 +124,22 @@ def before_commit_hook(node_id: int, sent: NoticesSent | None = None) -> Any:
         notified = notify_holders(conn, presence, heads, firsts)
         counter.count += sum(notified.notices.values())
         offline = frozenset(notified.offline)
-        for result in results:
-            for one in result if isinstance(result, tuple | list) else (result,):
-                if isinstance(one, SendResult):
-                    one.cluster_offline = offline
+        for one in sends:
+            one.cluster_offline = offline
 
     return hook
+
+
+def _send_results(results: list[object]) -> Iterator[SendResult]:
+    """The stored messages among a batch's results: a send's ``SendResult``, a group send's several, and
+    the notification an operation stored (a group operation's ``stored``: its push decision is the
+    cluster's too, not this node's)."""
+    for result in results:
+        for one in result if isinstance(result, tuple | list) else (result,):
+            if isinstance(one, SendResult):
+                yield one
+            elif isinstance(stored := getattr(one, "stored", None), SendResult):
+                yield stored
 
 
 #: Most messages one notice has pushed per user (a longer run: the device pulls the rest, as after a gap).
@@ -222,6 +246,8 @@ def cluster_figures(
         "ember_cluster_pushes_total": ("counter", "Pushes made on other nodes' notices.", pusher.pushed),
         "ember_cluster_presence_rows": ("gauge", "Sessions this node holds in the presence table.", len(node._sessions)),
         "ember_cluster_presence_write_failures_total": ("counter", "Presence writes retried (database away).", node.write_failures),
+        "ember_cluster_pushes_relayed_total": ("counter", "Live-only pushes this node wrote for other nodes' devices.", node.pushes_relayed),
+        "ember_cluster_relayed_pushes_received_total": ("counter", "Relayed pushes handed to this node's devices.", node.pushes_received),
     }
     if rooms is not None:
         figures |= {
@@ -229,5 +255,6 @@ def cluster_figures(
             "ember_cluster_room_messages_fetched_total": ("counter", "Chatroom messages this node read from the relay table.", rooms.fetched),
             "ember_cluster_room_messages_lost_total": ("counter", "Chatroom messages trimmed before this node read them.", rooms.lost),
             "ember_cluster_room_failures_total": ("counter", "Relay writes or reads that failed (database away).", rooms.failed),
+            "ember_cluster_room_resends_total": ("counter", "Chatroom sends answered with an earlier send's ack (same client_msg_id).", rooms.resends),
         }
     return figures
