@@ -27,6 +27,7 @@ from psycopg import sql
 import client
 from client import Conversation
 from gateway.clock import Clock
+from gateway.cluster.postgres.nodes import LEASE_SECONDS
 from gateway.signing import signed_json
 from protocol import events
 from protocol.codes import ConnectionStatus, ConversationType, ErrorCode
@@ -214,9 +215,17 @@ async def test_a_node_sigkilled_mid_stream_loses_no_acked_message_after_its_clie
                     with contextlib.suppress(trio.BrokenResourceError):
                         await send_more(5)  # written to a dead node: never acked
             assert await one.process.wait() == -signal.SIGKILL
+            killed_at = trio.current_time()
             await alice.stream.aclose()
             unacked = [cmid for cmid in sent if cmid not in acked]
             assert len(acked) >= KILL_AFTER_ACKS and unacked
+            # The dead node's presence rows stop counting once its lease runs out: the other node's answer
+            # (the admin API's, the cluster's) says alice is offline without anyone deleting her row.
+            await wait_online(two, "alice", False)
+            print(
+                f"SIGKILL: {len(acked)} acked before the kill, {len(unacked)} unacked and resent; alice counted "
+                f"offline {trio.current_time() - killed_at:.2f} s after the kill (lease {LEASE_SECONDS} s)"
+            )
 
             # The client goes to the other node with the same token (the sessions are the database's).
             alice = await RawClient.connect(two, tokens["alice"])
