@@ -566,3 +566,22 @@ async def test_a_chatroom_resend_through_the_other_node_is_answered_not_sent_twi
                     await ann.chatrooms.send({"type": 1, "searchable_content": "next"}, client_msg_id="c-2")
                 assert await room_texts(bob, 2) == [("ann", "once"), ("ann", "next")]
                 assert (await metric_values(two))["ember_cluster_room_resends_total"] == 1
+
+
+async def test_an_admin_kick_and_destroy_on_one_node_end_the_connection_on_the_other(
+    tmp_path: Path, pg_url: str
+) -> None:
+    async with cluster(tmp_path, pg_url) as (one, two):
+        await admin(one, "user/create", {"user_id": "ann"})
+        async with (
+            sdk(two, await token(one, "ann", "ann-phone")) as phone,
+            sdk(two, await token(one, "ann", "ann-pc", platform=3)) as pc,
+        ):
+            with trio.fail_after(10):
+                await admin(one, "session/kick", {"user_id": "ann", "client_id": "ann-phone"})
+                assert await phone.wait_status(ConnectionStatus.SECRET_KEY_MISMATCH) == ConnectionStatus.SECRET_KEY_MISMATCH
+                await admin(one, "session/destroy", {"user_id": "ann", "client_id": "ann-pc"})
+                assert await pc.wait_status(ConnectionStatus.SECRET_KEY_MISMATCH) == ConnectionStatus.SECRET_KEY_MISMATCH
+                await wait_online(one, "ann", False)
+                states = {x["client_id"]: x["deleted_reason"] for x in (await admin(two, "session/list", {"user_id": "ann"}))["sessions"]}
+                assert states == {"ann-phone": "kicked", "ann-pc": "destroyed"}
