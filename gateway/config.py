@@ -563,7 +563,8 @@ class PushConfig(_Section):
     )
     max_badge_users: int = _key(
         100000, "Most users whose push badge count is kept in memory; the least recently pushed is "
-        "forgotten first (its badge starts again at 1).", lo=1
+        "forgotten first (its badge starts again at 1). A cluster node keeps the counts in the database "
+        "instead, with no limit.", lo=1
     )
 
     def _check(self) -> None:
