@@ -178,6 +178,7 @@ class Client:
             on_close=self._set_status,
             open_transport=open_transport,
             follow_redirect=follow_redirect,
+            endpoints=options.endpoints,
         )
 
         self._status = S.UNCONNECTED

@@ -8,8 +8,9 @@ Everything transport-shaped lives here, so that the rest of the SDK never sees a
   message per frame) is the second: a subclass and an opener ``(host, port) -> Transport`` given to the
   ``Dialer``; the frames, the handshake and the loops below are the same for both.
 - ``Dialer`` opens links: the transport plus the handshake, within ``timeout`` per attempt (a clear −6 is
-  tried again, see ``Dialer.open``), and after a link is lost the reconnect loop: exponential backoff with
-  equal jitter, or the wait and the address a GOAWAY named.
+  tried again, see ``Dialer.open``; a gateway that cannot be reached is left for the next of the
+  ``endpoints``, each tried once per attempt), and after a link is lost the reconnect loop: exponential
+  backoff with equal jitter, or the wait and the address a GOAWAY named.
 - ``Link`` is one connection whose handshake succeeded. ``start(nursery)`` runs its three tasks in the
   nursery the client serves it in: a reader (bytes → ``protocol.ClientConnection`` → events), a writer
   (drains the outbox, one ``Transport.send`` per wakeup) and a keepalive (``protocol.timers.KeepaliveTimer``
@@ -362,7 +363,14 @@ class Link:
 
 
 class Dialer:
-    """Opens links to one gateway for one identity (see the module docstring)."""
+    """Opens links for one identity to one gateway, or to the first of a cluster's that answers.
+
+    ``endpoints`` are the cluster's other nodes, in order (``ConnectOptions.endpoints``): every node holds
+    the same sessions and inboxes (the database is the cluster's), so when the current one cannot be
+    reached (refused, reset, no handshake within ``timeout``: SERVER_DOWN) the next is tried at once, each
+    once, before the attempt counts as failed. Any other answer (a refusal such as −5, a clear −6) is the
+    server's and is not retried elsewhere. The dialer stays on the node that answered until it is lost.
+    """
 
     def __init__(
         self,
@@ -381,8 +389,11 @@ class Dialer:
         on_close: OnClose,
         open_transport: OpenTransport = TcpTransport.open,
         follow_redirect: bool = True,
+        endpoints: Sequence[tuple[str, int]] = (),
     ) -> None:
         self.host, self.port = host, port
+        # The first endpoint is the one the client was given; duplicates would only cost a second try.
+        self._endpoints = list(dict.fromkeys([(host, port), *endpoints]))
         self._user_id, self._client_id, self._platform = user_id, client_id, platform
         self._secrets = secrets
         self._keepalive = keepalive_seconds
@@ -418,7 +429,7 @@ class Dialer:
         delay, most = self._backoff
         for attempt in range(1, CLEAR_MISMATCH_ATTEMPTS + 1):
             try:
-                return await self._open_once()
+                return await self._open_somewhere()
             except ConnectError as exc:
                 if not exc.clear or attempt == CLEAR_MISMATCH_ATTEMPTS or self._stopped:
                     raise
@@ -454,6 +465,28 @@ class Dialer:
             return None
         finally:
             self._reconnect_scope = None
+
+    async def _open_somewhere(self) -> Link:
+        """Open at the current endpoint; while the gateway there cannot be reached, at the next one, until
+        each was tried once (a redirect's address, not in the list, counts as one more)."""
+        tries = len(self._endpoints) + ((self.host, self.port) not in self._endpoints)
+        for tried in range(1, tries + 1):
+            try:
+                return await self._open_once()
+            except ConnectError as exc:
+                if exc.status != S.SERVER_DOWN or tried == tries or self._stopped:
+                    raise
+            self.host, self.port = self._next_endpoint()
+            log.info("trying the next gateway endpoint %s:%s", self.host, self.port)
+        raise AssertionError("unreachable")
+
+    def _next_endpoint(self) -> tuple[str, int]:
+        """The endpoint after the current one (the first after an address from outside the list)."""
+        try:
+            index = self._endpoints.index((self.host, self.port)) + 1
+        except ValueError:
+            index = 0
+        return self._endpoints[index % len(self._endpoints)]
 
     async def _open_once(self) -> Link:
         conn = ClientConnection(

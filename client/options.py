@@ -69,6 +69,13 @@ class ConnectOptions:
             ``"websocket"`` (``port`` is then the gateway's ``server.ws_port``; path ``/ws``, one
             binary message per frame, docs/PROTOCOL.md §2.2; plain ``ws://``, no TLS). Everything
             else, the handshake and keepalive included, is the same on both.
+        endpoints: the other gateways of a cluster, ``(host, port)`` pairs in the order to try them
+            (ports of the same ``transport``). When the gateway at hand cannot be reached (refused,
+            reset, or no handshake within ``timeout``), the next one is tried at once, each once per
+            attempt, before the attempt counts as failed; the client stays on the one that answered until
+            it is lost (docs/ARCHITECTURE.md, "Cluster"). Empty (the default): only ``host``/``port``, or
+            where a GOAWAY redirects. Every node of a cluster holds the same sessions, so the same token
+            works on each.
 
     Raises:
         ValueError: an option is out of range (the message names it).
@@ -96,6 +103,7 @@ class ConnectOptions:
     relations_snapshot: Snapshot | None = None
     chatroom_buffer: int = 1000
     transport: Literal["tcp", "websocket"] = "tcp"
+    endpoints: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         # In the order the SDK always checked them (the token between the client's and the sub-APIs' own).
@@ -120,3 +128,14 @@ class ConnectOptions:
             raise ValueError("chatroom_buffer must be at least 1")
         if self.transport not in ("tcp", "websocket"):
             raise ValueError("transport must be 'tcp' or 'websocket'")
+        endpoints = tuple(tuple(endpoint) for endpoint in self.endpoints)  # a list of lists is fine too
+        for endpoint in endpoints:
+            if not (
+                len(endpoint) == 2
+                and isinstance(endpoint[0], str)
+                and endpoint[0]
+                and type(endpoint[1]) is int
+                and 0 < endpoint[1] < 65536
+            ):
+                raise ValueError("endpoints must be (host, port) pairs with a port in 1..65535")
+        object.__setattr__(self, "endpoints", endpoints)  # frozen: the normalised tuple replaces the input

@@ -31,9 +31,11 @@ from client import (
     RequestTimeout,
     StatusChanged,
 )
+from client.options import ConnectOptions
 from protocol.connection import ServerConnection
 from protocol.events import ConnectRequested, Disconnect, Ping, ProtocolViolation, Request
 from protocol.token import TokenError, issue_token, open_credential
+from tests.ports import free_port
 
 S = ConnectionStatus
 SECRET = bytes(range(32))
@@ -411,6 +413,55 @@ async def test_no_reconnect_when_disabled(server: ScriptedServer) -> None:
             with pytest.raises(ClientClosed):
                 await c.request("echo")
         assert len(server.seen(ConnectRequested)) == 1
+
+
+# --- several endpoints (a cluster's nodes) ------------------------------------------------------
+
+
+async def test_a_gateway_that_cannot_be_reached_is_left_for_the_next_endpoint(server: ScriptedServer) -> None:
+    """The given address refuses connections: the first connect goes on to the next endpoint at once
+    (no backoff in between, no failed status), and a later loss of that one tries the list again."""
+    dead = free_port()  # nothing listens there
+    with trio.fail_after(5):
+        async with client.connect(
+            "127.0.0.1", dead, TOKEN, backoff=FAST, endpoints=[("127.0.0.1", dead), ["127.0.0.1", server.port]]
+        ) as c:
+            assert c.status == S.CONNECTED
+            assert len(server.seen(ConnectRequested)) == 1
+            events = c.events()
+            await statuses_until(events, S.CONNECTED)
+            await server.drop()
+            # The reconnect starts at the endpoint that was lost (the scripted server again), which answers.
+            assert await statuses_until(events, S.CONNECTED) == [S.SERVER_DOWN, S.CONNECTING, S.CONNECTED]
+            assert len(server.seen(ConnectRequested)) == 2
+            assert (await c.request("echo", n=1)).result == {"params": {"n": 1}}
+
+
+async def test_a_refusal_is_the_servers_answer_and_is_not_taken_to_the_next_endpoint(
+    server: ScriptedServer,
+) -> None:
+    """Only "cannot be reached" moves on: a −5 from a gateway that answered ends the connect, and the
+    other endpoint (a second scripted server that would accept) is never dialled."""
+    other = ScriptedServer()
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(functools.partial(trio.serve_tcp, other.handle, 0, host="127.0.0.1"))
+        other_port = listeners[0].socket.getsockname()[1]
+        server.connack_script = [S.TOKEN_INCORRECT]
+        with trio.fail_after(5), pytest.raises(ConnectError) as info:
+            async with connect(server, endpoints=[("127.0.0.1", other_port)]):
+                pytest.fail("connected")
+        assert info.value.status is S.TOKEN_INCORRECT
+        assert other.peers == []
+        nursery.cancel_scope.cancel()
+
+
+def test_endpoints_must_be_host_port_pairs() -> None:
+    for bad in ([("127.0.0.1",)], [("", 7600)], [("127.0.0.1", 0)], [("127.0.0.1", 65536)], [("h", "7600")]):
+        with pytest.raises(ValueError, match="endpoints"):
+            ConnectOptions("127.0.0.1", 7600, TOKEN, endpoints=bad)  # type: ignore[arg-type]
+    listed = [["10.0.0.2", 7600]]  # lists are taken too (e.g. from a JSON config)
+    options = ConnectOptions("127.0.0.1", 7600, TOKEN, endpoints=listed)  # type: ignore[arg-type]
+    assert options.endpoints == (("10.0.0.2", 7600),)
 
 
 async def test_request_in_flight_when_the_connection_drops_raises_client_closed(

@@ -241,6 +241,64 @@ async def test_a_node_sigkilled_mid_stream_loses_no_acked_message_after_its_clie
             await bob.stream.aclose()
 
 
+async def test_an_sdk_given_the_clusters_endpoints_moves_to_the_live_node_when_its_own_is_killed(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """ann's SDK is connected to node 1 with node 2 among its ``endpoints``; node 1 is SIGKILLed; the SDK's
+    reconnect finds node 1 refusing and opens node 2 at once (one CONNECTING, no failed attempt reported),
+    with the same token, and gets what bob sent her meanwhile: nothing lost, nothing twice, and the link
+    carries her sends again. Without ``endpoints`` the SDK would retry node 1 forever."""
+    async with cluster(tmp_path, pg_url) as (one, two):
+        for user in ("ann", "bob"):
+            await admin(one, "user/create", {"user_id": user})
+        ann_token = await token(one, "ann", "ann-phone")
+        async with client.connect(
+            "127.0.0.1",
+            one.port,
+            ann_token,
+            backoff=(0.01, 0.05),
+            sync_messages=True,
+            endpoints=[("127.0.0.1", two.port)],
+        ) as ann, sdk(two, await token(one, "bob", "bob-phone")) as bob:
+            with trio.fail_after(30):
+                statuses = ann.events()  # sync_messages keeps messages off it: status changes only here
+                assert await statuses_until(statuses, ConnectionStatus.CONNECTED) == [
+                    ConnectionStatus.CONNECTING,
+                    ConnectionStatus.RECEIVING,  # the sync's pull of what the CONNACK's heads say is missing
+                    ConnectionStatus.CONNECTED,
+                ]
+                to_ann = Conversation(PRIVATE, "ann")
+                await bob.messages.send(to_ann, {"type": 1, "searchable_content": "before"})
+                assert (await next_message(ann)).content["searchable_content"] == "before"
+                os.kill(one.process.pid, signal.SIGKILL)
+                assert await one.process.wait() == -signal.SIGKILL
+                await bob.messages.send(to_ann, {"type": 1, "searchable_content": "meanwhile"})
+                assert await statuses_until(statuses, ConnectionStatus.CONNECTED) == [
+                    ConnectionStatus.SERVER_DOWN,
+                    ConnectionStatus.CONNECTING,
+                    ConnectionStatus.RECEIVING,
+                    ConnectionStatus.CONNECTED,
+                ]
+                await bob.messages.send(to_ann, {"type": 1, "searchable_content": "after"})
+                got = [await next_message(ann) for _ in range(2)]
+                assert [m.content["searchable_content"] for m in got] == ["meanwhile", "after"]
+                assert [m.seq for m in got] == [2, 3]  # ann's inbox: one message each, none twice
+                await ann.messages.send(Conversation(PRIVATE, "bob"), {"type": 1, "searchable_content": "back"})
+                reply = await next_message(bob)
+                assert (reply.from_user, reply.content["searchable_content"]) == ("ann", "back")
+
+
+async def statuses_until(events: Any, last: ConnectionStatus) -> list[ConnectionStatus]:
+    """The statuses on a client's event stream up to and including ``last``."""
+    seen = []
+    async for event in events:
+        if isinstance(event, client.StatusChanged):
+            seen.append(event.status)
+            if event.status == last:
+                return seen
+    raise AssertionError(f"event stream ended before {last.name}: {seen}")
+
+
 async def join_when_known(c: client.Client, room: str) -> Any:
     """Join ``room`` once this client's node has heard of it (created on the other node: a "roomrec"
     notice, then a read of the record; until then the join answers 253)."""

@@ -3122,6 +3122,24 @@ var ConversationList = class extends Emitter {
 };
 
 // src/transport.ts
+function failoverTransport(factories) {
+  if (factories.length === 0) throw new Error("failoverTransport needs at least one transport");
+  let current = 0;
+  return async (handlers, redirect) => {
+    let lastError;
+    for (let tried = 0; tried < factories.length; tried++) {
+      const index = (current + tried) % factories.length;
+      try {
+        const transport = await factories[index](handlers, tried === 0 ? redirect : void 0);
+        current = index;
+        return transport;
+      } catch (error) {
+        lastError = error;
+      }
+    }
+    throw lastError;
+  };
+}
 function webSocketTransport(url, options = {}) {
   return (handlers) => new Promise((resolve, reject) => {
     const Ctor = options.WebSocket ?? globalThis.WebSocket;
@@ -3211,6 +3229,7 @@ export {
   deriveSessionKeys,
   encodeBody,
   encodeHeader,
+  failoverTransport,
   frameNonce,
   fromHex,
   gcmOpen,

@@ -20,6 +20,32 @@ export interface Transport {
  */
 export type TransportFactory = (handlers: TransportHandlers, redirect?: string) => Promise<Transport>;
 
+/**
+ * The nodes of one cluster (docs/ARCHITECTURE.md, "Cluster"), each a transport: every node holds the same
+ * sessions and inboxes, so the same token works on each. A connect tries the transport that connected last,
+ * then each other one once, in order, and fails only when none can be reached (the client's backoff then
+ * applies as for one gateway); a connected client stays on its node until the connection is lost. A going-away
+ * redirect (§8.7) is handed to the first one tried. The Python SDK's `endpoints` option does the same.
+ */
+export function failoverTransport(factories: readonly TransportFactory[]): TransportFactory {
+  if (factories.length === 0) throw new Error("failoverTransport needs at least one transport");
+  let current = 0;
+  return async (handlers, redirect) => {
+    let lastError: unknown;
+    for (let tried = 0; tried < factories.length; tried++) {
+      const index = (current + tried) % factories.length;
+      try {
+        const transport = await factories[index](handlers, tried === 0 ? redirect : undefined);
+        current = index;
+        return transport;
+      } catch (error) {
+        lastError = error;
+      }
+    }
+    throw lastError;
+  };
+}
+
 /** The part of the WHATWG WebSocket that this SDK uses (browsers' WebSocket, Node 22's, or the `ws` package's). */
 export interface WebSocketLike {
   binaryType: string;

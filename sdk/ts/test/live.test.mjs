@@ -3,7 +3,7 @@
 // Transports: TCP always; WebSocket too when the gateway has `server.ws_port` (EMBER_TS_TRANSPORTS overrides).
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { base64urlEncode, encodeBody, markHighlights, parseToken, Status } from "../dist/node.js";
+import { base64urlEncode, EmberClient, encodeBody, failoverTransport, markHighlights, parseToken, Status, tcpTransport } from "../dist/node.js";
 import { emberBin, freePort, Gateway, wsSupported } from "./gateway.mjs";
 import { cuttable, inbox, newClient, textOf, untilStatus, waitFor, watch } from "./helpers.mjs";
 
@@ -119,6 +119,38 @@ describe("live gateway", { skip, timeout: 300_000 }, () => {
     const copies = bobGot.messages.filter((m) => textOf(m)?.startsWith("exactly once"));
     assert.equal(copies.length, 1, "stored and delivered once");
     assert.equal(copies[0].messageId, ack.messageId);
+    await alice.close();
+    await bob.close();
+  });
+
+  test("failoverTransport: a node that cannot be reached is left for the next one of the list", async () => {
+    const deadPort = await freePort(); // nothing listens there
+    let deadTries = 0;
+    const dead = (handlers, redirect) => {
+      deadTries++;
+      return tcpTransport("127.0.0.1", deadPort)(handlers, redirect);
+    };
+    const alice = new EmberClient({
+      token: await gateway.token("alice", "alice-failover"),
+      transport: failoverTransport([dead, tcpTransport("127.0.0.1", gateway.port)]),
+      requestTimeoutMs: 10_000,
+      backoffMs: { initial: 200, max: 2_000 },
+    });
+    clients.push(alice);
+    const statuses = [];
+    alice.on("status", (s) => statuses.push(s));
+    await alice.connect();
+    assert.equal(alice.status, Status.Connected);
+    assert.ok(!statuses.includes(Status.ServerDown), `no failed attempt: ${JSON.stringify(statuses)}`);
+    const bob = await open("bob", "bob-failover", kinds[0]);
+    const bobGot = watch(bob);
+    await alice.sendText({ type: 0, target: "bob" }, "through the second endpoint");
+    await bobGot.until((m) => textOf(m) === "through the second endpoint");
+    assert.equal(deadTries, 1);
+    // Lost, it reconnects to the node that answered last: the dead one is not tried first again.
+    alice.dropConnection();
+    await waitFor(alice, "status", (s) => s === Status.Connected, 30_000, "reconnected");
+    assert.equal(deadTries, 1);
     await alice.close();
     await bob.close();
   });
