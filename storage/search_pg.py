@@ -79,6 +79,23 @@ _UPSERT: Final = (
 #: The newest rows the first window holds (``PgGinSearch.search``); each next window spans 4 times the ids.
 FIRST_WINDOW: Final = 2000
 WINDOW_GROWTH: Final = 4
+#: How many rows matching the term a window after the first is sized to read at most, by the density of the
+#: windows before (``next_span``): each one costs a heap visit and, for a user's search, an inbox probe.
+WINDOW_MATCH_BUDGET: Final = 2000
+
+
+def next_span(last: int, spanned: int, matched: int, found: int, need: int) -> int:
+    """How many ids the next window spans, from what the windows so far (``spanned`` ids, ``matched`` rows
+    matching the term, ``found`` of them answers) say of the term. Every window reads the term's whole GIN
+    posting list again (a prefix term's as a bitmap of all its matches), so fewer windows is the saving: the
+    next one spans what should find twice the ``need`` answers still wanted at the density seen, but no more
+    than ``WINDOW_MATCH_BUDGET`` term matches at the (smoothed: one more match than seen) term density; never
+    less than ``WINDOW_GROWTH`` times the last window. A rare term (none or a few matches in the newest ids) so
+    gets the rest of the table in one window, a common one the span its density asks for.
+    """
+    budget = WINDOW_MATCH_BUDGET * spanned // (matched + 1)
+    wanted = budget if found == 0 else min(budget, 2 * need * spanned // found)
+    return max(last * WINDOW_GROWTH, wanted)
 
 
 class _Unprepared(Protocol):
@@ -169,32 +186,44 @@ class PgGinSearch:
             # or the primary key for the term alone), then which of those the user holds, one index probe each.
             # Left to combine the two, PostgreSQL drove a rare term from all of a heavy user's inbox rows in the
             # window (seconds at 1,000,000 messages), or hashed all of them for every window.
+            # The first column is how many rows of the window match the term (the user's or not): what the next
+            # window's size is estimated from. One row of NULLs after it when the user holds none of them.
             sql = (
                 "WITH c AS MATERIALIZED (SELECT message_id FROM message_search WHERE lexemes @@ ?::tsquery"
                 " AND message_id >= ? AND message_id < ?)"
-                f" SELECT {_COLUMNS}{extra} FROM c JOIN message_search s ON s.message_id = c.message_id"
+                f" SELECT n.total, r.* FROM (SELECT COUNT(*) AS total FROM c) n LEFT JOIN LATERAL"
+                f" (SELECT {_COLUMNS}{extra} FROM c JOIN message_search s ON s.message_id = c.message_id"
                 " JOIN messages m ON m.message_id = c.message_id"
                 " WHERE (EXISTS (SELECT 1 FROM inbox i WHERE i.user_id = ? AND i.message_id = c.message_id)"
                 " OR c.message_id IN (SELECT message_id FROM inbox_recent WHERE user_id = ?))"
                 " AND NOT EXISTS (SELECT 1 FROM deleted_messages d WHERE d.user_id = ? AND d.message_id = c.message_id)"
-                f"{filters} ORDER BY c.message_id DESC LIMIT ?"
+                f"{filters} ORDER BY c.message_id DESC LIMIT ?) r ON true ORDER BY r.message_id DESC"
             )
         user = query.user_id
 
-        def window(low: int, high: int, want: int) -> list[tuple[Any, ...]]:
-            """Up to ``want`` matches with ``low <= id < high``, newest first (read on past rows the recheck drops)."""
+        def window(low: int, high: int, want: int) -> tuple[list[tuple[Any, ...]], int]:
+            """Up to ``want`` matches with ``low <= id < high``, newest first (read on past rows the recheck drops),
+            and how many rows of the window match the term (at least; all of them when fewer than ``want`` are
+            found)."""
             out: list[tuple[Any, ...]] = []
+            seen = 0
             while len(out) < want:
                 ask = want - len(out)
                 held = [] if user is None else [user, user, user]
                 rows = cast(_Unprepared, tx).execute_unprepared(sql, [match, low, high, *held, *params, ask]).fetchall()
+                if user is not None:  # the term's count first; a row of NULLs when none is the user's
+                    if rows and not seen:  # (a second read after the recheck counts a part of the window again)
+                        seen = int(rows[0][0])
+                    rows = [row[1:] for row in rows if row[1] is not None]
+                else:
+                    seen += len(rows)
                 if not recheck:
-                    return rows
+                    return rows, seen
                 out += [row[:-3] for row in rows if matches(Document(*row[-3:]), query.terms)]
                 if len(rows) < ask:
                     break
                 high = rows[-1][0]
-            return out
+            return out, seen
 
         bounds = tx.execute("SELECT MIN(message_id), MAX(message_id) FROM message_search").fetchone()
         if bounds is None or bounds[0] is None:
@@ -207,11 +236,15 @@ class PgGinSearch:
         ).fetchone()
         low = oldest if edge is None else int(edge[0])
         found: list[tuple[Any, ...]] = []
+        spanned = matched = 0
         while high > oldest:
-            found += window(low, high, query.limit - len(found))
+            rows, seen = window(low, high, query.limit - len(found))
+            found += rows
             if len(found) >= query.limit:
                 break
-            span = (high - low) * WINDOW_GROWTH
+            spanned += high - low
+            matched += seen
+            span = next_span(high - low, spanned, matched, len(found), query.limit - len(found))
             high, low = low, max(oldest, low - span)
         return found[: query.limit]
 
