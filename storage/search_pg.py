@@ -40,6 +40,7 @@ fills the page in the first window by the primary key, a rare one is read from t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from typing import Any, Final, Protocol, cast
 
@@ -82,20 +83,34 @@ WINDOW_GROWTH: Final = 4
 #: How many rows matching the term a window after the first is sized to read at most, by the density of the
 #: windows before (``next_span``): each one costs a heap visit and, for a user's search, an inbox probe.
 WINDOW_MATCH_BUDGET: Final = 2000
+#: How many times the answers still wanted a window after the first is sized to bring, at the share and density
+#: seen: a window more (its posting list, its planning) cost ~5-30 ms here, a match more read ~10-40 µs.
+WINDOW_SAFETY: Final = 4
 
 
 def next_span(last: int, spanned: int, matched: int, found: int, need: int) -> int:
-    """How many ids the next window spans, from what the windows so far (``spanned`` ids, ``matched`` rows
-    matching the term, ``found`` of them answers) say of the term. Every window reads the term's whole GIN
-    posting list again (a prefix term's as a bitmap of all its matches), so fewer windows is the saving: the
-    next one spans what should find twice the ``need`` answers still wanted at the density seen, but no more
-    than ``WINDOW_MATCH_BUDGET`` term matches at the (smoothed: one more match than seen) term density; never
-    less than ``WINDOW_GROWTH`` times the last window. A rare term (none or a few matches in the newest ids) so
-    gets the rest of the table in one window, a common one the span its density asks for.
+    """How many ids the next window spans, from what the windows so far said of the term: ``spanned`` ids held
+    ``matched`` rows matching it, ``found`` of them answers (the user's; all of them admin-wide). Every window
+    reads the term's whole GIN posting list again (a prefix term's as a bitmap of all its matches), and every
+    match read costs a heap visit and an inbox probe, so the next window is sized to read about as many matches
+    as should bring ``WINDOW_SAFETY`` times the ``need`` answers still wanted: the user's share of the matches and the matches'
+    density per id both estimated with one more than seen (a window of no match is not taken for "none
+    older"). If that is more than ``WINDOW_MATCH_BUDGET`` matches (a user holding few of a common term's), the
+    window reads that many at most but still grows ``WINDOW_GROWTH`` times, so such a walk takes few windows.
+    No match at all so far also takes the budget (a term that rare, or a keyword whose terms are each common
+    but rarely together, is read to the end in one window more), a common term the span its density asks for.
     """
-    budget = WINDOW_MATCH_BUDGET * spanned // (matched + 1)
-    wanted = budget if found == 0 else min(budget, 2 * need * spanned // found)
-    return max(last * WINDOW_GROWTH, wanted)
+    share = (found + 1) / (matched + 2)
+    wanted = WINDOW_SAFETY * need / share
+    per_match = spanned / (matched + 1)
+    if matched and wanted <= WINDOW_MATCH_BUDGET:
+        return max(last, int(wanted * per_match))
+    return max(last * WINDOW_GROWTH, int(WINDOW_MATCH_BUDGET * per_match))
+
+
+def _plan_json(plan: Any) -> Any:
+    """``EXPLAIN (FORMAT JSON)``'s answer: psycopg gives the json already read, or its text."""
+    return json.loads(plan) if isinstance(plan, str) else plan
 
 
 class _Unprepared(Protocol):
@@ -136,13 +151,24 @@ def merge_recent(conn: Tx) -> None:
 
 
 class PgGinSearch:
-    """``storage.search.SearchBackend`` over PostgreSQL's ``message_search`` and its GIN index. ``first_window``:
-    how many of the newest rows the first id window holds (the tests make it small to walk many windows)."""
+    """``storage.search.SearchBackend`` over PostgreSQL's ``message_search`` and its GIN index. The first id
+    window spans what the planner's estimate of the term's matches (``estimate``) says should bring
+    ``WINDOW_SAFETY`` times the page; without the estimate, ``first_window`` of the newest rows (the tests make
+    it small to walk many windows)."""
 
-    def __init__(self, first_window: int = FIRST_WINDOW) -> None:
+    def __init__(self, first_window: int = FIRST_WINDOW, estimate: bool = True) -> None:
         if first_window < 1:
             raise ValueError("first_window must be at least 1")
         self.first_window = first_window
+        self.estimate = estimate
+
+    @staticmethod
+    def _expected(tx: Tx, match: str) -> float:
+        """The planner's estimate of the rows of ``message_search`` matching ``match`` (at least 1)."""
+        plan = cast(_Unprepared, tx).execute_unprepared(
+            "EXPLAIN (FORMAT JSON) SELECT 1 FROM message_search WHERE lexemes @@ ?::tsquery", [match]
+        ).fetchone()
+        return max(1.0, float(_plan_json(plan[0])[0]["Plan"]["Plan Rows"]))
 
     def index(self, tx: Tx, rows: Iterable[IndexRow]) -> None:
         values = _rows(rows)
@@ -174,7 +200,24 @@ class PgGinSearch:
         # Only a run of three or more CJK characters needs the second look (the vector has no positions).
         recheck = any(len(term.tokens) > 1 for term in query.terms)
         extra = ", s.bi, s.uni, s.words" if recheck else ""
+        bounds = tx.execute("SELECT MIN(message_id), MAX(message_id) FROM message_search").fetchone()
+        if bounds is None or bounds[0] is None:
+            return []
+        oldest, newest = int(bounds[0]), int(bounds[1])
+        high = newest + 1 if query.before_id is None else min(query.before_id, newest + 1)
         match = tsquery_text(query.terms)
+        if self.estimate:
+            # The planner's estimate of the keyword's matches in the whole table (its statistics of ``lexemes``):
+            # the first window spans what should hold WINDOW_SAFETY times the page at that density, so a rare
+            # keyword is read in one window and a common one in a narrow one.
+            density = self._expected(tx, match) / (newest - oldest + 1)
+            low = max(oldest, high - int(WINDOW_SAFETY * query.limit / density) - 1)
+        else:
+            edge = tx.execute(
+                "SELECT message_id FROM message_search WHERE message_id < ? ORDER BY message_id DESC OFFSET ? LIMIT 1",
+                (high, self.first_window - 1),
+            ).fetchone()
+            low = oldest if edge is None else int(edge[0])
         if query.user_id is None:
             sql = (
                 f"SELECT {_COLUMNS}{extra} FROM message_search s JOIN messages m ON m.message_id = s.message_id"
@@ -194,7 +237,7 @@ class PgGinSearch:
                 f" SELECT n.total, r.* FROM (SELECT COUNT(*) AS total FROM c) n LEFT JOIN LATERAL"
                 f" (SELECT {_COLUMNS}{extra} FROM c JOIN message_search s ON s.message_id = c.message_id"
                 " JOIN messages m ON m.message_id = c.message_id"
-                " WHERE (EXISTS (SELECT 1 FROM inbox i WHERE i.user_id = ? AND i.message_id = c.message_id)"
+                " WHERE (EXISTS (SELECT 1 FROM inbox i WHERE i.user_id = ? AND i.message_id = c.message_id OFFSET 0)"
                 " OR c.message_id IN (SELECT message_id FROM inbox_recent WHERE user_id = ?))"
                 " AND NOT EXISTS (SELECT 1 FROM deleted_messages d WHERE d.user_id = ? AND d.message_id = c.message_id)"
                 f"{filters} ORDER BY c.message_id DESC LIMIT ?) r ON true ORDER BY r.message_id DESC"
@@ -225,16 +268,6 @@ class PgGinSearch:
                 high = rows[-1][0]
             return out, seen
 
-        bounds = tx.execute("SELECT MIN(message_id), MAX(message_id) FROM message_search").fetchone()
-        if bounds is None or bounds[0] is None:
-            return []
-        oldest, newest = int(bounds[0]), int(bounds[1])
-        high = newest + 1 if query.before_id is None else min(query.before_id, newest + 1)
-        edge = tx.execute(
-            "SELECT message_id FROM message_search WHERE message_id < ? ORDER BY message_id DESC OFFSET ? LIMIT 1",
-            (high, self.first_window - 1),
-        ).fetchone()
-        low = oldest if edge is None else int(edge[0])
         found: list[tuple[Any, ...]] = []
         spanned = matched = 0
         while high > oldest:
