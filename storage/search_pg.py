@@ -30,12 +30,15 @@ the order newest first is the primary key's (``ORDER BY message_id DESC``, the c
 the term, then a sort: cheap for a rare term, slow for one in every third message) or the primary key
 backwards, testing each row's vector (cheap for a common term, the whole table for a rare one); it cannot know
 which one a term needs, and PostgreSQL 15 took the second for every term (seconds on 200,000 messages,
-bench/RESULTS.md). So ``search`` asks for the matches in a window of ids, ``low <= message_id < high``: first
-the newest ``FIRST_WINDOW`` rows (an index-only read of the primary key finds ``low``), then windows each
-spanning ``WINDOW_GROWTH`` times the ids of the one before, until the page is full or the oldest row is
-passed. Within a window either way in is bounded by the window, and the planner's choice is made for the
-window's own values (``execute_unprepared``: never a generic plan) with the column's statistics: a common term
-fills the page in the first window by the primary key, a rare one is read from the GIN index in a few windows.
+bench/RESULTS.md). So ``search`` asks for the matches in a window of ids, ``low <= message_id < high``, newest
+first, until the page is full or the oldest row is passed. Within a window either way in is bounded by the
+window, and the planner's choice is made for the window's own values (``execute_unprepared``: never a generic
+plan) with the column's statistics. Every window reads the term's whole GIN posting list again (a prefix
+term's as a bitmap of all its matches), so the windows are sized to be few: the first spans what the planner's
+estimate of the keyword's matches (``EXPLAIN``) says holds ``WINDOW_SAFETY`` pages, each next one what should
+bring that many times the answers still wanted at the density and the user's share seen so far
+(``next_span``). A common term fills the page in a narrow first window, a rare one is read to the end in one
+or two.
 """
 
 from __future__ import annotations
@@ -77,7 +80,8 @@ _UPSERT: Final = (
     " ON CONFLICT (message_id) DO UPDATE SET bi = excluded.bi, uni = excluded.uni, words = excluded.words,"
     " content_type = excluded.content_type, lexemes = excluded.lexemes"
 )
-#: The newest rows the first window holds (``PgGinSearch.search``); each next window spans 4 times the ids.
+#: The newest rows the first window holds when ``PgGinSearch`` is made without the planner's estimate (the
+#: tests' walk of many windows).
 FIRST_WINDOW: Final = 2000
 WINDOW_GROWTH: Final = 4
 #: How many rows matching the term a window after the first is sized to read at most, by the density of the
