@@ -34,9 +34,10 @@ transaction code, on the same connection, and calls the callbacks at once.
 The thread and the loop never use the connection at once: the thread holds
 ``_conn_lock`` from taking a list until it is back at its queue, and the trio
 side only try-locks it (and never while anything handed to the thread is still
-unreported, so submission order is kept: such a batch is held on the trio side and
-runs inline once the thread's work is reported, rather than queued behind it, which
-made the thread's next batch and drew the batches after it there too). Anything that could take long goes
+unreported, so submission order is kept: at light load such a batch is held on the
+trio side and runs inline once the thread's work is reported, rather than queued
+behind it, which made the thread's next batch and drew the batches after it there
+too). Anything that could take long goes
 to the thread as before: bigger batches, a batch whose sends could merge the
 inbox log (``inline_ok``), a WAL restart that is due, a write lock another
 process holds (inline, ``BEGIN IMMEDIATE`` does not wait for it).
@@ -515,24 +516,30 @@ class Writer:
     def _hand_over(self) -> None:
         if self._pending:
             ops = self._pending
-            if self._in_thread and self._may_run_inline(ops):
-                # Held, not queued behind the thread's batch: it runs inline once that batch is reported
-                # (``_wake_from_thread``), after it, so the order holds. Queued, it would make the thread's
-                # next batch, and the batches arriving meanwhile would follow it there, and so on.
+            if self._in_thread and self._in_thread + len(ops) <= self._inline_max and self._may_hold(ops):
+                # Light load (all the thread has, and this, would fit one inline batch): held, not queued
+                # behind the thread's batch, it runs inline once that batch is reported (``_wake_from_thread``),
+                # after it, so the order holds. Queued, it would make the thread's next batch, and the batches
+                # arriving meanwhile would follow it there, and so on. Under heavy load the thread's batches
+                # are big and its commits cheaper per operation: there the list is queued as before.
                 self._holding = True
                 return
             self._pending, self._holding = [], False
-            if not self._in_thread and self._may_run_inline(ops) and self._run_inline(ops):
+            if (
+                not self._in_thread
+                and not self._wal_restart_wanted  # the thread finishes the checkpoint after its batch
+                and self._may_hold(ops)
+                and self._run_inline(ops)
+            ):
                 return
             self._in_thread += len(ops)
             self._queue.put(ops)
 
-    def _may_run_inline(self, ops: list[_Op]) -> bool:
-        """Whether ``ops`` could run inline but for work in the thread (``_in_thread``, checked apart)."""
+    def _may_hold(self, ops: list[_Op]) -> bool:
+        """Whether ``ops`` may wait for an inline run: the thread's work and a WAL restart are checked apart."""
         return (
             len(ops) <= self._inline_max
             and self._room >= 0  # neither closing nor dead
-            and not self._wal_restart_wanted  # the thread finishes the checkpoint after its batch
             and all(op.inline for op in ops)
         )
 
