@@ -34,7 +34,10 @@ transaction code, on the same connection, and calls the callbacks at once.
 The thread and the loop never use the connection at once: the thread holds
 ``_conn_lock`` from taking a list until it is back at its queue, and the trio
 side only try-locks it (and never while anything handed to the thread is still
-unreported, so submission order is kept). Anything that could take long goes
+unreported, so submission order is kept: at light load such a batch is held on the
+trio side and runs inline once the thread's work is reported, rather than queued
+behind it, which made the thread's next batch and drew the batches after it there
+too). Anything that could take long goes
 to the thread as before: bigger batches, a batch whose sends could merge the
 inbox log (``inline_ok``), a WAL restart that is due, a write lock another
 process holds (inline, ``BEGIN IMMEDIATE`` does not wait for it).
@@ -318,6 +321,9 @@ class Writer:
         self._in_thread = 0
         # Trio side: operations not yet handed to the thread, and the flusher that hands them over.
         self._pending: list[_Op] = []
+        # ``_pending`` is being held for an inline run after the thread's work is reported (``_hand_over``):
+        # each submit then wakes the flusher, so that a list no longer fit to be held goes to the thread.
+        self._holding = False
         self._gathering = 0  # depth of ``gathering()`` blocks: while inside, their end hands over, not the flusher
         self._gathering_block = _Gathering(self)
         self._flush_due = trio.Event()
@@ -487,7 +493,7 @@ class Writer:
     def _enqueue(self, op: _Op) -> None:
         self._pending.append(op)
         self._submitted += 1
-        if len(self._pending) == 1 and not self._gathering:
+        if (len(self._pending) == 1 or self._holding) and not self._gathering:
             self._flush_due.set()  # the flusher runs once the tasks already running this pass are done
 
     def gathering(self) -> _Gathering:
@@ -509,18 +515,31 @@ class Writer:
 
     def _hand_over(self) -> None:
         if self._pending:
-            ops, self._pending = self._pending, []
-            if self._may_run_inline(ops) and self._run_inline(ops):
+            ops = self._pending
+            if self._in_thread and self._in_thread + len(ops) <= self._inline_max and self._may_hold(ops):
+                # Light load (all the thread has, and this, would fit one inline batch): held, not queued
+                # behind the thread's batch, it runs inline once that batch is reported (``_wake_from_thread``),
+                # after it, so the order holds. Queued, it would make the thread's next batch, and the batches
+                # arriving meanwhile would follow it there, and so on. Under heavy load the thread's batches
+                # are big and its commits cheaper per operation: there the list is queued as before.
+                self._holding = True
+                return
+            self._pending, self._holding = [], False
+            if (
+                not self._in_thread
+                and not self._wal_restart_wanted  # the thread finishes the checkpoint after its batch
+                and self._may_hold(ops)
+                and self._run_inline(ops)
+            ):
                 return
             self._in_thread += len(ops)
             self._queue.put(ops)
 
-    def _may_run_inline(self, ops: list[_Op]) -> bool:
+    def _may_hold(self, ops: list[_Op]) -> bool:
+        """Whether ``ops`` may wait for an inline run: the thread's work and a WAL restart are checked apart."""
         return (
             len(ops) <= self._inline_max
-            and not self._in_thread
             and self._room >= 0  # neither closing nor dead
-            and not self._wal_restart_wanted  # the thread finishes the checkpoint after its batch
             and all(op.inline for op in ops)
         )
 
@@ -599,6 +618,8 @@ class Writer:
     def _wake_from_thread(self, ops: list[_Op]) -> None:
         self._in_thread -= len(ops)
         self._wake(ops)
+        if self._holding and not self._in_thread:
+            self._hand_over()  # the batches held while the thread had work: inline now, after it
 
     def _wake(self, ops: list[_Op]) -> None:
         """Called on the trio thread once per batch: report every operation, in submission order."""
@@ -652,7 +673,7 @@ class Writer:
                 waiting.extend(item)
         self._in_thread -= len(waiting)
         waiting.extend(self._pending)
-        self._pending = []
+        self._pending, self._holding = [], False
         _fail(waiting, "the storage writer stopped after an internal error", self._failure)
         self._wake(waiting)
 

@@ -290,6 +290,18 @@ def test_sendedge_decodes_every_request_and_times_each_step() -> None:
     assert record["total_us"] == pytest.approx(sum(record[step] for step in steps), abs=0.05)
 
 
+def test_writer_rate_stores_every_send_and_says_how_many_ran_inline() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.writer_rate", "--rate", "500", "--pairs", "4", "--duration", "0.5",
+         "--warmup", "0.2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads(done.stdout.strip().splitlines()[-1])
+    assert record["scenario"] == "writer_rate" and record["sends"] > 0 and record["failed"] == 0
+    assert 0 <= record["inline_share"] <= 1 and record["cpu_us_per_send"] > 0
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_search_fills_a_store_and_reports_latency_and_indexing_cpu(backend: str, tmp_path: Path) -> None:
     """``python -m bench search`` on a small store: the record's shape, every search answered, u0's share."""

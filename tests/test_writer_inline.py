@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 import storage.writer
 from protocol.codes import ConversationType
@@ -141,17 +142,40 @@ async def test_nothing_runs_inline_ahead_of_work_handed_to_the_thread(db_path: P
         done = Outcomes()
         async with held_writer(writer):  # the thread is busy with an op handed to it
             writer.submit_nowait(insert, 1, callback=done)  # queued behind the hold
-            await trio.lowlevel.checkpoint()
+            await trio.testing.wait_all_tasks_blocked()  # the flusher has handed it to the thread
             writer.submit_nowait(insert, 2, callback=done, inline=True)  # may not overtake it
             await trio.sleep(0.05)  # give the flusher every chance to run it (it must not)
             assert done.seen == []
         await done.wait_for(2)
         assert [result for (result, _), _ in done.seen] == [1, 2]
-        assert {thread for (_, thread), _ in done.seen} == {_writer_thread(writer)}
+        # Held, not queued behind it: op 2 ran inline, once op 1 had been committed and reported.
+        assert [thread for (_, thread), _ in done.seen] == [_writer_thread(writer), TRIO_THREAD]
         # Once everything handed over has been reported, inline batches resume.
         writer.submit_nowait(insert, 3, callback=done, inline=True)
         await done.wait_for(3)
         assert done.seen[2] == ((3, TRIO_THREAD), None)
+    finally:
+        await writer.aclose()
+
+
+async def test_what_is_held_behind_the_thread_keeps_its_order_when_it_must_go_there(db_path: Path) -> None:
+    """Inline ops held while the thread has work go to the thread, first, once they no longer fit inline."""
+    writer = await started_writer(db_path)
+    try:
+        done = Outcomes()
+        async with held_writer(writer):
+            writer.submit_nowait(insert, 1, callback=done, inline=True)  # held for an inline run
+            await trio.testing.wait_all_tasks_blocked()
+            writer.submit_nowait(insert, 2, callback=done)  # not inline: the held op goes first, to the thread
+            await trio.testing.wait_all_tasks_blocked()
+            for n in range(3, 4 + INLINE_MAX_OPS):  # more than one inline batch may hold
+                writer.submit_nowait(insert, n, callback=done, inline=True)
+            await trio.sleep(0.05)
+            assert done.seen == []
+        await done.wait_for(3 + INLINE_MAX_OPS)
+        assert [result for (result, _), _ in done.seen] == list(range(1, 4 + INLINE_MAX_OPS))
+        assert {thread for (_, thread), _ in done.seen} == {_writer_thread(writer)}
+        assert writer.inline_batches == 0
     finally:
         await writer.aclose()
 
