@@ -128,7 +128,10 @@ class ConnectOptions:
             raise ValueError("chatroom_buffer must be at least 1")
         if self.transport not in ("tcp", "websocket"):
             raise ValueError("transport must be 'tcp' or 'websocket'")
-        endpoints = tuple(tuple(endpoint) for endpoint in self.endpoints)  # a list of lists is fine too
+        try:
+            endpoints = tuple(tuple(endpoint) for endpoint in self.endpoints)  # a list of lists is fine too
+        except TypeError:
+            endpoints = ((),)  # not pairs at all: the check below names the option
         for endpoint in endpoints:
             if not (
                 len(endpoint) == 2

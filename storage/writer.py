@@ -516,7 +516,7 @@ class Writer:
     def _hand_over(self) -> None:
         if self._pending:
             ops = self._pending
-            if self._in_thread and self._in_thread + len(ops) <= self._inline_max and self._may_hold(ops):
+            if self._in_thread and self._in_thread + len(ops) <= self._inline_max and self._fits_inline(ops):
                 # Light load (all the thread has, and this, would fit one inline batch): held, not queued
                 # behind the thread's batch, it runs inline once that batch is reported (``_wake_from_thread``),
                 # after it, so the order holds. Queued, it would make the thread's next batch, and the batches
@@ -528,15 +528,16 @@ class Writer:
             if (
                 not self._in_thread
                 and not self._wal_restart_wanted  # the thread finishes the checkpoint after its batch
-                and self._may_hold(ops)
+                and self._fits_inline(ops)
                 and self._run_inline(ops)
             ):
                 return
             self._in_thread += len(ops)
             self._queue.put(ops)
 
-    def _may_hold(self, ops: list[_Op]) -> bool:
-        """Whether ``ops`` may wait for an inline run: the thread's work and a WAL restart are checked apart."""
+    def _fits_inline(self, ops: list[_Op]) -> bool:
+        """Whether ``ops`` could run inline, or be held for an inline run: the thread's unreported work and a
+        due WAL restart aside (``_hand_over`` checks those, differently for a hold and for a run now)."""
         return (
             len(ops) <= self._inline_max
             and self._room >= 0  # neither closing nor dead

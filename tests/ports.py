@@ -43,8 +43,9 @@ def _worker_index() -> int:
 
 def _candidates() -> itertools.cycle[int]:
     start = FIRST + (_worker_index() * SLICE) % (LAST - FIRST)
-    # Start at a point in the slice that depends on the process, so two pytest runs at once (a developer's
-    # and CI's) do not walk the same numbers in step.
+    # Start at a point in the slice that depends on the process, so two pytest runs at once mostly walk
+    # different numbers; workers started together have pids a few apart, so this alone is not enough: the
+    # claims below are what keep two processes off one port.
     offset = os.getpid() % SLICE
     span = list(range(start, start + SLICE))
     return itertools.cycle(span[offset:] + span[:offset])

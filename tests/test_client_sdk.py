@@ -456,7 +456,7 @@ async def test_a_refusal_is_the_servers_answer_and_is_not_taken_to_the_next_endp
 
 
 def test_endpoints_must_be_host_port_pairs() -> None:
-    for bad in ([("127.0.0.1",)], [("", 7600)], [("127.0.0.1", 0)], [("127.0.0.1", 65536)], [("h", "7600")]):
+    for bad in ([("127.0.0.1",)], [("", 7600)], [("127.0.0.1", 0)], [("127.0.0.1", 65536)], [("h", "7600")], [7600]):
         with pytest.raises(ValueError, match="endpoints"):
             ConnectOptions("127.0.0.1", 7600, TOKEN, endpoints=bad)  # type: ignore[arg-type]
     listed = [["10.0.0.2", 7600]]  # lists are taken too (e.g. from a JSON config)
