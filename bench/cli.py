@@ -98,6 +98,19 @@ def _parser() -> argparse.ArgumentParser:
         f"chatroom: the sender's msg/s (default {CHATROOM_DEFAULT_RATE:g})",
     )
     run.add_argument("--size", type=int, default=100, help="pairs: text bytes per message (default 100)")
+    run.add_argument(
+        "--text",
+        choices=("filler", "zh"),
+        default="filler",
+        help="what the messages say after their header: 'x' repeated (default), or Chinese text as bench search "
+        "stores it (about one search-index token per character)",
+    )
+    run.add_argument(
+        "--unindexed",
+        action="store_true",
+        help="carry the text in the content's 'content' field, which search does not index, instead of "
+        "'searchable_content': the same bytes without an index row (the index's cost, paired with a run without it)",
+    )
     run.add_argument("--connections", type=int, default=1000, help="idle: connections to hold (default 1000)")
     run.add_argument(
         "--concurrency",
@@ -228,7 +241,8 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
             if args.pull_flood
             else {}
         )
-        return {"pairs": args.pairs, **loop, "size": args.size, **flood, **common}
+        text = {"text": args.text, "unindexed": args.unindexed}
+        return {"pairs": args.pairs, **loop, "size": args.size, **text, **flood, **common}
     if args.scenario == "connect":
         return {"concurrency": args.concurrency, **common}
     if args.scenario == "group":
@@ -424,6 +438,8 @@ def _jobs(
         "concurrency": max(1, args.concurrency // args.procs),
         "window": args.window,
         "size": args.size,
+        "text": args.text,
+        "unindexed": args.unindexed,
         "drain_timeout": args.drain_timeout,
     }
     if args.scenario == "pairs":

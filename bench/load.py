@@ -47,6 +47,15 @@ def _cpu_now() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _chinese_pool(seed: int, size: int = 1000) -> list[str]:
+    """Chinese texts as ``bench search`` stores them (``bench.searchcost``: ~30 Zipf-drawn Han characters, an English
+    word or "N点" in some), seeded; imported here only when asked for (it brings the storage layer)."""
+    from bench.searchcost import chinese_text
+
+    rng = random.Random(seed)
+    return [chinese_text(rng) for _ in range(size)]  # the header ends with a space
+
+
 def _error_name(exc: BaseException) -> str:
     if isinstance(exc, ConnectFailed):
         return f"connack {exc.status}" if exc.status is not None else "handshake"
@@ -83,6 +92,12 @@ class Scenario:
         self.window: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
         self.latency = Latency()
+        # What the messages say (``--text``): "filler" pads the header with "x", "zh" with Chinese text (search's
+        # costliest case: ~one index token per character). ``--unindexed`` carries it in the content's ``content``
+        # field, which search does not index, instead of ``searchable_content``: the same bytes, no index row.
+        self.text_field = "content" if spec.get("unindexed") else "searchable_content"
+        self._chinese = _chinese_pool(spec.get("seed", 1)) if spec.get("text") == "zh" else None
+        self._chinese_next = 0
 
     def source(self, i: int) -> str | None:
         return self.sources[i % len(self.sources)]
@@ -147,19 +162,31 @@ class Scenario:
     ) -> tuple[int, bytes]:
         """A ``send_message`` REQUEST whose text is padded to ``size`` bytes, counted as sent (and in the window
         when its send time lies inside it): ``(request_id, frame)``."""
-        if len(text) < size:
+        if self._chinese is not None:
+            text = self._pad_chinese(text, size)
+        elif len(text) < size:
             text += "x" * (size - len(text))
         request_id, frame = conn.proto.request(
             SEND_METHOD,
             {
                 "conv": {"type": conv_type, "target": target, "line": 0},
-                "content": {"type": 1, "searchable_content": text},
+                "content": {"type": 1, self.text_field: text},
             },
         )
         if self.go_ns <= sent_ns < self.stop_ns:
             self.window["sent"] += 1
         self.total["sent"] += 1
         return request_id, frame
+
+    def _pad_chinese(self, head: str, size: int) -> str:
+        """``head`` and the next Chinese text of the pool, cut to at most ``size`` UTF-8 bytes."""
+        assert self._chinese is not None
+        body = self._chinese[self._chinese_next % len(self._chinese)]
+        self._chinese_next += 1
+        room = max(0, size - len(head))  # the header is ASCII: one byte per character
+        while len(body.encode()) > room:  # a few characters off at most: ~90 bytes of text per entry
+            body = body[:-1]
+        return head + body
 
     def start_load(self) -> None:
         self.loading = True
@@ -441,7 +468,7 @@ class PairsScenario(Scenario):
                         self.error(type(event).__name__)
                     continue
                 try:
-                    text = event.data["message"]["content"]["searchable_content"]
+                    text = event.data["message"]["content"][self.text_field]
                     sent_s, index_s, n_s = text.split(" ", 3)[:3]
                     sent_ns, n = int(sent_s), int(n_s)
                     if int(index_s) != pair.index:
@@ -614,7 +641,7 @@ class ChatroomScenario(Scenario):
                     self.error(f"push {event.topic}")  # chatroom_quit: the member was dropped
                     continue
                 try:
-                    sent_s, n_s = event.data["message"]["content"]["searchable_content"].split(" ", 2)[:2]
+                    sent_s, n_s = event.data["message"]["content"][self.text_field].split(" ", 2)[:2]
                     sent_ns, n = int(sent_s), int(n_s)
                 except (KeyError, TypeError, ValueError):
                     self.error("unexpected msg push")
@@ -731,7 +758,7 @@ class GroupScenario(Scenario):
                     if content.get("type") != 1:
                         continue  # the group's notifications (create)
                     try:
-                        sent_s, group_s, index_s, n_s = content["searchable_content"].split(" ", 4)[:4]
+                        sent_s, group_s, index_s, n_s = content[self.text_field].split(" ", 4)[:4]
                         sent_ns = int(sent_s)
                     except (KeyError, TypeError, ValueError):
                         self.error("unexpected msg push")

@@ -19,6 +19,10 @@ then a private PostgreSQL server), and prints one line holding both records unde
 server (``--spawn``, ``--postgres``) the paired figure is also given with the server's CPU added
 (``with_server_us``, ``without_server_us``, ``ratio_server``: GIN's work is done there). Issue 26's case is
 ``--messages 1000000`` (the default is 200,000: a million takes 15–40 minutes per backend on this machine).
+
+``python -m bench search --send-path [--runs 3] [--postgres]`` measures the index on the whole send path instead:
+gateway CPU per message of ``bench pairs --spawn --text zh`` with and without the index, interleaved
+(``bench.indexpath``).
 """
 
 from __future__ import annotations
@@ -184,6 +188,11 @@ def _sqlite(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--send-path" in argv:
+        from bench.indexpath import main as send_path_main
+
+        return send_path_main([arg for arg in argv if arg != "--send-path"])
     parser = argparse.ArgumentParser(prog="python -m bench search", description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--users", type=int, default=2000)

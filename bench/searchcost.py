@@ -54,6 +54,11 @@ def _text(kind: str, rng: random.Random, n: int) -> str:
     return "，".join(parts)
 
 
+def chinese_text(rng: random.Random) -> str:
+    """One message of ``_text``'s Chinese kind (for ``bench pairs --text zh``)."""
+    return _text("zh", rng, 0)
+
+
 def _fill(path: Path, kind: str, count: int, users: int, seed: int, indexed: bool, inbox_index: bool = True) -> float:
     """Writer CPU µs per message to store ``count`` messages; without ``indexed``, as before search existed:
     no tokens made (``index_row`` answers None), no FTS5 tables and no merge into them, no second inbox

@@ -7,8 +7,12 @@ accounting (what was acked was delivered), never how fast anything was.
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -356,3 +360,51 @@ def test_search_spawn_runs_both_backends_in_one_record(postgres: Any) -> None:
     server_side = record["backends"]["postgresql"]["index_cpu_us_per_msg"]
     assert server_side["with_server_us"] > server_side["with_us"] > 0
     assert "with_server_us" not in record["backends"]["sqlite"]["index_cpu_us_per_msg"]
+
+
+@pytest.mark.parametrize("unindexed", [False, True])
+def test_pairs_chinese_text_is_indexed_unless_carried_unindexed(tmp_path: Path, unindexed: bool) -> None:
+    """``--text zh`` sends Chinese text in ``searchable_content``, so every message gets a search index row;
+    ``--unindexed`` carries the same text in ``content``, so none does (what ``bench search --send-path`` pairs)."""
+    import msgpack
+
+    extra = ["--unindexed"] if unindexed else []
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "pairs", "--pairs", "4", "--window", "2", "--text", "zh", *extra, *SHORT,
+         "--keep-data"],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads(done.stdout.strip().splitlines()[-1])
+    assert record["params"]["text"] == "zh" and record["params"]["unindexed"] is unindexed
+    assert record["delivered"] == record["acked"] > 0 and record["errors"] == 0
+    kept = Path(re.search(r"kept in (\S+)", done.stderr).group(1))  # type: ignore[union-attr]
+    try:
+        with closing(sqlite3.connect(kept / "ember.db")) as db:
+            messages = db.execute("SELECT count(*) FROM messages").fetchone()[0]
+            indexed = sum(db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("message_search", "search_recent"))
+            content = msgpack.unpackb(db.execute("SELECT content FROM messages ORDER BY message_id DESC").fetchone()[0])
+    finally:
+        shutil.rmtree(kept)
+    assert messages >= record["acked"]
+    assert indexed == (0 if unindexed else messages)
+    text = content["content" if unindexed else "searchable_content"]
+    assert "searchable_content" not in content if unindexed else "content" not in content
+    assert any("\u4e00" <= char <= "\u9fff" for char in text) and len(text.encode()) <= 100
+
+
+def test_search_send_path_pairs_indexed_and_unindexed_runs() -> None:
+    """``python -m bench search --send-path`` runs bench pairs --text zh with and without the index in turn."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "search", "--send-path", "--runs", "1", "--load", "rate_2000", "--pairs",
+         "4", "--duration", "1", "--warmup", "0.3"],
+        cwd=ROOT, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads(done.stdout.strip().splitlines()[-1])
+    assert record["scenario"] == "search-send-path" and record["backend"] == "sqlite"
+    load = record["loads"]["rate_2000"]
+    assert set(record["loads"]) == {"rate_2000"} and load["acked"] > 0 and load["undelivered"] == 0
+    assert load["indexed_cpu_us_per_msg"] > 0 and load["unindexed_cpu_us_per_msg"] > 0
+    assert load["ratio"] == load["pair_ratios"][0] > 0
+    assert record["met"] == {"rate_2000": load["ratio"] <= record["target_ratio"]}
