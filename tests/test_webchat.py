@@ -154,14 +154,22 @@ TO_ALICE = 'héllo alice — e\u0301 日本語 👋🏽 שלום\u00a0"q" \\ end
 TO_BOB = "grüß dich bob ✓ 中文 🎉 مرحبا \u00a0 and e\u0301"
 
 
-async def test_a_browser_user_on_the_served_page_and_a_python_sdk_user_over_tcp_talk_both_ways(
-    nursery: trio.Nursery, tmp_path: Path
-) -> None:
+@pytest.fixture
+def browser() -> None:
+    """Node, playwright-core and Chromium, or a skip that says which is missing (a failure under CI=true).
+    A fixture, not a check in the test: a skip raised inside the trio run reaches pytest through pytest-trio,
+    which re-raises it without its reason (a bare "Skipped")."""
     missing = _browser_missing()
     if missing is not None:
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI must run the browser test, but {missing}")
         pytest.skip(f"browser test skipped: {missing}")
+
+
+@pytest.mark.usefixtures("browser")
+async def test_a_browser_user_on_the_served_page_and_a_python_sdk_user_over_tcp_talk_both_ways(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
     gw = await serve(tmp_path, nursery)
     await gw.call("/admin/user/create", {"user_id": "alice", "name": "Alice"})
     await gw.call("/admin/user/create", {"user_id": "bob", "name": "Bob"})
