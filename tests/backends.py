@@ -28,6 +28,7 @@ if BACKEND not in BACKENDS:
     raise RuntimeError(f"{ENV_BACKEND}={BACKEND!r}: must be one of {', '.join(BACKENDS)}")
 
 SQLITE_ONLY_REASON = "sqlite_only: tests SQLite itself (its file, PRAGMAs or file system), not the backend-neutral store"
+OWN_BACKEND_REASON = "own_backend: picks its storage itself, so the default pass has run it exactly as this one would"
 
 _urls: dict[str, str] = {}  # data folder or database path -> its database, for the running test
 _lock = threading.Lock()

@@ -3,8 +3,10 @@
 
 Fixtures: ``postgres`` (the server; skipped with one line where there is none, a failure under
 ``EMBER_REQUIRE_POSTGRES=1`` or ``CI=true``), ``pg_url`` (a fresh migrated database, dropped after
-the test) and ``pg_empty_url`` (a fresh database with no schema). Marker: ``sqlite_only`` (skipped
-when ``EMBER_TEST_BACKEND=postgresql``).
+the test) and ``pg_empty_url`` (a fresh database with no schema). Markers: ``sqlite_only`` (skipped
+when ``EMBER_TEST_BACKEND=postgresql``) and ``own_backend`` (a test that picks its storage itself, a PostgreSQL
+server it names or a gateway it spawns on SQLite, runs the same in both passes: skipped in the PostgreSQL one,
+which would only repeat it; it runs against PostgreSQL in the default pass all the same).
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             why = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "")
             reason = f"sqlite_only: {why}" if why else backends.SQLITE_ONLY_REASON
             item.add_marker(pytest.mark.skip(reason=reason))
+        elif item.get_closest_marker("own_backend"):
+            item.add_marker(pytest.mark.skip(reason=backends.OWN_BACKEND_REASON))
 
 
 def pytest_report_header(config: pytest.Config) -> str:

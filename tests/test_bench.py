@@ -18,6 +18,9 @@ from typing import Any
 
 import pytest
 
+#: The PostgreSQL pass would repeat this module unchanged: every gateway it spawns is on SQLite (or on the private PostgreSQL server it names).
+pytestmark = pytest.mark.own_backend
+
 pytest.importorskip("hdrh", reason="bench needs hdrhistogram (pip install 'ember-im[bench]')")
 
 ROOT = Path(__file__).resolve().parent.parent

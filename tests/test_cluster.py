@@ -34,6 +34,9 @@ from protocol.codes import ConnectionStatus, ConversationType, ErrorCode
 from tests.test_crash import ADMIN_SECRET, KILL_AFTER_ACKS, WINDOW, Server, ember_serve, send_params
 from tests.test_crash import Client as RawClient
 
+#: The PostgreSQL pass would repeat this module unchanged: every node stores on the private PostgreSQL server it names.
+pytestmark = pytest.mark.own_backend
+
 PRIVATE, GROUP = ConversationType.PRIVATE, ConversationType.GROUP
 _nonce = iter(range(10**9))
 

@@ -39,6 +39,9 @@ from gateway.cluster.postgres.presence import PresenceTable
 from gateway.cluster.postgres.tables import NODES, PRESENCE, Connection, ensure_tables
 from protocol.codes import ConnectionStatus, Platform, platform_class
 
+#: The PostgreSQL pass would repeat this module unchanged: it runs on the private PostgreSQL server it names.
+pytestmark = pytest.mark.own_backend
+
 
 @pytest.fixture
 def url(pg_empty_url: str) -> str:

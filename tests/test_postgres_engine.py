@@ -30,6 +30,9 @@ psycopg = pytest.importorskip("psycopg", reason="PostgreSQL tests need psycopg (
 from storage.postgres.engine import COPY_MIN_ROWS, POSTGRES, PgTx, convert_param_style, wrap  # noqa: E402
 from storage.postgres.store import ADVISORY_LOCK_KEY, connect_writer  # noqa: E402
 
+#: The PostgreSQL pass would repeat this module unchanged: it runs on the private PostgreSQL server it names.
+pytestmark = pytest.mark.own_backend
+
 
 def test_placeholders_become_numbered_once_and_quotes_are_left_alone() -> None:
     assert convert_param_style("SELECT ? FROM t WHERE a = ? AND b = '?'") == "SELECT $1 FROM t WHERE a = $2 AND b = '?'"

@@ -21,6 +21,9 @@ from storage.messages import Conversation, Outgoing
 from storage.sends import SendPolicy
 from tests import pg
 
+#: The PostgreSQL pass would repeat this module unchanged: it runs on the private PostgreSQL server it names.
+pytestmark = pytest.mark.own_backend
+
 SENDERS = 4
 PER_SENDER = 60
 #: The server is restarted once this many sends have been acknowledged: load before and after.

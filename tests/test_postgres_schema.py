@@ -23,6 +23,9 @@ from storage.postgres import schema as pg_schema
 from storage.postgres.connection import connect
 from tests import pg
 
+#: The PostgreSQL pass would repeat this module unchanged: it runs on the private PostgreSQL server it names.
+pytestmark = pytest.mark.own_backend
+
 # A column as both catalogs can tell it: (name, type, NOT NULL, default); a table: its columns in
 # order, its primary key and its other indexes (name -> columns, unique, partial predicate).
 Column = tuple[str, str, bool, str | None]

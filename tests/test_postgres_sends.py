@@ -24,6 +24,9 @@ psycopg = pytest.importorskip("psycopg", reason="PostgreSQL tests need psycopg (
 from storage.postgres.engine import POSTGRES, wrap  # noqa: E402
 from storage.postgres.seqs import OwnedInboxState  # noqa: E402
 
+#: The PostgreSQL pass would repeat this module unchanged: it runs on the private PostgreSQL server it names.
+pytestmark = pytest.mark.own_backend
+
 USERS = [f"u{i:02d}" for i in range(8)]
 
 

@@ -20,6 +20,9 @@ from storage.postgres import schema as pg_schema
 from storage.postgres.connection import connect
 from tests import pg
 
+#: The PostgreSQL pass would repeat this module unchanged: it runs on the private PostgreSQL server it names.
+pytestmark = pytest.mark.own_backend
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -18,6 +18,9 @@ from pathlib import Path
 
 import pytest
 
+#: The PostgreSQL pass would repeat this module unchanged: the Node tests start their own `ember serve` on a SQLite data folder.
+pytestmark = pytest.mark.own_backend
+
 ROOT = Path(__file__).resolve().parent.parent
 SDK = ROOT / "sdk" / "ts"
 EMBER = Path(sys.executable).parent / "ember"
