@@ -166,13 +166,16 @@ class _Sealed:
         self._decoder.feed(data)
         out: list[Any] = []
         try:
+            decoder = self._decoder
             while self.state in readable:
-                frame = self._decoder.next_frame()
+                frame = decoder.next_frame()
                 if frame is None:
                     break
                 event = handle(frame)
                 if event is not None:
                     out.append(event)
+                if not decoder._buffer:  # (most reads bring whole frames: no call to find none is left)
+                    break
         except ProtocolError as exc:
             self.state = State.CLOSED
             out.append(events.ProtocolViolation(exc.reason))
@@ -229,7 +232,10 @@ class ServerConnection(_Sealed):
             self.state = State.AUTHENTICATING
             return self._connect
         if frame.type is FrameType.REQUEST:
-            body = codec.unpack(self._open(frame))
+            receiver = self._receiver
+            if not frame.flags & _ENCRYPTED or receiver is None:  # (``_open``, inline: every request)
+                raise ProtocolError(f"{frame.type.name} must be encrypted")
+            body = codec.unpack(receiver.open(frame.header, frame.body))
             if not isinstance(body, dict):
                 raise ProtocolError("body is not a map")
             # The common case straight from the dict (a short printable method name, a map or no params);
