@@ -685,7 +685,8 @@ class GatewayConnection:
         counts = self.services.metrics.requests
         key = (method if method in METHODS.known else "unknown", code)
         counts[key] = counts.get(key, 0) + 1
-        self._reply(request_id, code, result)
+        if self._sending:  # ``_reply``, inline: every answer
+            self._send(self._proto.response(request_id, code, result))
 
     def _reply(self, request_id: int, code: int, result: object) -> None:
         if self._sending:

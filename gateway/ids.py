@@ -40,8 +40,9 @@ class MessageIdGenerator:
         if ms > self._last_ms or (ms == self._last_ms and (last_id & _COUNTER_MASK) > self._counter):
             self._last_ms, self._counter = ms, last_id & _COUNTER_MASK
 
-    def next_id(self) -> int:
-        now = max(self._clock.now_ms() - EPOCH_MS, 0)
+    def next_id(self, now_ms: int | None = None) -> int:
+        """The next id; ``now_ms``: the clock's reading the caller already took (a send's server_time)."""
+        now = max((self._clock.now_ms() if now_ms is None else now_ms) - EPOCH_MS, 0)
         if now > self._last_ms:
             self._last_ms, self._counter = now, 0
         else:

@@ -50,18 +50,23 @@ from .crypto import (
 from .errors import FieldError, ProtocolError
 from .frames import (
     DEFAULT_MAX_FRAME_BYTES,
+    HEADER,
+    MAGIC,
     MAX_REQUEST_ID,
+    VERSION,
     Flags,
     Frame,
     FrameDecoder,
     FrameType,
     encode_frame,
-    encode_header,
 )
 from .limits import value_problem
 from .token import TokenParts
 
 MAX_METHOD_LEN = 64
+# A sealed frame's header, packed in ``_seal`` without ``encode_header``'s call (every frame sent).
+_HEADER_PACK = HEADER.pack
+_ENCRYPTED = int(Flags.ENCRYPTED)
 MAX_PROOF_BYTES = 1024
 MAX_KEEPALIVE_SECONDS = 3600
 MIN_STATUS, MAX_STATUS = -128, 127  # the range of a CONNACK code
@@ -146,7 +151,7 @@ class _Sealed:
 
     def _seal(self, frame_type: FrameType, plaintext: bytes, request_id: int = 0) -> bytes:
         assert self._sender is not None, "no keys yet"
-        header = encode_header(frame_type, Flags.ENCRYPTED, request_id, len(plaintext) + TAG_SIZE)
+        header = _HEADER_PACK(MAGIC, VERSION, frame_type, _ENCRYPTED, 0, request_id, len(plaintext) + TAG_SIZE)
         return header + self._sender.seal(header, plaintext)
 
     def _open(self, frame: Frame) -> bytes:
@@ -161,13 +166,16 @@ class _Sealed:
         self._decoder.feed(data)
         out: list[Any] = []
         try:
+            decoder = self._decoder
             while self.state in readable:
-                frame = self._decoder.next_frame()
+                frame = decoder.next_frame()
                 if frame is None:
                     break
                 event = handle(frame)
                 if event is not None:
                     out.append(event)
+                if not decoder._buffer:  # (most reads bring whole frames: no call to find none is left)
+                    break
         except ProtocolError as exc:
             self.state = State.CLOSED
             out.append(events.ProtocolViolation(exc.reason))
@@ -224,7 +232,10 @@ class ServerConnection(_Sealed):
             self.state = State.AUTHENTICATING
             return self._connect
         if frame.type is FrameType.REQUEST:
-            body = codec.unpack(self._open(frame))
+            receiver = self._receiver
+            if not frame.flags & _ENCRYPTED or receiver is None:  # (``_open``, inline: every request)
+                raise ProtocolError(f"{frame.type.name} must be encrypted")
+            body = codec.unpack(receiver.open(frame.header, frame.body))
             if not isinstance(body, dict):
                 raise ProtocolError("body is not a map")
             # The common case straight from the dict (a short printable method name, a map or no params);
@@ -331,6 +342,8 @@ class ServerConnection(_Sealed):
 
     def response(self, request_id: int, code: int, result: Any = None) -> bytes:
         """A RESPONSE; ``result`` may be a ``codec.Packed`` (see ``encode_response_body``)."""
+        if result.__class__ is dict or result is None:  # (an ack, an answer with no result: packed here)
+            return self._seal(FrameType.RESPONSE, codec.pack({"c": int(code), "r": result}), request_id)
         return self._seal(FrameType.RESPONSE, encode_response_body(code, result), request_id)
 
     def notify(self, topic: str, data: Any = None) -> bytes:

@@ -108,11 +108,20 @@ class DirectionCipher:
         self._counter += 1
         return nonce
 
+    # seal and open take the nonce as ``_next_nonce`` does, inline: they run for every frame.
     def seal(self, header: bytes, plaintext: bytes) -> bytes:
-        return (self._aead or self._cipher()).encrypt(self._next_nonce(), plaintext, header)
+        counter = self._counter
+        if counter > _MAX_COUNTER:  # pragma: no cover - 2**64 frames
+            raise ProtocolError("frame counter exhausted")
+        self._counter = counter + 1
+        return (self._aead or self._cipher()).encrypt(_COUNTER.pack(counter), plaintext, header)
 
     def open(self, header: bytes, ciphertext: bytes) -> bytes:
+        counter = self._counter
+        if counter > _MAX_COUNTER:  # pragma: no cover - 2**64 frames
+            raise ProtocolError("frame counter exhausted")
+        self._counter = counter + 1
         try:
-            return (self._aead or self._cipher()).decrypt(self._next_nonce(), ciphertext, header)
+            return (self._aead or self._cipher()).decrypt(_COUNTER.pack(counter), ciphertext, header)
         except (InvalidTag, ValueError):
             raise ProtocolError("frame failed authentication") from None

@@ -45,7 +45,8 @@ CREATE_RECENT: Final = (
 CREATE_INBOX_INDEX: Final = "CREATE INDEX inbox_by_message ON inbox (user_id, message_id)"
 
 _INSERT: Final = "INSERT INTO message_search (rowid, bi, uni, words, content_type) VALUES (?, ?, ?, ?, ?)"
-_INSERT_RECENT: Final = "INSERT INTO search_recent (message_id, bi, uni, words, content_type) VALUES (?, ?, ?, ?, ?)"
+#: One message's tokens into the log (``storage.sends``' SQLite fast path writes it directly too).
+INSERT_RECENT: Final = "INSERT INTO search_recent (message_id, bi, uni, words, content_type) VALUES (?, ?, ?, ?, ?)"
 _DELETE: Final = "DELETE FROM message_search WHERE rowid = ?"
 _DELETE_RECENT: Final = "DELETE FROM search_recent WHERE message_id = ?"
 _COLUMNS: Final = (
@@ -94,7 +95,7 @@ class Fts5Search:
     def index(self, tx: sqlite3.Connection, rows: Iterable[IndexRow]) -> None:
         values = _rows(rows)
         if values:
-            tx.executemany(_INSERT_RECENT, values)
+            tx.executemany(INSERT_RECENT, values)
 
     def remove(self, tx: sqlite3.Connection, message_ids: Sequence[int]) -> None:
         ids = [(message_id,) for message_id in message_ids]

@@ -423,10 +423,11 @@ class MessageService:
         if raw.get("to_users") is not None:
             to_users = params.identifier_list("to_users", max_items=MAX_MENTIONS) or None
         # Positional, in Outgoing's field order: message_id, server_time, conv, from_user, content,
-        # persist_flag, to_users, client_msg_id.
+        # persist_flag, to_users, client_msg_id. One clock reading for both (the id's millisecond is
+        # then the server_time's, or later if the generator is ahead of the clock).
+        now = self.clock.now_ms()
         return Outgoing(
-            self.ids.next_id(), self.clock.now_ms(), conv, from_user, content, content["persist_flag"],
-            to_users, client_msg_id,
+            self.ids.next_id(now), now, conv, from_user, content, content["persist_flag"], to_users, client_msg_id,
         )  # fmt: skip
 
     # --- sending ----------------------------------------------------------------------------------
