@@ -29,17 +29,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Final
 
+from bench.light import last_json
+
 #: Issue 26: indexing adds at most this much to the send path's CPU per message.
 TARGET_RATIO: Final = 1.15
 #: The loads, as ``bench pairs`` arguments: light (issue 27's rate) and closed loop.
 LOADS: Final = {"rate_2000": ["--rate", "2000"], "window_10": ["--window", "10"]}
-
-
-def _last_json(out: str) -> dict[str, Any]:
-    for line in reversed(out.strip().splitlines()):
-        if line.startswith("{"):
-            return dict(json.loads(line))
-    raise SystemExit(f"bench search --send-path: no JSON line in a run's output:\n{out[-2000:]}")
 
 
 def _pairs(args: argparse.Namespace, load: list[str], indexed: bool) -> dict[str, Any]:
@@ -53,7 +48,7 @@ def _pairs(args: argparse.Namespace, load: list[str], indexed: bool) -> dict[str
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
     if done.returncode not in (0, 1):  # 1: an undelivered message; the line still counts (and is reported)
         raise SystemExit(f"bench search --send-path: {' '.join(command)} exited {done.returncode}:\n{done.stderr[-2000:]}")
-    return _last_json(done.stdout)
+    return last_json(done.stdout)
 
 
 def summarize(indexed: Sequence[dict[str, Any]], unindexed: Sequence[dict[str, Any]]) -> dict[str, Any]:

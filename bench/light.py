@@ -31,18 +31,19 @@ TARGET_RATIO = 1.3
 TARGET_P99_MS = 5.0
 
 
-def _last_json(out: str) -> dict[str, Any]:
+def last_json(out: str) -> dict[str, Any]:
+    """The last JSON line of a child bench's output (its record)."""
     for line in reversed(out.strip().splitlines()):
         if line.startswith("{"):
             return dict(json.loads(line))
-    raise SystemExit(f"bench light: no JSON line in a child's output:\n{out[-2000:]}")
+    raise SystemExit(f"bench: no JSON line in a child's output:\n{out[-2000:]}")
 
 
 def _run(command: list[str], timeout: float) -> dict[str, Any]:
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
     if done.returncode not in (0, 1):  # 1: bench pairs found an undelivered message; its line still counts
         raise SystemExit(f"bench light: {' '.join(command)} exited {done.returncode}:\n{done.stderr[-2000:]}")
-    return _last_json(done.stdout)
+    return last_json(done.stdout)
 
 
 def _floor(args: argparse.Namespace) -> dict[str, Any]:

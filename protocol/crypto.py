@@ -101,14 +101,7 @@ class DirectionCipher:
             self._aead = AESGCM(self._key)
         return self._aead
 
-    def _next_nonce(self) -> bytes:
-        if self._counter > _MAX_COUNTER:  # pragma: no cover - 2**64 frames
-            raise ProtocolError("frame counter exhausted")
-        nonce = _COUNTER.pack(self._counter)
-        self._counter += 1
-        return nonce
-
-    # seal and open take the nonce as ``_next_nonce`` does, inline: they run for every frame.
+    # seal and open take the next nonce (the direction's counter, then one more) inline: they run for every frame.
     def seal(self, header: bytes, plaintext: bytes) -> bytes:
         counter = self._counter
         if counter > _MAX_COUNTER:  # pragma: no cover - 2**64 frames

@@ -926,9 +926,6 @@ class Writer:
 
     def _run_batch(self, conn: Any, ops: list[_Op]) -> None:
         """Run ``ops`` in one transaction; leave each one's result or error on it."""
-        if len(ops) == 1 and conn.in_transaction:
-            self._run_alone(conn, ops[0])
-            return
         started = time.perf_counter()
         changes = conn.total_changes  # rows written before this batch: did it write any (``_space_back``)?
         # Ops that succeeded inside the open transaction: their results only
@@ -1000,41 +997,6 @@ class Writer:
             and (conn.total_changes != changes or any(op.fn is space_probe for op in ops))
             and self.free_space_ok()
         ):
-            self._space_back()
-
-    def _run_alone(self, conn: Any, op: _Op) -> None:
-        """``_run_batch`` for one operation whose transaction is already open (an inline batch of one: most
-        of them at light load): the same steps, in the same order, without the walk over groups."""
-        started = time.perf_counter()
-        changes = conn.total_changes
-        self._run_one(conn, op, alone=True)
-        engine = self._engine
-        if engine.transaction_failed(conn):  # as in _run_batch's loop, for a batch of this one op
-            pending = [op] if op.error is None else []
-            cause = op.error
-            _fail(pending, "the transaction was aborted by another operation in its batch", cause)
-            if pending and _is_full(cause):
-                self._note_full(1)
-            if pending or not isinstance(cause, Refused):
-                self._on_rollback()
-            engine.rollback(conn)
-            return
-        ok = op.error is None
-        try:
-            if self._before_commit is not None and ok:
-                self._before_commit(conn, [op.result])
-            engine.commit(conn)
-        except engine.errors as exc:
-            engine.rollback(conn)
-            self._on_rollback()
-            pending = [op] if ok else []
-            _fail(pending, "commit failed", exc)
-            self._note_failure("commit failed", exc, len(pending))
-            return
-        self.commits += 1
-        self.committed_ops += ok
-        self.stats.observe(int(ok), time.perf_counter() - started)
-        if self._disk_full and (conn.total_changes != changes or op.fn is space_probe) and self.free_space_ok():
             self._space_back()
 
     def _note_failure(self, what: str, exc: BaseException, ops: int) -> None:

@@ -84,21 +84,7 @@ class Router:
         return pushed
 
     def push_message(self, user_id: str, seq: int, packed_message: bytes, except_client: str | None = None) -> int:
-        # ``_push_encoded`` with ``encode_msg_push``, written out: this runs twice per private message (the
-        # recipient, the sender's other devices), most often for one device or none.
-        sessions = self._users.get(user_id)
-        if not sessions:
-            return 0
-        body = None
-        pushed = 0
-        for conn in sessions.values():
-            if conn.client_id == except_client:
-                continue
-            if body is None:
-                body = encode_msg_push(seq, packed_message)
-            conn.push_frame_body(body)
-            pushed += 1
-        return pushed
+        return self._push_encoded(user_id, encode_msg_push, seq, packed_message, except_client)
 
     def push_update(self, user_id: str, seq: int, packed_notice: bytes, except_client: str | None = None) -> int:
         return self._push_encoded(user_id, encode_update_push, seq, packed_notice, except_client)
